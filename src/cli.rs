@@ -1,0 +1,107 @@
+//! The command line: `run` (the default), `sim`, `check-config`; later issues add more.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::sim::Simulator;
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lanehub",
+    version,
+    about = "Store controller for Vipps MobilePay Loyalty at the POS"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run lanehub (the default): lanes, terminal API, metrics, and the embedded simulator in
+    /// simulator mode.
+    Run {
+        /// Configuration file layered over the built-in defaults.
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Serve the Vipps simulator alone.
+    Sim {
+        /// Address to listen on (default: `sim.listen`).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file (with the environment's overrides) and exit.
+    CheckConfig { path: PathBuf },
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let command = cli.command.unwrap_or(Command::Run { config: None });
+    match command {
+        Command::Run { config } => with_settings(config, |settings| {
+            actix_web::rt::System::new().block_on(async move {
+                let app = Application::build(settings)?;
+                app.run_until_stopped().await?;
+                Ok(())
+            })
+        }),
+        Command::Sim { listen, config } => with_settings(config, |settings| {
+            let listen = listen.unwrap_or(settings.sim.listen);
+            actix_web::rt::System::new().block_on(async move {
+                crate::install_crypto_provider();
+                let listener = TcpListener::bind(listen)
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+                let sim = Simulator::new(settings.sim).serve(listener)?;
+                println!("Vipps simulator listening on {}", sim.base_url());
+                tokio::signal::ctrl_c().await?;
+                sim.stop().await;
+                Ok(())
+            })
+        }),
+        Command::CheckConfig { path } => match Settings::load_from_process(Some(&path)) {
+            Ok(settings) => {
+                println!(
+                    "{}: configuration is valid ({} lanes, Vipps mode {:?})",
+                    path.display(),
+                    settings.lanes.len(),
+                    settings.vipps.mode
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn with_settings(
+    config: Option<PathBuf>,
+    f: impl FnOnce(Settings) -> anyhow::Result<()>,
+) -> ExitCode {
+    let settings = match Settings::load_from_process(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::telemetry::init(&settings.log);
+    match f(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "lanehub stopped");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! Typed, layered settings: the built-in defaults (`config/lanehub.toml`, compiled in), then an
+//! optional file, then `LANEHUB__SECTION__KEY` environment variables.
+//!
+//! Unknown keys are rejected and every error names where the value came from (file, environment
+//! variable or built-in defaults), the key and what is wrong. Secrets are `SecretString` so they
+//! cannot reach a log by accident.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::{LaneId, Msisdn};
+
+/// The built-in defaults, which are also the documented configuration file.
+pub const DEFAULTS: &str = include_str!("../config/lanehub.toml");
+const DEFAULTS_SOURCE: &str = "built-in defaults";
+const ENV_PREFIX: &str = "LANEHUB__";
+
+/// Demo credentials that ship in the default configuration; refused in remote Vipps mode.
+pub const DEMO_TOKENS: [&str; 3] = ["demo-admin-token", "demo-lane-1-token", "demo-lane-2-token"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub api: ApiSettings,
+    pub vipps: VippsSettings,
+    pub store: StoreSettings,
+    pub log: LogSettings,
+    pub sim: SimSettings,
+    #[serde(default)]
+    pub lanes: Vec<LaneSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: SocketAddr,
+    pub admin_token: SecretString,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VippsMode {
+    Simulator,
+    Remote,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VippsSettings {
+    pub mode: VippsMode,
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub subscription_key: SecretString,
+    pub merchant_serial_number: String,
+    pub system_name: String,
+    pub plugin_name: String,
+    #[serde(deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    pub webhook_public_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimSettings {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "duration")]
+    pub token_lifetime: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub payment_expiry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub login_expiry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub login_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub webhook_retry_initial: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub webhook_retry_max: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub webhook_retry_for: Duration,
+    pub rate_limits: bool,
+    #[serde(default)]
+    pub merchants: Vec<SimMerchant>,
+    #[serde(default)]
+    pub customers: Vec<SimCustomer>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimMerchant {
+    pub name: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub subscription_key: SecretString,
+    pub merchant_serial_number: String,
+}
+
+/// What a virtual customer does with a payment request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentBehaviour {
+    Approve,
+    Decline,
+    Ignore,
+}
+
+/// What a virtual customer does with a Login request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoginBehaviour {
+    Consent,
+    Deny,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimCustomer {
+    pub phone_number: Msisdn,
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub member: bool,
+    pub payment: PaymentBehaviour,
+    #[serde(deserialize_with = "duration")]
+    pub payment_delay: Duration,
+    pub login: LoginBehaviour,
+    #[serde(deserialize_with = "duration")]
+    pub login_delay: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneSettings {
+    pub id: LaneId,
+    pub token: SecretString,
+    #[serde(default)]
+    pub scanners: Vec<ScannerSettings>,
+}
+
+/// Who faces a scanner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerRole {
+    Customer,
+    Cashier,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerSource {
+    Hid,
+    Terminal,
+    Simulated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HidProtocol {
+    HidPos,
+    Keyboard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyboardLayout {
+    Us,
+    No,
+}
+
+/// One scanner of a lane. `vid`/`pid` (and optionally `serial` or `path`) select a `hid` device.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerSettings {
+    pub role: ScannerRole,
+    pub source: ScannerSource,
+    pub vid: Option<u16>,
+    pub pid: Option<u16>,
+    pub serial: Option<String>,
+    pub path: Option<String>,
+    pub protocol: Option<HidProtocol>,
+    pub layout: Option<KeyboardLayout>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub inter_report_timeout: Option<Duration>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    humantime::parse_duration(&raw).map_err(|e| {
+        serde::de::Error::custom(format!("`{raw}` is not a duration like \"5s\" ({e})"))
+    })
+}
+
+fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
+}
+
+/// A configuration error naming the source, the key and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}: {}{message}", key_prefix(.key))]
+pub struct ConfigError {
+    /// A file path, an environment variable name, or "built-in defaults".
+    pub origin: String,
+    /// The dotted key, empty for errors about a whole file.
+    pub key: String,
+    pub message: String,
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
+}
+
+impl Settings {
+    /// Loads the built-in defaults, then `file` if given, then `LANEHUB__…` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut layers = Layers::new(DEFAULTS, DEFAULTS_SOURCE)?;
+        if let Some(path) = file {
+            let source = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                origin: source.clone(),
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            })?;
+            layers.merge_file(&text, &source)?;
+        }
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                layers.set_env(&name, rest, &value)?;
+            }
+        }
+        let settings = layers.into_settings()?;
+        settings.validate(file)?;
+        Ok(settings)
+    }
+
+    /// Loads with the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        Self::load(file, std::env::vars())
+    }
+
+    fn validate(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let source = file.map_or(DEFAULTS_SOURCE.to_owned(), |p| p.display().to_string());
+        let err = |key: &str, message: String| ConfigError {
+            origin: source.clone(),
+            key: key.to_owned(),
+            message,
+        };
+        let msn = &self.vipps.merchant_serial_number;
+        if !(4..=7).contains(&msn.len()) || !msn.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err(
+                "vipps.merchant_serial_number",
+                "expected 4 to 7 digits".into(),
+            ));
+        }
+        for (key, value) in [
+            ("vipps.system_name", &self.vipps.system_name),
+            ("vipps.plugin_name", &self.vipps.plugin_name),
+        ] {
+            if value.is_empty() || value.len() > 30 {
+                return Err(err(key, "expected 1 to 30 characters".into()));
+            }
+        }
+        if self.vipps.mode == VippsMode::Remote {
+            let url = &self.vipps.base_url;
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(err(
+                    "vipps.base_url",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+            let mut demo = vec![];
+            if DEMO_TOKENS.contains(&self.api.admin_token.expose_secret()) {
+                demo.push("api.admin_token".to_owned());
+            }
+            for (i, lane) in self.lanes.iter().enumerate() {
+                if DEMO_TOKENS.contains(&lane.token.expose_secret()) {
+                    demo.push(format!("lanes[{i}].token"));
+                }
+            }
+            if let Some(first) = demo.first() {
+                return Err(err(
+                    first,
+                    format!(
+                        "demo tokens are refused in remote Vipps mode; set real ones for: {}",
+                        demo.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = Some(&self.vipps.webhook_public_url).filter(|u| !u.is_empty())
+            && !url.starts_with("https://")
+            && !url.starts_with("http://127.")
+            && !url.starts_with("http://localhost")
+        {
+            return Err(err(
+                "vipps.webhook_public_url",
+                "Vipps only delivers webhooks to https URLs".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if !seen.insert(lane.id.clone()) {
+                return Err(err(
+                    &format!("lanes[{i}].id"),
+                    format!("lane `{}` is defined twice", lane.id),
+                ));
+            }
+            if lane.token.expose_secret().len() < 16 {
+                return Err(err(
+                    &format!("lanes[{i}].token"),
+                    "a lane token needs at least 16 characters".into(),
+                ));
+            }
+            for (j, s) in lane.scanners.iter().enumerate() {
+                let key = format!("lanes[{i}].scanners[{j}]");
+                if s.source == ScannerSource::Hid && (s.vid.is_none() || s.pid.is_none()) {
+                    return Err(err(&key, "a hid scanner needs `vid` and `pid`".into()));
+                }
+                if s.source == ScannerSource::Hid && s.protocol.is_none() {
+                    return Err(err(
+                        &key,
+                        "a hid scanner needs `protocol` (\"hid-pos\" or \"keyboard\")".into(),
+                    ));
+                }
+            }
+        }
+        if self.api.admin_token.expose_secret().len() < 16 {
+            return Err(err(
+                "api.admin_token",
+                "the admin token needs at least 16 characters".into(),
+            ));
+        }
+        let mut customers = std::collections::HashSet::new();
+        for (i, c) in self.sim.customers.iter().enumerate() {
+            if !customers.insert(c.phone_number.clone()) {
+                return Err(err(
+                    &format!("sim.customers[{i}].phone_number"),
+                    "defined twice".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The merged TOML tree with the source of every leaf, so errors can name where a value came from.
+struct Layers {
+    root: toml::Value,
+    origin: BTreeMap<String, String>,
+}
+
+impl Layers {
+    fn new(text: &str, source: &str) -> Result<Self, ConfigError> {
+        let mut layers = Layers {
+            root: toml::Value::Table(toml::Table::new()),
+            origin: BTreeMap::new(),
+        };
+        layers.merge_file(text, source)?;
+        Ok(layers)
+    }
+
+    fn merge_file(&mut self, text: &str, source: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+            origin: source.to_owned(),
+            key: String::new(),
+            message: format!("not valid TOML: {}", e.to_string().trim_end()),
+        })?;
+        let root = self
+            .root
+            .as_table_mut()
+            .expect("the root is always a table");
+        merge(root, table, "", source, &mut self.origin);
+        Ok(())
+    }
+
+    fn set_env(&mut self, name: &str, rest: &str, raw: &str) -> Result<(), ConfigError> {
+        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        let err = |message: String| ConfigError {
+            origin: format!("environment variable {name}"),
+            key: path.join("."),
+            message,
+        };
+        if path.iter().any(|p| p.is_empty()) {
+            return Err(err("expected LANEHUB__SECTION__KEY".into()));
+        }
+        let mut node: &mut toml::Value = &mut self.root;
+        for (i, seg) in path.iter().enumerate() {
+            let last = i + 1 == path.len();
+            node = match node {
+                toml::Value::Table(t) => {
+                    if last {
+                        let value = env_value(t.get(seg.as_str()), raw);
+                        t.insert(seg.clone(), value);
+                        break;
+                    }
+                    t.entry(seg.clone())
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                }
+                toml::Value::Array(a) => {
+                    let idx: usize = seg
+                        .parse()
+                        .map_err(|_| err(format!("`{seg}` is not an array index")))?;
+                    let len = a.len();
+                    let slot = a
+                        .get_mut(idx)
+                        .ok_or_else(|| err(format!("index {idx} is past the {len} entries")))?;
+                    if last {
+                        *slot = env_value(Some(slot), raw);
+                        break;
+                    }
+                    slot
+                }
+                _ => return Err(err(format!("`{seg}` is below a value, not a section"))),
+            };
+        }
+        let key = path
+            .iter()
+            .fold(String::new(), |acc, seg| match seg.parse::<usize>() {
+                Ok(i) => format!("{acc}[{i}]"),
+                Err(_) => join_key(&acc, seg),
+            });
+        self.origin
+            .insert(key, format!("environment variable {name}"));
+        Ok(())
+    }
+
+    fn into_settings(self) -> Result<Settings, ConfigError> {
+        serde_path_to_error::deserialize::<_, Settings>(self.root).map_err(|e| {
+            let key = toml_path(e.path());
+            let message = e.inner().to_string();
+            let leaf = unknown_field(&message).map_or(key.clone(), |f| join_key(&key, f));
+            let source = origin_of(&self.origin, &leaf)
+                .unwrap_or(DEFAULTS_SOURCE)
+                .to_owned();
+            ConfigError {
+                origin: source,
+                key: leaf,
+                message,
+            }
+        })
+    }
+}
+
+fn merge(
+    into: &mut toml::Table,
+    from: toml::Table,
+    prefix: &str,
+    source: &str,
+    origin: &mut BTreeMap<String, String>,
+) {
+    for (k, v) in from {
+        let key = join_key(prefix, &k);
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(existing)), toml::Value::Table(t)) => {
+                merge(existing, t, &key, source, origin)
+            }
+            (_, v) => {
+                record_origin(&v, &key, source, origin);
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+fn record_origin(v: &toml::Value, key: &str, source: &str, origin: &mut BTreeMap<String, String>) {
+    origin.insert(key.to_owned(), source.to_owned());
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                record_origin(v, &join_key(key, k), source, origin);
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                record_origin(v, &format!("{key}[{i}]"), source, origin);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The value of an environment override, typed like the value it replaces.
+fn env_value(existing: Option<&toml::Value>, raw: &str) -> toml::Value {
+    let parsed = || {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+    };
+    match existing {
+        Some(toml::Value::String(_)) | None => match existing {
+            None => parsed()
+                .filter(|v| !v.is_str())
+                .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+            _ => toml::Value::String(raw.to_owned()),
+        },
+        Some(_) => parsed().unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+    }
+}
+
+fn join_key(prefix: &str, k: &str) -> String {
+    if prefix.is_empty() {
+        k.to_owned()
+    } else {
+        format!("{prefix}.{k}")
+    }
+}
+
+fn toml_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+/// The source of `key`, or of its nearest parent with a recorded source.
+fn origin_of<'a>(origin: &'a BTreeMap<String, String>, key: &str) -> Option<&'a str> {
+    let mut k = key;
+    loop {
+        if let Some(s) = origin.get(k) {
+            return Some(s);
+        }
+        let cut = k.rfind(['.', '['])?;
+        k = &k[..cut];
+    }
+}

@@ -1,0 +1,22 @@
+//! lanehub: a store controller for Vipps MobilePay "Loyalty at the Point of Sale".
+//!
+//! Lane terminals connect over HTTP and WebSocket. Each checkout lane is one actor that owns its
+//! scanners and a pure session state machine; one shared Vipps-client actor fetches tokens,
+//! rate-limits and retries every Vipps call; a supervisor restarts failed lanes and exports
+//! Prometheus metrics. A built-in Vipps simulator lets all of it run without credentials.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod sim;
+pub mod startup;
+pub mod telemetry;
+pub mod vipps;
+
+/// Installs rustls' ring provider as the process default; reqwest is built without one.
+pub fn install_crypto_provider() {
+    // Err means another provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

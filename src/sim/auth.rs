@@ -1,0 +1,167 @@
+//! Access tokens: `POST /accesstoken/get` issues them to configured merchants, and [`authorize`]
+//! checks the bearer token, subscription key and merchant serial number of every other call.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::SimState;
+use super::problem::Problem;
+use crate::config::SimMerchant;
+
+/// A token the simulator issued.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub merchant_serial_number: String,
+    pub expires_at: Instant,
+}
+
+/// The merchant a request was authorised as.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub name: String,
+    pub merchant_serial_number: String,
+}
+
+/// Whether a call must carry `Merchant-Serial-Number` (ePayment requires it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsnHeader {
+    Required,
+    Optional,
+}
+
+pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/accesstoken/get", web::post().to(access_token));
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn access_token(
+    state: web::Data<SimState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    let unauthorized = || {
+        Problem::oauth(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "client_id, client_secret, Ocp-Apim-Subscription-Key or Merchant-Serial-Number is wrong",
+        )
+    };
+    for name in ["client_id", "client_secret", "ocp-apim-subscription-key"] {
+        if header(&req, name).is_none() {
+            return Err(Problem::oauth(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("missing header {name}"),
+            ));
+        }
+    }
+    let merchant = find_merchant(
+        &state.settings.merchants,
+        header(&req, "client_id"),
+        header(&req, "client_secret"),
+        header(&req, "ocp-apim-subscription-key"),
+        header(&req, "merchant-serial-number"),
+    )
+    .ok_or_else(unauthorized)?;
+
+    let lifetime = state.settings.token_lifetime;
+    let token = format!("sim.{}", uuid::Uuid::new_v4().simple());
+    let now = state.clock.now();
+    state.tokens.lock().expect("token lock").insert(
+        token.clone(),
+        IssuedToken {
+            merchant_serial_number: merchant.merchant_serial_number.clone(),
+            expires_at: now + lifetime,
+        },
+    );
+    let not_before = state.clock.wall().timestamp();
+    let secs = lifetime.as_secs();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json;charset=UTF-8")
+        .json(json!({
+            "token_type": "Bearer",
+            "expires_in": secs.to_string(),
+            "ext_expires_in": "0",
+            "expires_on": (not_before + secs as i64).to_string(),
+            "not_before": not_before.to_string(),
+            "resource": "00000002-0000-0000-c000-000000000000",
+            "access_token": token,
+        })))
+}
+
+fn find_merchant<'a>(
+    merchants: &'a [SimMerchant],
+    client_id: Option<&str>,
+    client_secret: Option<&str>,
+    subscription_key: Option<&str>,
+    msn: Option<&str>,
+) -> Option<&'a SimMerchant> {
+    merchants.iter().find(|m| {
+        Some(m.client_id.as_str()) == client_id
+            && Some(m.client_secret.expose_secret()) == client_secret
+            && Some(m.subscription_key.expose_secret()) == subscription_key
+            // The live API only checks the MSN when it is sent.
+            && msn.is_none_or(|msn| msn == m.merchant_serial_number)
+    })
+}
+
+/// Checks a merchant call: a valid, unexpired bearer token; the subscription key of the token's
+/// merchant; and the merchant serial number when sent (or when `msn` requires it).
+/// Failures answer as the API gateway does: 401 with `{statusCode, message}`.
+pub fn authorize(state: &SimState, req: &HttpRequest, msn: MsnHeader) -> Result<Merchant, Problem> {
+    let unauthorized = |m: &str| Problem::gateway(StatusCode::UNAUTHORIZED, m);
+    let token = header(req, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("Access denied due to missing bearer token."))?;
+    let issued = state
+        .tokens
+        .lock()
+        .expect("token lock")
+        .get(token)
+        .cloned()
+        .ok_or_else(|| unauthorized("Access denied due to invalid token."))?;
+    if state.clock.now() >= issued.expires_at {
+        return Err(unauthorized("Access denied due to expired token."));
+    }
+    let merchant = state
+        .settings
+        .merchants
+        .iter()
+        .find(|m| m.merchant_serial_number == issued.merchant_serial_number)
+        .ok_or_else(|| unauthorized("Access denied due to invalid token."))?;
+    if header(req, "ocp-apim-subscription-key") != Some(merchant.subscription_key.expose_secret()) {
+        return Err(unauthorized(
+            "Access denied due to missing or invalid subscription key.",
+        ));
+    }
+    match (header(req, "merchant-serial-number"), msn) {
+        (Some(sent), _) if sent != merchant.merchant_serial_number => Err(Problem::gateway(
+            StatusCode::FORBIDDEN,
+            "Merchant-Serial-Number does not match the access token.",
+        )),
+        (None, MsnHeader::Required) => Err(Problem::epayment_invalid(
+            "Merchant-Serial-Number",
+            "The Merchant-Serial-Number header is required.",
+        )),
+        _ => Ok(Merchant {
+            name: merchant.name.clone(),
+            merchant_serial_number: merchant.merchant_serial_number.clone(),
+        }),
+    }
+}
+
+/// Drops expired tokens so a long run does not grow without bound.
+pub(super) fn tick(state: &SimState, now: Instant) {
+    state
+        .tokens
+        .lock()
+        .expect("token lock")
+        .retain(|_, t| t.expires_at + Duration::from_secs(60) > now);
+}

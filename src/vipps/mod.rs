@@ -1,0 +1,136 @@
+//! Everything lanehub says to Vipps: the operations it performs and webhook signatures.
+//!
+//! The client and its actor live here too; the simulator in `crate::sim` answers the same
+//! operations so that code which works against one works against the other.
+
+pub mod signature;
+
+/// Every Vipps call lanehub makes; `as_str()` is the `operation` metric label and the simulator's
+/// fault-injection key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    AccessToken,
+    QrExchange,
+    CheckIn,
+    LoginAuthenticate,
+    LoginToken,
+    Userinfo,
+    Discovery,
+    PaymentCreate,
+    PaymentGet,
+    PaymentEvents,
+    PaymentCancel,
+    PaymentCapture,
+    PaymentRefund,
+    PaymentApprove,
+    WebhookRegister,
+    WebhookList,
+    WebhookDelete,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 17] = [
+        Operation::AccessToken,
+        Operation::QrExchange,
+        Operation::CheckIn,
+        Operation::LoginAuthenticate,
+        Operation::LoginToken,
+        Operation::Userinfo,
+        Operation::Discovery,
+        Operation::PaymentCreate,
+        Operation::PaymentGet,
+        Operation::PaymentEvents,
+        Operation::PaymentCancel,
+        Operation::PaymentCapture,
+        Operation::PaymentRefund,
+        Operation::PaymentApprove,
+        Operation::WebhookRegister,
+        Operation::WebhookList,
+        Operation::WebhookDelete,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::AccessToken => "access_token",
+            Operation::QrExchange => "qr_exchange",
+            Operation::CheckIn => "check_in",
+            Operation::LoginAuthenticate => "login_authenticate",
+            Operation::LoginToken => "login_token",
+            Operation::Userinfo => "userinfo",
+            Operation::Discovery => "discovery",
+            Operation::PaymentCreate => "payment_create",
+            Operation::PaymentGet => "payment_get",
+            Operation::PaymentEvents => "payment_events",
+            Operation::PaymentCancel => "payment_cancel",
+            Operation::PaymentCapture => "payment_capture",
+            Operation::PaymentRefund => "payment_refund",
+            Operation::PaymentApprove => "payment_approve",
+            Operation::WebhookRegister => "webhook_register",
+            Operation::WebhookList => "webhook_list",
+            Operation::WebhookDelete => "webhook_delete",
+        }
+    }
+
+    /// Which operation a request to the Vipps API is, from its method and path.
+    pub fn from_request(method: &str, path: &str) -> Option<Operation> {
+        let segs: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let op = match (method, segs.as_slice()) {
+            ("POST", ["accesstoken", "get"]) => Operation::AccessToken,
+            ("POST", ["qr", "v1", "exchange"]) => Operation::QrExchange,
+            ("POST", ["point-of-sale", "v1", "loyalty-check-in"]) => Operation::CheckIn,
+            ("POST", ["vipps-login-ciba", "api", "backchannel", "authentication"]) => {
+                Operation::LoginAuthenticate
+            }
+            ("POST", ["access-management-1.0", "access", "oauth2", "token"]) => {
+                Operation::LoginToken
+            }
+            ("GET", ["vipps-userinfo-api", "userinfo"]) => Operation::Userinfo,
+            (
+                "GET",
+                [
+                    "access-management-1.0",
+                    "access",
+                    ".well-known",
+                    "openid-configuration",
+                ],
+            ) => Operation::Discovery,
+            ("POST", ["epayment", "v1", "payments"]) => Operation::PaymentCreate,
+            ("GET", ["epayment", "v1", "payments", _]) => Operation::PaymentGet,
+            ("GET", ["epayment", "v1", "payments", _, "events"]) => Operation::PaymentEvents,
+            ("POST", ["epayment", "v1", "payments", _, "cancel"]) => Operation::PaymentCancel,
+            ("POST", ["epayment", "v1", "payments", _, "capture"]) => Operation::PaymentCapture,
+            ("POST", ["epayment", "v1", "payments", _, "refund"]) => Operation::PaymentRefund,
+            ("POST", ["epayment", "v1", "test", "payments", _, "approve"]) => {
+                Operation::PaymentApprove
+            }
+            ("POST", ["webhooks", "v1", "webhooks"]) => Operation::WebhookRegister,
+            ("GET", ["webhooks", "v1", "webhooks"]) => Operation::WebhookList,
+            ("DELETE", ["webhooks", "v1", "webhooks", _]) => Operation::WebhookDelete,
+            _ => return None,
+        };
+        Some(op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_round_trip_through_labels_and_paths() {
+        for op in Operation::ALL {
+            let json = serde_json::to_string(&op).unwrap();
+            assert_eq!(json, format!("\"{}\"", op.as_str()));
+        }
+        assert_eq!(
+            Operation::from_request("GET", "/epayment/v1/payments/abc-12345/events"),
+            Some(Operation::PaymentEvents)
+        );
+        assert_eq!(
+            Operation::from_request("POST", "/epayment/v1/payments"),
+            Some(Operation::PaymentCreate)
+        );
+        assert_eq!(Operation::from_request("GET", "/sim/v1/payments"), None);
+    }
+}

@@ -1,0 +1,253 @@
+//! Webhook signatures as Vipps computes them (HMAC-SHA256 over method, path, date, host and body
+//! hash). The simulator signs with [`sign`]; lanehub's receiver checks with [`verify`].
+//!
+//! The key is the secret's UTF-8 bytes (not base64-decoded) and comparison is constant-time.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The headers a signed delivery carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHeaders {
+    /// `x-ms-date`, RFC 1123.
+    pub date: String,
+    /// `x-ms-content-sha256`: base64 of SHA-256 of the raw body.
+    pub content_sha256: String,
+    /// `Authorization: HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=…`.
+    pub authorization: String,
+}
+
+/// Why a delivery's signature was refused; `kind()` is the metric label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("authorization header is not HMAC-SHA256 with the expected signed headers")]
+    MalformedAuthorization,
+    #[error("body hash does not match x-ms-content-sha256")]
+    ContentHashMismatch,
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("x-ms-date is unreadable or outside the allowed clock skew")]
+    StaleDate,
+}
+
+impl SignatureError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SignatureError::MissingHeader(_) => "missing_header",
+            SignatureError::MalformedAuthorization => "malformed_authorization",
+            SignatureError::ContentHashMismatch => "content_hash_mismatch",
+            SignatureError::BadSignature => "bad_signature",
+            SignatureError::StaleDate => "stale_date",
+        }
+    }
+}
+
+const AUTH_PREFIX: &str = "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=";
+
+/// base64(SHA-256(body)).
+pub fn content_hash(body: &[u8]) -> String {
+    B64.encode(Sha256::digest(body))
+}
+
+fn signature(secret: &str, path_and_query: &str, date: &str, host: &str, hash: &str) -> Vec<u8> {
+    let to_sign = format!("POST\n{path_and_query}\n{date};{host};{hash}");
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(to_sign.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Signs a delivery of `body` to `path_and_query` on `host` at `date` (RFC 1123).
+pub fn sign(
+    secret: &str,
+    path_and_query: &str,
+    host: &str,
+    date: &str,
+    body: &[u8],
+) -> SignedHeaders {
+    let hash = content_hash(body);
+    let sig = B64.encode(signature(secret, path_and_query, date, host, &hash));
+    SignedHeaders {
+        date: date.to_owned(),
+        authorization: format!("{AUTH_PREFIX}{sig}"),
+        content_sha256: hash,
+    }
+}
+
+/// Checks a delivery: body hash, then the HMAC, both in constant time. The date's freshness is
+/// the caller's decision ([`check_date`]) because only it knows the clock.
+pub fn verify(
+    secret: &str,
+    path_and_query: &str,
+    host: &str,
+    date: Option<&str>,
+    content_sha256: Option<&str>,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<(), SignatureError> {
+    let date = date.ok_or(SignatureError::MissingHeader("x-ms-date"))?;
+    let claimed_hash =
+        content_sha256.ok_or(SignatureError::MissingHeader("x-ms-content-sha256"))?;
+    let authorization = authorization.ok_or(SignatureError::MissingHeader("authorization"))?;
+    let claimed_sig = authorization
+        .strip_prefix(AUTH_PREFIX)
+        .ok_or(SignatureError::MalformedAuthorization)?;
+    let claimed_sig = B64
+        .decode(claimed_sig)
+        .map_err(|_| SignatureError::MalformedAuthorization)?;
+
+    let actual_hash = content_hash(body);
+    if !bool::from(actual_hash.as_bytes().ct_eq(claimed_hash.as_bytes())) {
+        return Err(SignatureError::ContentHashMismatch);
+    }
+    let expected = signature(secret, path_and_query, date, host, &actual_hash);
+    if !bool::from(expected.ct_eq(&claimed_sig)) {
+        return Err(SignatureError::BadSignature);
+    }
+    Ok(())
+}
+
+/// Accepts an RFC 1123 `x-ms-date` within `tolerance` of `now`, either side.
+pub fn check_date(
+    date: &str,
+    now: std::time::SystemTime,
+    tolerance: std::time::Duration,
+) -> Result<(), SignatureError> {
+    let sent = httpdate::parse_http_date(date).map_err(|_| SignatureError::StaleDate)?;
+    let skew = match now.duration_since(sent) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    if skew > tolerance {
+        return Err(SignatureError::StaleDate);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The official test vector from Vipps' webhook documentation.
+    const SECRET: &str =
+        "A0+AeKBRG2KRGvnNwJpQlb6IJFk48CKXCIcrLoHncVJKDILsQSxS6NWCccwWm6r6FhGKhiHTBsG2wo/xU6FY/A==";
+    const BODY: &str =
+        r#"{"some-unique-content":"ee6e441b-cc4a-46f8-895d-a5af79bcc233/hello-world"}"#;
+    const DATE: &str = "Thu, 30 Mar 2023 08:38:32 GMT";
+    const HOST: &str = "webhook.site";
+    const PATH: &str = "/e2cee29b-012e-4f1d-8ef4-e95fd74a7a63";
+
+    #[test]
+    fn official_test_vector_signs() {
+        let h = sign(SECRET, PATH, HOST, DATE, BODY.as_bytes());
+        assert_eq!(
+            h.content_sha256,
+            "lNlsp1XA03N34HrQsVzPgJKtC+r7l/RBF4V3JQUWMj4="
+        );
+        assert_eq!(
+            h.authorization,
+            format!("{AUTH_PREFIX}agAiSyogQbDHpeucoNwYz+yAr5nJ+v+zasdkSbqzv+U=")
+        );
+    }
+
+    #[test]
+    fn official_test_vector_verifies_and_tampering_fails() {
+        let auth = format!("{AUTH_PREFIX}agAiSyogQbDHpeucoNwYz+yAr5nJ+v+zasdkSbqzv+U=");
+        let hash = "lNlsp1XA03N34HrQsVzPgJKtC+r7l/RBF4V3JQUWMj4=";
+        let ok = verify(
+            SECRET,
+            PATH,
+            HOST,
+            Some(DATE),
+            Some(hash),
+            Some(&auth),
+            BODY.as_bytes(),
+        );
+        assert_eq!(ok, Ok(()));
+
+        let tampered = BODY.replace("hello", "jello");
+        assert_eq!(
+            verify(
+                SECRET,
+                PATH,
+                HOST,
+                Some(DATE),
+                Some(hash),
+                Some(&auth),
+                tampered.as_bytes()
+            ),
+            Err(SignatureError::ContentHashMismatch)
+        );
+        assert_eq!(
+            verify(
+                "other",
+                PATH,
+                HOST,
+                Some(DATE),
+                Some(hash),
+                Some(&auth),
+                BODY.as_bytes()
+            ),
+            Err(SignatureError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                SECRET,
+                "/other",
+                HOST,
+                Some(DATE),
+                Some(hash),
+                Some(&auth),
+                BODY.as_bytes()
+            ),
+            Err(SignatureError::BadSignature)
+        );
+        assert_eq!(
+            verify(
+                SECRET,
+                PATH,
+                HOST,
+                None,
+                Some(hash),
+                Some(&auth),
+                BODY.as_bytes()
+            ),
+            Err(SignatureError::MissingHeader("x-ms-date"))
+        );
+        assert_eq!(
+            verify(
+                SECRET,
+                PATH,
+                HOST,
+                Some(DATE),
+                Some(hash),
+                Some("Bearer x"),
+                BODY.as_bytes()
+            ),
+            Err(SignatureError::MalformedAuthorization)
+        );
+    }
+
+    #[test]
+    fn date_tolerance() {
+        let sent = httpdate::parse_http_date(DATE).unwrap();
+        let five = std::time::Duration::from_secs(300);
+        assert!(check_date(DATE, sent + std::time::Duration::from_secs(299), five).is_ok());
+        assert!(check_date(DATE, sent - std::time::Duration::from_secs(299), five).is_ok());
+        assert_eq!(
+            check_date(DATE, sent + std::time::Duration::from_secs(301), five),
+            Err(SignatureError::StaleDate)
+        );
+        assert_eq!(
+            check_date("yesterday", sent, five),
+            Err(SignatureError::StaleDate)
+        );
+    }
+}
