@@ -9,6 +9,18 @@ use actix_web::web;
 #[derive(Debug, Default)]
 pub struct Faults {}
 
+impl Faults {
+    /// Whether the next webhook delivery should also be sent a second time.
+    pub fn roll_webhook_duplicate(&self) -> bool {
+        false
+    }
+
+    /// Whether the next webhook delivery should be held back and sent after the one behind it.
+    pub fn roll_webhook_out_of_order(&self) -> bool {
+        false
+    }
+}
+
 pub(super) async fn middleware(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
