@@ -49,6 +49,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Run { config } => with_settings(config, |settings| {
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings)?;
+                // The first stdout line tells scripts and tests where lanehub listens.
+                println!("lanehub listening on http://{}", app.addr());
+                if let Some(sim) = app.simulator() {
+                    println!("Vipps simulator listening on {}", sim.base_url());
+                }
                 app.run_until_stopped().await?;
                 Ok(())
             })

@@ -462,7 +462,11 @@ impl Layers {
         serde_path_to_error::deserialize::<_, Settings>(self.root).map_err(|e| {
             let key = toml_path(e.path());
             let message = e.inner().to_string();
-            let leaf = unknown_field(&message).map_or(key.clone(), |f| join_key(&key, f));
+            // For unknown fields the path may or may not end in the field itself.
+            let leaf = match unknown_field(&message) {
+                Some(f) if !key.ends_with(f) => join_key(&key, f),
+                _ => key,
+            };
             let source = origin_of(&self.origin, &leaf)
                 .unwrap_or(DEFAULTS_SOURCE)
                 .to_owned();
