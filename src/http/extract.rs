@@ -162,7 +162,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let field = (path != ".").then_some(path);
+        let malformed = e.inner().is_syntax() || e.inner().is_eof();
+        let field = (!malformed && path != "." && path != "?").then_some(path);
         let detail = match &field {
             Some(f) => format!("field `{f}`: {}", e.inner()),
             None => format!("malformed JSON: {}", e.inner()),
