@@ -3,13 +3,15 @@
 pub mod api;
 pub mod extract;
 pub mod problem;
+pub mod ui;
 
 use actix_web::{HttpResponse, web};
 
 /// Routes served on `api.listen`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
-        .configure(api::routes);
+        .configure(api::routes)
+        .configure(ui::routes);
 }
 
 /// The process lives and serves HTTP.
