@@ -271,6 +271,7 @@ async fn check_in(
         timestamp: state.clock.wall(),
     };
     let Some((phone, is_member)) = parsed.valid() else {
+        tracing::debug!(errors = parsed.errors.len(), "CheckInRejected");
         remember(&state, record);
         return Err(validation_problem(&parsed.errors).into());
     };
@@ -290,6 +291,12 @@ async fn check_in(
     } else {
         AppScreen::WaitingScreen
     });
+    tracing::debug!(
+        phone = %crate::domain::mask_phone(phone),
+        is_member,
+        shown = ?record.shown,
+        "CheckInAccepted"
+    );
     remember(&state, record);
     Ok(HttpResponse::Ok().json(id))
 }

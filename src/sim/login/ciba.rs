@@ -264,6 +264,7 @@ async fn authenticate(
         .into());
     }
     let auth_req_id = uuid::Uuid::new_v4().to_string();
+    tracing::debug!(phone = %request.phone, scopes = ?request.scopes, "LoginStarted");
     logins.insert(Login {
         auth_req_id: auth_req_id.clone(),
         seq: 0,
@@ -326,6 +327,7 @@ async fn token(
                 )
             })?;
         login.poll(now).map_err(poll_problem)?;
+        tracing::debug!(phone = %login.phone, "LoginTokenIssued");
         login.clone()
     };
     let customer = state

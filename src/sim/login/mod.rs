@@ -229,7 +229,11 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
                 LoginBehaviour::Deny => Decision::Deny,
                 LoginBehaviour::Ignore => continue,
             };
-            if login.decide(decision, due).is_ok() && decision == Decision::Consent {
+            if login.decide(decision, due).is_err() {
+                continue;
+            }
+            tracing::debug!(phone = %login.phone, ?decision, "LoginAnswered");
+            if decision == Decision::Consent {
                 pings.push((
                     login.merchant_serial_number.clone(),
                     login.auth_req_id.clone(),
