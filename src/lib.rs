@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod lane;
 pub mod metrics;
 pub mod sim;
 pub mod startup;

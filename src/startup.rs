@@ -3,9 +3,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 
-use actix_web::{App, HttpServer};
+use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
+use crate::http::extract::ApiTokens;
+use crate::lane::Lanes;
 use crate::sim::{SimServer, Simulator};
 
 /// A built, listening lanehub.
@@ -36,9 +38,16 @@ impl Application {
             anyhow::anyhow!("cannot listen on api.listen {}: {e}", settings.api.listen)
         })?;
         let addr = listener.local_addr()?;
-        let server = HttpServer::new(|| App::new().configure(crate::http::routes))
-            .listen(listener)?
-            .run();
+        let lanes = web::Data::new(Lanes::default());
+        let tokens = web::Data::new(ApiTokens::from_settings(&settings));
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(lanes.clone())
+                .app_data(tokens.clone())
+                .configure(crate::http::routes)
+        })
+        .listen(listener)?
+        .run();
         tracing::info!(%addr, vipps = %settings.vipps.base_url, "lanehub listening");
         Ok(Application {
             addr,

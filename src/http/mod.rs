@@ -1,10 +1,17 @@
-//! lanehub's HTTP surface: health now; the terminal API, WebSocket, webhooks and UI join it.
+//! lanehub's HTTP surface: health, the terminal API and its WebSocket, later webhooks and the UI.
+
+pub mod api;
+pub mod extract;
+pub mod problem;
+pub mod ui;
 
 use actix_web::{HttpResponse, web};
 
 /// Routes served on `api.listen`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .configure(api::routes)
+        .configure(ui::routes);
 }
 
 /// The process lives and serves HTTP.

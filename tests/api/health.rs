@@ -47,3 +47,80 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 }
+
+#[actix_web::test]
+async fn the_cashier_ui_is_served_with_a_strict_policy() {
+    let app = spawn_app().await;
+    let index = app
+        .client
+        .get(format!("{}/", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(index.status(), 200);
+    let csp = index.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert!(
+        index.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = index.text().await.unwrap();
+    for id in [
+        "token-input",
+        "lane-picker",
+        "sign-in-button",
+        "state",
+        "message",
+        "customer",
+        "payment",
+        "scan-input",
+        "enroll-button",
+        "pay-button",
+        "cancel-button",
+        "reset-button",
+        "amount-input",
+    ] {
+        assert!(
+            html.contains(&format!("id=\"{id}\"")),
+            "index.html lacks #{id}"
+        );
+    }
+    let js = app
+        .client
+        .get(format!("{}/ui/app.js", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let etag = js.headers()["etag"].to_str().unwrap().to_owned();
+    let again = app
+        .client
+        .get(format!("{}/ui/app.js", app.address))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    let css = app
+        .client
+        .get(format!("{}/ui/style.css", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+}

@@ -1,0 +1,473 @@
+//! The terminal API under `/api/v1`: lane snapshots, scans, cashier commands, the lane WebSocket
+//! and back-office refunds. Documented by the OpenAPI document generated from these handlers.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{OpenApi, ToSchema};
+
+use super::extract::{Body, Caller};
+use super::problem::{ApiError, Problem};
+use crate::domain::{Amount, LaneId};
+use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
+use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes, OrderLine, PayRequest};
+
+/// How often the server pings a terminal's WebSocket; two missed pongs close it.
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// The longest scan text accepted (a QR code holds at most ~4 KB).
+pub const MAX_SCAN_CHARS: usize = 4096;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "lanehub terminal API", description = "Lane terminals and the back office talk to lanehub through this API. Authenticate with `Authorization: Bearer <token>`: a lane token acts on its own lane, the admin token on every lane and alone may refund."),
+    paths(list_lanes, get_lane, post_scan, post_enroll, post_payment, post_cancel, post_reset, lane_events, post_refund),
+    components(schemas(Problem, LaneEvent, MoneyDto)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/openapi.json", web::get().to(openapi))
+            .route("/lanes", web::get().to(list_lanes))
+            .route("/lanes/{lane}", web::get().to(get_lane))
+            .route("/lanes/{lane}/scans", web::post().to(post_scan))
+            .route("/lanes/{lane}/enroll", web::post().to(post_enroll))
+            .route("/lanes/{lane}/payment", web::post().to(post_payment))
+            .route("/lanes/{lane}/cancel", web::post().to(post_cancel))
+            .route("/lanes/{lane}/reset", web::post().to(post_reset))
+            .route("/lanes/{lane}/events", web::get().to(lane_events))
+            .route("/payments/{reference}/refund", web::post().to(post_refund))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
+            })),
+    );
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+fn lane_id(raw: &str) -> Result<LaneId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::NotFound(format!("no lane `{raw}`")))
+}
+
+/// The lane the caller may act on, or the right error: unknown → 404, another lane's → 403.
+fn lane_for(lanes: &Lanes, caller: &Caller, raw: &str) -> Result<LaneHandle, ApiError> {
+    let id = lane_id(raw)?;
+    let handle = lanes
+        .get(&id)
+        .ok_or_else(|| ApiError::NotFound(format!("no lane `{id}`")))?;
+    caller.require_lane(&id)?;
+    Ok(handle)
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::NotAllowed(why) => ApiError::NotAllowed(why),
+            CommandError::Invalid(why) => ApiError::invalid("text", why),
+            CommandError::LaneDown(_) | CommandError::Timeout(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+async fn command(handle: &LaneHandle, cmd: LaneCommand) -> Result<HttpResponse, ApiError> {
+    let snapshot = handle.command(cmd).await?;
+    Ok(HttpResponse::Ok().json(snapshot))
+}
+
+/// Every lane the caller may see.
+#[utoipa::path(get, path = "/api/v1/lanes", responses(
+    (status = 200, body = Vec<LaneSnapshot>),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+))]
+async fn list_lanes(caller: Caller, lanes: web::Data<Lanes>) -> HttpResponse {
+    let visible: Vec<LaneSnapshot> = lanes
+        .all()
+        .into_iter()
+        .filter(|l| caller.may_act_on(l.id()))
+        .map(|l| l.snapshot())
+        .collect();
+    HttpResponse::Ok().json(visible)
+}
+
+/// One lane: session state, customer (masked), payment, scanners, terminal.
+#[utoipa::path(get, path = "/api/v1/lanes/{lane}", params(("lane" = String, Path)), responses(
+    (status = 200, body = LaneSnapshot),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+async fn get_lane(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    lane: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    Ok(HttpResponse::Ok().json(handle.snapshot()))
+}
+
+/// A scan read by the terminal's own scanner.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScanBody {
+    /// The complete scanned text: a Vipps QR code or a product barcode.
+    #[schema(example = "https://qr.vipps.no/28/2/01/031/4791234567?v=1")]
+    pub text: String,
+}
+
+/// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
+#[utoipa::path(post, path = "/api/v1/lanes/{lane}/scans", params(("lane" = String, Path)), request_body = ScanBody, responses(
+    (status = 200, body = LaneSnapshot),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 503, body = Problem, content_type = "application/problem+json"),
+))]
+async fn post_scan(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    lane: web::Path<String>,
+    body: Body<ScanBody>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    let text = body.0.text;
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("text", "the scan is empty"));
+    }
+    if text.chars().count() > MAX_SCAN_CHARS {
+        return Err(ApiError::invalid(
+            "text",
+            format!("a scan has at most {MAX_SCAN_CHARS} characters"),
+        ));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ApiError::invalid(
+            "text",
+            "the scan contains control characters",
+        ));
+    }
+    command(&handle, LaneCommand::Scan { text }).await
+}
+
+macro_rules! lane_command {
+    ($name:ident, $path:literal, $cmd:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(post, path = $path, params(("lane" = String, Path)), responses(
+                    (status = 200, body = LaneSnapshot),
+                    (status = 401, body = Problem, content_type = "application/problem+json"),
+                    (status = 403, body = Problem, content_type = "application/problem+json"),
+                    (status = 404, body = Problem, content_type = "application/problem+json"),
+                    (status = 409, body = Problem, content_type = "application/problem+json"),
+                    (status = 503, body = Problem, content_type = "application/problem+json"),
+                ))]
+        async fn $name(
+            caller: Caller,
+            lanes: web::Data<Lanes>,
+            lane: web::Path<String>,
+        ) -> Result<HttpResponse, ApiError> {
+            let handle = lane_for(&lanes, &caller, &lane)?;
+            command(&handle, $cmd).await
+        }
+    };
+}
+
+lane_command!(
+    post_enroll,
+    "/api/v1/lanes/{lane}/enroll",
+    LaneCommand::Enroll,
+    "Starts enrollment of the identified non-member (Vipps Login from phone number)."
+);
+lane_command!(
+    post_cancel,
+    "/api/v1/lanes/{lane}/cancel",
+    LaneCommand::Cancel,
+    "Cancels the checkout; a payment not yet authorised is cancelled at Vipps."
+);
+lane_command!(
+    post_reset,
+    "/api/v1/lanes/{lane}/reset",
+    LaneCommand::Reset,
+    "Ends the session and returns the lane to idle (refused while a payment is in flight)."
+);
+
+/// One order line of a receipt; all money in minor units.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OrderLineBody {
+    pub name: String,
+    pub id: String,
+    #[schema(minimum = 1)]
+    pub quantity: u32,
+    /// Price of one unit including VAT, minor units.
+    pub unit_price: u64,
+    /// Total of the line including VAT, minor units.
+    pub total_amount: u64,
+    /// VAT of the line, minor units.
+    pub total_tax_amount: u64,
+    /// VAT rate in basis points: 2500 is 25 %.
+    pub tax_rate: u32,
+}
+
+/// The cashier pressed "pay".
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PaymentBody {
+    pub amount: MoneyDto,
+    #[schema(example = "Groceries")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub order_lines: Vec<OrderLineBody>,
+    pub receipt_number: Option<String>,
+}
+
+/// Turns money from the API into `Amount`, naming `field` when it is wrong.
+pub fn amount(dto: MoneyDto, field: &str) -> Result<Amount, ApiError> {
+    let currency = dto
+        .currency
+        .parse()
+        .map_err(|e: crate::domain::InvalidValue| {
+            ApiError::invalid(format!("{field}.currency"), e.reason)
+        })?;
+    Ok(Amount::new(currency, dto.value))
+}
+
+impl PaymentBody {
+    fn validate(self) -> Result<PayRequest, ApiError> {
+        let amount = amount(self.amount, "amount")?;
+        if amount.value == 0 {
+            return Err(ApiError::invalid(
+                "amount.value",
+                "the amount must be above 0",
+            ));
+        }
+        let description = self.description.unwrap_or_else(|| "Purchase".to_owned());
+        if description.trim().is_empty() || description.chars().count() > 100 {
+            return Err(ApiError::invalid(
+                "description",
+                "expected 1 to 100 characters",
+            ));
+        }
+        if let Some(r) = &self.receipt_number
+            && (r.is_empty()
+                || r.len() > 30
+                || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(ApiError::invalid(
+                "receiptNumber",
+                "expected 1 to 30 characters of a-z, A-Z, 0-9 and -",
+            ));
+        }
+        let mut order_lines = Vec::with_capacity(self.order_lines.len());
+        for (i, l) in self.order_lines.into_iter().enumerate() {
+            let f = |name: &str| format!("orderLines[{i}].{name}");
+            if l.name.trim().is_empty() || l.name.chars().count() > 2048 {
+                return Err(ApiError::invalid(
+                    f("name"),
+                    "expected 1 to 2048 characters",
+                ));
+            }
+            if l.id.trim().is_empty() || l.id.chars().count() > 255 {
+                return Err(ApiError::invalid(f("id"), "expected 1 to 255 characters"));
+            }
+            if l.quantity == 0 {
+                return Err(ApiError::invalid(f("quantity"), "must be at least 1"));
+            }
+            if l.unit_price.checked_mul(u64::from(l.quantity)) != Some(l.total_amount) {
+                return Err(ApiError::invalid(
+                    f("totalAmount"),
+                    "must be unitPrice × quantity",
+                ));
+            }
+            if l.total_tax_amount > l.total_amount {
+                return Err(ApiError::invalid(
+                    f("totalTaxAmount"),
+                    "cannot exceed totalAmount",
+                ));
+            }
+            if l.tax_rate > 10_000 {
+                return Err(ApiError::invalid(
+                    f("taxRate"),
+                    "basis points, at most 10000",
+                ));
+            }
+            order_lines.push(OrderLine {
+                name: l.name,
+                id: l.id,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+                total_amount: l.total_amount,
+                total_tax_amount: l.total_tax_amount,
+                tax_rate_basis_points: l.tax_rate,
+            });
+        }
+        if !order_lines.is_empty() {
+            let sum = order_lines
+                .iter()
+                .try_fold(0u64, |acc, l| acc.checked_add(l.total_amount));
+            if sum != Some(amount.value) {
+                return Err(ApiError::invalid(
+                    "orderLines",
+                    "the order lines must add up to amount.value",
+                ));
+            }
+        }
+        Ok(PayRequest {
+            amount,
+            description,
+            order_lines,
+            receipt_number: self.receipt_number,
+        })
+    }
+}
+
+/// Sends the payment request to the identified customer's phone.
+#[utoipa::path(post, path = "/api/v1/lanes/{lane}/payment", params(("lane" = String, Path)), request_body = PaymentBody, responses(
+    (status = 200, body = LaneSnapshot),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 503, body = Problem, content_type = "application/problem+json"),
+))]
+async fn post_payment(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    lane: web::Path<String>,
+    body: Body<PaymentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    let pay = body.0.validate()?;
+    command(&handle, LaneCommand::Pay(pay)).await
+}
+
+/// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
+/// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=`.
+#[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(("lane" = String, Path)), responses(
+    (status = 101, description = "WebSocket of LaneEvent JSON messages"),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+))]
+async fn lane_events(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    lane: web::Path<String>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    let (response, mut session, mut stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::InvalidBody {
+            field: None,
+            detail: format!("not a WebSocket upgrade: {e}"),
+        })?;
+    let (seq, snapshot, mut events) = handle.subscribe();
+    actix_web::rt::spawn(async move {
+        handle.terminal_connected(true);
+        let first = LaneEvent {
+            seq,
+            kind: "snapshot".into(),
+            snapshot,
+            data: None,
+        };
+        let mut alive = send(&mut session, &first).await;
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut missed = 0u8;
+        while alive {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(e) => alive = send(&mut session, &e).await,
+                    Err(RecvError::Lagged(_)) => {
+                        // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
+                        let (seq, snapshot, rx) = handle.subscribe();
+                        events = rx;
+                        alive = send(&mut session, &LaneEvent { seq, kind: "snapshot".into(), snapshot, data: None }).await;
+                    }
+                    Err(RecvError::Closed) => alive = false,
+                },
+                msg = stream.recv() => match msg {
+                    Some(Ok(actix_ws::Message::Ping(bytes))) => alive = session.pong(&bytes).await.is_ok(),
+                    Some(Ok(actix_ws::Message::Pong(_))) => missed = 0,
+                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => alive = false,
+                    Some(Ok(_)) => {}
+                },
+                _ = heartbeat.tick() => {
+                    missed += 1;
+                    alive = missed <= 2 && session.ping(b"lanehub").await.is_ok();
+                }
+            }
+        }
+        handle.terminal_connected(false);
+        let _ = session.close(None).await;
+    });
+    Ok(response)
+}
+
+async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
+    match serde_json::to_string(event) {
+        Ok(text) => session.text(text).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A refund from the back office.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    pub amount: MoneyDto,
+}
+
+/// Refunds (part of) a captured payment. Admin token only.
+#[utoipa::path(post, path = "/api/v1/payments/{reference}/refund", params(("reference" = String, Path)), request_body = RefundBody, responses(
+    (status = 200, description = "The payment after the refund", body = Object),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 502, body = Problem, content_type = "application/problem+json"),
+    (status = 503, body = Problem, content_type = "application/problem+json"),
+))]
+async fn post_refund(
+    caller: Caller,
+    reference: web::Path<String>,
+    body: Body<RefundBody>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let _reference: crate::domain::PaymentReference = reference
+        .parse()
+        .map_err(|_| ApiError::NotFound(format!("no payment `{reference}`")))?;
+    let _amount = amount(body.0.amount, "amount")?;
+    Err(ApiError::Unavailable("refunds are not wired yet".into()))
+}

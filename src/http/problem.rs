@@ -1,0 +1,100 @@
+//! lanehub's own API errors: one enum mapped to `application/problem+json` answers in one place.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An RFC 7807 problem as lanehub's API answers it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable code, e.g. `unauthorized`, `invalid_body`, `not_allowed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The offending field (dotted path into the body), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Every way a terminal API call can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("this token may not act on lane {0}")]
+    Forbidden(String),
+    #[error("only the admin token may do this")]
+    AdminOnly,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{detail}")]
+    InvalidBody {
+        field: Option<String>,
+        detail: String,
+    },
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    BadGateway(String),
+}
+
+impl ApiError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) | ApiError::AdminOnly => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidBody { .. } => "invalid_body",
+            ApiError::NotAllowed(_) => "not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::BadGateway(_) => "vipps_error",
+        }
+    }
+
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        ApiError::InvalidBody {
+            field: Some(field.into()),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) | ApiError::AdminOnly => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotAllowed(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let field = match self {
+            ApiError::InvalidBody { field, .. } => field.clone(),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: self.kind().to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field,
+        };
+        let mut res = HttpResponse::build(status);
+        res.content_type("application/problem+json");
+        if matches!(self, ApiError::Unauthorized) {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(problem)
+    }
+}

@@ -1,0 +1,210 @@
+//! The lane registry and the cheap handle callers use to reach a lane.
+//!
+//! A lane's slot outlives its actor: the snapshot channel, the event broadcast and the sequence
+//! number stay when the supervisor rebuilds a crashed lane, so terminals keep their subscription.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::Recipient;
+use dashmap::DashMap;
+use tokio::sync::{broadcast, watch};
+
+use super::view::{LaneEvent, LaneSnapshot};
+use crate::domain::LaneId;
+
+/// How many events a slow WebSocket subscriber may lag before it must resync from a snapshot.
+pub const EVENT_BUFFER: usize = 256;
+/// How long a command may wait for the lane's answer.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a terminal (or the scanner) asks a lane to do.
+#[derive(Debug, Clone, actix::Message)]
+#[rtype(result = "Result<LaneSnapshot, CommandError>")]
+pub enum LaneCommand {
+    /// A scan read by the terminal (or a simulated scanner).
+    Scan {
+        text: String,
+    },
+    Enroll,
+    Pay(super::PayRequest),
+    Cancel,
+    Reset,
+}
+
+impl LaneCommand {
+    pub fn label(&self) -> &'static str {
+        match self {
+            LaneCommand::Scan { .. } => "scan",
+            LaneCommand::Enroll => "enroll",
+            LaneCommand::Pay(_) => "pay",
+            LaneCommand::Cancel => "cancel",
+            LaneCommand::Reset => "reset",
+        }
+    }
+}
+
+/// Why a lane refused or could not take a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The session's state does not allow it; the text says why, for the cashier.
+    #[error("{0}")]
+    NotAllowed(String),
+    /// The input is wrong (e.g. an unreadable scan); the text names what.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("lane {0} is down")]
+    LaneDown(String),
+    #[error("lane {0} did not answer in time")]
+    Timeout(String),
+}
+
+impl CommandError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CommandError::NotAllowed(_) => "not_allowed",
+            CommandError::Invalid(_) => "invalid",
+            CommandError::LaneDown(_) => "lane_down",
+            CommandError::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// The state shared between a lane's actor (whichever incarnation) and its callers.
+#[derive(Debug)]
+pub struct LaneSlot {
+    pub id: LaneId,
+    snapshot: watch::Sender<LaneSnapshot>,
+    events: broadcast::Sender<LaneEvent>,
+    seq: AtomicU64,
+    recipient: Mutex<Option<Recipient<LaneCommand>>>,
+    terminals: AtomicUsize,
+    up: AtomicBool,
+}
+
+/// A cheap, cloneable handle to one lane.
+#[derive(Debug, Clone)]
+pub struct LaneHandle(Arc<LaneSlot>);
+
+impl LaneHandle {
+    pub fn new(id: LaneId, initial: LaneSnapshot) -> Self {
+        let (snapshot, _) = watch::channel(initial);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        LaneHandle(Arc::new(LaneSlot {
+            id,
+            snapshot,
+            events,
+            seq: AtomicU64::new(0),
+            recipient: Mutex::new(None),
+            terminals: AtomicUsize::new(0),
+            up: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn id(&self) -> &LaneId {
+        &self.0.id
+    }
+
+    /// The lane as it is now.
+    pub fn snapshot(&self) -> LaneSnapshot {
+        let mut s = self.0.snapshot.borrow().clone();
+        s.up = self.0.up.load(Ordering::SeqCst);
+        s.terminal_connected = self.0.terminals.load(Ordering::SeqCst) > 0;
+        s
+    }
+
+    /// The current snapshot with its sequence number, and a receiver for every later event.
+    pub fn subscribe(&self) -> (u64, LaneSnapshot, broadcast::Receiver<LaneEvent>) {
+        // Subscribe first so no event between the two reads is lost.
+        let rx = self.0.events.subscribe();
+        (self.0.seq.load(Ordering::SeqCst), self.snapshot(), rx)
+    }
+
+    /// Sends a command to the lane's current actor and waits for its answer.
+    pub async fn command(&self, cmd: LaneCommand) -> Result<LaneSnapshot, CommandError> {
+        let recipient = self
+            .0
+            .recipient
+            .lock()
+            .expect("lane slot lock")
+            .clone()
+            .ok_or_else(|| CommandError::LaneDown(self.0.id.to_string()))?;
+        match tokio::time::timeout(COMMAND_TIMEOUT, recipient.send(cmd)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(CommandError::LaneDown(self.0.id.to_string())),
+            Err(_) => Err(CommandError::Timeout(self.0.id.to_string())),
+        }
+    }
+
+    /// Publishes a new snapshot and an event of `kind` to subscribers.
+    pub fn publish(&self, snapshot: LaneSnapshot, kind: &str, data: Option<serde_json::Value>) {
+        self.0.snapshot.send_replace(snapshot);
+        self.emit(kind, data);
+    }
+
+    /// Sends an event carrying the current snapshot.
+    pub fn emit(&self, kind: &str, data: Option<serde_json::Value>) {
+        let seq = self.0.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        // No subscribers is fine: the snapshot is kept for the next one.
+        let _ = self.0.events.send(LaneEvent {
+            seq,
+            kind: kind.to_owned(),
+            snapshot: self.snapshot(),
+            data,
+        });
+    }
+
+    /// Attaches a (new) actor incarnation; `None` detaches it.
+    pub fn attach(&self, recipient: Option<Recipient<LaneCommand>>) {
+        let up = recipient.is_some();
+        *self.0.recipient.lock().expect("lane slot lock") = recipient;
+        self.0.up.store(up, Ordering::SeqCst);
+        self.emit(if up { "up" } else { "down" }, None);
+        metrics::gauge!(crate::metrics::LANE_UP, "lane" => self.0.id.to_string()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.up.load(Ordering::SeqCst)
+    }
+
+    /// Counts a terminal connecting (`+1`) or leaving (`-1`).
+    pub fn terminal_connected(&self, connected: bool) {
+        let n = if connected {
+            self.0.terminals.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            self.0
+                .terminals
+                .fetch_sub(1, Ordering::SeqCst)
+                .saturating_sub(1)
+        };
+        metrics::gauge!(crate::metrics::TERMINALS_CONNECTED, "lane" => self.0.id.to_string())
+            .set(n as f64);
+        self.emit("terminal", None);
+    }
+}
+
+/// Every lane, by id. Built from configuration at start.
+#[derive(Debug, Default, Clone)]
+pub struct Lanes(Arc<DashMap<LaneId, LaneHandle>>);
+
+impl Lanes {
+    pub fn insert(&self, handle: LaneHandle) {
+        self.0.insert(handle.id().clone(), handle);
+    }
+
+    pub fn get(&self, id: &LaneId) -> Option<LaneHandle> {
+        self.0.get(id).map(|h| h.clone())
+    }
+
+    /// All lanes, sorted by id.
+    pub fn all(&self) -> Vec<LaneHandle> {
+        let mut all: Vec<LaneHandle> = self.0.iter().map(|e| e.value().clone()).collect();
+        all.sort_by(|a, b| a.id().cmp(b.id()));
+        all
+    }
+}

@@ -1,0 +1,99 @@
+//! What a lane shows the outside world: the snapshot served by `GET /api/v1/lanes/{lane}` and sent
+//! over the lane's WebSocket, and the commands a terminal may give. Phone numbers appear only
+//! masked (`47******67`).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{Amount, LaneId};
+
+/// A lane as a terminal sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneSnapshot {
+    #[schema(value_type = String, example = "1")]
+    pub lane: LaneId,
+    /// Whether the lane's actor runs; a lane past its restart budget is down.
+    pub up: bool,
+    /// The session state label, e.g. `idle`, `awaiting_payment`.
+    pub state: String,
+    pub session: Option<SessionView>,
+    /// The message the cashier should see for the latest outcome, if any.
+    pub message: Option<CashierMessage>,
+    pub scanners: Vec<ScannerView>,
+    pub terminal_connected: bool,
+}
+
+/// The checkout in progress, or the one that just ended.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    pub id: String,
+    pub customer: Option<CustomerView>,
+    pub enrollment: Option<String>,
+    pub payment: Option<PaymentView>,
+    pub outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerView {
+    /// Masked as `47******67`; never in full.
+    pub phone_number: String,
+    /// Unknown until the membership lookup answers.
+    pub member: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView {
+    pub reference: String,
+    #[schema(value_type = MoneyDto)]
+    pub amount: Amount,
+    /// The Vipps state as last read (`CREATED`, `AUTHORIZED`, …) or lanehub's view of it.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScannerView {
+    pub role: String,
+    pub source: String,
+    /// `closed`, `claimed`, `enabled` or `offline`.
+    pub state: String,
+}
+
+/// A message for the cashier: a stable code for terminals and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CashierMessage {
+    /// e.g. `member_welcomed`, `payment_approved`, `vipps_unavailable`.
+    pub code: String,
+    pub text: String,
+}
+
+/// Money as the terminal API takes and gives it: integer minor units.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyDto {
+    /// Integer minor units (øre): 23990 is 239.90 NOK.
+    #[schema(minimum = 0, example = 23990)]
+    pub value: u64,
+    /// `NOK`, `DKK` or `EUR`.
+    #[schema(example = "NOK")]
+    pub currency: String,
+}
+
+/// A change on a lane, as sent over its WebSocket.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LaneEvent {
+    /// Increases by one with every event of this lane; a gap means the terminal missed events.
+    pub seq: u64,
+    /// `snapshot` (on connect), `changed`, `scan` (a product scan), `rejected`.
+    pub kind: String,
+    pub snapshot: LaneSnapshot,
+    /// Extra data for the kind, e.g. the product barcode of a `scan`.
+    #[schema(value_type = Object)]
+    pub data: Option<serde_json::Value>,
+}
