@@ -851,8 +851,11 @@ impl VippsHandle {
                 Ok(Err(refused)) => {
                     let e = match refused {
                         NotAdmitted::CircuitOpen(retry_in) => VippsError::Unavailable { retry_in },
+                        // A retry whose next slot would come after the deadline.
                         NotAdmitted::Limited(Refusal::WaitTooLong(wait))
-                            if asked + wait > deadline =>
+                            if attempts > 0
+                                && wait <= self.settings.max_rate_limit_wait
+                                && asked + wait > deadline =>
                         {
                             VippsError::DeadlineExceeded {
                                 operation: op,

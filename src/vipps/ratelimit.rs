@@ -115,7 +115,6 @@ impl Window {
             self.sent.pop_front();
         }
     }
-
 }
 
 /// All windows: the global one and one per (reference, quota class).

@@ -103,6 +103,8 @@ pub enum Reply {
     Answer(u16, Vec<(&'static str, String)>, String),
     /// Never answers (until the client gives up).
     Hang,
+    /// Answers after a delay.
+    Slow(Duration, Box<Reply>),
 }
 
 type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
@@ -186,6 +188,13 @@ impl Scripted {
 }
 
 async fn answer(reply: Reply) -> Result<HttpResponse, actix_web::Error> {
+    let reply = match reply {
+        Reply::Slow(delay, reply) => {
+            actix_web::rt::time::sleep(delay).await;
+            *reply
+        }
+        other => other,
+    };
     match reply {
         Reply::Answer(status, headers, body) => {
             let mut res = HttpResponse::build(
@@ -201,6 +210,7 @@ async fn answer(reply: Reply) -> Result<HttpResponse, actix_web::Error> {
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
         }
+        Reply::Slow(..) => Ok(HttpResponse::InternalServerError().finish()),
     }
 }
 
