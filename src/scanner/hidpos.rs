@@ -74,8 +74,12 @@ impl HidPosDecoder {
             });
         }
         if report.len() != REPORT_LEN {
-            // Nothing in a truncated report can be trusted, not even its continuation flag.
+            // Nothing in a truncated report can be trusted, not even its continuation flag. In
+            // the middle of a scan, assume more follows: skipping a scan is safer than reporting
+            // the tail of a broken one (`ReportDecoder`'s timeout ends the skipping anyway).
+            let in_scan = self.in_scan();
             self.reset();
+            self.discarding = in_scan;
             return Err(DecodeError::WrongLength {
                 expected: REPORT_LEN,
                 got: report.len(),
@@ -277,11 +281,12 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_report_drops_the_partial_scan() {
+    fn a_truncated_report_drops_the_partial_scan_and_its_tail() {
         let mut d = HidPosDecoder::new();
         d.feed(&report(b"]Q1", b"ab", true)).unwrap();
         let short = report(b"]Q1", b"cd", true)[..20].to_vec();
         assert_eq!(d.feed(&short).unwrap_err().kind(), "wrong_length");
+        assert_eq!(d.feed(&report(b"]Q1", b"ef", false)).unwrap(), None);
         let got = d
             .feed(&report(b"]E0", b"12345670", false))
             .unwrap()

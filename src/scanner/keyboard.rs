@@ -93,8 +93,9 @@ impl KeyboardDecoder {
         self.expire(at);
         self.last_report = Some(at);
         if report.len() != REPORT_LEN {
-            // A key may have been lost with this report, so the scan in progress is unusable.
-            self.abandon_scan();
+            // A key may have been lost with this report, even the first of a scan, so the rest
+            // of the scan is skipped. A scan that starts after the timeout is not affected.
+            self.skip_rest_of_scan();
             return Err(DecodeError::WrongLength {
                 expected: REPORT_LEN,
                 got: report.len(),
@@ -154,13 +155,6 @@ impl KeyboardDecoder {
         self.last_report = None;
     }
 
-    fn abandon_scan(&mut self) {
-        if !self.text.is_empty() {
-            self.text.clear();
-            self.discarding = true;
-        }
-    }
-
     fn press(&mut self, modifiers: u8, key: u8) -> Press {
         if matches!(key, KEY_ENTER | KEY_KEYPAD_ENTER | KEY_TAB) {
             if self.discarding {
@@ -187,18 +181,18 @@ impl KeyboardDecoder {
         let altgr = modifiers & RIGHT_ALT != 0 || (ctrl && left_alt);
         let gui = modifiers & (LEFT_GUI | RIGHT_GUI) != 0;
         if gui || (ctrl && !altgr) || (left_alt && !ctrl) {
-            self.abandon_scan_on_error();
+            self.skip_rest_of_scan();
             return Press::Failed(DecodeError::UnsupportedModifiers { modifiers });
         }
         let Some(c) = key_char(self.layout, key, shift, altgr) else {
-            self.abandon_scan_on_error();
+            self.skip_rest_of_scan();
             return Press::Failed(DecodeError::UnknownKeycode {
                 keycode: key,
                 modifiers,
             });
         };
         if self.text.len() + c.len_utf8() > MAX_SCAN_BYTES {
-            self.abandon_scan_on_error();
+            self.skip_rest_of_scan();
             return Press::Failed(DecodeError::TooLong {
                 max: MAX_SCAN_BYTES,
             });
@@ -207,8 +201,9 @@ impl KeyboardDecoder {
         Press::Typed
     }
 
-    /// A bad key starts or breaks a scan: skip everything up to its terminator.
-    fn abandon_scan_on_error(&mut self) {
+    /// A bad report starts or breaks a scan: skip everything up to its terminator (or the
+    /// timeout), so no fragment of it is reported as a scan.
+    fn skip_rest_of_scan(&mut self) {
         self.text.clear();
         self.discarding = true;
     }
@@ -560,6 +555,23 @@ mod tests {
         t.keys(&us_keys("56"));
         t.key(0, KEY_ENTER);
         assert_eq!(t.scans(), vec![text("56")]);
+    }
+
+    #[test]
+    fn a_bad_report_before_a_scan_skips_that_burst_but_not_the_next_scan() {
+        let mut t = Typist::new(KeyboardLayout::Us);
+        // A short report may have carried the first key of a scan: what follows at once is
+        // not reported without it.
+        let _ = t.decoder.feed(&[0, 0, 0x24], t.now);
+        t.keys(&us_keys("038010009457"));
+        t.key(0, KEY_ENTER);
+        assert!(t.scans().is_empty());
+        // A scan after a pause decodes.
+        let _ = t.decoder.feed(&[0, 0, 0x24], t.now);
+        t.now += DEFAULT_INTER_REPORT_TIMEOUT * 2;
+        t.keys(&us_keys("7038010009457"));
+        t.key(0, KEY_ENTER);
+        assert_eq!(t.scans(), vec![text("7038010009457")]);
     }
 
     #[test]

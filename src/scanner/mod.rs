@@ -19,8 +19,11 @@ pub mod keyboard;
 pub mod lifecycle;
 pub mod reader;
 
-pub use classify::{Barcode, BarcodeError, BarcodeFormat, PersonalQr, ScanKind, classify};
+pub use classify::{
+    Barcode, BarcodeError, BarcodeFormat, PersonalQr, PersonalQrForm, ScanKind, classify,
+};
 pub use decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
+pub use hid::DeviceError;
 pub use hidpos::HidPosDecoder;
 pub use keyboard::{DEFAULT_INTER_REPORT_TIMEOUT, KeyboardDecoder};
 pub use lifecycle::{Backoff, ScannerState};

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::{ScannerRole, ScannerSettings, ScannerSource};
 use crate::scanner::classify::{ScanKind, classify};
-use crate::scanner::decode::{MAX_SCAN_BYTES, ReportDecoder, Scan};
+use crate::scanner::decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
 use crate::scanner::hid::{DeviceError, HidApiSource};
 use crate::scanner::lifecycle::{Backoff, Lifecycle, ReaderEvent, ReaderStep, ScannerState};
 
@@ -217,7 +217,8 @@ impl ScannerHandle {
             config,
         };
         let thread = std::thread::Builder::new()
-            .name(format!("scanner-{}", reader.device))
+            // Linux keeps 15 bytes of a thread name: `scan-0c2e:0b61` fits.
+            .name(format!("scan-{}", reader.device))
             .spawn(move || reader.run(source, decoder))
             .map_err(SpawnError::Thread)?;
         Ok(Self {
@@ -381,7 +382,6 @@ impl Reader {
                 },
                 ReaderStep::Read => self.read(&mut port, &mut decoder, &mut buf),
                 ReaderStep::Pause(delay) => {
-                    port = None;
                     source.pause(delay, &self.shared.stop);
                     ReaderEvent::PauseOver
                 }
@@ -421,11 +421,7 @@ impl Reader {
         }
     }
 
-    fn decoded(
-        &self,
-        result: Result<Option<Scan>, crate::scanner::decode::DecodeError>,
-        now: Instant,
-    ) {
+    fn decoded(&self, result: Result<Option<Scan>, DecodeError>, now: Instant) {
         let scan = match result {
             Ok(Some(scan)) => scan,
             Ok(None) => return,
@@ -444,7 +440,7 @@ impl Reader {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 bump(&self.shared.dropped);
-                tracing::warn!(device = %self.device, kind, capacity = SCAN_CHANNEL_CAPACITY, "lane scan queue full; scan dropped");
+                tracing::warn!(device = %self.device, kind, capacity = self.tx.max_capacity(), "lane scan queue full; scan dropped");
             }
             // The lane is gone; the loop sees the closed channel and stops.
             Err(mpsc::error::TrySendError::Closed(_)) => {}
