@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
+use crate::scanner::cli::ScannerCommand;
 use crate::sim::Simulator;
 use crate::startup::Application;
 
@@ -40,6 +41,11 @@ pub enum Command {
     },
     /// Check a configuration file (with the environment's overrides) and exit.
     CheckConfig { path: PathBuf },
+    /// List HID scanners, or decode recorded HID reports.
+    Scanner {
+        #[command(subcommand)]
+        command: ScannerCommand,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -86,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Scanner { command } => crate::scanner::cli::run(command),
     }
 }
 

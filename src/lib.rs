@@ -11,6 +11,7 @@ pub mod domain;
 pub mod http;
 pub mod lane;
 pub mod metrics;
+pub mod scanner;
 pub mod sim;
 pub mod startup;
 pub mod telemetry;
