@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod sim;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod vipps;
 
