@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod scanner;
 pub mod sim;
 pub mod startup;
+pub mod store;
 pub mod telemetry;
 pub mod vipps;
 
