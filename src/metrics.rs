@@ -39,3 +39,5 @@ pub const VIPPS_RATE_LIMIT_WAIT: &str = "lanehub_vipps_rate_limit_wait_seconds";
 pub const VIPPS_CIRCUIT_OPEN: &str = "lanehub_vipps_circuit_open";
 /// `lanehub_webhooks_received_total{event, verdict}`.
 pub const WEBHOOKS_RECEIVED: &str = "lanehub_webhooks_received_total";
+/// `lanehub_store_queue_depth`: requests waiting for the store thread.
+pub const STORE_QUEUE_DEPTH: &str = "lanehub_store_queue_depth";
