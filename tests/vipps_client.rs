@@ -1,6 +1,7 @@
 //! The plain Vipps client against the built-in simulator (every call of the Loyalty-at-the-POS
 //! flow) and against a scripted stand-in (headers, spec defects, transport failures).
 
+mod support;
 mod vipps_support;
 
 use std::time::Duration;
@@ -451,6 +452,26 @@ async fn every_call_carries_the_required_headers() {
             _ => None,
         };
         assert_eq!(s.header("idempotency-key"), expected_key, "{}", s.path);
+    }
+    // Every request lanehub sends conforms to the official OpenAPI files. The Login CIBA calls
+    // are in no file (the token endpoint's form there is the authorization-code grant).
+    if let Some(specs) = support::openapi::specs() {
+        for s in seen
+            .iter()
+            .filter(|s| !s.path.contains("login-ciba") && !s.path.ends_with("/oauth2/token"))
+        {
+            let headers: Vec<(&str, &str)> = s
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let body: Option<serde_json::Value> =
+                (!s.body.is_empty()).then(|| serde_json::from_str(&s.body).expect("JSON bodies"));
+            if let Err(errors) = specs.validate_request(&s.method, &s.path, &headers, body.as_ref())
+            {
+                panic!("{} {} does not conform: {errors:#?}", s.method, s.path);
+            }
+        }
     }
     let ciba = seen
         .iter()
