@@ -120,11 +120,14 @@ fn field_of(prefix: &str, path: &str, message: &str) -> String {
     if path != "." && !path.is_empty() {
         parts.push(path);
     }
+    // For a missing field serde stops at the parent; for an unknown one the path names it.
     let named = ["missing field `", "unknown field `"]
         .iter()
         .find_map(|p| message.strip_prefix(p))
         .and_then(|rest| rest.split('`').next());
-    if let Some(name) = named {
+    if let Some(name) = named
+        && parts.last().and_then(|last| last.rsplit('.').next()) != Some(name)
+    {
         parts.push(name);
     }
     if parts.is_empty() {
