@@ -423,6 +423,19 @@ async fn registration_api_validates_lists_and_deletes() {
     )
     .await;
     assert_eq!((res.status, res.fields()), (400, vec!["body".to_owned()]));
+    let res = split(
+        sim.call(Method::POST, "/webhooks/v1/webhooks")
+            .header("Vipps-System-Name", "n".repeat(31))
+            .json(&json!({"url": url, "events": ALL_PAYMENT_EVENTS}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (res.status, res.fields()),
+        (400, vec!["Vipps-System-Name".to_owned()])
+    );
     // Loopback may use plain http.
     for ok in [
         "http://127.0.0.1:9/x",

@@ -186,7 +186,7 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 }
 
 /// The `Vipps-System-*` headers are optional but at most 30 characters each.
-fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
+pub(in crate::sim) fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
     for name in [
         "Vipps-System-Name",
         "Vipps-System-Version",

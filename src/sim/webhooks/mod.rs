@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use self::delivery::{Attempt, Delivery, Outcome, Target};
 use super::SimState;
 use super::auth::{self, MsnHeader};
+use super::epayment::check_system_headers;
 use super::epayment::request::{self, Invalid};
 use super::problem::Problem;
 
@@ -241,6 +242,7 @@ async fn register(
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
     let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let bytes = request::read_body(payload)
         .await
         .map_err(|p| problem(p, &req))?;
@@ -312,6 +314,7 @@ async fn register(
 /// `GET /webhooks/v1/webhooks`: the merchant's registrations.
 async fn list(state: web::Data<SimState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
     let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let inner = state.webhooks.lock();
     let webhooks: Vec<Value> = inner
         .registrations
@@ -329,6 +332,7 @@ async fn delete(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|e| invalid(&req, "id", &format!("The id must be a UUID: {e}.")))?
         .to_string();
