@@ -403,7 +403,7 @@ impl Payment {
             UserFlow::WebRedirect => Some(format!("https://landing.vipps.no?token={token}")),
             UserFlow::NativeRedirect => Some(format!("vipps://?token={token}")),
             UserFlow::Qr if request.qr_format.as_deref() == Some("TEXT/TARGETURL") => {
-                Some(format!("https://qr.vipps.no/28/2/05/031/{token}"))
+                Some(format!("https://landing.vipps.no?token={token}"))
             }
             UserFlow::Qr => Some(format!("https://qr-image.vipps.no/v1?token={token}")),
         };
