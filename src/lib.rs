@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod session;
 pub mod sim;
 pub mod startup;
 pub mod telemetry;
