@@ -180,7 +180,9 @@ pub enum EnrollmentOutcome {
     Enrolled,
     Denied,
     Expired,
-    Failed { detail: String },
+    Failed {
+        detail: String,
+    },
     /// Vipps could not be reached.
     Unavailable,
     /// Ended by the cashier (pay, cancel, reset) or by a new customer's QR.
@@ -221,7 +223,9 @@ pub enum Outcome {
     Expired,
     /// Cancelled by the cashier, before or after authorisation (nothing was captured).
     Cancelled,
-    Failed { reason: FailReason },
+    Failed {
+        reason: FailReason,
+    },
     /// Vipps could not be reached and no payment exists: take another payment method.
     Unavailable,
     /// No cashier action for the idle timeout.
@@ -451,7 +455,9 @@ impl TerminalEvent {
             }
             TerminalEvent::CustomerIdentified { phone, membership } => match membership {
                 Membership::Member => format!("Member {phone} welcomed"),
-                Membership::NonMember => format!("Customer {phone} is not a member: offer enrollment"),
+                Membership::NonMember => {
+                    format!("Customer {phone} is not a member: offer enrollment")
+                }
                 Membership::Unknown => format!("Customer {phone}: membership could not be checked"),
             },
             TerminalEvent::CheckIn { result } => match result {
@@ -470,7 +476,9 @@ impl TerminalEvent {
                     None => "New member enrolled".into(),
                 },
                 EnrollmentOutcome::Denied => "Enrollment declined by the customer".into(),
-                EnrollmentOutcome::Expired => "Enrollment expired: the customer did not answer".into(),
+                EnrollmentOutcome::Expired => {
+                    "Enrollment expired: the customer did not answer".into()
+                }
                 EnrollmentOutcome::Failed { detail } => format!("Enrollment failed: {detail}"),
                 EnrollmentOutcome::Unavailable => "Enrollment failed: Vipps is unavailable".into(),
                 EnrollmentOutcome::Abandoned => "Enrollment abandoned".into(),

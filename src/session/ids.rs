@@ -113,7 +113,7 @@ pub fn payment_reference(lane: &LaneId, session: &SessionId) -> PaymentReference
 
 /// The idempotency key of one payment operation of a session: `{session}-{operation}`, ≤ 44 chars.
 pub fn idempotency_key(session: &SessionId, op: KeyedOperation) -> IdempotencyKey {
-    format!("{session}-{}", op.as_str())
-        .parse()
-        .expect("a session id (≤ 32 alphanumerics) plus `-` and an operation name fits 50 characters")
+    format!("{session}-{}", op.as_str()).parse().expect(
+        "a session id (≤ 32 alphanumerics) plus `-` and an operation name fits 50 characters",
+    )
 }

@@ -11,7 +11,9 @@ use tokio::time::Instant;
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
 
 use super::config::SessionConfig;
-use super::effect::{Disposition, EnrollmentOutcome, Membership, Outcome, TerminalEvent, Transition};
+use super::effect::{
+    Disposition, EnrollmentOutcome, Membership, Outcome, TerminalEvent, Transition,
+};
 use super::ids::SessionId;
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
 use super::step::{Cx, RECOVERED_LOGIN_INTERVAL, end, new_follow, poll_if_due, poll_login};

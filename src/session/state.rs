@@ -180,9 +180,13 @@ pub(super) struct Payment {
 pub(super) enum CancelIntent {
     None,
     /// `cancelTransactionOnly: true`; `attempts` sent so far (0: not yet sent).
-    TransactionOnly { attempts: u32 },
+    TransactionOnly {
+        attempts: u32,
+    },
     /// The payment was authorised meanwhile: a full cancel.
-    Full { attempts: u32 },
+    Full {
+        attempts: u32,
+    },
 }
 
 /// How the session follows a created payment to its final state.

@@ -93,7 +93,12 @@ pub(super) struct Cx<'a> {
 }
 
 impl<'a> Cx<'a> {
-    pub(super) fn new(lane: &'a LaneId, cfg: &'a SessionConfig, now: Instant, next_call: u64) -> Self {
+    pub(super) fn new(
+        lane: &'a LaneId,
+        cfg: &'a SessionConfig,
+        now: Instant,
+        next_call: u64,
+    ) -> Self {
         Self {
             lane,
             cfg,
@@ -585,7 +590,10 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
             },
             Event::QrExchangeFailed { error, .. },
         ) => qr_exchange_failed(ctx, clear_text, error, cx),
-        (State::AwaitingMembership { ctx, msisdn, .. }, Event::MembershipKnown { is_member, .. }) => {
+        (
+            State::AwaitingMembership { ctx, msisdn, .. },
+            Event::MembershipKnown { is_member, .. },
+        ) => {
             let membership = if is_member {
                 Membership::Member
             } else {
@@ -605,9 +613,10 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
                 ..
             },
         ) => consent_requested(ctx, customer, auth_req_id, interval, expires_in, cx),
-        (State::AwaitingLoginStart { ctx, customer, .. }, Event::LoginStartFailed { error, .. }) => {
-            enrollment_over(ctx, customer, enrollment_failure(error), None, cx)
-        }
+        (
+            State::AwaitingLoginStart { ctx, customer, .. },
+            Event::LoginStartFailed { error, .. },
+        ) => enrollment_over(ctx, customer, enrollment_failure(error), None, cx),
         (
             State::AwaitingConsent {
                 ctx,
@@ -680,7 +689,10 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
             },
             Event::MemberStored { .. },
         ) => enrollment_over(ctx, customer, EnrollmentOutcome::Enrolled, name, cx),
-        (State::AwaitingMemberStore { ctx, customer, .. }, Event::MemberStoreFailed { reason, .. }) => {
+        (
+            State::AwaitingMemberStore { ctx, customer, .. },
+            Event::MemberStoreFailed { reason, .. },
+        ) => {
             let outcome = EnrollmentOutcome::Failed {
                 detail: format!("saving the member failed: {reason}"),
             };
@@ -775,7 +787,8 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
             payment.last_error = Some(error.to_string());
             if let CallError::Rejected { .. } = error {
                 // A 4xx stays a 4xx for this key: capture no more, read back to learn the truth.
-                payment.capture_attempts = payment.capture_attempts.max(cx.cfg.max_capture_attempts);
+                payment.capture_attempts =
+                    payment.capture_attempts.max(cx.cfg.max_capture_attempts);
                 read_back(ctx, customer, payment, follow, now, cx)
             } else {
                 vipps_failed(&mut ctx, &error, true, cx);
@@ -879,7 +892,9 @@ fn membership_known(mut ctx: Ctx, msisdn: Msisdn, membership: Membership, cx: &m
             membership,
         },
     );
-    cx.emit(Effect::Record(Fact::MembershipChecked { result: membership }));
+    cx.emit(Effect::Record(Fact::MembershipChecked {
+        result: membership,
+    }));
     cx.notify(TerminalEvent::CustomerIdentified {
         phone: msisdn.masked(),
         membership,
@@ -1086,7 +1101,10 @@ fn send_create(
             amount: request.amount,
             msisdn: request.msisdn.clone(),
             description: request.description.clone(),
-            receipt_number: request.receipt.as_ref().and_then(|r| r.receipt_number.clone()),
+            receipt_number: request
+                .receipt
+                .as_ref()
+                .and_then(|r| r.receipt_number.clone()),
             attempt: payment.create_attempts,
         },
     );
@@ -1164,7 +1182,12 @@ fn create_failed(
     }
 }
 
-fn create_outcome_unknown(ctx: Ctx, customer: Customer, mut payment: Payment, cx: &mut Cx) -> State {
+fn create_outcome_unknown(
+    ctx: Ctx,
+    customer: Customer,
+    mut payment: Payment,
+    cx: &mut Cx,
+) -> State {
     payment.maybe_created = true;
     let mut follow = new_follow(&payment, cx.now, cx);
     poll_if_due(&payment, &mut follow, cx);
@@ -1212,16 +1235,17 @@ fn read_back(
 ) -> State {
     follow.read = None;
     follow.next_poll = at;
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
+    // Through `follow_due`, so a safety net that passed meanwhile is honoured at once.
+    follow_due(ctx, customer, payment, follow, cx)
 }
 
-fn follow_due(ctx: Ctx, customer: Customer, payment: Payment, mut follow: Follow, cx: &mut Cx) -> State {
+fn follow_due(
+    ctx: Ctx,
+    customer: Customer,
+    payment: Payment,
+    mut follow: Follow,
+    cx: &mut Cx,
+) -> State {
     let now = cx.now;
     if let Some(give_up_at) = follow.give_up_at {
         if now >= give_up_at {
@@ -1345,7 +1369,12 @@ fn payment_seen(
                         send_capture(ctx, customer, payment, follow, cx)
                     } else {
                         let detail = detail(&payment, "capture");
-                        end(ctx, fail(FailReason::CaptureFailed { detail }), Some(&payment), cx)
+                        end(
+                            ctx,
+                            fail(FailReason::CaptureFailed { detail }),
+                            Some(&payment),
+                            cx,
+                        )
                     }
                 }
                 // Decision: the cashier cancelled and the customer is at the till, so an
@@ -1359,7 +1388,12 @@ fn payment_seen(
                         send_cancel(ctx, customer, payment, follow, true, cx)
                     } else {
                         let detail = detail(&payment, "cancel");
-                        end(ctx, fail(FailReason::CancelFailed { detail }), Some(&payment), cx)
+                        end(
+                            ctx,
+                            fail(FailReason::CancelFailed { detail }),
+                            Some(&payment),
+                            cx,
+                        )
                     }
                 }
             }
@@ -1424,10 +1458,15 @@ fn send_cancel(
 ) -> State {
     let attempt = match payment.cancel {
         CancelIntent::None => 1,
-        CancelIntent::TransactionOnly { attempts } | CancelIntent::Full { attempts } => attempts + 1,
+        CancelIntent::TransactionOnly { attempts } | CancelIntent::Full { attempts } => {
+            attempts + 1
+        }
     };
     let (op, intent) = if full {
-        (KeyedOperation::CancelFull, CancelIntent::Full { attempts: attempt })
+        (
+            KeyedOperation::CancelFull,
+            CancelIntent::Full { attempts: attempt },
+        )
     } else {
         let intent = CancelIntent::TransactionOnly { attempts: attempt };
         (KeyedOperation::Cancel, intent)
