@@ -46,7 +46,8 @@ enum Action {
         outcome: u8,
         keep: bool,
     },
-    /// An answer to a call that was never made.
+    /// An answer of any kind to a call that was never made (odd `call`), or to an outstanding
+    /// call (even `call`), often of the wrong kind.
     Stale {
         call: u64,
         outcome: u8,
@@ -318,6 +319,7 @@ struct Driver {
     /// What the run exercised: state labels entered and outcomes (with failure kinds) reached.
     seen_states: HashMap<&'static str, u32>,
     seen_outcomes: HashMap<String, u32>,
+    invalid: u32,
 }
 
 impl Driver {
@@ -337,6 +339,7 @@ impl Driver {
             highest_call: None,
             seen_states: HashMap::new(),
             seen_outcomes: HashMap::new(),
+            invalid: 0,
         }
     }
 
@@ -394,7 +397,11 @@ impl Driver {
             }
             Action::Stale { call, outcome } => {
                 let kind = KINDS[usize::from(outcome) % KINDS.len()];
-                answer(kind, CallId(1_000_000 + call), outcome, self.amount())
+                let call = match self.outstanding.last() {
+                    Some((outstanding, _)) if call % 2 == 0 => *outstanding,
+                    _ => CallId(1_000_000 + call),
+                };
+                answer(kind, call, outcome, self.amount())
             }
             Action::Webhook { ours } => {
                 let reference = match self.session.payment_reference() {
@@ -435,6 +442,7 @@ impl Driver {
             Disposition::Ignored(_) | Disposition::Invalid(_) => {
                 prop_assert_eq!(&t.session, before);
                 prop_assert!(fx.is_empty());
+                self.invalid += u32::from(matches!(t.disposition, Disposition::Invalid(_)));
             }
             Disposition::Rejected(_) => {
                 prop_assert_eq!(&t.session, before);
@@ -674,6 +682,7 @@ fn the_random_runs_reach_every_state_and_the_usual_outcomes() {
     let strategy = actions();
     let mut states: HashMap<&'static str, u32> = HashMap::new();
     let mut outcomes: HashMap<String, u32> = HashMap::new();
+    let mut invalid = 0;
     for _ in 0..256 {
         let actions = strategy
             .new_tree(&mut runner)
@@ -684,6 +693,7 @@ fn the_random_runs_reach_every_state_and_the_usual_outcomes() {
             driver.play(action).expect("invariants hold");
         }
         driver.drain().expect("the session ends");
+        invalid += driver.invalid;
         for (state, n) in driver.seen_states {
             *states.entry(state).or_default() += n;
         }
@@ -697,6 +707,7 @@ fn the_random_runs_reach_every_state_and_the_usual_outcomes() {
             "never reached {state}: {states:?}"
         );
     }
+    assert!(invalid > 0, "never fed an invalid transition");
     for outcome in [
         "paid",
         "declined",

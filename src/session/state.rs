@@ -283,13 +283,9 @@ impl State {
         }
     }
 
-    /// Whether an answer to `call` is awaited by this state (or by its check-in).
-    pub(super) fn awaits(&self, call: CallId) -> bool {
-        let check_in = matches!(
-            self.ctx().map(|c| &c.check_in),
-            Some(CheckIn::Pending { call: c, .. }) if *c == call
-        );
-        let own = match self {
+    /// Whether `call` is the state's own pending call.
+    pub(super) fn awaits_own(&self, call: CallId) -> bool {
+        match self {
             State::Idle | State::ReadyForPayment { .. } => false,
             State::AwaitingQrExchange { call: c, .. }
             | State::AwaitingMembership { call: c, .. }
@@ -300,8 +296,15 @@ impl State {
             | State::AwaitingCancel { call: c, .. } => *c == call,
             State::AwaitingConsent { login, .. } => login.poll.is_some_and(|p| p.call == call),
             State::AwaitingPayment { follow, .. } => follow.read.is_some_and(|p| p.call == call),
-        };
-        own || check_in
+        }
+    }
+
+    /// Whether `call` is the pending check-in.
+    pub(super) fn awaits_check_in(&self, call: CallId) -> bool {
+        matches!(
+            self.ctx().map(|c| &c.check_in),
+            Some(CheckIn::Pending { call: c, .. }) if *c == call
+        )
     }
 
     /// The earliest instant at which this state (not its check-in) has something to do.

@@ -131,10 +131,24 @@ impl<'a> Cx<'a> {
 }
 
 fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
-    if let Some(call) = event.call()
-        && !state.awaits(call)
-    {
-        return Step::Ignore(IgnoreReason::StaleAnswer);
+    if let Some(call) = event.call() {
+        let check_in = matches!(
+            event,
+            Event::CheckInSent { .. } | Event::CheckInFailed { .. }
+        );
+        let awaited = if check_in {
+            state.awaits_check_in(call)
+        } else {
+            state.awaits_own(call)
+        };
+        if !awaited {
+            // A pending call answered with the wrong kind of event is a bug, not a race.
+            return if state.awaits_own(call) || state.awaits_check_in(call) {
+                Step::Invalid
+            } else {
+                Step::Ignore(IgnoreReason::StaleAnswer)
+            };
+        }
     }
     match event {
         Event::CustomerQrScanned {
@@ -751,8 +765,13 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
             },
             Event::PaymentReadFailed { error, .. },
         ) => {
-            // Keep the schedule: the next poll is already set from when this read was sent.
+            // Keep the schedule (the next poll was set when this read was sent), unless a
+            // webhook asked for a fresh read meanwhile.
             follow.read = None;
+            if follow.reread {
+                follow.reread = false;
+                follow.next_poll = now;
+            }
             vipps_failed(&mut ctx, &error, true, cx);
             poll_if_due(&payment, &mut follow, cx);
             State::AwaitingPayment {
@@ -930,13 +949,14 @@ fn ready(ctx: Ctx, customer: Customer, cx: &Cx) -> State {
 // Enrollment.
 
 fn consent_requested(
-    ctx: Ctx,
+    mut ctx: Ctx,
     customer: Customer,
     auth_req_id: String,
     interval: Duration,
     expires_in: Duration,
     cx: &mut Cx,
 ) -> State {
+    vipps_answered(&mut ctx, cx);
     let interval = interval.max(MIN_LOGIN_INTERVAL);
     cx.persist(
         &ctx,

@@ -1763,6 +1763,25 @@ fn an_answer_of_the_wrong_kind_is_an_invalid_transition() {
         })
     );
     assert!(lane.refused_fx.is_empty());
+    // The pending check-in's call answered as something else, and the other way round.
+    let mut lane = Lane::identified(true);
+    let check_in = lane.call("check_in");
+    lane.feed(Event::Pay(pay(100)));
+    let create = lane.call("create");
+    assert_eq!(
+        lane.refused(Event::PaymentCreated { call: check_in }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_payment_creation",
+            event: "payment_created"
+        })
+    );
+    assert_eq!(
+        lane.refused(Event::CheckInSent { call: create }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_payment_creation",
+            event: "check_in_sent"
+        })
+    );
 }
 
 // ---- recovery --------------------------------------------------------------------------------
