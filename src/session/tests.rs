@@ -2003,3 +2003,31 @@ fn every_state_label_is_listed_and_snapshots_show_the_session() {
     assert_eq!(payment.amount, Amount::nok(10_000));
     assert!(!payment.cancel_requested);
 }
+
+#[test]
+fn terminal_events_serialise_with_a_tag_and_read_as_cashier_messages() {
+    let ended = TerminalEvent::SessionEnded {
+        outcome: Outcome::Paid,
+        amount: Some(Amount::nok(23_990)),
+    };
+    let json = serde_json::to_value(&ended).expect("serialisable");
+    assert_eq!(json["event"], "session_ended");
+    assert_eq!(json["outcome"]["outcome"], "paid");
+    assert_eq!(ended.message(), "Payment approved 239.90 NOK");
+    let rejected = TerminalEvent::CommandRejected {
+        command: Command::Reset,
+        rejection: Rejection::PaymentInProgress,
+    };
+    let json = serde_json::to_value(&rejected).expect("serialisable");
+    assert_eq!(json["rejection"]["kind"], "payment_in_progress");
+    assert_eq!(
+        rejected.message(),
+        "reset refused: a payment is in progress: wait for it or cancel it"
+    );
+    let identified = TerminalEvent::CustomerIdentified {
+        phone: msisdn("4791234567").masked(),
+        membership: Membership::NonMember,
+    };
+    assert!(identified.message().contains("47******67"));
+    assert!(!identified.message().contains("4791234567"));
+}
