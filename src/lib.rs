@@ -12,6 +12,7 @@ pub mod http;
 pub mod lane;
 pub mod metrics;
 pub mod scanner;
+pub mod session;
 pub mod sim;
 pub mod startup;
 pub mod store;
