@@ -187,37 +187,28 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
 
 /// The `Vipps-System-*` headers are optional but at most 30 characters each.
 pub(in crate::sim) fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
-    for name in [
-        "Vipps-System-Name",
-        "Vipps-System-Version",
-        "Vipps-System-Plugin-Name",
-        "Vipps-System-Plugin-Version",
-    ] {
-        if let Some(v) = req.headers().get(name)
-            && v.len() > 30
-        {
-            return Err(Problem::epayment_invalid(
-                name,
-                &format!("The {name} header is at most 30 characters."),
-            ));
-        }
+    match auth::long_system_header(req) {
+        Some(name) => Err(Problem::epayment_invalid(
+            name,
+            &format!("The {name} header is at most 30 characters."),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-/// A body, when there is one, must be JSON.
-fn check_content_type(req: &HttpRequest, body: &[u8]) -> Result<(), Problem> {
-    let Some(ct) = header(req, "content-type") else {
+/// A body, when there is one, must be declared as JSON.
+pub(in crate::sim) fn check_content_type(req: &HttpRequest, body: &[u8]) -> Result<(), Problem> {
+    if body.is_empty() {
         return Ok(());
-    };
-    let essence = ct
+    }
+    let essence = header(req, "content-type")
+        .unwrap_or("(none)")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let json = essence == "application/json" || essence.ends_with("+json");
-    if body.is_empty() || json {
+    if essence == "application/json" || essence.ends_with("+json") {
         return Ok(());
     }
     Err(Problem::epayment(

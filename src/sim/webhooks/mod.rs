@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use self::delivery::{Attempt, Delivery, Outcome, Target};
 use super::SimState;
 use super::auth::{self, MsnHeader};
-use super::epayment::check_system_headers;
 use super::epayment::request::{self, Invalid};
+use super::epayment::{check_content_type, check_system_headers};
 use super::problem::Problem;
 
 /// The events a registration may ask for.
@@ -246,6 +246,7 @@ async fn register(
     let bytes = request::read_body(payload)
         .await
         .map_err(|p| problem(p, &req))?;
+    check_content_type(&req, &bytes).map_err(|p| problem(p, &req))?;
     let body = request::parse_json(&bytes)
         .map_err(|i| problem(i.into(), &req))?
         .ok_or_else(|| invalid(&req, "body", "A RegisterRequest body is required."))?;
