@@ -959,17 +959,6 @@ fn count_local(op: Operation, e: &VippsError) {
         .increment(1);
 }
 
-/// Lets tests and callers check that the handle's futures can move between threads.
-#[allow(dead_code)]
-fn assert_send() {
-    fn is_send<T: Send>(_: &T) {}
-    let _ = |h: VippsHandle, r: PaymentReference, k: IdempotencyKey| {
-        let (h2, r2) = (h.clone(), r.clone());
-        is_send(&async move { h2.get_payment(&r2).await });
-        is_send(&async move { h.capture_payment(&r, &k, Amount::nok(1)).await });
-    };
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1073,6 +1062,17 @@ mod tests {
         let (t, fetch) = auth.get(at, 10);
         assert!(matches!(t, Ok(TokenTicket::Ready(_, 1))) && !fetch);
         assert!(auth.get(at + REFRESH_RETRY, 10).1, "and tries again later");
+    }
+
+    /// Lanes may spawn calls on any runtime: the handle's futures must be `Send`.
+    #[test]
+    fn handle_futures_are_send() {
+        fn is_send<T: Send>(_: &T) {}
+        let _never_called = |h: VippsHandle, r: PaymentReference, k: IdempotencyKey| {
+            let (h2, r2) = (h.clone(), r.clone());
+            is_send(&async move { h2.get_payment(&r2).await });
+            is_send(&async move { h.capture_payment(&r, &k, Amount::nok(1)).await });
+        };
     }
 
     #[test]
