@@ -721,8 +721,8 @@ pub fn catalog() -> impl Iterator<Item = &'static MetricDef> {
 }
 
 /// The family with this name, or the histogram a `_bucket`/`_sum`/`_count` series belongs to.
-pub fn find(series_name: &str) -> Option<&'static MetricDef> {
-    catalog().find(|d| d.series_names().iter().any(|s| s == series_name))
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    catalog().find(|d| d.name == name || d.series_names().iter().any(|s| s == name))
 }
 
 /// Why metrics could not be installed.
