@@ -280,3 +280,34 @@ fn promtool_finds_nothing_to_complain_about() {
         out.status
     );
 }
+
+#[test]
+fn every_family_and_label_value_is_documented() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+    let docs = std::fs::read_to_string(path).expect("docs/metrics.md exists");
+    for def in metrics::catalog() {
+        assert!(
+            docs.contains(&format!("`{}`", def.name)),
+            "docs/metrics.md does not describe {}",
+            def.name
+        );
+        for label in def.labels {
+            assert!(
+                docs.contains(&format!("`{}`", label.name)),
+                "docs/metrics.md does not name label {} of {}",
+                label.name,
+                def.name
+            );
+            for value in label.values.known() {
+                if value != env!("CARGO_PKG_VERSION") {
+                    assert!(
+                        docs.contains(&format!("`{value}`")),
+                        "docs/metrics.md does not explain {}=\"{value}\" of {}",
+                        label.name,
+                        def.name
+                    );
+                }
+            }
+        }
+    }
+}
