@@ -147,77 +147,6 @@ label_enum! {
 }
 
 label_enum! {
-    /// What a scan was (`lanehub_scans_total{kind}`).
-    ScanKind {
-        /// A customer's personal Vipps or MobilePay QR code.
-        VippsQr => "vipps_qr",
-        /// A product barcode.
-        Product => "product",
-        /// Anything else.
-        Unknown => "unknown",
-    }
-}
-
-label_enum! {
-    /// How a checkout session ended (`lanehub_sessions_total{outcome}`).
-    SessionOutcome {
-        /// The payment was captured.
-        Paid => "paid",
-        /// The customer declined the payment in the app.
-        Declined => "declined",
-        /// The customer did not act before the payment expired.
-        Expired => "expired",
-        /// The cashier cancelled.
-        Cancelled => "cancelled",
-        /// An error ended it (Vipps unreachable, capture failed, …).
-        Failed => "failed",
-        /// The customer was identified but no payment was requested before the lane reset.
-        Abandoned => "abandoned",
-    }
-}
-
-label_enum! {
-    /// Whether the scanned customer is in the loyalty club (`lanehub_membership_checks_total`).
-    MembershipResult {
-        Member => "member",
-        NonMember => "non_member",
-    }
-}
-
-label_enum! {
-    /// How an enrollment (Vipps Login from phone number) ended (`lanehub_enrollments_total`).
-    EnrollmentOutcome {
-        /// The customer consented and is now a member.
-        Enrolled => "enrolled",
-        /// The customer declined in the app.
-        Denied => "denied",
-        /// The customer did not answer in time.
-        Expired => "expired",
-        /// The cashier cancelled.
-        Cancelled => "cancelled",
-        /// An error ended it.
-        Failed => "failed",
-    }
-}
-
-label_enum! {
-    /// How a payment request ended (`lanehub_payments_total{outcome}`); each requested payment
-    /// ends with exactly one, so their sum is the number of payments requested.
-    PaymentOutcome {
-        /// Authorised and captured in full.
-        Captured => "captured",
-        /// The customer declined (Vipps state ABORTED).
-        Declined => "declined",
-        /// The customer did not act in time (EXPIRED).
-        Expired => "expired",
-        /// The cashier cancelled before authorisation (TERMINATED).
-        Cancelled => "cancelled",
-        /// Creating or capturing failed.
-        Failed => "failed",
-    }
-}
-
-label_enum! {
     /// The result of one Vipps call (`lanehub_vipps_requests_total{outcome}`). Counted once per
     /// HTTP attempt, and once for a call lanehub refused before the wire (circuit open,
     /// overloaded). The error ratio counts everything except `ok` and `client_error`.
@@ -336,27 +265,60 @@ label_enum! {
         VippsMailbox => "vipps_mailbox",
         /// Scanner threads to their lane.
         ScannerEvents => "scanner_events",
-        /// Writes waiting for the SQLite journal.
-        Journal => "journal",
         /// Updates waiting to be sent to lane terminals, summed over terminals.
         TerminalUpdates => "terminal_updates",
     }
 }
 
-/// The `state` labels of `lanehub_lane_session_state`. Must equal the labels of the session
-/// state machine's states (`crate::session`); a test beside the session module checks that.
+// Labels owned by other modules. Each list must equal its owner's labels; tests beside the
+// owners check that (the session module's `STATE_LABELS`, `Outcome::LABELS`,
+// `EnrollmentOutcome::LABELS`, `Membership::LABELS`; the scanner's `ScanKind::label`).
+
+/// `state` of `lanehub_lane_session_state`: `crate::session::STATE_LABELS`.
 pub const SESSION_STATES: &[&str] = &[
     "idle",
-    "resolving_customer",
-    "awaiting_check_in",
-    "customer_ready",
-    "awaiting_enrollment",
-    "creating_payment",
+    "awaiting_qr_exchange",
+    "awaiting_membership",
+    "ready_for_payment",
+    "awaiting_login_start",
+    "awaiting_consent",
+    "awaiting_member_store",
+    "awaiting_payment_creation",
     "awaiting_payment",
-    "capturing",
-    "cancelling",
-    "completed",
+    "awaiting_capture",
+    "awaiting_cancel",
 ];
+
+/// `outcome` of `lanehub_sessions_total`, `lanehub_session_duration_seconds` and
+/// `lanehub_payments_total` (a payment ends with its session's outcome):
+/// `crate::session::Outcome::LABELS`.
+pub const SESSION_OUTCOMES: &[&str] = &[
+    "paid",
+    "declined",
+    "expired",
+    "cancelled",
+    "failed",
+    "unavailable",
+    "abandoned",
+    "closed",
+    "interrupted",
+];
+
+/// `outcome` of `lanehub_enrollments_total`: `crate::session::EnrollmentOutcome::LABELS`.
+pub const ENROLLMENT_OUTCOMES: &[&str] = &[
+    "enrolled",
+    "denied",
+    "expired",
+    "failed",
+    "unavailable",
+    "abandoned",
+];
+
+/// `result` of `lanehub_membership_checks_total`: `crate::session::Membership::LABELS`.
+pub const MEMBERSHIP_RESULTS: &[&str] = &["member", "non_member", "unknown"];
+
+/// `kind` of `lanehub_scans_total`: `crate::scanner::ScanKind::label`.
+pub const SCAN_KINDS: &[&str] = &["vipps_qr", "product", "unknown"];
 
 /// What kind of series a metric family is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,7 +496,7 @@ pub const RECORDED: &[MetricDef] = &[
         SCANS,
         Counter,
         Some(Unit::Count),
-        &[LANE, fixed("kind", ScanKind::LABELS)],
+        &[LANE, fixed("kind", SCAN_KINDS)],
         "Scans the lane received, by what was scanned.",
     ),
     def(
@@ -555,12 +517,12 @@ pub const RECORDED: &[MetricDef] = &[
         SESSIONS,
         Counter,
         Some(Unit::Count),
-        &[LANE, fixed("outcome", SessionOutcome::LABELS)],
+        &[LANE, fixed("outcome", SESSION_OUTCOMES)],
         "Checkout sessions finished, by outcome.",
     ),
     histogram(
         SESSION_DURATION,
-        &[fixed("outcome", SessionOutcome::LABELS)],
+        &[fixed("outcome", SESSION_OUTCOMES)],
         SESSION_DURATION_BUCKETS,
         "Time from a session's first customer scan to its outcome.",
     ),
@@ -568,22 +530,22 @@ pub const RECORDED: &[MetricDef] = &[
         MEMBERSHIP_CHECKS,
         Counter,
         Some(Unit::Count),
-        &[LANE, fixed("result", MembershipResult::LABELS)],
+        &[LANE, fixed("result", MEMBERSHIP_RESULTS)],
         "Scanned customers looked up in the loyalty club, by result.",
     ),
     def(
         ENROLLMENTS,
         Counter,
         Some(Unit::Count),
-        &[LANE, fixed("outcome", EnrollmentOutcome::LABELS)],
+        &[LANE, fixed("outcome", ENROLLMENT_OUTCOMES)],
         "Loyalty club enrollments (Vipps Login from phone number) finished, by outcome.",
     ),
     def(
         PAYMENTS,
         Counter,
         Some(Unit::Count),
-        &[LANE, fixed("outcome", PaymentOutcome::LABELS)],
-        "Payment requests finished, by outcome; their sum is the payments requested.",
+        &[LANE, fixed("outcome", SESSION_OUTCOMES)],
+        "Payment requests finished, by their session's outcome; their sum is the payments requested.",
     ),
     def(
         PAYMENT_PENDING_SINCE,
@@ -658,6 +620,13 @@ pub const RECORDED: &[MetricDef] = &[
         Some(Unit::Count),
         &[fixed("queue", Queue::LABELS)],
         "Messages waiting in a bounded queue, summed over lanes or terminals.",
+    ),
+    def(
+        STORE_QUEUE_DEPTH,
+        Gauge,
+        Some(Unit::Count),
+        &[],
+        "Requests waiting for the store (SQLite) thread.",
     ),
     def(
         QUEUE_DROPPED,
@@ -903,11 +872,24 @@ pub fn lane_restarted(lane: &LaneId, reason: RestartReason) {
         .increment(1);
 }
 
+/// `value` as the `'static` entry of `list`, or `None` (logged) when the list lacks it, so an
+/// unexpected label never creates a series.
+fn known_label(list: &'static [&'static str], value: &str, what: &str) -> Option<&'static str> {
+    let found = list.iter().copied().find(|v| *v == value);
+    if found.is_none() {
+        tracing::warn!(
+            label = what,
+            value,
+            "metric label value is not declared in lanehub::metrics"
+        );
+    }
+    found
+}
+
 /// The lane's session entered `state` (one of [`SESSION_STATES`]): sets it to 1 and every other
-/// state to 0. A label outside the list is ignored and logged, so the series stay bounded.
+/// state to 0.
 pub fn session_state(lane: &LaneId, state: &str) {
-    if !SESSION_STATES.contains(&state) {
-        tracing::warn!(lane = %lane, state, "session state is not in metrics::SESSION_STATES");
+    if known_label(SESSION_STATES, state, "state").is_none() {
         return;
     }
     for &s in SESSION_STATES {
@@ -916,24 +898,23 @@ pub fn session_state(lane: &LaneId, state: &str) {
     }
 }
 
-/// The session rejected an event in `state`; unknown state labels count as nothing (logged).
+/// The session rejected an event in `state` (one of [`SESSION_STATES`]).
 pub fn session_invalid_transition(lane: &LaneId, state: &str) {
-    match SESSION_STATES.iter().find(|s| **s == state) {
-        Some(&s) => metrics::counter!(
+    if let Some(state) = known_label(SESSION_STATES, state, "state") {
+        metrics::counter!(
             SESSION_INVALID_TRANSITIONS,
             "lane" => lane_label(lane),
-            "state" => s
+            "state" => state
         )
-        .increment(1),
-        None => {
-            tracing::warn!(lane = %lane, state, "session state is not in metrics::SESSION_STATES")
-        }
+        .increment(1);
     }
 }
 
-/// The lane received a scan.
-pub fn scan_received(lane: &LaneId, kind: ScanKind) {
-    metrics::counter!(SCANS, "lane" => lane_label(lane), "kind" => kind.as_str()).increment(1);
+/// The lane received a scan of `kind` (one of [`SCAN_KINDS`]).
+pub fn scan_received(lane: &LaneId, kind: &str) {
+    if let Some(kind) = known_label(SCAN_KINDS, kind, "kind") {
+        metrics::counter!(SCANS, "lane" => lane_label(lane), "kind" => kind).increment(1);
+    }
 }
 
 /// How many of the lane's scanners are connected now.
@@ -946,30 +927,37 @@ pub fn terminals_connected(lane: &LaneId, connected: usize) {
     metrics::gauge!(TERMINALS_CONNECTED, "lane" => lane_label(lane)).set(connected as f64);
 }
 
-/// A checkout session ended after `duration` (from its first customer scan).
-pub fn session_finished(lane: &LaneId, outcome: SessionOutcome, duration: Duration) {
-    metrics::counter!(SESSIONS, "lane" => lane_label(lane), "outcome" => outcome.as_str())
-        .increment(1);
-    metrics::histogram!(SESSION_DURATION, "outcome" => outcome.as_str())
-        .record(duration.as_secs_f64());
+/// A checkout session ended with `outcome` (one of [`SESSION_OUTCOMES`]) after `duration`.
+pub fn session_finished(lane: &LaneId, outcome: &str, duration: Duration) {
+    if let Some(outcome) = known_label(SESSION_OUTCOMES, outcome, "outcome") {
+        metrics::counter!(SESSIONS, "lane" => lane_label(lane), "outcome" => outcome).increment(1);
+        metrics::histogram!(SESSION_DURATION, "outcome" => outcome).record(duration.as_secs_f64());
+    }
 }
 
-/// A scanned customer was looked up in the loyalty club.
-pub fn membership_checked(lane: &LaneId, result: MembershipResult) {
-    metrics::counter!(MEMBERSHIP_CHECKS, "lane" => lane_label(lane), "result" => result.as_str())
-        .increment(1);
+/// A scanned customer was looked up in the loyalty club (`result` one of
+/// [`MEMBERSHIP_RESULTS`]).
+pub fn membership_checked(lane: &LaneId, result: &str) {
+    if let Some(result) = known_label(MEMBERSHIP_RESULTS, result, "result") {
+        metrics::counter!(MEMBERSHIP_CHECKS, "lane" => lane_label(lane), "result" => result)
+            .increment(1);
+    }
 }
 
-/// An enrollment ended.
-pub fn enrollment_finished(lane: &LaneId, outcome: EnrollmentOutcome) {
-    metrics::counter!(ENROLLMENTS, "lane" => lane_label(lane), "outcome" => outcome.as_str())
-        .increment(1);
+/// An enrollment ended with `outcome` (one of [`ENROLLMENT_OUTCOMES`]).
+pub fn enrollment_finished(lane: &LaneId, outcome: &str) {
+    if let Some(outcome) = known_label(ENROLLMENT_OUTCOMES, outcome, "outcome") {
+        metrics::counter!(ENROLLMENTS, "lane" => lane_label(lane), "outcome" => outcome)
+            .increment(1);
+    }
 }
 
-/// A payment request ended; also clears the lane's pending payment.
-pub fn payment_finished(lane: &LaneId, outcome: PaymentOutcome) {
-    metrics::counter!(PAYMENTS, "lane" => lane_label(lane), "outcome" => outcome.as_str())
-        .increment(1);
+/// A payment request ended with its session's `outcome` (one of [`SESSION_OUTCOMES`]); also
+/// clears the lane's pending payment.
+pub fn payment_finished(lane: &LaneId, outcome: &str) {
+    if let Some(outcome) = known_label(SESSION_OUTCOMES, outcome, "outcome") {
+        metrics::counter!(PAYMENTS, "lane" => lane_label(lane), "outcome" => outcome).increment(1);
+    }
     payment_pending(lane, None);
 }
 
@@ -1210,15 +1198,47 @@ mod tests {
         let text = render_with(|| {
             init_lane(&l1);
             session_state(&l1, "awaiting_payment");
-            session_state(&l1, "capturing");
+            session_state(&l1, "awaiting_capture");
             session_state(&l1, "no_such_state");
         });
         for state in SESSION_STATES {
             let series = format!("{LANE_SESSION_STATE}{{lane=\"1\",state=\"{state}\"}}");
-            let expected = if *state == "capturing" { 1.0 } else { 0.0 };
+            let expected = if *state == "awaiting_capture" {
+                1.0
+            } else {
+                0.0
+            };
             assert_eq!(sample(&text, &series), Some(expected), "{series}");
         }
         assert!(!text.contains("no_such_state"));
+    }
+
+    #[test]
+    fn undeclared_label_values_create_no_series() {
+        let l1 = lane("1");
+        let text = render_with(|| {
+            scan_received(&l1, "qr_from_mars");
+            session_finished(&l1, "vanished", Duration::from_secs(3));
+            membership_checked(&l1, "maybe");
+            enrollment_finished(&l1, "postponed");
+            payment_finished(&l1, "captured");
+            session_invalid_transition(&l1, "dreaming");
+            scan_received(&l1, "product");
+        });
+        for bad in [
+            "qr_from_mars",
+            "vanished",
+            "maybe",
+            "postponed",
+            "\"captured\"",
+            "dreaming",
+        ] {
+            assert!(!text.contains(bad), "{bad} became a series:\n{text}");
+        }
+        assert_eq!(
+            sample(&text, "lanehub_scans_total{lane=\"1\",kind=\"product\"}"),
+            Some(1.0)
+        );
     }
 
     #[test]
@@ -1227,7 +1247,7 @@ mod tests {
         let text = render_with(|| {
             init_static();
             init_lane(&l1);
-            scan_received(&l1, ScanKind::VippsQr);
+            scan_received(&l1, "vipps_qr");
             lane_up(&l1, true);
             amount_captured(Amount::nok(12_345));
             init_static();
@@ -1260,14 +1280,11 @@ mod tests {
         assert_eq!(sample(&text, series), Some(1_700_000_000.0));
         let text = render_with(|| {
             payment_pending(&l1, Some(since));
-            payment_finished(&l1, PaymentOutcome::Captured);
+            payment_finished(&l1, "paid");
         });
         assert_eq!(sample(&text, series), Some(0.0));
         assert_eq!(
-            sample(
-                &text,
-                "lanehub_payments_total{lane=\"1\",outcome=\"captured\"}"
-            ),
+            sample(&text, "lanehub_payments_total{lane=\"1\",outcome=\"paid\"}"),
             Some(1.0)
         );
     }

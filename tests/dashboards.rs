@@ -458,7 +458,7 @@ fn the_checks_catch_what_they_are_for() {
         ("sum(lanehub_lane_up{store=~\"x\"})", "filtered by lane"),
         ("sum(lanehub_vipps_circuit_open)", "by store"),
         (
-            "sum(rate(lanehub_payments_total{store=~\"x\", lane=~\"1\", outcome=\"paid\"}[1m]))",
+            "sum(rate(lanehub_payments_total{store=~\"x\", lane=~\"1\", outcome=\"captured\"}[1m]))",
             "not a known value",
         ),
         (

@@ -208,27 +208,27 @@ fn per_lane_series_exist_at_zero_for_each_initialised_lane() {
                 "lanehub_lane_session_state{{lane=\"{lane}\",state=\"{state}\"}}"
             ));
         }
-        for kind in metrics::ScanKind::LABELS {
+        for kind in metrics::SCAN_KINDS {
             at(format!(
                 "lanehub_scans_total{{lane=\"{lane}\",kind=\"{kind}\"}}"
             ));
         }
-        for outcome in metrics::SessionOutcome::LABELS {
+        for outcome in metrics::SESSION_OUTCOMES {
             at(format!(
                 "lanehub_sessions_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
             ));
         }
-        for result in metrics::MembershipResult::LABELS {
+        for result in metrics::MEMBERSHIP_RESULTS {
             at(format!(
                 "lanehub_membership_checks_total{{lane=\"{lane}\",result=\"{result}\"}}"
             ));
         }
-        for outcome in metrics::EnrollmentOutcome::LABELS {
+        for outcome in metrics::ENROLLMENT_OUTCOMES {
             at(format!(
                 "lanehub_enrollments_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
             ));
         }
-        for outcome in metrics::PaymentOutcome::LABELS {
+        for outcome in metrics::SESSION_OUTCOMES {
             at(format!(
                 "lanehub_payments_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
             ));
