@@ -1,5 +1,6 @@
 //! Every metric lanehub exports, declared in one place with its help text; dashboards use only
-//! these names. Labels are bounded enums; the `store` label comes from Prometheus' scrape config.
+//! these names. Labels take values from closed lists; the `store` label comes from Prometheus'
+//! scrape config.
 //!
 //! What must stay true:
 //! - [`RECORDED`] and [`PROCESS`] list every metric family lanehub exposes: `describe_all`, the
@@ -23,6 +24,8 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::domain::{Amount, Currency, LaneId};
 use crate::vipps::Operation;
+
+use MetricKind::{Counter, Gauge};
 
 /// `lanehub_build_info{version}`: always 1.
 pub const BUILD_INFO: &str = "lanehub_build_info";
@@ -456,8 +459,6 @@ const fn histogram(
         buckets,
     }
 }
-
-use MetricKind::{Counter, Gauge};
 
 /// Every family recorded through the `metrics` facade.
 pub const RECORDED: &[MetricDef] = &[
