@@ -16,6 +16,7 @@ pub mod session;
 pub mod sim;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod vipps;
 
