@@ -928,6 +928,15 @@ async fn epayment_create_get_and_events_conform() {
         assert_eq!(r.fields().first().map(String::as_str), Some("reference"));
     }
 
+    // Another merchant's serial number with this merchant's token: 403 from the API.
+    let mut headers = ep.headers(Some("k-msn"));
+    headers.retain(|(k, _)| *k != "Merchant-Serial-Number");
+    headers.push(("Merchant-Serial-Number", "999999"));
+    let body = minimal_payment("conf-msn-1", IVAR, 1000);
+    let r = conf.call("POST", PAYMENTS, &headers, Some(body)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.fields(), ["Merchant-Serial-Number"]);
+
     // Bad or missing credentials: the gateway answers 401.
     let bad = EPayment {
         conf: &conf,
