@@ -701,13 +701,18 @@ fn bearer_cases(valid: &Req) -> Vec<(&'static str, Req)> {
 }
 
 /// Calls to the endpoint's path with methods it does not serve.
-fn method_cases(valid: &Req, methods: &[&str]) -> Vec<(&'static str, Req)> {
+fn method_cases(valid: &Req, methods: &[Method]) -> Vec<(&'static str, Req)> {
     methods
         .iter()
         .map(|m| {
-            let name: &'static str = Box::leak(format!("method {m}").into_boxed_str());
-            let method = Method::from_bytes(m.as_bytes()).expect("a method");
-            (name, valid.clone().method(method))
+            let name = match *m {
+                Method::GET => "method GET",
+                Method::POST => "method POST",
+                Method::PUT => "method PUT",
+                Method::DELETE => "method DELETE",
+                _ => "method PATCH",
+            };
+            (name, valid.clone().method(m.clone()))
         })
         .collect()
 }
@@ -778,7 +783,10 @@ async fn access_token_refuses_bad_input() {
             valid.clone().header("Vipps-System-Name", "x".repeat(31)),
         ),
     ];
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE", "PATCH"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE, Method::PATCH],
+    ));
     sim.table(Shape::OAuth, cases, &valid, &valid).await;
     sim.server.stop().await;
 }
@@ -825,7 +833,10 @@ async fn qr_exchange_refuses_bad_input() {
     ] {
         cases.push((name, valid.clone().json(&body)));
     }
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     sim.table(Shape::Qr, cases, &valid, &valid).await;
     sim.server.stop().await;
 }
@@ -864,7 +875,10 @@ async fn check_in_refuses_bad_input() {
     ] {
         cases.push((name, valid.clone().json(&body)));
     }
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     sim.table(Shape::CheckIn, cases, &valid, &valid).await;
     sim.server.stop().await;
 }
@@ -1022,7 +1036,10 @@ async fn ciba_authentication_refuses_bad_input() {
     ] {
         cases.push((name, valid.clone().form(&form)));
     }
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     let probe = Req::new(
         Method::GET,
         "/access-management-1.0/access/.well-known/openid-configuration",
@@ -1067,7 +1084,10 @@ async fn login_token_endpoint_refuses_bad_input() {
     ] {
         cases.push((name, valid.clone().form(&form)));
     }
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     let probe = Req::new(
         Method::GET,
         "/access-management-1.0/access/.well-known/openid-configuration",
@@ -1130,7 +1150,10 @@ async fn userinfo_and_discovery_refuse_bad_input() {
                 .header("Authorization", b"Bearer \xff\xfe".to_vec()),
         ),
     ];
-    cases.extend(method_cases(&valid, &["POST", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::POST, Method::PUT, Method::DELETE],
+    ));
     sim.table(Shape::Userinfo, cases, &valid, &valid).await;
 
     for path in [
@@ -1138,7 +1161,7 @@ async fn userinfo_and_discovery_refuse_bad_input() {
         "/access-management-1.0/access/.well-known/jwks.json",
     ] {
         let valid = Req::new(Method::GET, path);
-        let cases = method_cases(&valid, &["POST", "PUT", "DELETE"]);
+        let cases = method_cases(&valid, &[Method::POST, Method::PUT, Method::DELETE]);
         sim.table(Shape::OAuth, cases, &valid, &valid).await;
     }
     sim.server.stop().await;
@@ -1348,7 +1371,10 @@ async fn epayment_create_refuses_bad_input() {
     for (name, body) in fields {
         cases.push((name, valid.clone().json(&body)));
     }
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE", "PATCH"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE, Method::PATCH],
+    ));
     cases.push((
         "unknown path below payments",
         valid.clone().path("/epayment/v1/paymentz"),
@@ -1376,9 +1402,12 @@ async fn epayment_reads_refuse_bad_input() {
                 .path(template.replace("{r}", "no-such-payment")),
         ));
         cases.extend(reference_cases(&valid, &template));
-        cases.extend(method_cases(&valid, &["PUT", "DELETE", "PATCH"]));
+        cases.extend(method_cases(
+            &valid,
+            &[Method::PUT, Method::DELETE, Method::PATCH],
+        ));
         if suffix.is_empty() {
-            cases.extend(method_cases(&valid, &["POST"]));
+            cases.extend(method_cases(&valid, &[Method::POST]));
         }
         sim.table(Shape::EPayment, cases, &valid, &valid).await;
     }
@@ -1477,7 +1506,10 @@ async fn epayment_modifications_refuse_bad_input() {
             cases.push((name, valid.clone().json(&body)));
         }
         cases.extend(reference_cases(&valid, &template));
-        cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+        cases.extend(method_cases(
+            &valid,
+            &[Method::GET, Method::PUT, Method::DELETE],
+        ));
         let valid = if op == "refund" {
             // Something must be captured before a refund can succeed.
             let capture = valid
@@ -1523,7 +1555,10 @@ async fn epayment_modifications_refuse_bad_input() {
         ),
     ]);
     cases.extend(reference_cases(&valid, template));
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     sim.table(Shape::EPayment, cases, &probe, &valid).await;
 
     let template = "/epayment/v1/test/payments/{r}/approve";
@@ -1565,7 +1600,10 @@ async fn epayment_modifications_refuse_bad_input() {
         ("wrong token", valid.clone().json(&json!({"token": "nope"}))),
     ]);
     cases.extend(reference_cases(&valid, template));
-    cases.extend(method_cases(&valid, &["GET", "PUT", "DELETE"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::PUT, Method::DELETE],
+    ));
     sim.table(Shape::EPayment, cases, &probe, &valid).await;
     sim.server.stop().await;
 }
@@ -1611,7 +1649,10 @@ async fn webhooks_api_refuses_bad_input() {
     ] {
         cases.push((name, valid.clone().json(&body)));
     }
-    cases.extend(method_cases(&valid, &["PUT", "DELETE", "PATCH"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::PUT, Method::DELETE, Method::PATCH],
+    ));
     let probe = sim.epayment(Method::GET, "/webhooks/v1/webhooks");
     sim.table(Shape::Webhooks, cases, &probe, &valid).await;
 
@@ -1625,7 +1666,10 @@ async fn webhooks_api_refuses_bad_input() {
             .path(template.replace("{r}", &uuid::Uuid::new_v4().to_string())),
     ));
     cases.extend(reference_cases(&valid, template));
-    cases.extend(method_cases(&valid, &["GET", "POST", "PUT"]));
+    cases.extend(method_cases(
+        &valid,
+        &[Method::GET, Method::POST, Method::PUT],
+    ));
     sim.table(Shape::Webhooks, cases, &probe, &valid).await;
     sim.server.stop().await;
 }
