@@ -1,4 +1,5 @@
-//! The command line: `run` (the default), `sim`, `check-config`; later issues add more.
+//! The command line: `run` (the default), `sim`, `check-config`, `members import|export`,
+//! `backup`; later issues add more.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -7,8 +8,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
+use crate::scanner::cli::ScannerCommand;
 use crate::sim::Simulator;
 use crate::startup::Application;
+use crate::store::admin;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +43,40 @@ pub enum Command {
     },
     /// Check a configuration file (with the environment's overrides) and exit.
     CheckConfig { path: PathBuf },
+    /// List HID scanners, or decode recorded HID reports.
+    Scanner {
+        #[command(subcommand)]
+        command: ScannerCommand,
+    },
+    /// Import or export loyalty members as CSV.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// Write a consistent copy of the database to PATH (a new file or a directory) while
+    /// lanehub runs.
+    Backup {
+        path: PathBuf,
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    /// Import members from CSV (phone_number,name,email,consents,enrolled_at,enrolled_lane,
+    /// source): every row is validated first, then all are upserted in one transaction.
+    Import {
+        path: PathBuf,
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Export every member as CSV to PATH, or to stdout when PATH is `-` or left out.
+    Export {
+        path: Option<PathBuf>,
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -71,6 +108,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok(())
             })
         }),
+        Command::Members {
+            command: MembersCommand::Import { path, config },
+        } => with_settings(config, |settings| {
+            println!("{}", admin::import_members(&settings.store, &path)?);
+            Ok(())
+        }),
+        Command::Members {
+            command: MembersCommand::Export { path, config },
+        } => with_settings(config, |settings| {
+            let n = admin::export_members(&settings.store, path.as_deref())?;
+            eprintln!("exported {n} members");
+            Ok(())
+        }),
+        Command::Backup { path, config } => with_settings(config, |settings| {
+            println!("{}", admin::backup_database(&settings.store, &path)?);
+            Ok(())
+        }),
         Command::CheckConfig { path } => match Settings::load_from_process(Some(&path)) {
             Ok(settings) => {
                 println!(
@@ -86,6 +140,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Scanner { command } => crate::scanner::cli::run(command),
     }
 }
 

@@ -11,8 +11,12 @@ pub mod domain;
 pub mod http;
 pub mod lane;
 pub mod metrics;
+pub mod scanner;
+pub mod session;
 pub mod sim;
 pub mod startup;
+pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod vipps;
 

@@ -39,3 +39,9 @@ pub const VIPPS_RATE_LIMIT_WAIT: &str = "lanehub_vipps_rate_limit_wait_seconds";
 pub const VIPPS_CIRCUIT_OPEN: &str = "lanehub_vipps_circuit_open";
 /// `lanehub_webhooks_received_total{event, verdict}`.
 pub const WEBHOOKS_RECEIVED: &str = "lanehub_webhooks_received_total";
+/// `lanehub_store_queue_depth`: requests waiting for the store thread.
+pub const STORE_QUEUE_DEPTH: &str = "lanehub_store_queue_depth";
+/// `lanehub_lane_invalid_transitions_total{lane}`: events the session had no transition for.
+pub const LANE_INVALID_TRANSITIONS: &str = "lanehub_lane_invalid_transitions_total";
+/// `lanehub_lane_pipeline_drops_total{lane}`: effects dropped because a lane's pipeline was full.
+pub const LANE_PIPELINE_DROPS: &str = "lanehub_lane_pipeline_drops_total";

@@ -1,14 +1,23 @@
 //! `Application::build(settings)` wires the pieces together: the embedded simulator (in simulator
-//! mode), and the HTTP server. Tests build it with port 0 and read the bound port back.
+//! mode), the store, the shared Vipps client actor, one actor per lane under the supervisor, the
+//! webhook registration, and the HTTP server. Tests build it with port 0 and read the port back.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
+use crate::domain::Msisdn;
 use crate::http::extract::ApiTokens;
-use crate::lane::Lanes;
+use crate::http::webhooks::WebhookReceiver;
+use crate::lane::effects::EffectDeps;
+use crate::lane::view::LaneSnapshot;
+use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
+use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::supervisor::{RestartBudget, Supervisor};
+use crate::vipps::actor::VippsHandle;
 
 /// A built, listening lanehub.
 pub struct Application {
@@ -16,11 +25,22 @@ pub struct Application {
     server: actix_web::dev::Server,
     sim: Option<SimServer>,
     settings: Settings,
+    lanes: Lanes,
+    vipps: VippsHandle,
+    store: Store,
+    _supervisor: Supervisor,
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub vipps: VippsHandle,
+    pub store: Store,
+    pub test_hooks: bool,
 }
 
 impl Application {
-    /// Binds the listeners and starts the embedded simulator when `vipps.mode = "simulator"`.
-    /// Must be called inside an actix system.
+    /// Binds the listeners and starts everything. Must be called inside an actix system.
     pub fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
         let sim = match settings.vipps.mode {
@@ -38,22 +58,97 @@ impl Application {
             anyhow::anyhow!("cannot listen on api.listen {}: {e}", settings.api.listen)
         })?;
         let addr = listener.local_addr()?;
-        let lanes = web::Data::new(Lanes::default());
+
+        let store = Store::open_blocking(&settings.store.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the store in {}: {e}",
+                settings.store.data_dir.display()
+            )
+        })?;
+        let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
+        let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
+        if sim.is_some() {
+            seed_demo_members(&settings, members.clone());
+        }
+
+        let config = Arc::new(settings.session.session_config());
+        let specs: Vec<LaneSpec> = settings
+            .lanes
+            .iter()
+            .map(|lane| LaneSpec {
+                handle: LaneHandle::new(lane.id.clone(), initial_snapshot(&lane.id)),
+                deps: EffectDeps {
+                    lane: lane.id.clone(),
+                    vipps: vipps.clone(),
+                    store: store.clone(),
+                    members: members.clone(),
+                },
+                config: config.clone(),
+                scanners: lane.scanners.clone(),
+            })
+            .collect();
+        let threads = match settings.supervisor.lane_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let supervisor = Supervisor::start(
+            specs,
+            RestartBudget {
+                max_restarts: settings.supervisor.max_restarts,
+                window: settings.supervisor.restart_window,
+            },
+            threads,
+        );
+        let lanes = supervisor.lanes().clone();
+
+        // In simulator mode lanehub receives the simulator's webhooks on its own listener.
+        let webhook_url = match (&settings.vipps.webhook_public_url, settings.vipps.mode) {
+            (url, _) if !url.is_empty() => Some(url.clone()),
+            (_, VippsMode::Simulator) => Some(format!("http://{addr}/vipps/webhooks")),
+            _ => None,
+        };
+        let receiver = webhook_url.as_deref().and_then(|url| {
+            WebhookReceiver::new(url, settings.api.webhook_date_tolerance).map(Arc::new)
+        });
+        if let (Some(url), Some(receiver)) = (webhook_url, receiver.clone()) {
+            let (vipps, store) = (vipps.clone(), store.clone());
+            actix_web::rt::spawn(async move {
+                crate::http::webhooks::register(&vipps, &store, &url, receiver).await;
+            });
+        }
+
+        let state = web::Data::new(AppState {
+            vipps: vipps.clone(),
+            store: store.clone(),
+            test_hooks: settings.api.test_hooks,
+        });
+        let lanes_data = web::Data::new(lanes.clone());
         let tokens = web::Data::new(ApiTokens::from_settings(&settings));
+        let store_data = web::Data::new(store.clone());
+        let receiver_data = receiver.map(web::Data::from);
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(lanes.clone())
+            let mut app = App::new()
+                .app_data(lanes_data.clone())
                 .app_data(tokens.clone())
-                .configure(crate::http::routes)
+                .app_data(state.clone())
+                .app_data(store_data.clone());
+            if let Some(r) = &receiver_data {
+                app = app.app_data(r.clone());
+            }
+            app.configure(crate::http::routes)
         })
         .listen(listener)?
         .run();
-        tracing::info!(%addr, vipps = %settings.vipps.base_url, "lanehub listening");
+        tracing::info!(%addr, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), "lanehub listening");
         Ok(Application {
             addr,
             server,
             sim,
             settings,
+            lanes,
+            vipps,
+            store,
+            _supervisor: supervisor,
         })
     }
 
@@ -72,6 +167,18 @@ impl Application {
         &self.settings
     }
 
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    pub fn vipps(&self) -> &VippsHandle {
+        &self.vipps
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Serves until the process is told to stop (SIGINT or SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
@@ -80,4 +187,46 @@ impl Application {
         }
         result
     }
+}
+
+fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
+    LaneSnapshot {
+        lane: lane.clone(),
+        up: false,
+        state: "idle".into(),
+        session: None,
+        message: None,
+        scanners: vec![],
+        terminal_connected: false,
+    }
+}
+
+/// In simulator mode the virtual customers marked `member` are in the club, so the demo's member
+/// checkout works on a fresh data directory.
+fn seed_demo_members(settings: &Settings, members: Arc<dyn MembershipStore>) {
+    let seed: Vec<(Msisdn, String, String)> = settings
+        .sim
+        .customers
+        .iter()
+        .filter(|c| c.member)
+        .map(|c| (c.phone_number.clone(), c.name.clone(), c.email.clone()))
+        .collect();
+    actix_web::rt::spawn(async move {
+        for (phone, name, email) in seed {
+            if let Ok(None) = members.member(&phone).await {
+                let member = Member {
+                    phone_number: phone,
+                    name,
+                    email,
+                    consents: vec![],
+                    enrolled_at: chrono::Utc::now(),
+                    enrolled_lane: None,
+                    source: MemberSource::Import,
+                };
+                if let Err(e) = members.upsert_member(member).await {
+                    tracing::warn!(error = %e, "could not seed a demo member");
+                }
+            }
+        }
+    });
 }

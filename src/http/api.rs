@@ -12,7 +12,8 @@ use super::extract::{Body, Caller};
 use super::problem::{ApiError, Problem};
 use crate::domain::{Amount, LaneId};
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
-use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes, OrderLine, PayRequest};
+use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
+use crate::session::{OrderLine, PayRequest};
 
 /// How often the server pings a terminal's WebSocket; two missed pongs close it.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -231,10 +232,11 @@ pub struct OrderLineBody {
     pub unit_price: u64,
     /// Total of the line including VAT, minor units.
     pub total_amount: u64,
-    /// VAT of the line, minor units.
-    pub total_tax_amount: u64,
-    /// VAT rate in basis points: 2500 is 25 %.
-    pub tax_rate: u32,
+    /// VAT included in `totalAmount`, minor units.
+    pub tax_amount: u64,
+    /// VAT rate in whole percent: 25, 15, 12 or 0 in Norway.
+    #[schema(maximum = 100)]
+    pub tax_percentage: u8,
 }
 
 /// The cashier pressed "pay".
@@ -307,32 +309,26 @@ impl PaymentBody {
                     "must be unitPrice × quantity",
                 ));
             }
-            if l.total_tax_amount > l.total_amount {
-                return Err(ApiError::invalid(
-                    f("totalTaxAmount"),
-                    "cannot exceed totalAmount",
-                ));
+            if l.tax_amount > l.total_amount {
+                return Err(ApiError::invalid(f("taxAmount"), "cannot exceed totalAmount"));
             }
-            if l.tax_rate > 10_000 {
-                return Err(ApiError::invalid(
-                    f("taxRate"),
-                    "basis points, at most 10000",
-                ));
+            if l.tax_percentage > 100 {
+                return Err(ApiError::invalid(f("taxPercentage"), "whole percent, at most 100"));
             }
             order_lines.push(OrderLine {
                 name: l.name,
                 id: l.id,
                 quantity: l.quantity,
                 unit_price: l.unit_price,
-                total_amount: l.total_amount,
-                total_tax_amount: l.total_tax_amount,
-                tax_rate_basis_points: l.tax_rate,
+                total: l.total_amount,
+                vat_percent: l.tax_percentage,
+                vat_amount: l.tax_amount,
             });
         }
         if !order_lines.is_empty() {
             let sum = order_lines
                 .iter()
-                .try_fold(0u64, |acc, l| acc.checked_add(l.total_amount));
+                .try_fold(0u64, |acc, l| acc.checked_add(l.total));
             if sum != Some(amount.value) {
                 return Err(ApiError::invalid(
                     "orderLines",
@@ -340,12 +336,15 @@ impl PaymentBody {
                 ));
             }
         }
-        Ok(PayRequest {
+        let pay = PayRequest {
             amount,
             description,
-            order_lines,
+            order_lines: (!order_lines.is_empty()).then_some(order_lines),
             receipt_number: self.receipt_number,
-        })
+        };
+        pay.validate()
+            .map_err(|why| ApiError::InvalidBody { field: None, detail: why })?;
+        Ok(pay)
     }
 }
 

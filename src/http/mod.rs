@@ -4,6 +4,7 @@ pub mod api;
 pub mod extract;
 pub mod problem;
 pub mod ui;
+pub mod webhooks;
 
 use actix_web::{HttpResponse, web};
 
@@ -11,7 +12,8 @@ use actix_web::{HttpResponse, web};
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .configure(api::routes)
-        .configure(ui::routes);
+        .configure(ui::routes)
+        .configure(webhooks::routes);
 }
 
 /// The process lives and serves HTTP.

@@ -17,6 +17,7 @@ pub mod faults;
 pub mod login;
 pub mod problem;
 pub mod qr;
+pub mod ratelimit;
 pub mod webhooks;
 
 use std::collections::HashMap;

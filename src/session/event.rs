@@ -1,0 +1,437 @@
+//! Everything that can happen to a lane session: a customer QR, cashier commands, clock ticks,
+//! webhook signals, and the answers to the calls the session asked for.
+//!
+//! Answers carry the `CallId` of the effect they answer. `step` ignores an answer to any call the
+//! current state is not waiting for, so late, duplicate and out-of-order answers are harmless.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Amount, Msisdn, PaymentReference};
+
+use super::ids::{CallId, SessionId};
+
+/// One input to `step`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A customer's Vipps QR was scanned (product scans never reach the session).
+    CustomerQrScanned {
+        /// The complete scanned text, sent as-is to the QR exchange.
+        qr: String,
+        /// The number parsed from a clear-text QR: the fallback when the exchange fails.
+        clear_text: Option<Msisdn>,
+        /// A fresh id, used only if this QR starts a session.
+        session_id: SessionId,
+    },
+    /// Cashier: enroll the (non-member) customer in the loyalty club.
+    Enroll,
+    /// Cashier: send the payment request.
+    Pay(PayRequest),
+    /// Cashier: abort the checkout (cancels a payment that is not yet authorised).
+    Cancel,
+    /// Cashier: end the session; refused while a payment is in flight.
+    Reset,
+    /// The clock reached (or passed) `Session::next_deadline`; `step`'s `now` is the time.
+    Tick,
+
+    QrExchanged {
+        call: CallId,
+        msisdn: Msisdn,
+    },
+    QrExchangeFailed {
+        call: CallId,
+        error: CallError,
+    },
+    MembershipKnown {
+        call: CallId,
+        is_member: bool,
+    },
+    MembershipLookupFailed {
+        call: CallId,
+        reason: String,
+    },
+    CheckInSent {
+        call: CallId,
+    },
+    CheckInFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// CIBA authentication accepted: the customer got a consent request.
+    LoginStarted {
+        call: CallId,
+        auth_req_id: String,
+        /// The server's polling interval.
+        interval: Duration,
+        /// The server's `expires_in`.
+        expires_in: Duration,
+    },
+    LoginStartFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// Token poll: `authorization_pending`.
+    LoginPending {
+        call: CallId,
+    },
+    /// Token poll: `slow_down`; the interval grows by 5 s.
+    LoginSlowDown {
+        call: CallId,
+    },
+    /// Token poll succeeded and userinfo was fetched.
+    LoginConsented {
+        call: CallId,
+        userinfo: Userinfo,
+    },
+    /// Token poll: `access_denied`.
+    LoginDenied {
+        call: CallId,
+    },
+    /// Token poll: `expired_token`.
+    LoginExpired {
+        call: CallId,
+    },
+    /// Token poll or userinfo failed otherwise; an `Unknown` error just polls again.
+    LoginFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// The `login.merchant-initiated.ping.v1` webhook: the token is ready to fetch.
+    LoginPinged {
+        auth_req_id: String,
+    },
+    MemberStored {
+        call: CallId,
+    },
+    MemberStoreFailed {
+        call: CallId,
+        reason: String,
+    },
+    /// ePayment create answered 201.
+    PaymentCreated {
+        call: CallId,
+    },
+    PaymentCreateFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// A read-back (`GET /epayment/v1/payments/{reference}`).
+    PaymentStatus {
+        call: CallId,
+        state: PaymentState,
+        aggregate: Aggregate,
+    },
+    /// A read-back answered 404: the payment does not exist (yet).
+    PaymentNotFound {
+        call: CallId,
+    },
+    PaymentReadFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// A verified ePayment webhook for this reference: only a signal to read the payment back.
+    WebhookReceived {
+        reference: PaymentReference,
+    },
+    /// Capture answered; its body holds the payment's state and aggregate.
+    PaymentCaptured {
+        call: CallId,
+        state: PaymentState,
+        aggregate: Aggregate,
+    },
+    CaptureFailed {
+        call: CallId,
+        error: CallError,
+    },
+    /// Cancel answered; its body holds the payment's state and aggregate.
+    PaymentCancelled {
+        call: CallId,
+        state: PaymentState,
+        aggregate: Aggregate,
+    },
+    CancelFailed {
+        call: CallId,
+        error: CallError,
+    },
+}
+
+impl Event {
+    /// Every event label, for metrics and logs.
+    pub const LABELS: [&'static str; 33] = [
+        "customer_qr_scanned",
+        "enroll",
+        "pay",
+        "cancel",
+        "reset",
+        "tick",
+        "qr_exchanged",
+        "qr_exchange_failed",
+        "membership_known",
+        "membership_lookup_failed",
+        "check_in_sent",
+        "check_in_failed",
+        "login_started",
+        "login_start_failed",
+        "login_pending",
+        "login_slow_down",
+        "login_consented",
+        "login_denied",
+        "login_expired",
+        "login_failed",
+        "login_pinged",
+        "member_stored",
+        "member_store_failed",
+        "payment_created",
+        "payment_create_failed",
+        "payment_status",
+        "payment_not_found",
+        "payment_read_failed",
+        "webhook_received",
+        "payment_captured",
+        "capture_failed",
+        "payment_cancelled",
+        "cancel_failed",
+    ];
+
+    /// A bounded label naming the kind of event.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Event::CustomerQrScanned { .. } => "customer_qr_scanned",
+            Event::Enroll => "enroll",
+            Event::Pay(_) => "pay",
+            Event::Cancel => "cancel",
+            Event::Reset => "reset",
+            Event::Tick => "tick",
+            Event::QrExchanged { .. } => "qr_exchanged",
+            Event::QrExchangeFailed { .. } => "qr_exchange_failed",
+            Event::MembershipKnown { .. } => "membership_known",
+            Event::MembershipLookupFailed { .. } => "membership_lookup_failed",
+            Event::CheckInSent { .. } => "check_in_sent",
+            Event::CheckInFailed { .. } => "check_in_failed",
+            Event::LoginStarted { .. } => "login_started",
+            Event::LoginStartFailed { .. } => "login_start_failed",
+            Event::LoginPending { .. } => "login_pending",
+            Event::LoginSlowDown { .. } => "login_slow_down",
+            Event::LoginConsented { .. } => "login_consented",
+            Event::LoginDenied { .. } => "login_denied",
+            Event::LoginExpired { .. } => "login_expired",
+            Event::LoginFailed { .. } => "login_failed",
+            Event::LoginPinged { .. } => "login_pinged",
+            Event::MemberStored { .. } => "member_stored",
+            Event::MemberStoreFailed { .. } => "member_store_failed",
+            Event::PaymentCreated { .. } => "payment_created",
+            Event::PaymentCreateFailed { .. } => "payment_create_failed",
+            Event::PaymentStatus { .. } => "payment_status",
+            Event::PaymentNotFound { .. } => "payment_not_found",
+            Event::PaymentReadFailed { .. } => "payment_read_failed",
+            Event::WebhookReceived { .. } => "webhook_received",
+            Event::PaymentCaptured { .. } => "payment_captured",
+            Event::CaptureFailed { .. } => "capture_failed",
+            Event::PaymentCancelled { .. } => "payment_cancelled",
+            Event::CancelFailed { .. } => "cancel_failed",
+        }
+    }
+
+    /// The call this event answers, if it is an answer.
+    pub fn call(&self) -> Option<CallId> {
+        match self {
+            Event::CustomerQrScanned { .. }
+            | Event::Enroll
+            | Event::Pay(_)
+            | Event::Cancel
+            | Event::Reset
+            | Event::Tick
+            | Event::LoginPinged { .. }
+            | Event::WebhookReceived { .. } => None,
+            Event::QrExchanged { call, .. }
+            | Event::QrExchangeFailed { call, .. }
+            | Event::MembershipKnown { call, .. }
+            | Event::MembershipLookupFailed { call, .. }
+            | Event::CheckInSent { call }
+            | Event::CheckInFailed { call, .. }
+            | Event::LoginStarted { call, .. }
+            | Event::LoginStartFailed { call, .. }
+            | Event::LoginPending { call }
+            | Event::LoginSlowDown { call }
+            | Event::LoginConsented { call, .. }
+            | Event::LoginDenied { call }
+            | Event::LoginExpired { call }
+            | Event::LoginFailed { call, .. }
+            | Event::MemberStored { call }
+            | Event::MemberStoreFailed { call, .. }
+            | Event::PaymentCreated { call }
+            | Event::PaymentCreateFailed { call, .. }
+            | Event::PaymentStatus { call, .. }
+            | Event::PaymentNotFound { call }
+            | Event::PaymentReadFailed { call, .. }
+            | Event::PaymentCaptured { call, .. }
+            | Event::CaptureFailed { call, .. }
+            | Event::PaymentCancelled { call, .. }
+            | Event::CancelFailed { call, .. } => Some(*call),
+        }
+    }
+}
+
+/// How a Vipps call failed, as far as the session needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// A final 4xx: the same call with the same idempotency key gets the same answer.
+    #[error("rejected by Vipps ({status}): {detail}")]
+    Rejected { status: u16, detail: String },
+    /// The outcome is unknown (timeout, connection error, 5xx): the call may have taken effect.
+    #[error("outcome unknown: {detail}")]
+    Unknown { detail: String },
+    /// The call was certainly not sent: the client's circuit breaker is open, or the actor did not
+    /// send it because the `Persist` before it failed.
+    #[error("not sent: {detail}")]
+    Unavailable { detail: String },
+}
+
+impl CallError {
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Rejected { .. } => "rejected",
+            CallError::Unknown { .. } => "unknown",
+            CallError::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
+/// The cashier's payment request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayRequest {
+    pub amount: Amount,
+    /// Shown in the app: 3 to 100 characters.
+    pub description: String,
+    /// The receipt's lines; their totals must add up to `amount`.
+    pub order_lines: Option<Vec<OrderLine>>,
+    /// The POS receipt number; only sent with order lines (Vipps' receipt needs them).
+    pub receipt_number: Option<String>,
+}
+
+/// One receipt line; every amount in minor units of the payment's currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub name: String,
+    pub id: String,
+    pub quantity: u32,
+    pub unit_price: u64,
+    /// Line total including VAT and after any discount.
+    pub total: u64,
+    /// VAT rate in percent, 0 to 100.
+    pub vat_percent: u8,
+    /// VAT included in `total`.
+    pub vat_amount: u64,
+}
+
+impl PayRequest {
+    /// Why this request cannot become a payment, naming the field; `Ok` when it can.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.amount.value == 0 {
+            return Err("amount must be at least 1 minor unit".to_owned());
+        }
+        let description_len = self.description.chars().count();
+        if !(3..=100).contains(&description_len) {
+            return Err(format!(
+                "description must be 3 to 100 characters, got {description_len}"
+            ));
+        }
+        if let Some(receipt_number) = &self.receipt_number {
+            if self.order_lines.is_none() {
+                return Err("a receipt number needs order lines".to_owned());
+            }
+            if !(1..=50).contains(&receipt_number.len())
+                || !receipt_number.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err("receipt number must be 1 to 50 printable ASCII characters".to_owned());
+            }
+        }
+        let Some(lines) = &self.order_lines else {
+            return Ok(());
+        };
+        if lines.is_empty() {
+            return Err("order lines, when given, must hold at least one line".to_owned());
+        }
+        let mut sum: u64 = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let n = i + 1;
+            if line.name.trim().is_empty() {
+                return Err(format!("order line {n}: name is empty"));
+            }
+            if line.id.trim().is_empty() {
+                return Err(format!("order line {n}: id is empty"));
+            }
+            if line.quantity == 0 {
+                return Err(format!("order line {n}: quantity must be at least 1"));
+            }
+            if line.vat_percent > 100 {
+                return Err(format!("order line {n}: VAT percent must be 0 to 100"));
+            }
+            if line.vat_amount > line.total {
+                return Err(format!("order line {n}: VAT amount exceeds the line total"));
+            }
+            sum = sum
+                .checked_add(line.total)
+                .ok_or_else(|| "order line totals overflow".to_owned())?;
+        }
+        if sum != self.amount.value {
+            return Err(format!(
+                "order line totals add up to {sum}, but the amount is {}",
+                self.amount.value
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// ePayment's payment state. After capture, cancel or refund it stays `Authorized`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PaymentState {
+    Created,
+    Authorized,
+    Aborted,
+    Expired,
+    Terminated,
+}
+
+impl PaymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Created => "CREATED",
+            PaymentState::Authorized => "AUTHORIZED",
+            PaymentState::Aborted => "ABORTED",
+            PaymentState::Expired => "EXPIRED",
+            PaymentState::Terminated => "TERMINATED",
+        }
+    }
+}
+
+/// ePayment's `aggregate`, in minor units of the payment's currency.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub authorized: u64,
+    pub captured: u64,
+    pub cancelled: u64,
+    pub refunded: u64,
+}
+
+/// What Vipps Login's userinfo told about the new member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Userinfo {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone_number: Option<Msisdn>,
+    pub consents: Vec<Consent>,
+}
+
+/// One delegated consent from userinfo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    pub id: String,
+    pub accepted: bool,
+    pub required: bool,
+    pub text: Option<String>,
+}

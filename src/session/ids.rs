@@ -1,0 +1,119 @@
+//! Identifiers a session owns, and the deterministic names it gives its Vipps calls.
+//!
+//! The payment reference and every idempotency key are derived from (lane, session, operation)
+//! alone, so a retry — or a lane rebuilt from its journal after a crash — reuses exactly the same
+//! names, and Vipps answers the retry instead of creating a second payment.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::domain::{IdempotencyKey, InvalidValue, LaneId, PaymentReference};
+
+/// One checkout's id: 8 to 32 of a-z, A-Z, 0-9. The lane actor chooses it; step has no randomness.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub const MIN_LEN: usize = 8;
+    pub const MAX_LEN: usize = 32;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A session id from a UUID's 32 hex digits: the lane actor's usual source of fresh ids.
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id.simple().to_string())
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&s.len())
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(InvalidValue {
+                what: "session id",
+                reason: "expected 8 to 32 characters of a-z, A-Z and 0-9".to_owned(),
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Pairs a call effect with the event that answers it; answers to any other call are stale.
+///
+/// The actor copies it from the effect into the answering event and never makes one up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(pub u64);
+
+/// The payment operations that carry an `Idempotency-Key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyedOperation {
+    Create,
+    Capture,
+    /// Cancel with `cancelTransactionOnly: true` (before authorisation).
+    Cancel,
+    /// Cancel of an authorised payment. A key of its own: the same key with another body is a 409.
+    CancelFull,
+}
+
+impl KeyedOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyedOperation::Create => "create",
+            KeyedOperation::Capture => "capture",
+            KeyedOperation::Cancel => "cancel",
+            KeyedOperation::CancelFull => "cancel-full",
+        }
+    }
+}
+
+const REFERENCE_PREFIX: &str = "lh-";
+const REFERENCE_MAX: usize = 64;
+
+/// The payment reference of a session: `lh-{lane}-{session}`, fitting `^[a-zA-Z0-9-]{8,64}$`.
+///
+/// `_` in the lane id becomes `-` and the lane part is shortened when needed: uniqueness rests on
+/// the session id, the lane part is there for people reading the back office.
+pub fn payment_reference(lane: &LaneId, session: &SessionId) -> PaymentReference {
+    let room = REFERENCE_MAX - REFERENCE_PREFIX.len() - 1 - session.0.len();
+    let lane_part: String = lane
+        .as_str()
+        .chars()
+        .map(|c| if c == '_' { '-' } else { c })
+        .take(room)
+        .collect();
+    format!("{REFERENCE_PREFIX}{lane_part}-{session}")
+        .parse()
+        .expect("lane ids and session ids are ASCII alphanumerics and -, 13 to 64 characters here")
+}
+
+/// The idempotency key of one payment operation of a session: `{session}-{operation}`, ≤ 44 chars.
+pub fn idempotency_key(session: &SessionId, op: KeyedOperation) -> IdempotencyKey {
+    format!("{session}-{}", op.as_str()).parse().expect(
+        "a session id (≤ 32 alphanumerics) plus `-` and an operation name fits 50 characters",
+    )
+}

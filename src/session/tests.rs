@@ -1,0 +1,2033 @@
+//! Table tests: every legal transition, and the illegal ones that matter, one scenario each.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+use crate::domain::{Amount, LaneId, Msisdn, PaymentReference};
+
+const CLEAR_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
+const TOKEN_QR: &str = "https://qr.vipps.no/p/abcdef123456";
+const OTHER_QR: &str = "https://qr.vipps.no/28/2/01/031/4798765432?v=1";
+
+fn msisdn(s: &str) -> Msisdn {
+    s.parse().expect("test number is valid")
+}
+
+fn sid(n: u32) -> SessionId {
+    format!("session{n:04}")
+        .parse()
+        .expect("test session id is valid")
+}
+
+fn lane_id() -> LaneId {
+    "lane_1".parse().expect("test lane id is valid")
+}
+
+fn pay(value: u64) -> PayRequest {
+    PayRequest {
+        amount: Amount::nok(value),
+        description: "Groceries".into(),
+        order_lines: None,
+        receipt_number: None,
+    }
+}
+
+fn agg(authorized: u64, captured: u64, cancelled: u64) -> Aggregate {
+    Aggregate {
+        authorized,
+        captured,
+        cancelled,
+        refunded: 0,
+    }
+}
+
+/// The call id of the first effect of the named kind.
+fn call_in(fx: &[Effect], kind: &str) -> Option<CallId> {
+    fx.iter().find_map(|e| match (kind, e) {
+        ("exchange", Effect::ExchangeQr { call, .. })
+        | ("lookup", Effect::LookupMembership { call, .. })
+        | ("check_in", Effect::SendCheckIn { call, .. })
+        | ("start_login", Effect::StartLogin { call, .. })
+        | ("poll_login", Effect::PollLogin { call, .. })
+        | ("store", Effect::StoreMember { call, .. })
+        | ("create", Effect::CreatePayment { call, .. })
+        | ("read", Effect::ReadPayment { call, .. })
+        | ("capture", Effect::CapturePayment { call, .. })
+        | ("cancel", Effect::CancelPayment { call, .. }) => Some(*call),
+        _ => None,
+    })
+}
+
+fn ended_with(fx: &[Effect]) -> Option<Outcome> {
+    fx.iter().find_map(|e| match e {
+        Effect::SessionEnded { outcome, .. } => Some(outcome.clone()),
+        _ => None,
+    })
+}
+
+fn notified(fx: &[Effect], pred: impl Fn(&TerminalEvent) -> bool) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::NotifyTerminal(t) if pred(t)))
+}
+
+fn persisted(fx: &[Effect], kind: &str) -> Option<JournalRecord> {
+    fx.iter().find_map(|e| match e {
+        Effect::Persist { record, .. } if record.kind() == kind => Some(record.clone()),
+        _ => None,
+    })
+}
+
+/// A lane under test: a session, a clock built from a base instant, and the last effects.
+struct Lane {
+    cfg: SessionConfig,
+    base: Instant,
+    now: Instant,
+    session: Session,
+    fx: Vec<Effect>,
+    /// The effects of the last refused event (`fx` keeps those before it).
+    refused_fx: Vec<Effect>,
+    disposition: Disposition,
+}
+
+impl Lane {
+    fn new() -> Self {
+        let base = Instant::now();
+        Self {
+            cfg: SessionConfig::default(),
+            base,
+            now: base,
+            session: Session::new(lane_id()),
+            fx: Vec::new(),
+            refused_fx: Vec::new(),
+            disposition: Disposition::Applied,
+        }
+    }
+
+    fn feed(&mut self, event: Event) -> &mut Self {
+        let t = step(&self.session, event, self.now, &self.cfg);
+        self.session = t.session;
+        self.fx = t.effects;
+        self.disposition = t.disposition;
+        self
+    }
+
+    /// Feeds `event` and asserts nothing changed.
+    fn refused(&mut self, event: Event) -> Disposition {
+        let before = self.session.clone();
+        let t = step(&self.session, event, self.now, &self.cfg);
+        assert_eq!(
+            t.session, before,
+            "a refused event must leave the session unchanged"
+        );
+        assert_ne!(t.disposition, Disposition::Applied);
+        self.refused_fx = t.effects;
+        self.disposition = t.disposition.clone();
+        t.disposition
+    }
+
+    fn at(&mut self, since_base: Duration) -> &mut Self {
+        self.now = self.base + since_base;
+        self
+    }
+
+    fn advance(&mut self, d: Duration) -> &mut Self {
+        self.now += d;
+        self
+    }
+
+    fn tick(&mut self) -> &mut Self {
+        self.feed(Event::Tick)
+    }
+
+    /// Moves the clock to the next deadline and ticks.
+    fn tick_deadline(&mut self) -> &mut Self {
+        let d = self
+            .session
+            .next_deadline()
+            .expect("a running session has a deadline");
+        self.now = self.now.max(d);
+        self.tick()
+    }
+
+    fn call(&self, kind: &str) -> CallId {
+        call_in(&self.fx, kind).unwrap_or_else(|| panic!("no {kind} call in {:#?}", self.fx))
+    }
+
+    fn label(&self) -> &'static str {
+        self.session.state_label()
+    }
+
+    fn scan(&mut self, qr: &str, clear: Option<&str>, n: u32) -> &mut Self {
+        self.feed(Event::CustomerQrScanned {
+            qr: qr.into(),
+            clear_text: clear.map(msisdn),
+            session_id: sid(n),
+        })
+    }
+
+    /// `identified()`, with the check-in answered.
+    fn ready(member: bool) -> Self {
+        let mut lane = Self::identified(member);
+        let call = lane.call("check_in");
+        lane.feed(Event::CheckInSent { call });
+        lane
+    }
+
+    /// Idle → ReadyForPayment for 4791234567, check-in pending.
+    fn identified(member: bool) -> Self {
+        let mut lane = Self::new();
+        lane.scan(CLEAR_QR, Some("4791234567"), 1);
+        let call = lane.call("exchange");
+        lane.feed(Event::QrExchanged {
+            call,
+            msisdn: msisdn("4791234567"),
+        });
+        let call = lane.call("lookup");
+        lane.feed(Event::MembershipKnown {
+            call,
+            is_member: member,
+        });
+        assert_eq!(lane.label(), "ready_for_payment");
+        lane
+    }
+
+    /// ReadyForPayment (non-member) → AwaitingConsent, Login interval 5 s, expiry 600 s.
+    fn consent() -> Self {
+        let mut lane = Self::ready(false);
+        lane.feed(Event::Enroll);
+        let call = lane.call("start_login");
+        lane.feed(Event::LoginStarted {
+            call,
+            auth_req_id: "req-1".into(),
+            interval: Duration::from_secs(5),
+            expires_in: Duration::from_secs(600),
+        });
+        assert_eq!(lane.label(), "awaiting_consent");
+        lane
+    }
+
+    /// A member's payment of 100.00 NOK, created at base + 0.
+    fn paying() -> Self {
+        let mut lane = Self::ready(true);
+        lane.feed(Event::Pay(pay(10_000)));
+        let call = lane.call("create");
+        lane.feed(Event::PaymentCreated { call });
+        assert_eq!(lane.label(), "awaiting_payment");
+        lane
+    }
+
+    /// `paying()`, then the first read-back at +5 s.
+    fn reading() -> (Self, CallId) {
+        let mut lane = Self::paying();
+        lane.tick_deadline();
+        let call = lane.call("read");
+        (lane, call)
+    }
+
+    fn status(&mut self, call: CallId, state: PaymentState, aggregate: Aggregate) -> &mut Self {
+        self.feed(Event::PaymentStatus {
+            call,
+            state,
+            aggregate,
+        })
+    }
+}
+
+fn unknown() -> CallError {
+    CallError::Unknown {
+        detail: "timeout".into(),
+    }
+}
+
+fn rejected() -> CallError {
+    CallError::Rejected {
+        status: 400,
+        detail: "bad request".into(),
+    }
+}
+
+fn unavailable() -> CallError {
+    CallError::Unavailable {
+        detail: "circuit open".into(),
+    }
+}
+
+// ---- identification -------------------------------------------------------------------------
+
+#[test]
+fn a_customer_qr_starts_a_session_and_exchanges_the_complete_text() {
+    let mut lane = Lane::new();
+    assert_eq!(lane.session.next_deadline(), None);
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    assert_eq!(lane.label(), "awaiting_qr_exchange");
+    assert_eq!(lane.session.session_id(), Some(&sid(1)));
+    assert!(
+        matches!(&lane.fx[0], Effect::Persist { record: JournalRecord::SessionStarted, session } if *session == sid(1))
+    );
+    assert!(lane.fx.contains(&Effect::ExchangeQr {
+        call: lane.call("exchange"),
+        qr: CLEAR_QR.into()
+    }));
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(lane.now + lane.cfg.qr_exchange_timeout)
+    );
+}
+
+#[test]
+fn an_exchanged_number_is_looked_up() {
+    let mut lane = Lane::new();
+    lane.scan(TOKEN_QR, None, 1);
+    let call = lane.call("exchange");
+    lane.feed(Event::QrExchanged {
+        call,
+        msisdn: msisdn("4512345678"),
+    });
+    assert_eq!(lane.label(), "awaiting_membership");
+    assert!(lane.fx.contains(&Effect::LookupMembership {
+        call: lane.call("lookup"),
+        msisdn: msisdn("4512345678")
+    }));
+}
+
+#[test]
+fn a_failed_exchange_falls_back_to_the_clear_text_number() {
+    for error in [rejected(), unknown(), unavailable()] {
+        let mut lane = Lane::new();
+        lane.scan(CLEAR_QR, Some("4791234567"), 1);
+        let call = lane.call("exchange");
+        let degraded = matches!(error, CallError::Unavailable { .. });
+        lane.feed(Event::QrExchangeFailed { call, error });
+        assert_eq!(lane.label(), "awaiting_membership");
+        assert!(lane.fx.iter().any(|e| matches!(e, Effect::LookupMembership { msisdn: m, .. } if *m == msisdn("4791234567"))));
+        assert_eq!(
+            notified(&lane.fx, |t| matches!(
+                t,
+                TerminalEvent::VippsUnavailable {
+                    payment_followed: false
+                }
+            )),
+            degraded
+        );
+    }
+    // A timed-out exchange falls back the same way.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.advance(Duration::from_secs(4)).tick();
+    assert_eq!(lane.label(), "awaiting_qr_exchange");
+    lane.tick_deadline();
+    assert_eq!(lane.label(), "awaiting_membership");
+}
+
+#[test]
+fn a_failed_exchange_without_a_number_ends_the_session() {
+    let cases = [
+        (
+            Some(rejected()),
+            Outcome::Failed {
+                reason: FailReason::QrNotRecognised,
+            },
+        ),
+        (
+            Some(unknown()),
+            Outcome::Failed {
+                reason: FailReason::IdentificationFailed {
+                    detail: "timeout".into(),
+                },
+            },
+        ),
+        (Some(unavailable()), Outcome::Unavailable),
+        (
+            None,
+            Outcome::Failed {
+                reason: FailReason::IdentificationFailed {
+                    detail: "the QR exchange did not answer in time".into(),
+                },
+            },
+        ),
+    ];
+    for (error, expected) in cases {
+        let mut lane = Lane::new();
+        lane.scan(TOKEN_QR, None, 1);
+        match error {
+            Some(error) => {
+                let call = lane.call("exchange");
+                lane.feed(Event::QrExchangeFailed { call, error });
+            }
+            None => {
+                lane.tick_deadline();
+            }
+        }
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(expected.clone()));
+        assert!(matches!(lane.fx.last(), Some(Effect::SessionEnded { .. })));
+        assert_eq!(
+            persisted(&lane.fx, "session_ended"),
+            Some(JournalRecord::SessionEnded { outcome: expected })
+        );
+        assert!(
+            !lane
+                .fx
+                .iter()
+                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
+        );
+    }
+}
+
+#[test]
+fn known_membership_checks_in_and_makes_the_customer_ready() {
+    // (number, lookup answer, expected membership, check-in sent with)
+    let cases = [
+        ("4791234567", Some(true), Membership::Member, Some(true)),
+        (
+            "4791234567",
+            Some(false),
+            Membership::NonMember,
+            Some(false),
+        ),
+        ("4512345678", Some(true), Membership::Member, None),
+        ("4791234567", None, Membership::Unknown, None),
+    ];
+    for (number, answer, membership, check_in) in cases {
+        let mut lane = Lane::new();
+        lane.scan(TOKEN_QR, None, 1);
+        let call = lane.call("exchange");
+        lane.feed(Event::QrExchanged {
+            call,
+            msisdn: msisdn(number),
+        });
+        let call = lane.call("lookup");
+        match answer {
+            Some(is_member) => lane.feed(Event::MembershipKnown { call, is_member }),
+            None => lane.feed(Event::MembershipLookupFailed {
+                call,
+                reason: "db locked".into(),
+            }),
+        };
+        assert_eq!(lane.label(), "ready_for_payment");
+        assert_eq!(lane.session.membership(), Some(membership));
+        assert_eq!(lane.session.customer(), Some(&msisdn(number)));
+        assert!(lane.fx.contains(&Effect::Record(Fact::MembershipChecked {
+            result: membership
+        })));
+        let sent = lane.fx.iter().find_map(|e| match e {
+            Effect::SendCheckIn { is_member, .. } => Some(*is_member),
+            _ => None,
+        });
+        assert_eq!(sent, check_in, "{number} {answer:?}");
+        assert!(notified(
+            &lane.fx,
+            |t| matches!(t, TerminalEvent::CustomerIdentified { phone, .. } if phone == &mask(number))
+        ));
+    }
+    // A lookup that never answers makes membership unknown.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    let call = lane.call("exchange");
+    lane.feed(Event::QrExchanged {
+        call,
+        msisdn: msisdn("4791234567"),
+    });
+    lane.tick_deadline();
+    assert_eq!(lane.session.membership(), Some(Membership::Unknown));
+}
+
+fn mask(number: &str) -> String {
+    msisdn(number).masked()
+}
+
+#[test]
+fn check_in_is_best_effort_and_recorded_in_any_state() {
+    // The answer arrives after the payment was requested: recorded, nothing else changes.
+    let mut lane = Lane::identified(true);
+    let check_in = lane.call("check_in");
+    lane.feed(Event::Pay(pay(500)));
+    lane.feed(Event::CheckInSent { call: check_in });
+    assert_eq!(lane.disposition, Disposition::Applied);
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::CheckIn {
+            result: CheckInResult::Sent
+        }));
+    // A duplicate of that answer is stale.
+    assert_eq!(
+        lane.refused(Event::CheckInSent { call: check_in }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+
+    // No answer: timed out at its deadline, and a late failure is stale.
+    let mut lane = Lane::identified(false);
+    let check_in = lane.call("check_in");
+    lane.advance(lane.cfg.check_in_timeout).tick();
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::CheckIn {
+            result: CheckInResult::TimedOut
+        }));
+    assert_eq!(
+        lane.refused(Event::CheckInFailed {
+            call: check_in,
+            error: unknown()
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+}
+
+// ---- a new QR mid-session --------------------------------------------------------------------
+
+#[test]
+fn the_same_qr_again_is_ignored() {
+    let mut lane = Lane::ready(true);
+    assert_eq!(
+        lane.refused(Event::CustomerQrScanned {
+            qr: CLEAR_QR.into(),
+            clear_text: Some(msisdn("4791234567")),
+            session_id: sid(2),
+        }),
+        Disposition::Ignored(IgnoreReason::DuplicateQr)
+    );
+    // Another text with the same clear-text number is the same customer.
+    assert_eq!(
+        lane.refused(Event::CustomerQrScanned {
+            qr: format!("{CLEAR_QR}&x=1"),
+            clear_text: Some(msisdn("4791234567")),
+            session_id: sid(2),
+        }),
+        Disposition::Ignored(IgnoreReason::DuplicateQr)
+    );
+    let mut lane = Lane::new();
+    lane.scan(TOKEN_QR, None, 1);
+    assert_eq!(
+        lane.refused(Event::CustomerQrScanned {
+            qr: TOKEN_QR.into(),
+            clear_text: None,
+            session_id: sid(2),
+        }),
+        Disposition::Ignored(IgnoreReason::DuplicateQr)
+    );
+}
+
+#[test]
+fn another_customers_qr_before_payment_replaces_the_customer() {
+    let mut lane = Lane::identified(true);
+    let old_check_in = lane.call("check_in");
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(lane.label(), "awaiting_qr_exchange");
+    assert_eq!(
+        lane.session.session_id(),
+        Some(&sid(1)),
+        "same session, new customer"
+    );
+    assert!(persisted(&lane.fx, "customer_replaced").is_some());
+    assert!(notified(&lane.fx, |t| *t == TerminalEvent::CustomerReplaced));
+    assert!(
+        lane.fx
+            .iter()
+            .any(|e| matches!(e, Effect::ExchangeQr { qr, .. } if qr == OTHER_QR))
+    );
+    // The previous customer's check-in answer no longer counts.
+    assert_eq!(
+        lane.refused(Event::CheckInSent { call: old_check_in }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+
+    // While identifying: the first exchange's late answer is stale.
+    let mut lane = Lane::new();
+    lane.scan(TOKEN_QR, None, 1);
+    let first = lane.call("exchange");
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(
+        lane.refused(Event::QrExchanged {
+            call: first,
+            msisdn: msisdn("4791234567")
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+
+    // During an enrollment: the enrollment is abandoned.
+    let mut lane = Lane::consent();
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(lane.label(), "awaiting_qr_exchange");
+    assert!(lane.fx.contains(&Effect::Record(Fact::EnrollmentFinished {
+        outcome: EnrollmentOutcome::Abandoned
+    })));
+}
+
+#[test]
+fn another_customers_qr_after_pay_is_rejected() {
+    let mut lane = Lane::paying();
+    let d = lane.refused(Event::CustomerQrScanned {
+        qr: OTHER_QR.into(),
+        clear_text: Some(msisdn("4798765432")),
+        session_id: sid(2),
+    });
+    assert_eq!(d, Disposition::Rejected(Rejection::PaymentInProgress));
+    assert!(notified(&lane.refused_fx, |t| matches!(
+        t,
+        TerminalEvent::CommandRejected {
+            command: Command::CustomerQr,
+            ..
+        }
+    )));
+    // The paying customer's own QR is just a duplicate.
+    assert_eq!(
+        lane.refused(Event::CustomerQrScanned {
+            qr: CLEAR_QR.into(),
+            clear_text: None,
+            session_id: sid(2),
+        }),
+        Disposition::Ignored(IgnoreReason::DuplicateQr)
+    );
+}
+
+// ---- enrollment ------------------------------------------------------------------------------
+
+#[test]
+fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
+    let mut lane = Lane::ready(false);
+    lane.feed(Event::Enroll);
+    assert_eq!(lane.label(), "awaiting_login_start");
+    assert!(
+        lane.fx.iter().any(
+            |e| matches!(e, Effect::StartLogin { msisdn: m, .. } if *m == msisdn("4791234567"))
+        )
+    );
+    let call = lane.call("start_login");
+    lane.feed(Event::LoginStarted {
+        call,
+        auth_req_id: "req-1".into(),
+        interval: Duration::from_secs(5),
+        expires_in: Duration::from_secs(600),
+    });
+    assert_eq!(
+        persisted(&lane.fx, "enrollment_started"),
+        Some(JournalRecord::EnrollmentStarted {
+            msisdn: msisdn("4791234567"),
+            auth_req_id: "req-1".into()
+        })
+    );
+    let started = lane.now;
+    // Never faster than the interval.
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(started + Duration::from_secs(5))
+    );
+    lane.advance(Duration::from_secs(4)).tick();
+    assert!(call_in(&lane.fx, "poll_login").is_none());
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    lane.feed(Event::LoginPending { call: poll });
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(lane.now + Duration::from_secs(5))
+    );
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    // slow_down: 5 s more.
+    lane.feed(Event::LoginSlowDown { call: poll });
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(lane.now + Duration::from_secs(10))
+    );
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    let userinfo = Userinfo {
+        name: Some("Kari Nordmann".into()),
+        email: Some("kari@example.com".into()),
+        phone_number: Some(msisdn("4791234567")),
+        consents: vec![Consent {
+            id: "email".into(),
+            accepted: true,
+            required: false,
+            text: None,
+        }],
+    };
+    lane.feed(Event::LoginConsented {
+        call: poll,
+        userinfo: userinfo.clone(),
+    });
+    assert_eq!(lane.label(), "awaiting_member_store");
+    assert!(lane.fx.contains(&Effect::StoreMember {
+        call: lane.call("store"),
+        member: NewMember {
+            msisdn: msisdn("4791234567"),
+            userinfo
+        }
+    }));
+    let call = lane.call("store");
+    lane.feed(Event::MemberStored { call });
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(lane.session.is_member(), Some(true));
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Enrolled,
+            name: Some("Kari Nordmann".into())
+        }));
+    assert!(lane.fx.contains(&Effect::Record(Fact::EnrollmentFinished {
+        outcome: EnrollmentOutcome::Enrolled
+    })));
+}
+
+#[test]
+fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
+    type Ending = fn(&mut Lane);
+    let cases: [(&str, Ending, &str); 9] = [
+        (
+            "denied",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginDenied { call });
+            },
+            "denied",
+        ),
+        (
+            "expired answer",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginExpired { call });
+            },
+            "expired",
+        ),
+        (
+            "poll rejected",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginFailed {
+                    call,
+                    error: rejected(),
+                });
+            },
+            "failed",
+        ),
+        (
+            "poll unavailable",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginFailed {
+                    call,
+                    error: unavailable(),
+                });
+            },
+            "unavailable",
+        ),
+        (
+            "store failed",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginConsented {
+                    call,
+                    userinfo: Userinfo {
+                        name: None,
+                        email: None,
+                        phone_number: None,
+                        consents: vec![],
+                    },
+                });
+                let call = l.call("store");
+                l.feed(Event::MemberStoreFailed {
+                    call,
+                    reason: "disk full".into(),
+                });
+            },
+            "failed",
+        ),
+        (
+            "store timed out",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginConsented {
+                    call,
+                    userinfo: Userinfo {
+                        name: None,
+                        email: None,
+                        phone_number: None,
+                        consents: vec![],
+                    },
+                });
+                l.tick_deadline();
+            },
+            "failed",
+        ),
+        (
+            "no consent before the login timeout",
+            |l| {
+                let until = l.now + l.cfg.login_timeout;
+                while l.label() == "awaiting_consent" {
+                    l.tick_deadline();
+                    if let Some(call) = call_in(&l.fx, "poll_login") {
+                        l.feed(Event::LoginPending { call });
+                    }
+                }
+                assert!(l.now >= until);
+            },
+            "expired",
+        ),
+        (
+            "polls never answer",
+            |l| {
+                while l.label() == "awaiting_consent" {
+                    l.tick_deadline();
+                }
+            },
+            "expired",
+        ),
+        (
+            "lost poll is retried, then denied",
+            |l| {
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginFailed {
+                    call,
+                    error: unknown(),
+                });
+                assert_eq!(l.label(), "awaiting_consent");
+                l.tick_deadline();
+                let call = l.call("poll_login");
+                l.feed(Event::LoginDenied { call });
+            },
+            "denied",
+        ),
+    ];
+    for (name, ending, label) in cases {
+        let mut lane = Lane::consent();
+        ending(&mut lane);
+        assert_eq!(lane.label(), "ready_for_payment", "{name}");
+        assert_eq!(lane.session.is_member(), Some(false), "{name}");
+        let outcome = lane.fx.iter().find_map(|e| match e {
+            Effect::Record(Fact::EnrollmentFinished { outcome }) => Some(outcome.label()),
+            _ => None,
+        });
+        assert_eq!(outcome, Some(label), "{name}");
+        assert!(
+            persisted(&lane.fx, "enrollment_finished").is_some(),
+            "{name}"
+        );
+    }
+    // Failing to start the login.
+    for (error, label) in [
+        (rejected(), "failed"),
+        (unknown(), "failed"),
+        (unavailable(), "unavailable"),
+    ] {
+        let mut lane = Lane::ready(false);
+        lane.feed(Event::Enroll);
+        let call = lane.call("start_login");
+        lane.feed(Event::LoginStartFailed { call, error });
+        assert_eq!(lane.label(), "ready_for_payment");
+        assert!(lane.fx.iter().any(|e| matches!(e, Effect::Record(Fact::EnrollmentFinished { outcome }) if outcome.label() == label)));
+    }
+    let mut lane = Lane::ready(false);
+    lane.feed(Event::Enroll).tick_deadline();
+    assert_eq!(lane.label(), "ready_for_payment");
+}
+
+#[test]
+fn the_server_expiry_shortens_the_consent_wait() {
+    let mut lane = Lane::ready(false);
+    lane.feed(Event::Enroll);
+    let call = lane.call("start_login");
+    let start = lane.now;
+    lane.feed(Event::LoginStarted {
+        call,
+        auth_req_id: "req-1".into(),
+        interval: Duration::from_secs(30),
+        expires_in: Duration::from_secs(20),
+    });
+    lane.tick_deadline();
+    assert_eq!(lane.now, start + Duration::from_secs(20));
+    assert_eq!(lane.label(), "ready_for_payment");
+}
+
+#[test]
+fn a_login_ping_polls_at_once() {
+    let mut lane = Lane::consent();
+    lane.feed(Event::LoginPinged {
+        auth_req_id: "req-1".into(),
+    });
+    assert!(call_in(&lane.fx, "poll_login").is_some());
+    assert_eq!(
+        lane.refused(Event::LoginPinged {
+            auth_req_id: "req-1".into()
+        }),
+        Disposition::Ignored(IgnoreReason::CallInFlight)
+    );
+    assert_eq!(
+        lane.refused(Event::LoginPinged {
+            auth_req_id: "other".into()
+        }),
+        Disposition::Ignored(IgnoreReason::UnknownReference)
+    );
+}
+
+#[test]
+fn enroll_is_refused_with_a_reason() {
+    let rejection = |lane: &mut Lane| lane.refused(Event::Enroll);
+    assert_eq!(
+        rejection(&mut Lane::new()),
+        Disposition::Rejected(Rejection::NoCustomer)
+    );
+    let mut identifying = Lane::new();
+    identifying.scan(TOKEN_QR, None, 1);
+    assert_eq!(
+        rejection(&mut identifying),
+        Disposition::Rejected(Rejection::CustomerNotIdentified)
+    );
+    assert_eq!(
+        rejection(&mut Lane::ready(true)),
+        Disposition::Rejected(Rejection::AlreadyMember)
+    );
+    assert_eq!(
+        rejection(&mut Lane::consent()),
+        Disposition::Rejected(Rejection::EnrollmentInProgress)
+    );
+    assert_eq!(
+        rejection(&mut Lane::paying()),
+        Disposition::Rejected(Rejection::PaymentInProgress)
+    );
+    let mut unknown_membership = Lane::new();
+    unknown_membership.scan(CLEAR_QR, Some("4791234567"), 1);
+    let call = unknown_membership.call("exchange");
+    unknown_membership.feed(Event::QrExchanged {
+        call,
+        msisdn: msisdn("4791234567"),
+    });
+    let call = unknown_membership.call("lookup");
+    unknown_membership.feed(Event::MembershipLookupFailed {
+        call,
+        reason: "x".into(),
+    });
+    assert_eq!(
+        rejection(&mut unknown_membership),
+        Disposition::Rejected(Rejection::MembershipUnknown)
+    );
+}
+
+// ---- paying ----------------------------------------------------------------------------------
+
+#[test]
+fn pay_journals_then_creates_with_derived_names() {
+    let mut lane = Lane::ready(true);
+    let request = PayRequest {
+        amount: Amount::nok(2_500),
+        description: "Socks".into(),
+        order_lines: Some(vec![OrderLine {
+            name: "Socks".into(),
+            id: "7038010000010".into(),
+            quantity: 2,
+            unit_price: 1_250,
+            total: 2_500,
+            vat_percent: 25,
+            vat_amount: 500,
+        }]),
+        receipt_number: Some("R-1001".into()),
+    };
+    lane.feed(Event::Pay(request.clone()));
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    let reference = payment_reference(&lane_id(), &sid(1));
+    let key = idempotency_key(&sid(1), KeyedOperation::Create);
+    assert_eq!(reference.as_str(), "lh-lane-1-session0001");
+    assert_eq!(key.as_str(), "session0001-create");
+    let persist = lane
+        .fx
+        .iter()
+        .position(|e| {
+            matches!(
+                e,
+                Effect::Persist {
+                    record: JournalRecord::PaymentRequested { .. },
+                    ..
+                }
+            )
+        })
+        .expect("payment journalled");
+    let create = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::CreatePayment { .. }))
+        .expect("payment created");
+    assert!(persist < create, "Persist must come before CreatePayment");
+    assert_eq!(
+        lane.fx[persist],
+        Effect::Persist {
+            session: sid(1),
+            record: JournalRecord::PaymentRequested {
+                reference: reference.clone(),
+                idempotency_key: key.clone(),
+                amount: Amount::nok(2_500),
+                msisdn: msisdn("4791234567"),
+                description: "Socks".into(),
+                receipt_number: Some("R-1001".into()),
+                attempt: 1,
+            }
+        }
+    );
+    assert_eq!(
+        lane.fx[create],
+        Effect::CreatePayment {
+            call: lane.call("create"),
+            request: CreatePaymentRequest {
+                reference: reference.clone(),
+                idempotency_key: key,
+                amount: Amount::nok(2_500),
+                msisdn: msisdn("4791234567"),
+                description: "Socks".into(),
+                receipt: Some(Receipt {
+                    order_lines: request.order_lines.clone().unwrap_or_default(),
+                    pos_id: lane_id(),
+                    receipt_number: Some("R-1001".into()),
+                }),
+            }
+        }
+    );
+    assert_eq!(lane.session.payment_reference(), Some(&reference));
+    assert_eq!(lane.session.payment_amount(), Some(Amount::nok(2_500)));
+}
+
+#[test]
+fn an_invalid_payment_is_refused_naming_the_problem() {
+    let line = OrderLine {
+        name: "Milk".into(),
+        id: "1".into(),
+        quantity: 1,
+        unit_price: 2_000,
+        total: 2_000,
+        vat_percent: 15,
+        vat_amount: 261,
+    };
+    let cases: Vec<(PayRequest, &str)> = vec![
+        (pay(0), "amount"),
+        (
+            PayRequest {
+                description: "ab".into(),
+                ..pay(100)
+            },
+            "description",
+        ),
+        (
+            PayRequest {
+                description: "x".repeat(101),
+                ..pay(100)
+            },
+            "description",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![]),
+                ..pay(100)
+            },
+            "at least one line",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![line.clone()]),
+                ..pay(100)
+            },
+            "add up to 2000",
+        ),
+        (
+            PayRequest {
+                receipt_number: Some("1".into()),
+                ..pay(100)
+            },
+            "needs order lines",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![OrderLine {
+                    vat_percent: 101,
+                    ..line.clone()
+                }]),
+                ..pay(2_000)
+            },
+            "VAT percent",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![OrderLine {
+                    vat_amount: 2_001,
+                    ..line.clone()
+                }]),
+                ..pay(2_000)
+            },
+            "VAT amount",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![OrderLine {
+                    quantity: 0,
+                    ..line.clone()
+                }]),
+                ..pay(2_000)
+            },
+            "quantity",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![OrderLine {
+                    name: " ".into(),
+                    ..line.clone()
+                }]),
+                ..pay(2_000)
+            },
+            "name",
+        ),
+    ];
+    for (request, needle) in cases {
+        let mut lane = Lane::ready(true);
+        match lane.refused(Event::Pay(request)) {
+            Disposition::Rejected(Rejection::InvalidPayment { problem }) => {
+                assert!(
+                    problem.contains(needle),
+                    "{problem:?} should mention {needle:?}"
+                )
+            }
+            other => panic!("expected an invalid payment, got {other:?}"),
+        }
+    }
+    let valid = PayRequest {
+        order_lines: Some(vec![line]),
+        ..pay(2_000)
+    };
+    assert_eq!(valid.validate(), Ok(()));
+}
+
+#[test]
+fn pay_is_refused_without_an_identified_customer_and_only_one_payment_per_session() {
+    assert_eq!(
+        Lane::new().refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::NoCustomer)
+    );
+    let mut identifying = Lane::new();
+    identifying.scan(TOKEN_QR, None, 1);
+    assert_eq!(
+        identifying.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::CustomerNotIdentified)
+    );
+    // A second Pay in every payment state.
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(100)));
+    assert_eq!(
+        lane.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+    );
+    let call = lane.call("create");
+    lane.feed(Event::PaymentCreated { call });
+    assert_eq!(
+        lane.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+    );
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(100, 0, 0));
+    assert_eq!(lane.label(), "awaiting_capture");
+    assert_eq!(
+        lane.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+    );
+    let mut cancelling = Lane::paying();
+    cancelling.feed(Event::Cancel);
+    assert_eq!(cancelling.label(), "awaiting_cancel");
+    assert_eq!(
+        cancelling.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+    );
+}
+
+#[test]
+fn pay_during_consent_abandons_the_enrollment_but_waits_for_a_member_being_saved() {
+    let mut lane = Lane::consent();
+    lane.feed(Event::Pay(pay(100)));
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    let abandoned = lane
+        .fx
+        .iter()
+        .position(|e| {
+            *e == Effect::Record(Fact::EnrollmentFinished {
+                outcome: EnrollmentOutcome::Abandoned,
+            })
+        })
+        .expect("enrollment abandoned");
+    let create = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::CreatePayment { .. }))
+        .expect("created");
+    assert!(abandoned < create);
+
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let call = lane.call("poll_login");
+    lane.feed(Event::LoginConsented {
+        call,
+        userinfo: Userinfo {
+            name: None,
+            email: None,
+            phone_number: None,
+            consents: vec![],
+        },
+    });
+    assert_eq!(
+        lane.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::EnrollmentFinishing)
+    );
+}
+
+#[test]
+fn a_created_payment_is_read_back_after_5_s_then_every_2_s() {
+    let mut lane = Lane::paying();
+    let created = lane.now;
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::PaymentAwaitingCustomer {
+            amount: Amount::nok(10_000)
+        }));
+    assert!(persisted(&lane.fx, "payment_created").is_some());
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(created + Duration::from_secs(5))
+    );
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.advance(Duration::from_millis(300));
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    assert_eq!(lane.session.payment_state(), Some(PaymentState::Created));
+    assert_eq!(
+        lane.session.next_deadline(),
+        Some(created + Duration::from_secs(7))
+    );
+    lane.tick_deadline();
+    let read = lane.call("read");
+    // A read that never answers is given up and sent again.
+    lane.tick_deadline();
+    assert_eq!(
+        lane.now,
+        created + Duration::from_secs(7) + lane.cfg.payment_read_timeout
+    );
+    assert_ne!(lane.call("read"), read);
+}
+
+#[test]
+fn a_webhook_triggers_an_immediate_read_back() {
+    let mut lane = Lane::paying();
+    let reference = lane.session.payment_reference().cloned().expect("payment");
+    lane.advance(Duration::from_secs(1));
+    lane.feed(Event::WebhookReceived {
+        reference: reference.clone(),
+    });
+    let read = lane.call("read");
+    // Another delivery while reading: read once more right after this answer.
+    lane.feed(Event::WebhookReceived {
+        reference: reference.clone(),
+    });
+    assert!(lane.fx.is_empty());
+    assert_eq!(
+        lane.refused(Event::WebhookReceived {
+            reference: reference.clone()
+        }),
+        Disposition::Ignored(IgnoreReason::CallInFlight)
+    );
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    let again = lane.call("read");
+    assert_ne!(again, read);
+    // A webhook for another payment is not ours.
+    let other: PaymentReference = "lh-lane-2-other0001".parse().expect("valid");
+    assert_eq!(
+        lane.refused(Event::WebhookReceived { reference: other }),
+        Disposition::Ignored(IgnoreReason::UnknownReference)
+    );
+    assert_eq!(
+        Lane::ready(true).refused(Event::WebhookReceived { reference }),
+        Disposition::Ignored(IgnoreReason::UnknownReference)
+    );
+}
+
+#[test]
+fn an_authorised_payment_is_journalled_captured_and_checked() {
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert_eq!(lane.label(), "awaiting_capture");
+    let key = idempotency_key(&sid(1), KeyedOperation::Capture);
+    let persist = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::Persist { record: JournalRecord::CaptureRequested { idempotency_key, .. }, .. } if *idempotency_key == key))
+        .expect("capture journalled");
+    let capture = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(10_000)))
+        .expect("capture sent");
+    assert!(persist < capture);
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::PaymentAuthorised {
+            amount: Amount::nok(10_000)
+        }));
+    let call = lane.call("capture");
+    lane.advance(Duration::from_secs(1));
+    lane.feed(Event::PaymentCaptured {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 10_000, 0),
+    });
+    assert!(lane.session.is_idle());
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
+    assert!(lane.fx.contains(&Effect::Record(Fact::PaymentFinished {
+        outcome: Outcome::Paid,
+        captured: Some(Amount::nok(10_000))
+    })));
+    assert!(lane.fx.contains(&Effect::SessionEnded {
+        session: sid(1),
+        outcome: Outcome::Paid,
+        duration: Duration::from_secs(6),
+    }));
+}
+
+#[test]
+fn a_capture_answer_with_another_amount_is_not_paid() {
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    let call = lane.call("capture");
+    lane.feed(Event::PaymentCaptured {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 5_000, 0),
+    });
+    assert_eq!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::CaptureMismatch { captured: 5_000 }
+        })
+    );
+}
+
+#[test]
+fn final_payment_states_end_the_session() {
+    let cases = [
+        (PaymentState::Aborted, Outcome::Declined),
+        (PaymentState::Expired, Outcome::Expired),
+        (PaymentState::Terminated, Outcome::Cancelled),
+    ];
+    for (state, outcome) in cases {
+        let (mut lane, read) = Lane::reading();
+        lane.status(read, state, agg(0, 0, 0));
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(outcome.clone()));
+        assert!(lane.fx.contains(&Effect::Record(Fact::PaymentFinished {
+            outcome,
+            captured: None
+        })));
+    }
+}
+
+#[test]
+fn a_refused_or_unsent_create_ends_the_session() {
+    let cases = [
+        (
+            rejected(),
+            Outcome::Failed {
+                reason: FailReason::PaymentRejected {
+                    status: 400,
+                    detail: "bad request".into(),
+                },
+            },
+        ),
+        (unavailable(), Outcome::Unavailable),
+    ];
+    for (error, outcome) in cases {
+        let mut lane = Lane::ready(true);
+        lane.feed(Event::Pay(pay(100)));
+        let call = lane.call("create");
+        lane.feed(Event::PaymentCreateFailed { call, error });
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(outcome));
+    }
+}
+
+#[test]
+fn an_unknown_create_is_read_back_and_retried_with_the_same_key() {
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(100)));
+    let first = lane.fx.iter().find_map(|e| match e {
+        Effect::CreatePayment { request, .. } => Some(request.clone()),
+        _ => None,
+    });
+    let call = lane.call("create");
+    lane.feed(Event::PaymentCreateFailed {
+        call,
+        error: unknown(),
+    });
+    assert_eq!(lane.label(), "awaiting_payment");
+    let read = lane.call("read");
+    lane.feed(Event::PaymentNotFound { call: read });
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    let second = lane.fx.iter().find_map(|e| match e {
+        Effect::CreatePayment { request, .. } => Some(request.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        first, second,
+        "a retry sends the same body with the same key"
+    );
+    assert!(matches!(
+        persisted(&lane.fx, "payment_requested"),
+        Some(JournalRecord::PaymentRequested { attempt: 2, .. })
+    ));
+    // Timed out this time: read back; found, so it is followed like any payment.
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    assert_eq!(lane.label(), "awaiting_payment");
+
+    // Never found after every attempt.
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(100)));
+    for _ in 0..lane.cfg.max_create_attempts {
+        let call = lane.call("create");
+        lane.feed(Event::PaymentCreateFailed {
+            call,
+            error: unknown(),
+        });
+        let read = lane.call("read");
+        lane.feed(Event::PaymentNotFound { call: read });
+    }
+    assert_eq!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::PaymentNotCreated
+        })
+    );
+}
+
+#[test]
+fn a_payment_is_never_failed_before_its_expiry() {
+    // Vipps keeps answering CREATED: waiting until expiry + margin, then one last window.
+    let (mut lane, mut read) = Lane::reading();
+    let created = lane.base;
+    let net = created + lane.cfg.payment_expiry + lane.cfg.payment_margin;
+    loop {
+        lane.status(read, PaymentState::Created, agg(0, 0, 0));
+        assert_eq!(lane.label(), "awaiting_payment");
+        lane.tick_deadline();
+        read = lane.call("read");
+        if lane.now >= net {
+            break;
+        }
+    }
+    assert_eq!(lane.now, net);
+    assert_eq!(
+        lane.label(),
+        "awaiting_payment",
+        "the safety net only reads back"
+    );
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    assert_eq!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::NoFinalState
+        })
+    );
+
+    // A final state read at the safety net still counts.
+    let (mut lane, _) = Lane::reading();
+    lane.at(lane.cfg.payment_expiry + lane.cfg.payment_margin)
+        .tick();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Expired, agg(0, 0, 0));
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Expired));
+
+    // Nothing ever answers: given up after the final window.
+    let mut lane = Lane::paying();
+    while !lane.session.is_idle() {
+        lane.tick_deadline();
+    }
+    assert_eq!(
+        lane.now,
+        lane.base + lane.cfg.payment_expiry + lane.cfg.payment_margin + lane.cfg.final_read_window
+    );
+    assert_eq!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::NoFinalState
+        })
+    );
+}
+
+#[test]
+fn capture_problems_are_read_back_and_retried_with_the_same_key() {
+    let key = idempotency_key(&sid(1), KeyedOperation::Capture);
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    let call = lane.call("capture");
+    lane.feed(Event::CaptureFailed {
+        call,
+        error: unknown(),
+    });
+    assert_eq!(lane.label(), "awaiting_payment");
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert!(lane.fx.iter().any(
+        |e| matches!(e, Effect::CapturePayment { idempotency_key, .. } if *idempotency_key == key)
+    ));
+    // No answer at all this time: read back at the capture deadline, and it was captured.
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(10_000, 10_000, 0));
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
+
+    // A 4xx: no more captures; the read-back decides.
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    let call = lane.call("capture");
+    lane.feed(Event::CaptureFailed {
+        call,
+        error: rejected(),
+    });
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert!(matches!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::CaptureFailed { .. }
+        })
+    ));
+}
+
+#[test]
+fn cancel_before_authorisation_terminates_the_payment() {
+    let mut lane = Lane::paying();
+    lane.feed(Event::Cancel);
+    assert_eq!(lane.label(), "awaiting_cancel");
+    let key = idempotency_key(&sid(1), KeyedOperation::Cancel);
+    let persist = lane.fx.iter().position(|e| matches!(e, Effect::Persist { record: JournalRecord::CancelRequested { idempotency_key, cancel_transaction_only: true, .. }, .. } if *idempotency_key == key));
+    let cancel = lane.fx.iter().position(|e| matches!(e, Effect::CancelPayment { idempotency_key, cancel_transaction_only: true, .. } if *idempotency_key == key));
+    assert!(persist.is_some() && cancel.is_some() && persist < cancel);
+    assert!(
+        lane.session
+            .snapshot()
+            .payment
+            .is_some_and(|p| p.cancel_requested)
+    );
+    assert_eq!(
+        lane.refused(Event::Cancel),
+        Disposition::Rejected(Rejection::CancelAlreadyRequested)
+    );
+    let call = lane.call("cancel");
+    lane.feed(Event::PaymentCancelled {
+        call,
+        state: PaymentState::Terminated,
+        aggregate: agg(0, 0, 0),
+    });
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
+}
+
+#[test]
+fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
+    let mut lane = Lane::paying();
+    lane.feed(Event::Cancel);
+    let call = lane.call("cancel");
+    lane.feed(Event::CancelFailed {
+        call,
+        error: rejected(),
+    });
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert_eq!(lane.label(), "awaiting_cancel");
+    let key = idempotency_key(&sid(1), KeyedOperation::CancelFull);
+    assert!(
+        persisted(&lane.fx, "cancel_requested").is_some_and(|r| r.idempotency_key() == Some(&key))
+    );
+    assert!(lane.fx.iter().any(|e| matches!(e, Effect::CancelPayment { idempotency_key, cancel_transaction_only: false, .. } if *idempotency_key == key)));
+    assert!(
+        !lane
+            .fx
+            .iter()
+            .any(|e| matches!(e, Effect::CapturePayment { .. }))
+    );
+    let call = lane.call("cancel");
+    lane.feed(Event::PaymentCancelled {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 0, 10_000),
+    });
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
+
+    // Already captured: the cancel came too late, and the session says so.
+    let mut lane = Lane::paying();
+    lane.feed(Event::Cancel);
+    let call = lane.call("cancel");
+    lane.feed(Event::PaymentCancelled {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 10_000, 0),
+    });
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
+}
+
+#[test]
+fn a_cancel_while_creating_is_sent_once_the_payment_exists() {
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(100)));
+    let create = lane.call("create");
+    lane.feed(Event::Cancel);
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    assert!(notified(&lane.fx, |t| *t == TerminalEvent::CancelRequested));
+    assert_eq!(
+        lane.refused(Event::Cancel),
+        Disposition::Rejected(Rejection::CancelAlreadyRequested)
+    );
+    lane.feed(Event::PaymentCreated { call: create });
+    assert_eq!(lane.label(), "awaiting_cancel");
+    assert!(lane.fx.iter().any(|e| matches!(
+        e,
+        Effect::CancelPayment {
+            cancel_transaction_only: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn cancel_and_reset_without_a_payment_end_the_session_at_once() {
+    type Build = fn() -> Lane;
+    let cases: [(Build, Event, Outcome); 6] = [
+        (|| Lane::ready(true), Event::Cancel, Outcome::Cancelled),
+        (|| Lane::ready(true), Event::Reset, Outcome::Closed),
+        (Lane::consent, Event::Cancel, Outcome::Cancelled),
+        (Lane::consent, Event::Reset, Outcome::Closed),
+        (
+            || {
+                let mut lane = Lane::new();
+                lane.scan(TOKEN_QR, None, 1);
+                lane
+            },
+            Event::Cancel,
+            Outcome::Cancelled,
+        ),
+        (
+            || {
+                let mut lane = Lane::new();
+                lane.scan(TOKEN_QR, None, 1);
+                lane
+            },
+            Event::Reset,
+            Outcome::Closed,
+        ),
+    ];
+    for (build, event, outcome) in cases {
+        let mut lane = build();
+        lane.feed(event);
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(outcome));
+        assert!(
+            !lane
+                .fx
+                .iter()
+                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
+        );
+    }
+}
+
+#[test]
+fn reset_never_forgets_a_payment_and_cancel_cannot_stop_a_capture() {
+    let mut lane = Lane::paying();
+    assert_eq!(
+        lane.refused(Event::Reset),
+        Disposition::Rejected(Rejection::PaymentInProgress)
+    );
+    assert!(notified(&lane.refused_fx, |t| matches!(
+        t,
+        TerminalEvent::CommandRejected {
+            command: Command::Reset,
+            ..
+        }
+    )));
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert_eq!(
+        lane.refused(Event::Reset),
+        Disposition::Rejected(Rejection::PaymentInProgress)
+    );
+    assert_eq!(
+        lane.refused(Event::Cancel),
+        Disposition::Rejected(Rejection::CaptureInProgress)
+    );
+    assert_eq!(
+        Lane::new().refused(Event::Cancel),
+        Disposition::Rejected(Rejection::NoSession)
+    );
+    assert_eq!(
+        Lane::new().refused(Event::Reset),
+        Disposition::Ignored(IgnoreReason::NoSession)
+    );
+}
+
+#[test]
+fn an_idle_ready_session_is_abandoned() {
+    let mut lane = Lane::ready(true);
+    let ready_at = lane.now;
+    lane.tick_deadline();
+    assert_eq!(lane.now, ready_at + lane.cfg.idle_timeout);
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Abandoned));
+}
+
+#[test]
+fn vipps_unavailable_is_told_once_and_the_payment_still_followed() {
+    let (mut lane, read) = Lane::reading();
+    lane.feed(Event::PaymentReadFailed {
+        call: read,
+        error: unavailable(),
+    });
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::VippsUnavailable {
+            payment_followed: true
+        }));
+    assert_eq!(lane.label(), "awaiting_payment");
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.feed(Event::PaymentReadFailed {
+        call: read,
+        error: unavailable(),
+    });
+    assert!(lane.fx.is_empty(), "told once: {:?}", lane.fx);
+    lane.tick_deadline();
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    assert!(notified(&lane.fx, |t| *t == TerminalEvent::VippsAvailable));
+}
+
+// ---- stale, duplicate and invalid --------------------------------------------------------------
+
+#[test]
+fn answers_to_calls_not_awaited_are_ignored() {
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    // The same answer again, and answers to calls never made.
+    assert_eq!(
+        lane.refused(Event::PaymentStatus {
+            call: read,
+            state: PaymentState::Authorized,
+            aggregate: agg(10_000, 0, 0)
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+    assert_eq!(
+        lane.refused(Event::PaymentCaptured {
+            call: CallId(999),
+            state: PaymentState::Authorized,
+            aggregate: agg(10_000, 10_000, 0)
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+    assert_eq!(
+        Lane::new().refused(Event::QrExchanged {
+            call: CallId(0),
+            msisdn: msisdn("4791234567")
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+}
+
+#[test]
+fn an_answer_of_the_wrong_kind_is_an_invalid_transition() {
+    let mut lane = Lane::new();
+    lane.scan(TOKEN_QR, None, 1);
+    let call = lane.call("exchange");
+    assert_eq!(
+        lane.refused(Event::MembershipKnown {
+            call,
+            is_member: true
+        }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_qr_exchange",
+            event: "membership_known"
+        })
+    );
+    let (mut lane, read) = Lane::reading();
+    assert_eq!(
+        lane.refused(Event::PaymentCaptured {
+            call: read,
+            state: PaymentState::Authorized,
+            aggregate: agg(1, 1, 0)
+        }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_payment",
+            event: "payment_captured"
+        })
+    );
+    assert!(lane.refused_fx.is_empty());
+    // The pending check-in's call answered as something else, and the other way round.
+    let mut lane = Lane::identified(true);
+    let check_in = lane.call("check_in");
+    lane.feed(Event::Pay(pay(100)));
+    let create = lane.call("create");
+    assert_eq!(
+        lane.refused(Event::PaymentCreated { call: check_in }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_payment_creation",
+            event: "payment_created"
+        })
+    );
+    assert_eq!(
+        lane.refused(Event::CheckInSent { call: create }),
+        Disposition::Invalid(InvalidTransition {
+            state: "awaiting_payment_creation",
+            event: "check_in_sent"
+        })
+    );
+}
+
+// ---- recovery --------------------------------------------------------------------------------
+
+fn requested(attempt: u32) -> JournalRecord {
+    JournalRecord::PaymentRequested {
+        reference: payment_reference(&lane_id(), &sid(7)),
+        idempotency_key: idempotency_key(&sid(7), KeyedOperation::Create),
+        amount: Amount::nok(4_200),
+        msisdn: msisdn("4791234567"),
+        description: "Groceries".into(),
+        receipt_number: None,
+        attempt,
+    }
+}
+
+fn recover(records: &[JournalRecord]) -> Lane {
+    let mut lane = Lane::new();
+    let t = Session::recover(lane_id(), sid(7), records, lane.now, &lane.cfg);
+    assert_eq!(t.disposition, Disposition::Applied);
+    lane.session = t.session;
+    lane.fx = t.effects;
+    lane
+}
+
+#[test]
+fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_keys() {
+    let identified = JournalRecord::CustomerIdentified {
+        msisdn: msisdn("4791234567"),
+        membership: Membership::Member,
+    };
+    let records = vec![JournalRecord::SessionStarted, identified, requested(1)];
+    let mut lane = recover(&records);
+    assert_eq!(lane.label(), "awaiting_payment");
+    assert_eq!(lane.session.session_id(), Some(&sid(7)));
+    assert_eq!(lane.session.membership(), Some(Membership::Member));
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+    let key = idempotency_key(&sid(7), KeyedOperation::Capture);
+    assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
+
+    // Not found after a restart: never created again.
+    let mut lane = recover(&records);
+    let read = lane.call("read");
+    lane.feed(Event::PaymentNotFound { call: read });
+    assert!(
+        !lane
+            .fx
+            .iter()
+            .any(|e| matches!(e, Effect::CreatePayment { .. }))
+    );
+    assert_eq!(
+        ended_with(&lane.fx),
+        Some(Outcome::Failed {
+            reason: FailReason::PaymentNotCreated
+        })
+    );
+
+    // A capture already sent: a captured read-back is paid.
+    let capture = JournalRecord::CaptureRequested {
+        reference: payment_reference(&lane_id(), &sid(7)),
+        idempotency_key: key.clone(),
+        amount: Amount::nok(4_200),
+        attempt: 1,
+    };
+    let mut lane = recover(&[
+        requested(1),
+        JournalRecord::PaymentCreated {
+            reference: payment_reference(&lane_id(), &sid(7)),
+        },
+        capture,
+    ]);
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(4_200, 4_200, 0));
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
+
+    // A cashier cancel was in flight: an authorised payment is cancelled in full.
+    let cancel = JournalRecord::CancelRequested {
+        reference: payment_reference(&lane_id(), &sid(7)),
+        idempotency_key: idempotency_key(&sid(7), KeyedOperation::Cancel),
+        cancel_transaction_only: true,
+        attempt: 1,
+    };
+    let mut lane = recover(&[requested(1), cancel]);
+    let read = lane.call("read");
+    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+    assert!(lane.fx.iter().any(|e| matches!(
+        e,
+        Effect::CancelPayment {
+            cancel_transaction_only: false,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn recovery_of_the_rest() {
+    // Ended, or nothing at all: idle, nothing to do.
+    for records in [
+        vec![],
+        vec![
+            JournalRecord::SessionStarted,
+            requested(1),
+            JournalRecord::SessionEnded {
+                outcome: Outcome::Paid,
+            },
+        ],
+    ] {
+        let lane = recover(&records);
+        assert!(lane.session.is_idle());
+        assert!(lane.fx.is_empty());
+    }
+    // An enrollment in flight: polled once more.
+    let mut lane = recover(&[
+        JournalRecord::SessionStarted,
+        JournalRecord::EnrollmentStarted {
+            msisdn: msisdn("4791234567"),
+            auth_req_id: "req-9".into(),
+        },
+    ]);
+    assert_eq!(lane.label(), "awaiting_consent");
+    assert!(
+        lane.fx
+            .iter()
+            .any(|e| matches!(e, Effect::PollLogin { auth_req_id, .. } if auth_req_id == "req-9"))
+    );
+    let call = lane.call("poll_login");
+    lane.feed(Event::LoginDenied { call });
+    assert_eq!(lane.label(), "ready_for_payment");
+    // Nothing in flight: closed as interrupted.
+    let lane = recover(&[
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::Member,
+        },
+    ]);
+    assert!(lane.session.is_idle());
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+}
+
+// ---- names, records, labels ------------------------------------------------------------------
+
+#[test]
+fn derived_names_fit_vipps_patterns() {
+    let long_lane: LaneId = "a_b".repeat(10).parse().expect("30 chars");
+    let long_session: SessionId = "x".repeat(32).parse().expect("32 chars");
+    let reference = payment_reference(&long_lane, &long_session);
+    assert!(reference.as_str().len() <= 64);
+    assert!(
+        reference.as_str().starts_with("lh-a-ba-ba-b"),
+        "{reference}"
+    );
+    assert!(reference.as_str().ends_with(long_session.as_str()));
+    for op in [
+        KeyedOperation::Create,
+        KeyedOperation::Capture,
+        KeyedOperation::Cancel,
+        KeyedOperation::CancelFull,
+    ] {
+        assert!(idempotency_key(&long_session, op).as_str().len() <= 50);
+    }
+    // Deterministic: the same inputs give the same names.
+    assert_eq!(payment_reference(&long_lane, &long_session), reference);
+    for bad in ["short", "has-dash-123", &"x".repeat(33), "ünïcode123"] {
+        assert!(bad.parse::<SessionId>().is_err(), "{bad}");
+    }
+    let from_uuid = SessionId::from_uuid(uuid::Uuid::nil());
+    assert_eq!(from_uuid.as_str().len(), 32);
+}
+
+#[test]
+fn journal_records_round_trip_as_tagged_json() {
+    let records = vec![
+        JournalRecord::SessionStarted,
+        requested(2),
+        JournalRecord::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Failed { detail: "x".into() },
+        },
+        JournalRecord::SessionEnded {
+            outcome: Outcome::Failed {
+                reason: FailReason::PaymentRejected {
+                    status: 422,
+                    detail: "no".into(),
+                },
+            },
+        },
+    ];
+    for record in records {
+        let json = serde_json::to_value(&record).expect("serialisable");
+        assert_eq!(json["kind"], record.kind());
+        let back: JournalRecord = serde_json::from_value(json).expect("deserialisable");
+        assert_eq!(back, record);
+    }
+    let json = serde_json::to_string(&requested(1)).expect("serialisable");
+    assert!(
+        json.contains(r#""amount":{"currency":"NOK","value":4200}"#),
+        "{json}"
+    );
+}
+
+#[test]
+fn every_state_label_is_listed_and_snapshots_show_the_session() {
+    let lanes = [
+        Lane::new(),
+        Lane::ready(true),
+        Lane::consent(),
+        Lane::paying(),
+    ];
+    for lane in &lanes {
+        assert!(STATE_LABELS.contains(&lane.label()));
+    }
+    assert_eq!(state_labels().len(), 11);
+    let snap = Lane::paying().session.snapshot();
+    assert_eq!(snap.state, "awaiting_payment");
+    assert_eq!(snap.customer, Some(msisdn("4791234567")));
+    assert_eq!(snap.membership, Some(Membership::Member));
+    let payment = snap.payment.expect("payment");
+    assert_eq!(payment.amount, Amount::nok(10_000));
+    assert!(!payment.cancel_requested);
+}
+
+#[test]
+fn terminal_events_serialise_with_a_tag_and_read_as_cashier_messages() {
+    let ended = TerminalEvent::SessionEnded {
+        outcome: Outcome::Paid,
+        amount: Some(Amount::nok(23_990)),
+    };
+    let json = serde_json::to_value(&ended).expect("serialisable");
+    assert_eq!(json["event"], "session_ended");
+    assert_eq!(json["outcome"]["outcome"], "paid");
+    assert_eq!(ended.message(), "Payment approved 239.90 NOK");
+    let rejected = TerminalEvent::CommandRejected {
+        command: Command::Reset,
+        rejection: Rejection::PaymentInProgress,
+    };
+    let json = serde_json::to_value(&rejected).expect("serialisable");
+    assert_eq!(json["rejection"]["kind"], "payment_in_progress");
+    assert_eq!(
+        rejected.message(),
+        "reset refused: a payment is in progress: wait for it or cancel it"
+    );
+    let identified = TerminalEvent::CustomerIdentified {
+        phone: msisdn("4791234567").masked(),
+        membership: Membership::NonMember,
+    };
+    assert!(identified.message().contains("47******67"));
+    assert!(!identified.message().contains("4791234567"));
+}

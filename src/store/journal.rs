@@ -1,0 +1,300 @@
+//! The session journal: append-only records per (lane, session), read back to recover lanes.
+//!
+//! Invariants: `seq` is one strictly increasing counter over the whole journal (never reused),
+//! so records of a session are ordered by it; a session is open from its first record until its
+//! terminal `closed` record, after which nothing more may be appended to it. These functions run
+//! on the store thread with the connection; `Store` is the async front.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::de::DeserializeOwned;
+
+use super::error::{Result, StoreError};
+use super::{check_label, check_session, format_time, parse_time};
+use crate::domain::LaneId;
+
+/// The kind of the terminal record written by `close_session`.
+pub const CLOSED_KIND: &str = "closed";
+
+/// One journal record as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRecord {
+    pub seq: u64,
+    pub lane: LaneId,
+    pub session: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl JournalRecord {
+    /// Decodes the payload into the type the session state machine wrote.
+    pub fn payload_as<T: DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.payload).map_err(|e| {
+            StoreError::corrupt(
+                "journal payload",
+                format!("record {} ({}): {e}", self.seq, self.kind),
+            )
+        })
+    }
+
+    /// True for the terminal record of a session.
+    pub fn is_closed(&self) -> bool {
+        self.kind == CLOSED_KIND
+    }
+}
+
+/// The records of one session, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionJournal {
+    pub lane: LaneId,
+    pub session: String,
+    pub records: Vec<JournalRecord>,
+}
+
+/// Appends a record and commits it; returns its `seq`.
+pub(crate) fn append(
+    conn: &mut Connection,
+    lane: &LaneId,
+    session: &str,
+    kind: &str,
+    payload: &str,
+) -> Result<u64> {
+    check_session(session)?;
+    check_label("record kind", kind, 32)?;
+    if kind == CLOSED_KIND {
+        return Err(StoreError::invalid(
+            "record kind",
+            "`closed` is written by close_session only",
+        ));
+    }
+    insert(conn, lane, session, kind, payload, None)
+}
+
+/// Appends the terminal `closed` record with `{"outcome": outcome}`; returns its `seq`.
+pub(crate) fn close(
+    conn: &mut Connection,
+    lane: &LaneId,
+    session: &str,
+    outcome: &str,
+) -> Result<u64> {
+    check_session(session)?;
+    check_label("session outcome", outcome, 32)?;
+    let payload = serde_json::json!({ "outcome": outcome }).to_string();
+    insert(conn, lane, session, CLOSED_KIND, &payload, Some(outcome))
+}
+
+fn insert(
+    conn: &mut Connection,
+    lane: &LaneId,
+    session: &str,
+    kind: &str,
+    payload: &str,
+    closing: Option<&str>,
+) -> Result<u64> {
+    let tx = conn.transaction()?;
+    let closed: Option<Option<i64>> = tx
+        .query_row(
+            "SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2",
+            params![lane.as_str(), session],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(Some(_)) = closed {
+        return Err(StoreError::SessionClosed {
+            lane: lane.to_string(),
+            session: session.to_owned(),
+        });
+    }
+    tx.execute(
+        "INSERT INTO journal (lane, session, kind, payload, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            lane.as_str(),
+            session,
+            kind,
+            payload,
+            format_time(&Utc::now())
+        ],
+    )?;
+    let seq = tx.last_insert_rowid();
+    if closed.is_none() {
+        tx.execute(
+            "INSERT INTO sessions (lane, session, opened_seq) VALUES (?1, ?2, ?3)",
+            params![lane.as_str(), session, seq],
+        )?;
+    }
+    if let Some(outcome) = closing {
+        tx.execute(
+            "UPDATE sessions SET closed_seq = ?3, outcome = ?4 WHERE lane = ?1 AND session = ?2",
+            params![lane.as_str(), session, seq, outcome],
+        )?;
+    }
+    tx.commit()?;
+    to_seq(seq)
+}
+
+/// Every record of one session, oldest first (empty if the session is unknown).
+pub(crate) fn session_records(
+    conn: &Connection,
+    lane: &LaneId,
+    session: &str,
+) -> Result<Vec<JournalRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
+         WHERE lane = ?1 AND session = ?2 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![lane.as_str(), session], raw_record)?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(RawRecord::parse))
+        .collect()
+}
+
+/// The sessions without a `closed` record, of one lane or of all lanes, each with its records.
+pub(crate) fn open_sessions(
+    conn: &Connection,
+    lane: Option<&LaneId>,
+) -> Result<Vec<SessionJournal>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.seq, j.lane, j.session, j.kind, j.payload, j.recorded_at
+         FROM sessions s JOIN journal j ON j.lane = s.lane AND j.session = s.session
+         WHERE s.closed_seq IS NULL AND (?1 IS NULL OR s.lane = ?1)
+         ORDER BY s.opened_seq, j.seq",
+    )?;
+    let rows = stmt.query_map(params![lane.map(LaneId::as_str)], raw_record)?;
+    let mut out: Vec<SessionJournal> = Vec::new();
+    for row in rows {
+        let record = row.map_err(StoreError::from).and_then(RawRecord::parse)?;
+        match out.last_mut() {
+            Some(s) if s.lane == record.lane && s.session == record.session => {
+                s.records.push(record)
+            }
+            _ => out.push(SessionJournal {
+                lane: record.lane.clone(),
+                session: record.session.clone(),
+                records: vec![record],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+struct RawRecord {
+    seq: i64,
+    lane: String,
+    session: String,
+    kind: String,
+    payload: String,
+    recorded_at: String,
+}
+
+fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        seq: row.get(0)?,
+        lane: row.get(1)?,
+        session: row.get(2)?,
+        kind: row.get(3)?,
+        payload: row.get(4)?,
+        recorded_at: row.get(5)?,
+    })
+}
+
+impl RawRecord {
+    fn parse(self) -> Result<JournalRecord> {
+        Ok(JournalRecord {
+            seq: to_seq(self.seq)?,
+            lane: self
+                .lane
+                .parse()
+                .map_err(|e| StoreError::corrupt("journal lane", e))?,
+            session: self.session,
+            kind: self.kind,
+            payload: serde_json::from_str(&self.payload).map_err(|e| {
+                StoreError::corrupt("journal payload", format!("record {}: {e}", self.seq))
+            })?,
+            recorded_at: parse_time("journal timestamp", &self.recorded_at)?,
+        })
+    }
+}
+
+fn to_seq(seq: i64) -> Result<u64> {
+    u64::try_from(seq).map_err(|_| StoreError::corrupt("journal seq", format!("{seq} < 0")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{self, OpenMode};
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        (dir, conn)
+    }
+
+    fn lane(s: &str) -> LaneId {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn records_come_back_in_order_and_close_ends_the_session() {
+        let (_dir, mut conn) = db();
+        let l1 = lane("lane-1");
+        let a = append(&mut conn, &l1, "s1", "started", r#"{"n":1}"#).unwrap();
+        let b = append(&mut conn, &lane("lane-2"), "s1", "started", "{}").unwrap();
+        let c = append(&mut conn, &l1, "s1", "scanned", r#"{"n":2}"#).unwrap();
+        assert!(a < b && b < c);
+        let records = session_records(&conn, &l1, "s1").unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![a, c]
+        );
+        assert_eq!(records[1].payload, serde_json::json!({"n": 2}));
+
+        let open = open_sessions(&conn, Some(&l1)).unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].records.len(), 2);
+        assert_eq!(open_sessions(&conn, None).unwrap().len(), 2);
+
+        let closed = close(&mut conn, &l1, "s1", "paid").unwrap();
+        assert!(closed > c);
+        assert!(open_sessions(&conn, Some(&l1)).unwrap().is_empty());
+        assert_eq!(open_sessions(&conn, None).unwrap().len(), 1);
+        let last = session_records(&conn, &l1, "s1").unwrap().pop().unwrap();
+        assert!(last.is_closed());
+        assert_eq!(last.payload, serde_json::json!({"outcome": "paid"}));
+
+        let err = append(&mut conn, &l1, "s1", "late", "{}").unwrap_err();
+        assert_eq!(err.kind(), "session_closed");
+        let err = close(&mut conn, &l1, "s1", "paid").unwrap_err();
+        assert_eq!(err.kind(), "session_closed");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused() {
+        let (_dir, mut conn) = db();
+        let l = lane("l");
+        for (session, kind) in [("", "k"), ("s 1", "k"), ("s", ""), ("s", "has space")] {
+            let err = append(&mut conn, &l, session, kind, "{}").unwrap_err();
+            assert_eq!(err.kind(), "invalid_input", "{session:?} {kind:?}");
+        }
+        let err = append(&mut conn, &l, "s", CLOSED_KIND, "{}").unwrap_err();
+        assert!(err.to_string().contains("close_session"), "{err}");
+        assert!(session_records(&conn, &l, "s").unwrap().is_empty());
+    }
+
+    #[test]
+    fn payload_as_decodes_or_names_the_record() {
+        let (_dir, mut conn) = db();
+        let l = lane("l");
+        append(&mut conn, &l, "s", "amount", r#"{"value":5}"#).unwrap();
+        let r = &session_records(&conn, &l, "s").unwrap()[0];
+        #[derive(serde::Deserialize)]
+        struct V {
+            value: u64,
+        }
+        assert_eq!(r.payload_as::<V>().unwrap().value, 5);
+        let err = r.payload_as::<Vec<u8>>().unwrap_err();
+        assert_eq!(err.kind(), "corrupt");
+        assert!(err.to_string().contains("amount"), "{err}");
+    }
+}

@@ -1,0 +1,453 @@
+//! lanehub's durable storage: one embedded SQLite file, `<store.data_dir>/lanehub.db`, holding
+//! the session journal, the payments index, idempotency keys, run-time settings and members.
+//!
+//! `Store` is a cheap, cloneable handle. All SQLite work runs on one dedicated thread
+//! ("lanehub-store") that owns the connection, so no actor thread ever blocks on disk: a method
+//! sends a job through a bounded queue (`STORE_QUEUE_CAPACITY`) and awaits a oneshot reply.
+//! Every method returns a `'static` future, so an actor can `ctx.spawn` it directly.
+//!
+//! Durability: WAL mode with `synchronous=FULL`, so a write has reached the disk when its
+//! future resolves. If a caller drops the future after sending, the write may still commit.
+//! The thread ends when the last handle is dropped.
+
+mod backup;
+mod error;
+mod journal;
+mod member_csv;
+mod members;
+mod payments;
+pub mod schema;
+mod settings;
+
+pub mod admin;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::Connection;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use backup::BackupReport;
+pub use error::{Result, StoreError};
+pub use journal::{CLOSED_KIND, JournalRecord, SessionJournal};
+pub use member_csv::{CSV_COLUMNS, CsvError, RowProblem, read_members, write_members};
+pub use members::{
+    Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
+    Upserted,
+};
+pub use payments::{PaymentRecord, PaymentUpdate};
+pub use schema::{DATABASE_FILE, OpenMode, SCHEMA_VERSION};
+
+use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
+
+/// How many requests may wait for the store thread before callers wait to enqueue.
+pub const STORE_QUEUE_CAPACITY: usize = 256;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the store thread; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    sender: mpsc::Sender<Job>,
+    path: Arc<Path>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating `data_dir` and the file if missing) and migrates `data_dir/lanehub.db`.
+    pub async fn open(data_dir: impl AsRef<Path>) -> Result<Store> {
+        Self::open_file(data_dir.as_ref().join(DATABASE_FILE), OpenMode::Create).await
+    }
+
+    /// Opens the database file at `path` on a new store thread.
+    pub async fn open_file(path: impl Into<PathBuf>, mode: OpenMode) -> Result<Store> {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let store = Self::start(path.into(), mode, move |r| {
+            let _ = ready_tx.send(r);
+        })?;
+        ready_rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(store)
+    }
+
+    /// Like `open`, for synchronous start-up code; never call it on an actor thread.
+    pub fn open_blocking(data_dir: impl AsRef<Path>) -> Result<Store> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let path = data_dir.as_ref().join(DATABASE_FILE);
+        let store = Self::start(path, OpenMode::Create, move |r| {
+            let _ = ready_tx.send(r);
+        })?;
+        ready_rx.recv().map_err(|_| StoreError::Closed)??;
+        Ok(store)
+    }
+
+    fn start(
+        path: PathBuf,
+        mode: OpenMode,
+        ready: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<Store> {
+        let (sender, receiver) = mpsc::channel::<Job>(STORE_QUEUE_CAPACITY);
+        let thread_path = path.clone();
+        std::thread::Builder::new()
+            .name("lanehub-store".into())
+            .spawn(move || match schema::open(&thread_path, mode) {
+                Ok(conn) => {
+                    ready(Ok(()));
+                    serve(conn, receiver, &thread_path);
+                }
+                Err(e) => ready(Err(e)),
+            })
+            .map_err(|error| StoreError::Io {
+                path: path.clone(),
+                error,
+            })?;
+        Ok(Store {
+            sender,
+            path: path.into(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the store thread and returns its result.
+    fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let sender = self.sender.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let job: Job = Box::new(move |conn| {
+                // A panicking job must not take the store down for every lane; its open
+                // transaction rolls back as it unwinds.
+                let result =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
+                        tracing::error!("a store job panicked; its transaction was rolled back");
+                        Err(StoreError::Panicked)
+                    });
+                // The caller may have gone away; the work is done either way.
+                let _ = reply.send(result);
+            });
+            sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH)
+                .set((STORE_QUEUE_CAPACITY - sender.capacity()) as f64);
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> impl Future<Output = Result<u32>> + Send + 'static {
+        self.call(|conn| schema::schema_version(conn))
+    }
+
+    // ---- journal ----
+
+    /// Appends a record to a session's journal; returns its `seq` once it is on disk.
+    pub fn append(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        kind: &str,
+        payload: impl Serialize,
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
+        let payload = serde_json::to_string(&payload);
+        let (lane, session, kind) = (lane.clone(), session.to_owned(), kind.to_owned());
+        self.call(move |conn| journal::append(conn, &lane, &session, &kind, &payload?))
+    }
+
+    /// Writes a session's terminal `closed` record with `{"outcome": outcome}`; returns its `seq`.
+    pub fn close_session(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        outcome: &str,
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
+        let (lane, session, outcome) = (lane.clone(), session.to_owned(), outcome.to_owned());
+        self.call(move |conn| journal::close(conn, &lane, &session, &outcome))
+    }
+
+    /// Every record of one session, oldest first (empty if unknown).
+    pub fn session_records(
+        &self,
+        lane: &LaneId,
+        session: &str,
+    ) -> impl Future<Output = Result<Vec<JournalRecord>>> + Send + 'static {
+        let (lane, session) = (lane.clone(), session.to_owned());
+        self.call(move |conn| journal::session_records(conn, &lane, &session))
+    }
+
+    /// The lane's sessions without a `closed` record, oldest first, with their records.
+    pub fn open_sessions(
+        &self,
+        lane: &LaneId,
+    ) -> impl Future<Output = Result<Vec<SessionJournal>>> + Send + 'static {
+        let lane = lane.clone();
+        self.call(move |conn| journal::open_sessions(conn, Some(&lane)))
+    }
+
+    /// Every lane's open sessions, for recovery at process start.
+    pub fn all_open_sessions(
+        &self,
+    ) -> impl Future<Output = Result<Vec<SessionJournal>>> + Send + 'static {
+        self.call(|conn| journal::open_sessions(conn, None))
+    }
+
+    // ---- payments and idempotency keys ----
+
+    /// Records a payment before its create request is sent (a repeat with equal details is a no-op).
+    pub fn record_payment(
+        &self,
+        reference: &PaymentReference,
+        lane: &LaneId,
+        session: &str,
+        amount: Amount,
+        state: &str,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (reference, lane) = (reference.clone(), lane.clone());
+        let (session, state) = (session.to_owned(), state.to_owned());
+        self.call(move |conn| {
+            payments::record_payment(conn, &reference, &lane, &session, amount, &state)
+        })
+    }
+
+    /// Updates a payment's last known state and amounts; returns it as stored.
+    pub fn update_payment(
+        &self,
+        reference: &PaymentReference,
+        update: PaymentUpdate,
+    ) -> impl Future<Output = Result<PaymentRecord>> + Send + 'static {
+        let reference = reference.clone();
+        self.call(move |conn| payments::update_payment(conn, &reference, &update))
+    }
+
+    /// One payment by reference.
+    pub fn payment(
+        &self,
+        reference: &PaymentReference,
+    ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send + 'static {
+        let reference = reference.clone();
+        self.call(move |conn| payments::payment(conn, &reference))
+    }
+
+    /// Every recorded payment, oldest first.
+    pub fn payments(&self) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
+        self.call(|conn| payments::payments(conn))
+    }
+
+    /// Stores the idempotency key of `operation` before its request is sent. The same key again
+    /// is a no-op; a different one is `IdempotencyKeyConflict`.
+    pub fn record_idempotency_key(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        operation: &str,
+        key: &IdempotencyKey,
+        reference: Option<&PaymentReference>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (lane, session, operation) = (lane.clone(), session.to_owned(), operation.to_owned());
+        let (key, reference) = (key.clone(), reference.cloned());
+        self.call(move |conn| {
+            payments::record_idempotency_key(
+                conn,
+                &lane,
+                &session,
+                &operation,
+                &key,
+                reference.as_ref(),
+            )
+        })
+    }
+
+    /// The stored idempotency key of `operation` for a session.
+    pub fn idempotency_key(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        operation: &str,
+    ) -> impl Future<Output = Result<Option<IdempotencyKey>>> + Send + 'static {
+        let (lane, session, operation) = (lane.clone(), session.to_owned(), operation.to_owned());
+        self.call(move |conn| payments::idempotency_key(conn, &lane, &session, &operation))
+    }
+
+    // ---- settings ----
+
+    /// The value stored under `key` (1 to 64 characters of a-z, 0-9, `-_.:`).
+    pub fn setting(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send + 'static {
+        let key = key.to_owned();
+        self.call(move |conn| settings::get(conn, &key))
+    }
+
+    /// Stores `value` under `key`, replacing any earlier value.
+    pub fn put_setting(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.call(move |conn| settings::put(conn, &key, &value))
+    }
+
+    /// Removes `key`; true if it was there.
+    pub fn delete_setting(&self, key: &str) -> impl Future<Output = Result<bool>> + Send + 'static {
+        let key = key.to_owned();
+        self.call(move |conn| settings::delete(conn, &key))
+    }
+
+    /// A secret stored under `key` (e.g. the webhook secret), typed so it cannot be logged.
+    pub fn secret_setting(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<SecretString>>> + Send + 'static {
+        let key = key.to_owned();
+        self.call(move |conn| Ok(settings::get(conn, &key)?.map(SecretString::from)))
+    }
+
+    /// Stores a secret exactly as given.
+    pub fn put_secret_setting(
+        &self,
+        key: &str,
+        value: &SecretString,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let key = key.to_owned();
+        let value = SecretString::from(value.expose_secret());
+        self.call(move |conn| settings::put(conn, &key, value.expose_secret()))
+    }
+
+    // ---- members ----
+
+    /// Upserts all `members` in one transaction: all of them or none.
+    pub fn import_members(
+        &self,
+        members: Vec<Member>,
+    ) -> impl Future<Output = Result<ImportCounts>> + Send + 'static {
+        self.call(move |conn| members::import(conn, &members))
+    }
+
+    /// Writes a consistent copy of the database to `dest` while writers go on.
+    pub fn backup(
+        &self,
+        dest: &Path,
+    ) -> impl Future<Output = Result<BackupReport>> + Send + 'static {
+        let dest = dest.to_owned();
+        self.call(move |conn| backup::backup(conn, &dest))
+    }
+}
+
+impl MembershipStore for Store {
+    fn member(&self, phone: &Msisdn) -> StoreFuture<Option<Member>> {
+        let phone = phone.clone();
+        Box::pin(self.call(move |conn| members::get(conn, &phone)))
+    }
+
+    fn upsert_member(&self, member: Member) -> StoreFuture<Upserted> {
+        Box::pin(self.call(move |conn| members::upsert(conn, &member)))
+    }
+
+    fn members(&self) -> StoreFuture<Vec<Member>> {
+        Box::pin(self.call(|conn| members::list(conn)))
+    }
+
+    fn member_count(&self) -> StoreFuture<u64> {
+        Box::pin(self.call(|conn| members::count(conn)))
+    }
+}
+
+/// The store thread: runs jobs in order until every handle is dropped.
+fn serve(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, path: &Path) {
+    while let Some(job) = jobs.blocking_recv() {
+        metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH).set(jobs.len() as f64);
+        job(&mut conn);
+    }
+    tracing::debug!(path = %path.display(), "store thread stopped");
+}
+
+/// Times are stored as RFC 3339 in UTC with as many fraction digits as needed.
+pub(crate) fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+pub(crate) fn parse_time(what: &'static str, raw: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::corrupt(what, format!("`{raw}`: {e}")))
+}
+
+/// A short label (record kind, operation, state, setting key): 1 to `max` characters of
+/// ASCII letters, digits and `-_.:`.
+pub(crate) fn check_label(what: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty()
+        || value.len() > max
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(StoreError::invalid(
+            what,
+            format!("expected 1 to {max} characters of a-z, A-Z, 0-9 and -_.:"),
+        ));
+    }
+    Ok(())
+}
+
+/// A session id: 1 to 128 printable ASCII characters without spaces.
+pub(crate) fn check_session(session: &str) -> Result<()> {
+    if session.is_empty() || session.len() > 128 || !session.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(StoreError::invalid(
+            "session id",
+            "expected 1 to 128 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_stop_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let err = store
+            .call(|_| -> Result<()> { panic!("deliberate test panic") })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "panicked");
+        assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn open_blocking_works_outside_a_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_blocking(dir.path().join("new")).unwrap();
+        assert_eq!(store.path(), dir.path().join("new").join(DATABASE_FILE));
+        assert!(store.path().is_file());
+    }
+
+    #[test]
+    fn labels_and_sessions() {
+        assert!(check_label("k", "refund-2", 32).is_ok());
+        assert!(check_label("k", "webhook.secret", 64).is_ok());
+        assert!(check_label("k", "", 32).is_err());
+        assert!(check_label("k", "a b", 32).is_err());
+        assert!(check_label("k", &"a".repeat(33), 32).is_err());
+        assert!(check_session("3f2a-…").is_err());
+        assert!(check_session(&"s".repeat(128)).is_ok());
+    }
+}

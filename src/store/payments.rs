@@ -1,0 +1,355 @@
+//! The payments index and the idempotency keys of Vipps requests.
+//!
+//! A payment is recorded before its create request is sent and its last known state is updated
+//! as answers and webhooks arrive, so the refund endpoint and recovery find every reference.
+//! An idempotency key is stored before its request is sent, so a restart reuses the same key
+//! and never issues a second payment, capture or refund.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::error::{Result, StoreError};
+use super::{check_label, check_session, format_time, parse_time};
+use crate::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
+
+/// A payment as the index knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentRecord {
+    pub reference: PaymentReference,
+    pub lane: LaneId,
+    pub session: String,
+    pub amount: Amount,
+    /// The last known state, e.g. `CREATED`, `AUTHORIZED`, `ABORTED`.
+    pub state: String,
+    /// Minor units captured so far (from the payment's `aggregate`).
+    pub captured: u64,
+    /// Minor units refunded so far.
+    pub refunded: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A change to a recorded payment; `None` keeps the stored value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentUpdate {
+    pub state: Option<String>,
+    pub captured: Option<u64>,
+    pub refunded: Option<u64>,
+}
+
+impl PaymentUpdate {
+    /// An update of the state alone.
+    pub fn state(state: impl Into<String>) -> Self {
+        Self {
+            state: Some(state.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Records a new payment; recording the same reference again with the same details is a no-op.
+pub(crate) fn record_payment(
+    conn: &mut Connection,
+    reference: &PaymentReference,
+    lane: &LaneId,
+    session: &str,
+    amount: Amount,
+    state: &str,
+) -> Result<()> {
+    check_session(session)?;
+    check_label("payment state", state, 32)?;
+    let value = to_sql_amount(amount.value)?;
+    let tx = conn.transaction()?;
+    if let Some(existing) = select(&tx, reference)? {
+        if existing.lane == *lane && existing.session == session && existing.amount == amount {
+            return Ok(());
+        }
+        return Err(StoreError::PaymentConflict {
+            reference: reference.to_string(),
+        });
+    }
+    let now = format_time(&Utc::now());
+    tx.execute(
+        "INSERT INTO payments (reference, lane, session, currency, amount_minor, state,
+                               created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        params![
+            reference.as_str(),
+            lane.as_str(),
+            session,
+            amount.currency.as_str(),
+            value,
+            state,
+            now
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Applies `update` and returns the payment as stored afterwards.
+pub(crate) fn update_payment(
+    conn: &mut Connection,
+    reference: &PaymentReference,
+    update: &PaymentUpdate,
+) -> Result<PaymentRecord> {
+    if let Some(state) = &update.state {
+        check_label("payment state", state, 32)?;
+    }
+    let captured = update.captured.map(to_sql_amount).transpose()?;
+    let refunded = update.refunded.map(to_sql_amount).transpose()?;
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
+        "UPDATE payments SET state = coalesce(?2, state),
+                             captured_minor = coalesce(?3, captured_minor),
+                             refunded_minor = coalesce(?4, refunded_minor),
+                             updated_at = ?5
+         WHERE reference = ?1",
+        params![
+            reference.as_str(),
+            update.state,
+            captured,
+            refunded,
+            format_time(&Utc::now())
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::UnknownPayment {
+            reference: reference.to_string(),
+        });
+    }
+    let record = select(&tx, reference)?.ok_or_else(|| StoreError::UnknownPayment {
+        reference: reference.to_string(),
+    })?;
+    tx.commit()?;
+    Ok(record)
+}
+
+/// One payment by reference.
+pub(crate) fn payment(
+    conn: &Connection,
+    reference: &PaymentReference,
+) -> Result<Option<PaymentRecord>> {
+    select(conn, reference)
+}
+
+/// Every recorded payment, oldest first.
+pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY created_at, reference"))?;
+    let rows = stmt.query_map([], raw_payment)?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
+        .collect()
+}
+
+const SELECT: &str = "SELECT reference, lane, session, currency, amount_minor, state,
+                             captured_minor, refunded_minor, created_at, updated_at
+                      FROM payments";
+
+fn select(conn: &Connection, reference: &PaymentReference) -> Result<Option<PaymentRecord>> {
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE reference = ?1"))?;
+    stmt.query_row([reference.as_str()], raw_payment)
+        .optional()?
+        .map(RawPayment::parse)
+        .transpose()
+}
+
+struct RawPayment {
+    reference: String,
+    lane: String,
+    session: String,
+    currency: String,
+    amount: i64,
+    state: String,
+    captured: i64,
+    refunded: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+fn raw_payment(row: &Row<'_>) -> rusqlite::Result<RawPayment> {
+    Ok(RawPayment {
+        reference: row.get(0)?,
+        lane: row.get(1)?,
+        session: row.get(2)?,
+        currency: row.get(3)?,
+        amount: row.get(4)?,
+        state: row.get(5)?,
+        captured: row.get(6)?,
+        refunded: row.get(7)?,
+        created_at: row.get(8)?,
+        updated_at: row.get(9)?,
+    })
+}
+
+impl RawPayment {
+    fn parse(self) -> Result<PaymentRecord> {
+        let minor = |what: &'static str, v: i64| {
+            u64::try_from(v).map_err(|_| StoreError::corrupt(what, format!("{v} is negative")))
+        };
+        Ok(PaymentRecord {
+            reference: self
+                .reference
+                .parse()
+                .map_err(|e| StoreError::corrupt("payment reference", e))?,
+            lane: self
+                .lane
+                .parse()
+                .map_err(|e| StoreError::corrupt("payment lane", e))?,
+            session: self.session,
+            amount: Amount::new(
+                self.currency
+                    .parse()
+                    .map_err(|e| StoreError::corrupt("payment currency", e))?,
+                minor("payment amount", self.amount)?,
+            ),
+            state: self.state,
+            captured: minor("captured amount", self.captured)?,
+            refunded: minor("refunded amount", self.refunded)?,
+            created_at: parse_time("payment created_at", &self.created_at)?,
+            updated_at: parse_time("payment updated_at", &self.updated_at)?,
+        })
+    }
+}
+
+fn to_sql_amount(value: u64) -> Result<i64> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::invalid("amount", format!("{value} minor units is too large")))
+}
+
+/// Stores the key of `operation` (e.g. `create`, `capture`, `refund-2`) for a session.
+/// Storing the same key again is a no-op; a different key is a conflict.
+pub(crate) fn record_idempotency_key(
+    conn: &mut Connection,
+    lane: &LaneId,
+    session: &str,
+    operation: &str,
+    key: &IdempotencyKey,
+    reference: Option<&PaymentReference>,
+) -> Result<()> {
+    check_session(session)?;
+    check_label("operation", operation, 32)?;
+    let tx = conn.transaction()?;
+    match lookup_key(&tx, lane, session, operation)? {
+        Some(existing) if existing == *key => return Ok(()),
+        Some(_) => {
+            return Err(StoreError::IdempotencyKeyConflict {
+                lane: lane.to_string(),
+                session: session.to_owned(),
+                operation: operation.to_owned(),
+            });
+        }
+        None => {}
+    }
+    tx.execute(
+        "INSERT INTO idempotency_keys (lane, session, operation, key, reference, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            lane.as_str(),
+            session,
+            operation,
+            key.as_str(),
+            reference.map(PaymentReference::as_str),
+            format_time(&Utc::now())
+        ],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// The stored key of `operation` for a session, if any.
+pub(crate) fn idempotency_key(
+    conn: &Connection,
+    lane: &LaneId,
+    session: &str,
+    operation: &str,
+) -> Result<Option<IdempotencyKey>> {
+    lookup_key(conn, lane, session, operation)
+}
+
+fn lookup_key(
+    conn: &Connection,
+    lane: &LaneId,
+    session: &str,
+    operation: &str,
+) -> Result<Option<IdempotencyKey>> {
+    let raw: Option<String> = conn
+        .prepare_cached(
+            "SELECT key FROM idempotency_keys WHERE lane = ?1 AND session = ?2 AND operation = ?3",
+        )?
+        .query_row(params![lane.as_str(), session, operation], |r| r.get(0))
+        .optional()?;
+    raw.map(|k| {
+        k.parse()
+            .map_err(|e| StoreError::corrupt("idempotency key", e))
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::schema::{self, OpenMode};
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn payment_is_recorded_updated_and_listed() {
+        let (_dir, mut conn) = db();
+        let r: PaymentReference = "lane-1-0001".parse().unwrap();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        record_payment(&mut conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        // A retry of the same record is fine; other details are a conflict.
+        record_payment(&mut conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        let err =
+            record_payment(&mut conn, &r, &lane, "s1", Amount::nok(1), "CREATED").unwrap_err();
+        assert_eq!(err.kind(), "payment_conflict");
+
+        let p = update_payment(&mut conn, &r, &PaymentUpdate::state("AUTHORIZED")).unwrap();
+        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 0));
+        let p = update_payment(
+            &mut conn,
+            &r,
+            &PaymentUpdate {
+                captured: Some(23990),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 23990));
+        assert_eq!(payments(&conn).unwrap(), vec![p.clone()]);
+        assert_eq!(payment(&conn, &r).unwrap(), Some(p));
+
+        let unknown: PaymentReference = "nope-nope".parse().unwrap();
+        let err = update_payment(&mut conn, &unknown, &PaymentUpdate::state("X")).unwrap_err();
+        assert_eq!(err.kind(), "unknown_payment");
+        let err = record_payment(&mut conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C")
+            .unwrap_err();
+        assert_eq!(err.kind(), "invalid_input");
+    }
+
+    #[test]
+    fn idempotency_keys_are_stored_once() {
+        let (_dir, mut conn) = db();
+        let lane: LaneId = "l".parse().unwrap();
+        let k1: IdempotencyKey = "key-1".parse().unwrap();
+        let k2: IdempotencyKey = "key-2".parse().unwrap();
+        assert_eq!(idempotency_key(&conn, &lane, "s", "create").unwrap(), None);
+        record_idempotency_key(&mut conn, &lane, "s", "create", &k1, None).unwrap();
+        record_idempotency_key(&mut conn, &lane, "s", "create", &k1, None).unwrap();
+        let err = record_idempotency_key(&mut conn, &lane, "s", "create", &k2, None).unwrap_err();
+        assert_eq!(err.kind(), "idempotency_key_conflict");
+        record_idempotency_key(&mut conn, &lane, "s", "capture", &k2, None).unwrap();
+        assert_eq!(
+            idempotency_key(&conn, &lane, "s", "create").unwrap(),
+            Some(k1)
+        );
+        assert_eq!(
+            idempotency_key(&conn, &lane, "s", "capture").unwrap(),
+            Some(k2)
+        );
+    }
+}
