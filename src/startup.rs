@@ -43,6 +43,7 @@ impl Application {
     /// Binds the listeners and starts everything. Must be called inside an actix system.
     pub fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
+        let metrics = web::Data::new(crate::metrics::install()?);
         let sim = match settings.vipps.mode {
             VippsMode::Simulator => {
                 let listener = TcpListener::bind(settings.sim.listen).map_err(|e| {
@@ -131,7 +132,8 @@ impl Application {
                 .app_data(lanes_data.clone())
                 .app_data(tokens.clone())
                 .app_data(state.clone())
-                .app_data(store_data.clone());
+                .app_data(store_data.clone())
+                .app_data(metrics.clone());
             if let Some(r) = &receiver_data {
                 app = app.app_data(r.clone());
             }

@@ -61,6 +61,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/lanes/{lane}/reset", web::post().to(post_reset))
             .route("/lanes/{lane}/events", web::get().to(lane_events))
             .route("/payments/{reference}/refund", web::post().to(post_refund))
+            .route("/lanes/{lane}/test/panic", web::post().to(post_test_panic))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
             })),
@@ -461,12 +462,86 @@ pub struct RefundBody {
 async fn post_refund(
     caller: Caller,
     reference: web::Path<String>,
+    state: web::Data<crate::startup::AppState>,
     body: Body<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let _reference: crate::domain::PaymentReference = reference
+    let reference: crate::domain::PaymentReference = reference
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no payment `{reference}`")))?;
-    let _amount = amount(body.0.amount, "amount")?;
-    Err(ApiError::Unavailable("refunds are not wired yet".into()))
+    let amount = amount(body.0.amount, "amount")?;
+    if amount.value == 0 {
+        return Err(ApiError::invalid("amount.value", "the amount must be above 0"));
+    }
+    let payment = state
+        .store
+        .payment(&reference)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store cannot be read: {e}")))?
+        .ok_or_else(|| ApiError::NotFound(format!("no payment `{reference}`")))?;
+    if payment.amount.currency != amount.currency {
+        return Err(ApiError::invalid(
+            "amount.currency",
+            format!("the payment is in {}", payment.amount.currency),
+        ));
+    }
+    // The same refund asked twice (a retried request) gets the same key, so Vipps refunds once;
+    // after it succeeds the refunded total changes, and the next refund gets a new key.
+    let key = refund_key(&reference, payment.refunded, amount.value);
+    let result = state
+        .vipps
+        .refund_payment(&reference, &key, amount)
+        .await
+        .map_err(|e| match crate::lane::effects::call_error(&e) {
+            crate::session::CallError::Rejected { detail, .. } => ApiError::NotAllowed(detail),
+            crate::session::CallError::Unavailable { detail } => ApiError::Unavailable(detail),
+            crate::session::CallError::Unknown { detail } => ApiError::BadGateway(detail),
+        })?;
+    let update = crate::store::PaymentUpdate {
+        state: None,
+        captured: Some(result.aggregate.captured_amount.value),
+        refunded: Some(result.aggregate.refunded_amount.value),
+    };
+    if let Err(e) = state.store.update_payment(&reference, update).await {
+        tracing::warn!(%reference, error = %e, "refund done at Vipps but the payments index was not updated");
+    }
+    tracing::info!(%reference, amount = %amount, "refunded");
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "reference": reference,
+        "state": result.state,
+        "aggregate": result.aggregate,
+    })))
+}
+
+/// `{hash of reference and refunded total}-{amount}-rf`, at most 50 characters.
+fn refund_key(
+    reference: &crate::domain::PaymentReference,
+    refunded_before: u64,
+    amount: u64,
+) -> crate::domain::IdempotencyKey {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-rf")
+        .parse()
+        .expect("24 hex digits and -rf make a valid key")
+}
+
+/// Makes a lane panic so supervision can be tested. Admin token, and only with `api.test_hooks`.
+async fn post_test_panic(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    state: web::Data<crate::startup::AppState>,
+    lane: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()?;
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    if handle.inject_panic() {
+        Ok(HttpResponse::Accepted().finish())
+    } else {
+        Err(ApiError::Unavailable(format!("lane {lane} is down")))
+    }
 }

@@ -1,23 +1,19 @@
-//! lanehub's HTTP surface: health, the terminal API and its WebSocket, later webhooks and the UI.
+//! lanehub's HTTP surface: operations endpoints, the terminal API and its WebSocket, Vipps
+//! webhooks and the cashier UI.
 
 pub mod api;
 pub mod extract;
+pub mod ops;
 pub mod problem;
 pub mod ui;
 pub mod webhooks;
 
-use actix_web::{HttpResponse, web};
+use actix_web::web;
 
 /// Routes served on `api.listen`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.configure(ops::routes)
         .configure(api::routes)
         .configure(ui::routes)
         .configure(webhooks::routes);
-}
-
-/// The process lives and serves HTTP.
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }

@@ -92,16 +92,8 @@ impl WebhookReceiver {
     }
 }
 
-fn verdict(event: &str, verdict: &'static str) {
-    metrics::counter!(m::WEBHOOKS_RECEIVED, "event" => event.to_owned(), "verdict" => verdict).increment(1);
-}
-
-/// The event label for metrics: a known event name, or `unknown`.
-fn event_label(name: Option<&str>) -> String {
-    match name {
-        Some(n) if EVENTS.contains(&n) => n.to_owned(),
-        _ => "unknown".to_owned(),
-    }
+fn verdict(event: &str, verdict: m::WebhookVerdict) {
+    m::webhook_received(m::WebhookEvent::from_vipps_name(event), verdict);
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -120,7 +112,7 @@ async fn receive(
         return HttpResponse::NotFound().finish();
     };
     if body.len() > MAX_WEBHOOK_BYTES {
-        verdict("unknown", "malformed");
+        verdict("unknown", m::WebhookVerdict::Malformed);
         return HttpResponse::PayloadTooLarge().finish();
     }
     let secret = receiver.secret.read().expect("secret lock").clone();
@@ -138,24 +130,25 @@ async fn receive(
         &body,
     ) {
         tracing::warn!(reason = e.kind(), "webhook refused: bad signature");
-        verdict("unknown", "bad_signature");
+        verdict("unknown", m::WebhookVerdict::BadSignature);
         return HttpResponse::Unauthorized().finish();
     }
     let date = header("x-ms-date").unwrap_or_default();
     if signature::check_date(date, SystemTime::now(), receiver.tolerance).is_err() {
         tracing::warn!(date, "webhook refused: x-ms-date outside the tolerance");
-        verdict("unknown", "stale");
+        verdict("unknown", m::WebhookVerdict::Stale);
         return HttpResponse::Unauthorized().finish();
     }
     let json: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => {
-            verdict("unknown", "malformed");
+            verdict("unknown", m::WebhookVerdict::Malformed);
             return HttpResponse::BadRequest().finish();
         }
     };
     if !receiver.first_time(&body) {
-        verdict(&event_label(json["name"].as_str().map(epayment_event).as_deref()), "duplicate");
+        let name = json["name"].as_str().map(epayment_event).unwrap_or_default();
+        verdict(&name, m::WebhookVerdict::Duplicate);
         return HttpResponse::Ok().finish();
     }
     if let Some(auth_req_id) = json["auth_req_id"].as_str() {
@@ -165,20 +158,20 @@ async fn receive(
                 auth_req_id: auth_req_id.to_owned(),
             });
         }
-        verdict("login.merchant-initiated.ping.v1", "accepted");
+        verdict("login.merchant-initiated.ping.v1", m::WebhookVerdict::Accepted);
         return HttpResponse::Ok().finish();
     }
     let event: PaymentWebhookEvent = match serde_json::from_value(json) {
         Ok(e) => e,
         Err(_) => {
-            verdict("unknown", "malformed");
+            verdict("unknown", m::WebhookVerdict::Malformed);
             return HttpResponse::BadRequest().finish();
         }
     };
-    let label = event_label(Some(&epayment_event(&format!("{:?}", event.name).to_uppercase())));
+    let name = epayment_event(&format!("{:?}", event.name));
     match route(&event.reference, &lanes, &store).await {
-        true => verdict(&label, "accepted"),
-        false => verdict(&label, "unknown_reference"),
+        true => verdict(&name, m::WebhookVerdict::Accepted),
+        false => verdict(&name, m::WebhookVerdict::UnknownReference),
     }
     HttpResponse::Ok().finish()
 }

@@ -127,7 +127,7 @@ impl LaneActor {
         let t = session::step(&self.session, event, Instant::now(), &self.spec.config);
         if let Disposition::Invalid(invalid) = &t.disposition {
             tracing::warn!(lane = %self.lane(), event = label, ?invalid, "event has no transition in this state");
-            metrics::counter!(m::LANE_INVALID_TRANSITIONS, "lane" => self.lane().to_string()).increment(1);
+            m::session_invalid_transition(self.lane(), self.session.state_label());
         }
         self.apply(t, ctx)
     }
@@ -137,7 +137,7 @@ impl LaneActor {
         self.session = t.session;
         let after = self.session.state_label();
         if before != after {
-            set_state_gauge(self.lane(), after);
+            m::session_state(self.lane(), after);
         }
         let mut changed = before != after;
         for effect in t.effects {
@@ -170,7 +170,7 @@ impl LaneActor {
         // A full pipeline means the store is stuck; failing loudly beats losing ordering.
         if let Err(e) = pipeline.try_send(work) {
             tracing::error!(lane = %self.lane(), error = %e, "effect pipeline full or closed");
-            metrics::counter!(m::LANE_PIPELINE_DROPS, "lane" => self.lane().to_string()).increment(1);
+            m::queue_dropped(m::Queue::LanePipeline);
         }
     }
 
@@ -189,31 +189,22 @@ impl LaneActor {
     }
 
     fn record(&self, fact: Fact) {
-        let lane = self.lane().to_string();
+        let lane = self.lane();
         match fact {
-            Fact::MembershipChecked { result } => {
-                if result != Membership::Unknown {
-                    metrics::counter!(m::MEMBERSHIP_CHECKS, "lane" => lane, "result" => result.label()).increment(1);
-                }
-            }
-            Fact::EnrollmentFinished { outcome } => {
-                metrics::counter!(m::ENROLLMENTS, "lane" => lane, "outcome" => outcome.label()).increment(1);
-            }
+            Fact::MembershipChecked { result } => m::membership_checked(lane, result.label()),
+            Fact::EnrollmentFinished { outcome } => m::enrollment_finished(lane, outcome.label()),
             Fact::PaymentFinished { outcome, captured } => {
-                metrics::counter!(m::PAYMENTS, "lane" => lane, "outcome" => outcome.label()).increment(1);
+                m::payment_finished(lane, outcome.label());
                 if let Some(a) = captured {
-                    metrics::counter!(m::PAYMENTS_CAPTURED_MINOR_UNITS, "currency" => a.currency.as_str())
-                        .increment(a.value);
+                    m::amount_captured(a);
                 }
             }
         }
     }
 
     fn ended(&self, outcome: &Outcome, duration: Duration) {
-        let lane = self.lane().to_string();
-        metrics::counter!(m::SESSIONS, "lane" => lane.clone(), "outcome" => outcome.label()).increment(1);
-        metrics::histogram!(m::SESSION_DURATION, "outcome" => outcome.label()).record(duration.as_secs_f64());
-        tracing::info!(lane = %lane, outcome = outcome.label(), secs = duration.as_secs(), "session ended");
+        m::session_finished(self.lane(), outcome.label(), duration);
+        tracing::info!(lane = %self.lane(), outcome = outcome.label(), secs = duration.as_secs(), "session ended");
     }
 
     fn snapshot(&self) -> LaneSnapshot {
@@ -257,7 +248,7 @@ impl LaneActor {
 
     /// A scan from any source: customer QR codes go to the session; product codes to the terminal.
     fn scan(&mut self, scan: ScanReceived, ctx: &mut Context<Self>) -> Result<(), CommandError> {
-        metrics::counter!(m::SCANS, "lane" => self.lane().to_string(), "kind" => scan.kind.kind_label()).increment(1);
+        m::scan_received(self.lane(), scan.kind.kind_label());
         match scan.kind {
             ScanKind::VippsQr(qr) => {
                 let event = Event::CustomerQrScanned {
@@ -292,13 +283,9 @@ impl LaneActor {
             match ScannerHandle::spawn(settings, tx.clone()) {
                 Ok(h) => {
                     let mut states = h.subscribe();
-                    let lane = self.lane().to_string();
                     let addr = ctx.address();
                     actix::spawn(async move {
                         while states.changed().await.is_ok() {
-                            let state = *states.borrow();
-                            let connected = state == crate::scanner::ScannerState::Enabled;
-                            metrics::gauge!(m::SCANNER_CONNECTED, "lane" => lane.clone()).set(if connected { 1.0 } else { 0.0 });
                             if addr.try_send(ScannerChanged).is_err() {
                                 break;
                             }
@@ -318,13 +305,6 @@ impl LaneActor {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct ScannerChanged;
-
-fn set_state_gauge(lane: &LaneId, current: &str) {
-    for label in session::state_labels() {
-        let v = if *label == current { 1.0 } else { 0.0 };
-        metrics::gauge!(m::LANE_SESSION_STATE, "lane" => lane.to_string(), "state" => *label).set(v);
-    }
-}
 
 /// The cashier's message for a terminal event: a stable code and the session's sentence.
 pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
@@ -385,7 +365,7 @@ impl Actor for LaneActor {
         ctx.set_mailbox_capacity(super::handle::MAILBOX_CAPACITY);
         self.pipeline = Some(spawn_pipeline(self.spec.deps.clone(), ctx.address().recipient()));
         self.start_scanners(ctx);
-        set_state_gauge(self.lane(), self.session.state_label());
+        m::session_state(self.lane(), self.session.state_label());
         // Recovery must finish before any command is handled, so the actor waits for it.
         let store = self.spec.deps.store.clone();
         let lane = self.lane().clone();
@@ -495,6 +475,12 @@ impl Handler<ScannerChanged> for LaneActor {
     type Result = ();
 
     fn handle(&mut self, _: ScannerChanged, _ctx: &mut Context<Self>) {
+        let connected = self
+            .scanners
+            .iter()
+            .filter(|s| s.state() == crate::scanner::ScannerState::Enabled)
+            .count();
+        m::scanners_connected(self.lane(), connected);
         self.publish("scanner", None);
     }
 }

@@ -53,7 +53,7 @@ impl Supervisor {
         for (i, spec) in specs.into_iter().enumerate() {
             let lane = spec.handle.id().clone();
             lanes.insert(spec.handle.clone());
-            metrics::gauge!(m::LANE_UP, "lane" => lane.to_string()).set(0.0);
+            m::init_lane(&lane);
             let arbiter = arbiters[i % arbiters.len()].handle();
             start_child(&spec, 1, &arbiter, tx.clone());
             children.insert(
@@ -113,7 +113,11 @@ async fn watch(
         }
         child.restarts.push_back(now);
         child.incarnation += 1;
-        metrics::counter!(m::LANE_RESTARTS, "lane" => died.lane.to_string(), "reason" => died.reason.label()).increment(1);
+        let reason = match died.reason {
+            crate::lane::actor::DeathReason::Panic => m::RestartReason::Panic,
+            crate::lane::actor::DeathReason::Stopped => m::RestartReason::Stopped,
+        };
+        m::lane_restarted(&died.lane, reason);
         tracing::warn!(lane = %died.lane, reason = died.reason.label(), incarnation = child.incarnation,
             "lane stopped: rebuilding it and recovering its session");
         start_child(&child.spec, child.incarnation, &child.arbiter, tx.clone());

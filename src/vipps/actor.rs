@@ -32,7 +32,6 @@ use super::models::*;
 use super::ratelimit::{RateLimitSettings, RateLimiter, Refusal};
 use crate::config::VippsSettings;
 use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
-use crate::metrics::{VIPPS_CIRCUIT_OPEN, VIPPS_RATE_LIMIT_WAIT, VIPPS_REQUESTS, VIPPS_RETRIES};
 
 /// The actor's mailbox capacity; senders wait (`send`) when it is full.
 pub const MAILBOX_CAPACITY: usize = 256;
@@ -331,7 +330,7 @@ impl VippsActor {
     fn record_outcome(&mut self, outcome: Outcome, now: Instant) {
         if let Some(state) = self.circuit.record(outcome, now) {
             let open = !matches!(state, CircuitState::Closed { .. });
-            metrics::gauge!(VIPPS_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+            crate::metrics::vipps_circuit_open(open);
             if open {
                 tracing::warn!(
                     cool_down_s = self.settings.circuit_cool_down.as_secs(),
@@ -349,7 +348,7 @@ impl Actor for VippsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        metrics::gauge!(VIPPS_CIRCUIT_OPEN).set(0.0);
+        crate::metrics::vipps_circuit_open(false);
         ctx.run_interval(PRUNE_EVERY, |act, _| act.limiter.prune(Instant::now()));
     }
 }
@@ -870,8 +869,7 @@ impl VippsHandle {
                 }
             };
             tokio::time::sleep_until(admitted.at).await;
-            metrics::histogram!(VIPPS_RATE_LIMIT_WAIT, "operation" => op.as_str())
-                .record(asked.elapsed().as_secs_f64());
+            crate::metrics::vipps_rate_limit_wait(op, asked.elapsed());
 
             let mut generation = None;
             let result = async {
@@ -911,8 +909,7 @@ impl VippsHandle {
             {
                 token_refreshed = true;
                 let _ = self.addr.send(TokenRejected { generation }).await;
-                metrics::counter!(VIPPS_RETRIES, "operation" => op.as_str(), "reason" => e.kind())
-                    .increment(1);
+                crate::metrics::vipps_retry(op, crate::metrics::RetryReason::TokenExpired);
                 tracing::info!(
                     operation = op.as_str(),
                     "access token refused; refreshing once"
@@ -943,8 +940,9 @@ impl VippsHandle {
                 count_local(op, &e);
                 return Err(e);
             }
-            metrics::counter!(VIPPS_RETRIES, "operation" => op.as_str(), "reason" => e.kind())
-                .increment(1);
+            if let Some(reason) = e.retry_reason() {
+                crate::metrics::vipps_retry(op, reason);
+            }
             tracing::debug!(operation = op.as_str(), attempt = attempts, wait_ms = wait.as_millis() as u64, error = %e, "retrying Vipps call");
             retries += 1;
             last = Some(e);
@@ -955,8 +953,9 @@ impl VippsHandle {
 
 /// Counts a call that ended without (another) HTTP request: refused locally or given up.
 fn count_local(op: Operation, e: &VippsError) {
-    metrics::counter!(VIPPS_REQUESTS, "operation" => op.as_str(), "outcome" => e.kind())
-        .increment(1);
+    if let VippsError::Unavailable { .. } | VippsError::Overloaded { .. } = e {
+        crate::metrics::vipps_request(op, e.request_outcome(), std::time::Duration::ZERO);
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::error::{ApiProblem, VippsError, parse_retry_after};
 use super::models::*;
 use crate::config::VippsSettings;
 use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
-use crate::metrics::{VIPPS_REQUEST_DURATION, VIPPS_REQUESTS};
+use crate::metrics::RequestOutcome;
 
 /// `Vipps-System-Name`, `-Version`, `-Plugin-Name`, `-Plugin-Version` are at most this long.
 pub const MAX_SYSTEM_HEADER_LEN: usize = 30;
@@ -348,9 +348,10 @@ impl VippsClient {
             Err(raw.into_error())
         }
         .await;
+        // A pending or declined poll is Vipps answering as it should.
         let outcome = match &result {
-            Ok(poll) => poll.label(),
-            Err(e) => e.kind(),
+            Ok(_) => RequestOutcome::Ok,
+            Err(e) => e.request_outcome(),
         };
         record(op, started, outcome);
         result
@@ -678,8 +679,8 @@ impl VippsClient {
             op,
             started,
             match &result {
-                Ok(_) => "success",
-                Err(e) => e.kind(),
+                Ok(_) => RequestOutcome::Ok,
+                Err(e) => e.request_outcome(),
             },
         );
         result
@@ -761,9 +762,6 @@ fn json_body<T: serde::Serialize + ?Sized>(value: &T) -> Result<Body<'static>, V
         .map_err(|e| VippsError::InvalidRequest(format!("cannot encode the request: {e}")))
 }
 
-fn record(op: Operation, started: Instant, outcome: &'static str) {
-    metrics::histogram!(VIPPS_REQUEST_DURATION, "operation" => op.as_str())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(VIPPS_REQUESTS, "operation" => op.as_str(), "outcome" => outcome)
-        .increment(1);
+fn record(op: Operation, started: Instant, outcome: RequestOutcome) {
+    crate::metrics::vipps_request(op, outcome, started.elapsed());
 }

@@ -110,6 +110,33 @@ impl VippsError {
     }
 
     /// How long Vipps asked us to wait before trying again, if it said.
+    /// The `outcome` label of `lanehub_vipps_requests_total` for this error.
+    pub fn request_outcome(&self) -> crate::metrics::RequestOutcome {
+        use crate::metrics::RequestOutcome as O;
+        match self {
+            VippsError::Timeout { .. } | VippsError::DeadlineExceeded { .. } => O::Timeout,
+            VippsError::Connection { .. } | VippsError::Shutdown => O::Connection,
+            VippsError::Status { status, .. } => O::from_status(*status),
+            VippsError::Decode { .. } => O::Decode,
+            VippsError::InvalidRequest(_) => O::ClientError,
+            VippsError::Unavailable { .. } => O::CircuitOpen,
+            VippsError::Overloaded { .. } => O::Overloaded,
+        }
+    }
+
+    /// The `reason` label of `lanehub_vipps_retries_total`, for errors that are retried.
+    pub fn retry_reason(&self) -> Option<crate::metrics::RetryReason> {
+        use crate::metrics::RetryReason as R;
+        match self {
+            VippsError::Timeout { .. } => Some(R::Timeout),
+            VippsError::Connection { .. } => Some(R::Connection),
+            VippsError::Status { status: 423, .. } => Some(R::Locked),
+            VippsError::Status { status: 429, .. } => Some(R::RateLimited),
+            VippsError::Status { status, .. } if (500..=599).contains(status) => Some(R::ServerError),
+            _ => None,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             VippsError::Status { retry_after, .. } => *retry_after,
