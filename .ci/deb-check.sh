@@ -21,6 +21,8 @@ PROBE=/usr/lib/lanehub/hid-pos-probe
 MAX_EXPOSURE=2.0
 
 passed=0
+# Checks that fail without stopping the run (nothing later depends on them).
+failed=0
 installed_by_us=0
 work=$(mktemp -d)
 
@@ -28,9 +30,10 @@ step() { echo "== deb-check: $*"; }
 ok() { passed=$((passed + 1)); echo "   ok: $*"; }
 fail() {
     echo "deb-check: FAIL: $*" >&2
-    echo "deb-check: $passed passed, 1 failed" >&2
+    echo "deb-check: $passed passed, $((failed + 1)) failed" >&2
     exit 1
 }
+soft_fail() { failed=$((failed + 1)); echo "deb-check: FAIL (continuing): $*" >&2; }
 
 cleanup() {
     local rc=$?
@@ -178,9 +181,32 @@ ok "remote mode with tokens from LANEHUB__… variables passes"
 step "run as the service does (user lanehub, packaged configuration)"
 # systemd is not necessarily PID 1 here, so lanehub runs directly under the service's user, on
 # ephemeral ports so that it cannot collide with anything else on this machine.
+# lanehub.service is Type=notify: stand in for systemd's notification socket, to see READY=1.
+notify_pid=""
+chmod 0711 "$work"
+install -d -m 0755 "$work/notify"
+if command -v python3 >/dev/null; then
+    python3 - "$work/notify/sock" >"$work/notify.log" 2>&1 <<'EOF' &
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.settimeout(90)
+try:
+    while True:
+        message = s.recv(4096).decode(errors="replace")
+        print(message.replace("\n", " ").strip(), flush=True)
+        if "READY=1" in message.split("\n"):
+            break
+except socket.timeout:
+    pass
+EOF
+    notify_pid=$!
+    for _ in $(seq 1 50); do [ -S "$work/notify/sock" ] && break; sleep 0.1; done
+fi
 (cd "$DATA" && exec setpriv --reuid="$PKG" --regid="$PKG" --init-groups --inh-caps=-all \
     env -i PATH=/usr/bin:/bin NO_COLOR=1 LANEHUB__API__LISTEN=127.0.0.1:0 LANEHUB__SIM__LISTEN=127.0.0.1:0 \
-    lanehub run --config "$CONF") >"$work/run.out" 2>"$work/run.err" </dev/null &
+    NOTIFY_SOCKET="$work/notify/sock" lanehub run --config "$CONF") >"$work/run.out" 2>"$work/run.err" </dev/null &
 pid=$!
 for _ in $(seq 1 150); do
     grep -q '^lanehub listening on ' "$work/run.out" && break
@@ -192,11 +218,45 @@ if [ -z "$addr" ]; then
     kill "$pid" 2>/dev/null || true
     fail "lanehub run did not report where it listens within 30 s: $(cat "$work/run.out" "$work/run.err")"
 fi
-health=$(exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" &&
-    printf 'GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$addr" >&3 &&
-    timeout 10 cat <&3) || true
-grep -q '"status":"ok"' <<<"$health" || { kill "$pid" 2>/dev/null || true; fail "GET /healthz on $addr did not answer ok: $health"; }
+# GET PATH on lanehub without curl: prints the whole HTTP response.
+http_get() {
+    (exec 3<>"/dev/tcp/${addr%:*}/${addr##*:}" &&
+        printf 'GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$1" "$addr" >&3 &&
+        timeout 10 cat <&3) 2>/dev/null || true
+}
+stop_and_fail() { kill "$pid" 2>/dev/null || true; fail "$@"; }
+health=$(http_get /healthz)
+grep -q '"status":"ok"' <<<"$health" || stop_and_fail "GET /healthz on $addr did not answer ok: $health"
 ok "lanehub runs as user $PKG with $CONF and answers /healthz on $addr"
+ready=""
+for _ in $(seq 1 60); do
+    ready=$(http_get /readyz)
+    head -n1 <<<"$ready" | grep -q ' 200 ' && break
+    sleep 0.5
+done
+head -n1 <<<"$ready" | grep -q ' 200 ' || stop_and_fail "GET /readyz did not answer 200 within 30 s: $ready"
+ok "/readyz answers 200: lanes up and the (simulated) Vipps reachable"
+if [ -n "$notify_pid" ]; then
+    for _ in $(seq 1 50); do grep -Eq '(^| )READY=1( |$)' "$work/notify.log" && break; sleep 0.2; done
+    if grep -Eq '(^| )READY=1( |$)' "$work/notify.log"; then
+        ok "lanehub told systemd it is ready (sd_notify READY=1), as Type=notify needs"
+    else
+        soft_fail "lanehub never sent READY=1 to NOTIFY_SOCKET (got: $(tr '\n' ' ' <"$work/notify.log")); lanehub.service is Type=notify, so systemd would kill it after TimeoutStartSec"
+    fi
+    kill "$notify_pid" 2>/dev/null || true
+    wait "$notify_pid" 2>/dev/null || true
+else
+    echo "   skipped: no python3 to stand in for systemd's notification socket"
+fi
+files=$(find "$DATA" -mindepth 1 | wc -l)
+strangers=$(find "$DATA" -mindepth 1 ! -user "$PKG")
+[ "$files" -gt 0 ] && [ -z "$strangers" ] || stop_and_fail "lanehub wrote nothing into $DATA, or files there are not $PKG's: $strangers"
+ok "lanehub keeps its data in $DATA ($files files, all owned by $PKG)"
+install -d -o "$PKG" -g "$PKG" -m 0750 "$work/backups"
+out=$(runuser -u "$PKG" -- env -i PATH=/usr/bin:/bin lanehub backup --config "$CONF" "$work/backups/" 2>&1) \
+    || stop_and_fail "lanehub backup as user $PKG failed while lanehub runs: $out"
+ls "$work"/backups/lanehub-*.db >/dev/null 2>&1 || stop_and_fail "lanehub backup wrote no lanehub-*.db: $out"
+ok "$out"
 # lanehub.service gives SIGTERM 40 s (TimeoutStopSec) before SIGKILL.
 kill -TERM "$pid"
 stopped=""
@@ -288,4 +348,5 @@ done
 ok "purge removed the program, configuration, data, unit, udev rule and statoverride"
 getent passwd "$PKG" >/dev/null && echo "   note: the system user $PKG stays after purge, by design (docs/operations.md, section 10)"
 
-echo "deb-check: $passed passed, 0 failed"
+echo "deb-check: $passed passed, $failed failed"
+[ "$failed" = 0 ]
