@@ -91,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 if let Some(sim) = app.simulator() {
                     println!("Vipps simulator listening on {}", sim.base_url());
                 }
+                notify_ready_when_lanes_up(&app).await;
                 app.run_until_stopped().await?;
                 Ok(())
             })
@@ -163,5 +164,19 @@ fn with_settings(
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// systemd (`Type=notify`) counts lanehub as started once every lane is up; a lane that is not
+/// up after `READY_WAIT` is left to the supervisor and `/readyz`.
+async fn notify_ready_when_lanes_up(app: &Application) {
+    const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    while !app.lanes().all().iter().all(|l| l.is_up()) && tokio::time::Instant::now() < deadline {
+        tick.tick().await;
+    }
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that lanehub is ready");
     }
 }

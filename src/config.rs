@@ -448,13 +448,19 @@ impl Settings {
             }
         }
         if self.vipps.max_requests_per_second == 0 {
-            return Err(err("vipps.max_requests_per_second", "must be at least 1".into()));
+            return Err(err(
+                "vipps.max_requests_per_second",
+                "must be at least 1".into(),
+            ));
         }
         if self.supervisor.max_restarts == 0 {
             return Err(err("supervisor.max_restarts", "must be at least 1".into()));
         }
         if self.session.payment_poll_interval.is_zero() {
-            return Err(err("session.payment_poll_interval", "must be above 0".into()));
+            return Err(err(
+                "session.payment_poll_interval",
+                "must be above 0".into(),
+            ));
         }
         if self.api.admin_token.expose_secret().len() < 16 {
             return Err(err(

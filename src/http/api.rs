@@ -311,10 +311,16 @@ impl PaymentBody {
                 ));
             }
             if l.tax_amount > l.total_amount {
-                return Err(ApiError::invalid(f("taxAmount"), "cannot exceed totalAmount"));
+                return Err(ApiError::invalid(
+                    f("taxAmount"),
+                    "cannot exceed totalAmount",
+                ));
             }
             if l.tax_percentage > 100 {
-                return Err(ApiError::invalid(f("taxPercentage"), "whole percent, at most 100"));
+                return Err(ApiError::invalid(
+                    f("taxPercentage"),
+                    "whole percent, at most 100",
+                ));
             }
             order_lines.push(OrderLine {
                 name: l.name,
@@ -343,8 +349,10 @@ impl PaymentBody {
             order_lines: (!order_lines.is_empty()).then_some(order_lines),
             receipt_number: self.receipt_number,
         };
-        pay.validate()
-            .map_err(|why| ApiError::InvalidBody { field: None, detail: why })?;
+        pay.validate().map_err(|why| ApiError::InvalidBody {
+            field: None,
+            detail: why,
+        })?;
         Ok(pay)
     }
 }
@@ -471,7 +479,10 @@ async fn post_refund(
         .map_err(|_| ApiError::NotFound(format!("no payment `{reference}`")))?;
     let amount = amount(body.0.amount, "amount")?;
     if amount.value == 0 {
-        return Err(ApiError::invalid("amount.value", "the amount must be above 0"));
+        return Err(ApiError::invalid(
+            "amount.value",
+            "the amount must be above 0",
+        ));
     }
     let payment = state
         .store

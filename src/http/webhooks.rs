@@ -41,13 +41,16 @@ const SECRET_KEY: &str = "webhook.secret";
 const ID_KEY: &str = "webhook.id";
 const URL_KEY: &str = "webhook.url";
 
+/// Body digests seen recently: a set for lookups, a queue for eviction order.
+type Seen = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
 /// What the receiver needs: the registered URL's parts (what Vipps signed) and the secret.
 pub struct WebhookReceiver {
     host: String,
     path_and_query: String,
     secret: RwLock<Option<SecretString>>,
     tolerance: Duration,
-    seen: Mutex<(HashSet<[u8; 32]>, VecDeque<[u8; 32]>)>,
+    seen: Mutex<Seen>,
 }
 
 impl WebhookReceiver {
@@ -147,7 +150,10 @@ async fn receive(
         }
     };
     if !receiver.first_time(&body) {
-        let name = json["name"].as_str().map(epayment_event).unwrap_or_default();
+        let name = json["name"]
+            .as_str()
+            .map(epayment_event)
+            .unwrap_or_default();
         verdict(&name, m::WebhookVerdict::Duplicate);
         return HttpResponse::Ok().finish();
     }
@@ -158,7 +164,10 @@ async fn receive(
                 auth_req_id: auth_req_id.to_owned(),
             });
         }
-        verdict("login.merchant-initiated.ping.v1", m::WebhookVerdict::Accepted);
+        verdict(
+            "login.merchant-initiated.ping.v1",
+            m::WebhookVerdict::Accepted,
+        );
         return HttpResponse::Ok().finish();
     }
     let event: PaymentWebhookEvent = match serde_json::from_value(json) {
@@ -197,23 +206,35 @@ async fn route(reference: &PaymentReference, lanes: &Lanes, store: &Store) -> bo
 }
 
 /// Registers lanehub's webhook for `url`, or reuses the registration whose secret is stored.
-pub async fn register(vipps: &VippsHandle, store: &Store, url: &str, receiver: Arc<WebhookReceiver>) {
+pub async fn register(
+    vipps: &VippsHandle,
+    store: &Store,
+    url: &str,
+    receiver: Arc<WebhookReceiver>,
+) {
     match ensure_registered(vipps, store, url).await {
         Ok(secret) => {
             receiver.set_secret(secret);
             tracing::info!(url, "webhook registered");
         }
-        Err(e) => tracing::error!(url, error = %e, "webhook registration failed; payments are followed by polling alone"),
+        Err(e) => {
+            tracing::error!(url, error = %e, "webhook registration failed; payments are followed by polling alone")
+        }
     }
 }
 
-async fn ensure_registered(vipps: &VippsHandle, store: &Store, url: &str) -> anyhow::Result<SecretString> {
+async fn ensure_registered(
+    vipps: &VippsHandle,
+    store: &Store,
+    url: &str,
+) -> anyhow::Result<SecretString> {
     let stored_url = store.setting(URL_KEY).await?;
     let stored_id = store.setting(ID_KEY).await?;
     let stored_secret = store.secret_setting(SECRET_KEY).await?;
     let existing = vipps.list_webhooks().await?;
     let ours = existing.iter().find(|w| w.url == url);
-    if let (Some(w), Some(secret), Some(id), Some(stored)) = (ours, stored_secret, &stored_id, &stored_url)
+    if let (Some(w), Some(secret), Some(id), Some(stored)) =
+        (ours, stored_secret, &stored_id, &stored_url)
         && &w.id == id
         && stored == url
         && EVENTS.iter().all(|e| w.events.iter().any(|x| x == e))
@@ -230,7 +251,9 @@ async fn ensure_registered(vipps: &VippsHandle, store: &Store, url: &str) -> any
             events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
         })
         .await?;
-    store.put_secret_setting(SECRET_KEY, &registered.secret).await?;
+    store
+        .put_secret_setting(SECRET_KEY, &registered.secret)
+        .await?;
     store.put_setting(ID_KEY, &registered.id).await?;
     store.put_setting(URL_KEY, url).await?;
     Ok(registered.secret)

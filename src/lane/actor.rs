@@ -14,7 +14,9 @@ use tokio::time::Instant;
 
 use super::effects::{CallAnswered, EffectDeps, Work, spawn_pipeline};
 use super::handle::{CommandError, LaneCommand, LaneHandle};
-use super::view::{CashierMessage, CustomerView, LaneSnapshot, PaymentView, ScannerView, SessionView};
+use super::view::{
+    CashierMessage, CustomerView, LaneSnapshot, PaymentView, ScannerView, SessionView,
+};
 use crate::config::{ScannerSettings, ScannerSource};
 use crate::domain::LaneId;
 use crate::metrics as m;
@@ -144,13 +146,28 @@ impl LaneActor {
             match effect {
                 Effect::Persist { session, record } => self.work(Work::Persist { session, record }),
                 Effect::NotifyTerminal(ev) => {
-                    self.message = Some(cashier_message(&ev));
-                    changed = true;
+                    let message = cashier_message(&ev);
+                    // A check-in result is a side note: it must not hide "member welcomed".
+                    if matches!(ev, TerminalEvent::CheckIn { .. }) {
+                        self.spec
+                            .handle
+                            .emit("check_in", Some(serde_json::json!(message)));
+                    } else {
+                        self.message = Some(message);
+                        changed = true;
+                    }
                 }
                 Effect::Record(fact) => self.record(fact),
-                Effect::SessionEnded { session, outcome, duration } => {
+                Effect::SessionEnded {
+                    session,
+                    outcome,
+                    duration,
+                } => {
                     self.ended(&outcome, duration);
-                    self.work(Work::Close { session, outcome: outcome.label() });
+                    self.work(Work::Close {
+                        session,
+                        outcome: outcome.label(),
+                    });
                 }
                 call => self.work(Work::Call(call)),
             }
@@ -268,8 +285,13 @@ impl LaneActor {
             }
             ScanKind::Unknown => {
                 tracing::info!(lane = %self.lane(), len = scan.scan.text.len(), "scan is neither a Vipps QR nor a product barcode");
-                self.spec.handle.emit("scan_rejected", Some(serde_json::json!({"reason": "not a Vipps QR code or product barcode"})));
-                Err(CommandError::Invalid("not a Vipps QR code or a product barcode (EAN-13, EAN-8, UPC-A)".into()))
+                self.spec.handle.emit(
+                    "scan_rejected",
+                    Some(serde_json::json!({"reason": "not a Vipps QR code or product barcode"})),
+                );
+                Err(CommandError::Invalid(
+                    "not a Vipps QR code or a product barcode (EAN-13, EAN-8, UPC-A)".into(),
+                ))
             }
         }
     }
@@ -293,7 +315,9 @@ impl LaneActor {
                     });
                     self.scanners.push(h);
                 }
-                Err(e) => tracing::error!(lane = %self.lane(), error = %e, "scanner could not start"),
+                Err(e) => {
+                    tracing::error!(lane = %self.lane(), error = %e, "scanner could not start")
+                }
             }
         }
         ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
@@ -344,7 +368,9 @@ pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
             Outcome::Declined => "payment_declined",
             Outcome::Expired => "payment_expired",
             Outcome::Cancelled => "payment_cancelled",
-            Outcome::Failed { reason } if reason.kind() == "qr_not_recognised" => "qr_not_recognised",
+            Outcome::Failed { reason } if reason.kind() == "qr_not_recognised" => {
+                "qr_not_recognised"
+            }
             Outcome::Failed { .. } => "payment_failed",
             Outcome::Unavailable => "vipps_unavailable",
             Outcome::Abandoned => "session_abandoned",
@@ -363,7 +389,10 @@ impl Actor for LaneActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(super::handle::MAILBOX_CAPACITY);
-        self.pipeline = Some(spawn_pipeline(self.spec.deps.clone(), ctx.address().recipient()));
+        self.pipeline = Some(spawn_pipeline(
+            self.spec.deps.clone(),
+            ctx.address().recipient(),
+        ));
         self.start_scanners(ctx);
         m::session_state(self.lane(), self.session.state_label());
         // Recovery must finish before any command is handled, so the actor waits for it.
@@ -404,7 +433,13 @@ impl LaneActor {
                 .iter()
                 .filter_map(|r| r.payload_as::<session::JournalRecord>().ok())
                 .collect();
-            let t = Session::recover(self.lane().clone(), session_id, &records, Instant::now(), &self.spec.config);
+            let t = Session::recover(
+                self.lane().clone(),
+                session_id,
+                &records,
+                Instant::now(),
+                &self.spec.config,
+            );
             tracing::info!(lane = %self.lane(), state = t.session.state_label(), "session recovered from the journal");
             self.apply(t, ctx);
         }

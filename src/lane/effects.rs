@@ -26,7 +26,13 @@ pub const PIPELINE_CAPACITY: usize = 256;
 /// Check-in is best effort: it never holds anything up for longer than this.
 pub const CHECK_IN_DEADLINE: Duration = Duration::from_secs(3);
 /// The scopes asked for when enrolling a member.
-pub const LOGIN_SCOPES: &[&str] = &["openid", "name", "phoneNumber", "email", "delegatedConsents"];
+pub const LOGIN_SCOPES: &[&str] = &[
+    "openid",
+    "name",
+    "phoneNumber",
+    "email",
+    "delegatedConsents",
+];
 
 /// An answer for the lane actor.
 #[derive(Debug, actix::Message)]
@@ -68,7 +74,11 @@ pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mps
                     blocked = persist(&deps, &session, &record).await.is_err();
                 }
                 Work::Close { session, outcome } => {
-                    if let Err(e) = deps.store.close_session(&deps.lane, session.as_str(), outcome).await {
+                    if let Err(e) = deps
+                        .store
+                        .close_session(&deps.lane, session.as_str(), outcome)
+                        .await
+                    {
                         tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal");
                     }
                 }
@@ -97,12 +107,27 @@ pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mps
 async fn persist(deps: &EffectDeps, session: &SessionId, record: &JournalRecord) -> Result<(), ()> {
     let lane = &deps.lane;
     let result = async {
-        deps.store.append(lane, session.as_str(), record.kind(), record).await?;
+        deps.store
+            .append(lane, session.as_str(), record.kind(), record)
+            .await?;
         match record {
-            JournalRecord::PaymentRequested { reference, amount, idempotency_key, .. } => {
-                deps.store.record_payment(reference, lane, session.as_str(), *amount, "REQUESTED").await?;
+            JournalRecord::PaymentRequested {
+                reference,
+                amount,
+                idempotency_key,
+                ..
+            } => {
                 deps.store
-                    .record_idempotency_key(lane, session.as_str(), "create", idempotency_key, Some(reference))
+                    .record_payment(reference, lane, session.as_str(), *amount, "REQUESTED")
+                    .await?;
+                deps.store
+                    .record_idempotency_key(
+                        lane,
+                        session.as_str(),
+                        "create",
+                        idempotency_key,
+                        Some(reference),
+                    )
                     .await?;
             }
             other => {
@@ -127,7 +152,9 @@ fn not_sent(effect: &Effect) -> Option<Event> {
         detail: "the journal could not be written".into(),
     };
     match effect {
-        Effect::CreatePayment { call, .. } => Some(Event::PaymentCreateFailed { call: *call, error }),
+        Effect::CreatePayment { call, .. } => {
+            Some(Event::PaymentCreateFailed { call: *call, error })
+        }
         Effect::CapturePayment { call, .. } => Some(Event::CaptureFailed { call: *call, error }),
         Effect::CancelPayment { call, .. } => Some(Event::CancelFailed { call: *call, error }),
         _ => None,
@@ -138,11 +165,15 @@ fn not_sent(effect: &Effect) -> Option<Event> {
 pub fn call_error(e: &VippsError) -> CallError {
     let detail = e.to_string();
     match e {
-        VippsError::Unavailable { .. } | VippsError::Overloaded { .. } | VippsError::InvalidRequest(_) | VippsError::Shutdown => {
-            CallError::Unavailable { detail }
-        }
+        VippsError::Unavailable { .. }
+        | VippsError::Overloaded { .. }
+        | VippsError::InvalidRequest(_)
+        | VippsError::Shutdown => CallError::Unavailable { detail },
         VippsError::Status { status, .. } if (400..500).contains(status) && !e.is_retryable() => {
-            CallError::Rejected { status: *status, detail }
+            CallError::Rejected {
+                status: *status,
+                detail,
+            }
         }
         VippsError::DeadlineExceeded { attempts: 0, .. } => CallError::Unavailable { detail },
         _ => CallError::Unknown { detail },
@@ -169,7 +200,12 @@ fn aggregate(a: &models::Aggregate) -> Aggregate {
 }
 
 /// Keeps the payments index in step with what Vipps said (best effort: the journal is the truth).
-async fn note_payment(deps: &EffectDeps, payment_state: models::PaymentState, agg: &models::Aggregate, reference: &crate::domain::PaymentReference) {
+async fn note_payment(
+    deps: &EffectDeps,
+    payment_state: models::PaymentState,
+    agg: &models::Aggregate,
+    reference: &crate::domain::PaymentReference,
+) {
     let label = match payment_state {
         models::PaymentState::Created => "CREATED",
         models::PaymentState::Authorized => "AUTHORIZED",
@@ -269,14 +305,31 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
     let vipps = &deps.vipps;
     let event = match effect {
         Effect::ExchangeQr { call, qr } => match vipps.exchange_qr(&qr).await {
-            Ok(q) => Event::QrExchanged { call, msisdn: q.msisdn },
-            Err(e) => Event::QrExchangeFailed { call, error: call_error(&e) },
+            Ok(q) => Event::QrExchanged {
+                call,
+                msisdn: q.msisdn,
+            },
+            Err(e) => Event::QrExchangeFailed {
+                call,
+                error: call_error(&e),
+            },
         },
         Effect::LookupMembership { call, msisdn } => lookup(deps, call, &msisdn).await,
-        Effect::SendCheckIn { call, msisdn, is_member } => {
-            match vipps.with_deadline(CHECK_IN_DEADLINE).check_in(&msisdn, is_member).await {
+        Effect::SendCheckIn {
+            call,
+            msisdn,
+            is_member,
+        } => {
+            match vipps
+                .with_deadline(CHECK_IN_DEADLINE)
+                .check_in(&msisdn, is_member)
+                .await
+            {
                 Ok(_) => Event::CheckInSent { call },
-                Err(e) => Event::CheckInFailed { call, error: call_error(&e) },
+                Err(e) => Event::CheckInFailed {
+                    call,
+                    error: call_error(&e),
+                },
             }
         }
         Effect::StartLogin { call, msisdn } => {
@@ -293,50 +346,102 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
                     interval: auth.interval,
                     expires_in: auth.expires_in,
                 },
-                Err(e) => Event::LoginStartFailed { call, error: call_error(&e) },
+                Err(e) => Event::LoginStartFailed {
+                    call,
+                    error: call_error(&e),
+                },
             }
         }
         Effect::PollLogin { call, auth_req_id } => poll_login(deps, call, auth_req_id).await,
         Effect::StoreMember { call, member: m } => {
             match deps.members.upsert_member(member(deps, m)).await {
                 Ok(_) => Event::MemberStored { call },
-                Err(e) => Event::MemberStoreFailed { call, reason: e.to_string() },
+                Err(e) => Event::MemberStoreFailed {
+                    call,
+                    reason: e.to_string(),
+                },
             }
         }
         Effect::CreatePayment { call, request } => {
-            match vipps.create_payment(&request.idempotency_key, &create_request(&request)).await {
+            match vipps
+                .create_payment(&request.idempotency_key, &create_request(&request))
+                .await
+            {
                 Ok(_) => Event::PaymentCreated { call },
-                Err(e) => Event::PaymentCreateFailed { call, error: call_error(&e) },
+                Err(e) => Event::PaymentCreateFailed {
+                    call,
+                    error: call_error(&e),
+                },
             }
         }
         Effect::ReadPayment { call, reference } => match vipps.get_payment(&reference).await {
             Ok(p) => {
                 note_payment(deps, p.state, &p.aggregate, &reference).await;
-                Event::PaymentStatus { call, state: state(p.state), aggregate: aggregate(&p.aggregate) }
+                Event::PaymentStatus {
+                    call,
+                    state: state(p.state),
+                    aggregate: aggregate(&p.aggregate),
+                }
             }
             Err(e) if e.status() == Some(404) => Event::PaymentNotFound { call },
-            Err(e) => Event::PaymentReadFailed { call, error: call_error(&e) },
+            Err(e) => Event::PaymentReadFailed {
+                call,
+                error: call_error(&e),
+            },
         },
-        Effect::CapturePayment { call, reference, idempotency_key, amount } => {
-            match vipps.capture_payment(&reference, &idempotency_key, amount).await {
+        Effect::CapturePayment {
+            call,
+            reference,
+            idempotency_key,
+            amount,
+        } => {
+            match vipps
+                .capture_payment(&reference, &idempotency_key, amount)
+                .await
+            {
                 Ok(m) => {
                     note_payment(deps, m.state, &m.aggregate, &reference).await;
-                    Event::PaymentCaptured { call, state: state(m.state), aggregate: aggregate(&m.aggregate) }
+                    Event::PaymentCaptured {
+                        call,
+                        state: state(m.state),
+                        aggregate: aggregate(&m.aggregate),
+                    }
                 }
-                Err(e) => Event::CaptureFailed { call, error: call_error(&e) },
+                Err(e) => Event::CaptureFailed {
+                    call,
+                    error: call_error(&e),
+                },
             }
         }
-        Effect::CancelPayment { call, reference, idempotency_key, cancel_transaction_only } => {
-            match vipps.cancel_payment(&reference, &idempotency_key, cancel_transaction_only).await {
+        Effect::CancelPayment {
+            call,
+            reference,
+            idempotency_key,
+            cancel_transaction_only,
+        } => {
+            match vipps
+                .cancel_payment(&reference, &idempotency_key, cancel_transaction_only)
+                .await
+            {
                 Ok(m) => {
                     note_payment(deps, m.state, &m.aggregate, &reference).await;
-                    Event::PaymentCancelled { call, state: state(m.state), aggregate: aggregate(&m.aggregate) }
+                    Event::PaymentCancelled {
+                        call,
+                        state: state(m.state),
+                        aggregate: aggregate(&m.aggregate),
+                    }
                 }
-                Err(e) => Event::CancelFailed { call, error: call_error(&e) },
+                Err(e) => Event::CancelFailed {
+                    call,
+                    error: call_error(&e),
+                },
             }
         }
         // Not calls: the actor handles them itself.
-        Effect::Persist { .. } | Effect::NotifyTerminal(_) | Effect::Record(_) | Effect::SessionEnded { .. } => {
+        Effect::Persist { .. }
+        | Effect::NotifyTerminal(_)
+        | Effect::Record(_)
+        | Effect::SessionEnded { .. } => {
             return None;
         }
     };
@@ -345,8 +450,14 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
 
 async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
     match deps.members.member(msisdn).await {
-        Ok(found) => Event::MembershipKnown { call, is_member: found.is_some() },
-        Err(e) => Event::MembershipLookupFailed { call, reason: e.to_string() },
+        Ok(found) => Event::MembershipKnown {
+            call,
+            is_member: found.is_some(),
+        },
+        Err(e) => Event::MembershipLookupFailed {
+            call,
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -358,10 +469,21 @@ async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Eve
         Ok(LoginPoll::Denied) => return Event::LoginDenied { call },
         Ok(LoginPoll::Expired) => return Event::LoginExpired { call },
         Ok(LoginPoll::Success(token)) => token,
-        Err(e) => return Event::LoginFailed { call, error: call_error(&e) },
+        Err(e) => {
+            return Event::LoginFailed {
+                call,
+                error: call_error(&e),
+            };
+        }
     };
     match deps.vipps.userinfo(&token).await {
-        Ok(u) => Event::LoginConsented { call, userinfo: userinfo(u) },
-        Err(e) => Event::LoginFailed { call, error: call_error(&e) },
+        Ok(u) => Event::LoginConsented {
+            call,
+            userinfo: userinfo(u),
+        },
+        Err(e) => Event::LoginFailed {
+            call,
+            error: call_error(&e),
+        },
     }
 }

@@ -167,7 +167,8 @@ impl LaneHandle {
 
     /// Makes the lane's actor panic (test hook).
     pub fn inject_panic(&self) -> bool {
-        self.actor().is_some_and(|a| a.try_send(InjectPanic).is_ok())
+        self.actor()
+            .is_some_and(|a| a.try_send(InjectPanic).is_ok())
     }
 
     /// Attaches a (new) actor incarnation; `None` detaches it.

@@ -78,7 +78,12 @@ impl Supervisor {
     }
 }
 
-fn start_child(spec: &LaneSpec, incarnation: u64, arbiter: &ArbiterHandle, died: mpsc::UnboundedSender<LaneDied>) {
+fn start_child(
+    spec: &LaneSpec,
+    incarnation: u64,
+    arbiter: &ArbiterHandle,
+    died: mpsc::UnboundedSender<LaneDied>,
+) {
     let spec = spec.clone();
     LaneActor::start_in_arbiter(arbiter, move |_| LaneActor::new(spec, incarnation, died));
 }

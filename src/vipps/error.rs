@@ -132,7 +132,9 @@ impl VippsError {
             VippsError::Connection { .. } => Some(R::Connection),
             VippsError::Status { status: 423, .. } => Some(R::Locked),
             VippsError::Status { status: 429, .. } => Some(R::RateLimited),
-            VippsError::Status { status, .. } if (500..=599).contains(status) => Some(R::ServerError),
+            VippsError::Status { status, .. } if (500..=599).contains(status) => {
+                Some(R::ServerError)
+            }
             _ => None,
         }
     }
