@@ -135,13 +135,14 @@ impl LaneActor {
     }
 
     fn apply(&mut self, t: Transition, ctx: &mut Context<Self>) -> Disposition {
-        let before = self.session.state_label();
+        let before = self.session.snapshot();
         self.session = t.session;
-        let after = self.session.state_label();
-        if before != after {
-            m::session_state(self.lane(), after);
+        let after = self.session.snapshot();
+        if before.state != after.state {
+            m::session_state(self.lane(), after.state);
         }
-        let mut changed = before != after;
+        // A read-back that only moves the payment's Vipps state (e.g. to CREATED) is news too.
+        let mut changed = visible_change(&before, &after);
         for effect in t.effects {
             match effect {
                 Effect::Persist { session, record } => self.work(Work::Persist { session, record }),
@@ -329,6 +330,21 @@ impl LaneActor {
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 struct ScannerChanged;
+
+/// Whether a terminal would see the session differently; deadlines move on every poll and are
+/// not shown, so they do not count.
+fn visible_change(before: &session::Snapshot, after: &session::Snapshot) -> bool {
+    let shown = |s: &session::Snapshot| {
+        (
+            s.state,
+            s.session_id.clone(),
+            s.customer.clone(),
+            s.membership,
+            s.payment.clone(),
+        )
+    };
+    shown(before) != shown(after)
+}
 
 /// The cashier's message for a terminal event: a stable code and the session's sentence.
 pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
