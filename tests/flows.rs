@@ -565,6 +565,31 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
 }
 
 #[actix_web::test]
+async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_open() {
+    let mut settings = fast_settings();
+    settings.vipps.request_timeout = ms(300);
+    settings.vipps.retry_deadline = ms(2000);
+    settings.vipps.retry_initial_backoff = ms(50);
+    settings.vipps.retry_max_backoff = ms(100);
+    settings.vipps.circuit_failure_threshold = 1;
+    settings.vipps.circuit_cool_down = ms(1000);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+
+    // Vipps creates the payment but its answer never comes; the timeout opens the circuit, so the
+    // retry is refused locally. The payment exists: the cashier must not be sent elsewhere.
+    let hang = json!({"hangNext": 1, "hangMs": 5_000});
+    hub.sim_call(reqwest::Method::PUT, "/faults/payment_create", Some(hang))
+        .await;
+    hub.pay("1").await;
+    let done = term.until("the session to end", |e| e["snapshot"]["state"] == "idle").await;
+    assert_eq!(code(&done["snapshot"]), "payment_approved", "saw {:?}", term.seen);
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(captured(&payment), AMOUNT);
+}
+
+#[actix_web::test]
 async fn a_panicking_lane_restarts_with_its_session_and_the_payment_completes() {
     let mut settings = fast_settings();
     settings.lanes = lanes(&["panic-a", "panic-b"]);
