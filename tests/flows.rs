@@ -76,8 +76,12 @@ struct Hub {
     _data: tempfile::TempDir,
 }
 
-async fn start(mut settings: Settings) -> Hub {
-    let data = tempfile::tempdir().unwrap();
+async fn start(settings: Settings) -> Hub {
+    start_on(settings, tempfile::tempdir().unwrap()).await
+}
+
+/// Starts lanehub on `data`, a data directory that may hold a journal already.
+async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> Hub {
     settings.store.data_dir = data.path().to_owned();
     let lane_ids: Vec<String> = settings.lanes.iter().map(|l| l.id.to_string()).collect();
     let app = Application::build(settings).expect("lanehub builds");
@@ -97,7 +101,12 @@ async fn start(mut settings: Settings) -> Hub {
 }
 
 impl Hub {
-    async fn call(&self, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, &url).bearer_auth(ADMIN);
         if let Some(body) = body {
             req = req.json(&body);
@@ -119,7 +128,8 @@ impl Hub {
     }
 
     async fn pay(&self, lane: &str) -> (u16, Value) {
-        let body = json!({"amount": {"value": AMOUNT, "currency": "NOK"}, "description": "Groceries"});
+        let body =
+            json!({"amount": {"value": AMOUNT, "currency": "NOK"}, "description": "Groceries"});
         self.command(lane, "payment", body).await
     }
 
@@ -138,7 +148,10 @@ impl Hub {
             if done(&snapshot) {
                 return snapshot;
             }
-            assert!(Instant::now() < deadline, "lane {lane} never {what}: {snapshot}");
+            assert!(
+                Instant::now() < deadline,
+                "lane {lane} never {what}: {snapshot}"
+            );
             tokio::time::sleep(POLL).await;
         }
     }
@@ -157,14 +170,25 @@ impl Hub {
     /// The customer's personal QR: tokenised (exchanged at Vipps) or clear text.
     async fn qr(&self, phone: &str, clear_text: bool) -> String {
         let customer = self.sim_get(&format!("/customers/{phone}")).await;
-        let key = if clear_text { "qrClearTextUrl" } else { "qrTokenUrl" };
-        customer[key].as_str().expect("customer has a QR").to_owned()
+        let key = if clear_text {
+            "qrClearTextUrl"
+        } else {
+            "qrTokenUrl"
+        };
+        customer[key]
+            .as_str()
+            .expect("customer has a QR")
+            .to_owned()
     }
 
     async fn behave(&self, phone: &str, payment: &str, payment_delay: u64, login: &str) {
         let body = json!({"payment": payment, "paymentDelay": payment_delay, "login": login, "loginDelay": 150});
-        self.sim_call(reqwest::Method::PUT, &format!("/customers/{phone}/behaviour"), Some(body))
-            .await;
+        self.sim_call(
+            reqwest::Method::PUT,
+            &format!("/customers/{phone}/behaviour"),
+            Some(body),
+        )
+        .await;
     }
 
     /// Every payment the simulator holds.
@@ -175,7 +199,11 @@ impl Hub {
     /// The one payment Vipps holds; fails if there is none or more than one.
     async fn only_vipps_payment(&self) -> Value {
         let payments = self.vipps_payments().await;
-        assert_eq!(payments.len(), 1, "exactly one payment at Vipps: {payments:?}");
+        assert_eq!(
+            payments.len(),
+            1,
+            "exactly one payment at Vipps: {payments:?}"
+        );
         payments[0].clone()
     }
 
@@ -191,8 +219,26 @@ impl Hub {
             .unwrap();
         text.lines()
             .filter(|l| l.starts_with(&format!("{name}{{")))
-            .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Waits until the journal has closed every session (the close is written just after the
+    /// outcome reaches the terminal).
+    async fn assert_journal_closed(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let open = self.store.all_open_sessions().await.unwrap();
+            if open.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sessions left open: {open:?}");
+            tokio::time::sleep(POLL).await;
+        }
     }
 
     async fn terminal(&self, lane: &str) -> Terminal {
@@ -201,7 +247,9 @@ impl Hub {
 }
 
 fn captured(payment: &Value) -> u64 {
-    payment["aggregate"]["capturedAmount"]["value"].as_u64().unwrap()
+    payment["aggregate"]["capturedAmount"]["value"]
+        .as_u64()
+        .unwrap()
 }
 
 fn code(snapshot: &Value) -> &str {
@@ -255,15 +303,20 @@ impl Terminal {
                     if !code.is_empty() && self.seen.last() != Some(&code) {
                         self.seen.push(code);
                     }
-                    self.kinds.push(event["kind"].as_str().unwrap_or_default().to_owned());
+                    self.kinds
+                        .push(event["kind"].as_str().unwrap_or_default().to_owned());
                     return event;
                 }
                 Some(ws::Frame::Ping(payload)) => {
                     let mut out = BytesMut::new();
-                    self.codec.encode(ws::Message::Pong(payload), &mut out).unwrap();
+                    self.codec
+                        .encode(ws::Message::Pong(payload), &mut out)
+                        .unwrap();
                     self.io.write_all(&out).await.unwrap();
                 }
-                Some(ws::Frame::Close(reason)) => panic!("the lane closed the WebSocket: {reason:?}"),
+                Some(ws::Frame::Close(reason)) => {
+                    panic!("the lane closed the WebSocket: {reason:?}")
+                }
                 Some(_) => {}
                 None => {
                     let n = self.io.read_buf(&mut self.buf).await.unwrap();
@@ -280,7 +333,10 @@ impl Terminal {
             match tokio::time::timeout_at(deadline, self.next()).await {
                 Ok(event) if done(&event) => return event,
                 Ok(_) => {}
-                Err(_) => panic!("no {what} within {PATIENCE:?}; the cashier saw {:?}", self.seen),
+                Err(_) => panic!(
+                    "no {what} within {PATIENCE:?}; the cashier saw {:?}",
+                    self.seen
+                ),
             }
         }
     }
@@ -353,13 +409,19 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("not a Vipps QR code"), "{body}");
     let after = hub.lane("1").await;
-    assert_eq!((&after["up"], &after["state"]), (&json!(true), &json!("ready_for_payment")));
+    assert_eq!(
+        (&after["up"], &after["state"]),
+        (&json!(true), &json!("ready_for_payment"))
+    );
     assert_eq!(after["session"]["id"], session);
 
     // Pay; a second pay for the same session is refused.
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 200, "{body}");
-    let reference = body["session"]["payment"]["reference"].as_str().unwrap().to_owned();
+    let reference = body["session"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 409, "{body}");
 
@@ -375,7 +437,9 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
     ]);
 
     // Vipps: the member saw the member check-in; one payment, captured in full.
-    let checkins = hub.sim_get(&format!("/checkins?phoneNumber={MEMBER}")).await;
+    let checkins = hub
+        .sim_get(&format!("/checkins?phoneNumber={MEMBER}"))
+        .await;
     assert_eq!(checkins.as_array().unwrap().len(), 1, "{checkins}");
     assert_eq!(checkins[0]["isMember"], true);
     assert_eq!(checkins[0]["shown"], "member_check_in");
@@ -387,13 +451,34 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
     // Refund from the back office: a lane token may not, the admin token may.
     let refund = json!({"amount": {"value": 5000, "currency": "NOK"}});
     let url = format!("{}/api/v1/payments/{reference}/refund", hub.api);
-    let res = hub.http.post(&url).bearer_auth("demo-lane-1-token").json(&refund).send().await.unwrap();
+    let res = hub
+        .http
+        .post(&url)
+        .bearer_auth("demo-lane-1-token")
+        .json(&refund)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 403);
     let (status, body) = hub.call(reqwest::Method::POST, url, Some(refund)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["aggregate"]["refundedAmount"]["value"], 5000);
     let payment = hub.only_vipps_payment().await;
     assert_eq!(payment["aggregate"]["refundedAmount"]["value"], 5000);
+
+    // lanehub's own records agree: the session is closed, the payments index holds the amounts.
+    hub.assert_journal_closed().await;
+    let indexed = hub
+        .store
+        .payment(&reference.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (indexed.captured, indexed.refunded),
+        (AMOUNT, 5000),
+        "{indexed:?}"
+    );
 }
 
 #[actix_web::test]
@@ -405,19 +490,33 @@ async fn non_member_enrolls_then_pays_as_a_member() {
 
     let ready = identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
     assert_eq!(ready["session"]["customer"]["member"], false);
-    assert_eq!(ready["message"]["text"], "Customer 47******32 is not a member: offer enrollment");
+    assert_eq!(
+        ready["message"]["text"],
+        "Customer 47******32 is not a member: offer enrollment"
+    );
 
     let (status, body) = hub.command("1", "enroll", json!({})).await;
     assert_eq!(status, 200, "{body}");
     let enrolled = term.message("enrollment_completed").await;
-    assert_eq!(enrolled["message"]["text"], "Welcome to the club, Ola Nordmann!");
+    assert_eq!(
+        enrolled["message"]["text"],
+        "Welcome to the club, Ola Nordmann!"
+    );
     assert_eq!(enrolled["state"], "ready_for_payment");
     assert_eq!(enrolled["session"]["customer"]["member"], true);
 
-    let member = hub.store.member(&phone).await.unwrap().expect("enrolled member stored");
+    let member = hub
+        .store
+        .member(&phone)
+        .await
+        .unwrap()
+        .expect("enrolled member stored");
     assert_eq!(member.name, "Ola Nordmann");
     assert_eq!(member.source, MemberSource::Enrollment);
-    assert_eq!(member.enrolled_lane.map(|l| l.to_string()), Some("1".into()));
+    assert_eq!(
+        member.enrolled_lane.map(|l| l.to_string()),
+        Some("1".into())
+    );
 
     hub.pay("1").await;
     term.message("payment_approved").await;
@@ -431,13 +530,18 @@ async fn non_member_enrolls_then_pays_as_a_member() {
     ]);
 
     // Vipps: checked in as a non-member (before enrolling), one Login, one captured payment.
-    let checkins = hub.sim_get(&format!("/checkins?phoneNumber={NON_MEMBER}")).await;
+    let checkins = hub
+        .sim_get(&format!("/checkins?phoneNumber={NON_MEMBER}"))
+        .await;
     assert_eq!(checkins[0]["isMember"], false, "{checkins}");
     assert_eq!(checkins[0]["shown"], "waiting_screen");
-    let logins = hub.sim_get(&format!("/logins?phoneNumber={NON_MEMBER}")).await;
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
     assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
     assert_eq!(logins[0]["state"], "completed");
     assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
@@ -450,7 +554,10 @@ async fn non_member_declining_enrollment_still_pays() {
     identify(&hub, &mut term, "1", DECLINER, "non_member").await;
     hub.command("1", "enroll", json!({})).await;
     let declined = term.message("enrollment_declined").await;
-    assert_eq!(declined["message"]["text"], "Enrollment declined by the customer");
+    assert_eq!(
+        declined["message"]["text"],
+        "Enrollment declined by the customer"
+    );
     assert_eq!(declined["state"], "ready_for_payment");
     assert_eq!(declined["session"]["customer"]["member"], false);
 
@@ -458,10 +565,16 @@ async fn non_member_declining_enrollment_still_pays() {
     term.message("payment_approved").await;
 
     let phone: Msisdn = DECLINER.parse().unwrap();
-    assert!(hub.store.member(&phone).await.unwrap().is_none(), "not enrolled");
-    let logins = hub.sim_get(&format!("/logins?phoneNumber={DECLINER}")).await;
+    assert!(
+        hub.store.member(&phone).await.unwrap().is_none(),
+        "not enrolled"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={DECLINER}"))
+        .await;
     assert_eq!(logins[0]["state"], "denied", "{logins}");
     assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
@@ -476,6 +589,7 @@ async fn declined_payment_is_reported_and_not_captured() {
     let payment = hub.only_vipps_payment().await;
     assert_eq!(payment["state"], "ABORTED");
     assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
@@ -486,13 +600,21 @@ async fn payment_the_customer_ignores_expires() {
     pay_and_wait_created(&hub, &mut term, "1").await;
 
     // Vipps' ten minutes pass at the simulator; lanehub learns it by webhook or read-back.
-    hub.sim_call(reqwest::Method::POST, "/clock/advance", Some(json!({"ms": 601_000})))
-        .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        "/clock/advance",
+        Some(json!({"ms": 601_000})),
+    )
+    .await;
     let done = term.message("payment_expired").await;
-    assert_eq!(done["message"]["text"], "Payment expired: the customer did not answer");
+    assert_eq!(
+        done["message"]["text"],
+        "Payment expired: the customer did not answer"
+    );
     let payment = hub.only_vipps_payment().await;
     assert_eq!(payment["state"], "EXPIRED");
     assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
@@ -512,6 +634,7 @@ async fn cashier_cancels_a_payment_not_yet_approved() {
     let payment = hub.only_vipps_payment().await;
     assert_eq!(payment["state"], "TERMINATED");
     assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
@@ -521,15 +644,19 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     settings.vipps.retry_initial_backoff = ms(50);
     settings.vipps.retry_max_backoff = ms(100);
     settings.vipps.circuit_failure_threshold = 2;
-    settings.vipps.circuit_cool_down = ms(1500);
+    settings.vipps.circuit_cool_down = ms(600);
     let hub = start(settings).await;
     let mut term = hub.terminal("1").await;
     let qr = hub.qr(MEMBER, true).await;
 
     // Every Vipps call fails. The QR exchange gives up (the clear-text number identifies the
     // customer) and so does the check-in: two failures open the circuit.
-    hub.sim_call(reqwest::Method::PUT, "/faults", Some(json!({"serverErrorRate": 1.0})))
-        .await;
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults",
+        Some(json!({"serverErrorRate": 1.0})),
+    )
+    .await;
     let (status, body) = hub.scan("1", &qr).await;
     assert_eq!(status, 200, "{body}");
     term.message("member_welcomed").await;
@@ -540,7 +667,10 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 200, "{body}");
     let done = term.message("vipps_unavailable").await;
-    assert_eq!(done["message"]["text"], "Vipps is unavailable: take another payment method");
+    assert_eq!(
+        done["message"]["text"],
+        "Vipps is unavailable: take another payment method"
+    );
     assert_eq!(done["state"], "idle");
     assert!(hub.vipps_payments().await.is_empty());
 
@@ -554,7 +684,10 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
         if check_in["data"]["code"] == "check_in_sent" {
             break;
         }
-        assert!(Instant::now() < deadline, "Vipps never came back: {check_in}");
+        assert!(
+            Instant::now() < deadline,
+            "Vipps never came back: {check_in}"
+        );
         hub.command("1", "reset", json!({})).await;
         term.message("session_closed").await;
         tokio::time::sleep(POLL * 4).await;
@@ -583,8 +716,15 @@ async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_o
     hub.sim_call(reqwest::Method::PUT, "/faults/payment_create", Some(hang))
         .await;
     hub.pay("1").await;
-    let done = term.until("the session to end", |e| e["snapshot"]["state"] == "idle").await;
-    assert_eq!(code(&done["snapshot"]), "payment_approved", "saw {:?}", term.seen);
+    let done = term
+        .until("the session to end", |e| e["snapshot"]["state"] == "idle")
+        .await;
+    assert_eq!(
+        code(&done["snapshot"]),
+        "payment_approved",
+        "saw {:?}",
+        term.seen
+    );
     let payment = hub.only_vipps_payment().await;
     assert_eq!(captured(&payment), AMOUNT);
 }
@@ -603,7 +743,10 @@ async fn a_panicking_lane_restarts_with_its_session_and_the_payment_completes() 
     identify(&hub, &mut a, "panic-a", IGNORER, "non_member").await;
     let waiting = pay_and_wait_created(&hub, &mut a, "panic-a").await;
     let session = waiting["session"]["id"].clone();
-    let reference = waiting["session"]["payment"]["reference"].as_str().unwrap().to_owned();
+    let reference = waiting["session"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     let url = format!("{}/api/v1/lanes/panic-a/test/panic", hub.api);
     let (status, _) = hub.call(reqwest::Method::POST, url, None).await;
@@ -612,15 +755,28 @@ async fn a_panicking_lane_restarts_with_its_session_and_the_payment_completes() 
     let up = a.event("up").await;
     assert_eq!(up["snapshot"]["up"], true);
     let recovered = a.message("session_recovered").await;
-    assert_eq!(recovered["session"]["id"], session, "same session after the restart");
-    assert_eq!(recovered["session"]["payment"]["reference"], reference.as_str());
+    assert_eq!(
+        recovered["session"]["id"], session,
+        "same session after the restart"
+    );
+    assert_eq!(
+        recovered["session"]["payment"]["reference"],
+        reference.as_str()
+    );
     assert_eq!(recovered["state"], "awaiting_payment");
     let restarts = [("lane", "panic-a"), ("reason", "panic")];
-    assert_eq!(hub.metric("lanehub_lane_restarts_total", &restarts).await, Some(1.0));
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &restarts).await,
+        Some(1.0)
+    );
 
     // The customer approves after the restart; the restarted lane captures exactly once.
-    hub.sim_call(reqwest::Method::POST, &format!("/payments/{reference}/approve"), None)
-        .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/payments/{reference}/approve"),
+        None,
+    )
+    .await;
     let done = a.message("payment_approved").await;
     assert_eq!(done["state"], "idle");
     let payment = hub.only_vipps_payment().await;
@@ -631,9 +787,16 @@ async fn a_panicking_lane_restarts_with_its_session_and_the_payment_completes() 
     let b_after = hub.lane("panic-b").await;
     assert_eq!(b_after["session"], b_before["session"]);
     assert_eq!(b_after["state"], "ready_for_payment");
-    assert!(!b.kinds.iter().any(|k| k == "down" || k == "up"), "{:?}", b.kinds);
+    assert!(
+        !b.kinds.iter().any(|k| k == "down" || k == "up"),
+        "{:?}",
+        b.kinds
+    );
     let other = [("lane", "panic-b"), ("reason", "panic")];
-    assert_eq!(hub.metric("lanehub_lane_restarts_total", &other).await, Some(0.0));
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &other).await,
+        Some(0.0)
+    );
 }
 
 #[actix_web::test]
@@ -646,31 +809,85 @@ async fn a_lane_past_its_restart_budget_is_marked_down() {
     let panic_url = format!("{}/api/v1/lanes/budget-a/test/panic", hub.api);
 
     for _ in 0..2 {
-        let (status, _) = hub.call(reqwest::Method::POST, panic_url.clone(), None).await;
+        let (status, _) = hub
+            .call(reqwest::Method::POST, panic_url.clone(), None)
+            .await;
         assert_eq!(status, 202);
         term.event("down").await;
         term.event("up").await;
     }
-    let (status, _) = hub.call(reqwest::Method::POST, panic_url.clone(), None).await;
+    let (status, _) = hub
+        .call(reqwest::Method::POST, panic_url.clone(), None)
+        .await;
     assert_eq!(status, 202);
     term.event("down").await;
 
-    let down = hub.wait_lane("budget-a", "marked down", |s| s["up"] == false).await;
+    let down = hub
+        .wait_lane("budget-a", "marked down", |s| s["up"] == false)
+        .await;
     assert_eq!(down["lane"], "budget-a");
     let (status, body) = hub.scan("budget-a", &hub.qr(MEMBER, false).await).await;
     assert_eq!(status, 503, "{body}");
     let (status, _) = hub.call(reqwest::Method::POST, panic_url, None).await;
     assert_eq!(status, 503);
     // Reported: /readyz names the lane, the metrics show it down after two restarts.
-    let ready = hub.http.get(format!("{}/readyz", hub.api)).send().await.unwrap();
+    let ready = hub
+        .http
+        .get(format!("{}/readyz", hub.api))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["lanes"]["down"], json!(["budget-a"]));
-    assert_eq!(hub.metric("lanehub_lane_up", &[("lane", "budget-a")]).await, Some(0.0));
+    assert_eq!(
+        hub.metric("lanehub_lane_up", &[("lane", "budget-a")]).await,
+        Some(0.0)
+    );
     let restarts = [("lane", "budget-a"), ("reason", "panic")];
-    assert_eq!(hub.metric("lanehub_lane_restarts_total", &restarts).await, Some(2.0));
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &restarts).await,
+        Some(2.0)
+    );
 
     // The other lane works on.
     let mut other = hub.terminal("budget-b").await;
     identify(&hub, &mut other, "budget-b", MEMBER, "member_welcomed").await;
+}
+
+#[actix_web::test]
+async fn a_session_that_ended_but_was_not_closed_before_a_crash_is_closed_at_start() {
+    use lanehub::session::{JournalRecord, Outcome, SessionId};
+    // The journal as a crash between writing the outcome and closing the session leaves it.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: lanehub::domain::LaneId = "1".parse().unwrap();
+    let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+    for record in [
+        JournalRecord::SessionStarted,
+        JournalRecord::SessionEnded {
+            outcome: Outcome::Declined,
+        },
+    ] {
+        store
+            .append(&lane, session.as_str(), record.kind(), &record)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.all_open_sessions().await.unwrap().len(), 1);
+    drop(store);
+
+    let hub = start_on(fast_settings(), data).await;
+    hub.assert_journal_closed().await;
+    let records = hub
+        .store
+        .session_records(&lane, session.as_str())
+        .await
+        .unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), &last.payload["outcome"]),
+        ("closed", &json!("declined"))
+    );
+    assert_eq!(hub.lane("1").await["state"], "idle");
 }

@@ -50,8 +50,16 @@ impl Process {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let url = line.trim().rsplit(' ').next().unwrap_or_default().to_owned();
-        assert!(url.starts_with("http://"), "unexpected first line: {line:?}");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            url.starts_with("http://"),
+            "unexpected first line: {line:?}"
+        );
         // Keep the pipe drained so the child never blocks on a full stdout.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         (Process(child), url)
@@ -102,11 +110,23 @@ impl Rig {
             ("LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL", String::new()),
             ("LANEHUB__API__LISTEN", "127.0.0.1:0".to_owned()),
             ("LANEHUB__API__ADMIN_TOKEN", ADMIN.to_owned()),
-            ("LANEHUB__LANES__0__TOKEN", "recovery-lane-1-token-0123456789".to_owned()),
-            ("LANEHUB__LANES__1__TOKEN", "recovery-lane-2-token-0123456789".to_owned()),
-            ("LANEHUB__STORE__DATA_DIR", self.data.path().display().to_string()),
+            (
+                "LANEHUB__LANES__0__TOKEN",
+                "recovery-lane-1-token-0123456789".to_owned(),
+            ),
+            (
+                "LANEHUB__LANES__1__TOKEN",
+                "recovery-lane-2-token-0123456789".to_owned(),
+            ),
+            (
+                "LANEHUB__STORE__DATA_DIR",
+                self.data.path().display().to_string(),
+            ),
             ("LANEHUB__SESSION__PAYMENT_FIRST_POLL", "100ms".to_owned()),
-            ("LANEHUB__SESSION__PAYMENT_POLL_INTERVAL", "250ms".to_owned()),
+            (
+                "LANEHUB__SESSION__PAYMENT_POLL_INTERVAL",
+                "250ms".to_owned(),
+            ),
         ];
         let log = self.data.path().join("lanehub.log");
         let (process, url) = Process::start(&["run"], &env, &log);
@@ -152,12 +172,19 @@ impl Rig {
             s["state"] == "ready_for_payment"
         })
         .await;
-        let pay = json!({"amount": {"value": AMOUNT, "currency": "NOK"}, "description": "Groceries"});
+        let pay =
+            json!({"amount": {"value": AMOUNT, "currency": "NOK"}, "description": "Groceries"});
         let url = format!("{api}/api/v1/lanes/{lane}/payment");
         self.call(reqwest::Method::POST, url, Some(pay)).await;
     }
 
-    async fn wait_lane(&self, api: &str, lane: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    async fn wait_lane(
+        &self,
+        api: &str,
+        lane: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let url = format!("{api}/api/v1/lanes/{lane}");
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -165,7 +192,10 @@ impl Rig {
             if done(&snapshot) {
                 return snapshot;
             }
-            assert!(Instant::now() < deadline, "lane {lane} never {what}: {snapshot}");
+            assert!(
+                Instant::now() < deadline,
+                "lane {lane} never {what}: {snapshot}"
+            );
             tokio::time::sleep(POLL).await;
         }
     }
@@ -204,13 +234,24 @@ impl Rig {
             .iter()
             .filter(|p| p["reference"] == reference)
             .collect();
-        assert_eq!(same.len(), 1, "exactly one payment {reference} at Vipps: {list}");
+        assert_eq!(
+            same.len(),
+            1,
+            "exactly one payment {reference} at Vipps: {list}"
+        );
         same[0].clone()
     }
 
     /// After lanehub is stopped: the journal closed the session with `outcome`, and the payments
     /// index agrees with Vipps.
-    async fn assert_journal(&self, lane: &str, session: &str, reference: &str, outcome: &str, captured: u64) {
+    async fn assert_journal(
+        &self,
+        lane: &str,
+        session: &str,
+        reference: &str,
+        outcome: &str,
+        captured: u64,
+    ) {
         let store = Store::open(self.data.path()).await.unwrap();
         let open = store.all_open_sessions().await.unwrap();
         assert!(open.is_empty(), "sessions left open: {open:?}");
@@ -219,7 +260,10 @@ impl Rig {
             .await
             .unwrap();
         let last = records.last().expect("the session is journalled");
-        assert_eq!((last.kind.as_str(), &last.payload["outcome"]), ("closed", &json!(outcome)));
+        assert_eq!(
+            (last.kind.as_str(), &last.payload["outcome"]),
+            ("closed", &json!(outcome))
+        );
         let payment = store
             .payment(&reference.parse().unwrap())
             .await
@@ -230,7 +274,9 @@ impl Rig {
 }
 
 fn captured(payment: &Value) -> u64 {
-    payment["aggregate"]["capturedAmount"]["value"].as_u64().unwrap()
+    payment["aggregate"]["capturedAmount"]["value"]
+        .as_u64()
+        .unwrap()
 }
 
 /// The session id and payment reference a lane shows.
@@ -252,11 +298,13 @@ async fn killed_before_the_create_was_answered() {
         .await;
     let (lanehub, api) = rig.lanehub().await;
     rig.checkout(&api, "1", CUSTOMER).await;
-    rig.wait_vipps("created the payment", |l| l.len() == 1).await;
-    let waiting = rig.wait_lane(&api, "1", "sent the create", |s| {
-        s["state"] == "awaiting_payment_creation"
-    })
-    .await;
+    rig.wait_vipps("created the payment", |l| l.len() == 1)
+        .await;
+    let waiting = rig
+        .wait_lane(&api, "1", "sent the create", |s| {
+            s["state"] == "awaiting_payment_creation"
+        })
+        .await;
     let (session, reference) = ids(&waiting);
     lanehub.kill();
 
@@ -267,7 +315,8 @@ async fn killed_before_the_create_was_answered() {
     assert_eq!(captured(&payment), AMOUNT);
     assert_eq!(rig.vipps_payments().await.len(), 1);
     lanehub.kill();
-    rig.assert_journal("1", &session, &reference, "paid", AMOUNT).await;
+    rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
+        .await;
 }
 
 #[tokio::test]
@@ -285,16 +334,27 @@ async fn killed_while_customers_decide() {
     let ((s1, r1), (s2, r2)) = (ids(&one), ids(&two));
     lanehub.kill();
 
-    rig.sim_call(reqwest::Method::POST, &format!("/payments/{r1}/approve"), None)
-        .await;
-    rig.sim_call(reqwest::Method::POST, &format!("/payments/{r2}/decline"), None)
-        .await;
+    rig.sim_call(
+        reqwest::Method::POST,
+        &format!("/payments/{r1}/approve"),
+        None,
+    )
+    .await;
+    rig.sim_call(
+        reqwest::Method::POST,
+        &format!("/payments/{r2}/decline"),
+        None,
+    )
+    .await;
     let (lanehub, api) = rig.lanehub().await;
     rig.wait_message(&api, "1", "payment_approved").await;
     rig.wait_message(&api, "2", "payment_declined").await;
     assert_eq!(captured(&rig.vipps_payment(&r1).await), AMOUNT);
     let declined = rig.vipps_payment(&r2).await;
-    assert_eq!((&declined["state"], captured(&declined)), (&json!("ABORTED"), 0));
+    assert_eq!(
+        (&declined["state"], captured(&declined)),
+        (&json!("ABORTED"), 0)
+    );
     assert_eq!(rig.vipps_payments().await.len(), 2);
     lanehub.kill();
     rig.assert_journal("1", &s1, &r1, "paid", AMOUNT).await;
@@ -311,14 +371,18 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
         .await;
     let (lanehub, api) = rig.lanehub().await;
     rig.checkout(&api, "1", CUSTOMER).await;
-    let capturing = rig.wait_lane(&api, "1", "started the capture", |s| {
-        s["state"] == "awaiting_capture"
-    })
-    .await;
+    let capturing = rig
+        .wait_lane(&api, "1", "started the capture", |s| {
+            s["state"] == "awaiting_capture"
+        })
+        .await;
     let (session, reference) = ids(&capturing);
     lanehub.kill();
     let payment = rig.vipps_payment(&reference).await;
-    assert_eq!((&payment["state"], captured(&payment)), (&json!("AUTHORIZED"), 0));
+    assert_eq!(
+        (&payment["state"], captured(&payment)),
+        (&json!("AUTHORIZED"), 0)
+    );
 
     rig.sim_call(reqwest::Method::DELETE, "/faults/payment_capture", None)
         .await;
@@ -327,5 +391,6 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     // Captured once, whatever became of the held request.
     assert_eq!(captured(&rig.vipps_payment(&reference).await), AMOUNT);
     lanehub.kill();
-    rig.assert_journal("1", &session, &reference, "paid", AMOUNT).await;
+    rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
+        .await;
 }

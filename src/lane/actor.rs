@@ -438,7 +438,7 @@ impl Actor for LaneActor {
 impl LaneActor {
     fn recover(&mut self, open: Vec<crate::store::SessionJournal>, ctx: &mut Context<Self>) {
         // Only the newest open session can be in flight; older ones were left by a crash between
-        // ending and closing, and are closed as interrupted by their own recovery.
+        // ending and closing, and are closed here with the outcome they journalled.
         for journal in open {
             let Ok(session_id) = journal.session.parse::<SessionId>() else {
                 tracing::error!(lane = %self.lane(), session = %journal.session, "journal session id unreadable; skipped");
@@ -449,6 +449,18 @@ impl LaneActor {
                 .iter()
                 .filter_map(|r| r.payload_as::<session::JournalRecord>().ok())
                 .collect();
+            // Ended, but lanehub stopped before the journal closed it: close it now, or every
+            // later start would read it again.
+            if let Some(outcome) = records.iter().find_map(|r| match r {
+                session::JournalRecord::SessionEnded { outcome } => Some(outcome.label()),
+                _ => None,
+            }) {
+                self.work(Work::Close {
+                    session: session_id,
+                    outcome,
+                });
+                continue;
+            }
             let t = Session::recover(
                 self.lane().clone(),
                 session_id,

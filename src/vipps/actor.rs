@@ -857,7 +857,14 @@ impl VippsHandle {
                             last: last.map(Box::new),
                         },
                         NotAdmitted::CircuitOpen(retry_in) => VippsError::Unavailable { retry_in },
-                        NotAdmitted::Limited(_) => VippsError::Overloaded { operation: op },
+                        NotAdmitted::Limited(refusal) => {
+                            tracing::debug!(
+                                operation = op.as_str(),
+                                ?refusal,
+                                "no rate-limit slot"
+                            );
+                            VippsError::Overloaded { operation: op }
+                        }
                     };
                     count_local(op, &e);
                     return Err(e);
