@@ -242,8 +242,8 @@ impl Rig {
         same[0].clone()
     }
 
-    /// After lanehub is stopped: the journal closed the session with `outcome`, and the payments
-    /// index agrees with Vipps.
+    /// The journal closed the session with `outcome` (lanehub writes the close just after the
+    /// outcome reaches the lane, so this waits for it), and the payments index agrees with Vipps.
     async fn assert_journal(
         &self,
         lane: &str,
@@ -252,9 +252,17 @@ impl Rig {
         outcome: &str,
         captured: u64,
     ) {
+        // SQLite lets this process read while lanehub runs.
         let store = Store::open(self.data.path()).await.unwrap();
-        let open = store.all_open_sessions().await.unwrap();
-        assert!(open.is_empty(), "sessions left open: {open:?}");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let open = store.all_open_sessions().await.unwrap();
+            if open.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "sessions left open: {open:?}");
+            tokio::time::sleep(POLL).await;
+        }
         let records = store
             .session_records(&lane.parse().unwrap(), session)
             .await
@@ -314,9 +322,9 @@ async fn killed_before_the_create_was_answered() {
     let payment = rig.vipps_payment(&reference).await;
     assert_eq!(captured(&payment), AMOUNT);
     assert_eq!(rig.vipps_payments().await.len(), 1);
-    lanehub.kill();
     rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
         .await;
+    lanehub.kill();
 }
 
 #[tokio::test]
@@ -356,9 +364,9 @@ async fn killed_while_customers_decide() {
         (&json!("ABORTED"), 0)
     );
     assert_eq!(rig.vipps_payments().await.len(), 2);
-    lanehub.kill();
     rig.assert_journal("1", &s1, &r1, "paid", AMOUNT).await;
     rig.assert_journal("2", &s2, &r2, "declined", 0).await;
+    lanehub.kill();
 }
 
 #[tokio::test]
@@ -390,7 +398,7 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     rig.wait_message(&api, "1", "payment_approved").await;
     // Captured once, whatever became of the held request.
     assert_eq!(captured(&rig.vipps_payment(&reference).await), AMOUNT);
-    lanehub.kill();
     rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
         .await;
+    lanehub.kill();
 }
