@@ -88,7 +88,10 @@ pub fn classify_scan(data: &[u8]) {
     let trimmed = text.trim_matches(|c: char| c.is_ascii_whitespace());
     match &kind {
         ScanKind::VippsQr(qr) => {
-            assert_eq!(qr.raw, trimmed, "a personal QR keeps the trimmed scan whole");
+            assert_eq!(
+                qr.raw, trimmed,
+                "a personal QR keeps the trimmed scan whole"
+            );
             assert!(text.len() <= MAX_SCAN_BYTES);
             let head = qr.raw.get(..20).unwrap_or_default();
             assert!(head.eq_ignore_ascii_case("https://qr.vipps.no/"), "{head}");
@@ -96,7 +99,10 @@ pub fn classify_scan(data: &[u8]) {
                 PersonalQrForm::Token => assert!(qr.clear_text_msisdn.is_none()),
                 PersonalQrForm::ClearText => {
                     if let Some(m) = &qr.clear_text_msisdn {
-                        assert!(qr.raw.contains(m.as_str()), "the number comes from the code");
+                        assert!(
+                            qr.raw.contains(m.as_str()),
+                            "the number comes from the code"
+                        );
                     }
                 }
             }
@@ -118,20 +124,27 @@ pub fn classify_scan(data: &[u8]) {
     }
     // Surrounding ASCII whitespace (a scanner's suffix) never changes what a scan is.
     if text.len() <= MAX_SCAN_BYTES {
-        assert_eq!(classify(trimmed), kind, "trimming changed the classification");
+        assert_eq!(
+            classify(trimmed),
+            kind,
+            "trimming changed the classification"
+        );
     }
 }
 
 /// The GS1 rule, written independently of lanehub's: with weights 1, 3, 1, 3, … from the right
 /// (the check digit weighs 1), the weighted digit sum is a multiple of ten.
 fn gs1_check_digit_holds(digits: &str) -> bool {
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
     let sum: u32 = digits
         .bytes()
         .rev()
         .zip([1u32, 3].into_iter().cycle())
         .map(|(b, w)| u32::from(b - b'0') * w)
         .sum();
-    digits.bytes().all(|b| b.is_ascii_digit()) && sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -170,7 +183,11 @@ pub fn hidpos_decoder(data: &[u8]) {
     }
     decoder.reset();
     let got = decoder.feed(&hidpos_report(b"ok"));
-    assert_eq!(got, Ok(Some(Scan::from_text("ok"))), "no recovery after reset");
+    assert_eq!(
+        got,
+        Ok(Some(Scan::from_text("ok"))),
+        "no recovery after reset"
+    );
 }
 
 fn check_scan(scan: &Scan) {
@@ -214,7 +231,11 @@ pub fn keyboard_decoder(data: &[u8]) {
     // After a pause longer than the timeout and a report with every key up, a fresh scan
     // ("1", Enter) decodes whatever came before.
     at += DEFAULT_INTER_REPORT_TIMEOUT + Duration::from_millis(1);
-    assert_eq!(decoder.feed(&[0; 8], at), Ok(None), "a release typed something");
+    assert_eq!(
+        decoder.feed(&[0; 8], at),
+        Ok(None),
+        "a release typed something"
+    );
     let mut outcomes = Vec::new();
     for report in [
         [0, 0, 0x1E, 0, 0, 0, 0, 0],
@@ -426,12 +447,15 @@ pub fn webhook_verify(data: &[u8]) {
         let mut changed = signed.date.clone().into_bytes();
         let i = usize::from(at) % changed.len();
         changed[i] ^= xor;
+        // A changed byte inside a replacement character may come back as the same text.
         let changed = String::from_utf8_lossy(&changed);
-        assert_eq!(
-            verify(&changed, &signed.authorization, body),
-            Err(SignatureError::BadSignature),
-            "a changed date passed"
-        );
+        if changed != signed.date {
+            assert_eq!(
+                verify(&changed, &signed.authorization, body),
+                Err(SignatureError::BadSignature),
+                "a changed date passed"
+            );
+        }
     }
 
     // The freshness check takes any date text and any clock.
