@@ -163,10 +163,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let malformed = e.inner().is_syntax() || e.inner().is_eof();
-        let field = (!malformed && path != "." && path != "?").then_some(path);
-        let detail = match &field {
-            Some(f) => format!("field `{f}`: {}", e.inner()),
-            None => format!("malformed JSON: {}", e.inner()),
+        // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
+        // still quotes the key.
+        let named = path != "?" && !path.split('.').any(str::is_empty);
+        let field = (!malformed && named).then_some(path);
+        let detail = match (&field, malformed) {
+            (Some(f), _) => format!("field `{f}`: {}", e.inner()),
+            (None, true) => format!("malformed JSON: {}", e.inner()),
+            (None, false) => format!("unexpected body: {}", e.inner()),
         };
         ApiError::InvalidBody { field, detail }
     })
