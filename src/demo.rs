@@ -173,9 +173,11 @@ pub fn prepare(settings: &mut Settings, lanes: u16) -> Result<Vec<DemoLane>, Dem
 pub fn run(args: DemoArgs, mut settings: Settings) -> anyhow::Result<()> {
     let lanes = prepare(&mut settings, args.lanes)?;
     let admin_is_demo = crate::config::DEMO_TOKENS[0] == settings.api.admin_token.expose_secret();
-    let follow_limit = settings.session.payment_expiry
-        + settings.session.payment_margin
-        + crate::session::SessionConfig::default().final_read_window
+    // A payment always ends by its expiry, the margin and the final read-backs; then some slack.
+    let session = settings.session.session_config();
+    let follow_limit = session.payment_expiry
+        + session.payment_margin
+        + session.final_read_window
         + Duration::from_secs(30);
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings)?;
@@ -279,7 +281,7 @@ impl Demo {
     }
 
     /// Adds the customer to the simulator, or sets what an existing one does from now on.
-    fn put_customer(&self, cast: &Cast, phone: &Msisdn, member: bool, behaviour: Behaviour) {
+    fn put_customer(&self, phone: &Msisdn, member: bool, behaviour: Behaviour) {
         let mut customers = self
             .sim
             .customers
@@ -289,7 +291,7 @@ impl Demo {
             c.behaviour = behaviour;
             return;
         }
-        let (name, email) = cast.name(phone);
+        let (name, email) = Cast::name(phone);
         customers.insert(Customer {
             phone_number: phone.clone(),
             name,
@@ -322,8 +324,8 @@ impl Demo {
             let cast = Cast::new(lane.position);
             for k in 1..=MEMBERS_PER_LANE {
                 let phone = cast.member(k);
-                self.put_customer(&cast, &phone, true, paying_customer());
-                let (name, email) = cast.name(&phone);
+                self.put_customer(&phone, true, paying_customer());
+                let (name, email) = Cast::name(&phone);
                 let member = Member {
                     phone_number: phone,
                     name,
@@ -353,6 +355,8 @@ impl Demo {
     }
 }
 
+/// Share of product scans that misread the label first.
+const MISREAD_SHARE: f64 = 0.02;
 /// Customer payment delays in milliseconds.
 const PAY_DELAY_MS: Range<u64> = 1_000..3_000;
 /// Customer Login answer delays in milliseconds.
@@ -426,7 +430,7 @@ impl Cast {
     }
 
     /// A stable name and e-mail address for a number.
-    fn name(&self, phone: &Msisdn) -> (String, String) {
+    fn name(phone: &Msisdn) -> (String, String) {
         let n: usize = phone.as_str()[4..].parse().unwrap_or(0);
         let first = FIRST_NAMES[n % FIRST_NAMES.len()];
         let last = LAST_NAMES[(n / FIRST_NAMES.len()) % LAST_NAMES.len()];
@@ -550,55 +554,29 @@ pub struct Product {
 
 /// The shelves. Every price is far above the test amounts that fail on purpose (151, 182, …).
 pub const PRODUCTS: [Product; 8] = [
-    Product {
-        name: "Lettmelk 1 l",
-        ean_body: "703801000012",
-        price: 2_190,
-        vat_percent: 15,
-    },
-    Product {
-        name: "Grovbrod",
-        ean_body: "703801000029",
-        price: 3_490,
-        vat_percent: 15,
-    },
-    Product {
-        name: "Kaffe 250 g",
-        ean_body: "703801000036",
-        price: 6_990,
-        vat_percent: 15,
-    },
-    Product {
-        name: "Epler 1 kg",
-        ean_body: "703801000043",
-        price: 2_990,
-        vat_percent: 15,
-    },
-    Product {
-        name: "Laks 400 g",
-        ean_body: "703801000050",
-        price: 12_900,
-        vat_percent: 15,
-    },
-    Product {
-        name: "Oppvasktabletter",
-        ean_body: "703801000067",
-        price: 8_990,
-        vat_percent: 25,
-    },
-    Product {
-        name: "Batterier AA 4 stk",
-        ean_body: "703801000074",
-        price: 5_990,
-        vat_percent: 25,
-    },
-    Product {
-        name: "Blomster",
-        ean_body: "703801000081",
-        price: 14_900,
-        vat_percent: 25,
-    },
+    product("Lettmelk 1 l", "703801000012", 2_190, 15),
+    product("Grovbrod", "703801000029", 3_490, 15),
+    product("Kaffe 250 g", "703801000036", 6_990, 15),
+    product("Epler 1 kg", "703801000043", 2_990, 15),
+    product("Laks 400 g", "703801000050", 12_900, 15),
+    product("Oppvasktabletter", "703801000067", 8_990, 25),
+    product("Batterier AA 4 stk", "703801000074", 5_990, 25),
+    product("Blomster", "703801000081", 14_900, 25),
 ];
+
+const fn product(
+    name: &'static str,
+    ean_body: &'static str,
+    price: u64,
+    vat_percent: u8,
+) -> Product {
+    Product {
+        name,
+        ean_body,
+        price,
+        vat_percent,
+    }
+}
 
 /// The EAN-13 of a 12-digit body: the body and its check digit. `None` if the body is not 12
 /// digits.
@@ -954,7 +932,7 @@ async fn checkout(
         login: scenario.login(),
         login_delay: Duration::from_millis(rng.random_range(LOGIN_DELAY_MS)),
     };
-    demo.put_customer(cast, &phone, !scenario.newcomer(), behaviour);
+    demo.put_customer(&phone, !scenario.newcomer(), behaviour);
     let tokenised = rng.random_bool(0.5);
     let Some(qr) = demo.qr(&phone, tokenised).or_else(|| demo.qr(&phone, true)) else {
         return Ok(Ended::Other);
@@ -1076,7 +1054,7 @@ async fn scan_products(
         };
         for _ in 0..quantity {
             demo.pause(rng, 0.2..0.8, pace).await;
-            if rng.random_bool(0.03) {
+            if rng.random_bool(MISREAD_SHARE) {
                 // A damaged label: the last digit is read wrong and the lane refuses the scan.
                 let misread = format!("{}{}", &ean[..12], (ean.as_bytes()[12] - b'0' + 1) % 10);
                 match watch
@@ -1219,7 +1197,7 @@ mod tests {
     fn ean13_adds_the_check_digit() {
         // The GS1 example 400638133393 has check digit 1.
         assert_eq!(ean13("400638133393").as_deref(), Some("4006381333931"));
-        assert_eq!(ean13("703801000012").as_deref(), Some("7038010000125"));
+        assert_eq!(ean13("703801000012").as_deref(), Some("7038010000126"));
         assert_eq!(ean13("40063813339"), None);
         assert_eq!(ean13("40063813339x"), None);
         for product in PRODUCTS {
@@ -1240,7 +1218,7 @@ mod tests {
         let lines = request.order_lines.expect("order lines are sent");
         // 25 % VAT included in 89.90 is 17.98.
         assert_eq!(lines[1].vat_amount, 1_798);
-        assert_eq!(lines[0].id, "7038010000125");
+        assert_eq!(lines[0].id, "7038010000126");
     }
 
     #[test]
@@ -1308,8 +1286,13 @@ mod tests {
         cast.next_newcomer = NEWCOMERS_PER_LANE - 1;
         assert_eq!(cast.next_newcomer().as_str(), "4796070000");
         let kari = cast.member(1);
-        assert_eq!(cast.name(&kari), Cast::new(7).name(&kari));
-        assert!(cast.name(&kari).1.ends_with("@example.com"));
+        assert_eq!(
+            Cast::name(&kari),
+            (
+                "Jonas Larsen".to_owned(),
+                "jonas.larsen.070001@example.com".to_owned()
+            )
+        );
     }
 
     #[test]
