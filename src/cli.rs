@@ -1,4 +1,4 @@
-//! The command line: `run` (the default), `sim`, `check-config`, `members import|export`,
+//! The command line: `run` (the default), `demo`, `sim`, `check-config`, `members import|export`,
 //! `backup`; later issues add more.
 
 use std::net::{SocketAddr, TcpListener};
@@ -33,6 +33,9 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run lanehub with the embedded simulator while virtual customers and cashiers keep every
+    /// lane busy (for dashboards, the UI and demonstrations).
+    Demo(crate::demo::DemoArgs),
     /// Serve the Vipps simulator alone.
     Sim {
         /// Address to listen on (default: `sim.listen`).
@@ -95,6 +98,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 app.run_until_stopped().await?;
                 Ok(())
             })
+        }),
+        Command::Demo(args) => with_settings(args.config.clone(), |settings| {
+            crate::demo::run(args, settings)
         }),
         Command::Sim { listen, config } => with_settings(config, |settings| {
             let listen = listen.unwrap_or(settings.sim.listen);
