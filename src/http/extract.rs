@@ -119,7 +119,7 @@ impl FromRequest for Caller {
     }
 }
 
-/// A JSON body; errors name the field (`amount.value`) and what is wrong with it.
+/// A JSON object body; errors name the field (`amount.value`) and what is wrong with it.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -155,6 +155,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                     });
                 }
                 bytes.extend_from_slice(&chunk);
+            }
+            // serde would take an array for a struct, field by position; no body here is one.
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_some_and(|&b| b != b'{') {
+                return Err(ApiError::InvalidBody {
+                    field: None,
+                    detail: "the body must be a JSON object".into(),
+                });
             }
             parse_json(&bytes).map(Body)
         })
