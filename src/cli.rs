@@ -90,7 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings)?;
                 // The first stdout line tells scripts and tests where lanehub listens.
-                println!("lanehub listening on http://{}", app.addr());
+                println!("lanehub listening on {}", app.url());
                 if let Some(sim) = app.simulator() {
                     println!("Vipps simulator listening on {}", sim.base_url());
                 }

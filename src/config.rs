@@ -93,6 +93,22 @@ pub struct ApiSettings {
     pub webhook_date_tolerance: Duration,
     /// Test hooks (make a lane panic); never enable in a store.
     pub test_hooks: bool,
+    /// How often the server pings a terminal's WebSocket; two missed pongs close it.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// PEM certificate chain for HTTPS; with `tls_key`. Neither set serves plain HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ApiSettings {
+    /// The certificate and key paths when HTTPS is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_cert.as_deref().zip(self.tls_key.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -461,6 +477,31 @@ impl Settings {
                 "session.payment_poll_interval",
                 "must be above 0".into(),
             ));
+        }
+        if self.api.heartbeat_interval.is_zero() {
+            return Err(err("api.heartbeat_interval", "must be above 0".into()));
+        }
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "api.tls_key",
+                    "missing: `tls_cert` and `tls_key` are set together or not at all".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "api.tls_cert",
+                    "missing: `tls_cert` and `tls_key` are set together or not at all".into(),
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("api.tls_cert", cert), ("api.tls_key", key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        return Err(err(name, format!("cannot read `{}`: {e}", path.display())));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         if self.api.admin_token.expose_secret().len() < 16 {
             return Err(err(

@@ -1,9 +1,12 @@
 //! `Application::build(settings)` wires the pieces together: the embedded simulator (in simulator
 //! mode), the store, the shared Vipps client actor, one actor per lane under the supervisor, the
-//! webhook registration, and the HTTP server. Tests build it with port 0 and read the port back.
+//! webhook registration, and the HTTP server (HTTPS when `api.tls_cert` and `api.tls_key` are
+//! set). Tests build it with port 0 and read the port back.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 
@@ -22,6 +25,7 @@ use crate::vipps::actor::VippsHandle;
 /// A built, listening lanehub.
 pub struct Application {
     addr: SocketAddr,
+    tls: bool,
     server: actix_web::dev::Server,
     sim: Option<SimServer>,
     settings: Settings,
@@ -37,6 +41,8 @@ pub struct AppState {
     pub vipps: VippsHandle,
     pub store: Store,
     pub test_hooks: bool,
+    /// How often terminal WebSockets are pinged (`api.heartbeat_interval`).
+    pub heartbeat: Duration,
 }
 
 impl Application {
@@ -59,6 +65,11 @@ impl Application {
             anyhow::anyhow!("cannot listen on api.listen {}: {e}", settings.api.listen)
         })?;
         let addr = listener.local_addr()?;
+        // Read the certificate before anything starts, so a bad one stops start-up at once.
+        let tls = match settings.api.tls() {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
 
         let store = Store::open_blocking(&settings.store.data_dir).map_err(|e| {
             anyhow::anyhow!(
@@ -102,10 +113,14 @@ impl Application {
         );
         let lanes = supervisor.lanes().clone();
 
-        // In simulator mode lanehub receives the simulator's webhooks on its own listener.
+        // In simulator mode lanehub receives the simulator's webhooks on its own listener. Over
+        // HTTPS the simulator would not trust lanehub's certificate, so polling alone follows
+        // payments there.
         let webhook_url = match (&settings.vipps.webhook_public_url, settings.vipps.mode) {
             (url, _) if !url.is_empty() => Some(url.clone()),
-            (_, VippsMode::Simulator) => Some(format!("http://{addr}/vipps/webhooks")),
+            (_, VippsMode::Simulator) if tls.is_none() => {
+                Some(format!("http://{addr}/vipps/webhooks"))
+            }
             _ => None,
         };
         let receiver = webhook_url.as_deref().and_then(|url| {
@@ -122,6 +137,7 @@ impl Application {
             vipps: vipps.clone(),
             store: store.clone(),
             test_hooks: settings.api.test_hooks,
+            heartbeat: settings.api.heartbeat_interval,
         });
         let lanes_data = web::Data::new(lanes.clone());
         let tokens = web::Data::new(ApiTokens::from_settings(&settings));
@@ -138,12 +154,17 @@ impl Application {
                 app = app.app_data(r.clone());
             }
             app.configure(crate::http::routes)
-        })
-        .listen(listener)?
+        });
+        let is_tls = tls.is_some();
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
-        tracing::info!(%addr, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), "lanehub listening");
+        tracing::info!(%addr, tls = is_tls, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), "lanehub listening");
         Ok(Application {
             addr,
+            tls: is_tls,
             server,
             sim,
             settings,
@@ -157,6 +178,12 @@ impl Application {
     /// Where the HTTP API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The API's base URL: `https://…` when TLS is configured, else `http://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The embedded simulator, in simulator mode.
@@ -189,6 +216,33 @@ impl Application {
         }
         result
     }
+}
+
+/// The rustls server configuration from PEM files; errors name the file and what is wrong.
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("api.tls_cert `{}`: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!(
+            "api.tls_cert `{}`: no CERTIFICATE in the file",
+            cert.display()
+        );
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("api.tls_key `{}`: {e}", key.display()))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "api.tls_cert `{}` and api.tls_key `{}` do not make a usable pair: {e}",
+                cert.display(),
+                key.display()
+            )
+        })
 }
 
 fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {

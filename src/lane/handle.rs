@@ -3,7 +3,7 @@
 //! A lane's slot outlives its actor: the snapshot channel, the event broadcast and the sequence
 //! number stay when the supervisor rebuilds a crashed lane, so terminals keep their subscription.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,7 +80,9 @@ pub struct LaneSlot {
     pub id: LaneId,
     snapshot: watch::Sender<LaneSnapshot>,
     events: broadcast::Sender<LaneEvent>,
-    seq: AtomicU64,
+    /// The last event's sequence number. Held while numbering and sending an event, so events
+    /// reach subscribers in `seq` order and a subscription starts exactly after a known `seq`.
+    seq: Mutex<u64>,
     actor: Mutex<Option<Addr<LaneActor>>>,
     terminals: AtomicUsize,
     up: AtomicBool,
@@ -98,7 +100,7 @@ impl LaneHandle {
             id,
             snapshot,
             events,
-            seq: AtomicU64::new(0),
+            seq: Mutex::new(0),
             actor: Mutex::new(None),
             terminals: AtomicUsize::new(0),
             up: AtomicBool::new(false),
@@ -119,9 +121,13 @@ impl LaneHandle {
 
     /// The current snapshot with its sequence number, and a receiver for every later event.
     pub fn subscribe(&self) -> (u64, LaneSnapshot, broadcast::Receiver<LaneEvent>) {
-        // Subscribe first so no event between the two reads is lost.
+        let seq = self
+            .0
+            .seq
+            .lock()
+            .expect("nothing panics while holding the seq lock");
         let rx = self.0.events.subscribe();
-        (self.0.seq.load(Ordering::SeqCst), self.snapshot(), rx)
+        (*seq, self.snapshot(), rx)
     }
 
     /// Sends a command to the lane's current actor and waits for its answer.
@@ -144,10 +150,15 @@ impl LaneHandle {
 
     /// Sends an event carrying the current snapshot.
     pub fn emit(&self, kind: &str, data: Option<serde_json::Value>) {
-        let seq = self.0.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut seq = self
+            .0
+            .seq
+            .lock()
+            .expect("nothing panics while holding the seq lock");
+        *seq += 1;
         // No subscribers is fine: the snapshot is kept for the next one.
         let _ = self.0.events.send(LaneEvent {
-            seq,
+            seq: *seq,
             kind: kind.to_owned(),
             snapshot: self.snapshot(),
             data,
