@@ -1,5 +1,5 @@
 //! The command line: `run` (the default), `sim`, `check-config`, `members import|export`,
-//! `backup`; later issues add more.
+//! `backup`, `bench`; later issues add more.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -60,6 +60,8 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Benchmarks against the embedded simulator (`bench vipps`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Scanner { command } => crate::scanner::cli::run(command),
+        Command::Bench(args) => with_settings(None, |settings| crate::bench::run(settings, args)),
     }
 }
 
