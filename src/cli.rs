@@ -1,5 +1,5 @@
 //! The command line: `run` (the default), `demo`, `sim`, `check-config`, `members import|export`,
-//! `backup`; later issues add more.
+//! `backup`, `bench`, `scanner`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -63,6 +63,8 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Benchmarks against the embedded simulator (`bench vipps`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Scanner { command } => crate::scanner::cli::run(command),
+        Command::Bench(args) => with_settings(None, |settings| crate::bench::run(settings, args)),
     }
 }
 
