@@ -183,8 +183,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
         // still quotes the key.
-        let parent = (path != "." && path != "?" && !path.split('.').any(str::is_empty))
-            .then_some(path);
+        let parent =
+            (path != "." && path != "?" && !path.split('.').any(str::is_empty)).then_some(path);
         // A missing or unknown field is reported at its parent; name the field itself.
         let message = inner.to_string();
         let named = ["missing field `", "unknown field `"]

@@ -145,7 +145,16 @@ impl LaneActor {
         let mut changed = visible_change(&before, &after);
         for effect in t.effects {
             match effect {
-                Effect::Persist { session, record } => self.work(Work::Persist { session, record }),
+                Effect::Persist { session, record } => {
+                    // Drives the "payment stuck past its expiry" alert; PaymentFinished clears it.
+                    if matches!(
+                        record,
+                        session::JournalRecord::PaymentRequested { attempt: 1, .. }
+                    ) {
+                        m::payment_pending(self.lane(), Some(std::time::SystemTime::now()));
+                    }
+                    self.work(Work::Persist { session, record })
+                }
                 Effect::NotifyTerminal(ev) => {
                     let message = cashier_message(&ev);
                     // A check-in result is a side note: it must not hide "member welcomed".
