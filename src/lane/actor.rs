@@ -26,28 +26,13 @@ use crate::session::{
     TerminalEvent, Transition,
 };
 
-/// Why a lane incarnation ended, for the supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeathReason {
-    Panic,
-    Stopped,
-}
-
-impl DeathReason {
-    pub fn label(self) -> &'static str {
-        match self {
-            DeathReason::Panic => "panic",
-            DeathReason::Stopped => "stopped",
-        }
-    }
-}
-
 /// Sent to the supervisor when a lane actor is dropped.
 #[derive(Debug)]
 pub struct LaneDied {
     pub lane: LaneId,
     pub incarnation: u64,
-    pub reason: DeathReason,
+    /// Why the incarnation ended; also the `reason` label of the restart counter.
+    pub reason: m::RestartReason,
 }
 
 /// Dropped with the actor; tells the supervisor, even while unwinding from a panic.
@@ -60,9 +45,9 @@ pub struct DeathNotice {
 impl Drop for DeathNotice {
     fn drop(&mut self) {
         let reason = if std::thread::panicking() {
-            DeathReason::Panic
+            m::RestartReason::Panic
         } else {
-            DeathReason::Stopped
+            m::RestartReason::Stopped
         };
         let _ = self.tx.send(LaneDied {
             lane: self.lane.clone(),

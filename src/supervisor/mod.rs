@@ -112,18 +112,14 @@ async fn watch(
             child.restarts.pop_front();
         }
         if child.restarts.len() >= budget.max_restarts {
-            tracing::error!(lane = %died.lane, reason = died.reason.label(), restarts = child.restarts.len(),
+            tracing::error!(lane = %died.lane, reason = died.reason.as_str(), restarts = child.restarts.len(),
                 "lane failed too often: marked down until lanehub restarts");
             continue;
         }
         child.restarts.push_back(now);
         child.incarnation += 1;
-        let reason = match died.reason {
-            crate::lane::actor::DeathReason::Panic => m::RestartReason::Panic,
-            crate::lane::actor::DeathReason::Stopped => m::RestartReason::Stopped,
-        };
-        m::lane_restarted(&died.lane, reason);
-        tracing::warn!(lane = %died.lane, reason = died.reason.label(), incarnation = child.incarnation,
+        m::lane_restarted(&died.lane, died.reason);
+        tracing::warn!(lane = %died.lane, reason = died.reason.as_str(), incarnation = child.incarnation,
             "lane stopped: rebuilding it and recovering its session");
         start_child(&child.spec, child.incarnation, &child.arbiter, tx.clone());
     }
