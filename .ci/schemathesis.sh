@@ -39,8 +39,10 @@ fi
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 venv=$target_dir/schemathesis-venv
-if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$schemathesis_version" \
-  || ! "$venv/bin/pip" show openapi-spec-validator 2>/dev/null | grep -q "^Version: $validator_version$"; then
+installed_st=$("$venv/bin/st" --version 2>/dev/null || true)
+installed_validator=$("$venv/bin/pip" show openapi-spec-validator 2>/dev/null || true)
+if [[ "$installed_st" != *"version $schemathesis_version" ]] \
+  || [[ "$installed_validator" != *"Version: $validator_version"* ]]; then
   echo "== pip install schemathesis==$schemathesis_version openapi-spec-validator==$validator_version"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
