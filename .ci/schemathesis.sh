@@ -105,14 +105,15 @@ seed_args=()
 if [ -n "${FUZZ_SEED:-}" ]; then seed_args=(--seed "$FUZZ_SEED"); fi
 echo "== schemathesis $schemathesis_version: --max-examples $max_examples, at most ${time_limit}s"
 status=0
-timeout --signal=INT --kill-after=10 "$time_limit" \
+# Run from the temporary directory: Schemathesis keeps a cache (.schemathesis/) in its cwd.
+(cd "$tmp" && timeout --signal=INT --kill-after=10 "$time_limit" \
   env NO_COLOR=1 "$venv/bin/st" --config-file "$tmp/schemathesis.toml" run \
   "$url/api/v1/openapi.json" \
   --header "Authorization: Bearer demo-admin-token" \
   --checks all --exclude-checks positive_data_acceptance \
   --max-examples "$max_examples" --workers 2 --request-timeout 10 \
   --report junit --report-dir "$target_dir/schemathesis-report" \
-  "${seed_args[@]}" || status=$?
+  "${seed_args[@]}") || status=$?
 if [ "$status" -eq 124 ] || [ "$status" -eq 130 ]; then
   echo "schemathesis: stopped after ${time_limit}s" >&2
 fi
