@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Checks lanehub's metrics, dashboards and alerts against a real Prometheus, on loopback only:
-#   1. starts lanehub on free ports with a temporary data directory,
+#   1. starts `lanehub demo` (virtual customers and cashiers keep its lanes busy) on free ports
+#      with a temporary data directory,
 #   2. starts Prometheus (fresh TSDB) scraping it every second with store="ci",
-#   3. waits, bounded, for samples, then asks Prometheus every dashboard query and variable
-#      query (tests/dashboards.rs: live_dashboards_return_data) and lists those without data,
-#   4. runs `promtool check metrics` on the live /metrics, `promtool check config`,
+#   3. waits, bounded, for samples and, with the demo, for the store to come alive (paid
+#      checkouts, scans, webhooks, Vipps errors and retries),
+#   4. asks Prometheus every dashboard query and variable query (tests/dashboards.rs:
+#      live_dashboards_return_data) and lists those without data,
+#   5. runs `promtool check metrics` on the live /metrics, `promtool check config`,
 #      `promtool check rules` and `promtool test rules`.
 # Installs nothing: CI installs the Debian package `prometheus` (prometheus, promtool) first.
 # Without them it fails under CI=true and skips loudly otherwise.
 #
 # Environment:
 #   LANEHUB_BIN        the lanehub binary (default: ${CARGO_TARGET_DIR:-target}/debug/lanehub)
-#   LANEHUB_CHECK_CMD  the command that starts lanehub (default: "$LANEHUB_BIN run"); it must
+#   LANEHUB_CHECK_CMD  the command that starts lanehub (default: "$LANEHUB_BIN demo"); it must
 #                      print "lanehub listening on http://ADDR" on stdout, and it gets
 #                      LANEHUB__API__LISTEN, LANEHUB__SIM__LISTEN (port 0) and
 #                      LANEHUB__STORE__DATA_DIR (a temporary directory) in its environment.
-#   CHECK_WAIT_SECONDS how long to wait for lanehub, Prometheus and samples (default 60)
+#   CHECK_ACTIVITY     1: require the demo's activity before asking the dashboards; 0: only
+#                      require samples (default 1 for the default command, else 0)
+#   CHECK_WAIT_SECONDS how long to wait for lanehub, Prometheus, samples and activity (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,7 +44,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 lanehub_bin=${LANEHUB_BIN:-${CARGO_TARGET_DIR:-$root/target}/debug/lanehub}
-check_cmd=${LANEHUB_CHECK_CMD:-"$lanehub_bin" run}
+check_cmd=${LANEHUB_CHECK_CMD:-"$(printf '%q' "$lanehub_bin") demo"}
+if [ -n "${LANEHUB_CHECK_CMD:-}" ]; then
+  check_activity=${CHECK_ACTIVITY:-0}
+else
+  check_activity=${CHECK_ACTIVITY:-1}
+fi
 if [ -z "${LANEHUB_CHECK_CMD:-}" ] && [ ! -x "$lanehub_bin" ]; then
   echo "prometheus-check: no lanehub binary at $lanehub_bin: run 'cargo build' or set LANEHUB_BIN" >&2
   exit 1
@@ -150,9 +160,36 @@ if ! wait_for "5 scrapes of lanehub" scraped; then
   exit 1
 fi
 
+# Whether an instant query returns at least one series.
+has_result() {
+  local answer
+  answer=$(curl -fsS --max-time 2 "$prom_url/api/v1/query" --data-urlencode "query=$1")
+  grep -q '"result":\[{' <<<"$answer"
+}
+
+if [ "$check_activity" = 1 ]; then
+  # What the demo makes happen within seconds; each must reach Prometheus.
+  activity=(
+    'sum(lanehub_scans_total{store="ci", kind="product"}) > 0'
+    'sum(lanehub_scans_total{store="ci", kind="vipps_qr"}) > 0'
+    'sum(lanehub_membership_checks_total{store="ci", result="member"}) > 0'
+    'sum(lanehub_payments_total{store="ci", outcome="paid"}) > 0'
+    'sum(lanehub_payments_captured_minor_units_total{store="ci"}) > 0'
+    'sum(lanehub_session_duration_seconds_count{store="ci"}) > 0'
+    'sum(lanehub_webhooks_received_total{store="ci", verdict="accepted"}) > 0'
+    'sum(lanehub_vipps_requests_total{store="ci", outcome=~"server_error|rate_limited"}) > 0'
+    'sum(lanehub_vipps_retries_total{store="ci"}) > 0'
+  )
+  log "waiting for the demo's activity"
+  for expr in "${activity[@]}"; do
+    wait_for "$expr" has_result "$expr" || fail "demo activity: $expr"
+  done
+fi
+
 log "asking Prometheus every dashboard and variable query"
 if ! LANEHUB_PROMETHEUS_URL="$prom_url" LANEHUB_CHECK_STORE=ci \
-  timeout 900 cargo test --locked --test dashboards -- --ignored --exact live_dashboards_return_data; then
+  timeout 900 cargo test --locked --test dashboards -- --ignored --exact live_dashboards_return_data \
+  --nocapture; then
   fail "dashboard queries against Prometheus"
 fi
 
@@ -175,8 +212,17 @@ if grep -q '"health":"err"' <<<"$rules" || ! grep -q '"name":"lanehub"' <<<"$rul
   fail "alert rules evaluated by Prometheus"
 fi
 
+progress=$(grep '^demo: [0-9]*s ' "$tmp/lanehub.out" | tail -n1 || true)
+if [ -n "$progress" ]; then
+  log "lanehub: $progress"
+fi
+
 if [ ${#failures[@]} -gt 0 ]; then
   echo "prometheus-check: FAILED: ${failures[*]}" >&2
   exit 1
 fi
-echo "prometheus-check: OK (dashboard queries, promtool metrics/config/rules/tests, live rule evaluation)"
+checked="dashboard queries, promtool metrics/config/rules/tests, live rule evaluation"
+if [ "$check_activity" = 1 ]; then
+  checked="demo activity, $checked"
+fi
+echo "prometheus-check: OK ($checked)"

@@ -195,23 +195,31 @@ async fn post_scan(
     body: Body<ScanBody>,
 ) -> Result<HttpResponse, ApiError> {
     let handle = lane_for(&lanes, &caller, &lane)?;
-    let text = body.0.text;
-    if text.trim().is_empty() {
-        return Err(ApiError::invalid("text", "the scan is empty"));
-    }
-    if text.chars().count() > MAX_SCAN_CHARS {
-        return Err(ApiError::invalid(
-            "text",
-            format!("a scan has at most {MAX_SCAN_CHARS} characters"),
-        ));
-    }
-    if text.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(ApiError::invalid(
-            "text",
-            "the scan contains control characters",
-        ));
-    }
+    let text = body.0.validate()?;
     command(&handle, LaneCommand::Scan { text }).await
+}
+
+impl ScanBody {
+    /// The scan text, if it is non-blank, short enough and free of control characters but tab.
+    pub fn validate(self) -> Result<String, ApiError> {
+        let text = self.text;
+        if text.trim().is_empty() {
+            return Err(ApiError::invalid("text", "the scan is empty"));
+        }
+        if text.chars().count() > MAX_SCAN_CHARS {
+            return Err(ApiError::invalid(
+                "text",
+                format!("a scan has at most {MAX_SCAN_CHARS} characters"),
+            ));
+        }
+        if text.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ApiError::invalid(
+                "text",
+                "the scan contains control characters",
+            ));
+        }
+        Ok(text)
+    }
 }
 
 macro_rules! lane_command {
@@ -319,7 +327,8 @@ pub fn amount(dto: MoneyDto, field: &str) -> Result<Amount, ApiError> {
 }
 
 impl PaymentBody {
-    fn validate(self) -> Result<PayRequest, ApiError> {
+    /// The payment request, once amount, description, receipt number and order lines are valid.
+    pub fn validate(self) -> Result<PayRequest, ApiError> {
         let amount = amount(self.amount, "amount")?;
         let description = self.description.unwrap_or_else(|| "Purchase".to_owned());
         // Vipps shows it to the customer: 3 to 100 characters (PayRequest checks the same).

@@ -181,13 +181,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             };
         }
         let path = e.path().to_string();
-        let parent = (path != "." && path != "?").then_some(path);
+        // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
+        // still quotes the key.
+        let parent =
+            (path != "." && path != "?" && !path.split('.').any(str::is_empty)).then_some(path);
         // A missing or unknown field is reported at its parent; name the field itself.
         let message = inner.to_string();
         let named = ["missing field `", "unknown field `"]
             .iter()
             .find_map(|prefix| message.strip_prefix(prefix))
-            .and_then(|rest| rest.split('`').next());
+            .and_then(|rest| rest.split('`').next())
+            .filter(|n| !n.is_empty());
         let field = match (parent, named) {
             (Some(p), Some(n)) if !p.ends_with(n) => Some(format!("{p}.{n}")),
             (None, Some(n)) => Some(n.to_owned()),

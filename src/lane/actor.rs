@@ -135,16 +135,26 @@ impl LaneActor {
     }
 
     fn apply(&mut self, t: Transition, ctx: &mut Context<Self>) -> Disposition {
-        let before = self.session.state_label();
+        let before = self.session.snapshot();
         self.session = t.session;
-        let after = self.session.state_label();
-        if before != after {
-            m::session_state(self.lane(), after);
+        let after = self.session.snapshot();
+        if before.state != after.state {
+            m::session_state(self.lane(), after.state);
         }
-        let mut changed = before != after;
+        // A read-back that only moves the payment's Vipps state (e.g. to CREATED) is news too.
+        let mut changed = visible_change(&before, &after);
         for effect in t.effects {
             match effect {
-                Effect::Persist { session, record } => self.work(Work::Persist { session, record }),
+                Effect::Persist { session, record } => {
+                    // Drives the "payment stuck past its expiry" alert; PaymentFinished clears it.
+                    if matches!(
+                        record,
+                        session::JournalRecord::PaymentRequested { attempt: 1, .. }
+                    ) {
+                        m::payment_pending(self.lane(), Some(std::time::SystemTime::now()));
+                    }
+                    self.work(Work::Persist { session, record })
+                }
                 Effect::NotifyTerminal(ev) => {
                     let message = cashier_message(&ev);
                     // A check-in result is a side note: it must not hide "member welcomed".
@@ -330,6 +340,21 @@ impl LaneActor {
 #[rtype(result = "()")]
 struct ScannerChanged;
 
+/// Whether a terminal would see the session differently; deadlines move on every poll and are
+/// not shown, so they do not count.
+fn visible_change(before: &session::Snapshot, after: &session::Snapshot) -> bool {
+    let shown = |s: &session::Snapshot| {
+        (
+            s.state,
+            s.session_id.clone(),
+            s.customer.clone(),
+            s.membership,
+            s.payment.clone(),
+        )
+    };
+    shown(before) != shown(after)
+}
+
 /// The cashier's message for a terminal event: a stable code and the session's sentence.
 pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
     use crate::session::{CheckInResult, EnrollmentOutcome};
@@ -422,7 +447,7 @@ impl Actor for LaneActor {
 impl LaneActor {
     fn recover(&mut self, open: Vec<crate::store::SessionJournal>, ctx: &mut Context<Self>) {
         // Only the newest open session can be in flight; older ones were left by a crash between
-        // ending and closing, and are closed as interrupted by their own recovery.
+        // ending and closing, and are closed here with the outcome they journalled.
         for journal in open {
             let Ok(session_id) = journal.session.parse::<SessionId>() else {
                 tracing::error!(lane = %self.lane(), session = %journal.session, "journal session id unreadable; skipped");
@@ -433,6 +458,18 @@ impl LaneActor {
                 .iter()
                 .filter_map(|r| r.payload_as::<session::JournalRecord>().ok())
                 .collect();
+            // Ended, but lanehub stopped before the journal closed it: close it now, or every
+            // later start would read it again.
+            if let Some(outcome) = records.iter().find_map(|r| match r {
+                session::JournalRecord::SessionEnded { outcome } => Some(outcome.label()),
+                _ => None,
+            }) {
+                self.work(Work::Close {
+                    session: session_id,
+                    outcome,
+                });
+                continue;
+            }
             let t = Session::recover(
                 self.lane().clone(),
                 session_id,

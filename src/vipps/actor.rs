@@ -849,20 +849,22 @@ impl VippsHandle {
                 Ok(Ok(admitted)) => admitted,
                 Ok(Err(refused)) => {
                     let e = match refused {
+                        // A retry refused locally: an earlier attempt went out and may have been
+                        // processed, so the caller must not read this as "not sent".
+                        _ if attempts > 0 => VippsError::DeadlineExceeded {
+                            operation: op,
+                            attempts,
+                            last: last.map(Box::new),
+                        },
                         NotAdmitted::CircuitOpen(retry_in) => VippsError::Unavailable { retry_in },
-                        // A retry whose next slot would come after the deadline.
-                        NotAdmitted::Limited(Refusal::WaitTooLong(wait))
-                            if attempts > 0
-                                && wait <= self.settings.max_rate_limit_wait
-                                && asked + wait > deadline =>
-                        {
-                            VippsError::DeadlineExceeded {
-                                operation: op,
-                                attempts,
-                                last: last.map(Box::new),
-                            }
+                        NotAdmitted::Limited(refusal) => {
+                            tracing::debug!(
+                                operation = op.as_str(),
+                                ?refusal,
+                                "no rate-limit slot"
+                            );
+                            VippsError::Overloaded { operation: op }
                         }
-                        NotAdmitted::Limited(_) => VippsError::Overloaded { operation: op },
                     };
                     count_local(op, &e);
                     return Err(e);
