@@ -23,6 +23,9 @@ const FAMILY = {
   vipps_unavailable: "error", qr_not_recognised: "warn", enrollment_failed: "warn",
 };
 
+// Lane states in which a payment is in flight.
+const PAYING_STATES = ["awaiting_payment_creation", "awaiting_payment", "awaiting_capture", "awaiting_cancel"];
+
 const $ = (id) => document.getElementById(id);
 const store = window.localStorage;
 let token = store.getItem("lanehub.token") || "";
@@ -104,8 +107,14 @@ function render(s) {
   if (s.message) showMessage(s.message.code, s.message.text);
   else if (s.state === "idle") showMessage("", TEXT.idleMessage);
   $("scanners").textContent = (s.scanners || []).map((sc) => `${sc.role} scanner (${sc.source}): ${sc.state}`).join(" · ");
-  $("enroll-button").disabled = !(customer && customer.member === false && !p);
-  $("pay-button").disabled = !customer || !!(p && !["declined", "expired", "cancelled", "failed"].includes(p.state));
+  // Offer only what the lane accepts now, so a cashier's tap is not answered with a refusal:
+  // one payment per checkout; enrollment for an identified non-member before paying; reset
+  // not while a payment is in flight (cancel it instead).
+  const paying = PAYING_STATES.includes(s.state);
+  $("enroll-button").disabled = !(s.state === "ready_for_payment" && customer && customer.member === false && !p);
+  $("pay-button").disabled = !customer || !!p || paying;
+  $("cancel-button").disabled = !s.session;
+  $("reset-button").disabled = paying;
   if (!s.up) showMessage("lane_down", `Lane ${s.lane} is down. Use another lane or call store IT.`);
 }
 

@@ -13,8 +13,9 @@ use super::resource;
 use crate::domain::{Amount, LaneId, PaymentReference};
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
-use crate::session::{OrderLine, PayRequest};
+use crate::session::{CallError, OrderLine, PayRequest};
 use crate::startup::AppState;
+use crate::vipps::VippsError;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
 /// The longest scan text accepted (a QR code holds at most ~4 KB).
@@ -166,8 +167,13 @@ async fn get_lane(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanBody {
-    /// The complete scanned text: a Vipps QR code or a product barcode.
-    #[schema(example = "https://qr.vipps.no/28/2/01/031/4791234567?v=1")]
+    /// The complete scanned text: a customer's Vipps QR code or a product barcode (EAN-13,
+    /// EAN-8, UPC-A). Anything else is answered 400 and reported as a `scan_rejected` event.
+    #[schema(
+        example = "https://qr.vipps.no/28/2/01/031/4791234567?v=1",
+        min_length = 1,
+        max_length = 4096
+    )]
     pub text: String,
 }
 
@@ -261,7 +267,10 @@ lane_command!(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct OrderLineBody {
+    #[schema(min_length = 1, max_length = 2048, example = "Coffee 500 g")]
     pub name: String,
+    /// The product id, e.g. its barcode.
+    #[schema(min_length = 1, max_length = 255, example = "7038010000001")]
     pub id: String,
     #[schema(minimum = 1)]
     pub quantity: u32,
@@ -280,11 +289,16 @@ pub struct OrderLineBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PaymentBody {
+    /// What the customer pays, 1 to 65000000 minor units.
     pub amount: MoneyDto,
-    #[schema(example = "Groceries")]
+    /// Shown to the customer in Vipps; default `Purchase`.
+    #[schema(example = "Groceries", min_length = 3, max_length = 100)]
     pub description: Option<String>,
+    /// The receipt's lines; when given, their `totalAmount`s add up to `amount.value`.
     #[serde(default)]
     pub order_lines: Vec<OrderLineBody>,
+    /// The POS receipt number; needs `orderLines`.
+    #[schema(example = "R-1001", pattern = "^[A-Za-z0-9-]{1,30}$")]
     pub receipt_number: Option<String>,
 }
 
@@ -516,6 +530,7 @@ async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
+    /// How much to give back: at most what was captured and not yet refunded.
     pub amount: MoneyDto,
 }
 
@@ -545,13 +560,14 @@ pub struct AggregateView {
 }
 
 /// Refunds (part of) a captured payment. Admin token only.
-#[utoipa::path(post, path = "/api/v1/payments/{reference}/refund", params(("reference" = String, Path, description = "The payment reference from the lane's `session.payment.reference`", example = "lh-1-369fe628389f4b028fc35b0118099a5f")), request_body = RefundBody, responses(
+#[utoipa::path(post, path = "/api/v1/payments/{reference}/refund", params(("reference" = String, Path, description = "The payment reference from the lane's `session.payment.reference`", example = "lh-1-369fe628389f4b028fc35b0118099a5f", pattern = "^[a-zA-Z0-9-]{8,64}$")), request_body = RefundBody, responses(
     (status = 200, description = "The payment after the refund", body = RefundAnswer),
     (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
     (status = 404, description = "No such payment", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "Vipps refused the refund (e.g. more than was captured and not yet refunded)", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "Too many changes of this payment (or calls to Vipps) right now; try again in a minute", body = Problem, content_type = "application/problem+json"),
     (status = 502, description = "Vipps answered something lanehub could not understand; the refund may or may not have happened", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "Vipps or the store cannot be reached now; try again", body = Problem, content_type = "application/problem+json"),
 ))]
@@ -585,10 +601,15 @@ async fn post_refund(
         .vipps
         .refund_payment(&reference, &key, amount)
         .await
-        .map_err(|e| match crate::lane::effects::call_error(&e) {
-            crate::session::CallError::Rejected { detail, .. } => ApiError::NotAllowed(detail),
-            crate::session::CallError::Unavailable { detail } => ApiError::Unavailable(detail),
-            crate::session::CallError::Unknown { detail } => ApiError::BadGateway(detail),
+        .map_err(|e| match (&e, crate::lane::effects::call_error(&e)) {
+            // lanehub keeps Vipps' limits (5 changes of one payment a minute): the caller is
+            // asking too often, which is not a fault of lanehub or Vipps.
+            (VippsError::Overloaded { .. }, _) => ApiError::TooManyRequests(format!(
+                "{e}: try again in a minute (Vipps allows few changes of one payment per minute)"
+            )),
+            (_, CallError::Rejected { detail, .. }) => ApiError::NotAllowed(detail),
+            (_, CallError::Unavailable { detail }) => ApiError::Unavailable(detail),
+            (_, CallError::Unknown { detail }) => ApiError::BadGateway(detail),
         })?;
     let update = crate::store::PaymentUpdate {
         state: None,

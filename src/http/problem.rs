@@ -39,6 +39,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotAllowed(String),
+    /// Too many calls to Vipps now, e.g. refunds of one payment beyond Vipps' limit per minute.
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidBody { .. } => "invalid_body",
             ApiError::NotAllowed(_) => "not_allowed",
+            ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::BadGateway(_) => "vipps_error",
         }
@@ -76,6 +80,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotAllowed(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }

@@ -556,6 +556,10 @@ async fn a_member_checkout_is_paid_and_the_admin_refunds_it() {
     let (status, problem) = post(&app, &path, ADMIN, refund(1)).await;
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["type"], "not_allowed");
+    // Create, capture and three refunds used Vipps' five changes of this payment per minute.
+    let (status, problem) = post(&app, &path, ADMIN, refund(1)).await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["type"], "rate_limited");
     let (status, problem) = post(
         &app,
         &path,
