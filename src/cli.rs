@@ -1,5 +1,5 @@
-//! The command line: `run` (the default), `sim`, `check-config`, `members import|export`,
-//! `backup`; later issues add more.
+//! The command line: `run` (the default), `demo`, `sim`, `check-config`, `members import|export`,
+//! `backup`, `bench`, `scanner`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -33,6 +33,9 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run lanehub with the embedded simulator while virtual customers and cashiers keep every
+    /// lane busy (for dashboards, the UI and demonstrations).
+    Demo(crate::demo::DemoArgs),
     /// Serve the Vipps simulator alone.
     Sim {
         /// Address to listen on (default: `sim.listen`).
@@ -60,6 +63,8 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Benchmarks against the embedded simulator (`bench vipps`).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,13 +92,17 @@ pub fn run(cli: Cli) -> ExitCode {
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings)?;
                 // The first stdout line tells scripts and tests where lanehub listens.
-                println!("lanehub listening on http://{}", app.addr());
+                println!("lanehub listening on {}", app.url());
                 if let Some(sim) = app.simulator() {
                     println!("Vipps simulator listening on {}", sim.base_url());
                 }
+                notify_ready_when_lanes_up(&app).await;
                 app.run_until_stopped().await?;
                 Ok(())
             })
+        }),
+        Command::Demo(args) => with_settings(args.config.clone(), |settings| {
+            crate::demo::run(args, settings)
         }),
         Command::Sim { listen, config } => with_settings(config, |settings| {
             let listen = listen.unwrap_or(settings.sim.listen);
@@ -141,6 +150,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Scanner { command } => crate::scanner::cli::run(command),
+        Command::Bench(args) => with_settings(None, |settings| crate::bench::run(settings, args)),
     }
 }
 
@@ -163,5 +173,19 @@ fn with_settings(
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// systemd (`Type=notify`) counts lanehub as started once every lane is up; a lane that is not
+/// up after `READY_WAIT` is left to the supervisor and `/readyz`.
+async fn notify_ready_when_lanes_up(app: &Application) {
+    const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let deadline = tokio::time::Instant::now() + READY_WAIT;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    while !app.lanes().all().iter().all(|l| l.is_up()) && tokio::time::Instant::now() < deadline {
+        tick.tick().await;
+    }
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot tell systemd that lanehub is ready");
     }
 }

@@ -31,8 +31,56 @@ pub struct Settings {
     pub store: StoreSettings,
     pub log: LogSettings,
     pub sim: SimSettings,
+    pub session: SessionSettings,
+    pub supervisor: SupervisorSettings,
     #[serde(default)]
     pub lanes: Vec<LaneSettings>,
+}
+
+/// The waits of a checkout that store IT may tune; the rest are built-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    #[serde(deserialize_with = "duration")]
+    pub qr_exchange_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub login_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub payment_expiry: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub payment_margin: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub payment_first_poll: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub payment_poll_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl SessionSettings {
+    pub fn session_config(&self) -> crate::session::SessionConfig {
+        crate::session::SessionConfig {
+            qr_exchange_timeout: self.qr_exchange_timeout,
+            login_timeout: self.login_timeout,
+            payment_expiry: self.payment_expiry,
+            payment_margin: self.payment_margin,
+            payment_first_poll: self.payment_first_poll,
+            payment_poll_interval: self.payment_poll_interval,
+            idle_timeout: self.idle_timeout,
+            ..crate::session::SessionConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    /// Restarts a lane may have within `restart_window` before it is marked down.
+    pub max_restarts: usize,
+    #[serde(deserialize_with = "duration")]
+    pub restart_window: Duration,
+    /// Threads the lane actors are spread over; 0 means one per CPU.
+    pub lane_threads: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +88,27 @@ pub struct Settings {
 pub struct ApiSettings {
     pub listen: SocketAddr,
     pub admin_token: SecretString,
+    /// Webhook deliveries whose `x-ms-date` is further than this from now are refused.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_date_tolerance: Duration,
+    /// Test hooks (make a lane panic); never enable in a store.
+    pub test_hooks: bool,
+    /// How often the server pings a terminal's WebSocket; two missed pongs close it.
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// PEM certificate chain for HTTPS; with `tls_key`. Neither set serves plain HTTP.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ApiSettings {
+    /// The certificate and key paths when HTTPS is configured.
+    pub fn tls(&self) -> Option<(&Path, &Path)> {
+        self.tls_cert.as_deref().zip(self.tls_key.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -65,6 +134,42 @@ pub struct VippsSettings {
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
     pub webhook_public_url: String,
+    /// Global ceiling on requests per second to Vipps, across all lanes.
+    pub max_requests_per_second: u32,
+    /// Requests that may wait for a rate-limit slot at once.
+    pub max_waiters: usize,
+    #[serde(deserialize_with = "duration")]
+    pub max_rate_limit_wait: Duration,
+    /// Overall deadline of one call, retries included.
+    #[serde(deserialize_with = "duration")]
+    pub retry_deadline: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_initial_backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry_max_backoff: Duration,
+    /// Consecutive failures that open the circuit breaker.
+    pub circuit_failure_threshold: u32,
+    #[serde(deserialize_with = "duration")]
+    pub circuit_cool_down: Duration,
+    /// Refresh the access token this long before it expires.
+    #[serde(deserialize_with = "duration")]
+    pub token_refresh_before: Duration,
+}
+
+impl VippsSettings {
+    pub fn actor_settings(&self) -> crate::vipps::actor::VippsActorSettings {
+        crate::vipps::actor::VippsActorSettings {
+            max_requests_per_second: self.max_requests_per_second,
+            max_waiters: self.max_waiters,
+            max_rate_limit_wait: self.max_rate_limit_wait,
+            retry_deadline: self.retry_deadline,
+            retry_initial_backoff: self.retry_initial_backoff,
+            retry_max_backoff: self.retry_max_backoff,
+            circuit_failure_threshold: self.circuit_failure_threshold,
+            circuit_cool_down: self.circuit_cool_down,
+            token_refresh_before: self.token_refresh_before,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +462,46 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if self.vipps.max_requests_per_second == 0 {
+            return Err(err(
+                "vipps.max_requests_per_second",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.supervisor.max_restarts == 0 {
+            return Err(err("supervisor.max_restarts", "must be at least 1".into()));
+        }
+        if self.session.payment_poll_interval.is_zero() {
+            return Err(err(
+                "session.payment_poll_interval",
+                "must be above 0".into(),
+            ));
+        }
+        if self.api.heartbeat_interval.is_zero() {
+            return Err(err("api.heartbeat_interval", "must be above 0".into()));
+        }
+        match (&self.api.tls_cert, &self.api.tls_key) {
+            (Some(_), None) => {
+                return Err(err(
+                    "api.tls_key",
+                    "missing: `tls_cert` and `tls_key` are set together or not at all".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(err(
+                    "api.tls_cert",
+                    "missing: `tls_cert` and `tls_key` are set together or not at all".into(),
+                ));
+            }
+            (Some(cert), Some(key)) => {
+                for (name, path) in [("api.tls_cert", cert), ("api.tls_key", key)] {
+                    if let Err(e) = std::fs::File::open(path) {
+                        return Err(err(name, format!("cannot read `{}`: {e}", path.display())));
+                    }
+                }
+            }
+            (None, None) => {}
         }
         if self.api.admin_token.expose_secret().len() < 16 {
             return Err(err(

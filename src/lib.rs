@@ -5,8 +5,10 @@
 //! rate-limits and retries every Vipps call; a supervisor restarts failed lanes and exports
 //! Prometheus metrics. A built-in Vipps simulator lets all of it run without credentials.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod lane;
@@ -16,6 +18,7 @@ pub mod session;
 pub mod sim;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;
 pub mod vipps;
 

@@ -1,28 +1,55 @@
 //! `Application::build(settings)` wires the pieces together: the embedded simulator (in simulator
-//! mode), and the HTTP server. Tests build it with port 0 and read the bound port back.
+//! mode), the store, the shared Vipps client actor, one actor per lane under the supervisor, the
+//! webhook registration, and the HTTP server (HTTPS when `api.tls_cert` and `api.tls_key` are
+//! set). Tests build it with port 0 and read the port back.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
+use crate::domain::Msisdn;
 use crate::http::extract::ApiTokens;
-use crate::lane::Lanes;
+use crate::http::webhooks::WebhookReceiver;
+use crate::lane::effects::EffectDeps;
+use crate::lane::view::LaneSnapshot;
+use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
+use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::supervisor::{RestartBudget, Supervisor};
+use crate::vipps::actor::VippsHandle;
 
 /// A built, listening lanehub.
 pub struct Application {
     addr: SocketAddr,
+    tls: bool,
     server: actix_web::dev::Server,
     sim: Option<SimServer>,
     settings: Settings,
+    lanes: Lanes,
+    vipps: VippsHandle,
+    store: Store,
+    _supervisor: Supervisor,
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub vipps: VippsHandle,
+    pub store: Store,
+    pub test_hooks: bool,
+    /// How often terminal WebSockets are pinged (`api.heartbeat_interval`).
+    pub heartbeat: Duration,
 }
 
 impl Application {
-    /// Binds the listeners and starts the embedded simulator when `vipps.mode = "simulator"`.
-    /// Must be called inside an actix system.
+    /// Binds the listeners and starts everything. Must be called inside an actix system.
     pub fn build(mut settings: Settings) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
+        let metrics = web::Data::new(crate::metrics::install()?);
         let sim = match settings.vipps.mode {
             VippsMode::Simulator => {
                 let listener = TcpListener::bind(settings.sim.listen).map_err(|e| {
@@ -38,28 +65,125 @@ impl Application {
             anyhow::anyhow!("cannot listen on api.listen {}: {e}", settings.api.listen)
         })?;
         let addr = listener.local_addr()?;
-        let lanes = web::Data::new(Lanes::default());
+        // Read the certificate before anything starts, so a bad one stops start-up at once.
+        let tls = match settings.api.tls() {
+            Some((cert, key)) => Some(tls_config(cert, key)?),
+            None => None,
+        };
+
+        let store = Store::open_blocking(&settings.store.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the store in {}: {e}",
+                settings.store.data_dir.display()
+            )
+        })?;
+        let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
+        let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
+        if sim.is_some() {
+            seed_demo_members(&settings, members.clone());
+        }
+
+        let config = Arc::new(settings.session.session_config());
+        let specs: Vec<LaneSpec> = settings
+            .lanes
+            .iter()
+            .map(|lane| LaneSpec {
+                handle: LaneHandle::new(lane.id.clone(), initial_snapshot(&lane.id)),
+                deps: EffectDeps {
+                    lane: lane.id.clone(),
+                    vipps: vipps.clone(),
+                    store: store.clone(),
+                    members: members.clone(),
+                },
+                config: config.clone(),
+                scanners: lane.scanners.clone(),
+            })
+            .collect();
+        let threads = match settings.supervisor.lane_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let supervisor = Supervisor::start(
+            specs,
+            RestartBudget {
+                max_restarts: settings.supervisor.max_restarts,
+                window: settings.supervisor.restart_window,
+            },
+            threads,
+        );
+        let lanes = supervisor.lanes().clone();
+
+        // In simulator mode lanehub receives the simulator's webhooks on its own listener. Over
+        // HTTPS the simulator would not trust lanehub's certificate, so polling alone follows
+        // payments there.
+        let webhook_url = match (&settings.vipps.webhook_public_url, settings.vipps.mode) {
+            (url, _) if !url.is_empty() => Some(url.clone()),
+            (_, VippsMode::Simulator) if tls.is_none() => {
+                Some(format!("http://{addr}/vipps/webhooks"))
+            }
+            _ => None,
+        };
+        let receiver = webhook_url.as_deref().and_then(|url| {
+            WebhookReceiver::new(url, settings.api.webhook_date_tolerance).map(Arc::new)
+        });
+        if let (Some(url), Some(receiver)) = (webhook_url, receiver.clone()) {
+            let (vipps, store) = (vipps.clone(), store.clone());
+            actix_web::rt::spawn(async move {
+                crate::http::webhooks::register(&vipps, &store, &url, receiver).await;
+            });
+        }
+
+        let state = web::Data::new(AppState {
+            vipps: vipps.clone(),
+            store: store.clone(),
+            test_hooks: settings.api.test_hooks,
+            heartbeat: settings.api.heartbeat_interval,
+        });
+        let lanes_data = web::Data::new(lanes.clone());
         let tokens = web::Data::new(ApiTokens::from_settings(&settings));
+        let store_data = web::Data::new(store.clone());
+        let receiver_data = receiver.map(web::Data::from);
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(lanes.clone())
+            let mut app = App::new()
+                .app_data(lanes_data.clone())
                 .app_data(tokens.clone())
-                .configure(crate::http::routes)
-        })
-        .listen(listener)?
+                .app_data(state.clone())
+                .app_data(store_data.clone())
+                .app_data(metrics.clone());
+            if let Some(r) = &receiver_data {
+                app = app.app_data(r.clone());
+            }
+            app.configure(crate::http::routes)
+        });
+        let is_tls = tls.is_some();
+        let server = match tls {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
-        tracing::info!(%addr, vipps = %settings.vipps.base_url, "lanehub listening");
+        tracing::info!(%addr, tls = is_tls, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), "lanehub listening");
         Ok(Application {
             addr,
+            tls: is_tls,
             server,
             sim,
             settings,
+            lanes,
+            vipps,
+            store,
+            _supervisor: supervisor,
         })
     }
 
     /// Where the HTTP API listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The API's base URL: `https://…` when TLS is configured, else `http://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The embedded simulator, in simulator mode.
@@ -72,6 +196,18 @@ impl Application {
         &self.settings
     }
 
+    pub fn lanes(&self) -> &Lanes {
+        &self.lanes
+    }
+
+    pub fn vipps(&self) -> &VippsHandle {
+        &self.vipps
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Serves until the process is told to stop (SIGINT or SIGTERM).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
@@ -80,4 +216,73 @@ impl Application {
         }
         result
     }
+}
+
+/// The rustls server configuration from PEM files; errors name the file and what is wrong.
+fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("api.tls_cert `{}`: {e}", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!(
+            "api.tls_cert `{}`: no CERTIFICATE in the file",
+            cert.display()
+        );
+    }
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("api.tls_key `{}`: {e}", key.display()))?;
+    rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "api.tls_cert `{}` and api.tls_key `{}` do not make a usable pair: {e}",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
+fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
+    LaneSnapshot {
+        lane: lane.clone(),
+        up: false,
+        state: "idle".into(),
+        session: None,
+        message: None,
+        scanners: vec![],
+        terminal_connected: false,
+    }
+}
+
+/// In simulator mode the virtual customers marked `member` are in the club, so the demo's member
+/// checkout works on a fresh data directory.
+fn seed_demo_members(settings: &Settings, members: Arc<dyn MembershipStore>) {
+    let seed: Vec<(Msisdn, String, String)> = settings
+        .sim
+        .customers
+        .iter()
+        .filter(|c| c.member)
+        .map(|c| (c.phone_number.clone(), c.name.clone(), c.email.clone()))
+        .collect();
+    actix_web::rt::spawn(async move {
+        for (phone, name, email) in seed {
+            if let Ok(None) = members.member(&phone).await {
+                let member = Member {
+                    phone_number: phone,
+                    name,
+                    email,
+                    consents: vec![],
+                    enrolled_at: chrono::Utc::now(),
+                    enrolled_lane: None,
+                    source: MemberSource::Import,
+                };
+                if let Err(e) = members.upsert_member(member).await {
+                    tracing::warn!(error = %e, "could not seed a demo member");
+                }
+            }
+        }
+    });
 }

@@ -20,12 +20,12 @@ use lanehub::config::{ConfigError, KeyboardLayout, Settings};
 use lanehub::http::api::{OrderLineBody, PaymentBody, RefundBody, ScanBody, amount};
 use lanehub::http::extract::parse_json;
 use lanehub::http::problem::ApiError;
-use lanehub::lane::PayRequest;
 use lanehub::lane::view::MoneyDto;
 use lanehub::scanner::{
     BarcodeFormat, DEFAULT_INTER_REPORT_TIMEOUT, DecodeError, HidPosDecoder, KeyboardDecoder,
     MAX_SCAN_BYTES, PersonalQrForm, Scan, ScanKind, classify,
 };
+use lanehub::session::PayRequest;
 use lanehub::vipps::signature::{self, SignatureError};
 
 /// Reads fuzz input front to back; past its end every read yields zeros or nothing, so any input
@@ -321,22 +321,19 @@ fn check_payment(pay: &PayRequest) {
         assert!((1..=30).contains(&r.len()));
         assert!(r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     }
-    for line in &pay.order_lines {
+    let lines = pay.order_lines.as_deref().unwrap_or_default();
+    for line in lines {
         assert!(line.quantity >= 1);
         assert_eq!(
             u128::from(line.unit_price) * u128::from(line.quantity),
-            u128::from(line.total_amount),
+            u128::from(line.total),
             "a line total that is not unit price × quantity"
         );
-        assert!(line.total_tax_amount <= line.total_amount);
-        assert!(line.tax_rate_basis_points <= 10_000);
+        assert!(line.vat_amount <= line.total);
+        assert!(line.vat_percent <= 100);
     }
-    if !pay.order_lines.is_empty() {
-        let sum: u128 = pay
-            .order_lines
-            .iter()
-            .map(|l| u128::from(l.total_amount))
-            .sum();
+    if !lines.is_empty() {
+        let sum: u128 = lines.iter().map(|l| u128::from(l.total)).sum();
         assert_eq!(sum, u128::from(pay.amount.value), "order lines ≠ amount");
     }
 }
@@ -365,8 +362,8 @@ fn built_payment(input: &mut Reader<'_>) -> PaymentBody {
             quantity,
             unit_price,
             total_amount,
-            total_tax_amount: input.u64() % total_amount.saturating_add(2),
-            tax_rate: u32::from(input.byte()) * 50,
+            tax_amount: input.u64() % total_amount.saturating_add(2),
+            tax_percentage: input.byte() % 110,
         });
     }
     let value = if flags & 0x02 != 0 {

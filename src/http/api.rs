@@ -1,28 +1,43 @@
 //! The terminal API under `/api/v1`: lane snapshots, scans, cashier commands, the lane WebSocket
 //! and back-office refunds. Documented by the OpenAPI document generated from these handlers.
 
-use std::time::Duration;
-
+use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
 use super::extract::{Body, Caller};
 use super::problem::{ApiError, Problem};
-use crate::domain::{Amount, LaneId};
+use super::resource;
+use crate::domain::{Amount, LaneId, PaymentReference};
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
-use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes, OrderLine, PayRequest};
+use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
+use crate::session::{OrderLine, PayRequest};
+use crate::startup::AppState;
+use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
-/// How often the server pings a terminal's WebSocket; two missed pongs close it.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// The longest scan text accepted (a QR code holds at most ~4 KB).
 pub const MAX_SCAN_CHARS: usize = 4096;
 
+// What each answer means, as the OpenAPI document says it.
+const LANE: &str = "The lane's id, as configured under `[[lanes]]`";
+const BAD_REQUEST: &str =
+    "The body is not JSON of the documented shape, or a value is wrong; `field` names it";
+const UNAUTHORIZED: &str = "Missing or unknown bearer token";
+const FORBIDDEN: &str = "This lane token belongs to another lane";
+const NOT_FOUND: &str = "No such lane";
+const CONFLICT: &str = "The lane's state does not allow this now; `detail` says why";
+const UNAVAILABLE: &str = "The lane is down or did not answer in time; try again";
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "lanehub terminal API", description = "Lane terminals and the back office talk to lanehub through this API. Authenticate with `Authorization: Bearer <token>`: a lane token acts on its own lane, the admin token on every lane and alone may refund."),
-    paths(list_lanes, get_lane, post_scan, post_enroll, post_payment, post_cancel, post_reset, lane_events, post_refund),
+    info(title = "lanehub terminal API", description = "Lane terminals and the back office talk to lanehub through this API. Authenticate with `Authorization: Bearer <token>`: a lane token acts on its own lane, the admin token on every lane and alone may refund. Errors are `application/problem+json`. See docs/terminal-api.md."),
+    paths(
+        list_lanes, get_lane, post_scan, post_enroll, post_payment, post_cancel, post_reset,
+        lane_events, post_refund, openapi,
+        super::ops::healthz, super::ops::readyz, super::ops::metrics,
+    ),
     components(schemas(Problem, LaneEvent, MoneyDto)),
     modifiers(&BearerAuth)
 )]
@@ -32,6 +47,8 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        // lanehub is not published under a licence; an empty licence name is noise.
+        openapi.info.license = None;
         use utoipa::openapi::security::{
             HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
         };
@@ -48,24 +65,36 @@ impl utoipa::Modify for BearerAuth {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    let get = || (Method::GET, web::get());
+    let post = || (Method::POST, web::post());
     cfg.service(
         web::scope("/api/v1")
-            .route("/openapi.json", web::get().to(openapi))
-            .route("/lanes", web::get().to(list_lanes))
-            .route("/lanes/{lane}", web::get().to(get_lane))
-            .route("/lanes/{lane}/scans", web::post().to(post_scan))
-            .route("/lanes/{lane}/enroll", web::post().to(post_enroll))
-            .route("/lanes/{lane}/payment", web::post().to(post_payment))
-            .route("/lanes/{lane}/cancel", web::post().to(post_cancel))
-            .route("/lanes/{lane}/reset", web::post().to(post_reset))
-            .route("/lanes/{lane}/events", web::get().to(lane_events))
-            .route("/payments/{reference}/refund", web::post().to(post_refund))
+            .service(resource("/openapi.json", get(), openapi))
+            .service(resource("/lanes", get(), list_lanes))
+            .service(resource("/lanes/{lane}", get(), get_lane))
+            .service(resource("/lanes/{lane}/scans", post(), post_scan))
+            .service(resource("/lanes/{lane}/enroll", post(), post_enroll))
+            .service(resource("/lanes/{lane}/payment", post(), post_payment))
+            .service(resource("/lanes/{lane}/cancel", post(), post_cancel))
+            .service(resource("/lanes/{lane}/reset", post(), post_reset))
+            .service(resource("/lanes/{lane}/events", get(), lane_events))
+            .service(resource(
+                "/payments/{reference}/refund",
+                post(),
+                post_refund,
+            ))
+            // Not in the OpenAPI document: it answers 404 unless `api.test_hooks` is on.
+            .route("/lanes/{lane}/test/panic", web::post().to(post_test_panic))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
             })),
     );
 }
 
+/// This document: the terminal API as OpenAPI 3.1, generated from the handlers.
+#[utoipa::path(get, path = "/api/v1/openapi.json", security(()), responses(
+    (status = 200, description = "The OpenAPI document", body = Object),
+))]
 async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
@@ -102,10 +131,10 @@ async fn command(handle: &LaneHandle, cmd: LaneCommand) -> Result<HttpResponse, 
     Ok(HttpResponse::Ok().json(snapshot))
 }
 
-/// Every lane the caller may see.
+/// Every lane the caller may see: all of them for the admin token, its own for a lane token.
 #[utoipa::path(get, path = "/api/v1/lanes", responses(
-    (status = 200, body = Vec<LaneSnapshot>),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 200, description = "The lanes, sorted by id", body = Vec<LaneSnapshot>),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn list_lanes(caller: Caller, lanes: web::Data<Lanes>) -> HttpResponse {
     let visible: Vec<LaneSnapshot> = lanes
@@ -118,11 +147,11 @@ async fn list_lanes(caller: Caller, lanes: web::Data<Lanes>) -> HttpResponse {
 }
 
 /// One lane: session state, customer (masked), payment, scanners, terminal.
-#[utoipa::path(get, path = "/api/v1/lanes/{lane}", params(("lane" = String, Path)), responses(
-    (status = 200, body = LaneSnapshot),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+#[utoipa::path(get, path = "/api/v1/lanes/{lane}", params(("lane" = String, Path, description = LANE, example = "1")), responses(
+    (status = 200, description = "The lane now", body = LaneSnapshot),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn get_lane(
     caller: Caller,
@@ -143,14 +172,15 @@ pub struct ScanBody {
 }
 
 /// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/scans", params(("lane" = String, Path)), request_body = ScanBody, responses(
-    (status = 200, body = LaneSnapshot),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 503, body = Problem, content_type = "application/problem+json"),
+/// A customer's Vipps QR starts a checkout; a product barcode is passed on as a `scan` event.
+#[utoipa::path(post, path = "/api/v1/lanes/{lane}/scans", params(("lane" = String, Path, description = LANE, example = "1")), request_body = ScanBody, responses(
+    (status = 200, description = "The lane after the scan", body = LaneSnapshot),
+    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn post_scan(
     caller: Caller,
@@ -189,13 +219,13 @@ impl ScanBody {
 macro_rules! lane_command {
     ($name:ident, $path:literal, $cmd:expr, $doc:literal) => {
         #[doc = $doc]
-        #[utoipa::path(post, path = $path, params(("lane" = String, Path)), responses(
-                    (status = 200, body = LaneSnapshot),
-                    (status = 401, body = Problem, content_type = "application/problem+json"),
-                    (status = 403, body = Problem, content_type = "application/problem+json"),
-                    (status = 404, body = Problem, content_type = "application/problem+json"),
-                    (status = 409, body = Problem, content_type = "application/problem+json"),
-                    (status = 503, body = Problem, content_type = "application/problem+json"),
+        #[utoipa::path(post, path = $path, params(("lane" = String, Path, description = LANE, example = "1")), responses(
+                    (status = 200, description = "The lane after the command", body = LaneSnapshot),
+                    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+                    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
+                    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+                    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
+                    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
                 ))]
         async fn $name(
             caller: Caller,
@@ -239,10 +269,11 @@ pub struct OrderLineBody {
     pub unit_price: u64,
     /// Total of the line including VAT, minor units.
     pub total_amount: u64,
-    /// VAT of the line, minor units.
-    pub total_tax_amount: u64,
-    /// VAT rate in basis points: 2500 is 25 %.
-    pub tax_rate: u32,
+    /// VAT included in `totalAmount`, minor units.
+    pub tax_amount: u64,
+    /// VAT rate in whole percent: 25, 15, 12 or 0 in Norway.
+    #[schema(maximum = 100)]
+    pub tax_percentage: u8,
 }
 
 /// The cashier pressed "pay".
@@ -257,7 +288,8 @@ pub struct PaymentBody {
     pub receipt_number: Option<String>,
 }
 
-/// Turns money from the API into `Amount`, naming `field` when it is wrong.
+/// Turns money from the API into `Amount`, naming `field` when it is wrong. Zero is refused: no
+/// payment or refund is of nothing.
 pub fn amount(dto: MoneyDto, field: &str) -> Result<Amount, ApiError> {
     let currency = dto
         .currency
@@ -265,6 +297,18 @@ pub fn amount(dto: MoneyDto, field: &str) -> Result<Amount, ApiError> {
         .map_err(|e: crate::domain::InvalidValue| {
             ApiError::invalid(format!("{field}.currency"), e.reason)
         })?;
+    if dto.value == 0 {
+        return Err(ApiError::invalid(
+            format!("{field}.value"),
+            "the amount must be above 0",
+        ));
+    }
+    if dto.value > MAX_AMOUNT_MINOR_UNITS {
+        return Err(ApiError::invalid(
+            format!("{field}.value"),
+            format!("at most {MAX_AMOUNT_MINOR_UNITS} minor units (Vipps' limit)"),
+        ));
+    }
     Ok(Amount::new(currency, dto.value))
 }
 
@@ -272,17 +316,18 @@ impl PaymentBody {
     /// The payment request, once amount, description, receipt number and order lines are valid.
     pub fn validate(self) -> Result<PayRequest, ApiError> {
         let amount = amount(self.amount, "amount")?;
-        if amount.value == 0 {
-            return Err(ApiError::invalid(
-                "amount.value",
-                "the amount must be above 0",
-            ));
-        }
         let description = self.description.unwrap_or_else(|| "Purchase".to_owned());
-        if description.trim().is_empty() || description.chars().count() > 100 {
+        // Vipps shows it to the customer: 3 to 100 characters (PayRequest checks the same).
+        if description.trim().chars().count() < 3 || description.chars().count() > 100 {
             return Err(ApiError::invalid(
                 "description",
-                "expected 1 to 100 characters",
+                "expected 3 to 100 characters",
+            ));
+        }
+        if description.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "description",
+                "contains control characters",
             ));
         }
         if let Some(r) = &self.receipt_number
@@ -293,6 +338,12 @@ impl PaymentBody {
             return Err(ApiError::invalid(
                 "receiptNumber",
                 "expected 1 to 30 characters of a-z, A-Z, 0-9 and -",
+            ));
+        }
+        if self.receipt_number.is_some() && self.order_lines.is_empty() {
+            return Err(ApiError::invalid(
+                "receiptNumber",
+                "a receipt number needs orderLines",
             ));
         }
         let mut order_lines = Vec::with_capacity(self.order_lines.len());
@@ -316,16 +367,16 @@ impl PaymentBody {
                     "must be unitPrice × quantity",
                 ));
             }
-            if l.total_tax_amount > l.total_amount {
+            if l.tax_amount > l.total_amount {
                 return Err(ApiError::invalid(
-                    f("totalTaxAmount"),
+                    f("taxAmount"),
                     "cannot exceed totalAmount",
                 ));
             }
-            if l.tax_rate > 10_000 {
+            if l.tax_percentage > 100 {
                 return Err(ApiError::invalid(
-                    f("taxRate"),
-                    "basis points, at most 10000",
+                    f("taxPercentage"),
+                    "whole percent, at most 100",
                 ));
             }
             order_lines.push(OrderLine {
@@ -333,15 +384,15 @@ impl PaymentBody {
                 id: l.id,
                 quantity: l.quantity,
                 unit_price: l.unit_price,
-                total_amount: l.total_amount,
-                total_tax_amount: l.total_tax_amount,
-                tax_rate_basis_points: l.tax_rate,
+                total: l.total_amount,
+                vat_percent: l.tax_percentage,
+                vat_amount: l.tax_amount,
             });
         }
         if !order_lines.is_empty() {
             let sum = order_lines
                 .iter()
-                .try_fold(0u64, |acc, l| acc.checked_add(l.total_amount));
+                .try_fold(0u64, |acc, l| acc.checked_add(l.total));
             if sum != Some(amount.value) {
                 return Err(ApiError::invalid(
                     "orderLines",
@@ -349,24 +400,29 @@ impl PaymentBody {
                 ));
             }
         }
-        Ok(PayRequest {
+        let pay = PayRequest {
             amount,
             description,
-            order_lines,
+            order_lines: (!order_lines.is_empty()).then_some(order_lines),
             receipt_number: self.receipt_number,
-        })
+        };
+        pay.validate().map_err(|why| ApiError::InvalidBody {
+            field: None,
+            detail: why,
+        })?;
+        Ok(pay)
     }
 }
 
 /// Sends the payment request to the identified customer's phone.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/payment", params(("lane" = String, Path)), request_body = PaymentBody, responses(
-    (status = 200, body = LaneSnapshot),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 503, body = Problem, content_type = "application/problem+json"),
+#[utoipa::path(post, path = "/api/v1/lanes/{lane}/payment", params(("lane" = String, Path, description = LANE, example = "1")), request_body = PaymentBody, responses(
+    (status = 200, description = "The lane with the payment requested", body = LaneSnapshot),
+    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn post_payment(
     caller: Caller,
@@ -381,16 +437,20 @@ async fn post_payment(
 
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
 /// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=`.
-#[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(("lane" = String, Path)), responses(
-    (status = 101, description = "WebSocket of LaneEvent JSON messages"),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
+#[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(
+    ("lane" = String, Path, description = LANE, example = "1"),
+    ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers (browsers)"),
+), responses(
+    (status = 101, description = "Switching to a WebSocket of LaneEvent JSON text messages"),
+    (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn lane_events(
     caller: Caller,
     lanes: web::Data<Lanes>,
+    state: web::Data<AppState>,
     lane: web::Path<String>,
     req: HttpRequest,
     body: web::Payload,
@@ -402,8 +462,8 @@ async fn lane_events(
             detail: format!("not a WebSocket upgrade: {e}"),
         })?;
     let (seq, snapshot, mut events) = handle.subscribe();
+    let heartbeat = state.heartbeat;
     actix_web::rt::spawn(async move {
-        handle.terminal_connected(true);
         let first = LaneEvent {
             seq,
             kind: "snapshot".into(),
@@ -411,7 +471,9 @@ async fn lane_events(
             data: None,
         };
         let mut alive = send(&mut session, &first).await;
-        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        // Counted after the snapshot went out, so the terminal sees its own arrival as an event.
+        handle.terminal_connected(true);
+        let mut heartbeat = tokio::time::interval(heartbeat);
         let mut missed = 0u8;
         while alive {
             tokio::select! {
@@ -457,26 +519,128 @@ pub struct RefundBody {
     pub amount: MoneyDto,
 }
 
+/// A payment after a refund.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefundAnswer {
+    #[schema(value_type = String, example = "lh-1-369fe628389f4b028fc35b0118099a5f")]
+    pub reference: PaymentReference,
+    /// The ePayment state; a captured payment stays `AUTHORIZED` after refunds.
+    #[schema(value_type = String, example = "AUTHORIZED")]
+    pub state: PaymentState,
+    pub aggregate: AggregateView,
+}
+
+/// What happened to a payment's money so far, in minor units.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregateView {
+    #[schema(value_type = MoneyDto)]
+    pub authorized_amount: Amount,
+    #[schema(value_type = MoneyDto)]
+    pub cancelled_amount: Amount,
+    #[schema(value_type = MoneyDto)]
+    pub captured_amount: Amount,
+    #[schema(value_type = MoneyDto)]
+    pub refunded_amount: Amount,
+}
+
 /// Refunds (part of) a captured payment. Admin token only.
-#[utoipa::path(post, path = "/api/v1/payments/{reference}/refund", params(("reference" = String, Path)), request_body = RefundBody, responses(
-    (status = 200, description = "The payment after the refund", body = Object),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 502, body = Problem, content_type = "application/problem+json"),
-    (status = 503, body = Problem, content_type = "application/problem+json"),
+#[utoipa::path(post, path = "/api/v1/payments/{reference}/refund", params(("reference" = String, Path, description = "The payment reference from the lane's `session.payment.reference`", example = "lh-1-369fe628389f4b028fc35b0118099a5f")), request_body = RefundBody, responses(
+    (status = 200, description = "The payment after the refund", body = RefundAnswer),
+    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "Not the admin token", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "No such payment", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "Vipps refused the refund (e.g. more than was captured and not yet refunded)", body = Problem, content_type = "application/problem+json"),
+    (status = 502, description = "Vipps answered something lanehub could not understand; the refund may or may not have happened", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Vipps or the store cannot be reached now; try again", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn post_refund(
     caller: Caller,
     reference: web::Path<String>,
+    state: web::Data<AppState>,
     body: Body<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    let _reference: crate::domain::PaymentReference = reference
+    let reference: PaymentReference = reference
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no payment `{reference}`")))?;
-    let _amount = amount(body.0.amount, "amount")?;
-    Err(ApiError::Unavailable("refunds are not wired yet".into()))
+    let amount = amount(body.0.amount, "amount")?;
+    let payment = state
+        .store
+        .payment(&reference)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("the store cannot be read: {e}")))?
+        .ok_or_else(|| ApiError::NotFound(format!("no payment `{reference}`")))?;
+    if payment.amount.currency != amount.currency {
+        return Err(ApiError::invalid(
+            "amount.currency",
+            format!("the payment is in {}", payment.amount.currency),
+        ));
+    }
+    // The same refund asked twice (a retried request) gets the same key, so Vipps refunds once;
+    // after it succeeds the refunded total changes, and the next refund gets a new key.
+    let key = refund_key(&reference, payment.refunded, amount.value);
+    let result = state
+        .vipps
+        .refund_payment(&reference, &key, amount)
+        .await
+        .map_err(|e| match crate::lane::effects::call_error(&e) {
+            crate::session::CallError::Rejected { detail, .. } => ApiError::NotAllowed(detail),
+            crate::session::CallError::Unavailable { detail } => ApiError::Unavailable(detail),
+            crate::session::CallError::Unknown { detail } => ApiError::BadGateway(detail),
+        })?;
+    let update = crate::store::PaymentUpdate {
+        state: None,
+        captured: Some(result.aggregate.captured_amount.value),
+        refunded: Some(result.aggregate.refunded_amount.value),
+    };
+    if let Err(e) = state.store.update_payment(&reference, update).await {
+        tracing::warn!(%reference, error = %e, "refund done at Vipps but the payments index was not updated");
+    }
+    tracing::info!(%reference, amount = %amount, "refunded");
+    let a = result.aggregate;
+    Ok(HttpResponse::Ok().json(RefundAnswer {
+        reference,
+        state: result.state,
+        aggregate: AggregateView {
+            authorized_amount: a.authorized_amount,
+            cancelled_amount: a.cancelled_amount,
+            captured_amount: a.captured_amount,
+            refunded_amount: a.refunded_amount,
+        },
+    }))
+}
+
+/// `{hash of reference and refunded total}-{amount}-rf`, at most 50 characters.
+fn refund_key(
+    reference: &PaymentReference,
+    refunded_before: u64,
+    amount: u64,
+) -> crate::domain::IdempotencyKey {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-rf")
+        .parse()
+        .expect("24 hex digits and -rf make a valid key")
+}
+
+/// Makes a lane panic so supervision can be tested. Admin token, and only with `api.test_hooks`.
+async fn post_test_panic(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    state: web::Data<AppState>,
+    lane: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()?;
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    if handle.inject_panic() {
+        Ok(HttpResponse::Accepted().finish())
+    } else {
+        Err(ApiError::Unavailable(format!("lane {lane} is down")))
+    }
 }

@@ -94,7 +94,11 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
     {
-        return h.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let (scheme, token) = h.trim().split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()
@@ -115,7 +119,7 @@ impl FromRequest for Caller {
     }
 }
 
-/// A JSON body; errors name the field (`amount.value`) and what is wrong with it.
+/// A JSON object body; errors name the field (`amount.value`) and what is wrong with it.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -152,6 +156,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 }
                 bytes.extend_from_slice(&chunk);
             }
+            // serde would take an array for a struct, field by position; no body here is one.
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+            if first.is_some_and(|&b| b != b'{') {
+                return Err(ApiError::InvalidBody {
+                    field: None,
+                    detail: "the body must be a JSON object".into(),
+                });
+            }
             parse_json(&bytes).map(Body)
         })
     }
@@ -161,16 +173,33 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::InvalidBody {
+                field: None,
+                detail: format!("malformed JSON: {inner}"),
+            };
+        }
         let path = e.path().to_string();
-        let malformed = e.inner().is_syntax() || e.inner().is_eof();
         // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
         // still quotes the key.
-        let named = path != "?" && !path.split('.').any(str::is_empty);
-        let field = (!malformed && named).then_some(path);
-        let detail = match (&field, malformed) {
-            (Some(f), _) => format!("field `{f}`: {}", e.inner()),
-            (None, true) => format!("malformed JSON: {}", e.inner()),
-            (None, false) => format!("unexpected body: {}", e.inner()),
+        let parent =
+            (path != "." && path != "?" && !path.split('.').any(str::is_empty)).then_some(path);
+        // A missing or unknown field is reported at its parent; name the field itself.
+        let message = inner.to_string();
+        let named = ["missing field `", "unknown field `"]
+            .iter()
+            .find_map(|prefix| message.strip_prefix(prefix))
+            .and_then(|rest| rest.split('`').next())
+            .filter(|n| !n.is_empty());
+        let field = match (parent, named) {
+            (Some(p), Some(n)) if !p.ends_with(n) => Some(format!("{p}.{n}")),
+            (None, Some(n)) => Some(n.to_owned()),
+            (parent, _) => parent,
+        };
+        let detail = match &field {
+            Some(f) => format!("field `{f}`: {inner}"),
+            None => format!("the body is not of the expected shape: {inner}"),
         };
         ApiError::InvalidBody { field, detail }
     })
@@ -204,6 +233,27 @@ mod tests {
         }
         let err = parse_json::<Pay>(b"{not json").unwrap_err();
         assert!(err.to_string().contains("malformed JSON"), "{err}");
+    }
+
+    fn field_of(body: &[u8]) -> Option<String> {
+        match parse_json::<Pay>(body).unwrap_err() {
+            ApiError::InvalidBody { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_are_named_with_their_path() {
+        assert_eq!(field_of(b"{}").as_deref(), Some("amount"));
+        assert_eq!(
+            field_of(br#"{"amount": {}}"#).as_deref(),
+            Some("amount.value")
+        );
+        assert_eq!(
+            field_of(br#"{"amount": {"value": 1}, "tip": 5}"#).as_deref(),
+            Some("tip")
+        );
+        assert_eq!(field_of(b"[]"), None);
     }
 
     #[test]

@@ -1,21 +1,42 @@
-//! lanehub's HTTP surface: health, the terminal API and its WebSocket, later webhooks and the UI.
+//! lanehub's HTTP surface: operations endpoints, the terminal API and its WebSocket, Vipps
+//! webhooks and the cashier UI.
 
 pub mod api;
 pub mod extract;
+pub mod ops;
 pub mod problem;
 pub mod ui;
+pub mod webhooks;
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::Method;
+use actix_web::{Handler, HttpResponse, Resource, Responder, web};
+
+use problem::ApiError;
 
 /// Routes served on `api.listen`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
+    cfg.configure(ops::routes)
         .configure(api::routes)
-        .configure(ui::routes);
+        .configure(ui::routes)
+        .configure(webhooks::routes);
 }
 
-/// The process lives and serves HTTP.
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .json(serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
+/// A resource at `path` served by `handler` for its one method; any other method gets a 405
+/// problem with `Allow` naming the right one.
+pub(crate) fn resource<F, Args>(
+    path: &str,
+    (method, route): (Method, actix_web::Route),
+    handler: F,
+) -> Resource
+where
+    F: Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(route.to(handler))
+        .default_service(web::to(move || {
+            let allow = method.clone();
+            async move { Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow)) }
+        }))
 }

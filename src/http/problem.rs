@@ -1,6 +1,6 @@
 //! lanehub's own API errors: one enum mapped to `application/problem+json` answers in one place.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -30,6 +30,8 @@ pub enum ApiError {
     AdminOnly,
     #[error("{0}")]
     NotFound(String),
+    #[error("this endpoint only answers {0}")]
+    MethodNotAllowed(Method),
     #[error("{detail}")]
     InvalidBody {
         field: Option<String>,
@@ -49,6 +51,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) | ApiError::AdminOnly => "forbidden",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidBody { .. } => "invalid_body",
             ApiError::NotAllowed(_) => "not_allowed",
             ApiError::Unavailable(_) => "unavailable",
@@ -70,6 +73,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::AdminOnly => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotAllowed(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,8 +96,14 @@ impl ResponseError for ApiError {
         };
         let mut res = HttpResponse::build(status);
         res.content_type("application/problem+json");
-        if matches!(self, ApiError::Unauthorized) {
-            res.insert_header(("WWW-Authenticate", "Bearer"));
+        match self {
+            ApiError::Unauthorized => {
+                res.insert_header(("WWW-Authenticate", "Bearer"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                res.insert_header(("Allow", allow.as_str()));
+            }
+            _ => {}
         }
         res.json(problem)
     }

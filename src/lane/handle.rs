@@ -3,19 +3,22 @@
 //! A lane's slot outlives its actor: the snapshot channel, the event broadcast and the sequence
 //! number stay when the supervisor rebuilds a crashed lane, so terminals keep their subscription.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Recipient;
+use actix::Addr;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
+use super::actor::{InjectPanic, LaneActor, VippsSignal};
 use super::view::{LaneEvent, LaneSnapshot};
 use crate::domain::LaneId;
 
 /// How many events a slow WebSocket subscriber may lag before it must resync from a snapshot.
 pub const EVENT_BUFFER: usize = 256;
+/// Messages a lane's mailbox holds before senders wait (commands) or drop (signals).
+pub const MAILBOX_CAPACITY: usize = 64;
 /// How long a command may wait for the lane's answer.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -28,7 +31,7 @@ pub enum LaneCommand {
         text: String,
     },
     Enroll,
-    Pay(super::PayRequest),
+    Pay(crate::session::PayRequest),
     Cancel,
     Reset,
 }
@@ -77,8 +80,10 @@ pub struct LaneSlot {
     pub id: LaneId,
     snapshot: watch::Sender<LaneSnapshot>,
     events: broadcast::Sender<LaneEvent>,
-    seq: AtomicU64,
-    recipient: Mutex<Option<Recipient<LaneCommand>>>,
+    /// The last event's sequence number. Held while numbering and sending an event, so events
+    /// reach subscribers in `seq` order and a subscription starts exactly after a known `seq`.
+    seq: Mutex<u64>,
+    actor: Mutex<Option<Addr<LaneActor>>>,
     terminals: AtomicUsize,
     up: AtomicBool,
 }
@@ -95,8 +100,8 @@ impl LaneHandle {
             id,
             snapshot,
             events,
-            seq: AtomicU64::new(0),
-            recipient: Mutex::new(None),
+            seq: Mutex::new(0),
+            actor: Mutex::new(None),
             terminals: AtomicUsize::new(0),
             up: AtomicBool::new(false),
         }))
@@ -116,21 +121,21 @@ impl LaneHandle {
 
     /// The current snapshot with its sequence number, and a receiver for every later event.
     pub fn subscribe(&self) -> (u64, LaneSnapshot, broadcast::Receiver<LaneEvent>) {
-        // Subscribe first so no event between the two reads is lost.
+        let seq = self
+            .0
+            .seq
+            .lock()
+            .expect("nothing panics while holding the seq lock");
         let rx = self.0.events.subscribe();
-        (self.0.seq.load(Ordering::SeqCst), self.snapshot(), rx)
+        (*seq, self.snapshot(), rx)
     }
 
     /// Sends a command to the lane's current actor and waits for its answer.
     pub async fn command(&self, cmd: LaneCommand) -> Result<LaneSnapshot, CommandError> {
-        let recipient = self
-            .0
-            .recipient
-            .lock()
-            .expect("lane slot lock")
-            .clone()
+        let actor = self
+            .actor()
             .ok_or_else(|| CommandError::LaneDown(self.0.id.to_string()))?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, recipient.send(cmd)).await {
+        match tokio::time::timeout(COMMAND_TIMEOUT, actor.send(cmd)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(CommandError::LaneDown(self.0.id.to_string())),
             Err(_) => Err(CommandError::Timeout(self.0.id.to_string())),
@@ -145,20 +150,42 @@ impl LaneHandle {
 
     /// Sends an event carrying the current snapshot.
     pub fn emit(&self, kind: &str, data: Option<serde_json::Value>) {
-        let seq = self.0.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut seq = self
+            .0
+            .seq
+            .lock()
+            .expect("nothing panics while holding the seq lock");
+        *seq += 1;
         // No subscribers is fine: the snapshot is kept for the next one.
         let _ = self.0.events.send(LaneEvent {
-            seq,
+            seq: *seq,
             kind: kind.to_owned(),
             snapshot: self.snapshot(),
             data,
         });
     }
 
+    fn actor(&self) -> Option<Addr<LaneActor>> {
+        self.0.actor.lock().expect("lane slot lock").clone()
+    }
+
+    /// Hands a webhook or login ping to the lane; false when the lane is down or its mailbox is
+    /// full (polling then finds the change).
+    pub fn signal(&self, event: crate::session::Event) -> bool {
+        self.actor()
+            .is_some_and(|a| a.try_send(VippsSignal(event)).is_ok())
+    }
+
+    /// Makes the lane's actor panic (test hook).
+    pub fn inject_panic(&self) -> bool {
+        self.actor()
+            .is_some_and(|a| a.try_send(InjectPanic).is_ok())
+    }
+
     /// Attaches a (new) actor incarnation; `None` detaches it.
-    pub fn attach(&self, recipient: Option<Recipient<LaneCommand>>) {
-        let up = recipient.is_some();
-        *self.0.recipient.lock().expect("lane slot lock") = recipient;
+    pub fn attach(&self, actor: Option<Addr<LaneActor>>) {
+        let up = actor.is_some();
+        *self.0.actor.lock().expect("lane slot lock") = actor;
         self.0.up.store(up, Ordering::SeqCst);
         self.emit(if up { "up" } else { "down" }, None);
         metrics::gauge!(crate::metrics::LANE_UP, "lane" => self.0.id.to_string()).set(if up {

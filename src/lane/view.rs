@@ -76,12 +76,20 @@ pub struct CashierMessage {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyDto {
-    /// Integer minor units (øre): 23990 is 239.90 NOK.
-    #[schema(minimum = 0, example = 23990)]
+    /// Integer minor units (øre): 23990 is 239.90 NOK. Payments and refunds take 1 to 65000000.
+    #[schema(minimum = 0, maximum = 65_000_000, example = 23990)]
     pub value: u64,
-    /// `NOK`, `DKK` or `EUR`.
-    #[schema(example = "NOK")]
+    #[schema(value_type = CurrencyCode, example = "NOK")]
     pub currency: String,
+}
+
+/// The currencies the API takes (those of ePayment).
+#[derive(Debug, Clone, Copy, ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+pub enum CurrencyCode {
+    Nok,
+    Dkk,
+    Eur,
 }
 
 /// A change on a lane, as sent over its WebSocket.
@@ -90,10 +98,13 @@ pub struct MoneyDto {
 pub struct LaneEvent {
     /// Increases by one with every event of this lane; a gap means the terminal missed events.
     pub seq: u64,
-    /// `snapshot` (on connect), `changed`, `scan` (a product scan), `rejected`.
+    /// `snapshot` (on connect, after a lag, after a lane restart), `changed`, `scan` (a product
+    /// barcode), `scan_rejected`, `check_in`, `terminal`, `scanner`, `up`, `down`.
+    #[schema(example = "changed")]
     pub kind: String,
     pub snapshot: LaneSnapshot,
-    /// Extra data for the kind, e.g. the product barcode of a `scan`.
-    #[schema(value_type = Object)]
+    /// Extra data for the kind: `scan` `{barcode, format}`, `scan_rejected` `{reason}`,
+    /// `check_in` `{code, text}`; null for the others.
+    #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
 }

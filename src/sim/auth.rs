@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use secrecy::ExposeSecret;
 use serde_json::json;
 use tokio::time::Instant;
@@ -35,7 +35,28 @@ pub enum MsnHeader {
 }
 
 pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/accesstoken/get", web::post().to(access_token));
+    cfg.service(
+        web::resource("/accesstoken/get")
+            .route(web::post().to(access_token))
+            .default_service(web::to(|req: HttpRequest| async move {
+                Problem::method_not_allowed_oauth(&req, "POST").error_response()
+            })),
+    );
+}
+
+/// The `Vipps-System-*` headers every API declares (optional, at most 30 characters each).
+pub const SYSTEM_HEADERS: [&str; 4] = [
+    "Vipps-System-Name",
+    "Vipps-System-Version",
+    "Vipps-System-Plugin-Name",
+    "Vipps-System-Plugin-Version",
+];
+
+/// The first `Vipps-System-*` header longer than the 30 characters the specs allow, if any.
+pub fn long_system_header(req: &HttpRequest) -> Option<&'static str> {
+    SYSTEM_HEADERS
+        .into_iter()
+        .find(|name| req.headers().get(*name).is_some_and(|v| v.len() > 30))
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
@@ -61,6 +82,13 @@ async fn access_token(
                 &format!("missing header {name}"),
             ));
         }
+    }
+    if let Some(name) = long_system_header(&req) {
+        return Err(Problem::oauth(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("header {name} is longer than 30 characters"),
+        ));
     }
     let merchant = find_merchant(
         &state.settings.merchants,

@@ -11,7 +11,7 @@
 
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -85,8 +85,20 @@ pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
                     .limit(MAX_BODY_BYTES)
                     .error_handler(|err, _| validation_problem(&[body_error(&err)]).into()),
             )
-            .route(web::post().to(check_in)),
+            .route(web::post().to(check_in))
+            .default_service(web::to(method_not_allowed)),
     );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let mut problem = validation_problem(&[InvalidParam::new(
+        "method",
+        format!("{} is not allowed; use POST", req.method()),
+    )]);
+    problem.status = StatusCode::METHOD_NOT_ALLOWED;
+    problem.body["status"] = StatusCode::METHOD_NOT_ALLOWED.as_u16().into();
+    problem.body["title"] = "Method Not Allowed".into();
+    problem.with_header("allow", "POST").error_response()
 }
 
 pub(super) fn control_routes(cfg: &mut web::ServiceConfig) {
@@ -248,7 +260,7 @@ async fn check_in(
     body: Result<web::Json<Value>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
-    let parsed = match &body {
+    let mut parsed = match &body {
         Ok(json) => parse(json),
         Err(err) => Parsed {
             phone_number: None,
@@ -260,6 +272,12 @@ async fn check_in(
                 .unwrap_or_else(|| vec![InvalidParam::new("body", err.to_string())]),
         },
     };
+    if let Some(name) = auth::long_system_header(&req) {
+        parsed.errors.insert(
+            0,
+            InvalidParam::new(name, format!("{name} is at most 30 characters")),
+        );
+    }
     let mut record = CheckInRecord {
         id: None,
         phone_number: parsed.phone_number.clone(),

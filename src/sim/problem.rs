@@ -126,6 +126,20 @@ impl Problem {
         }
     }
 
+    /// A 405 in the OAuth shape, naming the allowed methods (access token and Login).
+    pub fn method_not_allowed_oauth(req: &actix_web::HttpRequest, allow: &str) -> Self {
+        Self::oauth(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            &format!(
+                "{} is not allowed on {}; use {allow}",
+                req.method(),
+                req.path()
+            ),
+        )
+        .with_header("allow", allow)
+    }
+
     /// What the API gateway answers before any API sees the request.
     pub fn gateway(status: StatusCode, message: &str) -> Self {
         Self {

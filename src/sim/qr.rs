@@ -9,7 +9,7 @@
 
 use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::{Value, json};
 
 use super::SimState;
@@ -31,8 +31,24 @@ pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
                     .limit(MAX_BODY_BYTES)
                     .error_handler(|err, _| body_problem(&err).into()),
             )
-            .route(web::post().to(exchange)),
+            .route(web::post().to(exchange))
+            .default_service(web::to(method_not_allowed)),
     );
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    Problem::params(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method Not Allowed",
+        &format!(
+            "{} is not allowed on {}; use POST.",
+            req.method(),
+            req.path()
+        ),
+        &[("method", "Only POST is allowed.")],
+    )
+    .with_header("allow", "POST")
+    .error_response()
 }
 
 /// A 400 in the exchange's error shape naming the offending field.

@@ -3,7 +3,17 @@
 //! The client and its actor live here too; the simulator in `crate::sim` answers the same
 //! operations so that code which works against one works against the other.
 
+pub mod actor;
+pub mod circuit;
+pub mod client;
+pub mod error;
+pub mod models;
+pub mod ratelimit;
 pub mod signature;
+
+pub use actor::{VippsActorSettings, VippsHandle};
+pub use client::VippsClient;
+pub use error::VippsError;
 
 /// Every Vipps call lanehub makes; `as_str()` is the `operation` metric label and the simulator's
 /// fault-injection key.

@@ -185,39 +185,49 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The `Vipps-System-*` headers are optional but at most 30 characters each.
-pub(in crate::sim) fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
-    for name in [
-        "Vipps-System-Name",
-        "Vipps-System-Version",
-        "Vipps-System-Plugin-Name",
-        "Vipps-System-Plugin-Version",
-    ] {
-        if let Some(v) = req.headers().get(name)
-            && v.len() > 30
-        {
-            return Err(Problem::epayment_invalid(
-                name,
-                &format!("The {name} header is at most 30 characters."),
-            ));
-        }
+/// A `Merchant-Serial-Number` that is not the token's merchant is refused by the API itself (the
+/// gateway let the token through), so in ePayment's problem shape rather than the gateway's.
+pub(in crate::sim) fn msn_forbidden(p: Problem) -> Problem {
+    if p.status != StatusCode::FORBIDDEN {
+        return p;
     }
-    Ok(())
+    let detail = p.body["message"].as_str().unwrap_or("Forbidden.");
+    Problem::epayment(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        detail,
+        &[(
+            "Merchant-Serial-Number",
+            "Not the merchant serial number of the access token.",
+        )],
+        None,
+    )
 }
 
-/// A body, when there is one, must be JSON.
-fn check_content_type(req: &HttpRequest, body: &[u8]) -> Result<(), Problem> {
-    let Some(ct) = header(req, "content-type") else {
+/// The `Vipps-System-*` headers are optional but at most 30 characters each.
+pub(in crate::sim) fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
+    match auth::long_system_header(req) {
+        Some(name) => Err(Problem::epayment_invalid(
+            name,
+            &format!("The {name} header is at most 30 characters."),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A body, when there is one, must be declared as JSON.
+pub(in crate::sim) fn check_content_type(req: &HttpRequest, body: &[u8]) -> Result<(), Problem> {
+    if body.is_empty() {
         return Ok(());
-    };
-    let essence = ct
+    }
+    let essence = header(req, "content-type")
+        .unwrap_or("(none)")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let json = essence == "application/json" || essence.ends_with("+json");
-    if body.is_empty() || json {
+    if essence == "application/json" || essence.ends_with("+json") {
         return Ok(());
     }
     Err(Problem::epayment(
@@ -347,7 +357,7 @@ async fn create_payment(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Required)?;
+    let merchant = auth::authorize(&state, &req, MsnHeader::Required).map_err(msn_forbidden)?;
     let msn = merchant.merchant_serial_number;
     let bytes = request::read_body(payload).await?;
     let parsed = request::parse_json(&bytes);
@@ -442,7 +452,7 @@ fn read<T>(
     op: Operation,
     view: impl FnOnce(&Payment) -> T,
 ) -> Result<T, Problem> {
-    let merchant = auth::authorize(state, req, MsnHeader::Required)?;
+    let merchant = auth::authorize(state, req, MsnHeader::Required).map_err(msn_forbidden)?;
     let msn = merchant.merchant_serial_number;
     let now = now(state);
     let mut payments = lock(state);
@@ -525,7 +535,7 @@ async fn modify(
     payload: web::Payload,
     op: Operation,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Required)?;
+    let merchant = auth::authorize(&state, &req, MsnHeader::Required).map_err(msn_forbidden)?;
     let msn = merchant.merchant_serial_number;
     let bytes = request::read_body(payload).await?;
     let parsed = request::parse_json(&bytes);
@@ -597,7 +607,7 @@ async fn force_approve(
     raw: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Required)?;
+    let merchant = auth::authorize(&state, &req, MsnHeader::Required).map_err(msn_forbidden)?;
     let msn = merchant.merchant_serial_number;
     let bytes = request::read_body(payload).await?;
     check_content_type(&req, &bytes)?;

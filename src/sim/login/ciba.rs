@@ -7,7 +7,7 @@
 
 use actix_web::error::UrlencodedError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -47,16 +47,33 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
             .limit(MAX_FORM_BYTES)
             .error_handler(|err, _| form_problem(&err).into())
     };
+    let not_allowed = || {
+        web::to(|req: HttpRequest| async move {
+            Problem::method_not_allowed_oauth(&req, "POST").error_response()
+        })
+    };
     cfg.service(
         web::resource(AUTHENTICATION_PATH)
             .app_data(form())
-            .route(web::post().to(authenticate)),
+            .route(web::post().to(authenticate))
+            .default_service(not_allowed()),
     )
     .service(
         web::resource(TOKEN_PATH)
             .app_data(form())
-            .route(web::post().to(token)),
+            .route(web::post().to(token))
+            .default_service(not_allowed()),
     );
+}
+
+/// VIPPS.md: every call's `Vipps-System-*` headers are at most 30 characters.
+fn check_system_headers(req: &HttpRequest) -> Result<(), Problem> {
+    match crate::sim::auth::long_system_header(req) {
+        Some(name) => Err(invalid_request(&format!(
+            "header {name} is longer than 30 characters"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn invalid_request(description: &str) -> Problem {
@@ -230,6 +247,7 @@ async fn authenticate(
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let client = client_from_basic(&state, &req)?;
+    check_system_headers(&req)?;
     let params = Params::new(form?.into_inner())?;
     let request = parse_authentication(&params)?;
     let known = state
@@ -301,6 +319,7 @@ async fn token(
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let client = client_from_basic(&state, &req)?;
+    check_system_headers(&req)?;
     let params = Params::new(form?.into_inner())?;
     let grant_type = params.required("grant_type")?;
     if grant_type != CIBA_GRANT {

@@ -4,17 +4,32 @@
 //! endpoints keeps talking to this simulator whatever port it listens on. ID tokens are unsigned
 //! (`alg: none`), so the key set is empty and the document says so.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+
 use serde_json::json;
 
 use super::ciba::{CIBA_GRANT, SCOPES};
+use crate::sim::problem::Problem;
 
 const CONFIGURATION_PATH: &str = "/access-management-1.0/access/.well-known/openid-configuration";
 const JWKS_PATH: &str = "/access-management-1.0/access/.well-known/jwks.json";
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route(CONFIGURATION_PATH, web::get().to(configuration))
-        .route(JWKS_PATH, web::get().to(jwks));
+    let not_allowed = || {
+        web::to(|req: HttpRequest| async move {
+            Problem::method_not_allowed_oauth(&req, "GET").error_response()
+        })
+    };
+    cfg.service(
+        web::resource(CONFIGURATION_PATH)
+            .route(web::get().to(configuration))
+            .default_service(not_allowed()),
+    )
+    .service(
+        web::resource(JWKS_PATH)
+            .route(web::get().to(jwks))
+            .default_service(not_allowed()),
+    );
 }
 
 /// `scheme://host[:port]` of the request, as the client addressed the simulator.

@@ -9,7 +9,7 @@
 //! customers are synthetic but stable per phone number. Errors use the spec's `UserinfoError`.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -22,26 +22,46 @@ use crate::sim::problem::Problem;
 
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
     // The spec writes the path with a trailing slash, VIPPS.md without; both are served.
-    cfg.route("/vipps-userinfo-api/userinfo", web::get().to(userinfo))
-        .route("/vipps-userinfo-api/userinfo/", web::get().to(userinfo));
+    for path in [
+        "/vipps-userinfo-api/userinfo",
+        "/vipps-userinfo-api/userinfo/",
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(web::get().to(userinfo))
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
 }
 
-/// A 401 in the spec's `UserinfoError` shape, with the bearer challenge of RFC 6750.
-fn unauthorized(detail: &str) -> Problem {
+/// An error in the spec's `UserinfoError` shape.
+fn error(status: StatusCode, detail: &str) -> Problem {
     Problem {
-        status: StatusCode::UNAUTHORIZED,
+        status,
         body: json!({
             "type": "https://developer.vippsmobilepay.com/docs/knowledge-base/errors",
-            "title": "Unauthorized",
+            "title": status.canonical_reason().unwrap_or("Error"),
             // The spec types `status` as a string.
-            "status": "401",
+            "status": status.as_u16().to_string(),
             "detail": detail,
             "instance": uuid::Uuid::new_v4().to_string(),
         }),
         content_type: "application/json;charset=UTF-8",
         headers: vec![],
     }
-    .with_header("www-authenticate", "Bearer error=\"invalid_token\"")
+}
+
+/// A 401 with the bearer challenge of RFC 6750.
+fn unauthorized(detail: &str) -> Problem {
+    error(StatusCode::UNAUTHORIZED, detail)
+        .with_header("www-authenticate", "Bearer error=\"invalid_token\"")
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let detail = format!("{} is not allowed on {}; use GET", req.method(), req.path());
+    error(StatusCode::METHOD_NOT_ALLOWED, &detail)
+        .with_header("allow", "GET")
+        .error_response()
 }
 
 async fn userinfo(state: web::Data<SimState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
@@ -55,6 +75,10 @@ async fn userinfo(state: web::Data<SimState>, req: HttpRequest) -> Result<HttpRe
         })
         .map(|(_, t)| t.trim())
         .ok_or_else(|| unauthorized("a Login access token is required: Authorization: Bearer …"))?;
+    if let Some(name) = crate::sim::auth::long_system_header(&req) {
+        let detail = format!("header {name} is longer than 30 characters");
+        return Err(error(StatusCode::BAD_REQUEST, &detail));
+    }
     let now = state.clock.now();
     let logins = super::lock(&state);
     let grant = logins

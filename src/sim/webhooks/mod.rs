@@ -23,8 +23,8 @@ use tokio::time::Instant;
 use self::delivery::{Attempt, Delivery, Outcome, Target};
 use super::SimState;
 use super::auth::{self, MsnHeader};
-use super::epayment::check_system_headers;
 use super::epayment::request::{self, Invalid};
+use super::epayment::{check_content_type, check_system_headers, msn_forbidden};
 use super::problem::Problem;
 
 /// The events a registration may ask for.
@@ -183,6 +183,15 @@ fn problem(p: Problem, req: &HttpRequest) -> Problem {
     p
 }
 
+/// A mismatched `Merchant-Serial-Number` in this API's shape; other refusals stay the gateway's.
+fn forbidden(p: Problem, req: &HttpRequest) -> Problem {
+    if p.status == StatusCode::FORBIDDEN {
+        problem(msn_forbidden(p), req)
+    } else {
+        p
+    }
+}
+
 fn invalid(req: &HttpRequest, field: &str, reason: &str) -> Problem {
     problem(Invalid::new(field, reason).into(), req)
 }
@@ -241,11 +250,13 @@ async fn register(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    let merchant =
+        auth::authorize(&state, &req, MsnHeader::Optional).map_err(|p| forbidden(p, &req))?;
     check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let bytes = request::read_body(payload)
         .await
         .map_err(|p| problem(p, &req))?;
+    check_content_type(&req, &bytes).map_err(|p| problem(p, &req))?;
     let body = request::parse_json(&bytes)
         .map_err(|i| problem(i.into(), &req))?
         .ok_or_else(|| invalid(&req, "body", "A RegisterRequest body is required."))?;
@@ -313,7 +324,8 @@ async fn register(
 
 /// `GET /webhooks/v1/webhooks`: the merchant's registrations.
 async fn list(state: web::Data<SimState>, req: HttpRequest) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    let merchant =
+        auth::authorize(&state, &req, MsnHeader::Optional).map_err(|p| forbidden(p, &req))?;
     check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let inner = state.webhooks.lock();
     let webhooks: Vec<Value> = inner
@@ -331,7 +343,8 @@ async fn delete(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Optional)?;
+    let merchant =
+        auth::authorize(&state, &req, MsnHeader::Optional).map_err(|p| forbidden(p, &req))?;
     check_system_headers(&req).map_err(|p| problem(p, &req))?;
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|e| invalid(&req, "id", &format!("The id must be a UUID: {e}.")))?

@@ -1,0 +1,115 @@
+//! Operations endpoints: `/healthz` (the process lives), `/readyz` (lanes up, Vipps reachable
+//! with a valid token), `/metrics` (Prometheus text format). None needs a token.
+
+use std::time::Duration;
+
+use actix_web::http::Method;
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::resource;
+use crate::lane::Lanes;
+use crate::metrics::MetricsHandle;
+use crate::startup::AppState;
+
+/// How long `/readyz` waits for a Vipps access token before answering not ready.
+pub const READY_TOKEN_DEADLINE: Duration = Duration::from_secs(3);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let get = || (Method::GET, web::get());
+    cfg.service(resource("/healthz", get(), healthz))
+        .service(resource("/readyz", get(), readyz))
+        .service(resource("/metrics", get(), metrics));
+}
+
+/// The process is alive.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+    #[schema(example = "0.1.0")]
+    pub version: &'static str,
+}
+
+/// Whether lanehub can take checkouts now, and if not, why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub lanes: LanesReadiness,
+    pub vipps: VippsReadiness,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LanesReadiness {
+    pub total: usize,
+    /// Ids of the lanes whose actor is not running.
+    pub down: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VippsReadiness {
+    /// Whether a Vipps access token could be had.
+    pub token: bool,
+    pub circuit_open: bool,
+    /// Why no token could be had.
+    pub error: Option<String>,
+}
+
+/// Liveness: answers as long as the process serves HTTP.
+#[utoipa::path(get, path = "/healthz", security(()), responses(
+    (status = 200, description = "The process is alive", body = Health),
+))]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Readiness: every lane is up and Vipps answers with a valid token, its circuit closed.
+#[utoipa::path(get, path = "/readyz", security(()), responses(
+    (status = 200, description = "Ready for checkouts", body = Readiness),
+    (status = 503, description = "Not ready; the body says what is missing", body = Readiness),
+))]
+pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) -> HttpResponse {
+    let all = lanes.all();
+    let down: Vec<String> = all
+        .iter()
+        .filter(|l| !l.is_up())
+        .map(|l| l.id().to_string())
+        .collect();
+    let vipps = state.vipps.with_deadline(READY_TOKEN_DEADLINE);
+    let token = vipps.access_token().await;
+    let circuit_open = state.vipps.status().await.is_ok_and(|s| s.circuit_open);
+    let vipps_ok = token.is_ok() && !circuit_open;
+    let ready = down.is_empty() && vipps_ok;
+    let body = Readiness {
+        ready,
+        lanes: LanesReadiness {
+            total: all.len(),
+            down,
+        },
+        vipps: VippsReadiness {
+            token: token.is_ok(),
+            circuit_open,
+            error: token.err().map(|e| e.to_string()),
+        },
+    };
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Every metric in the Prometheus text format (see docs/metrics.md).
+#[utoipa::path(get, path = "/metrics", security(()), responses(
+    (status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"),
+))]
+pub(crate) async fn metrics(handle: web::Data<MetricsHandle>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}

@@ -1,0 +1,260 @@
+//! `POST /vipps/webhooks`: Vipps' ePayment events and the Login ping. Each delivery is checked
+//! (HMAC over the raw body in constant time, date within tolerance), de-duplicated, answered at
+//! once, and routed to the lane that owns the payment as a signal to read the payment back.
+//!
+//! Also registers (or reuses) lanehub's webhook at start and keeps its secret in the store.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::domain::PaymentReference;
+use crate::lane::Lanes;
+use crate::metrics as m;
+use crate::session::Event;
+use crate::store::Store;
+use crate::vipps::actor::VippsHandle;
+use crate::vipps::models::{PaymentWebhookEvent, RegisterWebhookRequest};
+use crate::vipps::signature;
+
+/// Largest delivery accepted; Vipps' payloads are well under 2 KB.
+pub const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+/// Deliveries remembered for de-duplication.
+pub const DEDUP_WINDOW: usize = 4096;
+/// The events lanehub subscribes to.
+pub const EVENTS: &[&str] = &[
+    "epayments.payment.created.v1",
+    "epayments.payment.authorized.v1",
+    "epayments.payment.aborted.v1",
+    "epayments.payment.expired.v1",
+    "epayments.payment.cancelled.v1",
+    "epayments.payment.captured.v1",
+    "epayments.payment.refunded.v1",
+    "epayments.payment.terminated.v1",
+    "login.merchant-initiated.ping.v1",
+];
+const SECRET_KEY: &str = "webhook.secret";
+const ID_KEY: &str = "webhook.id";
+const URL_KEY: &str = "webhook.url";
+
+/// Body digests seen recently: a set for lookups, a queue for eviction order.
+type Seen = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
+/// What the receiver needs: the registered URL's parts (what Vipps signed) and the secret.
+pub struct WebhookReceiver {
+    host: String,
+    path_and_query: String,
+    secret: RwLock<Option<SecretString>>,
+    tolerance: Duration,
+    seen: Mutex<Seen>,
+}
+
+impl WebhookReceiver {
+    /// A receiver for deliveries to `url` (e.g. `https://store.example/vipps/webhooks`).
+    pub fn new(url: &str, tolerance: Duration) -> Option<Self> {
+        let rest = url.split_once("://")?.1;
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        Some(WebhookReceiver {
+            host: host.to_owned(),
+            path_and_query: path.to_owned(),
+            secret: RwLock::new(None),
+            tolerance,
+            seen: Mutex::new((HashSet::new(), VecDeque::new())),
+        })
+    }
+
+    pub fn set_secret(&self, secret: SecretString) {
+        *self.secret.write().expect("secret lock") = Some(secret);
+    }
+
+    pub fn has_secret(&self) -> bool {
+        self.secret.read().expect("secret lock").is_some()
+    }
+
+    /// True the first time a body is seen.
+    fn first_time(&self, body: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let mut seen = self.seen.lock().expect("dedup lock");
+        if !seen.0.insert(digest) {
+            return false;
+        }
+        seen.1.push_back(digest);
+        if seen.1.len() > DEDUP_WINDOW
+            && let Some(old) = seen.1.pop_front()
+        {
+            seen.0.remove(&old);
+        }
+        true
+    }
+}
+
+fn verdict(event: &str, verdict: m::WebhookVerdict) {
+    m::webhook_received(m::WebhookEvent::from_vipps_name(event), verdict);
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/vipps/webhooks", web::post().to(receive));
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    receiver: Option<web::Data<WebhookReceiver>>,
+    lanes: web::Data<Lanes>,
+    store: web::Data<Store>,
+) -> HttpResponse {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok());
+    let Some(receiver) = receiver else {
+        return HttpResponse::NotFound().finish();
+    };
+    if body.len() > MAX_WEBHOOK_BYTES {
+        verdict("unknown", m::WebhookVerdict::Malformed);
+        return HttpResponse::PayloadTooLarge().finish();
+    }
+    let secret = receiver.secret.read().expect("secret lock").clone();
+    let Some(secret) = secret else {
+        // Not registered yet: Vipps retries, and polling follows the payment meanwhile.
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    if let Err(e) = signature::verify(
+        secret.expose_secret(),
+        &receiver.path_and_query,
+        &receiver.host,
+        header("x-ms-date"),
+        header("x-ms-content-sha256"),
+        header("authorization"),
+        &body,
+    ) {
+        tracing::warn!(reason = e.kind(), "webhook refused: bad signature");
+        verdict("unknown", m::WebhookVerdict::BadSignature);
+        return HttpResponse::Unauthorized().finish();
+    }
+    let date = header("x-ms-date").unwrap_or_default();
+    if signature::check_date(date, SystemTime::now(), receiver.tolerance).is_err() {
+        tracing::warn!(date, "webhook refused: x-ms-date outside the tolerance");
+        verdict("unknown", m::WebhookVerdict::Stale);
+        return HttpResponse::Unauthorized().finish();
+    }
+    let json: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => {
+            verdict("unknown", m::WebhookVerdict::Malformed);
+            return HttpResponse::BadRequest().finish();
+        }
+    };
+    if !receiver.first_time(&body) {
+        let name = json["name"]
+            .as_str()
+            .map(epayment_event)
+            .unwrap_or_default();
+        verdict(&name, m::WebhookVerdict::Duplicate);
+        return HttpResponse::Ok().finish();
+    }
+    if let Some(auth_req_id) = json["auth_req_id"].as_str() {
+        // A Login ping names no lane; only the lane waiting for it reacts.
+        for lane in lanes.all() {
+            lane.signal(Event::LoginPinged {
+                auth_req_id: auth_req_id.to_owned(),
+            });
+        }
+        verdict(
+            "login.merchant-initiated.ping.v1",
+            m::WebhookVerdict::Accepted,
+        );
+        return HttpResponse::Ok().finish();
+    }
+    let event: PaymentWebhookEvent = match serde_json::from_value(json) {
+        Ok(e) => e,
+        Err(_) => {
+            verdict("unknown", m::WebhookVerdict::Malformed);
+            return HttpResponse::BadRequest().finish();
+        }
+    };
+    let name = epayment_event(&format!("{:?}", event.name));
+    match route(&event.reference, &lanes, &store).await {
+        true => verdict(&name, m::WebhookVerdict::Accepted),
+        false => verdict(&name, m::WebhookVerdict::UnknownReference),
+    }
+    HttpResponse::Ok().finish()
+}
+
+/// `AUTHORIZED` → `epayments.payment.authorized.v1`.
+fn epayment_event(name: &str) -> String {
+    format!("epayments.payment.{}.v1", name.to_lowercase())
+}
+
+/// Signals the lane that owns `reference`; false if no lane does.
+async fn route(reference: &PaymentReference, lanes: &Lanes, store: &Store) -> bool {
+    let Ok(Some(payment)) = store.payment(reference).await else {
+        return false;
+    };
+    let Some(lane) = lanes.get(&payment.lane) else {
+        return false;
+    };
+    // A full mailbox or a lane being rebuilt is fine: polling finds the change.
+    lane.signal(Event::WebhookReceived {
+        reference: reference.clone(),
+    });
+    true
+}
+
+/// Registers lanehub's webhook for `url`, or reuses the registration whose secret is stored.
+pub async fn register(
+    vipps: &VippsHandle,
+    store: &Store,
+    url: &str,
+    receiver: Arc<WebhookReceiver>,
+) {
+    match ensure_registered(vipps, store, url).await {
+        Ok(secret) => {
+            receiver.set_secret(secret);
+            tracing::info!(url, "webhook registered");
+        }
+        Err(e) => {
+            tracing::error!(url, error = %e, "webhook registration failed; payments are followed by polling alone")
+        }
+    }
+}
+
+async fn ensure_registered(
+    vipps: &VippsHandle,
+    store: &Store,
+    url: &str,
+) -> anyhow::Result<SecretString> {
+    let stored_url = store.setting(URL_KEY).await?;
+    let stored_id = store.setting(ID_KEY).await?;
+    let stored_secret = store.secret_setting(SECRET_KEY).await?;
+    let existing = vipps.list_webhooks().await?;
+    let ours = existing.iter().find(|w| w.url == url);
+    if let (Some(w), Some(secret), Some(id), Some(stored)) =
+        (ours, stored_secret, &stored_id, &stored_url)
+        && &w.id == id
+        && stored == url
+        && EVENTS.iter().all(|e| w.events.iter().any(|x| x == e))
+    {
+        return Ok(secret);
+    }
+    // A registration whose secret we lost (or with other events) cannot be verified: replace it.
+    if let Some(w) = ours {
+        vipps.delete_webhook(&w.id).await?;
+    }
+    let registered = vipps
+        .register_webhook(&RegisterWebhookRequest {
+            url: url.to_owned(),
+            events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+        })
+        .await?;
+    store
+        .put_secret_setting(SECRET_KEY, &registered.secret)
+        .await?;
+    store.put_setting(ID_KEY, &registered.id).await?;
+    store.put_setting(URL_KEY, url).await?;
+    Ok(registered.secret)
+}

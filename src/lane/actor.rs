@@ -1,0 +1,566 @@
+//! The lane actor: owns one lane's scanners and session, feeds every event through the pure
+//! `session::step`, and carries the effects out through the lane's pipeline.
+//!
+//! What must stay true: every state change happens in a synchronous handler via `step`; network
+//! and disk work runs on the pipeline and comes back as `CallAnswered`. When the actor stops for
+//! any reason (a panic included) its `DeathNotice` tells the supervisor at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::effects::{CallAnswered, EffectDeps, Work, spawn_pipeline};
+use super::handle::{CommandError, LaneCommand, LaneHandle};
+use super::view::{
+    CashierMessage, CustomerView, LaneSnapshot, PaymentView, ScannerView, SessionView,
+};
+use crate::config::{ScannerSettings, ScannerSource};
+use crate::domain::LaneId;
+use crate::metrics as m;
+use crate::scanner::{SCAN_CHANNEL_CAPACITY, ScanKind, ScanReceived, ScannerHandle};
+use crate::session::{
+    self, Disposition, Effect, Event, Fact, Membership, Outcome, Session, SessionConfig, SessionId,
+    TerminalEvent, Transition,
+};
+
+/// Why a lane incarnation ended, for the supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    Panic,
+    Stopped,
+}
+
+impl DeathReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            DeathReason::Panic => "panic",
+            DeathReason::Stopped => "stopped",
+        }
+    }
+}
+
+/// Sent to the supervisor when a lane actor is dropped.
+#[derive(Debug)]
+pub struct LaneDied {
+    pub lane: LaneId,
+    pub incarnation: u64,
+    pub reason: DeathReason,
+}
+
+/// Dropped with the actor; tells the supervisor, even while unwinding from a panic.
+pub struct DeathNotice {
+    lane: LaneId,
+    incarnation: u64,
+    tx: mpsc::UnboundedSender<LaneDied>,
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        let reason = if std::thread::panicking() {
+            DeathReason::Panic
+        } else {
+            DeathReason::Stopped
+        };
+        let _ = self.tx.send(LaneDied {
+            lane: self.lane.clone(),
+            incarnation: self.incarnation,
+            reason,
+        });
+    }
+}
+
+/// Everything a lane incarnation is built from.
+#[derive(Clone)]
+pub struct LaneSpec {
+    pub handle: LaneHandle,
+    pub deps: EffectDeps,
+    pub config: Arc<SessionConfig>,
+    pub scanners: Vec<ScannerSettings>,
+}
+
+/// Makes the lane panic, for tests of supervision (only routed when test hooks are enabled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct InjectPanic;
+
+/// A webhook or ping for this lane: read the payment back, or poll the login now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct VippsSignal(pub Event);
+
+pub struct LaneActor {
+    spec: LaneSpec,
+    session: Session,
+    pipeline: Option<mpsc::Sender<Work>>,
+    timer: Option<SpawnHandle>,
+    scanners: Vec<ScannerHandle>,
+    message: Option<CashierMessage>,
+    _death: DeathNotice,
+}
+
+impl LaneActor {
+    pub fn new(spec: LaneSpec, incarnation: u64, died: mpsc::UnboundedSender<LaneDied>) -> Self {
+        let lane = spec.handle.id().clone();
+        LaneActor {
+            session: Session::new(lane.clone()),
+            spec,
+            pipeline: None,
+            timer: None,
+            scanners: vec![],
+            message: None,
+            _death: DeathNotice {
+                lane,
+                incarnation,
+                tx: died,
+            },
+        }
+    }
+
+    fn lane(&self) -> &LaneId {
+        self.spec.handle.id()
+    }
+
+    /// Feeds one event through the state machine and carries out what it returns.
+    fn feed(&mut self, event: Event, ctx: &mut Context<Self>) -> Disposition {
+        let label = event.label();
+        let t = session::step(&self.session, event, Instant::now(), &self.spec.config);
+        if let Disposition::Invalid(invalid) = &t.disposition {
+            tracing::warn!(lane = %self.lane(), event = label, ?invalid, "event has no transition in this state");
+            m::session_invalid_transition(self.lane(), self.session.state_label());
+        }
+        self.apply(t, ctx)
+    }
+
+    fn apply(&mut self, t: Transition, ctx: &mut Context<Self>) -> Disposition {
+        let before = self.session.snapshot();
+        self.session = t.session;
+        let after = self.session.snapshot();
+        if before.state != after.state {
+            m::session_state(self.lane(), after.state);
+        }
+        // A read-back that only moves the payment's Vipps state (e.g. to CREATED) is news too.
+        let mut changed = visible_change(&before, &after);
+        for effect in t.effects {
+            match effect {
+                Effect::Persist { session, record } => {
+                    // Drives the "payment stuck past its expiry" alert; PaymentFinished clears it.
+                    if matches!(
+                        record,
+                        session::JournalRecord::PaymentRequested { attempt: 1, .. }
+                    ) {
+                        m::payment_pending(self.lane(), Some(std::time::SystemTime::now()));
+                    }
+                    self.work(Work::Persist { session, record })
+                }
+                Effect::NotifyTerminal(ev) => {
+                    let message = cashier_message(&ev);
+                    // A check-in result is a side note: it must not hide "member welcomed".
+                    if matches!(ev, TerminalEvent::CheckIn { .. }) {
+                        self.spec
+                            .handle
+                            .emit("check_in", Some(serde_json::json!(message)));
+                    } else {
+                        self.message = Some(message);
+                        changed = true;
+                    }
+                }
+                Effect::Record(fact) => self.record(fact),
+                Effect::SessionEnded {
+                    session,
+                    outcome,
+                    duration,
+                } => {
+                    self.ended(&outcome, duration);
+                    self.work(Work::Close {
+                        session,
+                        outcome: outcome.label(),
+                    });
+                }
+                call => self.work(Work::Call(call)),
+            }
+        }
+        self.schedule(ctx);
+        if changed {
+            self.publish("changed", None);
+        }
+        t.disposition
+    }
+
+    fn work(&mut self, work: Work) {
+        let Some(pipeline) = &self.pipeline else {
+            tracing::error!(lane = %self.lane(), "effect pipeline missing");
+            return;
+        };
+        // A full pipeline means the store is stuck; failing loudly beats losing ordering.
+        if let Err(e) = pipeline.try_send(work) {
+            tracing::error!(lane = %self.lane(), error = %e, "effect pipeline full or closed");
+            m::queue_dropped(m::Queue::LanePipeline);
+        }
+    }
+
+    /// One timer, at the session's next deadline.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        if let Some(at) = self.session.next_deadline() {
+            let wait = at.saturating_duration_since(Instant::now());
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.feed(Event::Tick, ctx);
+            }));
+        }
+    }
+
+    fn record(&self, fact: Fact) {
+        let lane = self.lane();
+        match fact {
+            Fact::MembershipChecked { result } => m::membership_checked(lane, result.label()),
+            Fact::EnrollmentFinished { outcome } => m::enrollment_finished(lane, outcome.label()),
+            Fact::PaymentFinished { outcome, captured } => {
+                m::payment_finished(lane, outcome.label());
+                if let Some(a) = captured {
+                    m::amount_captured(a);
+                }
+            }
+        }
+    }
+
+    fn ended(&self, outcome: &Outcome, duration: Duration) {
+        m::session_finished(self.lane(), outcome.label(), duration);
+        tracing::info!(lane = %self.lane(), outcome = outcome.label(), secs = duration.as_secs(), "session ended");
+    }
+
+    fn snapshot(&self) -> LaneSnapshot {
+        let s = self.session.snapshot();
+        let session = s.session_id.as_ref().map(|id| SessionView {
+            id: id.as_str().to_owned(),
+            customer: s.customer.as_ref().map(|c| CustomerView {
+                phone_number: c.masked(),
+                member: s.membership.and_then(|m| m.is_member()),
+            }),
+            enrollment: None,
+            payment: s.payment.as_ref().map(|p| PaymentView {
+                reference: p.reference.to_string(),
+                amount: p.amount,
+                state: p.state.map_or("REQUESTED", |s| s.as_str()).to_owned(),
+            }),
+            outcome: None,
+        });
+        LaneSnapshot {
+            lane: self.lane().clone(),
+            up: true,
+            state: s.state.to_owned(),
+            session,
+            message: self.message.clone(),
+            scanners: self
+                .scanners
+                .iter()
+                .map(|h| ScannerView {
+                    role: format!("{:?}", h.role()).to_lowercase(),
+                    source: format!("{:?}", h.source()).to_lowercase(),
+                    state: h.state().as_str().to_owned(),
+                })
+                .collect(),
+            terminal_connected: false,
+        }
+    }
+
+    fn publish(&self, kind: &str, data: Option<serde_json::Value>) {
+        self.spec.handle.publish(self.snapshot(), kind, data);
+    }
+
+    /// A scan from any source: customer QR codes go to the session; product codes to the terminal.
+    fn scan(&mut self, scan: ScanReceived, ctx: &mut Context<Self>) -> Result<(), CommandError> {
+        m::scan_received(self.lane(), scan.kind.kind_label());
+        match scan.kind {
+            ScanKind::VippsQr(qr) => {
+                let event = Event::CustomerQrScanned {
+                    qr: qr.raw,
+                    clear_text: qr.clear_text_msisdn,
+                    session_id: SessionId::from_uuid(uuid::Uuid::new_v4()),
+                };
+                match self.feed(event, ctx) {
+                    Disposition::Rejected(r) => Err(CommandError::NotAllowed(r.to_string())),
+                    _ => Ok(()),
+                }
+            }
+            ScanKind::Product(barcode) => {
+                let data = serde_json::json!({"barcode": barcode.as_str(), "format": format!("{:?}", barcode.format()).to_lowercase()});
+                self.spec.handle.emit("scan", Some(data));
+                Ok(())
+            }
+            ScanKind::Unknown => {
+                tracing::info!(lane = %self.lane(), len = scan.scan.text.len(), "scan is neither a Vipps QR nor a product barcode");
+                self.spec.handle.emit(
+                    "scan_rejected",
+                    Some(serde_json::json!({"reason": "not a Vipps QR code or product barcode"})),
+                );
+                Err(CommandError::Invalid(
+                    "not a Vipps QR code or a product barcode (EAN-13, EAN-8, UPC-A)".into(),
+                ))
+            }
+        }
+    }
+
+    fn start_scanners(&mut self, ctx: &mut Context<Self>) {
+        let (tx, rx) = mpsc::channel::<ScanReceived>(SCAN_CHANNEL_CAPACITY);
+        for settings in &self.spec.scanners {
+            if settings.source == ScannerSource::Terminal {
+                continue;
+            }
+            match ScannerHandle::spawn(settings, tx.clone()) {
+                Ok(h) => {
+                    let mut states = h.subscribe();
+                    let addr = ctx.address();
+                    actix::spawn(async move {
+                        while states.changed().await.is_ok() {
+                            if addr.try_send(ScannerChanged).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                    self.scanners.push(h);
+                }
+                Err(e) => {
+                    tracing::error!(lane = %self.lane(), error = %e, "scanner could not start")
+                }
+            }
+        }
+        ctx.add_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|scan| (scan, rx))
+        }));
+    }
+}
+
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct ScannerChanged;
+
+/// Whether a terminal would see the session differently; deadlines move on every poll and are
+/// not shown, so they do not count.
+fn visible_change(before: &session::Snapshot, after: &session::Snapshot) -> bool {
+    let shown = |s: &session::Snapshot| {
+        (
+            s.state,
+            s.session_id.clone(),
+            s.customer.clone(),
+            s.membership,
+            s.payment.clone(),
+        )
+    };
+    shown(before) != shown(after)
+}
+
+/// The cashier's message for a terminal event: a stable code and the session's sentence.
+pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
+    use crate::session::{CheckInResult, EnrollmentOutcome};
+    let code = match ev {
+        TerminalEvent::CustomerScanned => "customer_scanned",
+        TerminalEvent::CustomerReplaced => "customer_replaced",
+        TerminalEvent::CustomerIdentified { membership, .. } => match membership {
+            Membership::Member => "member_welcomed",
+            Membership::NonMember => "non_member",
+            Membership::Unknown => "membership_unknown",
+        },
+        TerminalEvent::CheckIn { result } => match result {
+            CheckInResult::Sent => "check_in_sent",
+            _ => "check_in_failed",
+        },
+        TerminalEvent::EnrollmentRequested => "enrollment_started",
+        TerminalEvent::EnrollmentAwaitingConsent => "enrollment_awaiting_consent",
+        TerminalEvent::EnrollmentFinished { outcome, .. } => match outcome {
+            EnrollmentOutcome::Enrolled => "enrollment_completed",
+            EnrollmentOutcome::Denied => "enrollment_declined",
+            EnrollmentOutcome::Expired => "enrollment_expired",
+            EnrollmentOutcome::Abandoned => "enrollment_abandoned",
+            EnrollmentOutcome::Unavailable => "vipps_unavailable",
+            EnrollmentOutcome::Failed { .. } => "enrollment_failed",
+        },
+        TerminalEvent::PaymentRequested { .. } => "payment_requested",
+        TerminalEvent::PaymentAwaitingCustomer { .. } => "payment_requested",
+        TerminalEvent::PaymentAuthorised { .. } => "payment_authorised",
+        TerminalEvent::CancelRequested => "cancel_requested",
+        TerminalEvent::VippsUnavailable { .. } => "vipps_unavailable",
+        TerminalEvent::VippsAvailable => "vipps_available",
+        TerminalEvent::SessionRecovered { .. } => "session_recovered",
+        TerminalEvent::CommandRejected { .. } => "command_rejected",
+        TerminalEvent::SessionEnded { outcome, .. } => match outcome {
+            Outcome::Paid => "payment_approved",
+            Outcome::Declined => "payment_declined",
+            Outcome::Expired => "payment_expired",
+            Outcome::Cancelled => "payment_cancelled",
+            Outcome::Failed { reason } if reason.kind() == "qr_not_recognised" => {
+                "qr_not_recognised"
+            }
+            Outcome::Failed { .. } => "payment_failed",
+            Outcome::Unavailable => "vipps_unavailable",
+            Outcome::Abandoned => "session_abandoned",
+            Outcome::Closed => "session_closed",
+            Outcome::Interrupted => "session_interrupted",
+        },
+    };
+    CashierMessage {
+        code: code.to_owned(),
+        text: ev.message(),
+    }
+}
+
+impl Actor for LaneActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::handle::MAILBOX_CAPACITY);
+        self.pipeline = Some(spawn_pipeline(
+            self.spec.deps.clone(),
+            ctx.address().recipient(),
+        ));
+        self.start_scanners(ctx);
+        m::session_state(self.lane(), self.session.state_label());
+        // Recovery must finish before any command is handled, so the actor waits for it.
+        let store = self.spec.deps.store.clone();
+        let lane = self.lane().clone();
+        ctx.wait(
+            async move { store.open_sessions(&lane).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    match result {
+                        Ok(open) => act.recover(open, ctx),
+                        Err(e) => tracing::error!(lane = %act.lane(), error = %e, "could not read the journal; starting idle"),
+                    }
+                    act.spec.handle.attach(Some(ctx.address()));
+                    act.publish("snapshot", None);
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        for s in &self.scanners {
+            s.stop();
+        }
+    }
+}
+
+impl LaneActor {
+    fn recover(&mut self, open: Vec<crate::store::SessionJournal>, ctx: &mut Context<Self>) {
+        // Only the newest open session can be in flight; older ones were left by a crash between
+        // ending and closing, and are closed here with the outcome they journalled.
+        for journal in open {
+            let Ok(session_id) = journal.session.parse::<SessionId>() else {
+                tracing::error!(lane = %self.lane(), session = %journal.session, "journal session id unreadable; skipped");
+                continue;
+            };
+            let records: Vec<session::JournalRecord> = journal
+                .records
+                .iter()
+                .filter_map(|r| r.payload_as::<session::JournalRecord>().ok())
+                .collect();
+            // Ended, but lanehub stopped before the journal closed it: close it now, or every
+            // later start would read it again.
+            if let Some(outcome) = records.iter().find_map(|r| match r {
+                session::JournalRecord::SessionEnded { outcome } => Some(outcome.label()),
+                _ => None,
+            }) {
+                self.work(Work::Close {
+                    session: session_id,
+                    outcome,
+                });
+                continue;
+            }
+            let t = Session::recover(
+                self.lane().clone(),
+                session_id,
+                &records,
+                Instant::now(),
+                &self.spec.config,
+            );
+            tracing::info!(lane = %self.lane(), state = t.session.state_label(), "session recovered from the journal");
+            self.apply(t, ctx);
+        }
+    }
+}
+
+impl StreamHandler<ScanReceived> for LaneActor {
+    fn handle(&mut self, scan: ScanReceived, ctx: &mut Context<Self>) {
+        // Scanner input never harms the lane: a refused scan is only reported.
+        if let Err(e) = self.scan(scan, ctx) {
+            tracing::info!(lane = %self.lane(), error = %e, "scan refused");
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // The scanners' channel closes only when they all stopped; the lane itself goes on.
+    }
+}
+
+impl Handler<LaneCommand> for LaneActor {
+    type Result = Result<LaneSnapshot, CommandError>;
+
+    fn handle(&mut self, cmd: LaneCommand, ctx: &mut Context<Self>) -> Self::Result {
+        let disposition = match cmd {
+            LaneCommand::Scan { text } => {
+                let scan = ScanReceived::new(
+                    crate::config::ScannerRole::Cashier,
+                    ScannerSource::Terminal,
+                    crate::scanner::Scan::from_text(text),
+                    Instant::now(),
+                );
+                self.scan(scan, ctx)?;
+                return Ok(self.snapshot());
+            }
+            LaneCommand::Enroll => self.feed(Event::Enroll, ctx),
+            LaneCommand::Pay(pay) => self.feed(Event::Pay(pay), ctx),
+            LaneCommand::Cancel => self.feed(Event::Cancel, ctx),
+            LaneCommand::Reset => self.feed(Event::Reset, ctx),
+        };
+        match disposition {
+            Disposition::Rejected(r) => Err(CommandError::NotAllowed(r.to_string())),
+            Disposition::Invalid(_) => Err(CommandError::NotAllowed(format!(
+                "not possible while the lane is {}",
+                self.session.state_label().replace('_', " ")
+            ))),
+            _ => Ok(self.snapshot()),
+        }
+    }
+}
+
+impl Handler<CallAnswered> for LaneActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: CallAnswered, ctx: &mut Context<Self>) {
+        self.feed(msg.0, ctx);
+    }
+}
+
+impl Handler<VippsSignal> for LaneActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: VippsSignal, ctx: &mut Context<Self>) {
+        self.feed(msg.0, ctx);
+    }
+}
+
+impl Handler<ScannerChanged> for LaneActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ScannerChanged, _ctx: &mut Context<Self>) {
+        let connected = self
+            .scanners
+            .iter()
+            .filter(|s| s.state() == crate::scanner::ScannerState::Enabled)
+            .count();
+        m::scanners_connected(self.lane(), connected);
+        self.publish("scanner", None);
+    }
+}
+
+impl Handler<InjectPanic> for LaneActor {
+    type Result = ();
+
+    fn handle(&mut self, _: InjectPanic, _ctx: &mut Context<Self>) {
+        panic!("lane {} panicked on request (test hook)", self.lane());
+    }
+}

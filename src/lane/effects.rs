@@ -1,0 +1,489 @@
+//! Carries a lane's effects out: journal writes in order on one pipeline per lane, Vipps and
+//! membership calls as tasks whose answers come back to the lane actor as events.
+//!
+//! What must stay true: a call that follows a `Persist` is only sent once that write is durable;
+//! if the write fails the call is not sent and answers `CallError::Unavailable`. Writes of one lane
+//! reach the store in the order the session emitted them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Recipient;
+use tokio::sync::mpsc;
+
+use crate::domain::{LaneId, Msisdn};
+use crate::session::{
+    Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord, NewMember,
+    PaymentState, SessionId, Userinfo,
+};
+use crate::store::{Consent, Member, MemberSource, MembershipStore, PaymentUpdate, Store};
+use crate::vipps::actor::VippsHandle;
+use crate::vipps::error::VippsError;
+use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest};
+
+/// Journal writes and calls queued per lane before the lane reports itself overloaded.
+pub const PIPELINE_CAPACITY: usize = 256;
+/// Check-in is best effort: it never holds anything up for longer than this.
+pub const CHECK_IN_DEADLINE: Duration = Duration::from_secs(3);
+/// The scopes asked for when enrolling a member.
+pub const LOGIN_SCOPES: &[&str] = &[
+    "openid",
+    "name",
+    "phoneNumber",
+    "email",
+    "delegatedConsents",
+];
+
+/// An answer for the lane actor.
+#[derive(Debug, actix::Message)]
+#[rtype(result = "()")]
+pub struct CallAnswered(pub Event);
+
+/// What the pipeline does, in order.
+#[derive(Debug)]
+pub enum Work {
+    Persist {
+        session: SessionId,
+        record: JournalRecord,
+    },
+    Close {
+        session: SessionId,
+        outcome: &'static str,
+    },
+    Call(Effect),
+}
+
+/// What a lane needs to carry out effects; shared by every incarnation of the lane.
+#[derive(Clone)]
+pub struct EffectDeps {
+    pub lane: LaneId,
+    pub vipps: VippsHandle,
+    pub store: Store,
+    pub members: Arc<dyn MembershipStore>,
+}
+
+/// Starts the lane's pipeline task; answers go to `answers`.
+pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mpsc::Sender<Work> {
+    let (tx, mut rx) = mpsc::channel::<Work>(PIPELINE_CAPACITY);
+    actix::spawn(async move {
+        // Set when a write failed: the calls it guarded must not be sent.
+        let mut blocked = false;
+        while let Some(work) = rx.recv().await {
+            match work {
+                Work::Persist { session, record } => {
+                    blocked = persist(&deps, &session, &record).await.is_err();
+                }
+                Work::Close { session, outcome } => {
+                    if let Err(e) = deps
+                        .store
+                        .close_session(&deps.lane, session.as_str(), outcome)
+                        .await
+                    {
+                        tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal");
+                    }
+                }
+                Work::Call(effect) => {
+                    if blocked && effect.idempotency_key().is_some() {
+                        if let Some(event) = not_sent(&effect) {
+                            answers.do_send(CallAnswered(event));
+                        }
+                        continue;
+                    }
+                    let deps = deps.clone();
+                    let answers = answers.clone();
+                    actix::spawn(async move {
+                        if let Some(event) = call(&deps, effect).await {
+                            // The lane may have been replaced meanwhile; its answer is then moot.
+                            answers.do_send(CallAnswered(event));
+                        }
+                    });
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn persist(deps: &EffectDeps, session: &SessionId, record: &JournalRecord) -> Result<(), ()> {
+    let lane = &deps.lane;
+    let result = async {
+        deps.store
+            .append(lane, session.as_str(), record.kind(), record)
+            .await?;
+        match record {
+            JournalRecord::PaymentRequested {
+                reference,
+                amount,
+                idempotency_key,
+                ..
+            } => {
+                deps.store
+                    .record_payment(reference, lane, session.as_str(), *amount, "REQUESTED")
+                    .await?;
+                deps.store
+                    .record_idempotency_key(
+                        lane,
+                        session.as_str(),
+                        "create",
+                        idempotency_key,
+                        Some(reference),
+                    )
+                    .await?;
+            }
+            other => {
+                if let Some(key) = other.idempotency_key() {
+                    deps.store
+                        .record_idempotency_key(lane, session.as_str(), record.kind(), key, None)
+                        .await?;
+                }
+            }
+        }
+        Ok::<(), crate::store::StoreError>(())
+    }
+    .await;
+    result.map_err(|e| {
+        tracing::error!(lane = %lane, kind = record.kind(), error = %e, "journal write failed; the call it guards is not sent");
+    })
+}
+
+/// The answer of a call that was not sent because its journal write failed.
+fn not_sent(effect: &Effect) -> Option<Event> {
+    let error = CallError::Unavailable {
+        detail: "the journal could not be written".into(),
+    };
+    match effect {
+        Effect::CreatePayment { call, .. } => {
+            Some(Event::PaymentCreateFailed { call: *call, error })
+        }
+        Effect::CapturePayment { call, .. } => Some(Event::CaptureFailed { call: *call, error }),
+        Effect::CancelPayment { call, .. } => Some(Event::CancelFailed { call: *call, error }),
+        _ => None,
+    }
+}
+
+/// Maps a client error to what the session needs to know: sent or not, final or not.
+pub fn call_error(e: &VippsError) -> CallError {
+    let detail = e.to_string();
+    match e {
+        VippsError::Unavailable { .. }
+        | VippsError::Overloaded { .. }
+        | VippsError::InvalidRequest(_)
+        | VippsError::Shutdown => CallError::Unavailable { detail },
+        VippsError::Status { status, .. } if (400..500).contains(status) && !e.is_retryable() => {
+            CallError::Rejected {
+                status: *status,
+                detail,
+            }
+        }
+        VippsError::DeadlineExceeded { attempts: 0, .. } => CallError::Unavailable { detail },
+        _ => CallError::Unknown { detail },
+    }
+}
+
+fn state(s: models::PaymentState) -> PaymentState {
+    match s {
+        models::PaymentState::Created => PaymentState::Created,
+        models::PaymentState::Authorized => PaymentState::Authorized,
+        models::PaymentState::Aborted => PaymentState::Aborted,
+        models::PaymentState::Expired => PaymentState::Expired,
+        models::PaymentState::Terminated => PaymentState::Terminated,
+    }
+}
+
+fn aggregate(a: &models::Aggregate) -> Aggregate {
+    Aggregate {
+        authorized: a.authorized_amount.value,
+        captured: a.captured_amount.value,
+        cancelled: a.cancelled_amount.value,
+        refunded: a.refunded_amount.value,
+    }
+}
+
+/// Keeps the payments index in step with what Vipps said (best effort: the journal is the truth).
+async fn note_payment(
+    deps: &EffectDeps,
+    payment_state: models::PaymentState,
+    agg: &models::Aggregate,
+    reference: &crate::domain::PaymentReference,
+) {
+    let label = match payment_state {
+        models::PaymentState::Created => "CREATED",
+        models::PaymentState::Authorized => "AUTHORIZED",
+        models::PaymentState::Aborted => "ABORTED",
+        models::PaymentState::Expired => "EXPIRED",
+        models::PaymentState::Terminated => "TERMINATED",
+    };
+    let update = PaymentUpdate {
+        state: Some(label.to_owned()),
+        captured: Some(agg.captured_amount.value),
+        refunded: Some(agg.refunded_amount.value),
+    };
+    if let Err(e) = deps.store.update_payment(reference, update).await {
+        tracing::warn!(lane = %deps.lane, %reference, error = %e, "could not update the payments index");
+    }
+}
+
+fn create_request(r: &CreatePaymentRequest) -> models::CreatePaymentRequest {
+    let mut req = models::CreatePaymentRequest::in_store(
+        r.reference.clone(),
+        r.amount,
+        r.msisdn.clone(),
+        r.description.clone(),
+    );
+    req.receipt = r.receipt.as_ref().map(|receipt| models::Receipt {
+        order_lines: receipt
+            .order_lines
+            .iter()
+            .map(|l| models::OrderLine {
+                name: l.name.clone(),
+                id: l.id.clone(),
+                total_amount: l.total,
+                total_amount_excluding_tax: l.total.saturating_sub(l.vat_amount),
+                total_tax_amount: l.vat_amount,
+                tax_percentage: l.vat_percent,
+                unit_info: Some(models::UnitInfo {
+                    unit_price: l.unit_price,
+                    quantity: l.quantity.to_string(),
+                    quantity_unit: None,
+                }),
+                discount: None,
+                is_return: None,
+            })
+            .collect(),
+        bottom_line: models::BottomLine {
+            currency: r.amount.currency,
+            pos_id: Some(receipt.pos_id.to_string()),
+            receipt_number: receipt.receipt_number.clone(),
+            tip_amount: None,
+        },
+    });
+    req
+}
+
+fn userinfo(u: models::Userinfo) -> Userinfo {
+    Userinfo {
+        name: u.name,
+        email: u.email,
+        phone_number: u.phone_number,
+        consents: u
+            .consents
+            .into_iter()
+            .map(|c| crate::session::Consent {
+                id: c.id,
+                accepted: c.accepted,
+                required: c.required,
+                text: c.text_displayed_to_user,
+            })
+            .collect(),
+    }
+}
+
+fn member(deps: &EffectDeps, m: NewMember) -> Member {
+    Member {
+        phone_number: m.msisdn,
+        name: m.userinfo.name.unwrap_or_default(),
+        email: m.userinfo.email.unwrap_or_default(),
+        consents: m
+            .userinfo
+            .consents
+            .into_iter()
+            .map(|c| Consent {
+                id: c.id,
+                accepted: c.accepted,
+                required: c.required,
+                text: c.text.unwrap_or_default(),
+            })
+            .collect(),
+        enrolled_at: chrono::Utc::now(),
+        enrolled_lane: Some(deps.lane.clone()),
+        source: MemberSource::Enrollment,
+    }
+}
+
+/// Performs one call effect and turns its result into the session's answer.
+async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
+    let vipps = &deps.vipps;
+    let event = match effect {
+        Effect::ExchangeQr { call, qr } => match vipps.exchange_qr(&qr).await {
+            Ok(q) => Event::QrExchanged {
+                call,
+                msisdn: q.msisdn,
+            },
+            Err(e) => Event::QrExchangeFailed {
+                call,
+                error: call_error(&e),
+            },
+        },
+        Effect::LookupMembership { call, msisdn } => lookup(deps, call, &msisdn).await,
+        Effect::SendCheckIn {
+            call,
+            msisdn,
+            is_member,
+        } => {
+            match vipps
+                .with_deadline(CHECK_IN_DEADLINE)
+                .check_in(&msisdn, is_member)
+                .await
+            {
+                Ok(_) => Event::CheckInSent { call },
+                Err(e) => Event::CheckInFailed {
+                    call,
+                    error: call_error(&e),
+                },
+            }
+        }
+        Effect::StartLogin { call, msisdn } => {
+            let request = LoginRequest {
+                phone_number: msisdn,
+                scopes: LOGIN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                binding_message: None,
+                requested_expiry: None,
+            };
+            match vipps.login_authenticate(&request).await {
+                Ok(auth) => Event::LoginStarted {
+                    call,
+                    auth_req_id: auth.auth_req_id.0,
+                    interval: auth.interval,
+                    expires_in: auth.expires_in,
+                },
+                Err(e) => Event::LoginStartFailed {
+                    call,
+                    error: call_error(&e),
+                },
+            }
+        }
+        Effect::PollLogin { call, auth_req_id } => poll_login(deps, call, auth_req_id).await,
+        Effect::StoreMember { call, member: m } => {
+            match deps.members.upsert_member(member(deps, m)).await {
+                Ok(_) => Event::MemberStored { call },
+                Err(e) => Event::MemberStoreFailed {
+                    call,
+                    reason: e.to_string(),
+                },
+            }
+        }
+        Effect::CreatePayment { call, request } => {
+            match vipps
+                .create_payment(&request.idempotency_key, &create_request(&request))
+                .await
+            {
+                Ok(_) => Event::PaymentCreated { call },
+                Err(e) => Event::PaymentCreateFailed {
+                    call,
+                    error: call_error(&e),
+                },
+            }
+        }
+        Effect::ReadPayment { call, reference } => match vipps.get_payment(&reference).await {
+            Ok(p) => {
+                note_payment(deps, p.state, &p.aggregate, &reference).await;
+                Event::PaymentStatus {
+                    call,
+                    state: state(p.state),
+                    aggregate: aggregate(&p.aggregate),
+                }
+            }
+            Err(e) if e.status() == Some(404) => Event::PaymentNotFound { call },
+            Err(e) => Event::PaymentReadFailed {
+                call,
+                error: call_error(&e),
+            },
+        },
+        Effect::CapturePayment {
+            call,
+            reference,
+            idempotency_key,
+            amount,
+        } => {
+            match vipps
+                .capture_payment(&reference, &idempotency_key, amount)
+                .await
+            {
+                Ok(m) => {
+                    note_payment(deps, m.state, &m.aggregate, &reference).await;
+                    Event::PaymentCaptured {
+                        call,
+                        state: state(m.state),
+                        aggregate: aggregate(&m.aggregate),
+                    }
+                }
+                Err(e) => Event::CaptureFailed {
+                    call,
+                    error: call_error(&e),
+                },
+            }
+        }
+        Effect::CancelPayment {
+            call,
+            reference,
+            idempotency_key,
+            cancel_transaction_only,
+        } => {
+            match vipps
+                .cancel_payment(&reference, &idempotency_key, cancel_transaction_only)
+                .await
+            {
+                Ok(m) => {
+                    note_payment(deps, m.state, &m.aggregate, &reference).await;
+                    Event::PaymentCancelled {
+                        call,
+                        state: state(m.state),
+                        aggregate: aggregate(&m.aggregate),
+                    }
+                }
+                Err(e) => Event::CancelFailed {
+                    call,
+                    error: call_error(&e),
+                },
+            }
+        }
+        // Not calls: the actor handles them itself.
+        Effect::Persist { .. }
+        | Effect::NotifyTerminal(_)
+        | Effect::Record(_)
+        | Effect::SessionEnded { .. } => {
+            return None;
+        }
+    };
+    Some(event)
+}
+
+async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
+    match deps.members.member(msisdn).await {
+        Ok(found) => Event::MembershipKnown {
+            call,
+            is_member: found.is_some(),
+        },
+        Err(e) => Event::MembershipLookupFailed {
+            call,
+            reason: e.to_string(),
+        },
+    }
+}
+
+async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Event {
+    let id = AuthReqId(auth_req_id);
+    let token = match deps.vipps.login_token(&id).await {
+        Ok(LoginPoll::Pending) => return Event::LoginPending { call },
+        Ok(LoginPoll::SlowDown) => return Event::LoginSlowDown { call },
+        Ok(LoginPoll::Denied) => return Event::LoginDenied { call },
+        Ok(LoginPoll::Expired) => return Event::LoginExpired { call },
+        Ok(LoginPoll::Success(token)) => token,
+        Err(e) => {
+            return Event::LoginFailed {
+                call,
+                error: call_error(&e),
+            };
+        }
+    };
+    match deps.vipps.userinfo(&token).await {
+        Ok(u) => Event::LoginConsented {
+            call,
+            userinfo: userinfo(u),
+        },
+        Err(e) => Event::LoginFailed {
+            call,
+            error: call_error(&e),
+        },
+    }
+}

@@ -1,0 +1,898 @@
+//! Acceptance flows through the real lane actors against the embedded Vipps simulator.
+//!
+//! Each test starts lanehub in-process (`Application::build`, free ports, a private data dir),
+//! drives a lane through the terminal API and watches it over the lane's WebSocket, as a cashier's
+//! terminal would. It then asserts both sides: what the cashier saw (message codes and texts, the
+//! lane snapshot) and what Vipps holds (the simulator's control API: payments, check-ins, logins),
+//! plus the membership store. Virtual customers answer within ~150 ms and payments are read back
+//! every 250 ms, so each flow takes well under two seconds; expiry moves the simulator's clock.
+
+use std::time::Duration;
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws;
+use actix_web::web::BytesMut;
+use lanehub::config::{LaneSettings, Settings};
+use lanehub::domain::Msisdn;
+use lanehub::startup::Application;
+use lanehub::store::{MemberSource, MembershipStore, Store};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+const ADMIN: &str = "demo-admin-token";
+/// In the club (seeded from the simulator's customers); approves payments.
+const MEMBER: &str = "4791234567";
+/// Not in the club; consents to Login and approves payments.
+const NON_MEMBER: &str = "4798765432";
+/// Not in the club; denies Login and declines payments.
+const DECLINER: &str = "4790000001";
+/// Not in the club; ignores payments (they expire).
+const IGNORER: &str = "4790000002";
+const AMOUNT: u64 = 23990;
+/// The longest any step may take before the test fails, saying what the cashier saw.
+const PATIENCE: Duration = Duration::from_secs(15);
+/// Between two reads of something that has no event (the simulator, the metrics).
+const POLL: Duration = Duration::from_millis(25);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Built-in defaults, made fast: customers answer in 150 ms, payments are read back every 250 ms.
+fn fast_settings() -> Settings {
+    let mut s = Settings::load(None, Vec::new()).expect("built-in defaults load");
+    s.api.listen = "127.0.0.1:0".parse().unwrap();
+    s.api.test_hooks = true;
+    s.sim.listen = "127.0.0.1:0".parse().unwrap();
+    for c in &mut s.sim.customers {
+        c.payment_delay = ms(150);
+        c.login_delay = ms(150);
+    }
+    // The lane polls Login at most every second; the consent ping makes it poll at once.
+    s.sim.login_interval = ms(200);
+    s.session.payment_first_poll = ms(100);
+    s.session.payment_poll_interval = ms(250);
+    s
+}
+
+fn lanes(ids: &[&str]) -> Vec<LaneSettings> {
+    ids.iter()
+        .map(|id| LaneSettings {
+            id: id.parse().unwrap(),
+            token: format!("token-for-lane-{id}").into(),
+            scanners: vec![],
+        })
+        .collect()
+}
+
+/// A running lanehub with its embedded simulator.
+struct Hub {
+    api: String,
+    sim: String,
+    http: reqwest::Client,
+    store: Store,
+    _data: tempfile::TempDir,
+}
+
+async fn start(settings: Settings) -> Hub {
+    start_on(settings, tempfile::tempdir().unwrap()).await
+}
+
+/// Starts lanehub on `data`, a data directory that may hold a journal already.
+async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> Hub {
+    settings.store.data_dir = data.path().to_owned();
+    let lane_ids: Vec<String> = settings.lanes.iter().map(|l| l.id.to_string()).collect();
+    let app = Application::build(settings).expect("lanehub builds");
+    let hub = Hub {
+        api: format!("http://{}", app.addr()),
+        sim: app.simulator().expect("simulator mode").base_url(),
+        http: reqwest::Client::new(),
+        store: app.store().clone(),
+        _data: data,
+    };
+    actix_web::rt::spawn(app.run_until_stopped());
+    // Lanes attach once they have read their journal.
+    for lane in &lane_ids {
+        hub.wait_lane(lane, "up", |s| s["up"] == true).await;
+    }
+    hub
+}
+
+impl Hub {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, &url).bearer_auth(ADMIN);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A cashier command (`scans`, `payment`, `enroll`, `cancel`, `reset`) on `lane`.
+    async fn command(&self, lane: &str, cmd: &str, body: Value) -> (u16, Value) {
+        let url = format!("{}/api/v1/lanes/{lane}/{cmd}", self.api);
+        self.call(reqwest::Method::POST, url, Some(body)).await
+    }
+
+    async fn scan(&self, lane: &str, text: &str) -> (u16, Value) {
+        self.command(lane, "scans", json!({ "text": text })).await
+    }
+
+    async fn pay(&self, lane: &str) -> (u16, Value) {
+        let body =
+            json!({"amount": {"value": AMOUNT, "currency": "NOK"}, "description": "Groceries"});
+        self.command(lane, "payment", body).await
+    }
+
+    async fn lane(&self, lane: &str) -> Value {
+        let url = format!("{}/api/v1/lanes/{lane}", self.api);
+        let (status, body) = self.call(reqwest::Method::GET, url, None).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls the lane's snapshot until `done` holds.
+    async fn wait_lane(&self, lane: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let snapshot = self.lane(lane).await;
+            if done(&snapshot) {
+                return snapshot;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lane {lane} never {what}: {snapshot}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn sim_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/sim/v1{path}", self.sim);
+        let (status, body) = self.call(method, url, body).await;
+        assert!((200..300).contains(&status), "{path}: {status} {body}");
+        body
+    }
+
+    async fn sim_get(&self, path: &str) -> Value {
+        self.sim_call(reqwest::Method::GET, path, None).await
+    }
+
+    /// The customer's personal QR: tokenised (exchanged at Vipps) or clear text.
+    async fn qr(&self, phone: &str, clear_text: bool) -> String {
+        let customer = self.sim_get(&format!("/customers/{phone}")).await;
+        let key = if clear_text {
+            "qrClearTextUrl"
+        } else {
+            "qrTokenUrl"
+        };
+        customer[key]
+            .as_str()
+            .expect("customer has a QR")
+            .to_owned()
+    }
+
+    async fn behave(&self, phone: &str, payment: &str, payment_delay: u64, login: &str) {
+        let body = json!({"payment": payment, "paymentDelay": payment_delay, "login": login, "loginDelay": 150});
+        self.sim_call(
+            reqwest::Method::PUT,
+            &format!("/customers/{phone}/behaviour"),
+            Some(body),
+        )
+        .await;
+    }
+
+    /// Every payment the simulator holds.
+    async fn vipps_payments(&self) -> Vec<Value> {
+        self.sim_get("/payments").await.as_array().unwrap().clone()
+    }
+
+    /// The one payment Vipps holds; fails if there is none or more than one.
+    async fn only_vipps_payment(&self) -> Value {
+        let payments = self.vipps_payments().await;
+        assert_eq!(
+            payments.len(),
+            1,
+            "exactly one payment at Vipps: {payments:?}"
+        );
+        payments[0].clone()
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Waits until the journal has closed every session (the close is written just after the
+    /// outcome reaches the terminal).
+    async fn assert_journal_closed(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let open = self.store.all_open_sessions().await.unwrap();
+            if open.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "sessions left open: {open:?}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn terminal(&self, lane: &str) -> Terminal {
+        Terminal::connect(&self.api, lane).await
+    }
+}
+
+fn captured(payment: &Value) -> u64 {
+    payment["aggregate"]["capturedAmount"]["value"]
+        .as_u64()
+        .unwrap()
+}
+
+fn code(snapshot: &Value) -> &str {
+    snapshot["message"]["code"].as_str().unwrap_or_default()
+}
+
+/// A lane terminal: the lane's WebSocket, read event by event, remembering the cashier's messages.
+struct Terminal {
+    io: TcpStream,
+    buf: BytesMut,
+    codec: ws::Codec,
+    /// Message codes in the order the cashier saw them (repeats collapsed).
+    seen: Vec<String>,
+    /// Kinds of every event read.
+    kinds: Vec<String>,
+}
+
+impl Terminal {
+    async fn connect(api: &str, lane: &str) -> Terminal {
+        let host = api.trim_start_matches("http://");
+        let mut io = TcpStream::connect(host).await.unwrap();
+        let request = format!(
+            "GET /api/v1/lanes/{lane}/events?access_token={ADMIN} HTTP/1.1\r\nHost: {host}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        io.write_all(request.as_bytes()).await.unwrap();
+        // Read the answer's head byte by byte so no frame is swallowed with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(io.read_u8().await.expect("upgrade answer"));
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "not upgraded: {head}");
+        Terminal {
+            io,
+            buf: BytesMut::new(),
+            codec: ws::Codec::new().client_mode(),
+            seen: vec![],
+            kinds: vec![],
+        }
+    }
+
+    /// The next event; answers the server's pings on the way.
+    async fn next(&mut self) -> Value {
+        loop {
+            match self.codec.decode(&mut self.buf).expect("a valid frame") {
+                Some(ws::Frame::Text(text)) => {
+                    let event: Value = serde_json::from_slice(&text).unwrap();
+                    let code = code(&event["snapshot"]).to_owned();
+                    if !code.is_empty() && self.seen.last() != Some(&code) {
+                        self.seen.push(code);
+                    }
+                    self.kinds
+                        .push(event["kind"].as_str().unwrap_or_default().to_owned());
+                    return event;
+                }
+                Some(ws::Frame::Ping(payload)) => {
+                    let mut out = BytesMut::new();
+                    self.codec
+                        .encode(ws::Message::Pong(payload), &mut out)
+                        .unwrap();
+                    self.io.write_all(&out).await.unwrap();
+                }
+                Some(ws::Frame::Close(reason)) => {
+                    panic!("the lane closed the WebSocket: {reason:?}")
+                }
+                Some(_) => {}
+                None => {
+                    let n = self.io.read_buf(&mut self.buf).await.unwrap();
+                    assert!(n > 0, "the WebSocket closed");
+                }
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `done`.
+    async fn until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(event) if done(&event) => return event,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "no {what} within {PATIENCE:?}; the cashier saw {:?}",
+                    self.seen
+                ),
+            }
+        }
+    }
+
+    /// Waits for the cashier's message `code`; returns the snapshot that carries it.
+    async fn message(&mut self, want: &str) -> Value {
+        self.until(want, |e| code(&e["snapshot"]) == want).await["snapshot"].clone()
+    }
+
+    /// Waits for an event of `kind`.
+    async fn event(&mut self, kind: &str) -> Value {
+        self.until(kind, |e| e["kind"] == kind).await
+    }
+
+    /// Asserts the cashier saw `codes` in this order (other messages may come between).
+    fn assert_saw(&self, codes: &[&str]) {
+        let mut rest = self.seen.iter();
+        for want in codes {
+            assert!(
+                rest.any(|c| c == want),
+                "the cashier should have seen {codes:?} in order; saw {:?}",
+                self.seen
+            );
+        }
+    }
+}
+
+/// Scans `phone`'s QR on `lane` and waits for the cashier's `expect` message.
+async fn identify(hub: &Hub, term: &mut Terminal, lane: &str, phone: &str, expect: &str) -> Value {
+    let (status, body) = hub.scan(lane, &hub.qr(phone, false).await).await;
+    assert_eq!(status, 200, "{body}");
+    let snapshot = term.message(expect).await;
+    assert_eq!(snapshot["state"], "ready_for_payment", "{snapshot}");
+    snapshot
+}
+
+/// Presses pay and waits until the payment exists at Vipps (the lane read it back as CREATED).
+async fn pay_and_wait_created(hub: &Hub, term: &mut Terminal, lane: &str) -> Value {
+    let (status, body) = hub.pay(lane).await;
+    assert_eq!(status, 200, "{body}");
+    term.until("the payment read back as CREATED", |e| {
+        e["snapshot"]["session"]["payment"]["state"] == "CREATED"
+    })
+    .await["snapshot"]
+        .clone()
+}
+
+#[actix_web::test]
+async fn member_checkout_is_checked_in_paid_and_refundable() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+
+    let ready = identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    assert_eq!(ready["message"]["text"], "Member 47******67 welcomed");
+    assert_eq!(ready["session"]["customer"]["phoneNumber"], "47******67");
+    assert_eq!(ready["session"]["customer"]["member"], true);
+    let session = ready["session"]["id"].clone();
+
+    // A product barcode reaches the terminal as a `scan` event and leaves the session alone.
+    let (status, body) = hub.scan("1", "4006381333931").await;
+    assert_eq!(status, 200, "{body}");
+    let scan = term.event("scan").await;
+    assert_eq!(scan["data"]["barcode"], "4006381333931");
+    assert_eq!(scan["data"]["format"], "ean13");
+    assert_eq!(scan["snapshot"]["state"], "ready_for_payment");
+    assert_eq!(scan["snapshot"]["session"]["id"], session);
+
+    // Garbage is refused with a reason, and the lane is unharmed.
+    let (status, body) = hub.scan("1", "not a code at all").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("not a Vipps QR code"), "{body}");
+    let after = hub.lane("1").await;
+    assert_eq!(
+        (&after["up"], &after["state"]),
+        (&json!(true), &json!("ready_for_payment"))
+    );
+    assert_eq!(after["session"]["id"], session);
+
+    // Pay; a second pay for the same session is refused.
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 200, "{body}");
+    let reference = body["session"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 409, "{body}");
+
+    let done = term.message("payment_approved").await;
+    assert_eq!(done["message"]["text"], "Payment approved 239.90 NOK");
+    assert_eq!(done["state"], "idle");
+    term.assert_saw(&[
+        "customer_scanned",
+        "member_welcomed",
+        "payment_requested",
+        "payment_authorised",
+        "payment_approved",
+    ]);
+
+    // Vipps: the member saw the member check-in; one payment, captured in full.
+    let checkins = hub
+        .sim_get(&format!("/checkins?phoneNumber={MEMBER}"))
+        .await;
+    assert_eq!(checkins.as_array().unwrap().len(), 1, "{checkins}");
+    assert_eq!(checkins[0]["isMember"], true);
+    assert_eq!(checkins[0]["shown"], "member_check_in");
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["reference"], reference.as_str());
+    assert_eq!(payment["state"], "AUTHORIZED");
+    assert_eq!(captured(&payment), AMOUNT);
+
+    // Refund from the back office: a lane token may not, the admin token may.
+    let refund = json!({"amount": {"value": 5000, "currency": "NOK"}});
+    let url = format!("{}/api/v1/payments/{reference}/refund", hub.api);
+    let res = hub
+        .http
+        .post(&url)
+        .bearer_auth("demo-lane-1-token")
+        .json(&refund)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let (status, body) = hub.call(reqwest::Method::POST, url, Some(refund)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["aggregate"]["refundedAmount"]["value"], 5000);
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["aggregate"]["refundedAmount"]["value"], 5000);
+
+    // lanehub's own records agree: the session is closed, the payments index holds the amounts.
+    hub.assert_journal_closed().await;
+    let indexed = hub
+        .store
+        .payment(&reference.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (indexed.captured, indexed.refunded),
+        (AMOUNT, 5000),
+        "{indexed:?}"
+    );
+}
+
+#[actix_web::test]
+async fn non_member_enrolls_then_pays_as_a_member() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+    assert!(hub.store.member(&phone).await.unwrap().is_none());
+
+    let ready = identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    assert_eq!(ready["session"]["customer"]["member"], false);
+    assert_eq!(
+        ready["message"]["text"],
+        "Customer 47******32 is not a member: offer enrollment"
+    );
+
+    let (status, body) = hub.command("1", "enroll", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let enrolled = term.message("enrollment_completed").await;
+    assert_eq!(
+        enrolled["message"]["text"],
+        "Welcome to the club, Ola Nordmann!"
+    );
+    assert_eq!(enrolled["state"], "ready_for_payment");
+    assert_eq!(enrolled["session"]["customer"]["member"], true);
+
+    let member = hub
+        .store
+        .member(&phone)
+        .await
+        .unwrap()
+        .expect("enrolled member stored");
+    assert_eq!(member.name, "Ola Nordmann");
+    assert_eq!(member.source, MemberSource::Enrollment);
+    assert_eq!(
+        member.enrolled_lane.map(|l| l.to_string()),
+        Some("1".into())
+    );
+
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    term.assert_saw(&[
+        "non_member",
+        "enrollment_started",
+        "enrollment_awaiting_consent",
+        "enrollment_completed",
+        "payment_requested",
+        "payment_approved",
+    ]);
+
+    // Vipps: checked in as a non-member (before enrolling), one Login, one captured payment.
+    let checkins = hub
+        .sim_get(&format!("/checkins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(checkins[0]["isMember"], false, "{checkins}");
+    assert_eq!(checkins[0]["shown"], "waiting_screen");
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
+    assert_eq!(logins[0]["state"], "completed");
+    assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn non_member_declining_enrollment_still_pays() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    // Denies the Login, but approves the payment.
+    hub.behave(DECLINER, "approve", 150, "deny").await;
+
+    identify(&hub, &mut term, "1", DECLINER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    let declined = term.message("enrollment_declined").await;
+    assert_eq!(
+        declined["message"]["text"],
+        "Enrollment declined by the customer"
+    );
+    assert_eq!(declined["state"], "ready_for_payment");
+    assert_eq!(declined["session"]["customer"]["member"], false);
+
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+
+    let phone: Msisdn = DECLINER.parse().unwrap();
+    assert!(
+        hub.store.member(&phone).await.unwrap().is_none(),
+        "not enrolled"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={DECLINER}"))
+        .await;
+    assert_eq!(logins[0]["state"], "denied", "{logins}");
+    assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn declined_payment_is_reported_and_not_captured() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", DECLINER, "non_member").await;
+    hub.pay("1").await;
+    let done = term.message("payment_declined").await;
+    assert_eq!(done["message"]["text"], "Payment declined by the customer");
+    assert_eq!(done["state"], "idle");
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["state"], "ABORTED");
+    assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn payment_the_customer_ignores_expires() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", IGNORER, "non_member").await;
+    pay_and_wait_created(&hub, &mut term, "1").await;
+
+    // Vipps' ten minutes pass at the simulator; lanehub learns it by webhook or read-back.
+    hub.sim_call(
+        reqwest::Method::POST,
+        "/clock/advance",
+        Some(json!({"ms": 601_000})),
+    )
+    .await;
+    let done = term.message("payment_expired").await;
+    assert_eq!(
+        done["message"]["text"],
+        "Payment expired: the customer did not answer"
+    );
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["state"], "EXPIRED");
+    assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn cashier_cancels_a_payment_not_yet_approved() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    // The member takes a minute to approve: the cashier cancels first.
+    hub.behave(MEMBER, "approve", 60_000, "consent").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    pay_and_wait_created(&hub, &mut term, "1").await;
+
+    let (status, body) = hub.command("1", "cancel", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let done = term.message("payment_cancelled").await;
+    assert_eq!(done["state"], "idle");
+    term.assert_saw(&["payment_requested", "cancel_requested", "payment_cancelled"]);
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["state"], "TERMINATED");
+    assert_eq!(captured(&payment), 0);
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
+    let mut settings = fast_settings();
+    settings.vipps.retry_deadline = ms(500);
+    settings.vipps.retry_initial_backoff = ms(50);
+    settings.vipps.retry_max_backoff = ms(100);
+    settings.vipps.circuit_failure_threshold = 2;
+    settings.vipps.circuit_cool_down = ms(600);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    let qr = hub.qr(MEMBER, true).await;
+
+    // Every Vipps call fails. The QR exchange gives up (the clear-text number identifies the
+    // customer) and so does the check-in: two failures open the circuit.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults",
+        Some(json!({"serverErrorRate": 1.0})),
+    )
+    .await;
+    let (status, body) = hub.scan("1", &qr).await;
+    assert_eq!(status, 200, "{body}");
+    term.message("member_welcomed").await;
+    let check_in = term.event("check_in").await;
+    assert_eq!(check_in["data"]["code"], "check_in_failed", "{check_in}");
+
+    // The payment cannot be sent: the cashier is told at once, and nothing exists at Vipps.
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 200, "{body}");
+    let done = term
+        .until("the session to end", |e| e["snapshot"]["state"] == "idle")
+        .await["snapshot"]
+        .clone();
+    assert_eq!(code(&done), "vipps_unavailable", "saw {:?}", term.seen);
+    assert_eq!(
+        done["message"]["text"],
+        "Vipps is unavailable: take another payment method"
+    );
+    assert_eq!(done["state"], "idle");
+    assert!(hub.vipps_payments().await.is_empty());
+
+    // Vipps recovers. Once the circuit lets a probe through (a check-in succeeds), checkouts work.
+    hub.sim_call(reqwest::Method::DELETE, "/faults", None).await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        hub.scan("1", &qr).await;
+        term.message("member_welcomed").await;
+        let check_in = term.event("check_in").await;
+        if check_in["data"]["code"] == "check_in_sent" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Vipps never came back: {check_in}"
+        );
+        hub.command("1", "reset", json!({})).await;
+        term.message("session_closed").await;
+        // Nothing announces the end of the cool-down: try again a little later.
+        tokio::time::sleep(POLL * 4).await;
+    }
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+}
+
+#[actix_web::test]
+async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_open() {
+    let mut settings = fast_settings();
+    settings.vipps.request_timeout = ms(300);
+    settings.vipps.retry_deadline = ms(2000);
+    settings.vipps.retry_initial_backoff = ms(50);
+    settings.vipps.retry_max_backoff = ms(100);
+    settings.vipps.circuit_failure_threshold = 1;
+    settings.vipps.circuit_cool_down = ms(1000);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+
+    // Vipps creates the payment but its answer never comes; the timeout opens the circuit, so the
+    // retry is refused locally. The payment exists: the cashier must not be sent elsewhere.
+    let hang = json!({"hangNext": 1, "hangMs": 5_000});
+    hub.sim_call(reqwest::Method::PUT, "/faults/payment_create", Some(hang))
+        .await;
+    hub.pay("1").await;
+    let done = term
+        .until("the session to end", |e| e["snapshot"]["state"] == "idle")
+        .await;
+    assert_eq!(
+        code(&done["snapshot"]),
+        "payment_approved",
+        "saw {:?}",
+        term.seen
+    );
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(captured(&payment), AMOUNT);
+}
+
+#[actix_web::test]
+async fn a_panicking_lane_restarts_with_its_session_and_the_payment_completes() {
+    let mut settings = fast_settings();
+    settings.lanes = lanes(&["panic-a", "panic-b"]);
+    let hub = start(settings).await;
+    let mut a = hub.terminal("panic-a").await;
+    let mut b = hub.terminal("panic-b").await;
+
+    // Lane b has a customer waiting to pay; lane a waits for a customer who ignores the request.
+    identify(&hub, &mut b, "panic-b", MEMBER, "member_welcomed").await;
+    let b_before = hub.lane("panic-b").await;
+    identify(&hub, &mut a, "panic-a", IGNORER, "non_member").await;
+    let waiting = pay_and_wait_created(&hub, &mut a, "panic-a").await;
+    let session = waiting["session"]["id"].clone();
+    let reference = waiting["session"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let url = format!("{}/api/v1/lanes/panic-a/test/panic", hub.api);
+    let (status, _) = hub.call(reqwest::Method::POST, url, None).await;
+    assert_eq!(status, 202);
+    a.event("down").await;
+    let up = a.event("up").await;
+    assert_eq!(up["snapshot"]["up"], true);
+    let recovered = a.message("session_recovered").await;
+    assert_eq!(
+        recovered["session"]["id"], session,
+        "same session after the restart"
+    );
+    assert_eq!(
+        recovered["session"]["payment"]["reference"],
+        reference.as_str()
+    );
+    assert_eq!(recovered["state"], "awaiting_payment");
+    let restarts = [("lane", "panic-a"), ("reason", "panic")];
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &restarts).await,
+        Some(1.0)
+    );
+
+    // The customer approves after the restart; the restarted lane captures exactly once.
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/payments/{reference}/approve"),
+        None,
+    )
+    .await;
+    let done = a.message("payment_approved").await;
+    assert_eq!(done["state"], "idle");
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(payment["reference"], reference.as_str());
+    assert_eq!(captured(&payment), AMOUNT);
+
+    // Lane b never noticed: same session, never restarted, no down/up on its terminal.
+    let b_after = hub.lane("panic-b").await;
+    assert_eq!(b_after["session"], b_before["session"]);
+    assert_eq!(b_after["state"], "ready_for_payment");
+    assert!(
+        !b.kinds.iter().any(|k| k == "down" || k == "up"),
+        "{:?}",
+        b.kinds
+    );
+    let other = [("lane", "panic-b"), ("reason", "panic")];
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &other).await,
+        Some(0.0)
+    );
+}
+
+#[actix_web::test]
+async fn a_lane_past_its_restart_budget_is_marked_down() {
+    let mut settings = fast_settings();
+    settings.lanes = lanes(&["budget-a", "budget-b"]);
+    settings.supervisor.max_restarts = 2;
+    let hub = start(settings).await;
+    let mut term = hub.terminal("budget-a").await;
+    let panic_url = format!("{}/api/v1/lanes/budget-a/test/panic", hub.api);
+
+    for _ in 0..2 {
+        let (status, _) = hub
+            .call(reqwest::Method::POST, panic_url.clone(), None)
+            .await;
+        assert_eq!(status, 202);
+        term.event("down").await;
+        term.event("up").await;
+    }
+    let (status, _) = hub
+        .call(reqwest::Method::POST, panic_url.clone(), None)
+        .await;
+    assert_eq!(status, 202);
+    term.event("down").await;
+
+    let down = hub
+        .wait_lane("budget-a", "marked down", |s| s["up"] == false)
+        .await;
+    assert_eq!(down["lane"], "budget-a");
+    let (status, body) = hub.scan("budget-a", &hub.qr(MEMBER, false).await).await;
+    assert_eq!(status, 503, "{body}");
+    let (status, _) = hub.call(reqwest::Method::POST, panic_url, None).await;
+    assert_eq!(status, 503);
+    // Reported: /readyz names the lane, the metrics show it down after two restarts.
+    let ready = hub
+        .http
+        .get(format!("{}/readyz", hub.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["lanes"]["down"], json!(["budget-a"]));
+    assert_eq!(
+        hub.metric("lanehub_lane_up", &[("lane", "budget-a")]).await,
+        Some(0.0)
+    );
+    let restarts = [("lane", "budget-a"), ("reason", "panic")];
+    assert_eq!(
+        hub.metric("lanehub_lane_restarts_total", &restarts).await,
+        Some(2.0)
+    );
+
+    // The other lane works on.
+    let mut other = hub.terminal("budget-b").await;
+    identify(&hub, &mut other, "budget-b", MEMBER, "member_welcomed").await;
+}
+
+#[actix_web::test]
+async fn a_session_that_ended_but_was_not_closed_before_a_crash_is_closed_at_start() {
+    use lanehub::session::{JournalRecord, Outcome, SessionId};
+    // The journal as a crash between writing the outcome and closing the session leaves it.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: lanehub::domain::LaneId = "1".parse().unwrap();
+    let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+    for record in [
+        JournalRecord::SessionStarted,
+        JournalRecord::SessionEnded {
+            outcome: Outcome::Declined,
+        },
+    ] {
+        store
+            .append(&lane, session.as_str(), record.kind(), &record)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.all_open_sessions().await.unwrap().len(), 1);
+    drop(store);
+
+    let hub = start_on(fast_settings(), data).await;
+    hub.assert_journal_closed().await;
+    let records = hub
+        .store
+        .session_records(&lane, session.as_str())
+        .await
+        .unwrap();
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), &last.payload["outcome"]),
+        ("closed", &json!("declined"))
+    );
+    assert_eq!(hub.lane("1").await["state"], "idle");
+}
