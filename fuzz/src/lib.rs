@@ -26,6 +26,7 @@ use lanehub::scanner::{
     MAX_SCAN_BYTES, PersonalQrForm, Scan, ScanKind, classify,
 };
 use lanehub::session::PayRequest;
+use lanehub::vipps::models::MAX_AMOUNT_MINOR_UNITS;
 use lanehub::vipps::signature::{self, SignatureError};
 
 /// Reads fuzz input front to back; past its end every read yields zeros or nothing, so any input
@@ -315,13 +316,20 @@ fn check_invalid_body(e: &ApiError) {
 
 fn check_payment(pay: &PayRequest) {
     assert!(pay.amount.value > 0, "a payment of zero was accepted");
-    let description = pay.description.chars().count();
-    assert!((1..=100).contains(&description) && !pay.description.trim().is_empty());
+    assert!(
+        pay.amount.value <= MAX_AMOUNT_MINOR_UNITS,
+        "over Vipps' limit"
+    );
+    // Vipps shows the description to the customer: 3 to 100 characters, no control characters.
+    assert!(pay.description.trim().chars().count() >= 3);
+    assert!(pay.description.chars().count() <= 100);
+    assert!(!pay.description.chars().any(char::is_control));
+    let lines = pay.order_lines.as_deref().unwrap_or_default();
     if let Some(r) = &pay.receipt_number {
         assert!((1..=30).contains(&r.len()));
         assert!(r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert!(!lines.is_empty(), "a receipt number without order lines");
     }
-    let lines = pay.order_lines.as_deref().unwrap_or_default();
     for line in lines {
         assert!(line.quantity >= 1);
         assert_eq!(
