@@ -22,10 +22,11 @@ use lanehub::http::extract::parse_json;
 use lanehub::http::problem::ApiError;
 use lanehub::lane::view::MoneyDto;
 use lanehub::scanner::{
-    BarcodeFormat, DEFAULT_INTER_REPORT_TIMEOUT, HidPosDecoder, KeyboardDecoder, MAX_SCAN_BYTES,
-    PersonalQrForm, Scan, ScanKind, classify,
+    BarcodeFormat, DEFAULT_INTER_REPORT_TIMEOUT, DecodeError, HidPosDecoder, KeyboardDecoder,
+    MAX_SCAN_BYTES, PersonalQrForm, Scan, ScanKind, classify,
 };
 use lanehub::session::PayRequest;
+use lanehub::vipps::models::MAX_AMOUNT_MINOR_UNITS;
 use lanehub::vipps::signature::{self, SignatureError};
 
 /// Reads fuzz input front to back; past its end every read yields zeros or nothing, so any input
@@ -172,8 +173,20 @@ pub fn hidpos_decoder(data: &[u8]) {
             usize::from(selector - 0x80)
         };
         let report = input.bytes(len);
-        if let Ok(Some(scan)) = decoder.feed(report) {
-            check_scan(&scan);
+        let was_in_scan = decoder.in_scan();
+        let result = decoder.feed(report);
+        if let Ok(Some(scan)) = &result {
+            check_scan(scan);
+        }
+        if let Some(&id) = report.first()
+            && id != 0x02
+        {
+            // Another report of the device (status, say) leaves a scan in progress alone.
+            assert!(matches!(
+                result,
+                Err(DecodeError::UnexpectedReportId { .. })
+            ));
+            assert_eq!(decoder.in_scan(), was_in_scan, "report id {id:#04x}");
         }
     }
     // Whatever came before, a decoder that is not inside a scan decodes the next one.
@@ -220,12 +233,17 @@ pub fn keyboard_decoder(data: &[u8]) {
     while !input.is_empty() {
         at += Duration::from_millis(u64::from(input.byte()));
         let report = input.bytes(8);
-        if let Ok(Some(scan)) = decoder.feed(report, at) {
-            check_scan(&scan);
+        let result = decoder.feed(report, at);
+        if let Ok(Some(scan)) = &result {
+            check_scan(scan);
             assert!(
                 !scan.text.contains(['\n', '\r', '\t']),
                 "a terminator became text"
             );
+        }
+        if report.len() == 8 && report[2..].iter().any(|k| (0x01..=0x03).contains(k)) {
+            // A roll-over report says nothing about the keys: it neither types nor fails.
+            assert_eq!(result, Ok(None), "a roll-over report did something");
         }
     }
     // After a pause longer than the timeout and a report with every key up, a fresh scan
@@ -298,13 +316,20 @@ fn check_invalid_body(e: &ApiError) {
 
 fn check_payment(pay: &PayRequest) {
     assert!(pay.amount.value > 0, "a payment of zero was accepted");
-    let description = pay.description.chars().count();
-    assert!((1..=100).contains(&description) && !pay.description.trim().is_empty());
+    assert!(
+        pay.amount.value <= MAX_AMOUNT_MINOR_UNITS,
+        "over Vipps' limit"
+    );
+    // Vipps shows the description to the customer: 3 to 100 characters, no control characters.
+    assert!(pay.description.trim().chars().count() >= 3);
+    assert!(pay.description.chars().count() <= 100);
+    assert!(!pay.description.chars().any(char::is_control));
+    let lines = pay.order_lines.as_deref().unwrap_or_default();
     if let Some(r) = &pay.receipt_number {
         assert!((1..=30).contains(&r.len()));
         assert!(r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        assert!(!lines.is_empty(), "a receipt number without order lines");
     }
-    let lines = pay.order_lines.as_deref().unwrap_or_default();
     for line in lines {
         assert!(line.quantity >= 1);
         assert_eq!(
