@@ -251,6 +251,7 @@ fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
         up: false,
         state: "idle".into(),
         session: None,
+        last_session: None,
         message: None,
         scanners: vec![],
         terminal_connected: false,

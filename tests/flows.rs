@@ -428,6 +428,14 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
     let done = term.message("payment_approved").await;
     assert_eq!(done["message"]["text"], "Payment approved 239.90 NOK");
     assert_eq!(done["state"], "idle");
+    // The ended checkout stays visible, with its outcome, until the next one begins.
+    assert_eq!(done["session"], Value::Null);
+    assert_eq!(done["lastSession"]["id"], session);
+    assert_eq!(done["lastSession"]["outcome"], "paid");
+    assert_eq!(
+        done["lastSession"]["payment"]["reference"],
+        reference.as_str()
+    );
     term.assert_saw(&[
         "customer_scanned",
         "member_welcomed",
@@ -497,7 +505,10 @@ async fn non_member_enrolls_then_pays_as_a_member() {
 
     let (status, body) = hub.command("1", "enroll", json!({})).await;
     assert_eq!(status, 200, "{body}");
+    let asked = &body["session"]["enrollment"];
+    assert!(asked == "starting" || asked == "awaiting_consent", "{body}");
     let enrolled = term.message("enrollment_completed").await;
+    assert_eq!(enrolled["session"]["enrollment"], "enrolled");
     assert_eq!(
         enrolled["message"]["text"],
         "Welcome to the club, Ola Nordmann!"

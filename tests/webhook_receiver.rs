@@ -65,6 +65,7 @@ async fn setup() -> (Store, Lanes, web::Data<WebhookReceiver>) {
             up: false,
             state: "idle".into(),
             session: None,
+            last_session: None,
             message: None,
             scanners: vec![],
             terminal_connected: false,

@@ -83,6 +83,10 @@ pub struct LaneActor {
     timer: Option<SpawnHandle>,
     scanners: Vec<ScannerHandle>,
     message: Option<CashierMessage>,
+    /// How this session's enrollment ended, once it has.
+    enrollment: Option<&'static str>,
+    /// The checkout that ended last, with its outcome, shown until the next one begins.
+    last_session: Option<SessionView>,
     _death: DeathNotice,
 }
 
@@ -96,6 +100,8 @@ impl LaneActor {
             timer: None,
             scanners: vec![],
             message: None,
+            enrollment: None,
+            last_session: None,
             _death: DeathNotice {
                 lane,
                 incarnation,
@@ -123,6 +129,10 @@ impl LaneActor {
         let before = self.session.snapshot();
         self.session = t.session;
         let after = self.session.snapshot();
+        if after.session_id.is_some() && after.session_id != before.session_id {
+            self.last_session = None;
+            self.enrollment = None;
+        }
         if before.state != after.state {
             m::session_state(self.lane(), after.state);
         }
@@ -159,6 +169,8 @@ impl LaneActor {
                     duration,
                 } => {
                     self.ended(&outcome, duration);
+                    self.last_session = self.session_view(&before, Some(outcome.label()));
+                    changed = true;
                     self.work(Work::Close {
                         session,
                         outcome: outcome.label(),
@@ -200,11 +212,14 @@ impl LaneActor {
         }
     }
 
-    fn record(&self, fact: Fact) {
-        let lane = self.lane();
+    fn record(&mut self, fact: Fact) {
+        let lane = self.spec.handle.id();
         match fact {
             Fact::MembershipChecked { result } => m::membership_checked(lane, result.label()),
-            Fact::EnrollmentFinished { outcome } => m::enrollment_finished(lane, outcome.label()),
+            Fact::EnrollmentFinished { outcome } => {
+                m::enrollment_finished(lane, outcome.label());
+                self.enrollment = Some(outcome.label());
+            }
             Fact::PaymentFinished { outcome, captured } => {
                 m::payment_finished(lane, outcome.label());
                 if let Some(a) = captured {
@@ -219,27 +234,39 @@ impl LaneActor {
         tracing::info!(lane = %self.lane(), outcome = outcome.label(), secs = duration.as_secs(), "session ended");
     }
 
-    fn snapshot(&self) -> LaneSnapshot {
-        let s = self.session.snapshot();
-        let session = s.session_id.as_ref().map(|id| SessionView {
+    /// The view of the session in `s`; `outcome` is set once it has ended.
+    fn session_view(&self, s: &session::Snapshot, outcome: Option<&str>) -> Option<SessionView> {
+        let enrollment = match s.state {
+            "awaiting_login_start" => Some("starting"),
+            "awaiting_consent" => Some("awaiting_consent"),
+            "awaiting_member_store" => Some("storing_member"),
+            _ => self.enrollment,
+        };
+        s.session_id.as_ref().map(|id| SessionView {
             id: id.as_str().to_owned(),
             customer: s.customer.as_ref().map(|c| CustomerView {
                 phone_number: c.masked(),
                 member: s.membership.and_then(|m| m.is_member()),
             }),
-            enrollment: None,
+            enrollment: enrollment.map(str::to_owned),
             payment: s.payment.as_ref().map(|p| PaymentView {
                 reference: p.reference.to_string(),
                 amount: p.amount,
                 state: p.state.map_or("REQUESTED", |s| s.as_str()).to_owned(),
             }),
-            outcome: None,
-        });
+            outcome: outcome.map(str::to_owned),
+        })
+    }
+
+    fn snapshot(&self) -> LaneSnapshot {
+        let s = self.session.snapshot();
+        let session = self.session_view(&s, None);
         LaneSnapshot {
             lane: self.lane().clone(),
             up: true,
             state: s.state.to_owned(),
             session,
+            last_session: self.last_session.clone(),
             message: self.message.clone(),
             scanners: self
                 .scanners

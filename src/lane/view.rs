@@ -17,21 +17,28 @@ pub struct LaneSnapshot {
     pub up: bool,
     /// The session state label, e.g. `idle`, `awaiting_payment`.
     pub state: String,
+    /// The checkout in progress; null while the lane is idle.
     pub session: Option<SessionView>,
+    /// The checkout that ended last, with its `outcome`, until the next one begins.
+    pub last_session: Option<SessionView>,
     /// The message the cashier should see for the latest outcome, if any.
     pub message: Option<CashierMessage>,
     pub scanners: Vec<ScannerView>,
     pub terminal_connected: bool,
 }
 
-/// The checkout in progress, or the one that just ended.
+/// A checkout: the one in progress, or the one that ended last.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub id: String,
     pub customer: Option<CustomerView>,
+    /// `starting`, `awaiting_consent`, `storing_member`, then how it ended: `enrolled`, `denied`,
+    /// `expired`, `failed`, `unavailable` or `abandoned`; null when no enrollment was asked.
     pub enrollment: Option<String>,
     pub payment: Option<PaymentView>,
+    /// How the checkout ended (`paid`, `cancelled`, `failed`, `unavailable`, …); null while it
+    /// runs.
     pub outcome: Option<String>,
 }
 
