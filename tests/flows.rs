@@ -923,3 +923,57 @@ async fn a_session_that_ended_but_was_not_closed_before_a_crash_is_closed_at_sta
     );
     assert_eq!(hub.lane("1").await["state"], "idle");
 }
+
+#[actix_web::test]
+async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_creates_nothing() {
+    use lanehub::domain::{Amount, LaneId};
+    use lanehub::session::{
+        JournalRecord, KeyedOperation, Membership, SessionId, idempotency_key, payment_reference,
+    };
+    // The journal as a crash right after the create's key was written leaves it: Vipps never
+    // saw the request.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: LaneId = "1".parse().unwrap();
+    let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+    let reference = payment_reference(&lane, &session);
+    for record in [
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: MEMBER.parse().unwrap(),
+            membership: Membership::Member,
+        },
+        JournalRecord::PaymentRequested {
+            reference: reference.clone(),
+            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            amount: Amount::nok(AMOUNT),
+            msisdn: MEMBER.parse().unwrap(),
+            description: "Groceries".into(),
+            receipt_number: None,
+            attempt: 1,
+        },
+    ] {
+        store
+            .append(&lane, session.as_str(), record.kind(), &record)
+            .await
+            .unwrap();
+    }
+    drop(store);
+
+    // At start the lane reads the payment back, finds none, and never creates it afresh: the
+    // cashier is sent to another payment method rather than risk a second charge later.
+    let hub = start_on(fast_settings(), data).await;
+    let ended = hub
+        .wait_lane("1", "the recovered session to end", |s| {
+            s["lastSession"]["id"] == session.as_str()
+        })
+        .await;
+    assert_eq!(ended["state"], "idle");
+    assert_eq!(ended["lastSession"]["outcome"], "failed", "{ended}");
+    assert_eq!(
+        ended["message"]["text"],
+        "The payment request did not reach Vipps: take another payment method"
+    );
+    assert!(hub.vipps_payments().await.is_empty());
+    hub.assert_journal_closed().await;
+}
