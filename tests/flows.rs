@@ -977,3 +977,85 @@ async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_cr
     assert!(hub.vipps_payments().await.is_empty());
     hub.assert_journal_closed().await;
 }
+
+#[actix_web::test]
+async fn duplicate_out_of_order_and_forged_webhooks_still_make_one_payment_paid_once() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    // Every delivery is sent twice, and each is held back behind the next.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults",
+        Some(json!({"webhookDuplicateRate": 1.0, "webhookOutOfOrderRate": 1.0})),
+    )
+    .await;
+    hub.behave(MEMBER, "ignore", 0, "consent").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    let waiting = pay_and_wait_created(&hub, &mut term, "1").await;
+    let reference = waiting["session"]["payment"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Someone on the store network claims the payment was aborted and then captured.
+    for name in ["ABORTED", "CAPTURED"] {
+        let body = format!(
+            r#"{{"msn":"123456","reference":"{reference}","pspReference":"1","name":"{name}","amount":{{"currency":"NOK","value":{AMOUNT}}},"timestamp":"2026-11-27T10:00:00Z","success":true}}"#
+        );
+        let response = hub
+            .http
+            .post(format!("{}/vipps/webhooks", hub.api))
+            .header("content-type", "application/json")
+            .header(
+                "x-ms-date",
+                httpdate::fmt_http_date(std::time::SystemTime::now()),
+            )
+            .header(
+                "x-ms-content-sha256",
+                "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            )
+            .header(
+                "authorization",
+                "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=Zm9yZ2Vk",
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "a forged {name} was accepted");
+    }
+    let still = hub.lane("1").await;
+    assert_eq!(still["state"], "awaiting_payment", "{still}");
+
+    // The customer approves; the doubled, reordered deliveries change nothing.
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/payments/{reference}/approve"),
+        None,
+    )
+    .await;
+    let done = term.message("payment_approved").await;
+    assert_eq!(done["lastSession"]["outcome"], "paid");
+    term.assert_saw(&["payment_requested", "payment_approved"]);
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(captured(&payment), AMOUNT);
+    hub.assert_journal_closed().await;
+    assert!(
+        !term
+            .seen
+            .iter()
+            .any(|c| c.contains("declined") || c.contains("failed") || c.contains("cancelled")),
+        "the cashier was told something untrue: {:?}",
+        term.seen
+    );
+    // The faults really applied: the authorisation reached lanehub more than once.
+    let deliveries = hub
+        .sim_get(&format!(
+            "/webhooks/deliveries?reference={reference}&event=epayments.payment.authorized.v1"
+        ))
+        .await;
+    assert!(
+        deliveries.as_array().is_some_and(|d| d.len() >= 2),
+        "duplicated AUTHORIZED deliveries: {deliveries}"
+    );
+}
