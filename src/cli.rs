@@ -212,3 +212,21 @@ async fn notify_ready_when_lanes_up(app: &Application) {
         tracing::warn!(error = %e, "cannot tell systemd that lanehub is ready");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_database_anywhere_in_the_chain_exits_3() {
+        let newer = StoreError::NewerSchema {
+            path: "/var/lib/lanehub/lanehub.db".into(),
+            found: 3,
+            known: 2,
+        };
+        let e = anyhow::Error::new(newer).context("cannot open the store in /var/lib/lanehub");
+        assert_eq!(exit_code(&e), ExitCode::from(exit::NEWER_DATABASE));
+        let other = anyhow::Error::new(StoreError::Closed).context("cannot open the store");
+        assert_eq!(exit_code(&other), ExitCode::FAILURE);
+    }
+}

@@ -271,8 +271,8 @@ impl Application {
             );
             self.shutdown.advance(Phase::Stopping);
         }
-        handle.stop(true).await;
-        let result = server.await;
+        // The server future carries the stop out, so it is polled alongside.
+        let ((), result) = tokio::join!(handle.stop(true), server);
         if let Some(sim) = self.sim {
             sim.stop().await;
         }
