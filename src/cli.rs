@@ -11,7 +11,17 @@ use crate::config::Settings;
 use crate::scanner::cli::ScannerCommand;
 use crate::sim::Simulator;
 use crate::startup::Application;
-use crate::store::admin;
+use crate::store::{StoreError, admin};
+
+/// Exit statuses other than 0 (success) and 1 (any other failure). systemd does not restart
+/// lanehub after these (`RestartPreventExitStatus=` in packaging/lanehub.service): only a person
+/// can fix them.
+pub mod exit {
+    /// The configuration is invalid; the message names the file or variable and the key.
+    pub const INVALID_CONFIG: u8 = 2;
+    /// The database was written by a newer lanehub (a downgrade); it is left untouched.
+    pub const NEWER_DATABASE: u8 = 3;
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -146,7 +156,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(2)
+                ExitCode::from(exit::INVALID_CONFIG)
             }
         },
         Command::Scanner { command } => crate::scanner::cli::run(command),
@@ -162,17 +172,30 @@ fn with_settings(
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit::INVALID_CONFIG);
         }
     };
     crate::telemetry::init(&settings.log);
     match f(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "lanehub stopped");
+            tracing::error!(error = %format!("{e:#}"), "lanehub stopped");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            exit_code(&e)
         }
+    }
+}
+
+/// The exit status for an error: [`exit::NEWER_DATABASE`] when a store refused a newer schema
+/// anywhere in the chain, else 1.
+fn exit_code(e: &anyhow::Error) -> ExitCode {
+    let newer = e
+        .chain()
+        .any(|c| matches!(c.downcast_ref(), Some(StoreError::NewerSchema { .. })));
+    if newer {
+        ExitCode::from(exit::NEWER_DATABASE)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
@@ -187,5 +210,23 @@ async fn notify_ready_when_lanes_up(app: &Application) {
     }
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         tracing::warn!(error = %e, "cannot tell systemd that lanehub is ready");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_database_anywhere_in_the_chain_exits_3() {
+        let newer = StoreError::NewerSchema {
+            path: "/var/lib/lanehub/lanehub.db".into(),
+            found: 3,
+            known: 2,
+        };
+        let e = anyhow::Error::new(newer).context("cannot open the store in /var/lib/lanehub");
+        assert_eq!(exit_code(&e), ExitCode::from(exit::NEWER_DATABASE));
+        let other = anyhow::Error::new(StoreError::Closed).context("cannot open the store");
+        assert_eq!(exit_code(&other), ExitCode::FAILURE);
     }
 }

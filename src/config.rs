@@ -81,6 +81,10 @@ pub struct SupervisorSettings {
     pub restart_window: Duration,
     /// Threads the lane actors are spread over; 0 means one per CPU.
     pub lane_threads: usize,
+    /// On SIGTERM or Ctrl-C, how long payments in flight may take to reach a final state before
+    /// lanehub stops and leaves them to recovery at the next start.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_deadline: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,6 +158,12 @@ pub struct VippsSettings {
     /// Refresh the access token this long before it expires.
     #[serde(deserialize_with = "duration")]
     pub token_refresh_before: Duration,
+    /// A failed webhook registration is tried again after this, doubling per failure up to
+    /// `webhook_registration_max_backoff`.
+    #[serde(deserialize_with = "duration")]
+    pub webhook_registration_backoff: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub webhook_registration_max_backoff: Duration,
 }
 
 impl VippsSettings {
@@ -476,6 +486,18 @@ impl Settings {
             return Err(err(
                 "session.payment_poll_interval",
                 "must be above 0".into(),
+            ));
+        }
+        if self.vipps.webhook_registration_backoff.is_zero() {
+            return Err(err(
+                "vipps.webhook_registration_backoff",
+                "must be above 0".into(),
+            ));
+        }
+        if self.vipps.webhook_registration_max_backoff < self.vipps.webhook_registration_backoff {
+            return Err(err(
+                "vipps.webhook_registration_max_backoff",
+                "must be at least `webhook_registration_backoff`".into(),
             ));
         }
         if self.api.heartbeat_interval.is_zero() {

@@ -2,6 +2,10 @@
 //! mode), the store, the shared Vipps client actor, one actor per lane under the supervisor, the
 //! webhook registration, and the HTTP server (HTTPS when `api.tls_cert` and `api.tls_key` are
 //! set). Tests build it with port 0 and read the port back.
+//!
+//! `run_until_stopped` serves until SIGTERM or Ctrl-C, then drains (see
+//! `supervisor::shutdown`): the HTTP server keeps serving reads, cancels, resets and webhooks
+//! until the drain is over, and only then stops.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -19,6 +23,7 @@ use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
 use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::supervisor::shutdown::{self, Phase, Shutdown};
 use crate::supervisor::{RestartBudget, Supervisor};
 use crate::vipps::actor::VippsHandle;
 
@@ -32,8 +37,13 @@ pub struct Application {
     lanes: Lanes,
     vipps: VippsHandle,
     store: Store,
+    shutdown: Shutdown,
     _supervisor: Supervisor,
 }
+
+/// How long the HTTP server gives open connections once the drain is over. Terminal WebSockets
+/// were closed by then; keep-alive connections close at once.
+pub const HTTP_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -43,6 +53,7 @@ pub struct AppState {
     pub test_hooks: bool,
     /// How often terminal WebSockets are pinged (`api.heartbeat_interval`).
     pub heartbeat: Duration,
+    pub shutdown: Shutdown,
 }
 
 impl Application {
@@ -71,11 +82,12 @@ impl Application {
             None => None,
         };
 
+        // The store's error stays in the chain: `cli` exits with its own code for a newer schema.
         let store = Store::open_blocking(&settings.store.data_dir).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the store in {}: {e}",
+            anyhow::Error::new(e).context(format!(
+                "cannot open the store in {}",
                 settings.store.data_dir.display()
-            )
+            ))
         })?;
         let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
         let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
@@ -103,6 +115,7 @@ impl Application {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let shutdown = Shutdown::default();
         let supervisor = Supervisor::start(
             specs,
             RestartBudget {
@@ -110,6 +123,7 @@ impl Application {
                 window: settings.supervisor.restart_window,
             },
             threads,
+            shutdown.clone(),
         );
         let lanes = supervisor.lanes().clone();
 
@@ -127,9 +141,14 @@ impl Application {
             WebhookReceiver::new(url, settings.api.webhook_date_tolerance).map(Arc::new)
         });
         if let (Some(url), Some(receiver)) = (webhook_url, receiver.clone()) {
-            let (vipps, store) = (vipps.clone(), store.clone());
+            let (vipps, store, shutdown) = (vipps.clone(), store.clone(), shutdown.clone());
+            let backoff = crate::http::webhooks::RegistrationBackoff {
+                initial: settings.vipps.webhook_registration_backoff,
+                max: settings.vipps.webhook_registration_max_backoff,
+            };
             actix_web::rt::spawn(async move {
-                crate::http::webhooks::register(&vipps, &store, &url, receiver).await;
+                crate::http::webhooks::register(&vipps, &store, &url, receiver, backoff, &shutdown)
+                    .await;
             });
         }
 
@@ -138,6 +157,7 @@ impl Application {
             store: store.clone(),
             test_hooks: settings.api.test_hooks,
             heartbeat: settings.api.heartbeat_interval,
+            shutdown: shutdown.clone(),
         });
         let lanes_data = web::Data::new(lanes.clone());
         let tokens = web::Data::new(ApiTokens::from_settings(&settings));
@@ -154,7 +174,11 @@ impl Application {
                 app = app.app_data(r.clone());
             }
             app.configure(crate::http::routes)
-        });
+        })
+        // lanehub handles SIGTERM and Ctrl-C itself: the server must keep serving while lanes
+        // drain, and stops only afterwards.
+        .disable_signals()
+        .shutdown_timeout(HTTP_STOP_GRACE.as_secs());
         let is_tls = tls.is_some();
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
@@ -171,6 +195,7 @@ impl Application {
             lanes,
             vipps,
             store,
+            shutdown,
             _supervisor: supervisor,
         })
     }
@@ -208,13 +233,90 @@ impl Application {
         &self.store
     }
 
-    /// Serves until the process is told to stop (SIGINT or SIGTERM).
+    /// lanehub's phase: running, draining or stopping.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains for at most `supervisor.shutdown_deadline`
+    /// (a second signal cuts the drain short) and stops. Sessions left open are logged and stay
+    /// in the journal for the next start.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let result = tokio::select! {
+            result = &mut server => Some(result),
+            () = stop_requested() => None,
+        };
+        if let Some(result) = result {
+            // The server ended on its own (it cannot bind or accept any more).
+            self.shutdown.advance(Phase::Stopping);
+            if let Some(sim) = self.sim {
+                sim.stop().await;
+            }
+            return result;
+        }
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Stopping]) {
+            tracing::debug!(error = %e, "cannot tell systemd that lanehub is stopping");
+        }
+        let deadline = self.settings.supervisor.shutdown_deadline;
+        let drain = shutdown::drain(&self.lanes, &self.store, &self.shutdown, deadline);
+        let drained = tokio::select! {
+            drained = drain => Some(drained),
+            () = stop_requested() => None,
+        };
+        if drained.is_none() {
+            tracing::warn!(
+                "asked again to stop: drain cut short; open sessions stay in the journal"
+            );
+            self.shutdown.advance(Phase::Stopping);
+        }
+        // The server future carries the stop out, so it is polled alongside.
+        let ((), result) = tokio::join!(handle.stop(true), server);
         if let Some(sim) = self.sim {
             sim.stop().await;
         }
+        match drained {
+            Some(d) if d.left_open.is_empty() => tracing::info!(
+                payments_followed = d.payments_in_flight,
+                "lanehub stopped; no session left open"
+            ),
+            Some(d) => tracing::warn!(
+                payments_followed = d.payments_in_flight,
+                deadline_passed = d.deadline_passed,
+                left_open = d.left_open.len(),
+                "lanehub stopped; sessions left open for recovery at the next start"
+            ),
+            None => tracing::warn!("lanehub stopped before its drain was over"),
+        }
         result
+    }
+}
+
+/// Resolves at SIGTERM or Ctrl-C (SIGINT).
+async fn stop_requested() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops lanehub")
+            }
+        }
+    }
+    match tokio::signal::ctrl_c().await {
+        Ok(()) => tracing::info!("Ctrl-C received"),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C either");
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -179,3 +179,39 @@ fn secrets_do_not_print() {
     assert!(!debug.contains("sim-subscription-key"));
     assert!(!debug.contains("demo-admin-token"));
 }
+
+#[test]
+fn shutdown_deadline_and_registration_backoff_have_documented_defaults() {
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(s.supervisor.shutdown_deadline.as_secs(), 30);
+    assert_eq!(s.vipps.webhook_registration_backoff.as_secs(), 5);
+    assert_eq!(s.vipps.webhook_registration_max_backoff.as_secs(), 300);
+
+    let s = Settings::load(
+        None,
+        env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "1500ms")]),
+    )
+    .unwrap();
+    assert_eq!(s.supervisor.shutdown_deadline.as_millis(), 1500);
+
+    let err = Settings::load(
+        None,
+        env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "soon")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "supervisor.shutdown_deadline");
+    assert!(err.message.contains("not a duration"), "{err}");
+
+    let err = Settings::load(
+        None,
+        env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_MAX_BACKOFF", "1s")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "vipps.webhook_registration_max_backoff");
+    let err = Settings::load(
+        None,
+        env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_BACKOFF", "0s")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "vipps.webhook_registration_backoff");
+}

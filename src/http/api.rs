@@ -15,6 +15,7 @@ use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::session::{CallError, OrderLine, PayRequest};
 use crate::startup::AppState;
+use crate::supervisor::shutdown::{Phase, SHUTDOWN_EVENT, SHUTTING_DOWN};
 use crate::vipps::VippsError;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
@@ -29,7 +30,8 @@ const UNAUTHORIZED: &str = "Missing or unknown bearer token";
 const FORBIDDEN: &str = "This lane token belongs to another lane";
 const NOT_FOUND: &str = "No such lane";
 const CONFLICT: &str = "The lane's state does not allow this now; `detail` says why";
-const UNAVAILABLE: &str = "The lane is down or did not answer in time; try again";
+const UNAVAILABLE: &str = "The lane is down or did not answer in time (try again), or lanehub is \
+     shutting down (`type` `shutting_down`: nothing new starts, cancel and reset still work)";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -123,6 +125,7 @@ impl From<CommandError> for ApiError {
             CommandError::LaneDown(_) | CommandError::Timeout(_) => {
                 ApiError::Unavailable(e.to_string())
             }
+            CommandError::ShuttingDown => ApiError::ShuttingDown,
         }
     }
 }
@@ -477,6 +480,7 @@ async fn lane_events(
         })?;
     let (seq, snapshot, mut events) = handle.subscribe();
     let heartbeat = state.heartbeat;
+    let mut phase = state.shutdown.subscribe();
     actix_web::rt::spawn(async move {
         let first = LaneEvent {
             seq,
@@ -489,9 +493,16 @@ async fn lane_events(
         handle.terminal_connected(true);
         let mut heartbeat = tokio::time::interval(heartbeat);
         let mut missed = 0u8;
+        let mut going_away = false;
         while alive {
             tokio::select! {
                 event = events.recv() => match event {
+                    // The lane's last event before lanehub stops: the terminal is told, then let go.
+                    Ok(e) if e.kind == SHUTDOWN_EVENT => {
+                        let _ = send(&mut session, &e).await;
+                        going_away = true;
+                        alive = false;
+                    }
                     Ok(e) => alive = send(&mut session, &e).await,
                     Err(RecvError::Lagged(_)) => {
                         // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
@@ -511,10 +522,25 @@ async fn lane_events(
                     missed += 1;
                     alive = missed <= 2 && session.ping(b"lanehub").await.is_ok();
                 }
+                // Stopping without the lane's last event (a terminal that lagged past it, or one
+                // that connected after it): what was published goes out first.
+                _ = phase.wait_for(|p| *p == Phase::Stopping) => {
+                    while let Ok(e) = events.try_recv() {
+                        if !send(&mut session, &e).await {
+                            break;
+                        }
+                    }
+                    going_away = true;
+                    alive = false;
+                }
             }
         }
         handle.terminal_connected(false);
-        let _ = session.close(None).await;
+        let reason = going_away.then(|| actix_ws::CloseReason {
+            code: actix_ws::CloseCode::Away,
+            description: Some(SHUTTING_DOWN.to_owned()),
+        });
+        let _ = session.close(reason).await;
     });
     Ok(response)
 }

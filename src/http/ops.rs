@@ -1,5 +1,6 @@
 //! Operations endpoints: `/healthz` (the process lives), `/readyz` (lanes up, Vipps reachable
-//! with a valid token), `/metrics` (Prometheus text format). None needs a token.
+//! with a valid token, not shutting down), `/metrics` (Prometheus text format). None needs a
+//! token.
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct Health {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     pub ready: bool,
+    /// lanehub is draining for shutdown and takes no new checkouts.
+    #[serde(rename = "shuttingDown")]
+    pub shutting_down: bool,
     pub lanes: LanesReadiness,
     pub vipps: VippsReadiness,
 }
@@ -68,12 +72,14 @@ pub(crate) async fn healthz() -> HttpResponse {
     })
 }
 
-/// Readiness: every lane is up and Vipps answers with a valid token, its circuit closed.
+/// Readiness: every lane is up, Vipps answers with a valid token, its circuit closed, and lanehub
+/// is not shutting down.
 #[utoipa::path(get, path = "/readyz", security(()), responses(
     (status = 200, description = "Ready for checkouts", body = Readiness),
     (status = 503, description = "Not ready; the body says what is missing", body = Readiness),
 ))]
 pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) -> HttpResponse {
+    let shutting_down = state.shutdown.is_draining();
     let all = lanes.all();
     let down: Vec<String> = all
         .iter()
@@ -84,9 +90,10 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
     let token = vipps.access_token().await;
     let circuit_open = state.vipps.status().await.is_ok_and(|s| s.circuit_open);
     let vipps_ok = token.is_ok() && !circuit_open;
-    let ready = down.is_empty() && vipps_ok;
+    let ready = down.is_empty() && vipps_ok && !shutting_down;
     let body = Readiness {
         ready,
+        shutting_down,
         lanes: LanesReadiness {
             total: all.len(),
             down,

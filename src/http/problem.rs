@@ -44,6 +44,9 @@ pub enum ApiError {
     TooManyRequests(String),
     #[error("{0}")]
     Unavailable(String),
+    /// lanehub is draining for shutdown: nothing new starts; cancel, reset and reads still work.
+    #[error("lanehub is shutting down")]
+    ShuttingDown,
     #[error("{0}")]
     BadGateway(String),
 }
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::NotAllowed(_) => "not_allowed",
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::BadGateway(_) => "vipps_error",
         }
     }
@@ -81,7 +85,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotAllowed(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }

@@ -2,7 +2,8 @@
 //! (HMAC over the raw body in constant time, date within tolerance), de-duplicated, answered at
 //! once, and routed to the lane that owns the payment as a signal to read the payment back.
 //!
-//! Also registers (or reuses) lanehub's webhook at start and keeps its secret in the store.
+//! Also registers (or reuses) lanehub's webhook at start, in the background and again after
+//! failures with capped backoff, and keeps its secret in the store.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -17,6 +18,7 @@ use crate::lane::Lanes;
 use crate::metrics as m;
 use crate::session::Event;
 use crate::store::Store;
+use crate::supervisor::shutdown::{Phase, Shutdown};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::models::{PaymentWebhookEvent, RegisterWebhookRequest};
 use crate::vipps::signature;
@@ -205,20 +207,61 @@ async fn route(reference: &PaymentReference, lanes: &Lanes, store: &Store) -> bo
     true
 }
 
-/// Registers lanehub's webhook for `url`, or reuses the registration whose secret is stored.
+/// How long to wait after a failed registration: `initial`, doubling per failure up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationBackoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl RegistrationBackoff {
+    /// The wait after `failures` failed attempts (1 or more).
+    pub fn after(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Registers lanehub's webhook for `url` (or reuses the registration whose secret is stored),
+/// trying again with capped backoff until it succeeds or lanehub starts shutting down. Until then
+/// the receiver answers 503 and polling alone follows payments.
 pub async fn register(
     vipps: &VippsHandle,
     store: &Store,
     url: &str,
     receiver: Arc<WebhookReceiver>,
+    backoff: RegistrationBackoff,
+    shutdown: &Shutdown,
 ) {
-    match ensure_registered(vipps, store, url).await {
-        Ok(secret) => {
-            receiver.set_secret(secret);
-            tracing::info!(url, "webhook registered");
-        }
-        Err(e) => {
-            tracing::error!(url, error = %e, "webhook registration failed; payments are followed by polling alone")
+    let mut failures = 0u32;
+    loop {
+        let attempt = tokio::select! {
+            result = ensure_registered(vipps, store, url) => result,
+            // A registration cut short is replaced at the next start (its secret was not kept).
+            () = shutdown.reached(Phase::Draining) => return,
+        };
+        match attempt {
+            Ok(secret) => {
+                receiver.set_secret(secret);
+                tracing::info!(url, failures, "webhook registered");
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = backoff.after(failures);
+                let next = chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|d| chrono::Utc::now().checked_add_signed(d))
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                tracing::warn!(url, error = %e, failures, retry_in_secs = wait.as_secs_f64(),
+                    next_attempt = %next,
+                    "webhook registration failed; payments are followed by polling until it succeeds");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.reached(Phase::Draining) => return,
+                }
+            }
         }
     }
 }
@@ -257,4 +300,21 @@ async fn ensure_registered(
     store.put_setting(ID_KEY, &registered.id).await?;
     store.put_setting(URL_KEY, url).await?;
     Ok(registered.secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegistrationBackoff;
+    use std::time::Duration;
+
+    #[test]
+    fn registration_backoff_doubles_up_to_its_cap() {
+        let b = RegistrationBackoff {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(300),
+        };
+        let waits: Vec<u64> = (1..=9).map(|n| b.after(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(b.after(u32::MAX), Duration::from_secs(300));
+    }
 }

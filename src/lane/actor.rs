@@ -289,6 +289,10 @@ impl LaneActor {
     fn scan(&mut self, scan: ScanReceived, ctx: &mut Context<Self>) -> Result<(), CommandError> {
         m::scan_received(self.lane(), scan.kind.kind_label());
         match scan.kind {
+            // Draining for shutdown: a customer QR would start a checkout.
+            ScanKind::VippsQr(_) if self.spec.handle.is_draining() => {
+                Err(CommandError::ShuttingDown)
+            }
             ScanKind::VippsQr(qr) => {
                 let event = Event::CustomerQrScanned {
                     qr: qr.raw,
@@ -522,6 +526,9 @@ impl Handler<LaneCommand> for LaneActor {
                 );
                 self.scan(scan, ctx)?;
                 return Ok(self.snapshot());
+            }
+            LaneCommand::Enroll | LaneCommand::Pay(_) if self.spec.handle.is_draining() => {
+                return Err(CommandError::ShuttingDown);
             }
             LaneCommand::Enroll => self.feed(Event::Enroll, ctx),
             LaneCommand::Pay(pay) => self.feed(Event::Pay(pay), ctx),

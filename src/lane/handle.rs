@@ -61,6 +61,9 @@ pub enum CommandError {
     LaneDown(String),
     #[error("lane {0} did not answer in time")]
     Timeout(String),
+    /// lanehub is draining for shutdown and starts nothing new.
+    #[error("lanehub is shutting down")]
+    ShuttingDown,
 }
 
 impl CommandError {
@@ -70,6 +73,7 @@ impl CommandError {
             CommandError::Invalid(_) => "invalid",
             CommandError::LaneDown(_) => "lane_down",
             CommandError::Timeout(_) => "timeout",
+            CommandError::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct LaneSlot {
     actor: Mutex<Option<Addr<LaneActor>>>,
     terminals: AtomicUsize,
     up: AtomicBool,
+    /// Set once lanehub drains for shutdown; every incarnation then refuses new checkouts.
+    draining: AtomicBool,
 }
 
 /// A cheap, cloneable handle to one lane.
@@ -104,6 +110,7 @@ impl LaneHandle {
             actor: Mutex::new(None),
             terminals: AtomicUsize::new(0),
             up: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -197,6 +204,15 @@ impl LaneHandle {
 
     pub fn is_up(&self) -> bool {
         self.0.up.load(Ordering::SeqCst)
+    }
+
+    /// From now on the lane starts no new checkout, enrollment or payment (shutdown).
+    pub fn set_draining(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
     }
 
     /// Counts a terminal connecting (`+1`) or leaving (`-1`).

@@ -1,6 +1,11 @@
 //! The supervisor: builds one actor per configured lane, notices at once when one dies (its
 //! `DeathNotice` arrives on a channel), rebuilds it from its spec with its session recovered from
 //! the journal, and marks it down past its restart budget. Other lanes never notice.
+//!
+//! A lane that stops while lanehub stops (see [`shutdown`]) did not die: it is neither counted
+//! nor rebuilt.
+
+pub mod shutdown;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -12,6 +17,7 @@ use tokio::time::Instant;
 use crate::domain::LaneId;
 use crate::lane::{LaneActor, LaneDied, LaneSpec, Lanes};
 use crate::metrics as m;
+use shutdown::Shutdown;
 
 /// How many restarts a lane may have within `window` before it is marked down.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +49,14 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// Starts every lane, spread over `threads` arbiters, and the task that watches them.
-    /// Must run inside an actix system.
-    pub fn start(specs: Vec<LaneSpec>, budget: RestartBudget, threads: usize) -> Supervisor {
+    /// Starts every lane, spread over `threads` arbiters, and the task that watches them until
+    /// `shutdown` reaches its stopping phase. Must run inside an actix system.
+    pub fn start(
+        specs: Vec<LaneSpec>,
+        budget: RestartBudget,
+        threads: usize,
+        shutdown: Shutdown,
+    ) -> Supervisor {
         let lanes = Lanes::default();
         let arbiters: Vec<Arbiter> = (0..threads.max(1)).map(|_| Arbiter::new()).collect();
         let (tx, rx) = mpsc::unbounded_channel::<LaneDied>();
@@ -66,7 +77,7 @@ impl Supervisor {
                 },
             );
         }
-        actix::spawn(watch(children, rx, tx, budget));
+        actix::spawn(watch(children, rx, tx, budget, shutdown));
         Supervisor {
             lanes,
             _arbiters: arbiters,
@@ -93,8 +104,14 @@ async fn watch(
     mut rx: mpsc::UnboundedReceiver<LaneDied>,
     tx: mpsc::UnboundedSender<LaneDied>,
     budget: RestartBudget,
+    shutdown: Shutdown,
 ) {
     while let Some(died) = rx.recv().await {
+        // Lanes stop with lanehub: that is no lane death, and nothing is rebuilt any more.
+        if shutdown.is_stopping() {
+            tracing::debug!(lane = %died.lane, "lane stopped with lanehub");
+            continue;
+        }
         let Some(child) = children.get_mut(&died.lane) else {
             continue;
         };
