@@ -94,6 +94,14 @@ pub enum MembersCommand {
     },
 }
 
+/// Prints one line for whoever started lanehub. A service outlives the reader of its stdout (a
+/// closed pipe, a stopped terminal), so a failed write is ignored instead of ending the process.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let command = cli.command.unwrap_or(Command::Run { config: None });
@@ -102,9 +110,9 @@ pub fn run(cli: Cli) -> ExitCode {
             actix_web::rt::System::new().block_on(async move {
                 let app = Application::build(settings)?;
                 // The first stdout line tells scripts and tests where lanehub listens.
-                println!("lanehub listening on {}", app.url());
+                announce(&format!("lanehub listening on {}", app.url()));
                 if let Some(sim) = app.simulator() {
-                    println!("Vipps simulator listening on {}", sim.base_url());
+                    announce(&format!("Vipps simulator listening on {}", sim.base_url()));
                 }
                 notify_ready_when_lanes_up(&app).await;
                 app.run_until_stopped().await?;
@@ -121,7 +129,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 let listener = TcpListener::bind(listen)
                     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
                 let sim = Simulator::new(settings.sim).serve(listener)?;
-                println!("Vipps simulator listening on {}", sim.base_url());
+                announce(&format!("Vipps simulator listening on {}", sim.base_url()));
                 tokio::signal::ctrl_c().await?;
                 sim.stop().await;
                 Ok(())

@@ -143,3 +143,44 @@ fn sim_serves_the_simulator_alone() {
         assert_eq!(health.status(), 404);
     });
 }
+
+#[actix_web::test]
+async fn run_keeps_serving_when_nobody_reads_its_stdout() {
+    lanehub::install_crypto_provider();
+    // A free port, so the address need not be read from stdout.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env("LANEHUB__STORE__DATA_DIR", crate::helpers::temp_dir("cli"))
+        .env("LANEHUB__API__LISTEN", format!("127.0.0.1:{port}"))
+        .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    // The reader goes away before lanehub announces itself: its write meets a closed pipe.
+    drop(child.stdout.take());
+    let mut running = Running(child);
+
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(&url).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            running.0.try_wait().unwrap().is_none(),
+            "lanehub exited: {:?}",
+            running.0.try_wait()
+        );
+        assert!(tokio::time::Instant::now() < deadline, "never healthy");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(running.0.try_wait().unwrap().is_none(), "lanehub exited");
+}
