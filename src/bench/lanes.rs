@@ -54,8 +54,13 @@ pub const SIM_TICK: Duration = Duration::from_millis(5);
 pub const BENCH_CEILING: u32 = 1_000_000;
 /// Each checkout's amount in øre (far from the test amounts that fail on purpose).
 const AMOUNT: u64 = 4_990;
-/// Longest a checkout may take before it counts as failed.
-const FLOW_LIMIT: Duration = Duration::from_secs(30);
+/// Longest a checkout may take before it counts as failed (a journal on a slow disk queues).
+const FLOW_LIMIT: Duration = Duration::from_secs(120);
+/// How long checkouts in flight at the end of a side's window may take to finish; those still
+/// running then are counted as unfinished and the lane is cancelled.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// What `Terminal::until` says when the deadline passed.
+const NO_EVENT: &str = "no terminal event in time";
 /// Longest wait for lanehub's lanes to come up and its webhook to be registered.
 const START_LIMIT: Duration = Duration::from_secs(120);
 /// Pause before idle memory is read, so start-up work has settled.
@@ -148,6 +153,10 @@ pub struct SideReport {
     pub flows: u64,
     /// Checkouts that did not end paid (within the window or after).
     pub failed: u64,
+    /// Checkouts still running `DRAIN_LIMIT` after the window closed.
+    pub unfinished: u64,
+    /// How long a checkout took, scan to end.
+    pub checkout: Percentiles,
     pub failures: Vec<String>,
     pub window: Duration,
     pub steps: [Percentiles; 3],
@@ -179,7 +188,9 @@ impl SideReport {
         json!({
             "flows": self.flows,
             "failed": self.failed,
+            "unfinished": self.unfinished,
             "failures": self.failures,
+            "checkout": percentiles_ms(&self.checkout),
             "window_s": round3(self.window.as_secs_f64()),
             "flows_per_second": round3(self.flows_per_second()),
             "cpu_seconds": round3(self.cpu_seconds),
@@ -316,9 +327,16 @@ impl LanesReport {
         let _ = writeln!(
             out,
             "  {:<34} {:>12} {:>12}",
-            "checkouts (failed)",
-            format!("{} ({})", l.flows, l.failed),
-            format!("{} ({})", f.flows, f.failed)
+            "checkouts (failed, unfinished)",
+            format!("{} ({}, {})", l.flows, l.failed, l.unfinished),
+            format!("{} ({}, {})", f.flows, f.failed, f.unfinished)
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12} {:>12}",
+            "checkout p50/p99 ms",
+            format!("{:.1}/{:.1}", ms(l.checkout.p50), ms(l.checkout.p99)),
+            format!("{:.1}/{:.1}", ms(f.checkout.p50), ms(f.checkout.p99)),
         );
         let _ = writeln!(
             out,
@@ -398,17 +416,35 @@ fn rss_kib() -> u64 {
 // ---------------------------------------------------------------------------------------------
 // One lane's loop, either side
 
+/// A checkout that ended paid.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    ended: Instant,
+    /// From the scan (floor: the QR exchange) to the end.
+    checkout: Duration,
+    /// Per step of [`STEPS`]; `None` when the simulator did not see the step.
+    steps: Option<[Duration; 3]>,
+}
+
 /// What one lane's loop saw.
 #[derive(Debug, Default)]
 struct LaneResult {
-    /// Checkouts that ended paid, with when they ended and their step times.
-    done: Vec<(Instant, [Duration; 3])>,
+    done: Vec<Done>,
     failed: u64,
+    unfinished: u64,
     failures: Vec<String>,
     reads: u64,
 }
 
 impl LaneResult {
+    fn done(&mut self, started: Instant, paid: Instant, ended: Instant, seen: StepTimes) {
+        self.done.push(Done {
+            ended,
+            checkout: ended.saturating_duration_since(started),
+            steps: steps(started, paid, ended, seen),
+        });
+    }
+
     fn fail(&mut self, what: String) {
         self.failed += 1;
         if self.failures.len() < MAX_FAILURES_KEPT {
@@ -439,27 +475,29 @@ fn summarise(results: Vec<LaneResult>, start: Instant, window: Duration) -> Side
         ..SideReport::default()
     };
     let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut checkouts = Vec::new();
     let mut reads = 0u64;
     for r in results {
         report.completed += r.done.len() as u64;
         reads += r.reads;
         report.failed += r.failed;
+        report.unfinished += r.unfinished;
         for f in r.failures {
             if report.failures.len() < MAX_FAILURES_KEPT {
                 report.failures.push(f);
             }
         }
-        for (_, s) in r.done.into_iter().filter(|(at, _)| *at <= end) {
+        for done in r.done.into_iter().filter(|d| d.ended <= end) {
             report.flows += 1;
-            for (i, d) in s.into_iter().enumerate() {
-                if d != Duration::MAX {
-                    samples[i].push(d);
-                }
+            checkouts.push(done.checkout);
+            for (i, d) in done.steps.into_iter().flatten().enumerate() {
+                samples[i].push(d);
             }
         }
     }
     report.reads_per_flow = reads as f64 / report.completed.max(1) as f64;
     report.steps = std::array::from_fn(|i| Percentiles::of(&samples[i]));
+    report.checkout = Percentiles::of(&checkouts);
     report
 }
 
@@ -517,7 +555,7 @@ impl Terminal {
     ) -> Result<Instant, String> {
         loop {
             let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) => return Err("no terminal event in time".into()),
+                Err(_) => return Err(NO_EVENT.into()),
                 Ok(Ok(event)) => event,
                 Ok(Err(RecvError::Lagged(n))) => return Err(format!("missed {n} lane events")),
                 Ok(Err(RecvError::Closed)) => return Err("the lane's events closed".into()),
@@ -535,8 +573,9 @@ impl Terminal {
     async fn checkout(
         &self,
         rx: &mut broadcast::Receiver<LaneEvent>,
+        stop: Instant,
     ) -> Result<[Instant; 3], String> {
-        let deadline = Instant::now() + FLOW_LIMIT;
+        let deadline = (Instant::now() + FLOW_LIMIT).min(stop + DRAIN_LIMIT);
         let scanned = Instant::now();
         self.post(&self.scans, json!({"text": self.qr})).await?;
         let (mut ready, mut checked_in) = (false, false);
@@ -570,11 +609,14 @@ impl Terminal {
                 }
             }
             self.probe.take(self.index);
-            match self.checkout(&mut rx).await {
+            match self.checkout(&mut rx, stop).await {
                 Ok([scanned, paid, ended]) => {
                     let seen = self.probe.take(self.index);
-                    let s = steps(scanned, paid, ended, seen).unwrap_or([Duration::MAX; 3]);
-                    result.done.push((ended, s));
+                    result.done(scanned, paid, ended, seen);
+                }
+                Err(e) if e == NO_EVENT && Instant::now() >= stop + DRAIN_LIMIT => {
+                    result.unfinished += 1;
+                    self.settle(&mut rx).await;
                 }
                 Err(e) => {
                     result.fail(format!("lane {}: {e}", self.lane.id()));
@@ -593,7 +635,7 @@ impl Terminal {
         ] {
             let _ = self.lane.command(command).await;
         }
-        let deadline = Instant::now() + FLOW_LIMIT;
+        let deadline = Instant::now() + DRAIN_LIMIT;
         while self.lane.snapshot().state != "idle" && Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, rx.recv()).await;
         }
@@ -697,8 +739,7 @@ impl FloorLane {
             match self.checkout(n).await {
                 Ok(([started, paid, ended], reads)) => {
                     let seen = self.probe.take(self.index);
-                    let s = steps(started, paid, ended, seen).unwrap_or([Duration::MAX; 3]);
-                    result.done.push((ended, s));
+                    result.done(started, paid, ended, seen);
                     result.reads += reads;
                 }
                 Err(e) => result.fail(format!("floor lane {}: {e}", self.index)),
