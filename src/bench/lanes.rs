@@ -243,20 +243,26 @@ impl LanesReport {
         self.lanehub.flows_per_second() / self.floor.flows_per_second().max(f64::EPSILON)
     }
 
-    /// Lanehub's p50 and p99 minus the floor's, per step, in milliseconds.
+    /// Lanehub's p50 and p99 minus the floor's, per step, in milliseconds; NaN (JSON null) when
+    /// a side completed no checkout within its window.
     pub fn added_ms(&self) -> [(f64, f64); 3] {
         std::array::from_fn(|i| {
             let (l, f) = (&self.lanehub.steps[i], &self.floor.steps[i]);
+            if l.count == 0 || f.count == 0 {
+                return (f64::NAN, f64::NAN);
+            }
             (ms_diff(l.p50, f.p50), ms_diff(l.p99, f.p99))
         })
     }
 
-    /// The worst step's added p99.
+    /// The worst step's added p99; NaN (JSON null) when nothing could be compared.
     pub fn added_latency_p99_ms(&self) -> f64 {
         self.added_ms()
             .iter()
             .map(|(_, p99)| *p99)
-            .fold(f64::NEG_INFINITY, f64::max)
+            .filter(|p99| !p99.is_nan())
+            .reduce(f64::max)
+            .unwrap_or(f64::NAN)
     }
 
     pub fn rss_per_idle_lane_kib(&self) -> f64 {
