@@ -73,7 +73,8 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Benchmarks against the embedded simulator (`bench vipps`).
+    /// Benchmarks against the simulator: `bench --lanes N --duration S` (lanes through whole
+    /// checkouts against the floor of the same Vipps calls), `bench vipps` (the Vipps actor).
     Bench(crate::bench::BenchArgs),
 }
 

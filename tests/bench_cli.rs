@@ -1,5 +1,7 @@
-//! `lanehub bench vipps` through the real binary: a short run prints one JSON object with every
-//! figure, accounts for every offered call, and provokes no 429. No timing is asserted.
+//! `lanehub bench` through the real binary. `bench --lanes N --duration S --json`: a short run
+//! prints one JSON object with every figure, both sides complete checkouts and every number is
+//! finite. `bench vipps`: every figure, every offered call accounted for, no 429. No timing is
+//! asserted.
 
 use std::process::{Command, Output};
 
@@ -87,4 +89,70 @@ fn a_zero_ceiling_is_refused_with_its_name() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--ceiling"), "{stderr}");
+}
+
+#[test]
+fn a_short_lanes_bench_reports_every_figure() {
+    let out = lanehub(&["bench", "--lanes", "3", "--duration", "1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+
+    for path in [
+        "/flows_per_second",
+        "/ratio_to_floor",
+        "/added_latency_p99_ms",
+        "/rss_per_idle_lane_kib",
+        "/cpu_seconds_per_flow",
+        "/floor_flows_per_second",
+        "/floor_cpu_seconds_per_flow",
+    ] {
+        let v = number(&report, path);
+        assert!(v.is_finite(), "{path} = {v}");
+    }
+    assert!(number(&report, "/flows_per_second") > 0.0);
+    assert!(number(&report, "/ratio_to_floor") > 0.0);
+    assert!(number(&report, "/rss_per_idle_lane_kib") >= 0.0);
+    assert!(number(&report, "/cpu_seconds_per_flow") >= 0.0);
+    assert_eq!(number(&report, "/lanes"), 3.0);
+    for side in ["lanehub", "floor"] {
+        assert!(number(&report, &format!("/{side}/flows")) > 0.0, "{side}");
+        assert_eq!(
+            number(&report, &format!("/{side}/failed")),
+            0.0,
+            "{side}: {report}"
+        );
+        assert_eq!(number(&report, &format!("/{side}/http_429")), 0.0, "{side}");
+        for step in [
+            "scan_to_check_in_request",
+            "pay_command_to_payment_request",
+            "vipps_answer_to_terminal_event",
+        ] {
+            let p99 = number(&report, &format!("/{side}/steps/{step}/p99_ms"));
+            assert!(p99.is_finite() && p99 >= 0.0, "{side} {step} p99 = {p99}");
+            assert!(number(&report, &format!("/{side}/steps/{step}/count")) > 0.0);
+            let added = number(&report, &format!("/added_latency_ms/{step}/p99_ms"));
+            assert!(added.is_finite(), "{step} added p99 = {added}");
+        }
+    }
+    // The floor makes as many status reads per checkout as lanehub did (rounded), and one more
+    // only when a read came before the customer's approval.
+    let target = number(&report, "/lanehub/status_reads_per_flow")
+        .round()
+        .max(1.0);
+    let floor_reads = number(&report, "/floor/status_reads_per_flow");
+    assert!(
+        (target..target + 1.0).contains(&floor_reads),
+        "floor {floor_reads} reads per checkout, lanehub {target}"
+    );
+}
+
+#[test]
+fn a_lanes_bench_without_lanes_is_refused_with_its_name() {
+    let out = lanehub(&["bench", "--lanes", "0", "--duration", "1"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--lanes"), "{stderr}");
 }

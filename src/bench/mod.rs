@@ -1,25 +1,30 @@
 //! `lanehub bench`: in-process benchmarks that need no network beyond loopback. Each one starts
-//! what it measures (the embedded simulator, the Vipps actor) itself, prints a readable table or,
-//! with `--json`, one JSON object on stdout, and leaves logs on stderr.
+//! what it measures (the simulator, lanehub or the Vipps actor) itself, prints a readable table
+//! or, with `--json`, one JSON object on stdout, and leaves logs on stderr.
 //!
-//! Today: `bench vipps` (see [`vipps`]). `BenchArgs` is a struct rather than a bare subcommand so
-//! that options for the whole command (e.g. a lane benchmark's `--lanes N`) can join it later
-//! without touching `cli.rs`.
+//! - `bench --lanes N --duration S`: lanes through complete checkouts against the floor of the
+//!   same Vipps calls made directly (see [`lanes`]).
+//! - `bench vipps`: the Vipps actor alone (see [`vipps`]).
 
+pub mod lanes;
+pub mod sim;
 pub mod vipps;
 
 use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 
-/// `lanehub bench …`.
+/// `lanehub bench [--lanes N --duration S] | lanehub bench vipps …`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
     #[command(subcommand)]
-    pub command: BenchCommand,
+    pub command: Option<BenchCommand>,
+    #[command(flatten)]
+    pub lanes: lanes::LanesBenchArgs,
 }
 
-/// The benchmarks.
+/// The benchmarks besides the default (lanes).
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// The Vipps actor against the embedded simulator: the latency it adds over the plain
@@ -30,7 +35,7 @@ pub enum BenchCommand {
 /// Runs the chosen benchmark with `settings` (the defaults plus the environment's overrides).
 pub fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
-        BenchCommand::Vipps(vipps_args) => {
+        Some(BenchCommand::Vipps(vipps_args)) => {
             let report =
                 actix_web::rt::System::new().block_on(vipps::run(settings, &vipps_args))?;
             if vipps_args.json {
@@ -38,7 +43,17 @@ pub fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
             } else {
                 print!("{}", report.to_table());
             }
-            Ok(())
+        }
+        None => {
+            let lanes_args = args.lanes;
+            let report =
+                actix_web::rt::System::new().block_on(lanes::run(settings, &lanes_args))?;
+            if lanes_args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_table());
+            }
         }
     }
+    Ok(())
 }

@@ -16,21 +16,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::dev::Service as _;
-use actix_web::{App, HttpServer};
 use clap::Args;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::{Settings, SimSettings};
+use super::sim::EmbeddedSim;
+use crate::config::Settings;
 use crate::domain::{Amount, IdempotencyKey, InvalidValue, Msisdn, PaymentReference};
-use crate::sim::{Simulator, TICK};
+use crate::sim::TICK;
 use crate::vipps::models::{AccessToken, CreatePaymentRequest};
 use crate::vipps::{VippsClient, VippsError, VippsHandle};
 
@@ -105,131 +101,6 @@ impl BenchError {
 
 fn during(step: &'static str) -> impl FnOnce(VippsError) -> BenchError {
     move |source| BenchError::Vipps { step, source }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The simulator, served with a status counter
-
-/// Arrival times kept at most; later arrivals are counted but not timed.
-const MAX_ARRIVALS: usize = 200_000;
-
-/// Answers the simulator sent, how many of them were 429, and when requests arrived.
-#[derive(Debug, Default)]
-struct StatusCounter {
-    responses: AtomicU64,
-    too_many_requests: AtomicU64,
-    arrivals: Mutex<Vec<Instant>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Counts {
-    responses: u64,
-    too_many_requests: u64,
-}
-
-impl StatusCounter {
-    fn arrived(&self, at: Instant) {
-        // A poisoned lock only means another worker panicked; the times are still usable.
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        if arrivals.len() < MAX_ARRIVALS {
-            arrivals.push(at);
-        }
-    }
-
-    /// Arrival times at or after `since`, in order.
-    fn arrivals_since(&self, since: Instant) -> Vec<Instant> {
-        let arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        let mut times: Vec<Instant> = arrivals.iter().copied().filter(|&t| t >= since).collect();
-        times.sort_unstable();
-        times
-    }
-
-    fn record(&self, status: u16) {
-        self.responses.fetch_add(1, Ordering::Relaxed);
-        if status == 429 {
-            self.too_many_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn snapshot(&self) -> Counts {
-        Counts {
-            responses: self.responses.load(Ordering::Relaxed),
-            too_many_requests: self.too_many_requests.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Counts {
-    fn since(self, earlier: Counts) -> Counts {
-        Counts {
-            responses: self.responses - earlier.responses,
-            too_many_requests: self.too_many_requests - earlier.too_many_requests,
-        }
-    }
-}
-
-struct EmbeddedSim {
-    base_url: String,
-    counter: Arc<StatusCounter>,
-    server: actix_web::dev::ServerHandle,
-    ticker: tokio::task::JoinHandle<()>,
-}
-
-impl EmbeddedSim {
-    /// Serves the simulator's routes on a free loopback port, as `Simulator::serve` does, with
-    /// every answer's status counted.
-    fn start(settings: SimSettings) -> Result<EmbeddedSim, BenchError> {
-        let listener = TcpListener::bind("127.0.0.1:0").map_err(BenchError::Listen)?;
-        let addr = listener.local_addr().map_err(BenchError::Listen)?;
-        let sim = Simulator::new(settings);
-        let counter = Arc::new(StatusCounter::default());
-        let (s, c) = (sim.clone(), counter.clone());
-        let server = HttpServer::new(move || {
-            let (s, c) = (s.clone(), c.clone());
-            App::new()
-                .wrap_fn(move |req, srv| {
-                    let c = c.clone();
-                    c.arrived(Instant::now());
-                    let answer = srv.call(req);
-                    async move {
-                        let answer = answer.await;
-                        c.record(match &answer {
-                            Ok(res) => res.status().as_u16(),
-                            Err(e) => e.as_response_error().status_code().as_u16(),
-                        });
-                        answer
-                    }
-                })
-                .configure(move |cfg| s.configure(cfg))
-        })
-        .workers(2)
-        .disable_signals()
-        .listen(listener)
-        .map_err(BenchError::Listen)?
-        .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
-        let state = sim.state().clone();
-        let ticker = actix_web::rt::spawn(async move {
-            let mut interval = tokio::time::interval(TICK);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                state.tick(state.clock.now());
-            }
-        });
-        Ok(EmbeddedSim {
-            base_url: format!("http://{addr}"),
-            counter,
-            server: handle,
-            ticker,
-        })
-    }
-
-    async fn stop(self) {
-        self.ticker.abort();
-        self.server.stop(true).await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,7 +425,7 @@ pub async fn run(
     crate::install_crypto_provider();
     // The per-reference limits stay on: the figures are meant with Vipps' rules in force.
     settings.sim.rate_limits = true;
-    let sim = EmbeddedSim::start(settings.sim.clone())?;
+    let sim = EmbeddedSim::start(settings.sim.clone(), TICK, None).map_err(BenchError::Listen)?;
     let mut vipps = settings.vipps.clone();
     vipps.base_url = sim.base_url.clone();
     let result = run_parts(&sim, &vipps, args).await;

@@ -1,0 +1,1027 @@
+//! `lanehub bench --lanes N --duration S`: N lanes run complete checkouts against the simulator
+//! (no added latency) for S seconds, then the same Vipps calls are made for S seconds by a plain
+//! client loop with the same concurrency: the floor that lanehub's overhead is measured against.
+//!
+//! - lanehub: the real `Application` (Vipps actor, one actor per lane, journal, terminal API,
+//!   webhook receiver) in remote mode against a simulator served here. One virtual terminal per
+//!   lane scans the customer's QR and sends the payment command over the terminal API (HTTP), and
+//!   follows the lane's event stream (what the terminal WebSocket forwards) until the session
+//!   ends. Customers are club members who approve at once; webhooks are delivered at once.
+//! - floor: per lane, `VippsClient` calls in the order lanehub makes them (token once, QR
+//!   exchange, check-in, create, the same number of status reads as lanehub made per checkout,
+//!   capture) on a second merchant (so no webhooks are sent for it). Instead of a webhook it is
+//!   woken by the simulator's next tick, which is when the customer approves.
+//! - Steps are timed where they meet the simulator (see `super::sim`): scan → check-in request,
+//!   pay command → payment request, capture answer → terminal event (floor: → answer parsed).
+//!   The figure "added" is lanehub's percentile minus the floor's.
+//!
+//! Both sides run their clients on the same separate multi-threaded runtime; the simulator ticks
+//! every [`SIM_TICK`] (100 ms in `lanehub run`) so that "approve at once" is not a 100 ms wait.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use super::sim::{EmbeddedSim, LaneProbe, StepTimes, lane_phone};
+use super::vipps::Percentiles;
+use crate::config::{
+    LaneSettings, LoginBehaviour, PaymentBehaviour, Settings, SimMerchant, VippsMode, VippsSettings,
+};
+use crate::domain::{Amount, IdempotencyKey, InvalidValue, LaneId, PaymentReference};
+use crate::lane::LaneHandle;
+use crate::lane::view::LaneEvent;
+use crate::sim::SimState;
+use crate::sim::customers::{Behaviour, Customer};
+use crate::store::{Member, MemberSource, StoreError};
+use crate::vipps::models::{AccessToken, CreatePaymentRequest, PaymentState};
+use crate::vipps::{Operation, VippsClient, VippsError};
+
+/// Most lanes a run may open.
+pub const MAX_LANES: u32 = 20_000;
+/// How often the simulator applies what is due (customers approving) during the benchmark.
+pub const SIM_TICK: Duration = Duration::from_millis(5);
+/// The global ceiling set on lanehub's Vipps actor, so that its limiter paces nothing.
+pub const BENCH_CEILING: u32 = 1_000_000;
+/// Each checkout's amount in øre (far from the test amounts that fail on purpose).
+const AMOUNT: u64 = 4_990;
+/// Longest a checkout may take before it counts as failed (a journal on a slow disk queues).
+const FLOW_LIMIT: Duration = Duration::from_secs(120);
+/// How long checkouts in flight at the end of a side's window may take to finish; those still
+/// running then are counted as unfinished and the lane is cancelled.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// What `Terminal::until` says when the deadline passed.
+const NO_EVENT: &str = "no terminal event in time";
+/// Longest wait for lanehub's lanes to come up and its webhook to be registered.
+const START_LIMIT: Duration = Duration::from_secs(120);
+/// Pause before idle memory is read, so start-up work has settled.
+const SETTLE: Duration = Duration::from_millis(500);
+/// The floor's merchant (no webhook is registered for it).
+const FLOOR_CLIENT_ID: &str = "bench-floor-client";
+const FLOOR_MSN: &str = "654321";
+/// Failure messages kept for the report.
+const MAX_FAILURES_KEPT: usize = 5;
+
+/// `lanehub bench --lanes N --duration SECONDS [--json]`.
+#[derive(Debug, Args)]
+pub struct LanesBenchArgs {
+    /// Lanes running checkouts at once (and the floor's concurrency).
+    #[arg(long, default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LANES)))]
+    pub lanes: u32,
+    /// Seconds each side (lanehub, then the floor) runs checkouts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub duration: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory of lanehub's journal (default: a new directory under the system's temporary
+    /// directory, removed afterwards). The journal is written durably, so its disk matters.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why the benchmark could not run (a missed target is a result, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum LanesBenchError {
+    #[error("cannot listen on loopback: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lanehub did not start: {0}")]
+    Start(String),
+    #[error("{step} failed: {source}")]
+    Vipps {
+        step: &'static str,
+        #[source]
+        source: VippsError,
+    },
+    #[error("the store refused the benchmark's members: {0}")]
+    Store(#[from] StoreError),
+    #[error("a built-in value is invalid: {0}")]
+    Value(#[from] InvalidValue),
+    #[error("cannot start the clients' runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("a driver task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl LanesBenchError {
+    /// A short, bounded label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LanesBenchError::Listen(_) => "listen",
+            LanesBenchError::DataDir { .. } => "data_dir",
+            LanesBenchError::Start(_) => "start",
+            LanesBenchError::Vipps { .. } => "vipps",
+            LanesBenchError::Store(_) => "store",
+            LanesBenchError::Value(_) => "value",
+            LanesBenchError::Runtime(_) => "runtime",
+            LanesBenchError::Task(_) => "task",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// The steps timed, in checkout order.
+pub const STEPS: [&str; 3] = [
+    "scan_to_check_in_request",
+    "pay_command_to_payment_request",
+    "vipps_answer_to_terminal_event",
+];
+
+/// What one side (lanehub or the floor) did within its window.
+#[derive(Debug, Clone, Default)]
+pub struct SideReport {
+    /// Checkouts completed within the window.
+    pub flows: u64,
+    /// Checkouts that did not end paid (within the window or after).
+    pub failed: u64,
+    /// Checkouts still running `DRAIN_LIMIT` after the window closed.
+    pub unfinished: u64,
+    /// How long a checkout took, scan to end.
+    pub checkout: Percentiles,
+    pub failures: Vec<String>,
+    pub window: Duration,
+    pub steps: [Percentiles; 3],
+    pub cpu_seconds: f64,
+    /// Checkouts that ended paid, inside the window or after it (the drain).
+    pub completed: u64,
+    /// Status reads per checkout that ended paid (all of the run, drain included).
+    pub reads_per_flow: f64,
+    /// Requests the simulator answered during the side's run, and how many were 429.
+    pub http_responses: u64,
+    pub http_429: u64,
+}
+
+impl SideReport {
+    pub fn flows_per_second(&self) -> f64 {
+        self.flows as f64 / self.window.as_secs_f64().max(f64::EPSILON)
+    }
+
+    pub fn cpu_seconds_per_flow(&self) -> f64 {
+        self.cpu_seconds / (self.flows.max(1) as f64)
+    }
+
+    fn to_json(&self) -> Value {
+        let steps: serde_json::Map<String, Value> = STEPS
+            .iter()
+            .zip(self.steps.iter())
+            .map(|(name, p)| ((*name).to_owned(), percentiles_ms(p)))
+            .collect();
+        json!({
+            "flows": self.flows,
+            "failed": self.failed,
+            "unfinished": self.unfinished,
+            "failures": self.failures,
+            "checkout": percentiles_ms(&self.checkout),
+            "window_s": round3(self.window.as_secs_f64()),
+            "flows_per_second": round3(self.flows_per_second()),
+            "cpu_seconds": round3(self.cpu_seconds),
+            "cpu_seconds_per_flow": round6(self.cpu_seconds_per_flow()),
+            "status_reads_per_flow": round3(self.reads_per_flow),
+            "http_responses": self.http_responses,
+            "http_429": self.http_429,
+            "steps": steps,
+        })
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone)]
+pub struct LanesReport {
+    pub lanes: u32,
+    pub duration: Duration,
+    pub lanehub: SideReport,
+    pub floor: SideReport,
+    pub rss_before_kib: u64,
+    pub rss_idle_kib: u64,
+    pub rss_after_kib: u64,
+    pub client_threads: usize,
+    pub lane_threads: usize,
+    pub data_dir: PathBuf,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn ms_diff(a: Duration, b: Duration) -> f64 {
+    ((a.as_secs_f64() - b.as_secs_f64()) * 1e6).round() / 1e3
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+fn percentiles_ms(p: &Percentiles) -> Value {
+    json!({"count": p.count, "p50_ms": ms(p.p50), "p99_ms": ms(p.p99), "max_ms": ms(p.max)})
+}
+
+impl LanesReport {
+    pub fn ratio_to_floor(&self) -> f64 {
+        self.lanehub.flows_per_second() / self.floor.flows_per_second().max(f64::EPSILON)
+    }
+
+    /// Lanehub's p50 and p99 minus the floor's, per step, in milliseconds; NaN (JSON null) when
+    /// a side completed no checkout within its window.
+    pub fn added_ms(&self) -> [(f64, f64); 3] {
+        std::array::from_fn(|i| {
+            let (l, f) = (&self.lanehub.steps[i], &self.floor.steps[i]);
+            if l.count == 0 || f.count == 0 {
+                return (f64::NAN, f64::NAN);
+            }
+            (ms_diff(l.p50, f.p50), ms_diff(l.p99, f.p99))
+        })
+    }
+
+    /// The worst step's added p99; NaN (JSON null) when nothing could be compared.
+    pub fn added_latency_p99_ms(&self) -> f64 {
+        self.added_ms()
+            .iter()
+            .map(|(_, p99)| *p99)
+            .filter(|p99| !p99.is_nan())
+            .reduce(f64::max)
+            .unwrap_or(f64::NAN)
+    }
+
+    pub fn rss_per_idle_lane_kib(&self) -> f64 {
+        self.rss_idle_kib.saturating_sub(self.rss_before_kib) as f64 / f64::from(self.lanes)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let added: serde_json::Map<String, Value> = STEPS
+            .iter()
+            .zip(self.added_ms())
+            .map(|(name, (p50, p99))| ((*name).to_owned(), json!({"p50_ms": p50, "p99_ms": p99})))
+            .collect();
+        json!({
+            "benchmark": "lanes",
+            "lanes": self.lanes,
+            "duration_s": self.duration.as_secs(),
+            "flows_per_second": round3(self.lanehub.flows_per_second()),
+            "floor_flows_per_second": round3(self.floor.flows_per_second()),
+            "ratio_to_floor": round3(self.ratio_to_floor()),
+            "added_latency_p99_ms": self.added_latency_p99_ms(),
+            "added_latency_ms": added,
+            "rss_per_idle_lane_kib": round3(self.rss_per_idle_lane_kib()),
+            "cpu_seconds_per_flow": round6(self.lanehub.cpu_seconds_per_flow()),
+            "floor_cpu_seconds_per_flow": round6(self.floor.cpu_seconds_per_flow()),
+            "memory_kib": {
+                "before_lanes": self.rss_before_kib,
+                "lanes_idle": self.rss_idle_kib,
+                "after_run": self.rss_after_kib,
+            },
+            "lanehub": self.lanehub.to_json(),
+            "floor": self.floor.to_json(),
+            "settings": {
+                "simulator_tick_ms": SIM_TICK.as_millis() as u64,
+                "customer": "club member, approves at once (payment_delay 0)",
+                "simulator_rate_limits": true,
+                "vipps_max_requests_per_second": BENCH_CEILING,
+                "client_threads": self.client_threads,
+                "lane_threads": self.lane_threads,
+                "journal": self.data_dir.display().to_string(),
+            },
+            "targets": {
+                "ratio_to_floor_min": 0.9,
+                "added_latency_p99_ms_max": 2.0,
+                "rss_per_idle_lane_kib_max": 64.0,
+                "at_lanes": 1000,
+            },
+        })
+    }
+
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let (l, f) = (&self.lanehub, &self.floor);
+        let _ = writeln!(
+            out,
+            "lanehub bench: {} lanes, {} s per side, simulator on 127.0.0.1 ticking every {} ms\n",
+            self.lanes,
+            self.duration.as_secs(),
+            SIM_TICK.as_millis()
+        );
+        let _ = writeln!(out, "  {:<34} {:>12} {:>12}", "", "lanehub", "floor");
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12.1} {:>12.1}",
+            "checkouts per second",
+            l.flows_per_second(),
+            f.flows_per_second()
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12} {:>12}",
+            "checkouts (failed, unfinished)",
+            format!("{} ({}, {})", l.flows, l.failed, l.unfinished),
+            format!("{} ({}, {})", f.flows, f.failed, f.unfinished)
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12} {:>12}",
+            "checkout p50/p99 ms",
+            format!("{:.1}/{:.1}", ms(l.checkout.p50), ms(l.checkout.p99)),
+            format!("{:.1}/{:.1}", ms(f.checkout.p50), ms(f.checkout.p99)),
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12.6} {:>12.6}",
+            "CPU seconds per checkout",
+            l.cpu_seconds_per_flow(),
+            f.cpu_seconds_per_flow()
+        );
+        let _ = writeln!(
+            out,
+            "  {:<34} {:>12.2} {:>12.2}",
+            "status reads per checkout", l.reads_per_flow, f.reads_per_flow
+        );
+        for (i, name) in STEPS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  {:<34} {:>12} {:>12}",
+                format!("{name} p50/p99 ms"),
+                format!("{:.2}/{:.2}", ms(l.steps[i].p50), ms(l.steps[i].p99)),
+                format!("{:.2}/{:.2}", ms(f.steps[i].p50), ms(f.steps[i].p99)),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\n  ratio to floor:           {:.3} (target ≥ 0.9 at 1,000 lanes)",
+            self.ratio_to_floor()
+        );
+        let _ = writeln!(
+            out,
+            "  added latency, worst p99: {:.2} ms (target ≤ 2 ms at 1,000 lanes)",
+            self.added_latency_p99_ms()
+        );
+        let _ = writeln!(
+            out,
+            "  memory per idle lane:     {:.1} KiB (target ≤ 64)",
+            self.rss_per_idle_lane_kib()
+        );
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process figures
+
+/// User plus system CPU seconds of this process so far (Linux; 0 elsewhere).
+fn cpu_seconds() -> f64 {
+    // Linux reports CPU times in /proc in USER_HZ ticks, fixed at 100 by the kernel ABI.
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    // After the command name, field 3 (state) is index 0: utime (14) and stime (15).
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Resident memory of this process in KiB (Linux; 0 elsewhere).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One lane's loop, either side
+
+/// A checkout that ended paid.
+#[derive(Debug, Clone, Copy)]
+struct Done {
+    ended: Instant,
+    /// From the scan (floor: the QR exchange) to the end.
+    checkout: Duration,
+    /// Per step of [`STEPS`]; `None` when the simulator did not see the step.
+    steps: Option<[Duration; 3]>,
+}
+
+/// What one lane's loop saw.
+#[derive(Debug, Default)]
+struct LaneResult {
+    done: Vec<Done>,
+    failed: u64,
+    unfinished: u64,
+    failures: Vec<String>,
+    reads: u64,
+}
+
+impl LaneResult {
+    fn done(&mut self, started: Instant, paid: Instant, ended: Instant, seen: StepTimes) {
+        self.done.push(Done {
+            ended,
+            checkout: ended.saturating_duration_since(started),
+            steps: steps(started, paid, ended, seen),
+        });
+    }
+
+    fn fail(&mut self, what: String) {
+        self.failed += 1;
+        if self.failures.len() < MAX_FAILURES_KEPT {
+            self.failures.push(what);
+        }
+    }
+}
+
+/// Step durations from the driver's own times and what the simulator saw; `None` if a step was
+/// not seen (the checkout then counts, its times do not).
+fn steps(
+    started: Instant,
+    paid: Instant,
+    ended: Instant,
+    seen: StepTimes,
+) -> Option<[Duration; 3]> {
+    Some([
+        seen.check_in_arrived?.saturating_duration_since(started),
+        seen.create_arrived?.saturating_duration_since(paid),
+        ended.saturating_duration_since(seen.capture_answered?),
+    ])
+}
+
+fn summarise(results: Vec<LaneResult>, start: Instant, window: Duration) -> SideReport {
+    let end = start + window;
+    let mut report = SideReport {
+        window,
+        ..SideReport::default()
+    };
+    let mut samples: [Vec<Duration>; 3] = Default::default();
+    let mut checkouts = Vec::new();
+    let mut reads = 0u64;
+    for r in results {
+        report.completed += r.done.len() as u64;
+        reads += r.reads;
+        report.failed += r.failed;
+        report.unfinished += r.unfinished;
+        for f in r.failures {
+            if report.failures.len() < MAX_FAILURES_KEPT {
+                report.failures.push(f);
+            }
+        }
+        for done in r.done.into_iter().filter(|d| d.ended <= end) {
+            report.flows += 1;
+            checkouts.push(done.checkout);
+            for (i, d) in done.steps.into_iter().flatten().enumerate() {
+                samples[i].push(d);
+            }
+        }
+    }
+    report.reads_per_flow = reads as f64 / report.completed.max(1) as f64;
+    report.steps = std::array::from_fn(|i| Percentiles::of(&samples[i]));
+    report.checkout = Percentiles::of(&checkouts);
+    report
+}
+
+/// A lane driven the way a terminal drives it.
+struct Terminal {
+    index: usize,
+    lane: LaneHandle,
+    http: reqwest::Client,
+    scans: String,
+    payment: String,
+    bearer: String,
+    qr: String,
+    probe: Arc<LaneProbe>,
+}
+
+/// Why a lanehub checkout did not end paid.
+fn ended_code(e: &LaneEvent) -> Option<&str> {
+    (e.snapshot.state == "idle")
+        .then(|| e.snapshot.message.as_ref().map_or("", |m| m.code.as_str()))
+}
+
+impl Terminal {
+    async fn post(&self, url: &str, body: Value) -> Result<(), String> {
+        let answer = self
+            .http
+            .post(url)
+            .header("authorization", &self.bearer)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("terminal API: {e}"))?;
+        let status = answer.status();
+        // The body (the lane's snapshot) is read so the connection can be reused.
+        let text = answer
+            .bytes()
+            .await
+            .map_err(|e| format!("terminal API: {e}"))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "terminal API answered {status}: {}",
+                String::from_utf8_lossy(&text)
+            ))
+        }
+    }
+
+    /// Waits for events until `done` says the checkout reached what it waits for; an ended
+    /// session that `done` did not accept is an error.
+    async fn until(
+        &self,
+        rx: &mut broadcast::Receiver<LaneEvent>,
+        deadline: Instant,
+        mut done: impl FnMut(&LaneEvent) -> bool,
+    ) -> Result<Instant, String> {
+        loop {
+            let event = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) => return Err(NO_EVENT.into()),
+                Ok(Ok(event)) => event,
+                Ok(Err(RecvError::Lagged(n))) => return Err(format!("missed {n} lane events")),
+                Ok(Err(RecvError::Closed)) => return Err("the lane's events closed".into()),
+            };
+            let at = Instant::now();
+            if done(&event) {
+                return Ok(at);
+            }
+            if let Some(code) = ended_code(&event) {
+                return Err(format!("the checkout ended with `{code}`"));
+            }
+        }
+    }
+
+    async fn checkout(
+        &self,
+        rx: &mut broadcast::Receiver<LaneEvent>,
+        stop: Instant,
+    ) -> Result<[Instant; 3], String> {
+        let deadline = (Instant::now() + FLOW_LIMIT).min(stop + DRAIN_LIMIT);
+        let scanned = Instant::now();
+        self.post(&self.scans, json!({"text": self.qr})).await?;
+        let (mut ready, mut checked_in) = (false, false);
+        self.until(rx, deadline, |e| {
+            checked_in |= e.kind == "check_in";
+            ready |= e.snapshot.state == "ready_for_payment";
+            ready && checked_in
+        })
+        .await?;
+        let paid = Instant::now();
+        let pay = json!({
+            "amount": {"value": AMOUNT, "currency": "NOK"},
+            "description": "lanehub bench",
+        });
+        self.post(&self.payment, pay).await?;
+        let ended = self
+            .until(rx, deadline, |e| ended_code(e) == Some("payment_approved"))
+            .await?;
+        Ok([scanned, paid, ended])
+    }
+
+    async fn run(self, stop: Instant) -> LaneResult {
+        let mut result = LaneResult::default();
+        let (_, _, mut rx) = self.lane.subscribe();
+        while Instant::now() < stop {
+            // What is left of the previous checkout (late webhooks) does not answer this one.
+            loop {
+                match rx.try_recv() {
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
+            }
+            self.probe.take(self.index);
+            match self.checkout(&mut rx, stop).await {
+                Ok([scanned, paid, ended]) => {
+                    let seen = self.probe.take(self.index);
+                    result.done(scanned, paid, ended, seen);
+                }
+                Err(e) if e == NO_EVENT && Instant::now() >= stop + DRAIN_LIMIT => {
+                    result.unfinished += 1;
+                    self.settle(&mut rx).await;
+                }
+                Err(e) => {
+                    result.fail(format!("lane {}: {e}", self.lane.id()));
+                    self.settle(&mut rx).await;
+                }
+            }
+        }
+        result
+    }
+
+    /// After a failed checkout: cancel or close, and wait for the lane to be idle again.
+    async fn settle(&self, rx: &mut broadcast::Receiver<LaneEvent>) {
+        for command in [
+            crate::lane::LaneCommand::Cancel,
+            crate::lane::LaneCommand::Reset,
+        ] {
+            let _ = self.lane.command(command).await;
+        }
+        let deadline = Instant::now() + DRAIN_LIMIT;
+        while self.lane.snapshot().state != "idle" && Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, rx.recv()).await;
+        }
+    }
+}
+
+/// One lane's share of the floor: the same Vipps calls, straight from a plain client.
+struct FloorLane {
+    index: usize,
+    client: VippsClient,
+    token: Arc<AccessToken>,
+    probe: Arc<LaneProbe>,
+    sim: Arc<SimState>,
+    ticks: watch::Receiver<Instant>,
+    /// Status reads per checkout, as lanehub made them.
+    reads: u64,
+}
+
+impl FloorLane {
+    async fn checkout(&mut self, n: u64) -> Result<([Instant; 3], u64), String> {
+        let phone = lane_phone(self.index);
+        let qr = clear_text_qr(self.index);
+        let token = &*self.token;
+        let started = Instant::now();
+        let fail = |step: &'static str| move |e: VippsError| format!("{step}: {e}");
+        self.client
+            .exchange_qr(token, &qr)
+            .await
+            .map_err(fail("QR exchange"))?;
+        // lanehub's check-in, like the floor's, completes before the cashier pays.
+        self.client
+            .check_in(token, &phone, true)
+            .await
+            .map_err(fail("check-in"))?;
+        let paid = Instant::now();
+        let reference: PaymentReference = format!("floor-{}-{n}", self.index)
+            .parse()
+            .map_err(|e: InvalidValue| e.to_string())?;
+        let key = |op: &str| -> Result<IdempotencyKey, String> {
+            format!("floor-{}-{n}-{op}", self.index)
+                .parse()
+                .map_err(|e: InvalidValue| e.to_string())
+        };
+        let request = CreatePaymentRequest::in_store(
+            reference.clone(),
+            Amount::nok(AMOUNT),
+            phone,
+            "lanehub bench",
+        );
+        self.client
+            .create_payment(token, &key("create")?, &request)
+            .await
+            .map_err(fail("create"))?;
+        let created = self.sim.clock.now();
+        let mut reads = 0u64;
+        // lanehub reads once per webhook: all but the last while the customer has not acted yet.
+        while reads + 1 < self.reads {
+            self.client
+                .get_payment(token, &reference)
+                .await
+                .map_err(fail("status read"))?;
+            reads += 1;
+        }
+        // The customer approves on the simulator's first tick after the creation; the floor is
+        // woken then, as lanehub is by the webhook.
+        let mut after = created;
+        loop {
+            let seen = *self
+                .ticks
+                .wait_for(|t| *t >= after)
+                .await
+                .map_err(|_| "the simulator stopped ticking".to_owned())?;
+            let p = self
+                .client
+                .get_payment(token, &reference)
+                .await
+                .map_err(fail("status read"))?;
+            reads += 1;
+            if p.state == PaymentState::Authorized {
+                break;
+            }
+            if reads > 100 {
+                return Err(format!("payment still {:?} after {reads} reads", p.state));
+            }
+            after = seen + Duration::from_nanos(1);
+        }
+        self.client
+            .capture_payment(token, &reference, &key("capture")?, Amount::nok(AMOUNT))
+            .await
+            .map_err(fail("capture"))?;
+        Ok(([started, paid, Instant::now()], reads))
+    }
+
+    async fn run(mut self, stop: Instant) -> LaneResult {
+        let mut result = LaneResult::default();
+        for n in 1u64.. {
+            if Instant::now() >= stop {
+                break;
+            }
+            self.probe.take(self.index);
+            match self.checkout(n).await {
+                Ok(([started, paid, ended], reads)) => {
+                    let seen = self.probe.take(self.index);
+                    result.done(started, paid, ended, seen);
+                    result.reads += reads;
+                }
+                Err(e) => result.fail(format!("floor lane {}: {e}", self.index)),
+            }
+        }
+        result
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+fn during(step: &'static str) -> impl FnOnce(VippsError) -> LanesBenchError {
+    move |source| LanesBenchError::Vipps { step, source }
+}
+
+/// A free loopback port for lanehub's API, known before it starts so the webhook URL can name it.
+fn free_loopback_addr() -> Result<std::net::SocketAddr, LanesBenchError> {
+    let probe = TcpListener::bind("127.0.0.1:0").map_err(LanesBenchError::Listen)?;
+    probe.local_addr().map_err(LanesBenchError::Listen)
+}
+
+/// Runs the benchmark. Must run inside an actix system.
+pub async fn run(
+    settings: Settings,
+    args: &LanesBenchArgs,
+) -> Result<LanesReport, LanesBenchError> {
+    crate::install_crypto_provider();
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("lanehub-bench-{}", uuid::Uuid::new_v4().simple())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&data_dir).map_err(|source| LanesBenchError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let result = run_in(settings, args, data_dir.clone()).await;
+    if temporary {
+        // Best effort: a leftover directory in the temporary directory harms nothing.
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    result
+}
+
+async fn run_in(
+    mut settings: Settings,
+    args: &LanesBenchArgs,
+    data_dir: PathBuf,
+) -> Result<LanesReport, LanesBenchError> {
+    let lanes = usize::try_from(args.lanes).unwrap_or(usize::MAX);
+    let window = Duration::from_secs(args.duration);
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+    // The simulator, with a second merchant for the floor and one customer per lane.
+    let mut sim_settings = settings.sim.clone();
+    sim_settings.rate_limits = true;
+    sim_settings.merchants.push(SimMerchant {
+        name: "Bench floor".into(),
+        client_id: FLOOR_CLIENT_ID.into(),
+        client_secret: SecretString::from(format!("floor-secret-{run_id}")),
+        subscription_key: SecretString::from(format!("floor-key-{run_id}")),
+        merchant_serial_number: FLOOR_MSN.into(),
+    });
+    let floor_merchant = sim_settings.merchants.last().cloned();
+    let probe = Arc::new(LaneProbe::new(lanes));
+    let sim = EmbeddedSim::start(sim_settings, SIM_TICK, Some(probe.clone()))
+        .map_err(LanesBenchError::Listen)?;
+    {
+        let mut customers = sim
+            .state
+            .customers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for i in 0..lanes {
+            customers.insert(Customer {
+                phone_number: lane_phone(i),
+                name: format!("Bench Customer {i}"),
+                email: format!("bench.{i}@example.com"),
+                member: true,
+                behaviour: Behaviour {
+                    payment: PaymentBehaviour::Approve,
+                    payment_delay: Duration::ZERO,
+                    login: LoginBehaviour::Consent,
+                    login_delay: Duration::ZERO,
+                },
+                qr_token_url: String::new(),
+                qr_clear_text_url: None,
+            });
+        }
+    }
+
+    // lanehub, in remote mode against that simulator.
+    let api = free_loopback_addr()?;
+    let admin = format!("bench-admin-{run_id}");
+    settings.vipps.mode = VippsMode::Remote;
+    settings.vipps.base_url = sim.base_url.clone();
+    settings.vipps.webhook_public_url = format!("http://{api}/vipps/webhooks");
+    settings.vipps.max_requests_per_second = BENCH_CEILING;
+    settings.vipps.max_waiters = settings.vipps.max_waiters.max(lanes * 8);
+    settings.api.listen = api;
+    settings.api.admin_token = SecretString::from(admin.clone());
+    settings.store.data_dir = data_dir.clone();
+    settings.lanes = (1..=lanes)
+        .map(|i| {
+            Ok(LaneSettings {
+                id: i.to_string().parse::<LaneId>()?,
+                token: SecretString::from(format!("bench-lane-{i}-{run_id}")),
+                scanners: vec![],
+            })
+        })
+        .collect::<Result<_, InvalidValue>>()?;
+    let lane_threads = match settings.supervisor.lane_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let client_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let floor_vipps = floor_settings(&settings.vipps, floor_merchant.as_ref());
+
+    let rss_before_kib = rss_kib();
+    let app = crate::startup::Application::build(settings)
+        .map_err(|e| LanesBenchError::Start(format!("{e:#}")))?;
+    let (handles, store) = (app.lanes().all(), app.store().clone());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let deadline = Instant::now() + START_LIMIT;
+    while !(handles.iter().all(LaneHandle::is_up)
+        && probe.webhook_registered.load(Ordering::SeqCst))
+    {
+        if Instant::now() > deadline {
+            return Err(LanesBenchError::Start(
+                "lanes or the webhook registration not ready within 120 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let rss_idle_kib = rss_kib();
+
+    // Every customer is in the club, in one transaction.
+    let members: Vec<Member> = (0..lanes)
+        .map(|i| Member {
+            phone_number: lane_phone(i),
+            name: format!("Bench Customer {i}"),
+            email: format!("bench.{i}@example.com"),
+            consents: vec![],
+            enrolled_at: chrono::Utc::now(),
+            enrolled_lane: None,
+            source: MemberSource::Import,
+        })
+        .collect();
+    store.import_members(members).await?;
+
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()
+        .map_err(LanesBenchError::Runtime)?;
+
+    // lanehub's side.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+        .map_err(|e| LanesBenchError::Start(format!("HTTP client: {e}")))?;
+    let before = (
+        sim.counter.snapshot(),
+        probe.calls(Operation::PaymentGet),
+        cpu_seconds(),
+    );
+    let start = Instant::now();
+    let stop = start + window;
+    let mut tasks = Vec::with_capacity(lanes);
+    for (index, lane) in handles.iter().enumerate() {
+        let index = lane_index(lane.id().as_str()).unwrap_or(index);
+        let terminal = Terminal {
+            index,
+            lane: lane.clone(),
+            http: http.clone(),
+            scans: format!("http://{api}/api/v1/lanes/{}/scans", lane.id()),
+            payment: format!("http://{api}/api/v1/lanes/{}/payment", lane.id()),
+            bearer: format!("Bearer {admin}"),
+            qr: clear_text_qr(index),
+            probe: probe.clone(),
+        };
+        tasks.push(clients.spawn(terminal.run(stop)));
+    }
+    let mut results = Vec::with_capacity(lanes);
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let counts = sim.counter.snapshot().since(before.0);
+    let reads = probe.calls(Operation::PaymentGet) - before.1;
+    let cpu = cpu_seconds() - before.2;
+    let mut lanehub = summarise(results, start, window);
+    lanehub.cpu_seconds = cpu;
+    lanehub.http_responses = counts.responses;
+    lanehub.http_429 = counts.too_many_requests;
+    lanehub.reads_per_flow = reads as f64 / lanehub.completed.max(1) as f64;
+
+    // The floor: the same calls, the same concurrency, no lanehub in between.
+    let floor_client =
+        VippsClient::new(&floor_vipps).map_err(during("building the floor's client"))?;
+    let token = Arc::new(
+        floor_client
+            .fetch_token()
+            .await
+            .map_err(during("the floor's token"))?,
+    );
+    let reads_per_flow = lanehub.reads_per_flow.round().max(1.0) as u64;
+    let before = (sim.counter.snapshot(), cpu_seconds());
+    let start = Instant::now();
+    let stop = start + window;
+    let mut tasks = Vec::with_capacity(lanes);
+    for (index, lane) in handles.iter().enumerate() {
+        let floor = FloorLane {
+            index: lane_index(lane.id().as_str()).unwrap_or(index),
+            client: floor_client.clone(),
+            token: token.clone(),
+            probe: probe.clone(),
+            sim: sim.state.clone(),
+            ticks: sim.ticks.clone(),
+            reads: reads_per_flow,
+        };
+        tasks.push(clients.spawn(floor.run(stop)));
+    }
+    let mut results = Vec::with_capacity(lanes);
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let counts = sim.counter.snapshot().since(before.0);
+    let cpu = cpu_seconds() - before.1;
+    let mut floor = summarise(results, start, window);
+    floor.cpu_seconds = cpu;
+    floor.http_responses = counts.responses;
+    floor.http_429 = counts.too_many_requests;
+    let rss_after_kib = rss_kib();
+
+    clients.shutdown_background();
+    sim.stop().await;
+    Ok(LanesReport {
+        lanes: args.lanes,
+        duration: window,
+        lanehub,
+        floor,
+        rss_before_kib,
+        rss_idle_kib,
+        rss_after_kib,
+        client_threads,
+        lane_threads,
+        data_dir,
+    })
+}
+
+/// The clear-text Vipps QR of lane `index`'s customer (lanehub still exchanges it).
+fn clear_text_qr(index: usize) -> String {
+    format!(
+        "https://qr.vipps.no/28/2/01/031/{}?v=1",
+        lane_phone(index).as_str()
+    )
+}
+
+/// Lane `"7"` is index 6: its customer is `lane_phone(6)`.
+fn lane_index(id: &str) -> Option<usize> {
+    id.parse::<usize>().ok()?.checked_sub(1)
+}
+
+/// The floor's client settings: lanehub's, with the floor merchant's credentials.
+fn floor_settings(vipps: &VippsSettings, merchant: Option<&SimMerchant>) -> VippsSettings {
+    let mut floor = vipps.clone();
+    if let Some(m) = merchant {
+        floor.client_id = m.client_id.clone();
+        floor.client_secret = m.client_secret.clone();
+        floor.subscription_key = m.subscription_key.clone();
+        floor.merchant_serial_number = m.merchant_serial_number.clone();
+    }
+    floor
+}
