@@ -789,7 +789,7 @@ impl DriveError {
 /// A lane's events since the watch began, read in order.
 struct LaneWatch {
     lane: LaneHandle,
-    rx: broadcast::Receiver<LaneEvent>,
+    rx: broadcast::Receiver<Arc<LaneEvent>>,
 }
 
 impl LaneWatch {
@@ -832,7 +832,7 @@ impl LaneWatch {
         loop {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Err(_) => return Err(DriveError::Timeout { what, limit }),
-                Ok(Ok(event)) if done(&event.snapshot) => return Ok(event.snapshot),
+                Ok(Ok(event)) if done(&event.snapshot) => return Ok(event.snapshot.clone()),
                 Ok(Ok(_)) => {}
                 // Missed events: the lane as it is now tells enough.
                 Ok(Err(RecvError::Lagged(_))) => {

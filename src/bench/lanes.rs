@@ -555,7 +555,7 @@ impl Terminal {
     /// session that `done` did not accept is an error.
     async fn until(
         &self,
-        rx: &mut broadcast::Receiver<LaneEvent>,
+        rx: &mut broadcast::Receiver<Arc<LaneEvent>>,
         deadline: Instant,
         mut done: impl FnMut(&LaneEvent) -> bool,
     ) -> Result<Instant, String> {
@@ -578,7 +578,7 @@ impl Terminal {
 
     async fn checkout(
         &self,
-        rx: &mut broadcast::Receiver<LaneEvent>,
+        rx: &mut broadcast::Receiver<Arc<LaneEvent>>,
         stop: Instant,
     ) -> Result<[Instant; 3], String> {
         let deadline = (Instant::now() + FLOW_LIMIT).min(stop + DRAIN_LIMIT);
@@ -634,7 +634,7 @@ impl Terminal {
     }
 
     /// After a failed checkout: cancel or close, and wait for the lane to be idle again.
-    async fn settle(&self, rx: &mut broadcast::Receiver<LaneEvent>) {
+    async fn settle(&self, rx: &mut broadcast::Receiver<Arc<LaneEvent>>) {
         for command in [
             crate::lane::LaneCommand::Cancel,
             crate::lane::LaneCommand::Reset,

@@ -83,7 +83,8 @@ impl CommandError {
 pub struct LaneSlot {
     pub id: LaneId,
     snapshot: watch::Sender<LaneSnapshot>,
-    events: broadcast::Sender<LaneEvent>,
+    /// Shared, so a lane's buffer of events costs a pointer per slot, not a snapshot.
+    events: broadcast::Sender<Arc<LaneEvent>>,
     /// The last event's sequence number. Held while numbering and sending an event, so events
     /// reach subscribers in `seq` order and a subscription starts exactly after a known `seq`.
     seq: Mutex<u64>,
@@ -127,7 +128,7 @@ impl LaneHandle {
     }
 
     /// The current snapshot with its sequence number, and a receiver for every later event.
-    pub fn subscribe(&self) -> (u64, LaneSnapshot, broadcast::Receiver<LaneEvent>) {
+    pub fn subscribe(&self) -> (u64, LaneSnapshot, broadcast::Receiver<Arc<LaneEvent>>) {
         let seq = self
             .0
             .seq
@@ -164,12 +165,12 @@ impl LaneHandle {
             .expect("nothing panics while holding the seq lock");
         *seq += 1;
         // No subscribers is fine: the snapshot is kept for the next one.
-        let _ = self.0.events.send(LaneEvent {
+        let _ = self.0.events.send(Arc::new(LaneEvent {
             seq: *seq,
             kind: kind.to_owned(),
             snapshot: self.snapshot(),
             data,
-        });
+        }));
     }
 
     fn actor(&self) -> Option<Addr<LaneActor>> {

@@ -870,7 +870,10 @@ impl VippsHandle {
                     return Err(e);
                 }
             };
-            tokio::time::sleep_until(admitted.at).await;
+            // A slot that is due already must not wait for the timer's next millisecond tick.
+            if admitted.at > Instant::now() {
+                tokio::time::sleep_until(admitted.at).await;
+            }
             crate::metrics::vipps_rate_limit_wait(op, asked.elapsed());
 
             let mut generation = None;
