@@ -608,12 +608,7 @@ impl Terminal {
         let (_, _, mut rx) = self.lane.subscribe();
         while Instant::now() < stop {
             // What is left of the previous checkout (late webhooks) does not answer this one.
-            loop {
-                match rx.try_recv() {
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                }
-            }
+            while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
             self.probe.take(self.index);
             match self.checkout(&mut rx, stop).await {
                 Ok([scanned, paid, ended]) => {
