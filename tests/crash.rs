@@ -543,6 +543,9 @@ async fn checkouts_survive_random_sigkills() {
     let (_sim, sim_url) = Process::start(&["sim", "--listen", "127.0.0.1:0"], &sim_env, &sim_log);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
+        // Idle connections are dropped well before the servers' keep-alive (5 s) ends them,
+        // so a request never goes out on a connection being closed.
+        .pool_idle_timeout(Duration::from_secs(1))
         .build()
         .expect("a client");
     let config = write_config(data.path(), &sim_url);
