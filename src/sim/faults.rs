@@ -1,6 +1,7 @@
 //! Fault injection for the Vipps API routes, globally and per operation: added latency, 5xx,
 //! 423 and 429 answers, requests that never get an answer, dropped connections, and duplicate or
-//! out-of-order webhook deliveries. Configured at run time through `/sim/v1/faults`.
+//! out-of-order webhook deliveries, and forged webhook deliveries (a false payload with a wrong
+//! signature, sent beside the real one). Configured at run time through `/sim/v1/faults`.
 //!
 //! What must stay true:
 //! - The control API (`/sim/v1`) is never faulted; only the routes behind [`middleware`] are.
@@ -84,6 +85,10 @@ pub struct FaultConfig {
     /// Share of webhook deliveries held back behind the next one (global only).
     pub webhook_out_of_order_rate: f64,
     pub webhook_out_of_order_next: u32,
+    /// Share of webhook deliveries preceded by a forged one: a false payload (the payment
+    /// captured) signed with the wrong secret, sent once (global only).
+    pub webhook_forged_rate: f64,
+    pub webhook_forged_next: u32,
     /// Reseeds the random rolls so a run can be repeated exactly (global only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
@@ -131,6 +136,7 @@ impl FaultConfig {
         let webhook_rates = [
             ("webhookDuplicateRate", self.webhook_duplicate_rate),
             ("webhookOutOfOrderRate", self.webhook_out_of_order_rate),
+            ("webhookForgedRate", self.webhook_forged_rate),
         ];
         for (field, rate) in answer_rates.iter().chain(&webhook_rates) {
             if !(0.0..=1.0).contains(rate) {
@@ -179,6 +185,8 @@ impl FaultConfig {
                     self.webhook_out_of_order_rate != 0.0,
                 ),
                 ("webhookOutOfOrderNext", self.webhook_out_of_order_next != 0),
+                ("webhookForgedRate", self.webhook_forged_rate != 0.0),
+                ("webhookForgedNext", self.webhook_forged_next != 0),
                 ("seed", self.seed.is_some()),
             ];
             if let Some((field, _)) = global_only.iter().find(|(_, set)| *set) {
@@ -307,6 +315,7 @@ enum Kind {
     Drop,
     WebhookDuplicate,
     WebhookOutOfOrder,
+    WebhookForged,
 }
 
 /// How many faults of each kind were injected.
@@ -321,6 +330,7 @@ pub struct Counts {
     pub drop: u64,
     pub webhook_duplicate: u64,
     pub webhook_out_of_order: u64,
+    pub webhook_forged: u64,
 }
 
 impl Counts {
@@ -334,6 +344,7 @@ impl Counts {
             Kind::Drop => &mut self.drop,
             Kind::WebhookDuplicate => &mut self.webhook_duplicate,
             Kind::WebhookOutOfOrder => &mut self.webhook_out_of_order,
+            Kind::WebhookForged => &mut self.webhook_forged,
         };
         *slot += 1;
     }
@@ -478,6 +489,11 @@ impl Faults {
         self.roll_webhook(Kind::WebhookOutOfOrder)
     }
 
+    /// Whether a forged sending should go before the next webhook delivery.
+    pub fn roll_webhook_forged(&self) -> bool {
+        self.roll_webhook(Kind::WebhookForged)
+    }
+
     fn roll_webhook(&self, kind: Kind) -> bool {
         let mut inner = self.lock();
         let Inner { global, rng, .. } = &mut *inner;
@@ -486,6 +502,7 @@ impl Faults {
                 &mut global.webhook_duplicate_next,
                 global.webhook_duplicate_rate,
             ),
+            Kind::WebhookForged => (&mut global.webhook_forged_next, global.webhook_forged_rate),
             _ => (
                 &mut global.webhook_out_of_order_next,
                 global.webhook_out_of_order_rate,
@@ -800,9 +817,11 @@ mod tests {
         let dups: Vec<bool> = (0..3).map(|_| faults.roll_webhook_duplicate()).collect();
         assert_eq!(dups, vec![true, true, false]);
         assert!(faults.roll_webhook_out_of_order());
+        assert!(!faults.roll_webhook_forged());
         let view = faults.view();
         assert_eq!(view.injected.webhook_duplicate, 2);
         assert_eq!(view.injected.webhook_out_of_order, 1);
+        assert_eq!(view.injected.webhook_forged, 0);
         faults.clear();
         assert!(!faults.roll_webhook_out_of_order());
         assert_eq!(faults.view().injected, Counts::default());

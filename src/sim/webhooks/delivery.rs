@@ -74,6 +74,8 @@ pub enum Outcome {
     Failed,
     /// Failed, and `webhook_retry_for` has run out: no more attempts.
     GaveUp,
+    /// A forged sending the receiver refused, as it should; never retried.
+    Refused,
     /// The registration's queue was full; the event was never sent.
     Dropped,
 }
@@ -92,6 +94,8 @@ pub struct Attempt {
     pub outcome: Outcome,
     /// A second sending of the same delivery, injected by the duplicate fault.
     pub duplicate: bool,
+    /// A false payload with a wrong signature, injected by the forged fault.
+    pub forged: bool,
     /// When, on the simulator's clock.
     pub at: String,
     pub payload: Value,
@@ -139,6 +143,9 @@ pub async fn run(
         } else {
             delivery
         };
+        if state.faults.roll_webhook_forged() {
+            forge(&state, &target, &delivery).await;
+        }
         let twice = state.faults.roll_webhook_duplicate();
         deliver(&state, &target, &wake, &delivery, false).await;
         if twice {
@@ -198,6 +205,7 @@ async fn deliver(state: &SimState, target: &Target, wake: &Notify, d: &Delivery,
             error,
             outcome,
             duplicate,
+            forged: false,
             at: state
                 .clock
                 .wall()
@@ -209,6 +217,50 @@ async fn deliver(state: &SimState, target: &Target, wake: &Notify, d: &Delivery,
         }
         wait_until(state, wake, retry_at).await;
     }
+}
+
+/// Sends, once, what an attacker who knows the URL but not the secret would: this delivery's
+/// payload changed to say the payment was captured, signed with a wrong secret. A receiver must
+/// refuse it (non-2xx) and change nothing.
+async fn forge(state: &SimState, target: &Target, d: &Delivery) {
+    let mut payload = d.payload.clone();
+    payload["name"] = Value::from("CAPTURED");
+    payload["success"] = Value::from(true);
+    let body = serde_json::to_vec(&payload).unwrap_or_default();
+    let forger = Target {
+        secret: format!("forged-{}", target.secret),
+        ..target.clone()
+    };
+    let result = match state.webhooks.client() {
+        Ok(client) => send(&client, &forger, &body).await,
+        Err(e) => Err(e),
+    };
+    let (status, error) = match result {
+        Ok(s) => (Some(s), None),
+        Err(e) => (None, Some(e)),
+    };
+    let outcome = match status {
+        Some(s) if (200..300).contains(&s) => Outcome::Delivered,
+        Some(_) => Outcome::Refused,
+        None => Outcome::Failed,
+    };
+    state.webhooks.record(Attempt {
+        delivery_id: d.id,
+        webhook_id: target.webhook_id.clone(),
+        event: "epayments.payment.captured.v1".to_owned(),
+        url: target.url.to_string(),
+        attempt: 1,
+        status,
+        error,
+        outcome,
+        duplicate: false,
+        forged: true,
+        at: state
+            .clock
+            .wall()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        payload,
+    });
 }
 
 /// Sleeps until `deadline` on the simulator's clock, waking early to re-check when the clock is

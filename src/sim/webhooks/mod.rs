@@ -114,6 +114,7 @@ impl Webhooks {
                     error: Some(error),
                     outcome: Outcome::Dropped,
                     duplicate: false,
+                    forged: false,
                     at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     payload: payload.clone(),
                 },
