@@ -85,6 +85,13 @@ pub struct SupervisorSettings {
     /// lanehub stops and leaves them to recovery at the next start.
     #[serde(deserialize_with = "duration")]
     pub shutdown_deadline: Duration,
+    /// How often payments that Vipps never confirmed (their session gave up) are read back.
+    #[serde(deserialize_with = "duration")]
+    pub unconfirmed_payment_interval: Duration,
+    /// How long after its creation such a payment is looked for before it counts as never
+    /// created; one that appears within it is cancelled.
+    #[serde(deserialize_with = "duration")]
+    pub unconfirmed_payment_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -152,6 +152,16 @@ impl Application {
             });
         }
 
+        crate::supervisor::unconfirmed::spawn(
+            store.clone(),
+            vipps.clone(),
+            crate::supervisor::unconfirmed::WatchSettings {
+                interval: settings.supervisor.unconfirmed_payment_interval,
+                window: settings.supervisor.unconfirmed_payment_window,
+            },
+            shutdown.clone(),
+        );
+
         let state = web::Data::new(AppState {
             vipps: vipps.clone(),
             store: store.clone(),

@@ -1059,3 +1059,132 @@ async fn duplicate_out_of_order_and_forged_webhooks_still_make_one_payment_paid_
         "duplicated AUTHORIZED deliveries: {deliveries}"
     );
 }
+
+/// A payment whose create was journalled, whose session ended "did not reach Vipps", and which
+/// the payments index still holds as `REQUESTED`.
+async fn seed_unconfirmed(store: &Store, lane: &lanehub::domain::LaneId) -> String {
+    use lanehub::domain::Amount;
+    use lanehub::session::{
+        FailReason, JournalRecord, KeyedOperation, Membership, Outcome, SessionId, idempotency_key,
+        payment_reference,
+    };
+    let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+    let reference = payment_reference(lane, &session);
+    for record in [
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: MEMBER.parse().unwrap(),
+            membership: Membership::Member,
+        },
+        JournalRecord::PaymentRequested {
+            reference: reference.clone(),
+            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            amount: Amount::nok(AMOUNT),
+            msisdn: MEMBER.parse().unwrap(),
+            description: "Groceries".into(),
+            receipt_number: None,
+            attempt: 1,
+        },
+        JournalRecord::SessionEnded {
+            outcome: Outcome::Failed {
+                reason: FailReason::PaymentNotCreated,
+            },
+        },
+    ] {
+        store
+            .append(lane, session.as_str(), record.kind(), &record)
+            .await
+            .unwrap();
+    }
+    store
+        .record_payment(
+            &reference,
+            lane,
+            session.as_str(),
+            Amount::nok(AMOUNT),
+            "REQUESTED",
+        )
+        .await
+        .unwrap();
+    store
+        .close_session(lane, session.as_str(), "failed")
+        .await
+        .unwrap();
+    reference.to_string()
+}
+
+#[actix_web::test]
+async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("lanehub=debug")
+        .try_init();
+    use lanehub::domain::Amount;
+    use lanehub::vipps::VippsHandle;
+    use lanehub::vipps::models::CreatePaymentRequest;
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: lanehub::domain::LaneId = "1".parse().unwrap();
+    let late = seed_unconfirmed(&store, &lane).await;
+    let never = seed_unconfirmed(&store, &lane).await;
+    drop(store);
+
+    let mut settings = fast_settings();
+    settings.supervisor.unconfirmed_payment_interval = ms(100);
+    settings.supervisor.unconfirmed_payment_window = Duration::from_secs(2);
+    let vipps_settings = settings.vipps.clone();
+    let hub = start_on(settings, data).await;
+
+    // The lost request is processed now, long after the lane told the cashier otherwise.
+    let mut direct = vipps_settings;
+    direct.base_url = hub.sim.clone();
+    let vipps = VippsHandle::start(&direct, direct.actor_settings()).unwrap();
+    let request = CreatePaymentRequest::in_store(
+        late.parse().unwrap(),
+        Amount::nok(AMOUNT),
+        MEMBER.parse().unwrap(),
+        "Groceries",
+    );
+    vipps
+        .create_payment(&"late-create-key-0001".parse().unwrap(), &request)
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + PATIENCE;
+    let (late_state, never_state) = loop {
+        let late_row = hub
+            .store
+            .payment(&late.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let never_row = hub
+            .store
+            .payment(&never.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        if late_row.state != "REQUESTED" && never_row.state != "REQUESTED" {
+            break (late_row.state, never_row.state);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still unconfirmed: {late_row:?} {never_row:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let at_vipps = hub.only_vipps_payment().await;
+    assert_eq!(at_vipps["reference"], late.as_str());
+    // Cancelled: before approval it ends TERMINATED; after, it stays AUTHORIZED with the whole
+    // amount cancelled.
+    let cancelled = at_vipps["aggregate"]["cancelledAmount"]["value"].as_u64();
+    assert!(
+        at_vipps["state"] == "TERMINATED"
+            || (at_vipps["state"] == "AUTHORIZED" && cancelled == Some(AMOUNT)),
+        "the late payment is cancelled: {at_vipps}"
+    );
+    assert_eq!(late_state, at_vipps["state"].as_str().unwrap());
+    assert_eq!(captured(&at_vipps), 0);
+    // The other one never came: after the window it is known not to exist.
+    assert_eq!(never_state, "NOT_CREATED");
+}

@@ -17,6 +17,7 @@ use crate::session::{
     PaymentState, SessionId, Userinfo,
 };
 use crate::store::{Consent, Member, MemberSource, MembershipStore, PaymentUpdate, Store};
+use crate::supervisor::unconfirmed::REQUESTED;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
 use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest};
@@ -118,7 +119,7 @@ async fn persist(deps: &EffectDeps, session: &SessionId, record: &JournalRecord)
                 ..
             } => {
                 deps.store
-                    .record_payment(reference, lane, session.as_str(), *amount, "REQUESTED")
+                    .record_payment(reference, lane, session.as_str(), *amount, REQUESTED)
                     .await?;
                 deps.store
                     .record_idempotency_key(
@@ -206,15 +207,8 @@ async fn note_payment(
     agg: &models::Aggregate,
     reference: &crate::domain::PaymentReference,
 ) {
-    let label = match payment_state {
-        models::PaymentState::Created => "CREATED",
-        models::PaymentState::Authorized => "AUTHORIZED",
-        models::PaymentState::Aborted => "ABORTED",
-        models::PaymentState::Expired => "EXPIRED",
-        models::PaymentState::Terminated => "TERMINATED",
-    };
     let update = PaymentUpdate {
-        state: Some(label.to_owned()),
+        state: Some(payment_state.as_str().to_owned()),
         captured: Some(agg.captured_amount.value),
         refunded: Some(agg.refunded_amount.value),
     };

@@ -242,6 +242,15 @@ impl Store {
         self.call(move |conn| payments::payment(conn, &reference))
     }
 
+    /// The payments whose last known state is `state` (e.g. `REQUESTED`), oldest first.
+    pub fn payments_in_state(
+        &self,
+        state: &str,
+    ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
+        let state = state.to_owned();
+        self.call(move |conn| payments::payments_in_state(conn, &state))
+    }
+
     /// Every recorded payment, oldest first.
     pub fn payments(&self) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
         self.call(|conn| payments::payments(conn))

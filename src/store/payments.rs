@@ -141,6 +141,16 @@ pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
         .collect()
 }
 
+/// The payments whose last known state is `state`, oldest first.
+pub(crate) fn payments_in_state(conn: &Connection, state: &str) -> Result<Vec<PaymentRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "{SELECT} WHERE state = ?1 ORDER BY created_at, reference"
+    ))?;
+    let rows = stmt.query_map([state], raw_payment)?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
+        .collect()
+}
+
 const SELECT: &str = "SELECT reference, lane, session, currency, amount_minor, state,
                              captured_minor, refunded_minor, created_at, updated_at
                       FROM payments";

@@ -6,6 +6,7 @@
 //! nor rebuilt.
 
 pub mod shutdown;
+pub mod unconfirmed;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;

@@ -604,6 +604,17 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    /// The name Vipps gives the state, e.g. `AUTHORIZED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentState::Created => "CREATED",
+            PaymentState::Authorized => "AUTHORIZED",
+            PaymentState::Aborted => "ABORTED",
+            PaymentState::Expired => "EXPIRED",
+            PaymentState::Terminated => "TERMINATED",
+        }
+    }
+
     /// Whether the customer or the merchant can still change the state.
     pub fn is_final(self) -> bool {
         !matches!(self, PaymentState::Created)
