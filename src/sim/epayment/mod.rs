@@ -13,6 +13,7 @@ pub mod request;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -49,7 +50,12 @@ pub struct Payments {
     pending: BTreeSet<Key>,
     idempotency: IdempotencyStore,
     limits: RateLimiter<(String, Operation, String)>,
+    /// When the idempotency answers and rate-limit windows were last pruned.
+    pruned_at: Option<Instant>,
 }
+
+/// Pruning walks every payment's bookkeeping: once a second is plenty, whatever the tick.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 impl Payments {
     /// The payment of merchant `msn` with `reference`.
@@ -686,10 +692,16 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
     for key in &due {
         payments.settle(key, &now, &state.webhooks);
     }
-    payments.idempotency.prune(now.instant);
-    payments
-        .limits
-        .prune(now.instant, MUTATION_LIMIT.per.max(READ_LIMIT.per));
+    if payments
+        .pruned_at
+        .is_none_or(|at| now.instant.duration_since(at) >= PRUNE_EVERY)
+    {
+        payments.pruned_at = Some(now.instant);
+        payments.idempotency.prune(now.instant);
+        payments
+            .limits
+            .prune(now.instant, MUTATION_LIMIT.per.max(READ_LIMIT.per));
+    }
 }
 
 // The control API: `/sim/v1/payments…`.
