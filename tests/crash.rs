@@ -16,10 +16,10 @@
 //! - no checkout (receipt number) has two payments at the simulator;
 //! - every Login the simulator saw consented to is a member in lanehub's store.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -29,10 +29,10 @@ use lanehub::store::{MembershipStore, Store};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
+use support::process::Process;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanehub");
 const ADMIN: &str = "crash-admin-token-0123456789";
 const LANES: u32 = 8;
 const CHECKOUTS: usize = 200;
@@ -58,59 +58,6 @@ const ENROLLING: [&str; 3] = [
     "awaiting_consent",
     "awaiting_member_store",
 ];
-
-/// A child process, killed (SIGKILL) when dropped so no test leaves one behind.
-struct Process(Child);
-
-impl Process {
-    /// Starts `lanehub args…` and returns it with the URL it announces on its first stdout line.
-    fn start(args: &[&str], env: &[(&str, String)], log: &Path) -> (Process, String) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("the log file opens");
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("LANEHUB_CONFIG")
-            .env("LANEHUB__LOG__LEVEL", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("lanehub starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("stdout is readable");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            url.starts_with("http://"),
-            "unexpected first line: {line:?}"
-        );
-        // Keep the pipe drained so the child never blocks on a full stdout.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        (Process(child), url)
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        self.0.kill().expect("SIGKILL is delivered");
-        self.0.wait().expect("the killed child is reaped");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// The lanehub that runs now, or `None` while it is down.
 type Current = watch::Receiver<Option<String>>;

@@ -7,16 +7,15 @@
 //! processed but never answered, a customer who acts only while lanehub is down, a capture held
 //! before it reaches Vipps.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::Duration;
 
 use lanehub::store::Store;
 use serde_json::{Value, json};
+use support::process::Process;
 use tokio::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanehub");
 const ADMIN: &str = "recovery-admin-token-0123456789";
 /// Not in the club (remote mode seeds no members); approves payments unless told otherwise.
 const CUSTOMER: &str = "4798765432";
@@ -25,59 +24,6 @@ const OTHER: &str = "4790000001";
 const AMOUNT: u64 = 23990;
 const PATIENCE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(25);
-
-/// A child process, killed (SIGKILL) when dropped so no test leaves one behind.
-struct Process(Child);
-
-impl Process {
-    /// Starts `lanehub args…` and returns it with the URL it announces on its first stdout line.
-    fn start(args: &[&str], env: &[(&str, String)], log: &Path) -> (Process, String) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("LANEHUB_CONFIG")
-            .env("LANEHUB__LOG__LEVEL", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("lanehub starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            url.starts_with("http://"),
-            "unexpected first line: {line:?}"
-        );
-        // Keep the pipe drained so the child never blocks on a full stdout.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        (Process(child), url)
-    }
-
-    /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One `lanehub sim` and the data directory lanehub restarts on.
 struct Rig {

@@ -7,19 +7,19 @@
 //! simulator outlives every lanehub process. Customers who ignore payments, approved through the
 //! simulator's control API when the test says so, place each step without timing luck.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use lanehub::store::{SCHEMA_VERSION, Store};
 use serde_json::{Value, json};
+use support::process::{BIN, Process};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanehub");
 const ADMIN: &str = "shutdown-admin-token-0123456789";
 /// Not in the club (remote mode seeds no members).
 const CUSTOMER: &str = "4798765432";
@@ -28,78 +28,6 @@ const AMOUNT: u64 = 23990;
 const PATIENCE: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(25);
 const SHUTTING_DOWN: &str = "lanehub is shutting down";
-
-/// A child process, killed (SIGKILL) when dropped so no test leaves one behind, and the file its
-/// stderr (the log) goes to.
-struct Process(Child, Option<PathBuf>);
-
-impl Process {
-    /// Starts `lanehub args…` and returns it with the URL it announces on its first stdout line.
-    fn start(args: &[&str], env: &[(&str, String)], log_path: &Path) -> (Process, String) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log_path)
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env_remove("LANEHUB_CONFIG")
-            .env("LANEHUB__LOG__LEVEL", "info")
-            .stdout(Stdio::piped())
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("lanehub starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            url.starts_with("http://"),
-            "unexpected first line: {line:?}"
-        );
-        // Keep the pipe drained so the child never blocks on a full stdout.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        (Process(child, Some(log_path.to_owned())), url)
-    }
-
-    /// SIGTERM, as systemd stops the service.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed: {status}");
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    async fn exited_within(&mut self, limit: Duration) -> ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let log = self.1.as_ref().map(std::fs::read_to_string);
-                panic!("lanehub still runs after {limit:?}; log: {log:?}");
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One `lanehub sim` and the data directory lanehub (re)starts on.
 struct Rig {
@@ -519,7 +447,7 @@ async fn a_database_from_a_newer_lanehub_exits_with_status_3() {
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let mut process = Process(child, None);
+    let mut process = Process { child, log: None };
     let status = process.exited_within(PATIENCE).await;
     let mut err = String::new();
     std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();

@@ -2,3 +2,4 @@
 #![allow(dead_code)] // each test binary compiles this module and uses only part of it
 
 pub mod openapi;
+pub mod process;
