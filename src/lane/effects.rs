@@ -260,9 +260,11 @@ fn userinfo(u: models::Userinfo) -> Userinfo {
         name: u.name,
         email: u.email,
         phone_number: u.phone_number,
+        // Vipps nests them in `delegatedConsents`; a top-level list is read too.
         consents: u
             .consents
             .into_iter()
+            .chain(u.delegated_consents.into_iter().flat_map(|d| d.consents))
             .map(|c| crate::session::Consent {
                 id: c.id,
                 accepted: c.accepted,
