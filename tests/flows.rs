@@ -1188,3 +1188,138 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
     // The other one never came: after the window it is known not to exist.
     assert_eq!(never_state, "NOT_CREATED");
 }
+
+#[actix_web::test]
+async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
+    use lanehub::config::VippsMode;
+    use lanehub::domain::LaneId;
+    use lanehub::lane::effects::{LOGIN_SCOPES, login_access_token};
+    use lanehub::session::{JournalRecord, Membership, SessionId};
+    use lanehub::sim::Simulator;
+    use lanehub::vipps::actor::{LoginOutcome, VippsHandle};
+    use lanehub::vipps::models::{LoginPoll, LoginRequest};
+
+    // Vipps outlives lanehub's crash: a simulator of its own, lanehub pointed at it.
+    let mut settings = fast_settings();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sim = Simulator::new(settings.sim.clone())
+        .serve(listener)
+        .expect("the simulator starts");
+    settings.vipps.mode = VippsMode::Remote;
+    settings.vipps.base_url = sim.base_url();
+
+    // Before the crash the lane started Login and its token poll succeeded: the customer
+    // consented, and Vipps has handed the token out (once).
+    let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())
+        .expect("the Vipps client starts");
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+    let request = LoginRequest {
+        phone_number: phone.clone(),
+        scopes: LOGIN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        binding_message: None,
+        requested_expiry: None,
+    };
+    let auth = vipps.login_authenticate(&request).await.unwrap();
+    let token = match vipps.poll_login(&auth).await.unwrap() {
+        LoginOutcome::Success(token) => token,
+        other => panic!("the customer consents: {other:?}"),
+    };
+    let again = vipps.login_token(&auth.auth_req_id).await;
+    assert!(
+        !matches!(again, Ok(LoginPoll::Success(_))),
+        "the token is handed out once: {again:?}"
+    );
+
+    // The journal as a crash right after the consent was written leaves it.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: LaneId = "1".parse().unwrap();
+    let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+    for record in [
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: phone.clone(),
+            membership: Membership::NonMember,
+        },
+        JournalRecord::EnrollmentStarted {
+            msisdn: phone.clone(),
+            auth_req_id: auth.auth_req_id.as_str().to_owned(),
+        },
+        JournalRecord::EnrollmentConsented {
+            login_token: login_access_token(&token),
+        },
+    ] {
+        store
+            .append(&lane, session.as_str(), record.kind(), &record)
+            .await
+            .unwrap();
+    }
+    drop(store);
+
+    // lanehub starts on that journal and finishes the enrollment with the journalled token.
+    settings.store.data_dir = data.path().to_owned();
+    let app = Application::build(settings).expect("lanehub builds");
+    let hub = Hub {
+        api: format!("http://{}", app.addr()),
+        sim: sim.base_url(),
+        http: reqwest::Client::new(),
+        store: app.store().clone(),
+        _data: data,
+    };
+    actix_web::rt::spawn(app.run_until_stopped());
+    let enrolled = hub
+        .wait_lane("1", "finished the recovered enrollment", |s| {
+            s["session"]["enrollment"] == "enrolled"
+        })
+        .await;
+    assert_eq!(enrolled["session"]["id"], session.as_str(), "{enrolled}");
+    assert_eq!(
+        enrolled["session"]["customer"]["member"], true,
+        "{enrolled}"
+    );
+    assert_eq!(enrolled["state"], "ready_for_payment");
+
+    let member = hub
+        .store
+        .member(&phone)
+        .await
+        .unwrap()
+        .expect("the consented member is stored");
+    assert_eq!(member.name, "Ola Nordmann");
+    assert_eq!(member.source, MemberSource::Enrollment);
+    assert!(
+        member.consents.iter().any(|c| c.required && c.accepted),
+        "{:?}",
+        member.consents
+    );
+    assert!(
+        member.consents.iter().any(|c| !c.required),
+        "{:?}",
+        member.consents
+    );
+    // One Login at Vipps, completed; it was never polled for again after the restart.
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
+    assert_eq!(logins[0]["state"], "completed", "{logins}");
+
+    let (status, body) = hub.command("1", "reset", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    hub.assert_journal_closed().await;
+    let kinds: Vec<String> = hub
+        .store
+        .session_records(&lane, session.as_str())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    let userinfo = kinds.iter().position(|k| k == "enrollment_userinfo");
+    let finished = kinds.iter().position(|k| k == "enrollment_finished");
+    assert!(
+        userinfo.is_some() && userinfo < finished,
+        "userinfo journalled before the enrollment finished: {kinds:?}"
+    );
+    drop(sim);
+}

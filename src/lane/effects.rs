@@ -9,18 +9,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
+use secrecy::SecretString;
 use tokio::sync::mpsc;
 
 use crate::domain::{LaneId, Msisdn};
 use crate::session::{
-    Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord, NewMember,
-    PaymentState, SessionId, Userinfo,
+    Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord,
+    LoginAccessToken, NewMember, PaymentState, SessionId, Userinfo,
 };
 use crate::store::{Consent, Member, MemberSource, MembershipStore, PaymentUpdate, Store};
 use crate::supervisor::unconfirmed::REQUESTED;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
-use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest};
+use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest, LoginToken};
 
 /// Journal writes and calls queued per lane before the lane reports itself overloaded.
 pub const PIPELINE_CAPACITY: usize = 256;
@@ -259,9 +260,11 @@ fn userinfo(u: models::Userinfo) -> Userinfo {
         name: u.name,
         email: u.email,
         phone_number: u.phone_number,
+        // Vipps nests them in `delegatedConsents`; a top-level list is read too.
         consents: u
             .consents
             .into_iter()
+            .chain(u.delegated_consents.into_iter().flat_map(|d| d.consents))
             .map(|c| crate::session::Consent {
                 id: c.id,
                 accepted: c.accepted,
@@ -347,6 +350,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
             }
         }
         Effect::PollLogin { call, auth_req_id } => poll_login(deps, call, auth_req_id).await,
+        Effect::FetchUserinfo { call, token } => fetch_userinfo(deps, call, &token).await,
         Effect::StoreMember { call, member: m } => {
             match deps.members.upsert_member(member(deps, m)).await {
                 Ok(_) => Event::MemberStored { call },
@@ -455,29 +459,49 @@ async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
     }
 }
 
+/// One token poll. On success the session journals the consent (with the token) before it asks
+/// for userinfo, since Vipps hands the token out only once.
 async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Event {
     let id = AuthReqId(auth_req_id);
-    let token = match deps.vipps.login_token(&id).await {
-        Ok(LoginPoll::Pending) => return Event::LoginPending { call },
-        Ok(LoginPoll::SlowDown) => return Event::LoginSlowDown { call },
-        Ok(LoginPoll::Denied) => return Event::LoginDenied { call },
-        Ok(LoginPoll::Expired) => return Event::LoginExpired { call },
-        Ok(LoginPoll::Success(token)) => token,
-        Err(e) => {
-            return Event::LoginFailed {
-                call,
-                error: call_error(&e),
-            };
-        }
-    };
-    match deps.vipps.userinfo(&token).await {
-        Ok(u) => Event::LoginConsented {
+    match deps.vipps.login_token(&id).await {
+        Ok(LoginPoll::Pending) => Event::LoginPending { call },
+        Ok(LoginPoll::SlowDown) => Event::LoginSlowDown { call },
+        Ok(LoginPoll::Denied) => Event::LoginDenied { call },
+        Ok(LoginPoll::Expired) => Event::LoginExpired { call },
+        Ok(LoginPoll::Success(token)) => Event::LoginConsented {
             call,
-            userinfo: userinfo(u),
+            auth_req_id: id.0,
+            token: login_access_token(&token),
         },
         Err(e) => Event::LoginFailed {
             call,
             error: call_error(&e),
         },
+    }
+}
+
+/// The session's form of a Login access token (journalled, never shown by `Debug`).
+pub fn login_access_token(token: &LoginToken) -> LoginAccessToken {
+    LoginAccessToken::new(SecretString::from(token.bearer().to_owned()))
+}
+
+async fn fetch_userinfo(deps: &EffectDeps, call: CallId, token: &LoginAccessToken) -> Event {
+    let token = LoginToken::new(token.secret().clone());
+    match deps.vipps.userinfo(&token).await {
+        Ok(u) => Event::UserinfoFetched {
+            call,
+            userinfo: userinfo(u),
+        },
+        Err(e) => {
+            if e.status() == Some(401) {
+                // The customer consented but the token expired first (a restart came too late):
+                // the one enrollment loss the journal cannot prevent.
+                tracing::warn!(lane = %deps.lane, error = %e, "userinfo refused the consented login's token; the enrollment is lost");
+            }
+            Event::UserinfoFailed {
+                call,
+                error: call_error(&e),
+            }
+        }
     }
 }

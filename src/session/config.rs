@@ -17,7 +17,7 @@ pub struct SessionConfig {
     pub login_start_timeout: Duration,
     /// Longest wait for the customer's consent; the server's `expires_in` shortens it.
     pub login_timeout: Duration,
-    /// Longest wait for one token poll; then the session polls again.
+    /// Longest wait for one token poll (then the session polls again) or one userinfo call.
     pub login_poll_timeout: Duration,
     /// How long an enrollment recovered from the journal is followed before it is given up.
     pub login_recovery_window: Duration,

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
 
-use super::event::{OrderLine, Userinfo};
+use super::event::{LoginAccessToken, OrderLine, Userinfo};
 use super::ids::{CallId, SessionId};
 use super::journal::JournalRecord;
 
@@ -29,8 +29,13 @@ pub enum Effect {
     },
     /// Start Vipps Login from the phone number (CIBA).
     StartLogin { call: CallId, msisdn: Msisdn },
-    /// Poll the token endpoint once, then fetch userinfo on success.
+    /// Poll the token endpoint once.
     PollLogin { call: CallId, auth_req_id: String },
+    /// Fetch userinfo with the Login access token (follows the journalled consent).
+    FetchUserinfo {
+        call: CallId,
+        token: LoginAccessToken,
+    },
     /// Store the new member with their consents.
     StoreMember { call: CallId, member: NewMember },
     /// Write a journal row for this session; durable before any Vipps call after it.
@@ -91,6 +96,7 @@ impl Effect {
             | Effect::SendCheckIn { .. }
             | Effect::StartLogin { .. }
             | Effect::PollLogin { .. }
+            | Effect::FetchUserinfo { .. }
             | Effect::StoreMember { .. }
             | Effect::Persist { .. }
             | Effect::ReadPayment { .. }

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::domain::{Amount, Msisdn, PaymentReference};
 
@@ -79,10 +80,12 @@ pub enum Event {
     LoginSlowDown {
         call: CallId,
     },
-    /// Token poll succeeded and userinfo was fetched.
+    /// Token poll succeeded: the customer consented. Vipps hands the token out only once.
     LoginConsented {
         call: CallId,
-        userinfo: Userinfo,
+        /// The login the token is for: a late answer for the current login is still taken.
+        auth_req_id: String,
+        token: LoginAccessToken,
     },
     /// Token poll: `access_denied`.
     LoginDenied {
@@ -92,7 +95,7 @@ pub enum Event {
     LoginExpired {
         call: CallId,
     },
-    /// Token poll or userinfo failed otherwise; an `Unknown` error just polls again.
+    /// Token poll failed otherwise; an `Unknown` error just polls again.
     LoginFailed {
         call: CallId,
         error: CallError,
@@ -100,6 +103,16 @@ pub enum Event {
     /// The `login.merchant-initiated.ping.v1` webhook: the token is ready to fetch.
     LoginPinged {
         auth_req_id: String,
+    },
+    /// Userinfo answered with the new member's details.
+    UserinfoFetched {
+        call: CallId,
+        userinfo: Userinfo,
+    },
+    /// Userinfo failed; `Rejected` with 401 means the login token expired.
+    UserinfoFailed {
+        call: CallId,
+        error: CallError,
     },
     MemberStored {
         call: CallId,
@@ -158,7 +171,7 @@ pub enum Event {
 
 impl Event {
     /// Every event label, for metrics and logs.
-    pub const LABELS: [&'static str; 33] = [
+    pub const LABELS: [&'static str; 35] = [
         "customer_qr_scanned",
         "enroll",
         "pay",
@@ -180,6 +193,8 @@ impl Event {
         "login_expired",
         "login_failed",
         "login_pinged",
+        "userinfo_fetched",
+        "userinfo_failed",
         "member_stored",
         "member_store_failed",
         "payment_created",
@@ -218,6 +233,8 @@ impl Event {
             Event::LoginExpired { .. } => "login_expired",
             Event::LoginFailed { .. } => "login_failed",
             Event::LoginPinged { .. } => "login_pinged",
+            Event::UserinfoFetched { .. } => "userinfo_fetched",
+            Event::UserinfoFailed { .. } => "userinfo_failed",
             Event::MemberStored { .. } => "member_stored",
             Event::MemberStoreFailed { .. } => "member_store_failed",
             Event::PaymentCreated { .. } => "payment_created",
@@ -258,6 +275,8 @@ impl Event {
             | Event::LoginDenied { call }
             | Event::LoginExpired { call }
             | Event::LoginFailed { call, .. }
+            | Event::UserinfoFetched { call, .. }
+            | Event::UserinfoFailed { call, .. }
             | Event::MemberStored { call }
             | Event::MemberStoreFailed { call, .. }
             | Event::PaymentCreated { call }
@@ -434,4 +453,49 @@ pub struct Consent {
     pub accepted: bool,
     pub required: bool,
     pub text: Option<String>,
+}
+
+/// A Vipps Login access token: good for userinfo only, for a few minutes, and handed out once.
+///
+/// It is journalled (in lanehub's own store, which holds the webhook secret too) so a restart can
+/// still fetch userinfo for a consent it has not finished; `Debug` never shows it, so it never
+/// reaches a log.
+#[derive(Clone)]
+pub struct LoginAccessToken(SecretString);
+
+impl LoginAccessToken {
+    pub fn new(token: SecretString) -> Self {
+        Self(token)
+    }
+
+    /// The token itself, for the userinfo call only.
+    pub fn secret(&self) -> &SecretString {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LoginAccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LoginAccessToken([redacted])")
+    }
+}
+
+impl PartialEq for LoginAccessToken {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.expose_secret() == other.0.expose_secret()
+    }
+}
+
+impl Eq for LoginAccessToken {}
+
+impl Serialize for LoginAccessToken {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0.expose_secret())
+    }
+}
+
+impl<'de> Deserialize<'de> for LoginAccessToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|s| Self(SecretString::from(s)))
+    }
 }

@@ -14,9 +14,13 @@ use super::config::SessionConfig;
 use super::effect::{
     Disposition, EnrollmentOutcome, Membership, Outcome, TerminalEvent, Transition,
 };
+use super::event::{LoginAccessToken, Userinfo};
 use super::ids::SessionId;
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
-use super::step::{Cx, RECOVERED_LOGIN_INTERVAL, end, new_follow, poll_if_due, poll_login};
+use super::step::{
+    Cx, RECOVERED_LOGIN_INTERVAL, end, fetch_userinfo, new_follow, poll_if_due, poll_login,
+    store_member,
+};
 
 /// One journal row of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +36,16 @@ pub enum JournalRecord {
     EnrollmentStarted {
         msisdn: Msisdn,
         auth_req_id: String,
+    },
+    /// The token poll succeeded. Written before userinfo is called: Vipps hands the token out
+    /// only once, so a restart finishes the enrollment with this one instead of polling again.
+    EnrollmentConsented {
+        login_token: LoginAccessToken,
+    },
+    /// Userinfo answered; written before the member is stored, so a restart stores it even after
+    /// the token expired.
+    EnrollmentUserinfo {
+        userinfo: Userinfo,
     },
     EnrollmentFinished {
         outcome: EnrollmentOutcome,
@@ -76,6 +90,8 @@ impl JournalRecord {
             JournalRecord::CustomerReplaced => "customer_replaced",
             JournalRecord::CustomerIdentified { .. } => "customer_identified",
             JournalRecord::EnrollmentStarted { .. } => "enrollment_started",
+            JournalRecord::EnrollmentConsented { .. } => "enrollment_consented",
+            JournalRecord::EnrollmentUserinfo { .. } => "enrollment_userinfo",
             JournalRecord::EnrollmentFinished { .. } => "enrollment_finished",
             JournalRecord::PaymentRequested { .. } => "payment_requested",
             JournalRecord::PaymentCreated { .. } => "payment_created",
@@ -101,6 +117,8 @@ impl JournalRecord {
             | JournalRecord::CustomerReplaced
             | JournalRecord::CustomerIdentified { .. }
             | JournalRecord::EnrollmentStarted { .. }
+            | JournalRecord::EnrollmentConsented { .. }
+            | JournalRecord::EnrollmentUserinfo { .. }
             | JournalRecord::EnrollmentFinished { .. }
             | JournalRecord::PaymentCreated { .. }
             | JournalRecord::SessionEnded { .. } => None,
@@ -116,9 +134,22 @@ impl JournalRecord {
 /// What the journal of one session says is still open.
 struct Facts {
     membership: Membership,
-    enrollment: Option<(Msisdn, String)>,
+    enrollment: Option<OpenEnrollment>,
     payment: Option<OpenPayment>,
     ended: bool,
+}
+
+struct OpenEnrollment {
+    msisdn: Msisdn,
+    auth_req_id: String,
+    /// How far it got after the customer consented.
+    consent: Consent,
+}
+
+enum Consent {
+    NotYet,
+    Token(LoginAccessToken),
+    Userinfo(Userinfo),
 }
 
 struct OpenPayment {
@@ -151,7 +182,23 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
             JournalRecord::EnrollmentStarted {
                 msisdn,
                 auth_req_id,
-            } => facts.enrollment = Some((msisdn.clone(), auth_req_id.clone())),
+            } => {
+                facts.enrollment = Some(OpenEnrollment {
+                    msisdn: msisdn.clone(),
+                    auth_req_id: auth_req_id.clone(),
+                    consent: Consent::NotYet,
+                })
+            }
+            JournalRecord::EnrollmentConsented { login_token } => {
+                if let Some(e) = &mut facts.enrollment {
+                    e.consent = Consent::Token(login_token.clone());
+                }
+            }
+            JournalRecord::EnrollmentUserinfo { userinfo } => {
+                if let Some(e) = &mut facts.enrollment {
+                    e.consent = Consent::Userinfo(userinfo.clone());
+                }
+            }
             JournalRecord::EnrollmentFinished { outcome } => {
                 facts.enrollment = None;
                 if *outcome == EnrollmentOutcome::Enrolled {
@@ -211,8 +258,10 @@ impl Session {
     /// Rebuilds a lane's session after a restart from the journal of its last session.
     ///
     /// A payment in flight is read back and driven to a final state with the journalled keys
-    /// (captured if authorised and not yet captured; never created again). An enrollment in
-    /// flight is polled again for `login_recovery_window`. A session with nothing in flight ends
+    /// (captured if authorised and not yet captured; never created again). An enrollment the
+    /// customer consented to is finished from the journal (userinfo with the journalled token,
+    /// or the journalled userinfo, then the member store); one not consented to yet is polled
+    /// again for `login_recovery_window`. A session with nothing in flight ends
     /// as `Interrupted`; an ended session (or none) gives an idle lane.
     pub fn recover(
         lane: LaneId,
@@ -282,19 +331,25 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
             follow,
         };
     }
-    if let Some((msisdn, auth_req_id)) = facts.enrollment {
+    if let Some(open) = facts.enrollment {
         let customer = Customer {
-            msisdn,
+            msisdn: open.msisdn,
             membership: Membership::NonMember,
         };
+        cx.notify(TerminalEvent::SessionRecovered { payment: None });
+        // Consented: the token cannot be fetched again, so finish with what the journal holds.
+        match open.consent {
+            Consent::Userinfo(userinfo) => return store_member(ctx, customer, userinfo, cx),
+            Consent::Token(token) => return fetch_userinfo(ctx, customer, token, 0, cx),
+            Consent::NotYet => {}
+        }
         let mut login = Login {
-            auth_req_id,
+            auth_req_id: open.auth_req_id,
             interval: RECOVERED_LOGIN_INTERVAL,
             next_poll: cx.now,
             poll: None,
             expires_at: cx.now + cx.cfg.login_recovery_window,
         };
-        cx.notify(TerminalEvent::SessionRecovered { payment: None });
         poll_login(&mut login, cx);
         return State::AwaitingConsent {
             ctx,

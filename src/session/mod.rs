@@ -44,13 +44,13 @@
 //! - **A new QR mid-session.** The same QR (same text, or the same clear-text number) is
 //!   ignored. Before Pay, a different customer's QR replaces the customer within the same
 //!   session: journalled (`CustomerReplaced`), the terminal told, identification restarts, an
-//!   enrollment in progress is abandoned. From Pay on, a different QR is rejected
+//!   enrollment not yet consented to is abandoned. From Pay on, a different QR is rejected
 //!   (`PaymentInProgress`).
 //! - **Pay during enrollment.** While waiting for Login to start or for consent, Pay abandons the
 //!   enrollment (outcome `Abandoned`, told to the cashier) and requests the payment as a
 //!   non-member: the till is never held up by a customer who ignores the consent request. Once
-//!   consent is given and the member is being saved, Pay is rejected (`EnrollmentFinishing`) for
-//!   the moment that takes. Enroll for a member, with unknown membership or during a payment is
+//!   consent is given and the member is being saved, Pay, Cancel, Reset and another customer's
+//!   QR are rejected (`EnrollmentFinishing`) for the moment that takes (bounded by its timeouts). Enroll for a member, with unknown membership or during a payment is
 //!   rejected with a reason.
 //! - **Cancel after authorisation.** The customer is at the till and the cashier cancelled, so an
 //!   authorisation that raced the transaction-only cancel is cancelled in full (own idempotency
@@ -60,6 +60,10 @@
 //! - **Reset during a payment** is rejected (`PaymentInProgress`): a payment in flight is never
 //!   forgotten. Reset with no payment ends the session as `Closed`; Cancel with no payment ends it
 //!   as `Cancelled` at once.
+//! - **A consent is never forgotten.** Vipps hands the Login token out only once, so the
+//!   successful poll is journalled with the token (`EnrollmentConsented`) before userinfo, and
+//!   userinfo's answer (`EnrollmentUserinfo`) before the member store; a restart finishes from
+//!   the latest of them. Only a token that expired before userinfo answered loses the consent.
 //! - **Vipps unavailable** is the `CallError::Unavailable` answer (circuit open, or not sent
 //!   because its `Persist` failed). Without a number the QR stage ends `Unavailable`; an
 //!   enrollment ends `Unavailable`; a create that was certainly not sent ends the session
@@ -95,7 +99,8 @@ pub use effect::{
     Rejection, TerminalEvent, Transition,
 };
 pub use event::{
-    Aggregate, CallError, Consent, Event, OrderLine, PayRequest, PaymentState, Userinfo,
+    Aggregate, CallError, Consent, Event, LoginAccessToken, OrderLine, PayRequest, PaymentState,
+    Userinfo,
 };
 pub use ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
 pub use journal::JournalRecord;

@@ -114,6 +114,7 @@ enum Kind {
     CheckIn,
     StartLogin,
     PollLogin,
+    Userinfo,
     Store,
     Create,
     Read,
@@ -121,12 +122,13 @@ enum Kind {
     Cancel,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::Exchange,
     Kind::Lookup,
     Kind::CheckIn,
     Kind::StartLogin,
     Kind::PollLogin,
+    Kind::Userinfo,
     Kind::Store,
     Kind::Create,
     Kind::Read,
@@ -141,6 +143,7 @@ fn call_kind(effect: &Effect) -> Option<(CallId, Kind)> {
         Effect::SendCheckIn { call, .. } => Some((*call, Kind::CheckIn)),
         Effect::StartLogin { call, .. } => Some((*call, Kind::StartLogin)),
         Effect::PollLogin { call, .. } => Some((*call, Kind::PollLogin)),
+        Effect::FetchUserinfo { call, .. } => Some((*call, Kind::Userinfo)),
         Effect::StoreMember { call, .. } => Some((*call, Kind::Store)),
         Effect::CreatePayment { call, .. } => Some((*call, Kind::Create)),
         Effect::ReadPayment { call, .. } => Some((*call, Kind::Read)),
@@ -232,12 +235,28 @@ fn answer(kind: Kind, call: CallId, outcome: u8, amount: u64) -> Event {
         },
         (Kind::PollLogin, 0..=5) => Event::LoginConsented {
             call,
+            auth_req_id: "req-1".into(),
+            token: LoginAccessToken::new("login-token".into()),
+        },
+        (Kind::Userinfo, 0..=11) => Event::UserinfoFetched {
+            call,
             userinfo: Userinfo {
                 name: Some("Kari".into()),
                 email: None,
                 phone_number: Some(msisdn),
                 consents: vec![],
             },
+        },
+        (Kind::Userinfo, 12) => Event::UserinfoFailed {
+            call,
+            error: CallError::Rejected {
+                status: 401,
+                detail: "expired".into(),
+            },
+        },
+        (Kind::Userinfo, _) => Event::UserinfoFailed {
+            call,
+            error: error(sub),
         },
         (Kind::PollLogin, 6..=8) => Event::LoginPending { call },
         (Kind::PollLogin, 9) => Event::LoginSlowDown { call },

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::domain::{Amount, LaneId, Msisdn, PaymentReference};
 
 use super::effect::{CreatePaymentRequest, Membership};
-use super::event::PaymentState;
+use super::event::{LoginAccessToken, PaymentState};
 use super::ids::{CallId, SessionId};
 
 /// One lane's session: idle, or one checkout in progress.
@@ -53,10 +53,11 @@ pub(super) enum State {
         customer: Customer,
         login: Login,
     },
+    /// Consent is journalled: finishing the enrollment (userinfo, then the member store).
     AwaitingMemberStore {
         ctx: Ctx,
         customer: Customer,
-        name: Option<String>,
+        stage: Finishing,
         call: CallId,
         deadline: Instant,
     },
@@ -152,6 +153,18 @@ pub(super) struct Login {
     pub next_poll: Instant,
     pub poll: Option<Pending>,
     pub expires_at: Instant,
+}
+
+/// How far a consented enrollment has got; each stage's input is journalled before its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Finishing {
+    /// Fetching userinfo with the journalled token; `attempts` sent so far.
+    Userinfo {
+        token: LoginAccessToken,
+        attempts: u32,
+    },
+    /// Storing the member from the journalled userinfo.
+    Store { name: Option<String> },
 }
 
 /// The session's one payment.

@@ -18,17 +18,25 @@ use super::effect::{
     FailReason, IgnoreReason, InvalidTransition, Membership, NewMember, Outcome, Receipt,
     Rejection, TerminalEvent, Transition,
 };
-use super::event::{Aggregate, CallError, Event, PayRequest, PaymentState, Userinfo};
+use super::event::{
+    Aggregate, CallError, Event, LoginAccessToken, PayRequest, PaymentState, Userinfo,
+};
 use super::ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
 use super::journal::JournalRecord;
 use super::state::{
-    CancelIntent, CheckIn, Ctx, Customer, Follow, Login, Payment, Pending, Session, State,
+    CancelIntent, CheckIn, Ctx, Customer, Finishing, Follow, Login, Payment, Pending, Session,
+    State,
 };
 
 /// `slow_down` makes the Login polling interval this much longer (CIBA, RFC 8628 style).
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 /// A server interval below this is raised to it, so a bad answer cannot make the lane spin.
 const MIN_LOGIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Userinfo calls per consent; the Vipps client already retries each one within its deadline.
+const MAX_USERINFO_ATTEMPTS: u32 = 3;
+/// The cashier's reason when userinfo refuses the journalled token.
+pub(super) const USERINFO_TOKEN_EXPIRED: &str =
+    "the customer consented, but the Vipps login expired before the member was saved: enroll again";
 /// The polling interval of an enrollment recovered from the journal (CIBA's default).
 pub(super) const RECOVERED_LOGIN_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -141,7 +149,7 @@ fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
         } else {
             state.awaits_own(call)
         };
-        if !awaited {
+        if !awaited && !late_consent(&state, &event) {
             // A pending call answered with the wrong kind of event is a bug, not a race.
             return if state.awaits_own(call) || state.awaits_check_in(call) {
                 Step::Invalid
@@ -177,6 +185,8 @@ fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
         | Event::LoginDenied { .. }
         | Event::LoginExpired { .. }
         | Event::LoginFailed { .. }
+        | Event::UserinfoFetched { .. }
+        | Event::UserinfoFailed { .. }
         | Event::MemberStored { .. }
         | Event::MemberStoreFailed { .. }
         | Event::PaymentCreated { .. }
@@ -188,6 +198,17 @@ fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
         | Event::CaptureFailed { .. }
         | Event::PaymentCancelled { .. }
         | Event::CancelFailed { .. }) => on_answer(state, answer, cx),
+    }
+}
+
+/// A token for the login the state waits on, from a poll that had timed out (a newer poll is
+/// pending). The token is the consent and Vipps hands it out only once: it is taken.
+fn late_consent(state: &State, event: &Event) -> bool {
+    match (state, event) {
+        (State::AwaitingConsent { login, .. }, Event::LoginConsented { auth_req_id, .. }) => {
+            *auth_req_id == login.auth_req_id
+        }
+        _ => false,
     }
 }
 
@@ -243,13 +264,20 @@ fn on_customer_qr(
             }
         }
         State::AwaitingLoginStart { ctx, customer, .. }
-        | State::AwaitingConsent { ctx, customer, .. }
-        | State::AwaitingMemberStore { ctx, customer, .. } => {
+        | State::AwaitingConsent { ctx, customer, .. } => {
             if same(&ctx, Some(&customer.msisdn)) {
                 Step::Ignore(IgnoreReason::DuplicateQr)
             } else {
                 finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
                 replace_customer(ctx, qr, clear_text, cx)
+            }
+        }
+        // The customer consented: the member is saved first (a bounded moment), never dropped.
+        State::AwaitingMemberStore { ctx, customer, .. } => {
+            if same(&ctx, Some(&customer.msisdn)) {
+                Step::Ignore(IgnoreReason::DuplicateQr)
+            } else {
+                Step::Reject(Command::CustomerQr, Rejection::EnrollmentFinishing)
             }
         }
         State::AwaitingPaymentCreation { ctx, customer, .. }
@@ -351,12 +379,12 @@ fn on_cancel(state: State, cx: &mut Cx) -> Step {
         State::AwaitingQrExchange { ctx, .. }
         | State::AwaitingMembership { ctx, .. }
         | State::ReadyForPayment { ctx, .. } => Step::To(end(ctx, Outcome::Cancelled, None, cx)),
-        State::AwaitingLoginStart { ctx, .. }
-        | State::AwaitingConsent { ctx, .. }
-        | State::AwaitingMemberStore { ctx, .. } => {
+        State::AwaitingLoginStart { ctx, .. } | State::AwaitingConsent { ctx, .. } => {
             finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
             Step::To(end(ctx, Outcome::Cancelled, None, cx))
         }
+        // A consent is never dropped: the member is saved first (a bounded moment).
+        State::AwaitingMemberStore { .. } => reject(Rejection::EnrollmentFinishing),
         State::AwaitingPaymentCreation {
             ctx,
             customer,
@@ -402,11 +430,13 @@ fn on_reset(state: State, cx: &mut Cx) -> Step {
         State::AwaitingQrExchange { ctx, .. }
         | State::AwaitingMembership { ctx, .. }
         | State::ReadyForPayment { ctx, .. } => Step::To(end(ctx, Outcome::Closed, None, cx)),
-        State::AwaitingLoginStart { ctx, .. }
-        | State::AwaitingConsent { ctx, .. }
-        | State::AwaitingMemberStore { ctx, .. } => {
+        State::AwaitingLoginStart { ctx, .. } | State::AwaitingConsent { ctx, .. } => {
             finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
             Step::To(end(ctx, Outcome::Closed, None, cx))
+        }
+        // A consent is never dropped: the member is saved first (a bounded moment).
+        State::AwaitingMemberStore { .. } => {
+            Step::Reject(Command::Reset, Rejection::EnrollmentFinishing)
         }
         // Decision: a reset never forgets a payment; the cashier cancels it or waits.
         State::AwaitingPaymentCreation { .. }
@@ -459,12 +489,29 @@ fn on_tick(mut state: State, cx: &mut Cx) -> Step {
             customer,
             login,
         } => consent_due(ctx, customer, login, cx),
-        State::AwaitingMemberStore { ctx, customer, .. } => {
-            let outcome = EnrollmentOutcome::Failed {
-                detail: "saving the member did not finish in time".to_owned(),
-            };
-            enrollment_over(ctx, customer, outcome, None, cx)
-        }
+        State::AwaitingMemberStore {
+            ctx,
+            customer,
+            stage,
+            ..
+        } => match stage {
+            // The token is still good for a while: ask again while attempts remain.
+            Finishing::Userinfo { token, attempts } if attempts < MAX_USERINFO_ATTEMPTS => {
+                fetch_userinfo(ctx, customer, token, attempts, cx)
+            }
+            Finishing::Userinfo { .. } => {
+                let outcome = EnrollmentOutcome::Failed {
+                    detail: "Vipps did not send the new member's details in time".to_owned(),
+                };
+                enrollment_over(ctx, customer, outcome, None, cx)
+            }
+            Finishing::Store { .. } => {
+                let outcome = EnrollmentOutcome::Failed {
+                    detail: "saving the member did not finish in time".to_owned(),
+                };
+                enrollment_over(ctx, customer, outcome, None, cx)
+            }
+        },
         State::AwaitingPaymentCreation {
             ctx,
             customer,
@@ -664,8 +711,8 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
                 login,
             }
         }
-        (State::AwaitingConsent { ctx, customer, .. }, Event::LoginConsented { userinfo, .. }) => {
-            store_member(ctx, customer, userinfo, cx)
+        (State::AwaitingConsent { ctx, customer, .. }, Event::LoginConsented { token, .. }) => {
+            consented(ctx, customer, token, cx)
         }
         (State::AwaitingConsent { ctx, customer, .. }, Event::LoginDenied { .. }) => {
             enrollment_over(ctx, customer, EnrollmentOutcome::Denied, None, cx)
@@ -698,13 +745,44 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
             State::AwaitingMemberStore {
                 ctx,
                 customer,
-                name,
+                stage: Finishing::Userinfo { .. },
+                ..
+            },
+            Event::UserinfoFetched { userinfo, .. },
+        ) => {
+            cx.persist(
+                &ctx,
+                JournalRecord::EnrollmentUserinfo {
+                    userinfo: userinfo.clone(),
+                },
+            );
+            store_member(ctx, customer, userinfo, cx)
+        }
+        (
+            State::AwaitingMemberStore {
+                ctx,
+                customer,
+                stage: Finishing::Userinfo { token, attempts },
+                ..
+            },
+            Event::UserinfoFailed { error, .. },
+        ) => userinfo_failed(ctx, customer, token, attempts, error, cx),
+        (
+            State::AwaitingMemberStore {
+                ctx,
+                customer,
+                stage: Finishing::Store { name },
                 ..
             },
             Event::MemberStored { .. },
         ) => enrollment_over(ctx, customer, EnrollmentOutcome::Enrolled, name, cx),
         (
-            State::AwaitingMemberStore { ctx, customer, .. },
+            State::AwaitingMemberStore {
+                ctx,
+                customer,
+                stage: Finishing::Store { .. },
+                ..
+            },
             Event::MemberStoreFailed { reason, .. },
         ) => {
             let outcome = EnrollmentOutcome::Failed {
@@ -1010,7 +1088,77 @@ pub(super) fn poll_login(login: &mut Login, cx: &mut Cx) {
     });
 }
 
-fn store_member(ctx: Ctx, customer: Customer, userinfo: Userinfo, cx: &mut Cx) -> State {
+/// The token poll succeeded. Vipps hands the token out only once, so the consent is journalled
+/// (with the token) before anything else: a restart then finishes the enrollment with it.
+fn consented(mut ctx: Ctx, customer: Customer, token: LoginAccessToken, cx: &mut Cx) -> State {
+    vipps_answered(&mut ctx, cx);
+    cx.persist(
+        &ctx,
+        JournalRecord::EnrollmentConsented {
+            login_token: token.clone(),
+        },
+    );
+    fetch_userinfo(ctx, customer, token, 0, cx)
+}
+
+/// Userinfo with the consent's token; `attempts` sent so far.
+pub(super) fn fetch_userinfo(
+    ctx: Ctx,
+    customer: Customer,
+    token: LoginAccessToken,
+    attempts: u32,
+    cx: &mut Cx,
+) -> State {
+    let call = cx.call();
+    cx.emit(Effect::FetchUserinfo {
+        call,
+        token: token.clone(),
+    });
+    State::AwaitingMemberStore {
+        ctx,
+        customer,
+        stage: Finishing::Userinfo {
+            token,
+            attempts: attempts + 1,
+        },
+        call,
+        deadline: cx.now + cx.cfg.login_poll_timeout,
+    }
+}
+
+fn userinfo_failed(
+    ctx: Ctx,
+    customer: Customer,
+    token: LoginAccessToken,
+    attempts: u32,
+    error: CallError,
+    cx: &mut Cx,
+) -> State {
+    match error {
+        // The token expired (a restart came too late) or was refused: the consent cannot be
+        // turned into a member any more. This is the one loss the journal cannot prevent.
+        CallError::Rejected { status: 401, .. } => {
+            let outcome = EnrollmentOutcome::Failed {
+                detail: USERINFO_TOKEN_EXPIRED.to_owned(),
+            };
+            enrollment_over(ctx, customer, outcome, None, cx)
+        }
+        CallError::Rejected { .. } => {
+            enrollment_over(ctx, customer, enrollment_failure(error), None, cx)
+        }
+        // Not sent or lost: the token is still good for a while, so ask again.
+        CallError::Unknown { .. } | CallError::Unavailable { .. }
+            if attempts < MAX_USERINFO_ATTEMPTS =>
+        {
+            fetch_userinfo(ctx, customer, token, attempts, cx)
+        }
+        CallError::Unknown { .. } | CallError::Unavailable { .. } => {
+            enrollment_over(ctx, customer, enrollment_failure(error), None, cx)
+        }
+    }
+}
+
+pub(super) fn store_member(ctx: Ctx, customer: Customer, userinfo: Userinfo, cx: &mut Cx) -> State {
     let call = cx.call();
     let name = userinfo.name.clone();
     cx.emit(Effect::StoreMember {
@@ -1023,7 +1171,7 @@ fn store_member(ctx: Ctx, customer: Customer, userinfo: Userinfo, cx: &mut Cx) -
     State::AwaitingMemberStore {
         ctx,
         customer,
-        name,
+        stage: Finishing::Store { name },
         call,
         deadline: cx.now + cx.cfg.member_store_timeout,
     }

@@ -51,6 +51,7 @@ fn call_in(fx: &[Effect], kind: &str) -> Option<CallId> {
         | ("check_in", Effect::SendCheckIn { call, .. })
         | ("start_login", Effect::StartLogin { call, .. })
         | ("poll_login", Effect::PollLogin { call, .. })
+        | ("userinfo", Effect::FetchUserinfo { call, .. })
         | ("store", Effect::StoreMember { call, .. })
         | ("create", Effect::CreatePayment { call, .. })
         | ("read", Effect::ReadPayment { call, .. })
@@ -208,6 +209,17 @@ impl Lane {
         lane
     }
 
+    /// Token poll `poll` succeeds, then userinfo answers with `userinfo`.
+    fn consented(&mut self, poll: CallId, userinfo: Userinfo) -> &mut Self {
+        self.feed(Event::LoginConsented {
+            call: poll,
+            auth_req_id: "req-1".into(),
+            token: token(),
+        });
+        let call = self.call("userinfo");
+        self.feed(Event::UserinfoFetched { call, userinfo })
+    }
+
     /// A member's payment of 100.00 NOK, created at base + 0.
     fn paying() -> Self {
         let mut lane = Self::ready(true);
@@ -232,6 +244,19 @@ impl Lane {
             state,
             aggregate,
         })
+    }
+}
+
+fn token() -> LoginAccessToken {
+    LoginAccessToken::new("login-access-token".into())
+}
+
+fn no_details() -> Userinfo {
+    Userinfo {
+        name: None,
+        email: None,
+        phone_number: None,
+        consents: vec![],
     }
 }
 
@@ -646,9 +671,54 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     };
     lane.feed(Event::LoginConsented {
         call: poll,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    // The consent (with the token Vipps hands out only once) is journalled before userinfo.
+    assert_eq!(lane.label(), "awaiting_member_store");
+    let consent = lane
+        .fx
+        .iter()
+        .position(|e| {
+            *e == Effect::Persist {
+                session: sid(1),
+                record: JournalRecord::EnrollmentConsented {
+                    login_token: token(),
+                },
+            }
+        })
+        .expect("consent journalled");
+    let fetch = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::FetchUserinfo { token: t, .. } if *t == token()))
+        .expect("userinfo fetched with the token");
+    assert!(consent < fetch, "{:#?}", lane.fx);
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFetched {
+        call,
         userinfo: userinfo.clone(),
     });
     assert_eq!(lane.label(), "awaiting_member_store");
+    // The userinfo is journalled before the member is stored.
+    let journalled = lane
+        .fx
+        .iter()
+        .position(|e| {
+            *e == Effect::Persist {
+                session: sid(1),
+                record: JournalRecord::EnrollmentUserinfo {
+                    userinfo: userinfo.clone(),
+                },
+            }
+        })
+        .expect("userinfo journalled");
+    let store = lane
+        .fx
+        .iter()
+        .position(|e| matches!(e, Effect::StoreMember { .. }))
+        .expect("member stored");
+    assert!(journalled < store, "{:#?}", lane.fx);
     assert!(lane.fx.contains(&Effect::StoreMember {
         call: lane.call("store"),
         member: NewMember {
@@ -721,15 +791,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
             |l| {
                 l.tick_deadline();
                 let call = l.call("poll_login");
-                l.feed(Event::LoginConsented {
-                    call,
-                    userinfo: Userinfo {
-                        name: None,
-                        email: None,
-                        phone_number: None,
-                        consents: vec![],
-                    },
-                });
+                l.consented(call, no_details());
                 let call = l.call("store");
                 l.feed(Event::MemberStoreFailed {
                     call,
@@ -743,15 +805,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
             |l| {
                 l.tick_deadline();
                 let call = l.call("poll_login");
-                l.feed(Event::LoginConsented {
-                    call,
-                    userinfo: Userinfo {
-                        name: None,
-                        email: None,
-                        phone_number: None,
-                        consents: vec![],
-                    },
-                });
+                l.consented(call, no_details());
                 l.tick_deadline();
             },
             "failed",
@@ -1167,12 +1221,18 @@ fn pay_during_consent_abandons_the_enrollment_but_waits_for_a_member_being_saved
     let call = lane.call("poll_login");
     lane.feed(Event::LoginConsented {
         call,
-        userinfo: Userinfo {
-            name: None,
-            email: None,
-            phone_number: None,
-            consents: vec![],
-        },
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    // Also while userinfo is on its way.
+    assert_eq!(
+        lane.refused(Event::Pay(pay(100))),
+        Disposition::Rejected(Rejection::EnrollmentFinishing)
+    );
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFetched {
+        call,
+        userinfo: no_details(),
     });
     assert_eq!(
         lane.refused(Event::Pay(pay(100))),
@@ -1921,6 +1981,340 @@ fn recovery_of_the_rest() {
     ]);
     assert!(lane.session.is_idle());
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+}
+
+fn kari() -> Userinfo {
+    Userinfo {
+        name: Some("Kari Nordmann".into()),
+        email: Some("kari@example.com".into()),
+        phone_number: Some(msisdn("4791234567")),
+        consents: vec![Consent {
+            id: "email".into(),
+            accepted: true,
+            required: false,
+            text: None,
+        }],
+    }
+}
+
+/// The journal of an enrollment, up to and including `after_start`.
+fn enrollment_journal(after_start: &[JournalRecord]) -> Vec<JournalRecord> {
+    let mut records = vec![
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::NonMember,
+        },
+        JournalRecord::EnrollmentStarted {
+            msisdn: msisdn("4791234567"),
+            auth_req_id: "req-9".into(),
+        },
+    ];
+    records.extend_from_slice(after_start);
+    records
+}
+
+#[test]
+fn recovery_after_consent_finishes_the_enrollment_instead_of_polling_again() {
+    let consented = JournalRecord::EnrollmentConsented {
+        login_token: token(),
+    };
+    // Consent journalled, userinfo not: userinfo with the journalled token, never a token poll.
+    let mut lane = recover(&enrollment_journal(std::slice::from_ref(&consented)));
+    assert_eq!(lane.label(), "awaiting_member_store");
+    assert!(call_in(&lane.fx, "poll_login").is_none(), "{:#?}", lane.fx);
+    assert!(
+        lane.fx
+            .iter()
+            .any(|e| matches!(e, Effect::FetchUserinfo { token: t, .. } if *t == token()))
+    );
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::SessionRecovered { payment: None }));
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFetched {
+        call,
+        userinfo: kari(),
+    });
+    assert_eq!(
+        persisted(&lane.fx, "enrollment_userinfo"),
+        Some(JournalRecord::EnrollmentUserinfo { userinfo: kari() })
+    );
+    let call = lane.call("store");
+    assert!(lane.fx.contains(&Effect::StoreMember {
+        call,
+        member: NewMember {
+            msisdn: msisdn("4791234567"),
+            userinfo: kari(),
+        },
+    }));
+    lane.feed(Event::MemberStored { call });
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(lane.session.is_member(), Some(true));
+    assert_eq!(
+        persisted(&lane.fx, "enrollment_finished"),
+        Some(JournalRecord::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Enrolled
+        })
+    );
+
+    // Userinfo journalled too: the member is stored straight away, with no Vipps call at all.
+    let mut lane = recover(&enrollment_journal(&[
+        consented.clone(),
+        JournalRecord::EnrollmentUserinfo { userinfo: kari() },
+    ]));
+    assert_eq!(lane.label(), "awaiting_member_store");
+    assert!(call_in(&lane.fx, "poll_login").is_none());
+    assert!(call_in(&lane.fx, "userinfo").is_none());
+    let call = lane.call("store");
+    lane.feed(Event::MemberStored { call });
+    assert!(notified(&lane.fx, |t| *t
+        == TerminalEvent::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Enrolled,
+            name: Some("Kari Nordmann".into())
+        }));
+
+    // Finished already: nothing in flight, the session is closed as interrupted.
+    let lane = recover(&enrollment_journal(&[
+        consented,
+        JournalRecord::EnrollmentUserinfo { userinfo: kari() },
+        JournalRecord::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Enrolled,
+        },
+    ]));
+    assert!(lane.session.is_idle());
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+}
+
+#[test]
+fn a_consent_whose_token_expired_before_userinfo_fails_with_a_clear_reason() {
+    let mut lane = recover(&enrollment_journal(&[JournalRecord::EnrollmentConsented {
+        login_token: token(),
+    }]));
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFailed {
+        call,
+        error: CallError::Rejected {
+            status: 401,
+            detail: "unauthorized".into(),
+        },
+    });
+    let outcome = EnrollmentOutcome::Failed {
+        detail: step::USERINFO_TOKEN_EXPIRED.into(),
+    };
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(lane.session.is_member(), Some(false));
+    assert_eq!(
+        persisted(&lane.fx, "enrollment_finished"),
+        Some(JournalRecord::EnrollmentFinished {
+            outcome: outcome.clone()
+        })
+    );
+    let told = TerminalEvent::EnrollmentFinished {
+        outcome,
+        name: None,
+    };
+    assert_eq!(
+        told.message(),
+        "Enrollment failed: the customer consented, but the Vipps login expired before the \
+         member was saved: enroll again"
+    );
+    assert!(notified(&lane.fx, |t| *t == told));
+}
+
+#[test]
+fn a_lost_userinfo_answer_is_asked_again_with_the_same_token_a_few_times() {
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    lane.feed(Event::LoginConsented {
+        call: poll,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    // Lost, then timed out: each time userinfo again (the token is not polled for again).
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFailed {
+        call,
+        error: unknown(),
+    });
+    let again = lane.call("userinfo");
+    assert_ne!(again, call);
+    lane.tick_deadline();
+    let third = lane.call("userinfo");
+    assert_ne!(third, again);
+    assert!(call_in(&lane.fx, "poll_login").is_none());
+    // Out of attempts: failed, the customer stays a non-member ready to pay.
+    lane.feed(Event::UserinfoFailed {
+        call: third,
+        error: unavailable(),
+    });
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(
+        persisted(&lane.fx, "enrollment_finished"),
+        Some(JournalRecord::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Unavailable
+        })
+    );
+    // A store answer while userinfo is awaited is a bug, not a race.
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    lane.feed(Event::LoginConsented {
+        call: poll,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    let call = lane.call("userinfo");
+    assert!(matches!(
+        lane.refused(Event::MemberStored { call }),
+        Disposition::Invalid(_)
+    ));
+}
+
+#[test]
+fn a_consented_enrollment_cannot_be_dropped_by_the_cashier_while_it_finishes() {
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    lane.feed(Event::LoginConsented {
+        call: poll,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    for event in [
+        Event::Cancel,
+        Event::Reset,
+        Event::CustomerQrScanned {
+            qr: OTHER_QR.into(),
+            clear_text: Some(msisdn("4798765432")),
+            session_id: sid(2),
+        },
+    ] {
+        assert_eq!(
+            lane.refused(event),
+            Disposition::Rejected(Rejection::EnrollmentFinishing)
+        );
+        assert!(
+            !lane
+                .refused_fx
+                .iter()
+                .any(|e| matches!(e, Effect::Persist { .. })),
+            "{:#?}",
+            lane.refused_fx
+        );
+    }
+    // Once the member is stored, Cancel works as usual.
+    let call = lane.call("userinfo");
+    lane.feed(Event::UserinfoFetched {
+        call,
+        userinfo: kari(),
+    });
+    let call = lane.call("store");
+    lane.feed(Event::MemberStored { call });
+    lane.feed(Event::Cancel);
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
+}
+
+#[test]
+fn a_token_from_a_poll_that_had_timed_out_is_still_taken() {
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let first = lane.call("poll_login");
+    // The poll does not answer in time: polled again.
+    while call_in(&lane.fx, "poll_login").is_none_or(|c| c == first) {
+        lane.tick_deadline();
+    }
+    assert_eq!(lane.label(), "awaiting_consent");
+    // The first poll's token arrives late; for another login it is stale, for this one it is the
+    // consent (Vipps will not hand it out again).
+    assert_eq!(
+        lane.refused(Event::LoginConsented {
+            call: first,
+            auth_req_id: "req-other".into(),
+            token: token(),
+        }),
+        Disposition::Ignored(IgnoreReason::StaleAnswer)
+    );
+    lane.feed(Event::LoginConsented {
+        call: first,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    assert_eq!(lane.disposition, Disposition::Applied);
+    assert_eq!(lane.label(), "awaiting_member_store");
+    assert!(persisted(&lane.fx, "enrollment_consented").is_some());
+    assert!(call_in(&lane.fx, "userinfo").is_some());
+}
+
+#[test]
+fn the_login_token_is_journalled_but_never_shown_by_debug() {
+    let record = JournalRecord::EnrollmentConsented {
+        login_token: token(),
+    };
+    let json = serde_json::to_value(&record).expect("serialisable");
+    assert_eq!(
+        json,
+        serde_json::json!({"kind": "enrollment_consented", "login_token": "login-access-token"})
+    );
+    let back: JournalRecord = serde_json::from_value(json).expect("deserialisable");
+    assert_eq!(back, record);
+    for shown in [
+        format!("{record:?}"),
+        format!(
+            "{:?}",
+            Effect::FetchUserinfo {
+                call: CallId(3),
+                token: token()
+            }
+        ),
+        format!("{:?}", Lane::consent().session),
+    ] {
+        assert!(!shown.contains("login-access-token"), "{shown}");
+    }
+    let mut lane = Lane::consent();
+    lane.tick_deadline();
+    let poll = lane.call("poll_login");
+    lane.feed(Event::LoginConsented {
+        call: poll,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    });
+    let shown = format!("{:?} {:?}", lane.session, lane.fx);
+    assert!(shown.contains("[redacted]"), "{shown}");
+    assert!(!shown.contains("login-access-token"), "{shown}");
+
+    let userinfo = JournalRecord::EnrollmentUserinfo { userinfo: kari() };
+    let json = serde_json::to_value(&userinfo).expect("serialisable");
+    assert_eq!(json["kind"], "enrollment_userinfo");
+    assert_eq!(json["userinfo"]["name"], "Kari Nordmann");
+    let back: JournalRecord = serde_json::from_value(json).expect("deserialisable");
+    assert_eq!(back, userinfo);
+}
+
+#[test]
+fn a_journal_of_the_previous_version_still_recovers() {
+    // Rows as the version before consent journalling wrote them (JSON as stored).
+    let rows = [
+        r#"{"kind":"session_started"}"#,
+        r#"{"kind":"customer_identified","msisdn":"4791234567","membership":"non_member"}"#,
+        r#"{"kind":"enrollment_started","msisdn":"4791234567","auth_req_id":"req-9"}"#,
+    ];
+    let records: Vec<JournalRecord> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r).expect("an old row still parses"))
+        .collect();
+    let lane = recover(&records);
+    assert_eq!(lane.label(), "awaiting_consent");
+    assert!(
+        lane.fx
+            .iter()
+            .any(|e| matches!(e, Effect::PollLogin { auth_req_id, .. } if auth_req_id == "req-9"))
+    );
+    // And the existing records keep their shape.
+    assert_eq!(
+        serde_json::to_string(&records[2]).expect("serialisable"),
+        rows[2]
+    );
 }
 
 // ---- names, records, labels ------------------------------------------------------------------

@@ -351,6 +351,16 @@ pub struct Userinfo {
     /// Marketing consents, present with the `delegatedConsents` scope.
     #[serde(default)]
     pub consents: Vec<Consent>,
+    /// The `delegatedConsents` scope's answer, where Vipps puts the `consents` list.
+    #[serde(default, rename = "delegatedConsents")]
+    pub delegated_consents: Option<DelegatedConsents>,
+}
+
+/// The consent screen the customer answered (`delegatedConsents`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DelegatedConsents {
+    #[serde(default)]
+    pub consents: Vec<Consent>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
