@@ -186,7 +186,10 @@ impl Store {
         let sender = self.sender.clone();
         async move {
             let (reply, answer) = oneshot::channel();
-            sender.send(make(reply)).await.map_err(|_| StoreError::Closed)?;
+            sender
+                .send(make(reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
             metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH)
                 .set((STORE_QUEUE_CAPACITY - sender.capacity()) as f64);
             answer.await.map_err(|_| StoreError::Closed)?
@@ -500,7 +503,10 @@ fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
 }
 
 /// Runs `f` in a savepoint: kept if it succeeds, rolled back if it fails or panics.
-fn in_savepoint<T>(conn: &mut Connection, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+fn in_savepoint<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
     conn.execute_batch("SAVEPOINT request")?;
     let result = catch_panic(|| f(conn));
     // Outside a batch, releasing the outermost savepoint is the commit.
@@ -577,6 +583,162 @@ pub(crate) fn check_session(session: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn lane() -> LaneId {
+        "lane-1".parse().unwrap()
+    }
+
+    /// Occupies the store thread until the returned sender sends, so that the requests queued
+    /// meanwhile form the next batch.
+    async fn hold_thread(
+        store: &Store,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn(store.call(move |_| {
+            let _ = started_tx.send(());
+            let _ = release_rx.recv();
+            Ok(())
+        }));
+        started_rx.await.unwrap();
+        (release_tx, held)
+    }
+
+    /// Waits until `n` requests wait in the queue (spawned tasks enqueue as they are polled).
+    async fn wait_queued(store: &Store, n: usize) {
+        while STORE_QUEUE_CAPACITY - store.sender.capacity() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_request_rolls_back_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let first = tokio::spawn(store.append(&l, "s1", "first", json!(1)));
+        let failing = tokio::spawn(store.call(|conn| -> Result<()> {
+            settings::put(conn, "written.then.failed", "x")?;
+            journal::append(conn, &lane(), "s1", "failed", "{}")?;
+            Err(StoreError::invalid("test input", "fails after writing"))
+        }));
+        let panicking = tokio::spawn(store.call(|conn| -> Result<()> {
+            settings::put(conn, "written.then.panicked", "x")?;
+            panic!("deliberate test panic")
+        }));
+        let last = tokio::spawn(store.append(&l, "s1", "last", json!(2)));
+        wait_queued(&store, 4).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        let (first, last) = (first.await.unwrap().unwrap(), last.await.unwrap().unwrap());
+        assert_eq!(failing.await.unwrap().unwrap_err().kind(), "invalid_input");
+        assert_eq!(panicking.await.unwrap().unwrap_err().kind(), "panicked");
+        drop(store);
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let kinds: Vec<_> = records.iter().map(|r| (r.seq, r.kind.as_str())).collect();
+        assert_eq!(kinds, [(first, "first"), (last, "last")]);
+        assert_eq!(store.setting("written.then.failed").await.unwrap(), None);
+        assert_eq!(store.setting("written.then.panicked").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_request_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // A deferred foreign key is checked only at COMMIT, so one bad row fails the batch.
+        store
+            .call(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (parent INTEGER
+                         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let appends: Vec<_> = (0..3)
+            .map(|i| tokio::spawn(store.append(&l, "s1", "step", json!(i))))
+            .collect();
+        let violating = tokio::spawn(store.call(|conn| {
+            conn.execute("INSERT INTO child VALUES (42)", [])?;
+            Ok(())
+        }));
+        wait_queued(&store, 4).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        for append in appends {
+            let err = append.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), "not_committed", "{err}");
+            assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        }
+        let err = violating.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), "not_committed");
+        // Nothing of the batch was kept, and the store goes on.
+        assert!(store.session_records(&l, "s1").await.unwrap().is_empty());
+        let seq = store.append(&l, "s1", "after", json!({})).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [seq]);
+    }
+
+    #[tokio::test]
+    async fn a_backup_runs_after_the_batch_queued_before_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("data")).await.unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let appends: Vec<_> = (0..3)
+            .map(|i| tokio::spawn(store.append(&l, "s1", "step", json!(i))))
+            .collect();
+        wait_queued(&store, 3).await;
+        let dest = dir.path().join("copy.db");
+        let backup = tokio::spawn(store.backup(&dest));
+        wait_queued(&store, 4).await;
+        let late = tokio::spawn(store.append(&l, "s1", "late", json!({})));
+        wait_queued(&store, 5).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        let mut seqs = Vec::new();
+        for append in appends {
+            seqs.push(append.await.unwrap().unwrap());
+        }
+        backup.await.unwrap().unwrap();
+        late.await.unwrap().unwrap();
+        let copy = Store::open_file(&dest, OpenMode::Existing).await.unwrap();
+        let copied = copy.session_records(&l, "s1").await.unwrap();
+        assert_eq!(copied.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_exclusive_request_does_not_stop_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let err = store
+            .call_exclusive(|conn| -> Result<()> {
+                conn.execute_batch("BEGIN")?;
+                panic!("deliberate test panic")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "panicked");
+        // The transaction it left open was rolled back, so writes commit again.
+        store.put_setting("k", "v").await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+    }
 
     #[tokio::test]
     async fn a_panicking_job_does_not_stop_the_store() {
