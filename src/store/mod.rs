@@ -508,18 +508,17 @@ fn in_savepoint<T>(
     f: impl FnOnce(&mut Connection) -> Result<T>,
 ) -> Result<T> {
     conn.execute_batch("SAVEPOINT request")?;
-    let result = catch_panic(|| f(conn));
-    // Outside a batch, releasing the outermost savepoint is the commit.
-    let end = if result.is_ok() {
-        "RELEASE request"
-    } else {
-        "ROLLBACK TO request; RELEASE request"
-    };
-    let ended = conn.execute_batch(end);
-    // A failed request's own error says more than a failed rollback of it.
-    let value = result?;
-    ended?;
-    Ok(value)
+    let result = catch_panic(|| f(conn)).and_then(|value| {
+        // Outside a batch, releasing the outermost savepoint is the commit.
+        conn.execute_batch("RELEASE request")?;
+        Ok(value)
+    });
+    if result.is_err() {
+        // Nothing of a failed request is kept. If this fails too, SQLite has already rolled
+        // back the whole transaction, which the batch loop notices and reports.
+        let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+    }
+    result
 }
 
 /// Runs `f`, turning a panic into `StoreError::Panicked`: one bad request must not take the
@@ -534,10 +533,10 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Rolls back a transaction left open by a failed commit or a panicking request, so the next
 /// batch starts clean.
 fn end_stray_transaction(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(error) = conn.execute_batch("ROLLBACK") {
-            tracing::error!(%error, "cannot roll back a stray store transaction");
-        }
+    if !conn.is_autocommit()
+        && let Err(error) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::error!(%error, "cannot roll back a stray store transaction");
     }
 }
 
