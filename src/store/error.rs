@@ -74,6 +74,9 @@ pub enum StoreError {
     /// A store operation panicked; its transaction was rolled back and the store carries on.
     #[error("a store operation failed unexpectedly and was rolled back")]
     Panicked,
+    /// The transaction covering this request did not commit, so its change was not kept.
+    #[error("the database did not commit the change, so it was not saved: {0}")]
+    NotCommitted(String),
     /// The store thread has stopped, so the request could not be served.
     #[error("the store thread has stopped")]
     Closed,
@@ -98,6 +101,7 @@ impl StoreError {
             StoreError::UnknownPayment { .. } => "unknown_payment",
             StoreError::BackupExists(_) => "backup_exists",
             StoreError::Panicked => "panicked",
+            StoreError::NotCommitted(_) => "not_committed",
             StoreError::Closed => "closed",
         }
     }

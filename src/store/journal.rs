@@ -52,7 +52,7 @@ pub struct SessionJournal {
     pub records: Vec<JournalRecord>,
 }
 
-/// Appends a record and commits it; returns its `seq`.
+/// Appends a record; returns its `seq`. Atomic on its own or inside the store's batch.
 pub(crate) fn append(
     conn: &mut Connection,
     lane: &LaneId,
@@ -92,7 +92,7 @@ fn insert(
     payload: &str,
     closing: Option<&str>,
 ) -> Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let closed: Option<Option<i64>> = tx
         .query_row(
             "SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2",

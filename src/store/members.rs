@@ -221,7 +221,7 @@ pub(crate) fn get(conn: &Connection, phone: &Msisdn) -> Result<Option<Member>> {
 /// Inserts or replaces one member.
 pub(crate) fn upsert(conn: &mut Connection, member: &Member) -> Result<Upserted> {
     member.validate()?;
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let outcome = upsert_in(&tx, member)?;
     tx.commit()?;
     Ok(outcome)
@@ -232,7 +232,7 @@ pub(crate) fn import(conn: &mut Connection, members: &[Member]) -> Result<Import
     for m in members {
         m.validate()?;
     }
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let mut counts = ImportCounts::default();
     for m in members {
         match upsert_in(&tx, m)? {

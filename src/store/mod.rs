@@ -6,8 +6,17 @@
 //! sends a job through a bounded queue (`STORE_QUEUE_CAPACITY`) and awaits a oneshot reply.
 //! Every method returns a `'static` future, so an actor can `ctx.spawn` it directly.
 //!
-//! Durability: WAL mode with `synchronous=FULL`, so a write has reached the disk when its
-//! future resolves. If a caller drops the future after sending, the write may still commit.
+//! Group commit: the thread takes a request and every request already queued behind it (up to
+//! `MAX_BATCH_JOBS`) and runs them in ONE transaction (`BEGIN IMMEDIATE` … `COMMIT`), so one
+//! fsync covers the batch. Each request runs in its own savepoint: one that fails or panics
+//! rolls back only its own changes. Requests that cannot run inside a transaction (a backup's
+//! `VACUUM INTO`) go through `call_exclusive`: the current batch commits first, then they run
+//! alone.
+//!
+//! Durability contract: WAL mode with `synchronous=FULL`, and a request's future resolves only
+//! after the COMMIT covering it succeeded, so an `Ok` write is on disk. If that COMMIT fails,
+//! every request of the batch gets `StoreError::NotCommitted` and none of its writes is kept.
+//! If a caller drops the future after sending, the write may still commit.
 //! The thread ends when the last handle is dropped.
 
 mod backup;
@@ -48,7 +57,23 @@ use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
 /// How many requests may wait for the store thread before callers wait to enqueue.
 pub const STORE_QUEUE_CAPACITY: usize = 256;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// The most requests one transaction covers; bounds how long the first of them waits.
+pub const MAX_BATCH_JOBS: usize = 128;
+
+/// Answers a request that has run: given the outcome of the COMMIT covering it, sends the
+/// request's held result or the commit's error.
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Runs a request in its savepoint and returns how to answer it.
+type BatchedJob = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+
+/// A request to the store thread.
+enum Job {
+    /// Runs in its own savepoint inside the batch transaction; answered after the COMMIT.
+    Batched(BatchedJob),
+    /// Runs alone, outside any transaction, and answers at once.
+    Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
+}
 
 /// A handle to the store thread; clones share it.
 #[derive(Clone)]
@@ -121,27 +146,50 @@ impl Store {
         &self.path
     }
 
-    /// Runs `f` on the store thread and returns its result.
+    /// Runs `f` on the store thread inside a batch and returns its result once it is committed.
     fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
+        self.send(move |reply: oneshot::Sender<Result<T>>| {
+            Job::Batched(Box::new(move |conn| {
+                let result = in_savepoint(conn, f);
+                Box::new(move |committed: Result<()>| {
+                    // A failed request kept nothing, so its own error says more than the commit's.
+                    // The caller may have gone away; the work is done either way.
+                    let _ = reply.send(result.and_then(|value| committed.map(|()| value)));
+                })
+            }))
+        })
+    }
+
+    /// Runs `f` on the store thread alone, outside any transaction (for `VACUUM INTO`).
+    fn call_exclusive<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.send(move |reply: oneshot::Sender<Result<T>>| {
+            Job::Exclusive(Box::new(move |conn| {
+                let result = catch_panic(|| f(conn));
+                let _ = reply.send(result);
+            }))
+        })
+    }
+
+    /// Queues the job `make` builds around a reply channel and awaits the answer.
+    fn send<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job + Send + 'static,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
         let sender = self.sender.clone();
         async move {
             let (reply, answer) = oneshot::channel();
-            let job: Job = Box::new(move |conn| {
-                // A panicking job must not take the store down for every lane; its open
-                // transaction rolls back as it unwinds.
-                let result =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|_| {
-                        tracing::error!("a store job panicked; its transaction was rolled back");
-                        Err(StoreError::Panicked)
-                    });
-                // The caller may have gone away; the work is done either way.
-                let _ = reply.send(result);
-            });
-            sender.send(job).await.map_err(|_| StoreError::Closed)?;
+            sender
+                .send(make(reply))
+                .await
+                .map_err(|_| StoreError::Closed)?;
             metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH)
                 .set((STORE_QUEUE_CAPACITY - sender.capacity()) as f64);
             answer.await.map_err(|_| StoreError::Closed)?
@@ -354,7 +402,8 @@ impl Store {
         dest: &Path,
     ) -> impl Future<Output = Result<BackupReport>> + Send + 'static {
         let dest = dest.to_owned();
-        self.call(move |conn| backup::backup(conn, &dest))
+        // VACUUM INTO cannot run inside a transaction.
+        self.call_exclusive(move |conn| backup::backup(conn, &dest))
     }
 }
 
@@ -377,13 +426,118 @@ impl MembershipStore for Store {
     }
 }
 
-/// The store thread: runs jobs in order until every handle is dropped.
+/// The store thread: runs jobs in order, in batches, until every handle is dropped.
 fn serve(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, path: &Path) {
-    while let Some(job) = jobs.blocking_recv() {
+    let mut batch = Vec::with_capacity(MAX_BATCH_JOBS);
+    while let Some(first) = jobs.blocking_recv() {
+        let mut exclusive = None;
+        match first {
+            Job::Batched(job) => batch.push(job),
+            Job::Exclusive(job) => exclusive = Some(job),
+        }
+        // Whatever queued while the last batch was syncing shares the next fsync.
+        while exclusive.is_none() && batch.len() < MAX_BATCH_JOBS {
+            match jobs.try_recv() {
+                Ok(Job::Batched(job)) => batch.push(job),
+                Ok(Job::Exclusive(job)) => exclusive = Some(job),
+                Err(_) => break,
+            }
+        }
         metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH).set(jobs.len() as f64);
-        job(&mut conn);
+        if !batch.is_empty() {
+            run_batch(&mut conn, batch.drain(..));
+        }
+        if let Some(job) = exclusive {
+            job(&mut conn);
+            end_stray_transaction(&conn);
+        }
     }
     tracing::debug!(path = %path.display(), "store thread stopped");
+}
+
+/// Runs `jobs` in one transaction and answers each after its COMMIT, or with its failure.
+fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
+    let mut in_batch = match conn.execute_batch("BEGIN IMMEDIATE") {
+        Ok(()) => true,
+        Err(error) => {
+            // E.g. another process held the write lock past the busy timeout. Each request's
+            // savepoint is then its own transaction, as if it had come alone.
+            tracing::warn!(%error, "cannot begin a store batch; running its requests one by one");
+            false
+        }
+    };
+    let mut pending: Vec<Reply> = Vec::new();
+    for job in jobs {
+        let reply = job(conn);
+        if !in_batch {
+            end_stray_transaction(conn);
+            reply(Ok(()));
+        } else if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (an I/O error, a full disk), so the
+            // earlier requests' writes are gone too. The rest run one by one.
+            let lost = || StoreError::NotCommitted("SQLite rolled the transaction back".into());
+            tracing::error!("a store batch was rolled back by SQLite; its requests failed");
+            for reply in pending.drain(..).chain([reply]) {
+                reply(Err(lost()));
+            }
+            in_batch = false;
+        } else {
+            pending.push(reply);
+        }
+    }
+    if !in_batch {
+        return;
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => pending.into_iter().for_each(|reply| reply(Ok(()))),
+        Err(error) => {
+            tracing::error!(%error, requests = pending.len(), "a store batch did not commit");
+            // A failed COMMIT may leave the transaction open (e.g. a deferred constraint).
+            end_stray_transaction(conn);
+            let reason = error.to_string();
+            for reply in pending {
+                reply(Err(StoreError::NotCommitted(reason.clone())));
+            }
+        }
+    }
+}
+
+/// Runs `f` in a savepoint: kept if it succeeds, rolled back if it fails or panics.
+fn in_savepoint<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch("SAVEPOINT request")?;
+    let result = catch_panic(|| f(conn)).and_then(|value| {
+        // Outside a batch, releasing the outermost savepoint is the commit.
+        conn.execute_batch("RELEASE request")?;
+        Ok(value)
+    });
+    if result.is_err() {
+        // Nothing of a failed request is kept. If this fails too, SQLite has already rolled
+        // back the whole transaction, which the batch loop notices and reports.
+        let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+    }
+    result
+}
+
+/// Runs `f`, turning a panic into `StoreError::Panicked`: one bad request must not take the
+/// store down for every lane.
+fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("a store request panicked; its changes were rolled back");
+        Err(StoreError::Panicked)
+    })
+}
+
+/// Rolls back a transaction left open by a failed commit or a panicking request, so the next
+/// batch starts clean.
+fn end_stray_transaction(conn: &Connection) {
+    if !conn.is_autocommit()
+        && let Err(error) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::error!(%error, "cannot roll back a stray store transaction");
+    }
 }
 
 /// Times are stored as RFC 3339 in UTC with as many fraction digits as needed.
@@ -428,6 +582,162 @@ pub(crate) fn check_session(session: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn lane() -> LaneId {
+        "lane-1".parse().unwrap()
+    }
+
+    /// Occupies the store thread until the returned sender sends, so that the requests queued
+    /// meanwhile form the next batch.
+    async fn hold_thread(
+        store: &Store,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn(store.call(move |_| {
+            let _ = started_tx.send(());
+            let _ = release_rx.recv();
+            Ok(())
+        }));
+        started_rx.await.unwrap();
+        (release_tx, held)
+    }
+
+    /// Waits until `n` requests wait in the queue (spawned tasks enqueue as they are polled).
+    async fn wait_queued(store: &Store, n: usize) {
+        while STORE_QUEUE_CAPACITY - store.sender.capacity() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_request_rolls_back_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let first = tokio::spawn(store.append(&l, "s1", "first", json!(1)));
+        let failing = tokio::spawn(store.call(|conn| -> Result<()> {
+            settings::put(conn, "written.then.failed", "x")?;
+            journal::append(conn, &lane(), "s1", "failed", "{}")?;
+            Err(StoreError::invalid("test input", "fails after writing"))
+        }));
+        let panicking = tokio::spawn(store.call(|conn| -> Result<()> {
+            settings::put(conn, "written.then.panicked", "x")?;
+            panic!("deliberate test panic")
+        }));
+        let last = tokio::spawn(store.append(&l, "s1", "last", json!(2)));
+        wait_queued(&store, 4).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        let (first, last) = (first.await.unwrap().unwrap(), last.await.unwrap().unwrap());
+        assert_eq!(failing.await.unwrap().unwrap_err().kind(), "invalid_input");
+        assert_eq!(panicking.await.unwrap().unwrap_err().kind(), "panicked");
+        drop(store);
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let kinds: Vec<_> = records.iter().map(|r| (r.seq, r.kind.as_str())).collect();
+        assert_eq!(kinds, [(first, "first"), (last, "last")]);
+        assert_eq!(store.setting("written.then.failed").await.unwrap(), None);
+        assert_eq!(store.setting("written.then.panicked").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_request_of_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        // A deferred foreign key is checked only at COMMIT, so one bad row fails the batch.
+        store
+            .call(|conn| {
+                conn.execute_batch(
+                    "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                     CREATE TABLE child (parent INTEGER
+                         REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let appends: Vec<_> = (0..3)
+            .map(|i| tokio::spawn(store.append(&l, "s1", "step", json!(i))))
+            .collect();
+        let violating = tokio::spawn(store.call(|conn| {
+            conn.execute("INSERT INTO child VALUES (42)", [])?;
+            Ok(())
+        }));
+        wait_queued(&store, 4).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        for append in appends {
+            let err = append.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), "not_committed", "{err}");
+            assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+        }
+        let err = violating.await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), "not_committed");
+        // Nothing of the batch was kept, and the store goes on.
+        assert!(store.session_records(&l, "s1").await.unwrap().is_empty());
+        let seq = store.append(&l, "s1", "after", json!({})).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [seq]);
+    }
+
+    #[tokio::test]
+    async fn a_backup_runs_after_the_batch_queued_before_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("data")).await.unwrap();
+        let l = lane();
+        let (release, held) = hold_thread(&store).await;
+        let appends: Vec<_> = (0..3)
+            .map(|i| tokio::spawn(store.append(&l, "s1", "step", json!(i))))
+            .collect();
+        wait_queued(&store, 3).await;
+        let dest = dir.path().join("copy.db");
+        let backup = tokio::spawn(store.backup(&dest));
+        wait_queued(&store, 4).await;
+        let late = tokio::spawn(store.append(&l, "s1", "late", json!({})));
+        wait_queued(&store, 5).await;
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        let mut seqs = Vec::new();
+        for append in appends {
+            seqs.push(append.await.unwrap().unwrap());
+        }
+        backup.await.unwrap().unwrap();
+        late.await.unwrap().unwrap();
+        let copy = Store::open_file(&dest, OpenMode::Existing).await.unwrap();
+        let copied = copy.session_records(&l, "s1").await.unwrap();
+        assert_eq!(copied.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_exclusive_request_does_not_stop_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let err = store
+            .call_exclusive(|conn| -> Result<()> {
+                conn.execute_batch("BEGIN")?;
+                panic!("deliberate test panic")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "panicked");
+        // The transaction it left open was rolled back, so writes commit again.
+        store.put_setting("k", "v").await.unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+    }
 
     #[tokio::test]
     async fn a_panicking_job_does_not_stop_the_store() {

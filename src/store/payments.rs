@@ -59,7 +59,7 @@ pub(crate) fn record_payment(
     check_session(session)?;
     check_label("payment state", state, 32)?;
     let value = to_sql_amount(amount.value)?;
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     if let Some(existing) = select(&tx, reference)? {
         if existing.lane == *lane && existing.session == session && existing.amount == amount {
             return Ok(());
@@ -98,7 +98,7 @@ pub(crate) fn update_payment(
     }
     let captured = update.captured.map(to_sql_amount).transpose()?;
     let refunded = update.refunded.map(to_sql_amount).transpose()?;
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     let changed = tx.execute(
         "UPDATE payments SET state = coalesce(?2, state),
                              captured_minor = coalesce(?3, captured_minor),
@@ -238,7 +238,7 @@ pub(crate) fn record_idempotency_key(
 ) -> Result<()> {
     check_session(session)?;
     check_label("operation", operation, 32)?;
-    let tx = conn.transaction()?;
+    let tx = conn.savepoint()?;
     match lookup_key(&tx, lane, session, operation)? {
         Some(existing) if existing == *key => return Ok(()),
         Some(_) => {
