@@ -32,6 +32,10 @@ let token = store.getItem("lanehub.token") || "";
 let lane = store.getItem("lanehub.lane") || "";
 let socket = null;
 let lastSeq = null;
+// Counts snapshots rendered from WebSocket events. An HTTP answer was taken before any event
+// that arrives while it travels, so it is rendered only if no event came meanwhile; otherwise
+// it would put an older state back on screen.
+let eventRenders = 0;
 let retry = 0;
 let snapshot = null;
 
@@ -130,9 +134,16 @@ function setConnection(online) {
   el.textContent = online ? TEXT.online : TEXT.offline;
 }
 
+/** Renders an HTTP answer unless a WebSocket event newer than it was rendered meanwhile. */
+async function renderAnswer(request) {
+  const before = eventRenders;
+  const s = await request;
+  if (eventRenders === before) render(s);
+}
+
 async function resync(notice) {
   try {
-    render(await api("GET", `/api/v1/lanes/${encodeURIComponent(lane)}`));
+    await renderAnswer(api("GET", `/api/v1/lanes/${encodeURIComponent(lane)}`));
     if (notice) $("notice").textContent = TEXT.resynced;
   } catch (e) {
     $("notice").textContent = e.message;
@@ -152,6 +163,7 @@ function connect() {
     const gap = lastSeq !== null && ev.kind !== "snapshot" && ev.seq !== lastSeq + 1;
     lastSeq = ev.seq;
     if (ev.kind === "scan") addItem(ev.data);
+    eventRenders += 1;
     render(ev.snapshot);
     if (gap) resync(true);
   };
@@ -165,7 +177,7 @@ function connect() {
 
 async function command(path, body) {
   try {
-    render(await api("POST", `/api/v1/lanes/${encodeURIComponent(lane)}/${path}`, body));
+    await renderAnswer(api("POST", `/api/v1/lanes/${encodeURIComponent(lane)}/${path}`, body));
   } catch (e) {
     showMessage("error", e.message);
   }
