@@ -312,6 +312,11 @@ impl Checkout {
                 }
                 if self.enroll && snapshot["session"]["customer"]["member"] == false {
                     let (status, body) = client.command(&lane, "enroll", json!({})).await?;
+                    if status == 409 {
+                        // The session ended meanwhile: a restart between the look at the lane
+                        // and the command closes a session with nothing in flight.
+                        return self.resume(client).await;
+                    }
                     assert_eq!(status, 200, "enroll on lane {lane}: {body}");
                     client
                         .wait_lane(&lane, "finished the enrollment", |s| {
