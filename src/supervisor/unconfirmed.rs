@@ -35,23 +35,6 @@ pub struct WatchSettings {
     pub window: Duration,
 }
 
-/// What one look at an unconfirmed payment found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settled {
-    /// Vipps does not know it yet; looked at again next time.
-    Unknown,
-    /// Vipps never knew it within the window.
-    NotCreated,
-    /// It appeared and was cancelled; the state Vipps reported after the cancel.
-    Cancelled(PaymentState),
-    /// It appeared in a state that needs nothing from lanehub (final, or captured already).
-    Recorded(PaymentState),
-    /// Vipps refused the cancel in this state; looked at again once the state changes.
-    Refused,
-    /// Vipps could not be asked, or the cancel's answer was lost; tried again next time.
-    Retry,
-}
-
 /// The watch's memory between sweeps: cancels Vipps refused, by reference and state.
 #[derive(Debug, Default)]
 pub struct Watch {
@@ -83,11 +66,11 @@ impl Watch {
         store: &Store,
         vipps: &VippsHandle,
         window: Duration,
-    ) -> Result<Vec<(PaymentReference, Settled)>, StoreError> {
+    ) -> Result<(), StoreError> {
         let requested = store.payments_in_state(REQUESTED).await?;
         if requested.is_empty() {
             self.refused.clear();
-            return Ok(Vec::new());
+            return Ok(());
         }
         // A session still open is followed by its lane (or will be, after recovery).
         let open: HashSet<(LaneId, String)> = store
@@ -96,15 +79,12 @@ impl Watch {
             .into_iter()
             .map(|j| (j.lane, j.session))
             .collect();
-        let mut seen = Vec::new();
         for payment in requested {
-            if open.contains(&(payment.lane.clone(), payment.session.clone())) {
-                continue;
+            if !open.contains(&(payment.lane.clone(), payment.session.clone())) {
+                self.settle(store, vipps, &payment, window).await;
             }
-            let settled = self.settle(store, vipps, &payment, window).await;
-            seen.push((payment.reference, settled));
         }
-        Ok(seen)
+        Ok(())
     }
 
     async fn settle(
@@ -113,7 +93,7 @@ impl Watch {
         vipps: &VippsHandle,
         payment: &PaymentRecord,
         window: Duration,
-    ) -> Settled {
+    ) {
         let reference = &payment.reference;
         let found = match vipps.get_payment(reference).await {
             Ok(found) => found,
@@ -121,20 +101,14 @@ impl Watch {
                 let age = (Utc::now() - payment.created_at)
                     .to_std()
                     .unwrap_or_default();
-                if age < window {
-                    return Settled::Unknown;
+                if age >= window && record(store, reference, NOT_CREATED, None).await.is_ok() {
+                    tracing::info!(%reference, "unconfirmed payment never reached Vipps");
                 }
-                return match record(store, reference, NOT_CREATED, None).await {
-                    Ok(()) => {
-                        tracing::info!(%reference, "unconfirmed payment never reached Vipps");
-                        Settled::NotCreated
-                    }
-                    Err(()) => Settled::Retry,
-                };
+                return;
             }
             Err(e) => {
                 tracing::debug!(%reference, error = %e, "unconfirmed payment not read back; next time");
-                return Settled::Retry;
+                return;
             }
         };
         let open = matches!(
@@ -143,14 +117,12 @@ impl Watch {
         );
         if !open || found.aggregate.captured_amount.value > 0 {
             let state = found.state.as_str();
-            return match record(store, reference, state, Some(&found.aggregate)).await {
-                Ok(()) => Settled::Recorded(found.state),
-                Err(()) => Settled::Retry,
-            };
+            let _ = record(store, reference, state, Some(&found.aggregate)).await;
+            return;
         }
         let seen_in = (reference.clone(), found.state);
         if self.refused.contains(&seen_in) {
-            return Settled::Refused;
+            return;
         }
         tracing::warn!(
             %reference,
@@ -159,19 +131,14 @@ impl Watch {
         );
         match cancel(store, vipps, payment, found.state).await {
             Ok((state, aggregate)) => {
-                match record(store, reference, state.as_str(), Some(&aggregate)).await {
-                    Ok(()) => Settled::Cancelled(state),
-                    Err(()) => Settled::Retry,
-                }
+                let _ = record(store, reference, state.as_str(), Some(&aggregate)).await;
             }
             Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) && !e.is_retryable() => {
                 tracing::info!(%reference, error = %e, "Vipps refused to cancel the late payment now; waiting for it to move on");
                 self.refused.insert(seen_in);
-                Settled::Refused
             }
             Err(e) => {
                 tracing::warn!(%reference, error = %e, "could not cancel the late payment; trying again");
-                Settled::Retry
             }
         }
     }
@@ -207,6 +174,8 @@ async fn cancel(
     Ok((answer.state, answer.aggregate))
 }
 
+/// Updates the payments index; a failure is logged here, and a row left `REQUESTED` is simply
+/// looked at again by the next sweep.
 async fn record(
     store: &Store,
     reference: &PaymentReference,
