@@ -168,6 +168,8 @@ pub struct SideReport {
     /// Requests the simulator answered during the side's run, and how many were 429.
     pub http_responses: u64,
     pub http_429: u64,
+    /// Requests per Vipps operation the simulator saw during the side's run.
+    pub requests: Vec<(Operation, u64)>,
 }
 
 impl SideReport {
@@ -198,8 +200,19 @@ impl SideReport {
             "status_reads_per_flow": round3(self.reads_per_flow),
             "http_responses": self.http_responses,
             "http_429": self.http_429,
+            "requests_per_flow": self.requests_per_flow(),
             "steps": steps,
         })
+    }
+
+    fn requests_per_flow(&self) -> Value {
+        let flows = self.completed.max(1) as f64;
+        self.requests
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(op, n)| (op.as_str().to_owned(), json!(round3(*n as f64 / flows))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
     }
 }
 
@@ -911,6 +924,7 @@ async fn run_in(
         sim.counter.snapshot(),
         probe.calls(Operation::PaymentGet),
         cpu_seconds(),
+        probe.all_calls(),
     );
     let start = Instant::now();
     let stop = start + window;
@@ -941,6 +955,7 @@ async fn run_in(
     lanehub.http_responses = counts.responses;
     lanehub.http_429 = counts.too_many_requests;
     lanehub.reads_per_flow = reads as f64 / lanehub.completed.max(1) as f64;
+    lanehub.requests = probe.calls_since(&before.3);
 
     // The floor: the same calls, the same concurrency, no lanehub in between.
     let floor_client =
@@ -952,7 +967,7 @@ async fn run_in(
             .map_err(during("the floor's token"))?,
     );
     let reads_per_flow = lanehub.reads_per_flow.round().max(1.0) as u64;
-    let before = (sim.counter.snapshot(), cpu_seconds());
+    let before = (sim.counter.snapshot(), cpu_seconds(), probe.all_calls());
     let start = Instant::now();
     let stop = start + window;
     let mut tasks = Vec::with_capacity(lanes);
@@ -978,6 +993,7 @@ async fn run_in(
     floor.cpu_seconds = cpu;
     floor.http_responses = counts.responses;
     floor.http_429 = counts.too_many_requests;
+    floor.requests = probe.calls_since(&before.2);
     let rss_after_kib = rss_kib();
 
     clients.shutdown_background();

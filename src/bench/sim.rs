@@ -148,6 +148,23 @@ impl LaneProbe {
             .map_or(0, |i| self.calls[i].load(Ordering::Relaxed))
     }
 
+    /// Requests of every operation seen so far, in `Operation::ALL` order.
+    pub fn all_calls(&self) -> Vec<u64> {
+        self.calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Requests per operation since `before` (from `all_calls`).
+    pub fn calls_since(&self, before: &[u64]) -> Vec<(Operation, u64)> {
+        Operation::ALL
+            .iter()
+            .zip(self.all_calls().iter().zip(before))
+            .map(|(&op, (now, then))| (op, now - then))
+            .collect()
+    }
+
     fn count(&self, op: Operation) {
         if let Some(i) = Operation::ALL.iter().position(|&o| o == op) {
             self.calls[i].fetch_add(1, Ordering::Relaxed);
