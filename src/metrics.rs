@@ -892,12 +892,32 @@ fn known_label(list: &'static [&'static str], value: &str, what: &str) -> Option
 /// The lane's session entered `state` (one of [`SESSION_STATES`]): sets it to 1 and every other
 /// state to 0.
 pub fn session_state(lane: &LaneId, state: &str) {
-    if known_label(SESSION_STATES, state, "state").is_none() {
-        return;
+    SessionStateGauges::new(lane).set(state);
+}
+
+/// A lane's session-state gauges, looked up once: a lane changes state several times per
+/// checkout and each change sets every state's series.
+pub struct SessionStateGauges {
+    gauges: Vec<metrics::Gauge>,
+}
+
+impl SessionStateGauges {
+    pub fn new(lane: &LaneId) -> Self {
+        let gauges = SESSION_STATES
+            .iter()
+            .map(|&s| metrics::gauge!(LANE_SESSION_STATE, "lane" => lane_label(lane), "state" => s))
+            .collect();
+        SessionStateGauges { gauges }
     }
-    for &s in SESSION_STATES {
-        let value = if s == state { 1.0 } else { 0.0 };
-        metrics::gauge!(LANE_SESSION_STATE, "lane" => lane_label(lane), "state" => s).set(value);
+
+    /// Sets `state` (one of [`SESSION_STATES`]) to 1 and every other state to 0.
+    pub fn set(&self, state: &str) {
+        if known_label(SESSION_STATES, state, "state").is_none() {
+            return;
+        }
+        for (&s, gauge) in SESSION_STATES.iter().zip(&self.gauges) {
+            gauge.set(if s == state { 1.0 } else { 0.0 });
+        }
     }
 }
 

@@ -87,6 +87,7 @@ pub struct LaneActor {
     enrollment: Option<&'static str>,
     /// The checkout that ended last, with its outcome, shown until the next one begins.
     last_session: Option<SessionView>,
+    state_gauges: m::SessionStateGauges,
     _death: DeathNotice,
 }
 
@@ -102,6 +103,7 @@ impl LaneActor {
             message: None,
             enrollment: None,
             last_session: None,
+            state_gauges: m::SessionStateGauges::new(&lane),
             _death: DeathNotice {
                 lane,
                 incarnation,
@@ -134,7 +136,7 @@ impl LaneActor {
             self.enrollment = None;
         }
         if before.state != after.state {
-            m::session_state(self.lane(), after.state);
+            self.state_gauges.set(after.state);
         }
         // A read-back that only moves the payment's Vipps state (e.g. to CREATED) is news too.
         let mut changed = visible_change(&before, &after);
@@ -435,7 +437,7 @@ impl Actor for LaneActor {
             ctx.address().recipient(),
         ));
         self.start_scanners(ctx);
-        m::session_state(self.lane(), self.session.state_label());
+        self.state_gauges.set(self.session.state_label());
         // Recovery must finish before any command is handled, so the actor waits for it.
         let store = self.spec.deps.store.clone();
         let lane = self.lane().clone();

@@ -1,18 +1,19 @@
-//! Carries a lane's effects out: journal writes in order on one pipeline per lane, Vipps and
+//! Carries a lane's effects out: journal writes in order on one writer task per lane, Vipps and
 //! membership calls as tasks whose answers come back to the lane actor as events.
 //!
-//! What must stay true: a call that follows a `Persist` is only sent once that write is durable;
-//! if the write fails the call is not sent and answers `CallError::Unavailable`. Writes of one lane
-//! reach the store in the order the session emitted them.
+//! What must stay true: a call that changes something at Vipps is only sent once every record
+//! the session wrote before it is durable; if that write fails a keyed call is not sent and
+//! answers `CallError::Unavailable`. Writes of one lane reach the store in the order the session
+//! emitted them. Reads never wait for the disk.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Recipient;
 use secrecy::SecretString;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
-use crate::domain::{LaneId, Msisdn};
+use crate::domain::{LaneId, Msisdn, PaymentReference};
 use crate::session::{
     Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord,
     LoginAccessToken, NewMember, PaymentState, SessionId, Userinfo,
@@ -64,49 +65,177 @@ pub struct EffectDeps {
     pub members: Arc<dyn MembershipStore>,
 }
 
-/// Starts the lane's pipeline task; answers go to `answers`.
+/// Whether a journal record reached the disk: `None` while it is queued.
+type Durable = watch::Receiver<Option<bool>>;
+
+/// The store work of one lane, done in order by its writer task.
+enum Write {
+    Record {
+        session: SessionId,
+        record: JournalRecord,
+        done: watch::Sender<Option<bool>>,
+    },
+    Close {
+        session: SessionId,
+        outcome: &'static str,
+    },
+    /// Keeps the payments index in step with what Vipps answered (best effort).
+    Note {
+        reference: PaymentReference,
+        update: PaymentUpdate,
+    },
+}
+
+/// Starts the lane's pipeline; answers go to `answers`.
+///
+/// Journal writes go to one writer task that does them in order; a call starts at once unless it
+/// must follow the journal (`follows_journal`), in which case it waits until the latest record
+/// handed to the writer before it is durable. So a check-in or a status read never waits for a
+/// disk sync, while a payment request is only sent once its record is on disk.
 pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mpsc::Sender<Work> {
     let (tx, mut rx) = mpsc::channel::<Work>(PIPELINE_CAPACITY);
+    let (writes, writes_rx) = mpsc::channel::<Write>(PIPELINE_CAPACITY);
+    actix::spawn(write_in_order(deps.clone(), writes_rx));
     actix::spawn(async move {
-        // Set when a write failed: the calls it guarded must not be sent.
-        let mut blocked = false;
+        // The latest record handed to the writer.
+        let mut latest: Option<Durable> = None;
         while let Some(work) = rx.recv().await {
-            match work {
+            let write = match work {
                 Work::Persist { session, record } => {
-                    blocked = persist(&deps, &session, &record).await.is_err();
-                }
-                Work::Close { session, outcome } => {
-                    if let Err(e) = deps
-                        .store
-                        .close_session(&deps.lane, session.as_str(), outcome)
-                        .await
-                    {
-                        tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal");
+                    let (done, durable) = watch::channel(None);
+                    latest = Some(durable);
+                    Write::Record {
+                        session,
+                        record,
+                        done,
                     }
                 }
+                Work::Close { session, outcome } => Write::Close { session, outcome },
                 Work::Call(effect) => {
-                    if blocked && effect.idempotency_key().is_some() {
-                        if let Some(event) = not_sent(&effect) {
-                            answers.do_send(CallAnswered(event));
-                        }
-                        continue;
-                    }
-                    let deps = deps.clone();
-                    let answers = answers.clone();
-                    actix::spawn(async move {
-                        if let Some(event) = call(&deps, effect).await {
-                            // The lane may have been replaced meanwhile; its answer is then moot.
-                            answers.do_send(CallAnswered(event));
-                        }
-                    });
+                    let after = latest.clone().filter(|_| follows_journal(&effect));
+                    actix::spawn(perform(
+                        deps.clone(),
+                        effect,
+                        after,
+                        answers.clone(),
+                        writes.clone(),
+                    ));
+                    continue;
                 }
+            };
+            if writes.send(write).await.is_err() {
+                tracing::error!(lane = %deps.lane, "the lane's journal writer stopped");
+                break;
             }
         }
     });
     tx
 }
 
-async fn persist(deps: &EffectDeps, session: &SessionId, record: &JournalRecord) -> Result<(), ()> {
+/// Calls that wait for the journal records before them to be durable: whatever Vipps keeps a
+/// record of (a payment, a capture, a Login that a customer may consent to), so a crash cannot
+/// leave Vipps knowing of something the journal does not. Reads and the best-effort check-in
+/// change nothing at Vipps and go at once.
+fn follows_journal(effect: &Effect) -> bool {
+    !matches!(
+        effect,
+        Effect::ExchangeQr { .. }
+            | Effect::LookupMembership { .. }
+            | Effect::SendCheckIn { .. }
+            | Effect::ReadPayment { .. }
+    )
+}
+
+/// Performs one call once the record it follows is durable; a keyed call whose record could not
+/// be written is not sent.
+async fn perform(
+    deps: EffectDeps,
+    effect: Effect,
+    after: Option<Durable>,
+    answers: Recipient<CallAnswered>,
+    writes: mpsc::Sender<Write>,
+) {
+    if let Some(mut durable) = after {
+        let written = matches!(
+            durable.wait_for(Option::is_some).await.as_deref(),
+            Ok(Some(true))
+        );
+        if !written && effect.idempotency_key().is_some() {
+            if let Some(event) = not_sent(&effect) {
+                answers.do_send(CallAnswered(event));
+            }
+            return;
+        }
+    }
+    let (event, note) = call(&deps, effect).await;
+    // The lane may have been replaced meanwhile; its answer is then moot.
+    if let Some(event) = event {
+        answers.do_send(CallAnswered(event));
+    }
+    // After the answer: the index is for the back office, the cashier must not wait for it.
+    if let Some((reference, update)) = note {
+        let _ = writes.send(Write::Note { reference, update }).await;
+    }
+}
+
+/// Does the lane's store work in order. A `session_ended` record and the close that follows it
+/// are one store request.
+async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
+    let mut next = None;
+    loop {
+        let write = match next.take() {
+            Some(write) => write,
+            None => match writes.recv().await {
+                Some(write) => write,
+                None => break,
+            },
+        };
+        match write {
+            Write::Record {
+                session,
+                record,
+                done,
+            } => {
+                let mut close = None;
+                if matches!(record, JournalRecord::SessionEnded { .. }) {
+                    match writes.try_recv() {
+                        Ok(Write::Close {
+                            session: closing,
+                            outcome,
+                        }) if closing == session => close = Some(outcome),
+                        Ok(other) => next = Some(other),
+                        Err(_) => {}
+                    }
+                }
+                let ok = persist(&deps, &session, &record, close).await.is_ok();
+                done.send_replace(Some(ok));
+            }
+            Write::Close { session, outcome } => {
+                if let Err(e) = deps
+                    .store
+                    .close_session(&deps.lane, session.as_str(), outcome)
+                    .await
+                {
+                    tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal");
+                }
+            }
+            Write::Note { reference, update } => {
+                if let Err(e) = deps.store.update_payment(&reference, update).await {
+                    tracing::warn!(lane = %deps.lane, %reference, error = %e, "could not update the payments index");
+                }
+            }
+        }
+    }
+}
+
+/// Writes one record with what it brings along (payments index row, idempotency key, the
+/// session's close) in one store request.
+async fn persist(
+    deps: &EffectDeps,
+    session: &SessionId,
+    record: &JournalRecord,
+    close: Option<&'static str>,
+) -> Result<(), ()> {
     let lane = &deps.lane;
     let result = async {
         deps.store
@@ -139,6 +268,11 @@ async fn persist(deps: &EffectDeps, session: &SessionId, record: &JournalRecord)
                         .await?;
                 }
             }
+        }
+        if let Some(outcome) = close {
+            deps.store
+                .close_session(lane, session.as_str(), outcome)
+                .await?;
         }
         Ok::<(), crate::store::StoreError>(())
     }
@@ -201,21 +335,18 @@ fn aggregate(a: &models::Aggregate) -> Aggregate {
     }
 }
 
-/// Keeps the payments index in step with what Vipps said (best effort: the journal is the truth).
-async fn note_payment(
-    deps: &EffectDeps,
+/// The payments index update for what Vipps said of a payment.
+fn note(
     payment_state: models::PaymentState,
     agg: &models::Aggregate,
-    reference: &crate::domain::PaymentReference,
-) {
+    reference: &PaymentReference,
+) -> Option<Note> {
     let update = PaymentUpdate {
         state: Some(payment_state.as_str().to_owned()),
         captured: Some(agg.captured_amount.value),
         refunded: Some(agg.refunded_amount.value),
     };
-    if let Err(e) = deps.store.update_payment(reference, update).await {
-        tracing::warn!(lane = %deps.lane, %reference, error = %e, "could not update the payments index");
-    }
+    Some((reference.clone(), update))
 }
 
 fn create_request(r: &CreatePaymentRequest) -> models::CreatePaymentRequest {
@@ -297,9 +428,13 @@ fn member(deps: &EffectDeps, m: NewMember) -> Member {
     }
 }
 
+/// What the payments index should learn from a call's answer.
+type Note = (PaymentReference, PaymentUpdate);
+
 /// Performs one call effect and turns its result into the session's answer.
-async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
+async fn call(deps: &EffectDeps, effect: Effect) -> (Option<Event>, Option<Note>) {
     let vipps = &deps.vipps;
+    let mut noted = None;
     let event = match effect {
         Effect::ExchangeQr { call, qr } => match vipps.exchange_qr(&qr).await {
             Ok(q) => Event::QrExchanged {
@@ -374,7 +509,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
         }
         Effect::ReadPayment { call, reference } => match vipps.get_payment(&reference).await {
             Ok(p) => {
-                note_payment(deps, p.state, &p.aggregate, &reference).await;
+                noted = note(p.state, &p.aggregate, &reference);
                 Event::PaymentStatus {
                     call,
                     state: state(p.state),
@@ -398,7 +533,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
                 .await
             {
                 Ok(m) => {
-                    note_payment(deps, m.state, &m.aggregate, &reference).await;
+                    noted = note(m.state, &m.aggregate, &reference);
                     Event::PaymentCaptured {
                         call,
                         state: state(m.state),
@@ -422,7 +557,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
                 .await
             {
                 Ok(m) => {
-                    note_payment(deps, m.state, &m.aggregate, &reference).await;
+                    noted = note(m.state, &m.aggregate, &reference);
                     Event::PaymentCancelled {
                         call,
                         state: state(m.state),
@@ -440,10 +575,10 @@ async fn call(deps: &EffectDeps, effect: Effect) -> Option<Event> {
         | Effect::NotifyTerminal(_)
         | Effect::Record(_)
         | Effect::SessionEnded { .. } => {
-            return None;
+            return (None, None);
         }
     };
-    Some(event)
+    (Some(event), noted)
 }
 
 async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
