@@ -730,6 +730,40 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
 }
 
 #[actix_web::test]
+async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+
+    // The disk refuses exactly the record that must precede the payment request.
+    let db = rusqlite::Connection::open(hub.store.path()).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER refuse_payment BEFORE INSERT ON journal
+         WHEN NEW.kind = 'payment_requested'
+         BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;",
+    )
+    .unwrap();
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 200, "{body}");
+    let done = term
+        .until("the session to end", |e| e["snapshot"]["state"] == "idle")
+        .await["snapshot"]
+        .clone();
+    assert_eq!(code(&done), "vipps_unavailable", "saw {:?}", term.seen);
+    assert!(
+        hub.vipps_payments().await.is_empty(),
+        "a payment the journal does not know of reached Vipps"
+    );
+
+    // The disk is back: the next checkout pays.
+    db.execute_batch("DROP TRIGGER refuse_payment").unwrap();
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+}
+
+#[actix_web::test]
 async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_open() {
     let mut settings = fast_settings();
     settings.vipps.request_timeout = ms(300);
