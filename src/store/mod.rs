@@ -894,6 +894,198 @@ mod tests {
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
     }
 
+    fn new_payment(reference: &str, minor: u64) -> NewPayment {
+        NewPayment {
+            reference: reference.parse().unwrap(),
+            amount: Amount::nok(minor),
+            state: "REQUESTED".into(),
+        }
+    }
+
+    fn new_key(operation: &str, key: &str) -> NewIdempotencyKey {
+        NewIdempotencyKey {
+            operation: operation.into(),
+            key: key.parse().unwrap(),
+            reference: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_and_its_side_writes_are_kept_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0001", 23990)),
+            idempotency_key: Some(NewIdempotencyKey {
+                reference: Some("lane-1-0001".parse().unwrap()),
+                ..new_key("create", "key-1")
+            }),
+        };
+        let seq = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 1}), side)
+            .await
+            .unwrap();
+        let payment = store.payment(&"lane-1-0001".parse().unwrap()).await;
+        let payment = payment.unwrap().unwrap();
+        assert_eq!((payment.lane, payment.session.as_str()), (l.clone(), "s1"));
+        assert_eq!(
+            (payment.amount, payment.state.as_str()),
+            (Amount::nok(23990), "REQUESTED")
+        );
+        let key = store.idempotency_key(&l, "s1", "create").await.unwrap();
+        assert_eq!(key, Some("key-1".parse().unwrap()));
+
+        // A conflicting key: neither the record nor the new payment is kept.
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0002", 100)),
+            idempotency_key: Some(new_key("create", "key-2")),
+        };
+        let err = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 2}), side)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "idempotency_key_conflict", "{err}");
+        // A conflicting payment: the record is not kept either.
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0001", 1)),
+            idempotency_key: None,
+        };
+        let err = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 3}), side)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "payment_conflict", "{err}");
+        // A key alone comes along with its record.
+        let side = RecordSideWrites {
+            payment: None,
+            idempotency_key: Some(new_key("capture_requested", "key-3")),
+        };
+        let capture = store
+            .append_with(&l, "s1", "capture_requested", json!({}), side)
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let seqs: Vec<_> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [seq, capture]);
+        assert_eq!(
+            store
+                .payment(&"lane-1-0002".parse().unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.payments().await.unwrap().len(), 1);
+        let key = store.idempotency_key(&l, "s1", "create").await.unwrap();
+        assert_eq!(key, Some("key-1".parse().unwrap()));
+        let key = store.idempotency_key(&l, "s1", "capture_requested").await;
+        assert_eq!(key.unwrap(), Some("key-3".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn append_and_close_writes_both_records_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        store.append(&l, "s1", "started", json!({})).await.unwrap();
+        // The close is refused after the record was written: the record goes too.
+        let err = store
+            .append_and_close(&l, "s1", "session_ended", json!({}), "not an outcome")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 1);
+        assert_eq!(store.open_sessions(&l).await.unwrap().len(), 1);
+
+        let (ended, closed) = store
+            .append_and_close(
+                &l,
+                "s1",
+                "session_ended",
+                json!({"outcome": "paid"}),
+                "paid",
+            )
+            .await
+            .unwrap();
+        assert!(ended < closed);
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let kinds: Vec<_> = records.iter().map(|r| (r.seq, r.kind.as_str())).collect();
+        assert_eq!(
+            kinds[1..],
+            [(ended, "session_ended"), (closed, CLOSED_KIND)]
+        );
+        assert_eq!(records[2].payload, json!({"outcome": "paid"}));
+        assert!(store.open_sessions(&l).await.unwrap().is_empty());
+        let err = store
+            .append_and_close(&l, "s1", "session_ended", json!({}), "paid")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "session_closed");
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn reads_are_answered_while_the_writer_is_busy_and_see_only_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let kari = members::tests::member("4791234567", "Kari");
+        store.upsert_member(kari.clone()).await.unwrap();
+        let l = lane();
+        let seq = store.append(&l, "s1", "started", json!({})).await.unwrap();
+
+        // A writer job that has written but not committed, and waits for the reads below.
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn(store.call(move |conn| {
+            settings::put(conn, "uncommitted", "x")?;
+            journal::append(conn, &lane(), "s1", "uncommitted", "{}")?;
+            let _ = started_tx.send(());
+            // Only reached if a read waited for this job: then the assertion on `held` fails.
+            release_rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .map_err(|_| StoreError::invalid("test", "the reads waited for the writer"))
+        }));
+        started_rx.await.unwrap();
+
+        let phone = kari.phone_number.clone();
+        assert_eq!(store.member(&phone).await.unwrap(), Some(kari.clone()));
+        assert_eq!(store.member_count().await.unwrap(), 1);
+        assert_eq!(store.members().await.unwrap(), [kari]);
+        assert_eq!(store.setting("uncommitted").await.unwrap(), None);
+        let records = store.session_records(&l, "s1").await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [seq]);
+        release_tx.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        // Once the write is answered, it is committed and every read sees it.
+        let setting = store.setting("uncommitted").await.unwrap();
+        assert_eq!(setting.as_deref(), Some("x"));
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_does_not_stop_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.put_setting("k", "v").await.unwrap();
+        let err = store
+            .read(|conn| -> Result<()> {
+                let mut stmt = conn.prepare_cached("SELECT value FROM settings")?;
+                let _rows = stmt.query([])?;
+                panic!("deliberate test panic")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "panicked");
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+        // The reader is not stuck on an old snapshot either.
+        store.put_setting("k", "w").await.unwrap();
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("w"));
+    }
+
     #[test]
     fn open_blocking_works_outside_a_runtime() {
         let dir = tempfile::tempdir().unwrap();
