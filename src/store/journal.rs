@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 
 use super::error::{Result, StoreError};
-use super::{check_label, check_session, format_time, parse_time};
+use super::{atomically, check_label, check_session, format_time, parse_time};
 use crate::domain::LaneId;
 
 /// The kind of the terminal record written by `close_session`.
@@ -92,46 +92,43 @@ fn insert(
     payload: &str,
     closing: Option<&str>,
 ) -> Result<u64> {
-    let tx = conn.savepoint()?;
-    let closed: Option<Option<i64>> = tx
-        .query_row(
-            "SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2",
-            params![lane.as_str(), session],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(Some(_)) = closed {
-        return Err(StoreError::SessionClosed {
-            lane: lane.to_string(),
-            session: session.to_owned(),
-        });
-    }
-    tx.execute(
-        "INSERT INTO journal (lane, session, kind, payload, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            lane.as_str(),
-            session,
-            kind,
-            payload,
-            format_time(&Utc::now())
-        ],
-    )?;
-    let seq = tx.last_insert_rowid();
-    if closed.is_none() {
-        tx.execute(
-            "INSERT INTO sessions (lane, session, opened_seq) VALUES (?1, ?2, ?3)",
-            params![lane.as_str(), session, seq],
-        )?;
-    }
-    if let Some(outcome) = closing {
-        tx.execute(
-            "UPDATE sessions SET closed_seq = ?3, outcome = ?4 WHERE lane = ?1 AND session = ?2",
-            params![lane.as_str(), session, seq, outcome],
-        )?;
-    }
-    tx.commit()?;
-    to_seq(seq)
+    atomically(conn, |conn| {
+        let closed: Option<Option<i64>> = conn
+            .prepare_cached("SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2")?
+            .query_row(params![lane.as_str(), session], |r| r.get(0))
+            .optional()?;
+        if let Some(Some(_)) = closed {
+            return Err(StoreError::SessionClosed {
+                lane: lane.to_string(),
+                session: session.to_owned(),
+            });
+        }
+        let seq = conn
+            .prepare_cached(
+                "INSERT INTO journal (lane, session, kind, payload, recorded_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .insert(params![
+                lane.as_str(),
+                session,
+                kind,
+                payload,
+                format_time(&Utc::now())
+            ])?;
+        if closed.is_none() {
+            conn.prepare_cached(
+                "INSERT INTO sessions (lane, session, opened_seq) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![lane.as_str(), session, seq])?;
+        }
+        if let Some(outcome) = closing {
+            conn.prepare_cached(
+                "UPDATE sessions SET closed_seq = ?3, outcome = ?4 WHERE lane = ?1 AND session = ?2",
+            )?
+            .execute(params![lane.as_str(), session, seq, outcome])?;
+        }
+        to_seq(seq)
+    })
 }
 
 /// Every record of one session, oldest first (empty if the session is unknown).

@@ -16,7 +16,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
-use super::{format_time, parse_time};
+use super::{atomically, format_time, parse_time};
 use crate::domain::{LaneId, Msisdn};
 
 /// The longest name and e-mail address a member record accepts.
@@ -209,22 +209,27 @@ impl MembershipStore for InMemoryMembers {
     }
 }
 
+/// The columns `raw_member` reads; a macro so `concat!` builds each query at compile time.
+macro_rules! select_members {
+    () => {
+        "SELECT phone_number, name, email, consents, enrolled_at, enrolled_lane, source
+         FROM members"
+    };
+}
+
 /// The member with this phone number.
 pub(crate) fn get(conn: &Connection, phone: &Msisdn) -> Result<Option<Member>> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE phone_number = ?1"))?;
+    let mut stmt = conn.prepare_cached(concat!(select_members!(), " WHERE phone_number = ?1"))?;
     stmt.query_row([phone.as_str()], raw_member)
         .optional()?
         .map(RawMember::parse)
         .transpose()
 }
 
-/// Inserts or replaces one member.
-pub(crate) fn upsert(conn: &mut Connection, member: &Member) -> Result<Upserted> {
+/// Inserts or replaces one member (one write after the lookup, atomic on its own).
+pub(crate) fn upsert(conn: &Connection, member: &Member) -> Result<Upserted> {
     member.validate()?;
-    let tx = conn.savepoint()?;
-    let outcome = upsert_in(&tx, member)?;
-    tx.commit()?;
-    Ok(outcome)
+    upsert_in(conn, member)
 }
 
 /// Upserts every member in one transaction: all of them or none.
@@ -232,17 +237,17 @@ pub(crate) fn import(conn: &mut Connection, members: &[Member]) -> Result<Import
     for m in members {
         m.validate()?;
     }
-    let tx = conn.savepoint()?;
-    let mut counts = ImportCounts::default();
-    for m in members {
-        match upsert_in(&tx, m)? {
-            Upserted::Inserted => counts.inserted += 1,
-            Upserted::Updated => counts.updated += 1,
-            Upserted::Unchanged => counts.unchanged += 1,
+    atomically(conn, |conn| {
+        let mut counts = ImportCounts::default();
+        for m in members {
+            match upsert_in(conn, m)? {
+                Upserted::Inserted => counts.inserted += 1,
+                Upserted::Updated => counts.updated += 1,
+                Upserted::Unchanged => counts.unchanged += 1,
+            }
         }
-    }
-    tx.commit()?;
-    Ok(counts)
+        Ok(counts)
+    })
 }
 
 fn upsert_in(conn: &Connection, member: &Member) -> Result<Upserted> {
@@ -274,7 +279,7 @@ fn upsert_in(conn: &Connection, member: &Member) -> Result<Upserted> {
 
 /// Every member, ordered by phone number.
 pub(crate) fn list(conn: &Connection) -> Result<Vec<Member>> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY phone_number"))?;
+    let mut stmt = conn.prepare_cached(concat!(select_members!(), " ORDER BY phone_number"))?;
     let rows = stmt.query_map([], raw_member)?;
     rows.map(|r| r.map_err(StoreError::from).and_then(RawMember::parse))
         .collect()
@@ -282,13 +287,11 @@ pub(crate) fn list(conn: &Connection) -> Result<Vec<Member>> {
 
 /// How many members there are.
 pub(crate) fn count(conn: &Connection) -> Result<u64> {
-    let n: i64 = conn.query_row("SELECT count(*) FROM members", [], |r| r.get(0))?;
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM members")?
+        .query_row([], |r| r.get(0))?;
     u64::try_from(n).map_err(|_| StoreError::corrupt("member count", n))
 }
-
-const SELECT: &str = "SELECT phone_number, name, email, consents, enrolled_at, enrolled_lane,
-                             source
-                      FROM members";
 
 struct RawMember {
     phone_number: String,
@@ -362,23 +365,23 @@ pub(crate) mod tests {
     #[test]
     fn sqlite_upsert_get_list_count() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
         let kari = member("4791234567", "Kari");
-        assert_eq!(upsert(&mut conn, &kari).unwrap(), Upserted::Inserted);
-        assert_eq!(upsert(&mut conn, &kari).unwrap(), Upserted::Unchanged);
+        assert_eq!(upsert(&conn, &kari).unwrap(), Upserted::Inserted);
+        assert_eq!(upsert(&conn, &kari).unwrap(), Upserted::Unchanged);
         let renamed = Member {
             name: "Kari Nordmann".into(),
             enrolled_lane: None,
             ..kari.clone()
         };
-        assert_eq!(upsert(&mut conn, &renamed).unwrap(), Upserted::Updated);
+        assert_eq!(upsert(&conn, &renamed).unwrap(), Upserted::Updated);
         assert_eq!(
             get(&conn, &kari.phone_number).unwrap(),
             Some(renamed.clone())
         );
         assert_eq!(get(&conn, &"4700000000".parse().unwrap()).unwrap(), None);
         let ola = member("4512345678", "Ola");
-        upsert(&mut conn, &ola).unwrap();
+        upsert(&conn, &ola).unwrap();
         assert_eq!(list(&conn).unwrap(), vec![ola, renamed]);
         assert_eq!(count(&conn).unwrap(), 2);
     }

@@ -1,10 +1,16 @@
 //! lanehub's durable storage: one embedded SQLite file, `<store.data_dir>/lanehub.db`, holding
 //! the session journal, the payments index, idempotency keys, run-time settings and members.
 //!
-//! `Store` is a cheap, cloneable handle. All SQLite work runs on one dedicated thread
-//! ("lanehub-store") that owns the connection, so no actor thread ever blocks on disk: a method
-//! sends a job through a bounded queue (`STORE_QUEUE_CAPACITY`) and awaits a oneshot reply.
-//! Every method returns a `'static` future, so an actor can `ctx.spawn` it directly.
+//! `Store` is a cheap, cloneable handle. All SQLite writes run on one dedicated thread
+//! ("lanehub-store") that owns the writing connection, so no actor thread ever blocks on disk: a
+//! method sends a job through a bounded queue (`STORE_QUEUE_CAPACITY`) and awaits a oneshot
+//! reply. Every method returns a `'static` future, so an actor can `ctx.spawn` it directly.
+//!
+//! Pure reads (member lookups, payments, settings, a session's records) run on a second thread
+//! ("lanehub-store-read") with its own read-only connection, so they never wait behind a batch's
+//! fsync. WAL mode lets it read the last committed state while the writer works; it sees exactly
+//! what an awaited write has made durable, never a batch in progress. Recovery reads (open
+//! sessions) stay on the writer.
 //!
 //! Group commit: the thread takes a request and every request already queued behind it (up to
 //! `MAX_BATCH_JOBS`) and runs them in ONE transaction (`BEGIN IMMEDIATE` … `COMMIT`), so one
@@ -17,7 +23,7 @@
 //! after the COMMIT covering it succeeded, so an `Ok` write is on disk. If that COMMIT fails,
 //! every request of the batch gets `StoreError::NotCommitted` and none of its writes is kept.
 //! If a caller drops the future after sending, the write may still commit.
-//! The thread ends when the last handle is dropped.
+//! Both threads end when the last handle is dropped.
 
 mod backup;
 mod error;
@@ -49,7 +55,7 @@ pub use members::{
     Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
     Upserted,
 };
-pub use payments::{PaymentRecord, PaymentUpdate};
+pub use payments::{NewIdempotencyKey, NewPayment, PaymentRecord, PaymentUpdate};
 pub use schema::{DATABASE_FILE, OpenMode, SCHEMA_VERSION};
 
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
@@ -67,6 +73,9 @@ type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 /// Runs a request in its savepoint and returns how to answer it.
 type BatchedJob = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
 
+/// A read on the reader thread; it answers at once.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 /// A request to the store thread.
 enum Job {
     /// Runs in its own savepoint inside the batch transaction; answered after the COMMIT.
@@ -75,10 +84,23 @@ enum Job {
     Exclusive(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
-/// A handle to the store thread; clones share it.
+/// What a journal record brings along, written in the same job and savepoint as the record:
+/// all of them are kept or none (`Store::append_with`). Lane and session are the record's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordSideWrites {
+    /// Records the payment (as `record_payment` does) before its create request is sent.
+    pub payment: Option<NewPayment>,
+    /// Stores the idempotency key of a request (as `record_idempotency_key` does).
+    pub idempotency_key: Option<NewIdempotencyKey>,
+}
+
+/// A handle to the store threads; clones share them.
 #[derive(Clone)]
 pub struct Store {
     sender: mpsc::Sender<Job>,
+    reader: mpsc::Sender<ReadJob>,
+    /// Looked up once: `gauge!` searches the registry on every call.
+    queue_depth: metrics::Gauge,
     path: Arc<Path>,
 }
 
@@ -121,22 +143,43 @@ impl Store {
         ready: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<Store> {
         let (sender, receiver) = mpsc::channel::<Job>(STORE_QUEUE_CAPACITY);
+        let (reader, reads) = mpsc::channel::<ReadJob>(STORE_QUEUE_CAPACITY);
         let thread_path = path.clone();
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |error| StoreError::Io { path, error }
+        };
         std::thread::Builder::new()
             .name("lanehub-store".into())
-            .spawn(move || match schema::open(&thread_path, mode) {
-                Ok(conn) => {
-                    ready(Ok(()));
-                    serve(conn, receiver, &thread_path);
+            .spawn(move || {
+                // The reader opens only once the writer has migrated the schema.
+                let opened = schema::open(&thread_path, mode).and_then(|conn| {
+                    let read_conn = schema::open_reader(&thread_path)?;
+                    let read_thread = std::thread::Builder::new()
+                        .name("lanehub-store-read".into())
+                        .spawn(move || serve_reads(read_conn, reads))
+                        .map_err(io_error(&thread_path))?;
+                    Ok((conn, read_thread))
+                });
+                match opened {
+                    Ok((mut conn, read_thread)) => {
+                        ready(Ok(()));
+                        serve(&mut conn, receiver);
+                        // The writer closes last, so it checkpoints and removes the WAL file.
+                        if read_thread.join().is_err() {
+                            tracing::error!("the store reader thread panicked");
+                        }
+                        drop(conn);
+                        tracing::debug!(path = %thread_path.display(), "store threads stopped");
+                    }
+                    Err(e) => ready(Err(e)),
                 }
-                Err(e) => ready(Err(e)),
             })
-            .map_err(|error| StoreError::Io {
-                path: path.clone(),
-                error,
-            })?;
+            .map_err(io_error(&path))?;
         Ok(Store {
             sender,
+            reader,
+            queue_depth: metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH),
             path: path.into(),
         })
     }
@@ -183,15 +226,31 @@ impl Store {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T>>) -> Job + Send + 'static,
     ) -> impl Future<Output = Result<T>> + Send + 'static {
-        let sender = self.sender.clone();
+        let (sender, depth) = (self.sender.clone(), self.queue_depth.clone());
         async move {
             let (reply, answer) = oneshot::channel();
             sender
                 .send(make(reply))
                 .await
                 .map_err(|_| StoreError::Closed)?;
-            metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH)
-                .set((STORE_QUEUE_CAPACITY - sender.capacity()) as f64);
+            depth.set((STORE_QUEUE_CAPACITY - sender.capacity()) as f64);
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    /// Runs the read `f` on the reader thread, which sees only committed data.
+    fn read<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let reader = self.reader.clone();
+        async move {
+            let (reply, answer) = oneshot::channel();
+            let job: ReadJob = Box::new(move |conn| {
+                let _ = reply.send(catch_panic(|| f(conn)));
+            });
+            reader.send(job).await.map_err(|_| StoreError::Closed)?;
             answer.await.map_err(|_| StoreError::Closed)?
         }
     }
@@ -216,6 +275,57 @@ impl Store {
         self.call(move |conn| journal::append(conn, &lane, &session, &kind, &payload?))
     }
 
+    /// Appends a record and its side writes (a payment, an idempotency key) in one job: all of
+    /// them are on disk when this returns `Ok` with the record's `seq`, or none is kept.
+    pub fn append_with(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        kind: &str,
+        payload: impl Serialize,
+        side: RecordSideWrites,
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
+        let payload = serde_json::to_string(&payload);
+        let (lane, session, kind) = (lane.clone(), session.to_owned(), kind.to_owned());
+        self.call(move |conn| {
+            let seq = journal::append(conn, &lane, &session, &kind, &payload?)?;
+            if let Some(p) = &side.payment {
+                payments::record_payment(conn, &p.reference, &lane, &session, p.amount, &p.state)?;
+            }
+            if let Some(k) = &side.idempotency_key {
+                payments::record_idempotency_key(
+                    conn,
+                    &lane,
+                    &session,
+                    &k.operation,
+                    &k.key,
+                    k.reference.as_ref(),
+                )?;
+            }
+            Ok(seq)
+        })
+    }
+
+    /// Appends a session's last record and its terminal `closed` record (as `close_session`
+    /// writes it) in one job, both or neither; returns their `seq`s.
+    pub fn append_and_close(
+        &self,
+        lane: &LaneId,
+        session: &str,
+        kind: &str,
+        payload: impl Serialize,
+        outcome: &str,
+    ) -> impl Future<Output = Result<(u64, u64)>> + Send + 'static {
+        let payload = serde_json::to_string(&payload);
+        let (lane, session) = (lane.clone(), session.to_owned());
+        let (kind, outcome) = (kind.to_owned(), outcome.to_owned());
+        self.call(move |conn| {
+            let seq = journal::append(conn, &lane, &session, &kind, &payload?)?;
+            let closed = journal::close(conn, &lane, &session, &outcome)?;
+            Ok((seq, closed))
+        })
+    }
+
     /// Writes a session's terminal `closed` record with `{"outcome": outcome}`; returns its `seq`.
     pub fn close_session(
         &self,
@@ -234,7 +344,7 @@ impl Store {
         session: &str,
     ) -> impl Future<Output = Result<Vec<JournalRecord>>> + Send + 'static {
         let (lane, session) = (lane.clone(), session.to_owned());
-        self.call(move |conn| journal::session_records(conn, &lane, &session))
+        self.read(move |conn| journal::session_records(conn, &lane, &session))
     }
 
     /// The lane's sessions without a `closed` record, oldest first, with their records.
@@ -287,7 +397,7 @@ impl Store {
         reference: &PaymentReference,
     ) -> impl Future<Output = Result<Option<PaymentRecord>>> + Send + 'static {
         let reference = reference.clone();
-        self.call(move |conn| payments::payment(conn, &reference))
+        self.read(move |conn| payments::payment(conn, &reference))
     }
 
     /// The payments whose last known state is `state` (e.g. `REQUESTED`), oldest first.
@@ -296,12 +406,12 @@ impl Store {
         state: &str,
     ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
         let state = state.to_owned();
-        self.call(move |conn| payments::payments_in_state(conn, &state))
+        self.read(move |conn| payments::payments_in_state(conn, &state))
     }
 
     /// Every recorded payment, oldest first.
     pub fn payments(&self) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
-        self.call(|conn| payments::payments(conn))
+        self.read(payments::payments)
     }
 
     /// Stores the idempotency key of `operation` before its request is sent. The same key again
@@ -336,7 +446,7 @@ impl Store {
         operation: &str,
     ) -> impl Future<Output = Result<Option<IdempotencyKey>>> + Send + 'static {
         let (lane, session, operation) = (lane.clone(), session.to_owned(), operation.to_owned());
-        self.call(move |conn| payments::idempotency_key(conn, &lane, &session, &operation))
+        self.read(move |conn| payments::idempotency_key(conn, &lane, &session, &operation))
     }
 
     // ---- settings ----
@@ -347,7 +457,7 @@ impl Store {
         key: &str,
     ) -> impl Future<Output = Result<Option<String>>> + Send + 'static {
         let key = key.to_owned();
-        self.call(move |conn| settings::get(conn, &key))
+        self.read(move |conn| settings::get(conn, &key))
     }
 
     /// Stores `value` under `key`, replacing any earlier value.
@@ -372,7 +482,7 @@ impl Store {
         key: &str,
     ) -> impl Future<Output = Result<Option<SecretString>>> + Send + 'static {
         let key = key.to_owned();
-        self.call(move |conn| Ok(settings::get(conn, &key)?.map(SecretString::from)))
+        self.read(move |conn| Ok(settings::get(conn, &key)?.map(SecretString::from)))
     }
 
     /// Stores a secret exactly as given.
@@ -410,7 +520,7 @@ impl Store {
 impl MembershipStore for Store {
     fn member(&self, phone: &Msisdn) -> StoreFuture<Option<Member>> {
         let phone = phone.clone();
-        Box::pin(self.call(move |conn| members::get(conn, &phone)))
+        Box::pin(self.read(move |conn| members::get(conn, &phone)))
     }
 
     fn upsert_member(&self, member: Member) -> StoreFuture<Upserted> {
@@ -418,16 +528,17 @@ impl MembershipStore for Store {
     }
 
     fn members(&self) -> StoreFuture<Vec<Member>> {
-        Box::pin(self.call(|conn| members::list(conn)))
+        Box::pin(self.read(members::list))
     }
 
     fn member_count(&self) -> StoreFuture<u64> {
-        Box::pin(self.call(|conn| members::count(conn)))
+        Box::pin(self.read(members::count))
     }
 }
 
 /// The store thread: runs jobs in order, in batches, until every handle is dropped.
-fn serve(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, path: &Path) {
+fn serve(conn: &mut Connection, mut jobs: mpsc::Receiver<Job>) {
+    let depth = metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH);
     let mut batch = Vec::with_capacity(MAX_BATCH_JOBS);
     while let Some(first) = jobs.blocking_recv() {
         let mut exclusive = None;
@@ -443,21 +554,29 @@ fn serve(mut conn: Connection, mut jobs: mpsc::Receiver<Job>, path: &Path) {
                 Err(_) => break,
             }
         }
-        metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH).set(jobs.len() as f64);
+        depth.set(jobs.len() as f64);
         if !batch.is_empty() {
-            run_batch(&mut conn, batch.drain(..));
+            run_batch(conn, batch.drain(..));
         }
         if let Some(job) = exclusive {
-            job(&mut conn);
-            end_stray_transaction(&conn);
+            job(conn);
+            end_stray_transaction(conn);
         }
     }
-    tracing::debug!(path = %path.display(), "store thread stopped");
+}
+
+/// The reader thread: answers reads one by one until every handle is dropped.
+fn serve_reads(conn: Connection, mut jobs: mpsc::Receiver<ReadJob>) {
+    while let Some(job) = jobs.blocking_recv() {
+        // A job catches its own panics; statements it left are reset as they unwind.
+        job(&conn);
+        end_stray_transaction(&conn);
+    }
 }
 
 /// Runs `jobs` in one transaction and answers each after its COMMIT, or with its failure.
 fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
-    let mut in_batch = match conn.execute_batch("BEGIN IMMEDIATE") {
+    let mut in_batch = match run_cached(conn, "BEGIN IMMEDIATE") {
         Ok(()) => true,
         Err(error) => {
             // E.g. another process held the write lock past the busy timeout. Each request's
@@ -488,7 +607,7 @@ fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
     if !in_batch {
         return;
     }
-    match conn.execute_batch("COMMIT") {
+    match run_cached(conn, "COMMIT") {
         Ok(()) => pending.into_iter().for_each(|reply| reply(Ok(()))),
         Err(error) => {
             tracing::error!(%error, requests = pending.len(), "a store batch did not commit");
@@ -507,18 +626,42 @@ fn in_savepoint<T>(
     conn: &mut Connection,
     f: impl FnOnce(&mut Connection) -> Result<T>,
 ) -> Result<T> {
-    conn.execute_batch("SAVEPOINT request")?;
+    run_cached(conn, "SAVEPOINT request")?;
     let result = catch_panic(|| f(conn)).and_then(|value| {
         // Outside a batch, releasing the outermost savepoint is the commit.
-        conn.execute_batch("RELEASE request")?;
+        run_cached(conn, "RELEASE request")?;
         Ok(value)
     });
     if result.is_err() {
         // Nothing of a failed request is kept. If this fails too, SQLite has already rolled
         // back the whole transaction, which the batch loop notices and reports.
-        let _ = conn.execute_batch("ROLLBACK TO request; RELEASE request");
+        let _ = run_cached(conn, "ROLLBACK TO request")
+            .and_then(|()| run_cached(conn, "RELEASE request"));
     }
     result
+}
+
+/// Runs one statement without parameters from the statement cache: transaction control runs
+/// several times per request, and parsing it each time showed in profiles.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// Runs `f` atomically. Inside a transaction (every `Store` job runs in its own savepoint,
+/// rolled back if the job fails) `f` runs as is; on a connection in autocommit mode (the
+/// command-line tools, unit tests) it gets a savepoint of its own.
+pub(crate) fn atomically<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    if !conn.is_autocommit() {
+        return f(conn);
+    }
+    let tx = conn.savepoint()?;
+    let value = f(&tx)?;
+    tx.commit()?;
+    Ok(value)
 }
 
 /// Runs `f`, turning a panic into `StoreError::Panicked`: one bad request must not take the
@@ -534,7 +677,7 @@ fn catch_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// batch starts clean.
 fn end_stray_transaction(conn: &Connection) {
     if !conn.is_autocommit()
-        && let Err(error) = conn.execute_batch("ROLLBACK")
+        && let Err(error) = run_cached(conn, "ROLLBACK")
     {
         tracing::error!(%error, "cannot roll back a stray store transaction");
     }
@@ -749,6 +892,198 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), "panicked");
         assert_eq!(store.schema_version().await.unwrap(), SCHEMA_VERSION);
+    }
+
+    fn new_payment(reference: &str, minor: u64) -> NewPayment {
+        NewPayment {
+            reference: reference.parse().unwrap(),
+            amount: Amount::nok(minor),
+            state: "REQUESTED".into(),
+        }
+    }
+
+    fn new_key(operation: &str, key: &str) -> NewIdempotencyKey {
+        NewIdempotencyKey {
+            operation: operation.into(),
+            key: key.parse().unwrap(),
+            reference: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_and_its_side_writes_are_kept_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0001", 23990)),
+            idempotency_key: Some(NewIdempotencyKey {
+                reference: Some("lane-1-0001".parse().unwrap()),
+                ..new_key("create", "key-1")
+            }),
+        };
+        let seq = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 1}), side)
+            .await
+            .unwrap();
+        let payment = store.payment(&"lane-1-0001".parse().unwrap()).await;
+        let payment = payment.unwrap().unwrap();
+        assert_eq!((payment.lane, payment.session.as_str()), (l.clone(), "s1"));
+        assert_eq!(
+            (payment.amount, payment.state.as_str()),
+            (Amount::nok(23990), "REQUESTED")
+        );
+        let key = store.idempotency_key(&l, "s1", "create").await.unwrap();
+        assert_eq!(key, Some("key-1".parse().unwrap()));
+
+        // A conflicting key: neither the record nor the new payment is kept.
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0002", 100)),
+            idempotency_key: Some(new_key("create", "key-2")),
+        };
+        let err = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 2}), side)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "idempotency_key_conflict", "{err}");
+        // A conflicting payment: the record is not kept either.
+        let side = RecordSideWrites {
+            payment: Some(new_payment("lane-1-0001", 1)),
+            idempotency_key: None,
+        };
+        let err = store
+            .append_with(&l, "s1", "payment_requested", json!({"n": 3}), side)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "payment_conflict", "{err}");
+        // A key alone comes along with its record.
+        let side = RecordSideWrites {
+            payment: None,
+            idempotency_key: Some(new_key("capture_requested", "key-3")),
+        };
+        let capture = store
+            .append_with(&l, "s1", "capture_requested", json!({}), side)
+            .await
+            .unwrap();
+        drop(store);
+
+        let store = Store::open(dir.path()).await.unwrap();
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let seqs: Vec<_> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [seq, capture]);
+        assert_eq!(
+            store
+                .payment(&"lane-1-0002".parse().unwrap())
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.payments().await.unwrap().len(), 1);
+        let key = store.idempotency_key(&l, "s1", "create").await.unwrap();
+        assert_eq!(key, Some("key-1".parse().unwrap()));
+        let key = store.idempotency_key(&l, "s1", "capture_requested").await;
+        assert_eq!(key.unwrap(), Some("key-3".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn append_and_close_writes_both_records_or_neither() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let l = lane();
+        store.append(&l, "s1", "started", json!({})).await.unwrap();
+        // The close is refused after the record was written: the record goes too.
+        let err = store
+            .append_and_close(&l, "s1", "session_ended", json!({}), "not an outcome")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 1);
+        assert_eq!(store.open_sessions(&l).await.unwrap().len(), 1);
+
+        let (ended, closed) = store
+            .append_and_close(
+                &l,
+                "s1",
+                "session_ended",
+                json!({"outcome": "paid"}),
+                "paid",
+            )
+            .await
+            .unwrap();
+        assert!(ended < closed);
+        let records = store.session_records(&l, "s1").await.unwrap();
+        let kinds: Vec<_> = records.iter().map(|r| (r.seq, r.kind.as_str())).collect();
+        assert_eq!(
+            kinds[1..],
+            [(ended, "session_ended"), (closed, CLOSED_KIND)]
+        );
+        assert_eq!(records[2].payload, json!({"outcome": "paid"}));
+        assert!(store.open_sessions(&l).await.unwrap().is_empty());
+        let err = store
+            .append_and_close(&l, "s1", "session_ended", json!({}), "paid")
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "session_closed");
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn reads_are_answered_while_the_writer_is_busy_and_see_only_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let kari = members::tests::member("4791234567", "Kari");
+        store.upsert_member(kari.clone()).await.unwrap();
+        let l = lane();
+        let seq = store.append(&l, "s1", "started", json!({})).await.unwrap();
+
+        // A writer job that has written but not committed, and waits for the reads below.
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn(store.call(move |conn| {
+            settings::put(conn, "uncommitted", "x")?;
+            journal::append(conn, &lane(), "s1", "uncommitted", "{}")?;
+            let _ = started_tx.send(());
+            // Only reached if a read waited for this job: then the assertion on `held` fails.
+            release_rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .map_err(|_| StoreError::invalid("test", "the reads waited for the writer"))
+        }));
+        started_rx.await.unwrap();
+
+        let phone = kari.phone_number.clone();
+        assert_eq!(store.member(&phone).await.unwrap(), Some(kari.clone()));
+        assert_eq!(store.member_count().await.unwrap(), 1);
+        assert_eq!(store.members().await.unwrap(), [kari]);
+        assert_eq!(store.setting("uncommitted").await.unwrap(), None);
+        let records = store.session_records(&l, "s1").await.unwrap();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [seq]);
+        release_tx.send(()).unwrap();
+        held.await.unwrap().unwrap();
+
+        // Once the write is answered, it is committed and every read sees it.
+        let setting = store.setting("uncommitted").await.unwrap();
+        assert_eq!(setting.as_deref(), Some("x"));
+        assert_eq!(store.session_records(&l, "s1").await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_read_does_not_stop_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.put_setting("k", "v").await.unwrap();
+        let err = store
+            .read(|conn| -> Result<()> {
+                let mut stmt = conn.prepare_cached("SELECT value FROM settings")?;
+                let _rows = stmt.query([])?;
+                panic!("deliberate test panic")
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), "panicked");
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
+        // The reader is not stuck on an old snapshot either.
+        store.put_setting("k", "w").await.unwrap();
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("w"));
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! as answers and webhooks arrive, so the refund endpoint and recovery find every reference.
 //! An idempotency key is stored before its request is sent, so a restart reuses the same key
 //! and never issues a second payment, capture or refund.
+//!
+//! Each write issues one statement after its checks, so it is atomic without a savepoint of its
+//! own; a `Store` job of several writes is made atomic by the job's savepoint.
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -47,9 +50,38 @@ impl PaymentUpdate {
     }
 }
 
+/// A payment to record together with the journal record that requests it
+/// (`Store::append_with`); lane and session are the record's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub reference: PaymentReference,
+    pub amount: Amount,
+    /// The first known state, e.g. `REQUESTED`.
+    pub state: String,
+}
+
+/// An idempotency key to store together with the journal record of its request
+/// (`Store::append_with`); lane and session are the record's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIdempotencyKey {
+    /// The operation the key guards, e.g. `create` or `capture_requested`.
+    pub operation: String,
+    pub key: IdempotencyKey,
+    pub reference: Option<PaymentReference>,
+}
+
+/// The columns `raw_payment` reads; a macro so `concat!` builds each query at compile time.
+macro_rules! select_payments {
+    () => {
+        "SELECT reference, lane, session, currency, amount_minor, state,
+                captured_minor, refunded_minor, created_at, updated_at
+         FROM payments"
+    };
+}
+
 /// Records a new payment; recording the same reference again with the same details is a no-op.
 pub(crate) fn record_payment(
-    conn: &mut Connection,
+    conn: &Connection,
     reference: &PaymentReference,
     lane: &LaneId,
     session: &str,
@@ -59,8 +91,7 @@ pub(crate) fn record_payment(
     check_session(session)?;
     check_label("payment state", state, 32)?;
     let value = to_sql_amount(amount.value)?;
-    let tx = conn.savepoint()?;
-    if let Some(existing) = select(&tx, reference)? {
+    if let Some(existing) = select(conn, reference)? {
         if existing.lane == *lane && existing.session == session && existing.amount == amount {
             return Ok(());
         }
@@ -69,27 +100,26 @@ pub(crate) fn record_payment(
         });
     }
     let now = format_time(&Utc::now());
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO payments (reference, lane, session, currency, amount_minor, state,
                                created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        params![
-            reference.as_str(),
-            lane.as_str(),
-            session,
-            amount.currency.as_str(),
-            value,
-            state,
-            now
-        ],
-    )?;
-    tx.commit()?;
+    )?
+    .execute(params![
+        reference.as_str(),
+        lane.as_str(),
+        session,
+        amount.currency.as_str(),
+        value,
+        state,
+        now
+    ])?;
     Ok(())
 }
 
 /// Applies `update` and returns the payment as stored afterwards.
 pub(crate) fn update_payment(
-    conn: &mut Connection,
+    conn: &Connection,
     reference: &PaymentReference,
     update: &PaymentUpdate,
 ) -> Result<PaymentRecord> {
@@ -98,31 +128,29 @@ pub(crate) fn update_payment(
     }
     let captured = update.captured.map(to_sql_amount).transpose()?;
     let refunded = update.refunded.map(to_sql_amount).transpose()?;
-    let tx = conn.savepoint()?;
-    let changed = tx.execute(
-        "UPDATE payments SET state = coalesce(?2, state),
-                             captured_minor = coalesce(?3, captured_minor),
-                             refunded_minor = coalesce(?4, refunded_minor),
-                             updated_at = ?5
-         WHERE reference = ?1",
-        params![
+    let changed = conn
+        .prepare_cached(
+            "UPDATE payments SET state = coalesce(?2, state),
+                                 captured_minor = coalesce(?3, captured_minor),
+                                 refunded_minor = coalesce(?4, refunded_minor),
+                                 updated_at = ?5
+             WHERE reference = ?1",
+        )?
+        .execute(params![
             reference.as_str(),
             update.state,
             captured,
             refunded,
             format_time(&Utc::now())
-        ],
-    )?;
+        ])?;
     if changed == 0 {
         return Err(StoreError::UnknownPayment {
             reference: reference.to_string(),
         });
     }
-    let record = select(&tx, reference)?.ok_or_else(|| StoreError::UnknownPayment {
+    select(conn, reference)?.ok_or_else(|| StoreError::UnknownPayment {
         reference: reference.to_string(),
-    })?;
-    tx.commit()?;
-    Ok(record)
+    })
 }
 
 /// One payment by reference.
@@ -135,7 +163,10 @@ pub(crate) fn payment(
 
 /// Every recorded payment, oldest first.
 pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY created_at, reference"))?;
+    let mut stmt = conn.prepare_cached(concat!(
+        select_payments!(),
+        " ORDER BY created_at, reference"
+    ))?;
     let rows = stmt.query_map([], raw_payment)?;
     rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
         .collect()
@@ -143,20 +174,17 @@ pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
 
 /// The payments whose last known state is `state`, oldest first.
 pub(crate) fn payments_in_state(conn: &Connection, state: &str) -> Result<Vec<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{SELECT} WHERE state = ?1 ORDER BY created_at, reference"
+    let mut stmt = conn.prepare_cached(concat!(
+        select_payments!(),
+        " WHERE state = ?1 ORDER BY created_at, reference"
     ))?;
     let rows = stmt.query_map([state], raw_payment)?;
     rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
         .collect()
 }
 
-const SELECT: &str = "SELECT reference, lane, session, currency, amount_minor, state,
-                             captured_minor, refunded_minor, created_at, updated_at
-                      FROM payments";
-
 fn select(conn: &Connection, reference: &PaymentReference) -> Result<Option<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(&format!("{SELECT} WHERE reference = ?1"))?;
+    let mut stmt = conn.prepare_cached(concat!(select_payments!(), " WHERE reference = ?1"))?;
     stmt.query_row([reference.as_str()], raw_payment)
         .optional()?
         .map(RawPayment::parse)
@@ -229,7 +257,7 @@ fn to_sql_amount(value: u64) -> Result<i64> {
 /// Stores the key of `operation` (e.g. `create`, `capture`, `refund-2`) for a session.
 /// Storing the same key again is a no-op; a different key is a conflict.
 pub(crate) fn record_idempotency_key(
-    conn: &mut Connection,
+    conn: &Connection,
     lane: &LaneId,
     session: &str,
     operation: &str,
@@ -238,8 +266,7 @@ pub(crate) fn record_idempotency_key(
 ) -> Result<()> {
     check_session(session)?;
     check_label("operation", operation, 32)?;
-    let tx = conn.savepoint()?;
-    match lookup_key(&tx, lane, session, operation)? {
+    match lookup_key(conn, lane, session, operation)? {
         Some(existing) if existing == *key => return Ok(()),
         Some(_) => {
             return Err(StoreError::IdempotencyKeyConflict {
@@ -250,19 +277,18 @@ pub(crate) fn record_idempotency_key(
         }
         None => {}
     }
-    tx.execute(
+    conn.prepare_cached(
         "INSERT INTO idempotency_keys (lane, session, operation, key, reference, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            lane.as_str(),
-            session,
-            operation,
-            key.as_str(),
-            reference.map(PaymentReference::as_str),
-            format_time(&Utc::now())
-        ],
-    )?;
-    tx.commit()?;
+    )?
+    .execute(params![
+        lane.as_str(),
+        session,
+        operation,
+        key.as_str(),
+        reference.map(PaymentReference::as_str),
+        format_time(&Utc::now())
+    ])?;
     Ok(())
 }
 
@@ -308,20 +334,19 @@ mod tests {
 
     #[test]
     fn payment_is_recorded_updated_and_listed() {
-        let (_dir, mut conn) = db();
+        let (_dir, conn) = db();
         let r: PaymentReference = "lane-1-0001".parse().unwrap();
         let lane: LaneId = "lane-1".parse().unwrap();
-        record_payment(&mut conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
         // A retry of the same record is fine; other details are a conflict.
-        record_payment(&mut conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
-        let err =
-            record_payment(&mut conn, &r, &lane, "s1", Amount::nok(1), "CREATED").unwrap_err();
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        let err = record_payment(&conn, &r, &lane, "s1", Amount::nok(1), "CREATED").unwrap_err();
         assert_eq!(err.kind(), "payment_conflict");
 
-        let p = update_payment(&mut conn, &r, &PaymentUpdate::state("AUTHORIZED")).unwrap();
+        let p = update_payment(&conn, &r, &PaymentUpdate::state("AUTHORIZED")).unwrap();
         assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 0));
         let p = update_payment(
-            &mut conn,
+            &conn,
             &r,
             &PaymentUpdate {
                 captured: Some(23990),
@@ -334,25 +359,25 @@ mod tests {
         assert_eq!(payment(&conn, &r).unwrap(), Some(p));
 
         let unknown: PaymentReference = "nope-nope".parse().unwrap();
-        let err = update_payment(&mut conn, &unknown, &PaymentUpdate::state("X")).unwrap_err();
+        let err = update_payment(&conn, &unknown, &PaymentUpdate::state("X")).unwrap_err();
         assert_eq!(err.kind(), "unknown_payment");
-        let err = record_payment(&mut conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C")
-            .unwrap_err();
+        let err =
+            record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C").unwrap_err();
         assert_eq!(err.kind(), "invalid_input");
     }
 
     #[test]
     fn idempotency_keys_are_stored_once() {
-        let (_dir, mut conn) = db();
+        let (_dir, conn) = db();
         let lane: LaneId = "l".parse().unwrap();
         let k1: IdempotencyKey = "key-1".parse().unwrap();
         let k2: IdempotencyKey = "key-2".parse().unwrap();
         assert_eq!(idempotency_key(&conn, &lane, "s", "create").unwrap(), None);
-        record_idempotency_key(&mut conn, &lane, "s", "create", &k1, None).unwrap();
-        record_idempotency_key(&mut conn, &lane, "s", "create", &k1, None).unwrap();
-        let err = record_idempotency_key(&mut conn, &lane, "s", "create", &k2, None).unwrap_err();
+        record_idempotency_key(&conn, &lane, "s", "create", &k1, None).unwrap();
+        record_idempotency_key(&conn, &lane, "s", "create", &k1, None).unwrap();
+        let err = record_idempotency_key(&conn, &lane, "s", "create", &k2, None).unwrap_err();
         assert_eq!(err.kind(), "idempotency_key_conflict");
-        record_idempotency_key(&mut conn, &lane, "s", "capture", &k2, None).unwrap();
+        record_idempotency_key(&conn, &lane, "s", "capture", &k2, None).unwrap();
         assert_eq!(
             idempotency_key(&conn, &lane, "s", "create").unwrap(),
             Some(k1)

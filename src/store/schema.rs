@@ -20,6 +20,10 @@ pub const APPLICATION_ID: u32 = 0x4C4E_4842;
 /// How long a connection waits for another process (a CLI import, a backup) to release a lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements a connection keeps: every statement the store runs per request (about
+/// 30) stays parsed, with room to spare.
+const STATEMENT_CACHE_CAPACITY: usize = 64;
+
 /// One forward step of the schema.
 pub struct Migration {
     /// The schema version after this step; entry `i` has version `i + 1`.
@@ -133,6 +137,7 @@ pub fn open(path: &Path, mode: OpenMode) -> Result<Connection> {
     }
     let mut conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Refuse foreign and newer files before the WAL switch below rewrites the header.
     check_version(&conn, path)?;
     let journal_mode: String =
@@ -150,6 +155,20 @@ pub fn open(path: &Path, mode: OpenMode) -> Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
+/// Opens a second, read-only connection to a database that `open` has already brought up to
+/// date. In WAL mode it reads the last committed state while the writer commits.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     Ok(conn)
 }
 

@@ -12,11 +12,11 @@ use super::{check_label, format_time};
 /// Stores `value` under `key`, replacing any earlier value.
 pub(crate) fn put(conn: &Connection, key: &str, value: &str) -> Result<()> {
     check_label("setting key", key, 64)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO settings (key, value, updated_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-        params![key, value, format_time(&Utc::now())],
-    )?;
+    )?
+    .execute(params![key, value, format_time(&Utc::now())])?;
     Ok(())
 }
 
@@ -24,16 +24,18 @@ pub(crate) fn put(conn: &Connection, key: &str, value: &str) -> Result<()> {
 pub(crate) fn get(conn: &Connection, key: &str) -> Result<Option<String>> {
     check_label("setting key", key, 64)?;
     Ok(conn
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
         .optional()?)
 }
 
 /// Removes `key`; returns whether it was there.
 pub(crate) fn delete(conn: &Connection, key: &str) -> Result<bool> {
     check_label("setting key", key, 64)?;
-    Ok(conn.execute("DELETE FROM settings WHERE key = ?1", [key])? > 0)
+    Ok(conn
+        .prepare_cached("DELETE FROM settings WHERE key = ?1")?
+        .execute([key])?
+        > 0)
 }
 
 #[cfg(test)]
