@@ -18,7 +18,10 @@ use crate::session::{
     Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord,
     LoginAccessToken, NewMember, PaymentState, SessionId, Userinfo,
 };
-use crate::store::{Consent, Member, MemberSource, MembershipStore, PaymentUpdate, Store};
+use crate::store::{
+    Consent, Member, MemberSource, MembershipStore, NewIdempotencyKey, NewPayment, PaymentUpdate,
+    RecordSideWrites, Store,
+};
 use crate::supervisor::unconfirmed::REQUESTED;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
@@ -229,54 +232,53 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
 }
 
 /// Writes one record with what it brings along (payments index row, idempotency key, the
-/// session's close) in one store request.
+/// session's close) in one store request: all of it or none.
 async fn persist(
     deps: &EffectDeps,
     session: &SessionId,
     record: &JournalRecord,
     close: Option<&'static str>,
 ) -> Result<(), ()> {
-    let lane = &deps.lane;
-    let result = async {
-        deps.store
-            .append(lane, session.as_str(), record.kind(), record)
-            .await?;
-        match record {
-            JournalRecord::PaymentRequested {
-                reference,
-                amount,
-                idempotency_key,
-                ..
-            } => {
-                deps.store
-                    .record_payment(reference, lane, session.as_str(), *amount, REQUESTED)
-                    .await?;
-                deps.store
-                    .record_idempotency_key(
-                        lane,
-                        session.as_str(),
-                        "create",
-                        idempotency_key,
-                        Some(reference),
-                    )
-                    .await?;
-            }
-            other => {
-                if let Some(key) = other.idempotency_key() {
-                    deps.store
-                        .record_idempotency_key(lane, session.as_str(), record.kind(), key, None)
-                        .await?;
-                }
-            }
-        }
-        if let Some(outcome) = close {
-            deps.store
-                .close_session(lane, session.as_str(), outcome)
-                .await?;
-        }
-        Ok::<(), crate::store::StoreError>(())
-    }
-    .await;
+    let (lane, session) = (&deps.lane, session.as_str());
+    let side = match record {
+        JournalRecord::PaymentRequested {
+            reference,
+            amount,
+            idempotency_key,
+            ..
+        } => RecordSideWrites {
+            payment: Some(NewPayment {
+                reference: reference.clone(),
+                amount: *amount,
+                state: REQUESTED.to_owned(),
+            }),
+            idempotency_key: Some(NewIdempotencyKey {
+                operation: "create".to_owned(),
+                key: idempotency_key.clone(),
+                reference: Some(reference.clone()),
+            }),
+        },
+        other => RecordSideWrites {
+            payment: None,
+            idempotency_key: other.idempotency_key().map(|key| NewIdempotencyKey {
+                operation: record.kind().to_owned(),
+                key: key.clone(),
+                reference: None,
+            }),
+        },
+    };
+    let result = match close {
+        Some(outcome) => deps
+            .store
+            .append_and_close(lane, session, record.kind(), record, outcome)
+            .await
+            .map(drop),
+        None => deps
+            .store
+            .append_with(lane, session, record.kind(), record, side)
+            .await
+            .map(drop),
+    };
     result.map_err(|e| {
         tracing::error!(lane = %lane, kind = record.kind(), error = %e, "journal write failed; the call it guards is not sent");
     })
