@@ -210,7 +210,9 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
                         Err(_) => {}
                     }
                 }
-                let ok = persist(&deps, &session, &record, close).await.is_ok();
+                let ok = persist(&deps.store, &deps.lane, &session, &record, close)
+                    .await
+                    .is_ok();
                 done.send_replace(Some(ok));
             }
             Write::Close { session, outcome } => {
@@ -234,53 +236,43 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
 /// Writes one record with what it brings along (payments index row, idempotency key, the
 /// session's close) in one store request: all of it or none.
 async fn persist(
-    deps: &EffectDeps,
+    store: &Store,
+    lane: &LaneId,
     session: &SessionId,
     record: &JournalRecord,
     close: Option<&'static str>,
 ) -> Result<(), ()> {
-    let (lane, session) = (&deps.lane, session.as_str());
-    let side = match record {
+    let session = session.as_str();
+    let payment = match record {
         JournalRecord::PaymentRequested {
-            reference,
-            amount,
-            idempotency_key,
-            ..
-        } => RecordSideWrites {
-            payment: Some(NewPayment {
-                reference: reference.clone(),
-                amount: *amount,
-                state: REQUESTED.to_owned(),
-            }),
-            idempotency_key: Some(NewIdempotencyKey {
-                operation: "create".to_owned(),
-                key: idempotency_key.clone(),
-                reference: Some(reference.clone()),
-            }),
-        },
-        other => RecordSideWrites {
-            payment: None,
-            idempotency_key: other.idempotency_key().map(|key| NewIdempotencyKey {
-                operation: record.kind().to_owned(),
-                key: key.clone(),
-                reference: None,
-            }),
-        },
+            reference, amount, ..
+        } => Some(NewPayment {
+            reference: reference.clone(),
+            amount: *amount,
+            state: REQUESTED.to_owned(),
+        }),
+        _ => None,
+    };
+    let side = RecordSideWrites {
+        idempotency_key: record.keyed_call().map(|(op, key)| NewIdempotencyKey {
+            operation: op.as_str().to_owned(),
+            key: key.clone(),
+            reference: payment.as_ref().map(|p| p.reference.clone()),
+        }),
+        payment,
     };
     let result = match close {
-        Some(outcome) => deps
-            .store
+        Some(outcome) => store
             .append_and_close(lane, session, record.kind(), record, outcome)
             .await
             .map(drop),
-        None => deps
-            .store
+        None => store
             .append_with(lane, session, record.kind(), record, side)
             .await
             .map(drop),
     };
     result.map_err(|e| {
-        tracing::error!(lane = %lane, kind = record.kind(), error = %e, "journal write failed; the call it guards is not sent");
+        tracing::error!(%lane, kind = record.kind(), error = %e, "journal write failed; the call it guards is not sent");
     })
 }
 
@@ -640,5 +632,77 @@ async fn fetch_userinfo(deps: &EffectDeps, call: CallId, token: &LoginAccessToke
                 error: call_error(&e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Amount;
+    use crate::session::{KeyedOperation, idempotency_key};
+
+    fn cancel(session: &SessionId, reference: &PaymentReference, only: bool) -> JournalRecord {
+        let op = if only {
+            KeyedOperation::Cancel
+        } else {
+            KeyedOperation::CancelFull
+        };
+        JournalRecord::CancelRequested {
+            reference: reference.clone(),
+            idempotency_key: idempotency_key(session, op),
+            cancel_transaction_only: only,
+            attempt: 1,
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_full_cancel_after_a_transaction_only_cancel_is_journalled_with_its_own_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let lane: LaneId = "1".parse().unwrap();
+        let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+        let reference: PaymentReference = "lh-1-0123456789abcdef".parse().unwrap();
+        let requested = JournalRecord::PaymentRequested {
+            reference: reference.clone(),
+            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            amount: Amount::nok(100),
+            msisdn: "4791234567".parse().unwrap(),
+            description: "test".into(),
+            receipt_number: None,
+            attempt: 1,
+        };
+        for record in [
+            requested,
+            cancel(&session, &reference, true),
+            // The payment was authorised meanwhile: the full cancel must still be written.
+            cancel(&session, &reference, false),
+        ] {
+            assert!(
+                persist(&store, &lane, &session, &record, None)
+                    .await
+                    .is_ok(),
+                "{} was refused",
+                record.kind()
+            );
+        }
+        let stored =
+            |op: KeyedOperation| store.idempotency_key(&lane, session.as_str(), op.as_str());
+        let key = |op| Some(idempotency_key(&session, op));
+        assert_eq!(
+            stored(KeyedOperation::Create).await.unwrap(),
+            key(KeyedOperation::Create)
+        );
+        assert_eq!(
+            stored(KeyedOperation::Cancel).await.unwrap(),
+            key(KeyedOperation::Cancel)
+        );
+        assert_eq!(
+            stored(KeyedOperation::CancelFull).await.unwrap(),
+            key(KeyedOperation::CancelFull)
+        );
+        assert_eq!(
+            store.payment(&reference).await.unwrap().map(|p| p.state),
+            Some(REQUESTED.to_owned())
+        );
     }
 }

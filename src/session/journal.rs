@@ -15,7 +15,7 @@ use super::effect::{
     Disposition, EnrollmentOutcome, Membership, Outcome, TerminalEvent, Transition,
 };
 use super::event::{LoginAccessToken, Userinfo};
-use super::ids::SessionId;
+use super::ids::{KeyedOperation, SessionId};
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
 use super::step::{
     Cx, RECOVERED_LOGIN_INTERVAL, end, fetch_userinfo, new_follow, poll_if_due, poll_login,
@@ -99,6 +99,22 @@ impl JournalRecord {
             JournalRecord::CancelRequested { .. } => "cancel_requested",
             JournalRecord::SessionEnded { .. } => "session_ended",
         }
+    }
+
+    /// The keyed Vipps call this record announces and its key. A transaction-only cancel and a
+    /// full cancel are different operations with keys of their own.
+    pub fn keyed_call(&self) -> Option<(KeyedOperation, &IdempotencyKey)> {
+        let op = match self {
+            JournalRecord::PaymentRequested { .. } => KeyedOperation::Create,
+            JournalRecord::CaptureRequested { .. } => KeyedOperation::Capture,
+            JournalRecord::CancelRequested {
+                cancel_transaction_only: true,
+                ..
+            } => KeyedOperation::Cancel,
+            JournalRecord::CancelRequested { .. } => KeyedOperation::CancelFull,
+            _ => return None,
+        };
+        self.idempotency_key().map(|key| (op, key))
     }
 
     /// The idempotency key of the Vipps call this record announces.

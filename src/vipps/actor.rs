@@ -311,6 +311,7 @@ impl VippsActor {
                 Err(e) if e.is_retryable() => Outcome::Failure,
                 Err(_) => Outcome::Success,
             },
+            result.as_ref().err().map(|e| format!("access token: {e}")),
             now,
         );
         let generation = self.next_generation;
@@ -327,13 +328,14 @@ impl VippsActor {
         );
     }
 
-    fn record_outcome(&mut self, outcome: Outcome, now: Instant) {
+    fn record_outcome(&mut self, outcome: Outcome, failure: Option<String>, now: Instant) {
         if let Some(state) = self.circuit.record(outcome, now) {
             let open = !matches!(state, CircuitState::Closed { .. });
             crate::metrics::vipps_circuit_open(open);
             if open {
                 tracing::warn!(
                     cool_down_s = self.settings.circuit_cool_down.as_secs(),
+                    last_failure = failure.as_deref().unwrap_or("unknown"),
                     "Vipps circuit opened: calls fail fast"
                 );
             } else {
@@ -440,6 +442,8 @@ impl Handler<TokenRejected> for VippsActor {
 /// What one attempt tells the circuit breaker.
 struct Report {
     outcome: Outcome,
+    /// What went wrong, for the log line when this report opens the circuit.
+    failure: Option<String>,
 }
 
 impl Message for Report {
@@ -450,7 +454,7 @@ impl Handler<Report> for VippsActor {
     type Result = ();
 
     fn handle(&mut self, msg: Report, _ctx: &mut Context<Self>) {
-        self.record_outcome(msg.outcome, Instant::now());
+        self.record_outcome(msg.outcome, msg.failure, Instant::now());
     }
 }
 
@@ -813,11 +817,14 @@ impl VippsHandle {
         }
     }
 
-    async fn report(&self, outcome: Outcome) {
+    async fn report(&self, outcome: Outcome, failure: Option<&VippsError>) {
         if outcome != Outcome::Neutral {
+            let failure = failure
+                .filter(|_| outcome == Outcome::Failure)
+                .map(|e| e.to_string());
             // Awaiting `send` keeps the report even when the mailbox is momentarily full; an
             // error only means the actor is gone, when nothing is left to report to.
-            let _ = self.addr.send(Report { outcome }).await;
+            let _ = self.addr.send(Report { outcome, failure }).await;
         }
     }
 
@@ -902,7 +909,7 @@ impl VippsHandle {
                 // Vipps answered: it is up, even if it said no.
                 Err(_) => Outcome::Success,
             };
-            self.report(outcome).await;
+            self.report(outcome, result.as_ref().err()).await;
 
             let e = match result {
                 Ok(value) => return Ok(value),
@@ -934,7 +941,7 @@ impl VippsHandle {
             if Instant::now() + wait >= deadline {
                 // Retries ran out: Vipps kept failing. Transport failures were counted already.
                 if outcome == Outcome::Neutral {
-                    self.report(Outcome::Failure).await;
+                    self.report(Outcome::Failure, Some(&e)).await;
                 }
                 tracing::warn!(operation = op.as_str(), attempts, error = %e, "Vipps call gave up");
                 let e = VippsError::DeadlineExceeded {
