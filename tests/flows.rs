@@ -1378,7 +1378,10 @@ async fn wait_late_outcome(hub: &Hub, id: &str) -> lanehub::store::LateEnrollmen
         if let Some(late) = late.filter(|l| l.outcome.is_some()) {
             return late;
         }
-        assert!(Instant::now() < deadline, "late enrollment {id} never resolved");
+        assert!(
+            Instant::now() < deadline,
+            "late enrollment {id} never resolved"
+        );
         tokio::time::sleep(POLL).await;
     }
 }
@@ -1438,8 +1441,12 @@ async fn a_customer_who_consents_after_the_cashier_paid_still_becomes_a_member()
     assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
     assert_eq!(logins[0]["state"], "pending", "{logins}");
     let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
-    hub.sim_call(reqwest::Method::POST, &format!("/logins/{id}/consent"), None)
-        .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
 
     let member = wait_member(&hub, &phone, "the member who consented late").await;
     assert_enrolled_with_consents(&member);

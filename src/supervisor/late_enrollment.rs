@@ -247,8 +247,12 @@ async fn follow(
     }
     match vipps.login_token(&AuthReqId(id)).await {
         Ok(LoginPoll::Pending | LoginPoll::SlowDown) => {}
-        Ok(LoginPoll::Denied) => resolve(store, &row, Outcome::Denied, true).await,
-        Ok(LoginPoll::Expired) => resolve(store, &row, Outcome::Expired, true).await,
+        Ok(LoginPoll::Denied) => {
+            resolve(store, &row, Outcome::Denied, true).await;
+        }
+        Ok(LoginPoll::Expired) => {
+            resolve(store, &row, Outcome::Expired, true).await;
+        }
         Ok(LoginPoll::Success(token)) => {
             let token = SecretString::from(token.bearer().to_owned());
             // Vipps hands the token out once: it is on disk before anything else happens.
@@ -364,5 +368,111 @@ async fn resolve(
             tracing::warn!(lane = %row.lane, error = %e, "could not record a late enrollment's outcome");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Membership;
+    use secrecy::ExposeSecret;
+
+    fn stored(seq: u64, record: &JournalRecord) -> crate::store::JournalRecord {
+        crate::store::JournalRecord {
+            seq,
+            lane: "1".parse().unwrap(),
+            session: "s1".into(),
+            kind: record.kind().into(),
+            payload: serde_json::to_value(record).unwrap(),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    fn journal(records: &[JournalRecord]) -> Vec<crate::store::JournalRecord> {
+        let mut out: Vec<_> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| stored(i as u64 + 1, r))
+            .collect();
+        // The store's own closing record does not decode as a session record.
+        out.push(crate::store::JournalRecord {
+            kind: crate::store::CLOSED_KIND.into(),
+            payload: serde_json::json!({"outcome": "paid"}),
+            ..stored(out.len() as u64 + 1, &JournalRecord::SessionStarted)
+        });
+        out
+    }
+
+    fn started(id: &str) -> JournalRecord {
+        JournalRecord::EnrollmentStarted {
+            msisdn: "4798765432".parse().unwrap(),
+            auth_req_id: id.into(),
+        }
+    }
+
+    fn finished(outcome: EnrollmentOutcome) -> JournalRecord {
+        JournalRecord::EnrollmentFinished { outcome }
+    }
+
+    #[test]
+    fn the_follower_takes_over_what_sessions_gave_up_with_the_login_open_or_consented() {
+        let token = LoginAccessToken::new(SecretString::from("tok"));
+        let userinfo = Userinfo {
+            name: Some("Ola".into()),
+            email: None,
+            phone_number: None,
+            consents: vec![],
+        };
+        let records = journal(&[
+            JournalRecord::SessionStarted,
+            JournalRecord::CustomerIdentified {
+                msisdn: "4798765432".parse().unwrap(),
+                membership: Membership::NonMember,
+            },
+            // Enrolled: nothing to do.
+            started("enrolled"),
+            finished(EnrollmentOutcome::Enrolled),
+            // Denied at Vipps: only details for a row that may exist.
+            started("denied"),
+            finished(EnrollmentOutcome::Denied),
+            // The cashier paid before the consent: taken over.
+            started("abandoned"),
+            finished(EnrollmentOutcome::Abandoned),
+            // The member store failed after userinfo: taken over with the userinfo.
+            started("store-failed"),
+            JournalRecord::EnrollmentConsented {
+                login_token: token.clone(),
+            },
+            JournalRecord::EnrollmentUserinfo {
+                userinfo: userinfo.clone(),
+            },
+            finished(EnrollmentOutcome::Failed {
+                detail: "saving the member failed".into(),
+            }),
+            // Abandoned before the Login started: no auth_req_id, nothing to follow.
+            finished(EnrollmentOutcome::Abandoned),
+        ]);
+        let lane: LaneId = "1".parse().unwrap();
+        let found = given_up(&lane, "s1", &records);
+        let ids: Vec<_> = found
+            .iter()
+            .map(|(seq, h, create)| (*seq, h.auth_req_id.as_str(), *create))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (6, "denied", false),
+                (8, "abandoned", true),
+                (12, "store-failed", true)
+            ]
+        );
+        let abandoned = &found[1].1;
+        assert_eq!(abandoned.session.as_deref(), Some("s1"));
+        assert_eq!(abandoned.msisdn.as_ref().unwrap().as_str(), "4798765432");
+        assert!(abandoned.login_token.is_none() && abandoned.userinfo.is_none());
+        let failed = &found[2].1;
+        assert_eq!(failed.login_token.as_ref().unwrap().expose_secret(), "tok");
+        let back: Userinfo = serde_json::from_value(failed.userinfo.clone().unwrap()).unwrap();
+        assert_eq!(back, userinfo);
     }
 }
