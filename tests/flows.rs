@@ -1427,7 +1427,6 @@ async fn a_customer_who_consents_after_the_cashier_paid_still_becomes_a_member()
     assert_eq!(paid["state"], "idle", "{paid}");
     term.assert_saw(&[
         "enrollment_awaiting_consent",
-        "enrollment_abandoned",
         "payment_requested",
         "payment_approved",
     ]);
