@@ -1523,3 +1523,85 @@ async fn a_member_whose_store_failed_is_stored_by_the_follower_later() {
     assert_eq!(status, 200, "{body}");
     hub.assert_journal_closed().await;
 }
+
+#[actix_web::test]
+async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_follower() {
+    use lanehub::config::VippsMode;
+    use lanehub::supervisor::late_enrollment::Follower;
+    use lanehub::vipps::actor::VippsHandle;
+    use std::sync::Arc;
+
+    let mut settings = fast_settings();
+    // The follower sweeps once at start and then not within the test: the test sweeps itself.
+    settings.supervisor.late_enrollment_interval = Duration::from_secs(3600);
+    let hub = start(settings.clone()).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+    // Every token poll takes 2 s to reach Vipps, so the lane's poll is in flight for a while.
+    let slow = json!({"latencyMs": 2_000});
+    hub.sim_call(reqwest::Method::PUT, "/faults/login_token", Some(slow))
+        .await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    let (status, body) = hub.command("1", "enroll", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    term.message("enrollment_awaiting_consent").await;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let faults = hub.sim_get("/faults").await;
+        if faults["injectedByOperation"]["login_token"]["latency"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lane never polled: {faults}");
+        tokio::time::sleep(POLL).await;
+    }
+    // The customer consents while that poll is on its way; the cashier pays at once.
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
+    hub.sim_call(reqwest::Method::POST, &format!("/logins/{id}/consent"), None)
+        .await;
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 200, "{body}");
+
+    // The poll comes back with the token after the session stopped waiting: the lane stores it
+    // for the follower instead of dropping it (Vipps will not hand it out again).
+    let deadline = Instant::now() + PATIENCE;
+    let late = loop {
+        let late = hub.store.late_enrollment(&id).await.unwrap();
+        if let Some(late) = late.filter(|l| l.login_token.is_some()) {
+            break late;
+        }
+        assert!(Instant::now() < deadline, "the late token was never handed over");
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(late.outcome, None);
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins[0]["state"], "completed", "{logins}");
+    term.message("payment_approved").await;
+    assert!(hub.store.member(&phone).await.unwrap().is_none());
+
+    // One sweep reads the journal for the customer's number and finishes the enrollment with
+    // the handed-over token.
+    let mut vipps_settings = settings.vipps.clone();
+    vipps_settings.mode = VippsMode::Remote;
+    vipps_settings.base_url = hub.sim.clone();
+    let vipps = VippsHandle::start(&vipps_settings, vipps_settings.actor_settings())
+        .expect("the Vipps client starts");
+    let members: Arc<dyn MembershipStore> = Arc::new(hub.store.clone());
+    let window = settings.supervisor.late_enrollment_window;
+    Follower::default()
+        .sweep(&hub.store, members.as_ref(), &vipps, window)
+        .await
+        .unwrap();
+    let member = hub.store.member(&phone).await.unwrap().expect("enrolled");
+    assert_enrolled_with_consents(&member);
+    let late = hub.store.late_enrollment(&id).await.unwrap().unwrap();
+    assert_eq!(late.outcome.as_deref(), Some("enrolled"));
+    assert_eq!(late.msisdn.as_ref(), Some(&phone));
+    hub.assert_journal_closed().await;
+}
