@@ -1561,8 +1561,12 @@ async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_f
         .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
         .await;
     let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
-    hub.sim_call(reqwest::Method::POST, &format!("/logins/{id}/consent"), None)
-        .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 200, "{body}");
 
@@ -1574,7 +1578,10 @@ async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_f
         if let Some(late) = late.filter(|l| l.login_token.is_some()) {
             break late;
         }
-        assert!(Instant::now() < deadline, "the late token was never handed over");
+        assert!(
+            Instant::now() < deadline,
+            "the late token was never handed over"
+        );
         tokio::time::sleep(POLL).await;
     };
     assert_eq!(late.outcome, None);

@@ -312,6 +312,20 @@ mod tests {
     }
 
     #[test]
+    fn every_declared_outcome_is_one_the_table_accepts() {
+        let (_dir, conn) = db();
+        for outcome in LATE_ENROLLMENT_OUTCOMES {
+            hand_over(&conn, &handover(outcome), true).unwrap();
+            assert!(
+                resolve(&conn, outcome, outcome, false).unwrap(),
+                "{outcome}"
+            );
+            let row = get(&conn, outcome).unwrap().unwrap();
+            assert_eq!(row.outcome.as_deref(), Some(*outcome));
+        }
+    }
+
+    #[test]
     fn bad_input_is_refused_by_name() {
         let (_dir, conn) = db();
         let err = hand_over(&conn, &handover(""), true).unwrap_err();

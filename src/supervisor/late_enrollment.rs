@@ -131,8 +131,10 @@ impl Follower {
         let (high, finished) = store
             .records_of_kind_since(FINISHED_KIND, self.read_up_to)
             .await?;
+        // An enrollment that ended before the window began started earlier still: past saving.
         let sessions: BTreeSet<(LaneId, String)> = finished
             .iter()
+            .filter(|r| age(r.recorded_at) < window)
             .map(|r| (r.lane.clone(), r.session.clone()))
             .collect();
         for (lane, session) in sessions {
@@ -141,13 +143,17 @@ impl Follower {
                 if finished_seq <= self.read_up_to {
                     continue;
                 }
-                let age = (Utc::now() - handover.started_at)
-                    .to_std()
-                    .unwrap_or_default();
                 // Past the window nothing can be gained; a row only waits for the journal's
                 // details (a token handed over late) if it exists.
-                let create = create && age < window;
-                store.hand_over_late_enrollment(handover, create).await?;
+                let create = create && age(handover.started_at) < window;
+                match store.hand_over_late_enrollment(handover, create).await {
+                    Ok(_) => {}
+                    // One unusable record must not hold up every later one.
+                    Err(e) if e.kind() == "invalid_input" => {
+                        tracing::warn!(lane = %lane, error = %e, "a journalled enrollment cannot be followed up; skipped");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.read_up_to = high;
@@ -224,8 +230,7 @@ async fn follow(
     row: LateEnrollment,
     window: Duration,
 ) {
-    let age = (Utc::now() - row.started_at).to_std().unwrap_or_default();
-    let late = age >= window;
+    let late = age(row.started_at) >= window;
     let id = row.auth_req_id.clone();
     if let Some(info) = &row.userinfo {
         let info = match serde_json::from_value::<Userinfo>(info.clone()) {
@@ -333,6 +338,11 @@ async fn enroll(
             tracing::warn!(lane = %row.lane, phone = %msisdn, error = %e, "the late member could not be saved; trying again")
         }
     }
+}
+
+/// How long ago `t` was on the wall clock; a time ahead of the clock counts as now.
+fn age(t: chrono::DateTime<Utc>) -> Duration {
+    (Utc::now() - t).to_std().unwrap_or_default()
 }
 
 /// The row's identity, for a handover that fills one more column.
