@@ -92,6 +92,14 @@ pub struct SupervisorSettings {
     /// created; one that appears within it is cancelled.
     #[serde(deserialize_with = "duration")]
     pub unconfirmed_payment_window: Duration,
+    /// How often enrollments a session gave up on (the cashier moved on before the customer
+    /// consented, or saving the member failed) are followed up.
+    #[serde(deserialize_with = "duration")]
+    pub late_enrollment_interval: Duration,
+    /// How long after its Login started such an enrollment is followed: past it, one without
+    /// the customer's consent counts as expired and one whose member cannot be saved as failed.
+    #[serde(deserialize_with = "duration")]
+    pub late_enrollment_window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -488,6 +496,24 @@ impl Settings {
         }
         if self.supervisor.max_restarts == 0 {
             return Err(err("supervisor.max_restarts", "must be at least 1".into()));
+        }
+        for (key, value) in [
+            (
+                "supervisor.unconfirmed_payment_interval",
+                self.supervisor.unconfirmed_payment_interval,
+            ),
+            (
+                "supervisor.late_enrollment_interval",
+                self.supervisor.late_enrollment_interval,
+            ),
+            (
+                "supervisor.late_enrollment_window",
+                self.supervisor.late_enrollment_window,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be above 0".into()));
+            }
         }
         if self.session.payment_poll_interval.is_zero() {
             return Err(err(

@@ -49,6 +49,8 @@ pub const SESSION_DURATION: &str = "lanehub_session_duration_seconds";
 pub const MEMBERSHIP_CHECKS: &str = "lanehub_membership_checks_total";
 /// `lanehub_enrollments_total{lane, outcome}`.
 pub const ENROLLMENTS: &str = "lanehub_enrollments_total";
+/// `lanehub_late_enrollments_total{outcome}`.
+pub const LATE_ENROLLMENTS: &str = "lanehub_late_enrollments_total";
 /// `lanehub_payments_total{lane, outcome}`.
 pub const PAYMENTS: &str = "lanehub_payments_total";
 /// `lanehub_payments_captured_minor_units_total{currency}`.
@@ -256,6 +258,21 @@ label_enum! {
         Malformed => "malformed",
         /// About a payment or login lanehub does not know.
         UnknownReference => "unknown_reference",
+    }
+}
+
+label_enum! {
+    /// How the enrollment follower finished an enrollment a session had given up on
+    /// (`lanehub_late_enrollments_total{outcome}`); also the store's `late_enrollments.outcome`.
+    LateEnrollmentOutcome {
+        /// The customer consented after all: the member was stored.
+        Enrolled => "enrolled",
+        /// The customer declined in the Vipps app.
+        Denied => "denied",
+        /// The customer did not answer before the Login (or the follower's window) expired.
+        Expired => "expired",
+        /// Consented, but userinfo or the member store kept failing until the window passed.
+        Failed => "failed",
     }
 }
 
@@ -542,6 +559,13 @@ pub const RECORDED: &[MetricDef] = &[
         Some(Unit::Count),
         &[LANE, fixed("outcome", ENROLLMENT_OUTCOMES)],
         "Loyalty club enrollments (Vipps Login from phone number) finished, by outcome.",
+    ),
+    def(
+        LATE_ENROLLMENTS,
+        Counter,
+        Some(Unit::Count),
+        &[fixed("outcome", LateEnrollmentOutcome::LABELS)],
+        "Enrollments a session gave up on that the enrollment follower finished, by outcome.",
     ),
     def(
         PAYMENTS,
@@ -973,6 +997,11 @@ pub fn enrollment_finished(lane: &LaneId, outcome: &str) {
         metrics::counter!(ENROLLMENTS, "lane" => lane_label(lane), "outcome" => outcome)
             .increment(1);
     }
+}
+
+/// The enrollment follower finished a late enrollment.
+pub fn late_enrollment_finished(outcome: LateEnrollmentOutcome) {
+    metrics::counter!(LATE_ENROLLMENTS, "outcome" => outcome.as_str()).increment(1);
 }
 
 /// A payment request ended with its session's `outcome` (one of [`SESSION_OUTCOMES`]); also

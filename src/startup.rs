@@ -23,6 +23,7 @@ use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
 use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::supervisor::late_enrollment::{self, EnrollmentFollower, FollowSettings};
 use crate::supervisor::shutdown::{self, Phase, Shutdown};
 use crate::supervisor::{RestartBudget, Supervisor};
 use crate::vipps::actor::VippsHandle;
@@ -95,6 +96,7 @@ impl Application {
             seed_demo_members(&settings, members.clone());
         }
 
+        let follower = EnrollmentFollower::new(store.clone());
         let config = Arc::new(settings.session.session_config());
         let specs: Vec<LaneSpec> = settings
             .lanes
@@ -106,6 +108,7 @@ impl Application {
                     vipps: vipps.clone(),
                     store: store.clone(),
                     members: members.clone(),
+                    follower: follower.clone(),
                 },
                 config: config.clone(),
                 scanners: lane.scanners.clone(),
@@ -158,6 +161,17 @@ impl Application {
             crate::supervisor::unconfirmed::WatchSettings {
                 interval: settings.supervisor.unconfirmed_payment_interval,
                 window: settings.supervisor.unconfirmed_payment_window,
+            },
+            shutdown.clone(),
+        );
+
+        late_enrollment::spawn(
+            store.clone(),
+            members.clone(),
+            vipps.clone(),
+            FollowSettings {
+                interval: settings.supervisor.late_enrollment_interval,
+                window: settings.supervisor.late_enrollment_window,
             },
             shutdown.clone(),
         );

@@ -215,3 +215,28 @@ fn shutdown_deadline_and_registration_backoff_have_documented_defaults() {
     .unwrap_err();
     assert_eq!(err.key, "vipps.webhook_registration_backoff");
 }
+
+#[test]
+fn late_enrollment_follow_up_has_documented_defaults_and_refuses_zero() {
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(s.supervisor.late_enrollment_interval.as_secs(), 5);
+    assert_eq!(s.supervisor.late_enrollment_window.as_secs(), 600);
+
+    let s = Settings::load(
+        None,
+        env(&[("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL", "250ms")]),
+    )
+    .unwrap();
+    assert_eq!(s.supervisor.late_enrollment_interval.as_millis(), 250);
+
+    for key in [
+        "late_enrollment_interval",
+        "late_enrollment_window",
+        "unconfirmed_payment_interval",
+    ] {
+        let var = format!("LANEHUB__SUPERVISOR__{}", key.to_uppercase());
+        let err = Settings::load(None, env(&[(var.as_str(), "0s")])).unwrap_err();
+        assert_eq!(err.key, format!("supervisor.{key}"), "{err}");
+        assert!(err.message.contains("above 0"), "{err}");
+    }
+}

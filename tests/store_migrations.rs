@@ -173,6 +173,17 @@ async fn a_v1_database_opens_with_every_record() {
         )
         .unwrap();
     assert_eq!(indexes, 1);
+    // The v3 step ran: late enrollments and the payments-by-state index are there.
+    let v3: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master
+             WHERE (type = 'table' AND name = 'late_enrollments')
+                OR (type = 'index' AND name = 'payments_state')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v3, 2);
 }
 
 #[tokio::test]

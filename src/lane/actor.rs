@@ -552,7 +552,31 @@ impl Handler<CallAnswered> for LaneActor {
     type Result = ();
 
     fn handle(&mut self, msg: CallAnswered, ctx: &mut Context<Self>) {
-        self.feed(msg.0, ctx);
+        // Vipps hands a Login token out once: one the session no longer waits for (the cashier
+        // moved on while the poll was in flight) goes to the enrollment follower, not away.
+        let consent = match &msg.0 {
+            Event::LoginConsented {
+                auth_req_id, token, ..
+            } => Some((auth_req_id.clone(), token.clone())),
+            _ => None,
+        };
+        let disposition = self.feed(msg.0, ctx);
+        if let Some((auth_req_id, token)) = consent
+            && disposition != Disposition::Applied
+        {
+            let lane = self.lane().clone();
+            let stored = self
+                .spec
+                .deps
+                .follower
+                .consented_late(&lane, &auth_req_id, &token);
+            tracing::info!(lane = %lane, "a consent came after the session moved on; handed to the enrollment follower");
+            actix::spawn(async move {
+                if let Err(e) = stored.await {
+                    tracing::error!(lane = %lane, error = %e, "the late consent's token could not be stored; the enrollment is lost");
+                }
+            });
+        }
     }
 }
 

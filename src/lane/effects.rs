@@ -22,6 +22,7 @@ use crate::store::{
     Consent, Member, MemberSource, MembershipStore, NewIdempotencyKey, NewPayment, PaymentUpdate,
     RecordSideWrites, Store,
 };
+use crate::supervisor::late_enrollment::EnrollmentFollower;
 use crate::supervisor::unconfirmed::REQUESTED;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
@@ -66,6 +67,8 @@ pub struct EffectDeps {
     pub vipps: VippsHandle,
     pub store: Store,
     pub members: Arc<dyn MembershipStore>,
+    /// Takes over a consent that comes after the session stopped waiting for it.
+    pub follower: EnrollmentFollower,
 }
 
 /// Whether a journal record reached the disk: `None` while it is queued.
@@ -380,7 +383,8 @@ fn create_request(r: &CreatePaymentRequest) -> models::CreatePaymentRequest {
     req
 }
 
-fn userinfo(u: models::Userinfo) -> Userinfo {
+/// The session's form of a userinfo answer.
+pub fn userinfo(u: models::Userinfo) -> Userinfo {
     Userinfo {
         name: u.name,
         email: u.email,
@@ -401,12 +405,16 @@ fn userinfo(u: models::Userinfo) -> Userinfo {
 }
 
 fn member(deps: &EffectDeps, m: NewMember) -> Member {
+    enrolled_member(&deps.lane, m.msisdn, m.userinfo)
+}
+
+/// The member an enrollment at `lane` stores: name, e-mail and consents from userinfo.
+pub fn enrolled_member(lane: &LaneId, msisdn: Msisdn, userinfo: Userinfo) -> Member {
     Member {
-        phone_number: m.msisdn,
-        name: m.userinfo.name.unwrap_or_default(),
-        email: m.userinfo.email.unwrap_or_default(),
-        consents: m
-            .userinfo
+        phone_number: msisdn,
+        name: userinfo.name.unwrap_or_default(),
+        email: userinfo.email.unwrap_or_default(),
+        consents: userinfo
             .consents
             .into_iter()
             .map(|c| Consent {
@@ -417,7 +425,7 @@ fn member(deps: &EffectDeps, m: NewMember) -> Member {
             })
             .collect(),
         enrolled_at: chrono::Utc::now(),
-        enrolled_lane: Some(deps.lane.clone()),
+        enrolled_lane: Some(lane.clone()),
         source: MemberSource::Enrollment,
     }
 }

@@ -354,7 +354,8 @@ fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
             Ok(()) => Step::To(start_payment(ctx, customer, request, cx)),
         },
         // Decision: Pay while the customer has not consented yet abandons the enrollment, so
-        // the till is never held up by a customer who ignores the consent request.
+        // the till is never held up by a customer who ignores the consent request. A consent
+        // given later still enrolls: `supervisor::late_enrollment` follows the Login up.
         State::AwaitingLoginStart { ctx, customer, .. }
         | State::AwaitingConsent { ctx, customer, .. } => match request.validate() {
             Err(problem) => invalid(problem),

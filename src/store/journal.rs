@@ -184,6 +184,30 @@ struct RawRecord {
     recorded_at: String,
 }
 
+/// The records of `kind` with a `seq` above `after`, oldest first, and the highest `seq` of the
+/// whole journal when read. Writes commit in `seq` order, so a later call with that `seq` as
+/// `after` misses none.
+pub(crate) fn records_of_kind_since(
+    conn: &Connection,
+    kind: &str,
+    after: u64,
+) -> Result<(u64, Vec<JournalRecord>)> {
+    let after = i64::try_from(after)
+        .map_err(|_| StoreError::invalid("journal seq", format!("{after} is too large")))?;
+    let high: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM journal")?
+        .query_row([], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
+         WHERE seq > ?1 AND seq <= ?2 AND kind = ?3 ORDER BY seq",
+    )?;
+    let records = stmt
+        .query_map(params![after, high, kind], raw_record)?
+        .map(|r| r.map_err(StoreError::from).and_then(RawRecord::parse))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((to_seq(high)?, records))
+}
+
 fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
     Ok(RawRecord {
         seq: row.get(0)?,

@@ -28,6 +28,7 @@
 mod backup;
 mod error;
 mod journal;
+mod late_enrollments;
 mod member_csv;
 mod members;
 mod payments;
@@ -50,6 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use backup::BackupReport;
 pub use error::{Result, StoreError};
 pub use journal::{CLOSED_KIND, JournalRecord, SessionJournal};
+pub use late_enrollments::{LATE_ENROLLMENT_OUTCOMES, LateEnrollment, LateEnrollmentHandover};
 pub use member_csv::{CSV_COLUMNS, CsvError, RowProblem, read_members, write_members};
 pub use members::{
     Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
@@ -361,6 +363,58 @@ impl Store {
         &self,
     ) -> impl Future<Output = Result<Vec<SessionJournal>>> + Send + 'static {
         self.call(|conn| journal::open_sessions(conn, None))
+    }
+
+    /// The records of `kind` with a `seq` above `after`, oldest first, and the journal's highest
+    /// `seq` when read: the `after` of the next call, which then misses none.
+    pub fn records_of_kind_since(
+        &self,
+        kind: &str,
+        after: u64,
+    ) -> impl Future<Output = Result<(u64, Vec<JournalRecord>)>> + Send + 'static {
+        let kind = kind.to_owned();
+        self.read(move |conn| journal::records_of_kind_since(conn, &kind, after))
+    }
+
+    // ---- late enrollments ----
+
+    /// Adds a late enrollment or fills the columns its row lacks (never overwrites one); with
+    /// `create` false only an existing row is filled. `Ok(true)` once a row was written durably.
+    pub fn hand_over_late_enrollment(
+        &self,
+        handover: LateEnrollmentHandover,
+        create: bool,
+    ) -> impl Future<Output = Result<bool>> + Send + 'static {
+        self.call(move |conn| late_enrollments::hand_over(conn, &handover, create))
+    }
+
+    /// Resolves an unresolved late enrollment with `outcome` (one of
+    /// [`LATE_ENROLLMENT_OUTCOMES`]); with `unless_consented` one holding a token or userinfo
+    /// stays unresolved. Returns whether it was resolved now.
+    pub fn resolve_late_enrollment(
+        &self,
+        auth_req_id: &str,
+        outcome: &str,
+        unless_consented: bool,
+    ) -> impl Future<Output = Result<bool>> + Send + 'static {
+        let (id, outcome) = (auth_req_id.to_owned(), outcome.to_owned());
+        self.call(move |conn| late_enrollments::resolve(conn, &id, &outcome, unless_consented))
+    }
+
+    /// The late enrollments still to finish, oldest first.
+    pub fn unresolved_late_enrollments(
+        &self,
+    ) -> impl Future<Output = Result<Vec<LateEnrollment>>> + Send + 'static {
+        self.read(late_enrollments::unresolved)
+    }
+
+    /// One late enrollment by its Login's `auth_req_id`.
+    pub fn late_enrollment(
+        &self,
+        auth_req_id: &str,
+    ) -> impl Future<Output = Result<Option<LateEnrollment>>> + Send + 'static {
+        let id = auth_req_id.to_owned();
+        self.read(move |conn| late_enrollments::get(conn, &id))
     }
 
     // ---- payments and idempotency keys ----

@@ -32,7 +32,7 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration in order. Adding schema v3 is one more entry at the end.
+/// Every migration in order. Adding schema v4 is one more entry at the end.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         description: "indexes for open-session recovery and payments by session",
         sql: "CREATE INDEX sessions_open ON sessions (lane) WHERE closed_seq IS NULL;
               CREATE INDEX payments_by_session ON payments (lane, session);",
+    },
+    Migration {
+        version: 3,
+        description: "late enrollments the follower finishes; payments by state",
+        sql: V3,
     },
 ];
 
@@ -103,6 +108,24 @@ CREATE TABLE members (
     enrolled_lane TEXT,
     source        TEXT NOT NULL CHECK (source IN ('enrollment', 'import'))
 );
+";
+
+// Enrollments a session gave up on while Vipps may still hold (or already gave) the customer's
+// consent; `outcome` stays NULL until the follower has finished one.
+const V3: &str = "
+CREATE TABLE late_enrollments (
+    auth_req_id TEXT PRIMARY KEY,
+    lane        TEXT NOT NULL,
+    session     TEXT,
+    msisdn      TEXT,
+    started_at  TEXT NOT NULL,
+    login_token TEXT,
+    userinfo    TEXT,
+    outcome     TEXT CHECK (outcome IN ('enrolled', 'denied', 'expired', 'failed')),
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX late_enrollments_open ON late_enrollments (started_at) WHERE outcome IS NULL;
+CREATE INDEX payments_state ON payments (state);
 ";
 
 /// Whether opening may create a missing database file.

@@ -5,6 +5,7 @@
 //! A lane that stops while lanehub stops (see [`shutdown`]) did not die: it is neither counted
 //! nor rebuilt.
 
+pub mod late_enrollment;
 pub mod shutdown;
 pub mod unconfirmed;
 
