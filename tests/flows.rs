@@ -1612,3 +1612,69 @@ async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_f
     assert_eq!(late.msisdn.as_ref(), Some(&phone));
     hub.assert_journal_closed().await;
 }
+
+#[actix_web::test]
+async fn a_login_that_starts_after_the_cashier_paid_is_still_followed_to_the_member() {
+    let mut settings = fast_settings();
+    settings.supervisor.late_enrollment_interval = ms(100);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+    // The Login start takes a second to reach Vipps: the cashier pays before it is answered.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_authenticate",
+        Some(json!({"latencyMs": 1_000})),
+    )
+    .await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    let (status, body) = hub.command("1", "enroll", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = hub.pay("1").await;
+    assert_eq!(status, 200, "{body}");
+
+    // Vipps started the Login all the same and asks the customer, who consents.
+    let deadline = Instant::now() + PATIENCE;
+    let id = loop {
+        let logins = hub
+            .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+            .await;
+        let late = match logins[0]["authReqId"].as_str() {
+            Some(id) => hub.store.late_enrollment(id).await.unwrap(),
+            None => None,
+        };
+        if let Some(late) = late {
+            break late.auth_req_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the late Login was never handed to the follower: {logins}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
+    term.message("payment_approved").await;
+
+    let deadline = Instant::now() + PATIENCE;
+    let member = loop {
+        if let Some(member) = hub.store.member(&phone).await.unwrap() {
+            break member;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never stored the member"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_enrolled_with_consents(&member);
+    let late = hub.store.late_enrollment(&id).await.unwrap().unwrap();
+    // The checkout was over before the Login's answer came, so the number came from userinfo.
+    assert_eq!(late.outcome.as_deref(), Some("enrolled"));
+}

@@ -552,31 +552,42 @@ impl Handler<CallAnswered> for LaneActor {
     type Result = ();
 
     fn handle(&mut self, msg: CallAnswered, ctx: &mut Context<Self>) {
-        // Vipps hands a Login token out once: one the session no longer waits for (the cashier
-        // moved on while the poll was in flight) goes to the enrollment follower, not away.
-        let consent = match &msg.0 {
+        // A Login the session no longer waits for (the cashier moved on while the call was in
+        // flight) is still one Vipps asks the customer about: it goes to the enrollment
+        // follower, not away. A token above all: Vipps hands it out once.
+        let late = match &msg.0 {
             Event::LoginConsented {
                 auth_req_id, token, ..
-            } => Some((auth_req_id.clone(), token.clone())),
+            } => Some((auth_req_id.clone(), Some(token.clone()))),
+            Event::LoginStarted { auth_req_id, .. } => Some((auth_req_id.clone(), None)),
             _ => None,
         };
+        let customer = late.as_ref().and_then(|_| self.session.snapshot().customer);
         let disposition = self.feed(msg.0, ctx);
-        if let Some((auth_req_id, token)) = consent
-            && disposition != Disposition::Applied
-        {
-            let lane = self.lane().clone();
-            let stored = self
-                .spec
-                .deps
-                .follower
-                .consented_late(&lane, &auth_req_id, &token);
-            tracing::info!(lane = %lane, "a consent came after the session moved on; handed to the enrollment follower");
-            actix::spawn(async move {
-                if let Err(e) = stored.await {
-                    tracing::error!(lane = %lane, error = %e, "the late consent's token could not be stored; the enrollment is lost");
-                }
-            });
-        }
+        let Some((auth_req_id, token)) = late.filter(|_| disposition != Disposition::Applied)
+        else {
+            return;
+        };
+        let lane = self.lane().clone();
+        let follower = &self.spec.deps.follower;
+        let stored = match &token {
+            Some(token) => futures_util::future::Either::Left(follower.consented_late(
+                &lane,
+                &auth_req_id,
+                token,
+            )),
+            None => futures_util::future::Either::Right(follower.started_late(
+                &lane,
+                &auth_req_id,
+                customer,
+            )),
+        };
+        tracing::info!(lane = %lane, consented = token.is_some(), "a Login answer came after the session moved on; handed to the enrollment follower");
+        actix::spawn(async move {
+            if let Err(e) = stored.await {
+                tracing::error!(lane = %lane, error = %e, "the late Login could not be handed over; the enrollment is lost");
+            }
+        });
     }
 }
 

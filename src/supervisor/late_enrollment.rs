@@ -26,7 +26,7 @@ use chrono::Utc;
 use secrecy::SecretString;
 
 use super::shutdown::{Phase, Shutdown};
-use crate::domain::LaneId;
+use crate::domain::{LaneId, Msisdn};
 use crate::lane::effects::{enrolled_member, userinfo as session_userinfo};
 use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
 use crate::session::{EnrollmentOutcome, JournalRecord, LoginAccessToken, Userinfo};
@@ -53,6 +53,28 @@ pub struct EnrollmentFollower {
 impl EnrollmentFollower {
     pub fn new(store: Store) -> Self {
         EnrollmentFollower { store }
+    }
+
+    /// Records a Login that Vipps started after its session stopped waiting for it (the cashier
+    /// paid while the start was in flight): the customer is asked to consent all the same, so
+    /// the follower polls it. Resolves once it is on disk.
+    pub fn started_late(
+        &self,
+        lane: &LaneId,
+        auth_req_id: &str,
+        msisdn: Option<Msisdn>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let handover = LateEnrollmentHandover {
+            auth_req_id: auth_req_id.to_owned(),
+            lane: lane.clone(),
+            session: None,
+            msisdn,
+            started_at: Utc::now(),
+            login_token: None,
+            userinfo: None,
+        };
+        let write = self.store.hand_over_late_enrollment(handover, true);
+        async move { write.await.map(drop) }
     }
 
     /// Stores the Login token of `auth_req_id` for the follower; resolves once it is on disk.
