@@ -1319,18 +1319,7 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
         .await
         .unwrap()
         .expect("the consented member is stored");
-    assert_eq!(member.name, "Ola Nordmann");
-    assert_eq!(member.source, MemberSource::Enrollment);
-    assert!(
-        member.consents.iter().any(|c| c.required && c.accepted),
-        "{:?}",
-        member.consents
-    );
-    assert!(
-        member.consents.iter().any(|c| !c.required),
-        "{:?}",
-        member.consents
-    );
+    assert_enrolled_with_consents(&member);
     // One Login at Vipps, completed; it was never polled for again after the restart.
     let logins = hub
         .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
@@ -1662,17 +1651,7 @@ async fn a_login_that_starts_after_the_cashier_paid_is_still_followed_to_the_mem
     .await;
     term.message("payment_approved").await;
 
-    let deadline = Instant::now() + PATIENCE;
-    let member = loop {
-        if let Some(member) = hub.store.member(&phone).await.unwrap() {
-            break member;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the follower never stored the member"
-        );
-        tokio::time::sleep(POLL).await;
-    };
+    let member = wait_member(&hub, &phone, "the member the follower enrolls").await;
     assert_enrolled_with_consents(&member);
     let late = hub.store.late_enrollment(&id).await.unwrap().unwrap();
     // The checkout was over before the Login's answer came, so the number came from userinfo.
