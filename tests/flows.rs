@@ -1657,3 +1657,45 @@ async fn a_login_that_starts_after_the_cashier_paid_is_still_followed_to_the_mem
     // The checkout was over before the Login's answer came, so the number came from userinfo.
     assert_eq!(late.outcome.as_deref(), Some("enrolled"));
 }
+
+#[actix_web::test]
+async fn a_scanner_scan_the_lane_refuses_is_reported_to_the_terminal() {
+    use lanehub::config::{ScannerRole, ScannerSettings, ScannerSource};
+
+    let mut settings = fast_settings();
+    settings.lanes[0].scanners = vec![ScannerSettings {
+        role: ScannerRole::Customer,
+        source: ScannerSource::Simulated,
+        vid: None,
+        pid: None,
+        serial: None,
+        path: None,
+        protocol: None,
+        layout: None,
+        inter_report_timeout: None,
+    }];
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    let scan = |text: String| {
+        let url = format!("{}/api/v1/lanes/1/test/scanner", hub.api);
+        hub.call(reqwest::Method::POST, url, Some(json!({ "text": text })))
+    };
+    // The customer's scanner reads the QR: the checkout starts as from the terminal.
+    let (status, body) = scan(hub.qr(MEMBER, false).await).await;
+    assert_eq!(status, 202, "{body}");
+    term.message("member_welcomed").await;
+    hub.behave(MEMBER, "ignore", 150, "consent").await;
+    pay_and_wait_created(&hub, &mut term, "1").await;
+
+    // Another customer's QR while the payment is out: nobody answers a scanner, so the terminal
+    // is told why nothing happened.
+    let (status, body) = scan(hub.qr(NON_MEMBER, false).await).await;
+    assert_eq!(status, 202, "{body}");
+    let rejected = term.event("scan_rejected").await;
+    let reason = rejected["data"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("payment"), "{rejected}");
+    assert_eq!(
+        rejected["snapshot"]["state"], "awaiting_payment",
+        "{rejected}"
+    );
+}

@@ -88,6 +88,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             ))
             // Not in the OpenAPI document: it answers 404 unless `api.test_hooks` is on.
             .route("/lanes/{lane}/test/panic", web::post().to(post_test_panic))
+            .route(
+                "/lanes/{lane}/test/scanner",
+                web::post().to(post_test_scanner),
+            )
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
             })),
@@ -671,6 +675,29 @@ fn refund_key(
     format!("{hex}-rf")
         .parse()
         .expect("24 hex digits and -rf make a valid key")
+}
+
+/// Feeds text to the lane's simulated scanner, as a hardware scanner would (nobody gets an
+/// answer; the terminal sees events). Admin token, and only with `api.test_hooks`.
+async fn post_test_scanner(
+    caller: Caller,
+    lanes: web::Data<Lanes>,
+    state: web::Data<AppState>,
+    lane: web::Path<String>,
+    body: Body<ScanBody>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()?;
+    let handle = lane_for(&lanes, &caller, &lane)?;
+    if handle.inject_scan(body.0.text).await {
+        Ok(HttpResponse::Accepted().finish())
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "lane {lane} is down or has no simulated scanner"
+        )))
+    }
 }
 
 /// Makes a lane panic so supervision can be tested. Admin token, and only with `api.test_hooks`.

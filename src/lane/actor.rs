@@ -71,6 +71,12 @@ pub struct LaneSpec {
 #[rtype(result = "()")]
 pub struct InjectPanic;
 
+/// Text for the lane's first simulated scanner, as if a customer held a code to it (only routed
+/// when test hooks are enabled); false when the lane has no such scanner or it is full.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct InjectScan(pub String);
+
 /// A webhook or ping for this lane: read the payment back, or poll the login now.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
@@ -503,9 +509,16 @@ impl LaneActor {
 
 impl StreamHandler<ScanReceived> for LaneActor {
     fn handle(&mut self, scan: ScanReceived, ctx: &mut Context<Self>) {
-        // Scanner input never harms the lane: a refused scan is only reported.
+        // Scanner input never harms the lane: a refused scan is only reported. Nobody answers a
+        // scanner, so the terminal hears of it (an unreadable scan was announced already).
         if let Err(e) = self.scan(scan, ctx) {
             tracing::info!(lane = %self.lane(), error = %e, "scan refused");
+            if !matches!(e, CommandError::Invalid(_)) {
+                self.spec.handle.emit(
+                    "scan_rejected",
+                    Some(serde_json::json!({"reason": e.to_string()})),
+                );
+            }
         }
     }
 
@@ -610,6 +623,17 @@ impl Handler<ScannerChanged> for LaneActor {
             .count();
         m::scanners_connected(self.lane(), connected);
         self.publish("scanner", None);
+    }
+}
+
+impl Handler<InjectScan> for LaneActor {
+    type Result = bool;
+
+    fn handle(&mut self, InjectScan(text): InjectScan, _ctx: &mut Context<Self>) -> bool {
+        self.scanners
+            .iter()
+            .find(|s| s.source() == ScannerSource::Simulated)
+            .is_some_and(|s| s.push(&text).is_ok())
     }
 }
 

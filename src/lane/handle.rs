@@ -11,7 +11,7 @@ use actix::Addr;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
-use super::actor::{InjectPanic, LaneActor, VippsSignal};
+use super::actor::{InjectPanic, InjectScan, LaneActor, VippsSignal};
 use super::view::{LaneEvent, LaneSnapshot};
 use crate::domain::LaneId;
 
@@ -188,6 +188,15 @@ impl LaneHandle {
     pub fn inject_panic(&self) -> bool {
         self.actor()
             .is_some_and(|a| a.try_send(InjectPanic).is_ok())
+    }
+
+    /// Hands `text` to the lane's simulated scanner (test hook); false when the lane is down or
+    /// has no simulated scanner.
+    pub async fn inject_scan(&self, text: String) -> bool {
+        match self.actor() {
+            Some(actor) => actor.send(InjectScan(text)).await.unwrap_or(false),
+            None => false,
+        }
     }
 
     /// Attaches a (new) actor incarnation; `None` detaches it.
