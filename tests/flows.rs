@@ -1653,8 +1653,8 @@ async fn a_login_that_starts_after_the_cashier_paid_is_still_followed_to_the_mem
 
     let member = wait_member(&hub, &phone, "the member the follower enrolls").await;
     assert_enrolled_with_consents(&member);
-    let late = hub.store.late_enrollment(&id).await.unwrap().unwrap();
-    // The checkout was over before the Login's answer came, so the number came from userinfo.
+    // The member is stored before the follower records the outcome.
+    let late = wait_late_outcome(&hub, &id).await;
     assert_eq!(late.outcome.as_deref(), Some("enrolled"));
 }
 

@@ -184,6 +184,34 @@ struct RawRecord {
     recorded_at: String,
 }
 
+/// The `seq` just before the first record written at or after `since` (0 if there is none
+/// before it). Records are appended in time order, so a binary search over `seq` finds it in a
+/// few indexed reads however long the journal is.
+pub(crate) fn seq_before(conn: &Connection, since: DateTime<Utc>) -> Result<u64> {
+    let mut at = conn.prepare_cached(
+        "SELECT seq, recorded_at FROM journal WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+    )?;
+    let mut first_at = |seq: i64| -> Result<Option<(i64, DateTime<Utc>)>> {
+        at.query_row([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .optional()?
+            .map(|(seq, raw)| Ok((seq, parse_time("journal recorded_at", &raw)?)))
+            .transpose()
+    };
+    let high: i64 = conn
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM journal")?
+        .query_row([], |r| r.get(0))?;
+    // Invariant: every record up to `low` is older than `since`; `high + 1` is not.
+    let (mut low, mut high) = (0i64, high + 1);
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        match first_at(mid)? {
+            Some((seq, t)) if t < since => low = seq.max(mid),
+            _ => high = mid,
+        }
+    }
+    to_seq(low)
+}
+
 /// The records of `kind` with a `seq` above `after`, oldest first, and the highest `seq` of the
 /// whole journal when read. Writes commit in `seq` order, so a later call with that `seq` as
 /// `after` misses none.
@@ -288,6 +316,39 @@ mod tests {
         assert_eq!(err.kind(), "session_closed");
         let err = close(&mut conn, &l1, "s1", "paid").unwrap_err();
         assert_eq!(err.kind(), "session_closed");
+    }
+
+    #[test]
+    fn seq_before_finds_the_last_record_older_than_a_time_by_binary_search() {
+        let (_dir, mut conn) = db();
+        let l = lane("1");
+        let base = Utc::now() - chrono::Duration::hours(1);
+        let mut seqs = vec![];
+        for minute in 0..50 {
+            let seq = append(&mut conn, &l, &format!("s{minute}"), "k", "{}").unwrap();
+            let at = format_time(&(base + chrono::Duration::minutes(minute)));
+            conn.execute(
+                "UPDATE journal SET recorded_at = ?1 WHERE seq = ?2",
+                params![at, seq as i64],
+            )
+            .unwrap();
+            seqs.push(seq);
+        }
+        // Gaps in `seq` (as after a rolled-back batch) change nothing.
+        conn.execute("DELETE FROM journal WHERE seq = ?1", [seqs[20] as i64])
+            .unwrap();
+        let before = |minutes: i64| seq_before(&conn, base + chrono::Duration::minutes(minutes));
+        assert_eq!(
+            before(0).unwrap(),
+            0,
+            "nothing is older than the first record"
+        );
+        assert_eq!(before(10).unwrap(), seqs[9]);
+        assert_eq!(before(21).unwrap(), seqs[19], "record 20 is gone");
+        assert_eq!(before(49).unwrap(), seqs[48]);
+        assert_eq!(before(60).unwrap(), seqs[49], "every record is older");
+        let (_empty_dir, empty) = db();
+        assert_eq!(seq_before(&empty, Utc::now()).unwrap(), 0);
     }
 
     #[test]

@@ -365,6 +365,14 @@ impl Store {
         self.call(|conn| journal::open_sessions(conn, None))
     }
 
+    /// The `seq` just before the first journal record written at or after `since`.
+    pub fn seq_before(
+        &self,
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64>> + Send + 'static {
+        self.read(move |conn| journal::seq_before(conn, since))
+    }
+
     /// The records of `kind` with a `seq` above `after`, oldest first, and the journal's highest
     /// `seq` when read: the `after` of the next call, which then misses none.
     pub fn records_of_kind_since(

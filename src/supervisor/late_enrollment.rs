@@ -126,10 +126,11 @@ pub fn spawn(
     });
 }
 
-/// The follower's memory between sweeps: how far it has read the journal.
+/// The follower's memory between sweeps: how far it has read the journal (`None` before the
+/// first sweep, which starts at the window instead of reading the whole journal).
 #[derive(Debug, Default)]
 pub struct Follower {
-    read_up_to: u64,
+    read_up_to: Option<u64>,
 }
 
 impl Follower {
@@ -150,8 +151,15 @@ impl Follower {
     }
 
     async fn take_over(&mut self, store: &Store, window: Duration) -> Result<(), StoreError> {
+        let read_up_to = match self.read_up_to {
+            Some(seq) => seq,
+            None => {
+                let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
+                store.seq_before(since).await?
+            }
+        };
         let (high, finished) = store
-            .records_of_kind_since(FINISHED_KIND, self.read_up_to)
+            .records_of_kind_since(FINISHED_KIND, read_up_to)
             .await?;
         // An enrollment that ended before the window began started earlier still: past saving.
         let sessions: BTreeSet<(LaneId, String)> = finished
@@ -162,7 +170,7 @@ impl Follower {
         for (lane, session) in sessions {
             let records = store.session_records(&lane, &session).await?;
             for (finished_seq, handover, create) in given_up(&lane, &session, &records) {
-                if finished_seq <= self.read_up_to {
+                if finished_seq <= read_up_to {
                     continue;
                 }
                 // Past the window nothing can be gained; a row only waits for the journal's
@@ -178,7 +186,7 @@ impl Follower {
                 }
             }
         }
-        self.read_up_to = high;
+        self.read_up_to = Some(high);
         Ok(())
     }
 }
