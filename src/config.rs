@@ -341,11 +341,20 @@ pub struct ScannerSettings {
     pub inter_report_timeout: Option<Duration>,
 }
 
+/// No setting needs longer; beyond it timers would overflow the clock at start-up.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let raw = String::deserialize(d)?;
-    humantime::parse_duration(&raw).map_err(|e| {
+    let value = humantime::parse_duration(&raw).map_err(|e| {
         serde::de::Error::custom(format!("`{raw}` is not a duration like \"5s\" ({e})"))
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!(
+            "`{raw}` is longer than 30 days"
+        )));
+    }
+    Ok(value)
 }
 
 fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {

@@ -240,3 +240,19 @@ fn late_enrollment_follow_up_has_documented_defaults_and_refuses_zero() {
         assert!(err.message.contains("above 0"), "{err}");
     }
 }
+
+#[test]
+fn a_duration_past_thirty_days_is_refused_instead_of_overflowing_a_timer() {
+    let err = Settings::load(
+        None,
+        env(&[(
+            "LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL",
+            "100000000y",
+        )]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "supervisor.late_enrollment_interval", "{err}");
+    assert!(err.message.contains("longer than 30 days"), "{err}");
+    let s = Settings::load(None, env(&[("LANEHUB__SIM__WEBHOOK_RETRY_FOR", "30d")]));
+    assert!(s.is_ok(), "{s:?}");
+}
