@@ -209,6 +209,19 @@ impl Lane {
         lane
     }
 
+    /// The customer consented (the token poll succeeded): userinfo is asked for.
+    fn awaiting_userinfo() -> Self {
+        let mut lane = Self::consent();
+        lane.tick_deadline();
+        let poll = lane.call("poll_login");
+        lane.feed(Event::LoginConsented {
+            call: poll,
+            auth_req_id: "req-1".into(),
+            token: token(),
+        });
+        lane
+    }
+
     /// Token poll `poll` succeeds, then userinfo answers with `userinfo`.
     fn consented(&mut self, poll: CallId, userinfo: Userinfo) -> &mut Self {
         self.feed(Event::LoginConsented {
@@ -2123,14 +2136,7 @@ fn a_consent_whose_token_expired_before_userinfo_fails_with_a_clear_reason() {
 
 #[test]
 fn a_lost_userinfo_answer_is_asked_again_with_the_same_token_a_few_times() {
-    let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    let mut lane = Lane::awaiting_userinfo();
     // Lost, then timed out: each time userinfo again (the token is not polled for again).
     let call = lane.call("userinfo");
     lane.feed(Event::UserinfoFailed {
@@ -2156,14 +2162,7 @@ fn a_lost_userinfo_answer_is_asked_again_with_the_same_token_a_few_times() {
         })
     );
     // A store answer while userinfo is awaited is a bug, not a race.
-    let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    let mut lane = Lane::awaiting_userinfo();
     let call = lane.call("userinfo");
     assert!(matches!(
         lane.refused(Event::MemberStored { call }),
@@ -2173,14 +2172,7 @@ fn a_lost_userinfo_answer_is_asked_again_with_the_same_token_a_few_times() {
 
 #[test]
 fn a_consented_enrollment_cannot_be_dropped_by_the_cashier_while_it_finishes() {
-    let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    let mut lane = Lane::awaiting_userinfo();
     for event in [
         Event::Cancel,
         Event::Reset,
@@ -2271,14 +2263,7 @@ fn the_login_token_is_journalled_but_never_shown_by_debug() {
     ] {
         assert!(!shown.contains("login-access-token"), "{shown}");
     }
-    let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    let lane = Lane::awaiting_userinfo();
     let shown = format!("{:?} {:?}", lane.session, lane.fx);
     assert!(shown.contains("[redacted]"), "{shown}");
     assert!(!shown.contains("login-access-token"), "{shown}");
