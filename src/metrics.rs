@@ -74,6 +74,10 @@ pub const PAYMENT_PENDING_SINCE: &str = "lanehub_payment_pending_since_timestamp
 pub const SESSION_INVALID_TRANSITIONS: &str = "lanehub_session_invalid_transitions_total";
 /// `lanehub_store_queue_depth`: requests waiting for the store thread.
 pub const STORE_QUEUE_DEPTH: &str = "lanehub_store_queue_depth";
+/// `lanehub_store_errors_total{kind}`: store requests that failed, by what went wrong.
+pub const STORE_ERRORS: &str = "lanehub_store_errors_total";
+/// `lanehub_store_writable`: 1 while the store takes writes, 0 while it refuses them.
+pub const STORE_WRITABLE: &str = "lanehub_store_writable";
 /// `lanehub_queue_depth{queue}`: messages waiting, summed over lanes for per-lane queues.
 pub const QUEUE_DEPTH: &str = "lanehub_queue_depth";
 /// `lanehub_queue_dropped_total{queue}`: messages dropped because the queue was full.
@@ -289,6 +293,32 @@ label_enum! {
         ScannerEvents => "scanner_events",
         /// Updates waiting to be sent to lane terminals, summed over terminals.
         TerminalUpdates => "terminal_updates",
+        /// Journal writes a lane keeps to write again once the store takes writes.
+        JournalBacklog => "journal_backlog",
+    }
+}
+
+label_enum! {
+    /// What went wrong with a store request (`lanehub_store_errors_total{kind}`).
+    StoreFault {
+        /// The disk (or the database's size limit) is full.
+        DiskFull => "disk_full",
+        /// The operating system reported an I/O error.
+        Io => "io",
+        /// The file or its directory cannot be written (permissions, a read-only mount).
+        ReadOnly => "read_only",
+        /// Another process held the database lock too long.
+        Busy => "busy",
+        /// The database file is damaged.
+        Corrupt => "corrupt",
+        /// SQLite rolled back or did not commit the transaction.
+        NotCommitted => "not_committed",
+        /// The data broke a rule of the schema (a bug, or a hand-edited database).
+        Constraint => "constraint",
+        /// The store thread has stopped.
+        Closed => "closed",
+        /// Anything else.
+        Other => "other",
     }
 }
 
@@ -654,6 +684,20 @@ pub const RECORDED: &[MetricDef] = &[
         Some(Unit::Count),
         &[],
         "Requests waiting for the store (SQLite) thread.",
+    ),
+    def(
+        STORE_ERRORS,
+        Counter,
+        Some(Unit::Count),
+        &[fixed("kind", StoreFault::LABELS)],
+        "Store (SQLite) requests that failed, by what went wrong.",
+    ),
+    def(
+        STORE_WRITABLE,
+        Gauge,
+        None,
+        &[],
+        "1 while the store takes writes, 0 while it refuses them (a full disk, an I/O error).",
     ),
     def(
         QUEUE_DROPPED,

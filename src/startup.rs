@@ -46,6 +46,12 @@ pub struct Application {
 /// were closed by then; keep-alive connections close at once.
 pub const HTTP_STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How often a writable store is probed with a small write, so `/readyz` sees a full disk
+/// before a checkout does.
+pub const STORE_PROBE_HEALTHY: Duration = Duration::from_secs(15);
+/// How often a store that refuses writes is probed, so lanes carry on soon after it is back.
+pub const STORE_PROBE_UNHEALTHY: Duration = Duration::from_secs(2);
+
 /// What the HTTP handlers share.
 #[derive(Clone)]
 pub struct AppState {
@@ -90,6 +96,11 @@ impl Application {
                 settings.store.data_dir.display()
             ))
         })?;
+        actix::spawn(
+            store
+                .clone()
+                .watch_writable(STORE_PROBE_HEALTHY, STORE_PROBE_UNHEALTHY),
+        );
         let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
         let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
         if sim.is_some() {

@@ -92,6 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 "/lanes/{lane}/test/scanner",
                 web::post().to(post_test_scanner),
             )
+            .route("/test/store", web::post().to(post_test_store))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
             })),
@@ -130,6 +131,7 @@ impl From<CommandError> for ApiError {
                 ApiError::Unavailable(e.to_string())
             }
             CommandError::ShuttingDown => ApiError::ShuttingDown,
+            CommandError::StoreUnavailable(why) => ApiError::StoreUnavailable(why),
         }
     }
 }
@@ -698,6 +700,31 @@ async fn post_test_scanner(
             "lane {lane} is down or has no simulated scanner"
         )))
     }
+}
+
+/// `{"refuseWrites": bool}` for `POST /api/v1/test/store`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TestStoreBody {
+    refuse_writes: bool,
+}
+
+/// Makes every store write fail as on a full disk (or stops doing so), so store faults can be
+/// tested end to end. Admin token, and only with `api.test_hooks`.
+async fn post_test_store(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: Body<TestStoreBody>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()?;
+    state.store.refuse_writes(body.0.refuse_writes);
+    tracing::warn!(refuse_writes = body.0.refuse_writes, "test hook: store writes");
+    // Learn the new state at once rather than at the next probe.
+    let _ = state.store.probe_write().await;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Makes a lane panic so supervision can be tested. Admin token, and only with `api.test_hooks`.

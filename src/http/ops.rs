@@ -42,6 +42,15 @@ pub struct Readiness {
     pub shutting_down: bool,
     pub lanes: LanesReadiness,
     pub vipps: VippsReadiness,
+    pub store: StoreReadiness,
+}
+
+/// Whether lanehub can write its database (journal, payments, members).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoreReadiness {
+    pub writable: bool,
+    /// Why the latest write failed (e.g. "database or disk is full").
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,8 +81,8 @@ pub(crate) async fn healthz() -> HttpResponse {
     })
 }
 
-/// Readiness: every lane is up, Vipps answers with a valid token, its circuit closed, and lanehub
-/// is not shutting down.
+/// Readiness: every lane is up, Vipps answers with a valid token, its circuit closed, the store
+/// takes writes, and lanehub is not shutting down.
 #[utoipa::path(get, path = "/readyz", security(()), responses(
     (status = 200, description = "Ready for checkouts", body = Readiness),
     (status = 503, description = "Not ready; the body says what is missing", body = Readiness),
@@ -90,7 +99,8 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
     let token = vipps.access_token().await;
     let circuit_open = state.vipps.status().await.is_ok_and(|s| s.circuit_open);
     let vipps_ok = token.is_ok() && !circuit_open;
-    let ready = down.is_empty() && vipps_ok && !shutting_down;
+    let store = state.store.health().borrow().clone();
+    let ready = down.is_empty() && vipps_ok && !shutting_down && store.writable;
     let body = Readiness {
         ready,
         shutting_down,
@@ -102,6 +112,10 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
             token: token.is_ok(),
             circuit_open,
             error: token.err().map(|e| e.to_string()),
+        },
+        store: StoreReadiness {
+            writable: store.writable,
+            error: store.error,
         },
     };
     if ready {

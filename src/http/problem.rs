@@ -47,6 +47,9 @@ pub enum ApiError {
     /// lanehub is draining for shutdown: nothing new starts; cancel, reset and reads still work.
     #[error("lanehub is shutting down")]
     ShuttingDown,
+    /// lanehub cannot write its database: nothing new starts until it can.
+    #[error("{0}")]
+    StoreUnavailable(String),
     #[error("{0}")]
     BadGateway(String),
 }
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::ShuttingDown => "shutting_down",
+            ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::BadGateway(_) => "vipps_error",
         }
     }
@@ -85,7 +89,9 @@ impl ResponseError for ApiError {
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotAllowed(_) => StatusCode::CONFLICT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::ShuttingDown | ApiError::StoreUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }

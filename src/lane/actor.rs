@@ -301,6 +301,10 @@ impl LaneActor {
             ScanKind::VippsQr(_) if self.spec.handle.is_draining() => {
                 Err(CommandError::ShuttingDown)
             }
+            // Nothing new starts while it could not be journalled.
+            ScanKind::VippsQr(_) if !self.spec.deps.store.is_writable() => {
+                Err(store_unavailable())
+            }
             ScanKind::VippsQr(qr) => {
                 let event = Event::CustomerQrScanned {
                     qr: qr.raw,
@@ -364,6 +368,19 @@ impl LaneActor {
 #[rtype(result = "()")]
 struct ScannerChanged;
 
+/// The store's writability changed.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct StoreChanged(crate::store::StoreHealth);
+
+/// Why a new checkout, enrollment or payment is refused while the store cannot be written.
+fn store_unavailable() -> CommandError {
+    CommandError::StoreUnavailable(
+        "lanehub cannot save to its database: take no new checkout until it can (see /readyz)"
+            .into(),
+    )
+}
+
 /// Whether a terminal would see the session differently; deadlines move on every poll and are
 /// not shown, so they do not count.
 fn visible_change(before: &session::Snapshot, after: &session::Snapshot) -> bool {
@@ -410,6 +427,8 @@ pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
         TerminalEvent::CancelRequested => "cancel_requested",
         TerminalEvent::VippsUnavailable { .. } => "vipps_unavailable",
         TerminalEvent::VippsAvailable => "vipps_available",
+        TerminalEvent::StoreUnavailable => "store_unavailable",
+        TerminalEvent::StoreAvailable => "store_available",
         TerminalEvent::SessionRecovered { .. } => "session_recovered",
         TerminalEvent::CommandRejected { .. } => "command_rejected",
         TerminalEvent::SessionEnded { outcome, .. } => match outcome {
@@ -443,6 +462,7 @@ impl Actor for LaneActor {
             ctx.address().recipient(),
         ));
         self.start_scanners(ctx);
+        self.follow_store(ctx);
         self.state_gauges.set(self.session.state_label());
         // Recovery must finish before any command is handled, so the actor waits for it.
         let store = self.spec.deps.store.clone();
@@ -469,6 +489,21 @@ impl Actor for LaneActor {
 }
 
 impl LaneActor {
+    /// Feeds the store's writability to the session: a fault is told to the cashier, and what
+    /// the session owes goes out the moment the store takes writes again.
+    fn follow_store(&mut self, ctx: &mut Context<Self>) {
+        let mut health = self.spec.deps.store.health();
+        let addr = ctx.address();
+        actix::spawn(async move {
+            while health.changed().await.is_ok() {
+                let now = health.borrow_and_update().clone();
+                if addr.send(StoreChanged(now)).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+
     fn recover(&mut self, open: Vec<crate::store::SessionJournal>, ctx: &mut Context<Self>) {
         // Only the newest open session can be in flight; older ones were left by a crash between
         // ending and closing, and are closed here with the outcome they journalled.
@@ -545,6 +580,9 @@ impl Handler<LaneCommand> for LaneActor {
             LaneCommand::Enroll | LaneCommand::Pay(_) if self.spec.handle.is_draining() => {
                 return Err(CommandError::ShuttingDown);
             }
+            LaneCommand::Enroll | LaneCommand::Pay(_) if !self.spec.deps.store.is_writable() => {
+                return Err(store_unavailable());
+            }
             LaneCommand::Enroll => self.feed(Event::Enroll, ctx),
             LaneCommand::Pay(pay) => self.feed(Event::Pay(pay), ctx),
             LaneCommand::Cancel => self.feed(Event::Cancel, ctx),
@@ -609,6 +647,21 @@ impl Handler<VippsSignal> for LaneActor {
 
     fn handle(&mut self, msg: VippsSignal, ctx: &mut Context<Self>) {
         self.feed(msg.0, ctx);
+    }
+}
+
+impl Handler<StoreChanged> for LaneActor {
+    type Result = ();
+
+    fn handle(&mut self, StoreChanged(health): StoreChanged, ctx: &mut Context<Self>) {
+        let event = if health.writable {
+            Event::StoreWritable
+        } else {
+            Event::StoreFailed {
+                detail: health.error.unwrap_or_default(),
+            }
+        };
+        self.feed(event, ctx);
     }
 }
 

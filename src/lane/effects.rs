@@ -3,8 +3,9 @@
 //!
 //! What must stay true: a call that changes something at Vipps is only sent once every record
 //! the session wrote before it is durable; if that write fails a keyed call is not sent and
-//! answers `CallError::Unavailable`. Writes of one lane reach the store in the order the session
-//! emitted them. Reads never wait for the disk.
+//! answers `Event::JournalWriteFailed` (the session owes it and tries again). Any other record
+//! whose write fails is kept and written again, in order, before anything newer, until the
+//! store takes it: nothing the session journalled is dropped. Reads never wait for the disk.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +31,12 @@ use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest, LoginToken}
 
 /// Journal writes and calls queued per lane before the lane reports itself overloaded.
 pub const PIPELINE_CAPACITY: usize = 256;
+/// Failed writes a lane keeps to write again once the store takes writes. A session that cannot
+/// journal stops sending keyed calls, so only a few records pile up; past this the lane logs
+/// and counts every record it cannot keep.
+pub const BACKLOG_CAPACITY: usize = 1024;
+/// How often a lane with a backlog tries the store again, unless the store says it is back.
+const BACKLOG_RETRY: Duration = Duration::from_secs(2);
 /// Check-in is best effort: it never holds anything up for longer than this.
 pub const CHECK_IN_DEADLINE: Duration = Duration::from_secs(3);
 /// The scopes asked for when enrolling a member.
@@ -80,6 +87,8 @@ enum Write {
         session: SessionId,
         record: JournalRecord,
         done: watch::Sender<Option<bool>>,
+        /// The session's close, written with its `session_ended` record.
+        close: Option<&'static str>,
     },
     Close {
         session: SessionId,
@@ -114,6 +123,7 @@ pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mps
                         session,
                         record,
                         done,
+                        close: None,
                     }
                 }
                 Work::Close { session, outcome } => Write::Close { session, outcome },
@@ -167,8 +177,11 @@ async fn perform(
             Ok(Some(true))
         );
         if !written && effect.idempotency_key().is_some() {
-            if let Some(event) = not_sent(&effect) {
-                answers.do_send(CallAnswered(event));
+            if let Some(call) = effect.call() {
+                answers.do_send(CallAnswered(Event::JournalWriteFailed {
+                    call,
+                    detail: "the journal could not be written".into(),
+                }));
             }
             return;
         }
@@ -186,50 +199,166 @@ async fn perform(
 
 /// Does the lane's store work in order. A `session_ended` record and the close that follows it
 /// are one store request.
+///
+/// A write that fails is kept in a backlog and tried again (every `BACKLOG_RETRY`, or at once
+/// when the store reports itself writable) before anything newer is written, so the journal keeps
+/// its order. A record that guards a keyed call is not kept: the call is not sent, and the
+/// session journals it again when it retries the call.
 async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
+    let mut health = deps.store.health();
+    let mut backlog: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
     let mut next = None;
     loop {
         let write = match next.take() {
             Some(write) => write,
-            None => match writes.recv().await {
+            None if backlog.is_empty() => match writes.recv().await {
                 Some(write) => write,
                 None => break,
             },
+            None => {
+                tokio::select! {
+                    write = writes.recv() => match write {
+                        Some(write) => write,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(BACKLOG_RETRY) => {
+                        flush(&deps, &mut backlog).await;
+                        continue;
+                    }
+                    changed = health.changed() => {
+                        if changed.is_ok() && health.borrow_and_update().writable {
+                            flush(&deps, &mut backlog).await;
+                        }
+                        continue;
+                    }
+                }
+            }
         };
-        match write {
+        let write = match write {
+            // The close that journals a session's end travels with it.
+            Write::Record {
+                session,
+                record: record @ JournalRecord::SessionEnded { .. },
+                done,
+                ..
+            } => {
+                let mut close = None;
+                match writes.try_recv() {
+                    Ok(Write::Close {
+                        session: closing,
+                        outcome,
+                    }) if closing == session => close = Some(outcome),
+                    Ok(other) => next = Some(other),
+                    Err(_) => {}
+                }
+                Write::Record {
+                    session,
+                    record,
+                    done,
+                    close,
+                }
+            }
+            other => other,
+        };
+        if !backlog.is_empty() {
+            flush(&deps, &mut backlog).await;
+        }
+        if !backlog.is_empty() {
+            // Older records wait: nothing newer is written before them.
+            keep(&deps, &mut backlog, write);
+            continue;
+        }
+        if let Err(write) = write_one(&deps, write).await {
+            keep(&deps, &mut backlog, write);
+        }
+    }
+}
+
+/// Keeps a failed write for later; a record that guards a keyed call is answered "not written"
+/// instead, so its call is not sent.
+fn keep(deps: &EffectDeps, backlog: &mut std::collections::VecDeque<Write>, write: Write) {
+    let write = match write {
+        Write::Record {
+            record, done, ..
+        } if record.keyed_call().is_some() => {
+            done.send_replace(Some(false));
+            return;
+        }
+        // Calls after it need not wait: only keyed calls depend on their own record.
+        Write::Record {
+            session,
+            record,
+            done,
+            close,
+        } => {
+            done.send_replace(Some(false));
             Write::Record {
                 session,
                 record,
                 done,
-            } => {
-                let mut close = None;
-                if matches!(record, JournalRecord::SessionEnded { .. }) {
-                    match writes.try_recv() {
-                        Ok(Write::Close {
-                            session: closing,
-                            outcome,
-                        }) if closing == session => close = Some(outcome),
-                        Ok(other) => next = Some(other),
-                        Err(_) => {}
-                    }
-                }
-                let ok = persist(&deps.store, &deps.lane, &session, &record, close)
-                    .await
-                    .is_ok();
-                done.send_replace(Some(ok));
+                close,
             }
-            Write::Close { session, outcome } => {
-                if let Err(e) = deps
-                    .store
-                    .close_session(&deps.lane, session.as_str(), outcome)
-                    .await
-                {
-                    tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal");
+        }
+        other => other,
+    };
+    if backlog.len() >= BACKLOG_CAPACITY {
+        tracing::error!(lane = %deps.lane, "the lane's journal backlog is full; a write is lost");
+        crate::metrics::queue_dropped(crate::metrics::Queue::JournalBacklog);
+        return;
+    }
+    backlog.push_back(write);
+}
+
+/// Writes the backlog in order, stopping at the first write that fails again.
+async fn flush(deps: &EffectDeps, backlog: &mut std::collections::VecDeque<Write>) {
+    while let Some(write) = backlog.pop_front() {
+        if let Err(write) = write_one(deps, write).await {
+            backlog.push_front(write);
+            return;
+        }
+    }
+    tracing::info!(lane = %deps.lane, "the lane's journal backlog is written");
+}
+
+/// Does one store write; gives it back if the store refused it.
+async fn write_one(deps: &EffectDeps, write: Write) -> Result<(), Write> {
+    match write {
+        Write::Record {
+            session,
+            record,
+            done,
+            close,
+        } => match persist(&deps.store, &deps.lane, &session, &record, close).await {
+            Ok(()) => {
+                done.send_replace(Some(true));
+                Ok(())
+            }
+            Err(()) => Err(Write::Record {
+                session,
+                record,
+                done,
+                close,
+            }),
+        },
+        Write::Close { session, outcome } => {
+            match deps
+                .store
+                .close_session(&deps.lane, session.as_str(), outcome)
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal; kept to try again");
+                    Err(Write::Close { session, outcome })
                 }
             }
-            Write::Note { reference, update } => {
-                if let Err(e) = deps.store.update_payment(&reference, update).await {
-                    tracing::warn!(lane = %deps.lane, %reference, error = %e, "could not update the payments index");
+        }
+        Write::Note { reference, update } => {
+            match deps.store.update_payment(&reference, update.clone()).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::warn!(lane = %deps.lane, %reference, error = %e, "could not update the payments index; kept to try again");
+                    Err(Write::Note { reference, update })
                 }
             }
         }
@@ -275,23 +404,8 @@ async fn persist(
             .map(drop),
     };
     result.map_err(|e| {
-        tracing::error!(%lane, kind = record.kind(), error = %e, "journal write failed; the call it guards is not sent");
+        tracing::error!(%lane, kind = record.kind(), error = %e, fault = e.kind(), "journal write failed");
     })
-}
-
-/// The answer of a call that was not sent because its journal write failed.
-fn not_sent(effect: &Effect) -> Option<Event> {
-    let error = CallError::Unavailable {
-        detail: "the journal could not be written".into(),
-    };
-    match effect {
-        Effect::CreatePayment { call, .. } => {
-            Some(Event::PaymentCreateFailed { call: *call, error })
-        }
-        Effect::CapturePayment { call, .. } => Some(Event::CaptureFailed { call: *call, error }),
-        Effect::CancelPayment { call, .. } => Some(Event::CancelFailed { call: *call, error }),
-        _ => None,
-    }
 }
 
 /// Maps a client error to what the session needs to know: sent or not, final or not.

@@ -64,6 +64,9 @@ pub enum CommandError {
     /// lanehub is draining for shutdown and starts nothing new.
     #[error("lanehub is shutting down")]
     ShuttingDown,
+    /// The store cannot be written, so nothing new can be journalled.
+    #[error("{0}")]
+    StoreUnavailable(String),
 }
 
 impl CommandError {
@@ -74,6 +77,7 @@ impl CommandError {
             CommandError::LaneDown(_) => "lane_down",
             CommandError::Timeout(_) => "timeout",
             CommandError::ShuttingDown => "shutting_down",
+            CommandError::StoreUnavailable(_) => "store_unavailable",
         }
     }
 }

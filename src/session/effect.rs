@@ -81,6 +81,27 @@ pub enum Effect {
 }
 
 impl Effect {
+    /// The call this effect asks for, if it is a call.
+    pub fn call(&self) -> Option<CallId> {
+        match self {
+            Effect::ExchangeQr { call, .. }
+            | Effect::LookupMembership { call, .. }
+            | Effect::SendCheckIn { call, .. }
+            | Effect::StartLogin { call, .. }
+            | Effect::PollLogin { call, .. }
+            | Effect::FetchUserinfo { call, .. }
+            | Effect::StoreMember { call, .. }
+            | Effect::CreatePayment { call, .. }
+            | Effect::ReadPayment { call, .. }
+            | Effect::CapturePayment { call, .. }
+            | Effect::CancelPayment { call, .. } => Some(*call),
+            Effect::Persist { .. }
+            | Effect::NotifyTerminal(_)
+            | Effect::Record(_)
+            | Effect::SessionEnded { .. } => None,
+        }
+    }
+
     /// The idempotency key of a payment modification or create, if this is one.
     pub fn idempotency_key(&self) -> Option<&IdempotencyKey> {
         match self {
@@ -437,6 +458,10 @@ pub enum TerminalEvent {
         payment_followed: bool,
     },
     VippsAvailable,
+    /// The store cannot be written: nothing is final, no goods, no other payment yet.
+    StoreUnavailable,
+    /// The store takes writes again; the session carries on.
+    StoreAvailable,
     /// A session was rebuilt from the journal after a restart.
     SessionRecovered {
         payment: Option<Amount>,
@@ -503,6 +528,8 @@ impl TerminalEvent {
                 }
             }
             TerminalEvent::VippsAvailable => "Vipps is available again".into(),
+            TerminalEvent::StoreUnavailable => "lanehub cannot save: do not hand over goods yet, do not take another payment yet".into(),
+            TerminalEvent::StoreAvailable => "lanehub can save again: carrying on".into(),
             TerminalEvent::SessionRecovered { payment } => match payment {
                 Some(amount) => format!("Lane restarted: checking the payment of {amount}"),
                 None => "Lane restarted: resuming the session".into(),

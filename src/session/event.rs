@@ -167,11 +167,23 @@ pub enum Event {
         call: CallId,
         error: CallError,
     },
+    /// The keyed call was not sent: the journal record before it could not be written. The
+    /// session owes the call and retries it (journal first) once the store can be written.
+    JournalWriteFailed {
+        call: CallId,
+        detail: String,
+    },
+    /// The store stopped taking writes (a full disk, an I/O error): a store fault, not Vipps'.
+    StoreFailed {
+        detail: String,
+    },
+    /// The store takes writes again: what the session owes goes out now.
+    StoreWritable,
 }
 
 impl Event {
     /// Every event label, for metrics and logs.
-    pub const LABELS: [&'static str; 35] = [
+    pub const LABELS: [&'static str; 38] = [
         "customer_qr_scanned",
         "enroll",
         "pay",
@@ -207,6 +219,9 @@ impl Event {
         "capture_failed",
         "payment_cancelled",
         "cancel_failed",
+        "journal_write_failed",
+        "store_failed",
+        "store_writable",
     ];
 
     /// A bounded label naming the kind of event.
@@ -247,6 +262,9 @@ impl Event {
             Event::CaptureFailed { .. } => "capture_failed",
             Event::PaymentCancelled { .. } => "payment_cancelled",
             Event::CancelFailed { .. } => "cancel_failed",
+            Event::JournalWriteFailed { .. } => "journal_write_failed",
+            Event::StoreFailed { .. } => "store_failed",
+            Event::StoreWritable => "store_writable",
         }
     }
 
@@ -260,7 +278,9 @@ impl Event {
             | Event::Reset
             | Event::Tick
             | Event::LoginPinged { .. }
-            | Event::WebhookReceived { .. } => None,
+            | Event::WebhookReceived { .. }
+            | Event::StoreFailed { .. }
+            | Event::StoreWritable => None,
             Event::QrExchanged { call, .. }
             | Event::QrExchangeFailed { call, .. }
             | Event::MembershipKnown { call, .. }
@@ -287,7 +307,8 @@ impl Event {
             | Event::PaymentCaptured { call, .. }
             | Event::CaptureFailed { call, .. }
             | Event::PaymentCancelled { call, .. }
-            | Event::CancelFailed { call, .. } => Some(*call),
+            | Event::CancelFailed { call, .. }
+            | Event::JournalWriteFailed { call, .. } => Some(*call),
         }
     }
 }

@@ -314,6 +314,8 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         qr: String::new(),
         check_in: CheckIn::NotSent,
         vipps_degraded: false,
+        store_down: false,
+        owed: None,
     };
     if let Some(open) = facts.payment {
         let payment = Payment {

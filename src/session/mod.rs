@@ -86,6 +86,7 @@ mod ids;
 mod journal;
 mod state;
 mod step;
+mod store_fault;
 
 #[cfg(test)]
 mod prop_tests;

@@ -122,6 +122,10 @@ pub(super) struct Ctx {
     pub check_in: CheckIn,
     /// A Vipps call failed fast; the terminal was told and will be told when calls work again.
     pub vipps_degraded: bool,
+    /// The store could not be written; the terminal was told nothing is final yet.
+    pub store_down: bool,
+    /// The state's keyed call was not sent (its journal write failed) and is owed.
+    pub owed: Option<super::store_fault::Owed>,
 }
 
 /// The best-effort check-in, followed beside the main flow.

@@ -27,6 +27,10 @@ use super::state::{
     CancelIntent, CheckIn, Ctx, Customer, Finishing, Follow, Login, Payment, Pending, Session,
     State,
 };
+use super::store_fault::{
+    cancel_owed, journalled, on_journal_write_failed, on_store_failed, on_store_writable, owes,
+    retry_owed,
+};
 
 /// `slow_down` makes the Login polling interval this much longer (CIBA, RFC 8628 style).
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
@@ -84,7 +88,7 @@ pub fn step(session: &Session, event: Event, now: Instant, cfg: &SessionConfig) 
     clippy::large_enum_variant,
     reason = "short-lived return value; boxing the state would only add an allocation per step"
 )]
-enum Step {
+pub(super) enum Step {
     To(State),
     Ignore(IgnoreReason),
     Reject(Command, Rejection),
@@ -138,7 +142,7 @@ impl<'a> Cx<'a> {
     }
 }
 
-fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
+fn dispatch(mut state: State, event: Event, cx: &mut Cx) -> Step {
     if let Some(call) = event.call() {
         let check_in = matches!(
             event,
@@ -157,6 +161,9 @@ fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
                 Step::Ignore(IgnoreReason::StaleAnswer)
             };
         }
+        if !check_in && !matches!(event, Event::JournalWriteFailed { .. }) {
+            journalled(&mut state, cx);
+        }
     }
     match event {
         Event::CustomerQrScanned {
@@ -173,6 +180,9 @@ fn dispatch(state: State, event: Event, cx: &mut Cx) -> Step {
         Event::LoginPinged { auth_req_id } => on_login_ping(state, auth_req_id, cx),
         Event::CheckInSent { .. } => on_check_in(state, CheckInResult::Sent, cx),
         Event::CheckInFailed { .. } => on_check_in(state, CheckInResult::Failed, cx),
+        Event::JournalWriteFailed { .. } => on_journal_write_failed(state, cx),
+        Event::StoreFailed { .. } => on_store_failed(state, cx),
+        Event::StoreWritable => on_store_writable(state, cx),
         answer @ (Event::QrExchanged { .. }
         | Event::QrExchangeFailed { .. }
         | Event::MembershipKnown { .. }
@@ -233,6 +243,8 @@ fn on_customer_qr(
                 qr: qr.clone(),
                 check_in: CheckIn::NotSent,
                 vipps_degraded: false,
+                store_down: false,
+                owed: None,
             };
             cx.persist(&ctx, JournalRecord::SessionStarted);
             cx.notify(TerminalEvent::CustomerScanned);
@@ -386,6 +398,11 @@ fn on_cancel(state: State, cx: &mut Cx) -> Step {
         }
         // A consent is never dropped: the member is saved first (a bounded moment).
         State::AwaitingMemberStore { .. } => reject(Rejection::EnrollmentFinishing),
+        owed @ (State::AwaitingPaymentCreation { .. } | State::AwaitingCapture { .. })
+            if owes(&owed) =>
+        {
+            cancel_owed(owed, cx)
+        }
         State::AwaitingPaymentCreation {
             ctx,
             customer,
@@ -464,6 +481,9 @@ fn on_tick(mut state: State, cx: &mut Cx) -> Step {
     }
     if state.own_deadline().is_none_or(|d| cx.now < d) {
         return Step::To(state);
+    }
+    if owes(&state) {
+        return Step::To(retry_owed(state, cx));
     }
     Step::To(match state {
         State::Idle => State::Idle,
@@ -1253,7 +1273,7 @@ fn start_payment(ctx: Ctx, customer: Customer, request: PayRequest, cx: &mut Cx)
 }
 
 /// Journal first, then create; a retry sends the same body with the same key.
-fn send_create(
+pub(super) fn send_create(
     ctx: Ctx,
     customer: Customer,
     mut payment: Payment,
@@ -1351,7 +1371,7 @@ fn create_failed(
     }
 }
 
-fn create_outcome_unknown(
+pub(super) fn create_outcome_unknown(
     ctx: Ctx,
     customer: Customer,
     mut payment: Payment,
@@ -1574,7 +1594,7 @@ fn payment_seen(
 }
 
 /// Journal first, then capture the full amount with the session's capture key.
-fn send_capture(
+pub(super) fn send_capture(
     ctx: Ctx,
     customer: Customer,
     mut payment: Payment,
@@ -1582,7 +1602,8 @@ fn send_capture(
     cx: &mut Cx,
 ) -> State {
     payment.capture_attempts += 1;
-    if payment.capture_attempts == 1 {
+    // A retry of a capture the store held back: the cashier was told already.
+    if payment.capture_attempts == 1 && ctx.owed.is_none() {
         cx.notify(TerminalEvent::PaymentAuthorised {
             amount: payment.amount,
         });
@@ -1617,7 +1638,7 @@ fn send_capture(
 }
 
 /// Journal first, then cancel: transaction-only before authorisation, in full after it.
-fn send_cancel(
+pub(super) fn send_cancel(
     ctx: Ctx,
     customer: Customer,
     mut payment: Payment,

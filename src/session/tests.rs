@@ -1776,6 +1776,180 @@ fn vipps_unavailable_is_told_once_and_the_payment_still_followed() {
     assert!(notified(&lane.fx, |t| *t == TerminalEvent::VippsAvailable));
 }
 
+// ---- store faults ------------------------------------------------------------------------------
+
+fn not_journalled<'a>(lane: &'a mut Lane, kind: &str) -> &'a mut Lane {
+    let call = lane.call(kind);
+    lane.feed(Event::JournalWriteFailed {
+        call,
+        detail: "database or disk is full".into(),
+    })
+}
+
+fn store_unavailable(fx: &[Effect]) -> bool {
+    notified(fx, |t| matches!(t, TerminalEvent::StoreUnavailable))
+}
+
+/// `reading()`, then the customer approves: the capture is asked for.
+fn capturing() -> Lane {
+    let (mut lane, read) = Lane::reading();
+    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    assert_eq!(lane.label(), "awaiting_capture");
+    lane
+}
+
+#[test]
+fn a_capture_the_store_cannot_journal_is_owed_and_never_ends_the_session() {
+    let mut lane = capturing();
+    not_journalled(&mut lane, "capture");
+    assert_eq!(lane.label(), "awaiting_capture");
+    assert!(store_unavailable(&lane.fx), "the cashier hears nothing is final");
+    assert_eq!(ended_with(&lane.fx), None);
+    // Far more failed writes than capture attempts: a store fault never uses them up.
+    for _ in 0..(lane.cfg.max_capture_attempts * 3) {
+        lane.tick_deadline();
+        assert!(persisted(&lane.fx, "capture_requested").is_some());
+        assert!(
+            !store_unavailable(&lane.fx),
+            "told once, not at every retry"
+        );
+        assert!(!notified(&lane.fx, |t| matches!(
+            t,
+            TerminalEvent::PaymentAuthorised { .. }
+        )));
+        not_journalled(&mut lane, "capture");
+        assert_eq!(lane.label(), "awaiting_capture");
+        assert_eq!(ended_with(&lane.fx), None);
+    }
+    // The store is back: the capture goes out at once, as the first attempt.
+    lane.feed(Event::StoreWritable);
+    match persisted(&lane.fx, "capture_requested") {
+        Some(JournalRecord::CaptureRequested { attempt, .. }) => assert_eq!(attempt, 1),
+        other => panic!("capture not journalled again: {other:?}"),
+    }
+    let call = lane.call("capture");
+    lane.feed(Event::PaymentCaptured {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 10_000, 0),
+    });
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
+}
+
+#[test]
+fn owed_calls_are_retried_with_a_capped_doubling_backoff() {
+    let mut lane = capturing();
+    let mut waits = vec![];
+    for _ in 0..8 {
+        not_journalled(&mut lane, "capture");
+        let due = lane.session.next_deadline().expect("a deadline");
+        waits.push(due.saturating_duration_since(lane.now).as_secs());
+        lane.tick_deadline();
+    }
+    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+}
+
+#[test]
+fn a_create_the_store_cannot_journal_is_sent_once_the_store_takes_writes() {
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(10_000)));
+    not_journalled(&mut lane, "create");
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    assert!(store_unavailable(&lane.fx));
+    // Waiting for the store is not a create timeout: no read-back of a payment never sent.
+    lane.tick_deadline();
+    assert_eq!(call_in(&lane.fx, "read"), None);
+    not_journalled(&mut lane, "create");
+    lane.feed(Event::StoreWritable);
+    match persisted(&lane.fx, "payment_requested") {
+        Some(JournalRecord::PaymentRequested { attempt, .. }) => assert_eq!(attempt, 1),
+        other => panic!("create not journalled again: {other:?}"),
+    }
+    let call = lane.call("create");
+    lane.feed(Event::PaymentCreated { call });
+    assert_eq!(lane.label(), "awaiting_payment");
+    assert!(notified(&lane.fx, |t| matches!(t, TerminalEvent::StoreAvailable)));
+    assert!(notified(&lane.fx, |t| matches!(
+        t,
+        TerminalEvent::PaymentAwaitingCustomer { .. }
+    )));
+}
+
+#[test]
+fn a_cancel_while_a_never_sent_create_is_owed_ends_at_once() {
+    let mut lane = Lane::ready(true);
+    lane.feed(Event::Pay(pay(10_000)));
+    not_journalled(&mut lane, "create");
+    lane.feed(Event::Cancel);
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
+    assert_eq!(call_in(&lane.fx, "cancel"), None, "Vipps knows of no payment");
+}
+
+#[test]
+fn a_cancel_while_a_capture_is_owed_is_journalled_and_carried_out_before_the_outcome() {
+    let mut lane = capturing();
+    not_journalled(&mut lane, "capture");
+    lane.feed(Event::Cancel);
+    assert_eq!(lane.label(), "awaiting_cancel");
+    assert_eq!(ended_with(&lane.fx), None);
+    match persisted(&lane.fx, "cancel_requested") {
+        Some(JournalRecord::CancelRequested {
+            cancel_transaction_only,
+            idempotency_key,
+            ..
+        }) => {
+            assert!(!cancel_transaction_only, "authorised: cancelled in full");
+            assert_eq!(
+                idempotency_key,
+                idempotency_key_for(KeyedOperation::CancelFull)
+            );
+        }
+        other => panic!("cancel not journalled: {other:?}"),
+    }
+    // The cancel cannot be journalled either: owed like the capture, nothing final yet.
+    not_journalled(&mut lane, "cancel");
+    assert_eq!(lane.label(), "awaiting_cancel");
+    assert_eq!(ended_with(&lane.fx), None);
+    lane.feed(Event::StoreWritable);
+    assert_eq!(call_in(&lane.fx, "capture"), None, "never captured after a cancel");
+    let call = lane.call("cancel");
+    lane.feed(Event::PaymentCancelled {
+        call,
+        state: PaymentState::Authorized,
+        aggregate: agg(10_000, 0, 10_000),
+    });
+    assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
+}
+
+fn idempotency_key_for(op: KeyedOperation) -> crate::domain::IdempotencyKey {
+    idempotency_key(&sid(1), op)
+}
+
+#[test]
+fn a_store_fault_while_following_a_payment_is_told_once_and_its_end_too() {
+    let mut lane = Lane::paying();
+    lane.feed(Event::StoreFailed {
+        detail: "database or disk is full".into(),
+    });
+    assert!(store_unavailable(&lane.fx));
+    assert_eq!(lane.label(), "awaiting_payment");
+    lane.refused(Event::StoreFailed {
+        detail: "database or disk is full".into(),
+    });
+    lane.feed(Event::StoreWritable);
+    assert!(notified(&lane.fx, |t| matches!(t, TerminalEvent::StoreAvailable)));
+    lane.refused(Event::StoreWritable);
+}
+
+#[test]
+fn store_signals_without_a_session_change_nothing() {
+    let mut lane = Lane::new();
+    lane.refused(Event::StoreFailed {
+        detail: "database or disk is full".into(),
+    });
+    lane.refused(Event::StoreWritable);
+}
+
 // ---- stale, duplicate and invalid --------------------------------------------------------------
 
 #[test]

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+pub use crate::metrics::StoreFault;
+
 /// Everything the store can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,8 +77,12 @@ pub enum StoreError {
     #[error("a store operation failed unexpectedly and was rolled back")]
     Panicked,
     /// The transaction covering this request did not commit, so its change was not kept.
-    #[error("the database did not commit the change, so it was not saved: {0}")]
-    NotCommitted(String),
+    #[error("the database did not commit the change, so it was not saved: {reason}")]
+    NotCommitted {
+        reason: String,
+        /// What made the commit fail, when SQLite said.
+        fault: StoreFault,
+    },
     /// The store thread has stopped, so the request could not be served.
     #[error("the store thread has stopped")]
     Closed,
@@ -101,7 +107,7 @@ impl StoreError {
             StoreError::UnknownPayment { .. } => "unknown_payment",
             StoreError::BackupExists(_) => "backup_exists",
             StoreError::Panicked => "panicked",
-            StoreError::NotCommitted(_) => "not_committed",
+            StoreError::NotCommitted { .. } => "not_committed",
             StoreError::Closed => "closed",
         }
     }
@@ -118,6 +124,55 @@ impl StoreError {
         )
     }
 
+    /// What went wrong, for `lanehub_store_errors_total{kind}`; `None` for a request the store
+    /// refused by its own rules (a closed session, a conflicting key, bad input), which says
+    /// nothing about the database's health.
+    pub fn fault(&self) -> Option<StoreFault> {
+        match self {
+            StoreError::Io { .. } => Some(StoreFault::Io),
+            StoreError::Sqlite(e) | StoreError::Migration { error: e, .. } => {
+                Some(sqlite_fault(e))
+            }
+            StoreError::Corrupt { .. } => Some(StoreFault::Corrupt),
+            StoreError::NotCommitted { fault, .. } => Some(*fault),
+            StoreError::Closed => Some(StoreFault::Closed),
+            StoreError::Panicked | StoreError::Encode(_) => Some(StoreFault::Other),
+            StoreError::Missing(_)
+            | StoreError::ForeignDatabase { .. }
+            | StoreError::NewerSchema { .. }
+            | StoreError::InvalidInput { .. }
+            | StoreError::SessionClosed { .. }
+            | StoreError::IdempotencyKeyConflict { .. }
+            | StoreError::PaymentConflict { .. }
+            | StoreError::UnknownPayment { .. }
+            | StoreError::BackupExists(_) => None,
+        }
+    }
+
+    /// Whether the store cannot take writes at all (as opposed to refusing one request).
+    pub fn is_store_fault(&self) -> bool {
+        matches!(
+            self.fault(),
+            Some(
+                StoreFault::DiskFull
+                    | StoreFault::Io
+                    | StoreFault::ReadOnly
+                    | StoreFault::Busy
+                    | StoreFault::Corrupt
+                    | StoreFault::NotCommitted
+                    | StoreFault::Closed
+            )
+        )
+    }
+
+    /// The error SQLite gives when the disk is full (the store's test hook refuses writes so).
+    pub(crate) fn disk_full() -> Self {
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        ))
+    }
+
     pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
         StoreError::InvalidInput {
             what,
@@ -130,6 +185,23 @@ impl StoreError {
             what,
             reason: reason.to_string(),
         }
+    }
+}
+
+/// What an SQLite error says of the database.
+pub(crate) fn sqlite_fault(e: &rusqlite::Error) -> StoreFault {
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(e, _) => match e.code {
+            C::DiskFull => StoreFault::DiskFull,
+            C::SystemIoFailure | C::CannotOpen | C::FileLockingProtocolFailed => StoreFault::Io,
+            C::ReadOnly | C::PermissionDenied => StoreFault::ReadOnly,
+            C::DatabaseBusy | C::DatabaseLocked => StoreFault::Busy,
+            C::DatabaseCorrupt | C::NotADatabase => StoreFault::Corrupt,
+            C::ConstraintViolation => StoreFault::Constraint,
+            _ => StoreFault::Other,
+        },
+        _ => StoreFault::Other,
     }
 }
 

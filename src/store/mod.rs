@@ -49,7 +49,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 pub use backup::BackupReport;
-pub use error::{Result, StoreError};
+pub use error::{Result, StoreError, StoreFault};
 pub use journal::{CLOSED_KIND, JournalRecord, SessionJournal};
 pub use late_enrollments::{LATE_ENROLLMENT_OUTCOMES, LateEnrollment, LateEnrollmentHandover};
 pub use member_csv::{CSV_COLUMNS, CsvError, RowProblem, read_members, write_members};
@@ -104,6 +104,79 @@ pub struct Store {
     /// Looked up once: `gauge!` searches the registry on every call.
     queue_depth: metrics::Gauge,
     path: Arc<Path>,
+    health: Arc<Health>,
+}
+
+/// Whether the store takes writes, as its latest write (or write probe) found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub writable: bool,
+    /// Why the latest write failed, while the store is not writable.
+    pub error: Option<String>,
+}
+
+/// Shared by every handle: the writability every write updates, and the test hook.
+struct Health {
+    state: tokio::sync::watch::Sender<StoreHealth>,
+    writable: metrics::Gauge,
+    /// Test hook (`api.test_hooks`): every write fails as on a full disk.
+    refuse_writes: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    fn new() -> Self {
+        let writable = metrics::gauge!(crate::metrics::STORE_WRITABLE);
+        writable.set(1.0);
+        Health {
+            state: tokio::sync::watch::Sender::new(StoreHealth {
+                writable: true,
+                error: None,
+            }),
+            writable,
+            refuse_writes: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Learns from a request's result: any committed write proves the store writable.
+    fn observe<T>(&self, result: &Result<T>, wrote: bool) {
+        match result {
+            Ok(_) if wrote => {
+                let changed = self.state.send_if_modified(|h| {
+                    let was = h.writable;
+                    *h = StoreHealth {
+                        writable: true,
+                        error: None,
+                    };
+                    !was
+                });
+                if changed {
+                    self.writable.set(1.0);
+                    tracing::info!("the store takes writes again");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let Some(fault) = e.fault() else { return };
+                metrics::counter!(crate::metrics::STORE_ERRORS, "kind" => fault.as_str())
+                    .increment(1);
+                if wrote && e.is_store_fault() {
+                    let error = e.to_string();
+                    let changed = self.state.send_if_modified(|h| {
+                        let was = h.writable;
+                        *h = StoreHealth {
+                            writable: false,
+                            error: Some(error.clone()),
+                        };
+                        was
+                    });
+                    if changed {
+                        self.writable.set(0.0);
+                        tracing::error!(kind = fault.as_str(), error = %error, "the store cannot be written: checkouts wait until it can");
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -183,6 +256,7 @@ impl Store {
             reader,
             queue_depth: metrics::gauge!(crate::metrics::STORE_QUEUE_DEPTH),
             path: path.into(),
+            health: Arc::new(Health::new()),
         })
     }
 
@@ -191,22 +265,78 @@ impl Store {
         &self.path
     }
 
+    /// Follows whether the store takes writes.
+    pub fn health(&self) -> tokio::sync::watch::Receiver<StoreHealth> {
+        self.health.state.subscribe()
+    }
+
+    /// Whether the latest write (or probe) was committed.
+    pub fn is_writable(&self) -> bool {
+        self.health.state.borrow().writable
+    }
+
+    /// Test hook: while set, every write fails with SQLite's "database or disk is full".
+    pub fn refuse_writes(&self, refuse: bool) {
+        self.health
+            .refuse_writes
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A small committed write that tells whether the store takes writes (and updates its health).
+    pub fn probe_write(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.call(|conn| {
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value, updated_at) VALUES ('store.probe', '', ?1)
+                 ON CONFLICT (key) DO UPDATE SET updated_at = excluded.updated_at",
+            )?
+            .execute([format_time(&Utc::now())])?;
+            Ok(())
+        })
+    }
+
+    /// Probes the store every `healthy` while it is writable and every `unhealthy` while it is
+    /// not, so `/readyz` and the lanes learn of a full disk before a checkout meets it, and of
+    /// its end without waiting for one. Runs until the store closes.
+    pub async fn watch_writable(self, healthy: std::time::Duration, unhealthy: std::time::Duration) {
+        loop {
+            let wait = if self.is_writable() { healthy } else { unhealthy };
+            tokio::time::sleep(wait).await;
+            if let Err(StoreError::Closed) = self.probe_write().await {
+                return;
+            }
+        }
+    }
+
     /// Runs `f` on the store thread inside a batch and returns its result once it is committed.
     fn call<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        self.send(move |reply: oneshot::Sender<Result<T>>| {
+        let health = self.health.clone();
+        let refused = health.clone();
+        let sent = self.send(move |reply: oneshot::Sender<Result<T>>| {
             Job::Batched(Box::new(move |conn| {
-                let result = in_savepoint(conn, f);
+                let result = if refused
+                    .refuse_writes
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    Err(StoreError::disk_full())
+                } else {
+                    in_savepoint(conn, f)
+                };
                 Box::new(move |committed: Result<()>| {
                     // A failed request kept nothing, so its own error says more than the commit's.
                     // The caller may have gone away; the work is done either way.
                     let _ = reply.send(result.and_then(|value| committed.map(|()| value)));
                 })
             }))
-        })
+        });
+        async move {
+            let result = sent.await;
+            health.observe(&result, true);
+            result
+        }
     }
 
     /// Runs `f` on the store thread alone, outside any transaction (for `VACUUM INTO`).
@@ -246,14 +376,16 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let reader = self.reader.clone();
+        let (reader, health) = (self.reader.clone(), self.health.clone());
         async move {
             let (reply, answer) = oneshot::channel();
             let job: ReadJob = Box::new(move |conn| {
                 let _ = reply.send(catch_panic(|| f(conn)));
             });
             reader.send(job).await.map_err(|_| StoreError::Closed)?;
-            answer.await.map_err(|_| StoreError::Closed)?
+            let result = answer.await.map_err(|_| StoreError::Closed)?;
+            health.observe(&result, false);
+            result
         }
     }
 
@@ -656,7 +788,10 @@ fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
         } else if conn.is_autocommit() {
             // SQLite rolled the whole transaction back (an I/O error, a full disk), so the
             // earlier requests' writes are gone too. The rest run one by one.
-            let lost = || StoreError::NotCommitted("SQLite rolled the transaction back".into());
+            let lost = || StoreError::NotCommitted {
+                reason: "SQLite rolled the transaction back".into(),
+                fault: StoreFault::NotCommitted,
+            };
             tracing::error!("a store batch was rolled back by SQLite; its requests failed");
             for reply in pending.drain(..).chain([reply]) {
                 reply(Err(lost()));
@@ -675,9 +810,12 @@ fn run_batch(conn: &mut Connection, jobs: impl Iterator<Item = BatchedJob>) {
             tracing::error!(%error, requests = pending.len(), "a store batch did not commit");
             // A failed COMMIT may leave the transaction open (e.g. a deferred constraint).
             end_stray_transaction(conn);
-            let reason = error.to_string();
+            let (reason, fault) = (error.to_string(), error::sqlite_fault(&error));
             for reply in pending {
-                reply(Err(StoreError::NotCommitted(reason.clone())));
+                reply(Err(StoreError::NotCommitted {
+                    reason: reason.clone(),
+                    fault,
+                }));
             }
         }
     }
