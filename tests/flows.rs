@@ -97,6 +97,8 @@ async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> Hub {
     for lane in &lane_ids {
         hub.wait_lane(lane, "up", |s| s["up"] == true).await;
     }
+    // The simulator's club members are seeded in the background: a scan before that finds none.
+    wait_member(&hub, &MEMBER.parse().unwrap(), "the seeded demo member").await;
     hub
 }
 
@@ -735,7 +737,7 @@ async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
     let mut term = hub.terminal("1").await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
 
-    // The disk refuses exactly the record that must precede the payment request.
+    // The database refuses exactly the record that must precede the payment request.
     let db = rusqlite::Connection::open(hub.store.path()).unwrap();
     db.execute_batch(
         "CREATE TRIGGER refuse_payment BEFORE INSERT ON journal
@@ -745,22 +747,147 @@ async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
     .unwrap();
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 200, "{body}");
-    let done = term
-        .until("the session to end", |e| e["snapshot"]["state"] == "idle")
-        .await["snapshot"]
-        .clone();
-    assert_eq!(code(&done), "vipps_unavailable", "saw {:?}", term.seen);
+    // A store fault, not Vipps': nothing is final and the session waits.
+    let waiting = term.message("store_unavailable").await;
+    assert_eq!(waiting["state"], "awaiting_payment_creation");
     assert!(
         hub.vipps_payments().await.is_empty(),
         "a payment the journal does not know of reached Vipps"
     );
 
-    // The disk is back: the next checkout pays.
+    // The database takes the record again: the same checkout carries on by itself and pays.
     db.execute_batch("DROP TRIGGER refuse_payment").unwrap();
-    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
-    hub.pay("1").await;
     term.message("payment_approved").await;
     assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    term.assert_saw(&["store_unavailable", "payment_requested", "payment_approved"]);
+}
+
+/// Makes every store write fail as on a full disk, or stops doing so (test hook).
+async fn refuse_writes(hub: &Hub, refuse: bool) {
+    let url = format!("{}/api/v1/test/store", hub.api);
+    let (status, body) = hub
+        .call(
+            reqwest::Method::POST,
+            url,
+            Some(json!({ "refuseWrites": refuse })),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+}
+
+async fn readyz(hub: &Hub) -> (u16, Value) {
+    let url = format!("{}/readyz", hub.api);
+    hub.call(reqwest::Method::GET, url, None).await
+}
+
+#[actix_web::test]
+async fn a_payment_approved_while_the_store_is_full_is_captured_once_the_store_is_back() {
+    let hub = start(fast_settings()).await;
+    hub.behave(MEMBER, "approve", 600, "consent").await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    hub.pay("1").await;
+    hub.wait_lane("1", "sent the payment", |s| {
+        s["state"] == "awaiting_payment"
+    })
+    .await;
+
+    // The disk fills while the customer decides; the customer approves.
+    refuse_writes(&hub, true).await;
+    let waiting = term.message("store_unavailable").await;
+    assert_ne!(waiting["state"], "idle", "the session must not end");
+    let (status, ready) = readyz(&hub).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["store"]["writable"], false, "{ready}");
+    assert!(
+        ready["store"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("full")),
+        "{ready}"
+    );
+    // Not captured: the capture could not be journalled, so it was never sent.
+    hub.wait_lane("1", "waited for the store to capture", |s| {
+        s["state"] == "awaiting_capture" && s["message"]["code"] == "store_unavailable"
+    })
+    .await;
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(
+        (&payment["state"], captured(&payment)),
+        (&json!("AUTHORIZED"), 0)
+    );
+    // A new checkout on another lane is refused as a store fault, not as Vipps'.
+    let (status, body) = hub.scan("2", &hub.qr(MEMBER, false).await).await;
+    assert_eq!(
+        (status, &body["type"]),
+        (503, &json!("store_unavailable")),
+        "{body}"
+    );
+    assert!(
+        hub.metric("lanehub_store_errors_total", &[("kind", "disk_full")])
+            .await
+            .is_some_and(|n| n >= 1.0)
+    );
+
+    // Space again: the session carries on by itself, no restart.
+    refuse_writes(&hub, false).await;
+    term.message("payment_approved").await;
+    assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+    let (status, ready) = readyz(&hub).await;
+    assert_eq!(
+        (status, &ready["store"]["writable"]),
+        (200, &json!(true)),
+        "{ready}"
+    );
+    assert!(
+        !term
+            .seen
+            .iter()
+            .any(|c| c == "payment_failed" || c == "vipps_unavailable"),
+        "the cashier was told a wrong outcome: {:?}",
+        term.seen
+    );
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn a_cancel_while_the_store_is_full_is_carried_out_before_anything_final_is_shown() {
+    let hub = start(fast_settings()).await;
+    hub.behave(MEMBER, "approve", 300, "consent").await;
+    let mut term = hub.terminal("1").await;
+    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
+    hub.pay("1").await;
+    hub.wait_lane("1", "sent the payment", |s| {
+        s["state"] == "awaiting_payment"
+    })
+    .await;
+    refuse_writes(&hub, true).await;
+    hub.wait_lane("1", "waited for the store to capture", |s| {
+        s["state"] == "awaiting_capture" && s["message"]["code"] == "store_unavailable"
+    })
+    .await;
+
+    // The customer pays otherwise: the cashier cancels while nothing can be saved.
+    let (status, body) = hub.command("1", "cancel", json!({})).await;
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("awaiting_cancel")),
+        "{body}"
+    );
+    assert_eq!(
+        captured(&hub.only_vipps_payment().await),
+        0,
+        "never captured once the cashier cancelled"
+    );
+
+    refuse_writes(&hub, false).await;
+    term.message("payment_cancelled").await;
+    let payment = hub.only_vipps_payment().await;
+    assert_eq!(captured(&payment), 0, "{payment}");
+    assert_eq!(
+        payment["aggregate"]["cancelledAmount"]["value"],
+        json!(AMOUNT),
+        "{payment}"
+    );
 }
 
 #[actix_web::test]

@@ -721,7 +721,10 @@ async fn post_test_store(
     }
     caller.require_admin()?;
     state.store.refuse_writes(body.0.refuse_writes);
-    tracing::warn!(refuse_writes = body.0.refuse_writes, "test hook: store writes");
+    tracing::warn!(
+        refuse_writes = body.0.refuse_writes,
+        "test hook: store writes"
+    );
     // Learn the new state at once rather than at the next probe.
     let _ = state.store.probe_write().await;
     Ok(HttpResponse::NoContent().finish())

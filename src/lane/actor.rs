@@ -302,9 +302,7 @@ impl LaneActor {
                 Err(CommandError::ShuttingDown)
             }
             // Nothing new starts while it could not be journalled.
-            ScanKind::VippsQr(_) if !self.spec.deps.store.is_writable() => {
-                Err(store_unavailable())
-            }
+            ScanKind::VippsQr(_) if !self.spec.deps.store.is_writable() => Err(store_unavailable()),
             ScanKind::VippsQr(qr) => {
                 let event = Event::CustomerQrScanned {
                     qr: qr.raw,

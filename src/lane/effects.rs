@@ -278,9 +278,7 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
 /// instead, so its call is not sent.
 fn keep(deps: &EffectDeps, backlog: &mut std::collections::VecDeque<Write>, write: Write) {
     let write = match write {
-        Write::Record {
-            record, done, ..
-        } if record.keyed_call().is_some() => {
+        Write::Record { record, done, .. } if record.keyed_call().is_some() => {
             done.send_replace(Some(false));
             return;
         }

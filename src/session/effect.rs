@@ -528,7 +528,10 @@ impl TerminalEvent {
                 }
             }
             TerminalEvent::VippsAvailable => "Vipps is available again".into(),
-            TerminalEvent::StoreUnavailable => "lanehub cannot save: do not hand over goods yet, do not take another payment yet".into(),
+            TerminalEvent::StoreUnavailable => {
+                "lanehub cannot save: do not hand over goods yet, do not take another payment yet"
+                    .into()
+            }
             TerminalEvent::StoreAvailable => "lanehub can save again: carrying on".into(),
             TerminalEvent::SessionRecovered { payment } => match payment {
                 Some(amount) => format!("Lane restarted: checking the payment of {amount}"),

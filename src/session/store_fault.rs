@@ -13,9 +13,7 @@ use tokio::time::Instant;
 
 use super::effect::{IgnoreReason, Outcome, TerminalEvent};
 use super::state::{CancelIntent, Ctx, State};
-use super::step::{
-    Cx, Step, create_outcome_unknown, end, send_cancel, send_capture, send_create,
-};
+use super::step::{Cx, Step, create_outcome_unknown, end, send_cancel, send_capture, send_create};
 
 /// The first wait before an owed call is tried again; it doubles up to `STORE_RETRY_MAX`.
 pub(super) const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);

@@ -1803,7 +1803,10 @@ fn a_capture_the_store_cannot_journal_is_owed_and_never_ends_the_session() {
     let mut lane = capturing();
     not_journalled(&mut lane, "capture");
     assert_eq!(lane.label(), "awaiting_capture");
-    assert!(store_unavailable(&lane.fx), "the cashier hears nothing is final");
+    assert!(
+        store_unavailable(&lane.fx),
+        "the cashier hears nothing is final"
+    );
     assert_eq!(ended_with(&lane.fx), None);
     // Far more failed writes than capture attempts: a store fault never uses them up.
     for _ in 0..(lane.cfg.max_capture_attempts * 3) {
@@ -1868,7 +1871,10 @@ fn a_create_the_store_cannot_journal_is_sent_once_the_store_takes_writes() {
     let call = lane.call("create");
     lane.feed(Event::PaymentCreated { call });
     assert_eq!(lane.label(), "awaiting_payment");
-    assert!(notified(&lane.fx, |t| matches!(t, TerminalEvent::StoreAvailable)));
+    assert!(notified(&lane.fx, |t| matches!(
+        t,
+        TerminalEvent::StoreAvailable
+    )));
     assert!(notified(&lane.fx, |t| matches!(
         t,
         TerminalEvent::PaymentAwaitingCustomer { .. }
@@ -1882,7 +1888,11 @@ fn a_cancel_while_a_never_sent_create_is_owed_ends_at_once() {
     not_journalled(&mut lane, "create");
     lane.feed(Event::Cancel);
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
-    assert_eq!(call_in(&lane.fx, "cancel"), None, "Vipps knows of no payment");
+    assert_eq!(
+        call_in(&lane.fx, "cancel"),
+        None,
+        "Vipps knows of no payment"
+    );
 }
 
 #[test]
@@ -1911,7 +1921,11 @@ fn a_cancel_while_a_capture_is_owed_is_journalled_and_carried_out_before_the_out
     assert_eq!(lane.label(), "awaiting_cancel");
     assert_eq!(ended_with(&lane.fx), None);
     lane.feed(Event::StoreWritable);
-    assert_eq!(call_in(&lane.fx, "capture"), None, "never captured after a cancel");
+    assert_eq!(
+        call_in(&lane.fx, "capture"),
+        None,
+        "never captured after a cancel"
+    );
     let call = lane.call("cancel");
     lane.feed(Event::PaymentCancelled {
         call,
@@ -1937,7 +1951,10 @@ fn a_store_fault_while_following_a_payment_is_told_once_and_its_end_too() {
         detail: "database or disk is full".into(),
     });
     lane.feed(Event::StoreWritable);
-    assert!(notified(&lane.fx, |t| matches!(t, TerminalEvent::StoreAvailable)));
+    assert!(notified(&lane.fx, |t| matches!(
+        t,
+        TerminalEvent::StoreAvailable
+    )));
     lane.refused(Event::StoreWritable);
 }
 

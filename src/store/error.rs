@@ -130,9 +130,7 @@ impl StoreError {
     pub fn fault(&self) -> Option<StoreFault> {
         match self {
             StoreError::Io { .. } => Some(StoreFault::Io),
-            StoreError::Sqlite(e) | StoreError::Migration { error: e, .. } => {
-                Some(sqlite_fault(e))
-            }
+            StoreError::Sqlite(e) | StoreError::Migration { error: e, .. } => Some(sqlite_fault(e)),
             StoreError::Corrupt { .. } => Some(StoreFault::Corrupt),
             StoreError::NotCommitted { fault, .. } => Some(*fault),
             StoreError::Closed => Some(StoreFault::Closed),

@@ -297,9 +297,17 @@ impl Store {
     /// Probes the store every `healthy` while it is writable and every `unhealthy` while it is
     /// not, so `/readyz` and the lanes learn of a full disk before a checkout meets it, and of
     /// its end without waiting for one. Runs until the store closes.
-    pub async fn watch_writable(self, healthy: std::time::Duration, unhealthy: std::time::Duration) {
+    pub async fn watch_writable(
+        self,
+        healthy: std::time::Duration,
+        unhealthy: std::time::Duration,
+    ) {
         loop {
-            let wait = if self.is_writable() { healthy } else { unhealthy };
+            let wait = if self.is_writable() {
+                healthy
+            } else {
+                unhealthy
+            };
             tokio::time::sleep(wait).await;
             if let Err(StoreError::Closed) = self.probe_write().await {
                 return;
