@@ -29,23 +29,41 @@ const POLL: Duration = Duration::from_millis(25);
 struct Rig {
     _sim: Process,
     sim: String,
+    /// Declared before `data`: the file system is unmounted before the directory is removed.
+    disk: Option<SmallDisk>,
     data: tempfile::TempDir,
+    logs: tempfile::TempDir,
     http: reqwest::Client,
 }
 
 impl Rig {
     fn new() -> Rig {
         let data = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
         let env = [("LANEHUB__SIM__LOGIN_INTERVAL", "200ms".to_owned())];
-        let log = data.path().join("sim.log");
+        let log = logs.path().join("sim.log");
         let (sim, url) = Process::start(&["sim", "--listen", "127.0.0.1:0"], &env, &log);
         lanehub::install_crypto_provider();
         Rig {
             _sim: sim,
             sim: url,
+            disk: None,
             data,
+            logs,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// A rig whose data directory is a small file system of its own that a test can fill;
+    /// `None` (said loudly) where this machine cannot mount one, a failure under `CI=true`.
+    fn on_small_disk() -> Option<Rig> {
+        let mut rig = Rig::new();
+        rig.disk = Some(SmallDisk::mount(rig.data.path())?);
+        Some(rig)
+    }
+
+    fn disk(&self) -> &SmallDisk {
+        self.disk.as_ref().expect("a rig on a small disk")
     }
 
     /// Starts `lanehub run` on the rig's data dir and waits until both lanes are up.
@@ -74,7 +92,7 @@ impl Rig {
                 "250ms".to_owned(),
             ),
         ];
-        let log = self.data.path().join("lanehub.log");
+        let log = self.logs.path().join("lanehub.log");
         let (process, url) = Process::start(&["run"], &env, &log);
         for lane in ["1", "2"] {
             self.wait_lane(&url, lane, "up", |s| s["up"] == true).await;
@@ -346,5 +364,182 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     assert_eq!(captured(&rig.vipps_payment(&reference).await), AMOUNT);
     rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
         .await;
+    lanehub.kill();
+}
+
+/// A 4 MiB tmpfs mounted on a directory, to be filled up as a store's disk fills up.
+struct SmallDisk {
+    dir: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path) -> Option<SmallDisk> {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk {
+                dir: dir.to_owned(),
+            }),
+            other => {
+                let why =
+                    format!("cannot mount a tmpfs for the full-disk test (needs root): {other:?}");
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                eprintln!("SKIPPED, NOT TESTED: {why}");
+                None
+            }
+        }
+    }
+
+    /// Fills the file system to the last byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.dir.join("filler")).unwrap();
+        for chunk in [65_536, 4096, 512, 1] {
+            let block = vec![0u8; chunk];
+            while file.write_all(&block).is_ok() {}
+        }
+        let _ = file.sync_all();
+    }
+
+    /// Gives the space back.
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// The cashier is never told a final outcome while lanehub cannot write: no code in `seen` other
+/// than the ones that say "wait".
+fn assert_nothing_final(snapshot: &Value) {
+    let code = snapshot["message"]["code"].as_str().unwrap_or_default();
+    assert!(
+        !code.starts_with("payment_")
+            || code == "payment_requested"
+            || code == "payment_authorised",
+        "the cashier was told {code} while nothing could be saved: {snapshot}"
+    );
+}
+
+#[tokio::test]
+async fn a_full_disk_while_the_customer_approves_never_tells_the_cashier_a_wrong_outcome() {
+    let Some(rig) = Rig::on_small_disk() else {
+        return;
+    };
+    rig.behave(CUSTOMER, "approve", 1_500).await;
+    let (lanehub, api) = rig.lanehub().await;
+    rig.checkout(&api, "1", CUSTOMER).await;
+    let paying = rig
+        .wait_lane(&api, "1", "sent the payment", |s| {
+            s["state"] == "awaiting_payment"
+        })
+        .await;
+    let (session, reference) = ids(&paying);
+
+    // The disk fills while the customer decides; the customer approves.
+    rig.disk().fill();
+    let waiting = rig.wait_message(&api, "1", "store_unavailable").await;
+    assert_nothing_final(&waiting);
+    rig.wait_vipps("authorised the payment", |l| {
+        l.iter().any(|p| p["state"] == "AUTHORIZED")
+    })
+    .await;
+    let ready = rig.http.get(format!("{api}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["store"]["writable"], false, "{ready}");
+    assert!(
+        ready["store"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("full"),
+        "{ready}"
+    );
+    // The capture could not be journalled, so it was not sent.
+    assert_eq!(captured(&rig.vipps_payment(&reference).await), 0);
+
+    // A crash while the disk is full, and a start on the full disk.
+    lanehub.kill();
+    let (lanehub, api) = rig.lanehub().await;
+    let waiting = rig.wait_message(&api, "1", "store_unavailable").await;
+    assert_nothing_final(&waiting);
+    assert_eq!(waiting["state"], "awaiting_capture", "{waiting}");
+    assert_eq!(captured(&rig.vipps_payment(&reference).await), 0);
+
+    // Space again: the session finishes by itself, without a restart.
+    rig.disk().free();
+    rig.wait_message(&api, "1", "payment_approved").await;
+    assert_eq!(captured(&rig.vipps_payment(&reference).await), AMOUNT);
+    rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
+        .await;
+
+    // A crash after the outcome: the next start says the same.
+    lanehub.kill();
+    let (lanehub, api) = rig.lanehub().await;
+    let snapshot = rig.wait_lane(&api, "1", "up", |s| s["up"] == true).await;
+    assert_eq!(snapshot["state"], "idle", "{snapshot}");
+    assert_eq!(rig.vipps_payments().await.len(), 1);
+    assert_eq!(captured(&rig.vipps_payment(&reference).await), AMOUNT);
+    lanehub.kill();
+}
+
+#[tokio::test]
+async fn a_cancel_while_the_disk_is_full_is_carried_out_and_stays_the_outcome_after_a_crash() {
+    let Some(rig) = Rig::on_small_disk() else {
+        return;
+    };
+    rig.behave(CUSTOMER, "approve", 300).await;
+    // A crash before the customer acts: the disk fills while lanehub is down.
+    let (lanehub, api) = rig.lanehub().await;
+    rig.checkout(&api, "1", CUSTOMER).await;
+    let paying = rig
+        .wait_lane(&api, "1", "sent the payment", |s| {
+            s["state"] == "awaiting_payment"
+        })
+        .await;
+    let (session, reference) = ids(&paying);
+    lanehub.kill();
+    rig.disk().fill();
+    rig.wait_vipps("authorised the payment", |l| {
+        l.iter().any(|p| p["state"] == "AUTHORIZED")
+    })
+    .await;
+
+    // Started on the full disk: the approved payment cannot be captured yet.
+    let (lanehub, api) = rig.lanehub().await;
+    let waiting = rig.wait_message(&api, "1", "store_unavailable").await;
+    assert_nothing_final(&waiting);
+    // The customer pays otherwise; the cashier cancels while nothing can be saved.
+    let url = format!("{api}/api/v1/lanes/1/cancel");
+    let cancelling = rig.call(reqwest::Method::POST, url, Some(json!({}))).await;
+    assert_eq!(cancelling["state"], "awaiting_cancel", "{cancelling}");
+    assert_nothing_final(&cancelling);
+
+    rig.disk().free();
+    rig.wait_message(&api, "1", "payment_cancelled").await;
+    let payment = rig.vipps_payment(&reference).await;
+    assert_eq!(captured(&payment), 0, "{payment}");
+    assert_eq!(
+        payment["aggregate"]["cancelledAmount"]["value"],
+        json!(AMOUNT)
+    );
+    rig.assert_journal("1", &session, &reference, "cancelled", 0)
+        .await;
+
+    // A crash after the outcome: nothing is captured on the next start.
+    lanehub.kill();
+    let (lanehub, api) = rig.lanehub().await;
+    let snapshot = rig.wait_lane(&api, "1", "up", |s| s["up"] == true).await;
+    assert_eq!(snapshot["state"], "idle", "{snapshot}");
+    assert_eq!(captured(&rig.vipps_payment(&reference).await), 0);
     lanehub.kill();
 }
