@@ -14,13 +14,12 @@ use super::config::SessionConfig;
 use super::effect::{
     Disposition, EnrollmentOutcome, Membership, Outcome, TerminalEvent, Transition,
 };
+use super::enroll::{RECOVERED_LOGIN_INTERVAL, fetch_userinfo, poll_login, store_member};
 use super::event::{LoginAccessToken, Userinfo};
 use super::ids::{KeyedOperation, SessionId};
+use super::pay::{new_follow, poll_if_due};
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
-use super::step::{
-    Cx, RECOVERED_LOGIN_INTERVAL, end, fetch_userinfo, new_follow, poll_if_due, poll_login,
-    store_member,
-};
+use super::step::{Cx, end};
 
 /// One journal row of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -81,9 +81,12 @@
 
 mod config;
 mod effect;
+mod enroll;
 mod event;
+mod identify;
 mod ids;
 mod journal;
+mod pay;
 mod state;
 mod step;
 mod store_fault;

@@ -4,45 +4,37 @@
 //! superseded answers). Commands, ticks and signals go to handlers that name every state
 //! explicitly; answers are matched on (state, event) with the one catch-all, `Invalid`.
 //! Whenever a handler does not move to a new state, its effects are dropped and the session is
-//! returned unchanged.
-
-use std::time::Duration;
+//! returned unchanged. The phases live beside it: `identify`, `enroll`, `pay`, `store_fault`;
+//! recovery from the journal in `journal`.
 
 use tokio::time::Instant;
 
-use crate::domain::{LaneId, Msisdn, PaymentReference};
+use crate::domain::{LaneId, PaymentReference};
 
 use super::config::SessionConfig;
 use super::effect::{
-    CheckInResult, Command, CreatePaymentRequest, Disposition, Effect, EnrollmentOutcome, Fact,
-    FailReason, IgnoreReason, InvalidTransition, Membership, NewMember, Outcome, Receipt,
-    Rejection, TerminalEvent, Transition,
+    CheckInResult, Command, Disposition, Effect, EnrollmentOutcome, Fact, IgnoreReason,
+    InvalidTransition, Membership, Outcome, Rejection, TerminalEvent, Transition,
 };
-use super::event::{
-    Aggregate, CallError, Event, LoginAccessToken, PayRequest, PaymentState, Userinfo,
+use super::enroll::{
+    MAX_USERINFO_ATTEMPTS, SLOW_DOWN_STEP, consent_requested, consented, enrollment_failure,
+    store_member, userinfo_failed,
 };
-use super::ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
+use super::enroll::{
+    consent_due, enrollment_over, fetch_userinfo, finish_enrollment, on_enroll, poll_login,
+};
+use super::event::{CallError, Event};
+use super::identify::lookup_membership;
+use super::identify::{membership_known, on_customer_qr, qr_exchange_failed};
+use super::ids::CallId;
 use super::journal::JournalRecord;
-use super::state::{
-    CancelIntent, CheckIn, Ctx, Customer, Finishing, Follow, Login, Payment, Pending, Session,
-    State,
-};
+use super::pay::{create_failed, payment_created, payment_not_found, payment_seen, poll_if_due};
+use super::pay::{create_outcome_unknown, follow_due, on_pay, read_back, send_cancel};
+use super::state::{CancelIntent, CheckIn, Ctx, Finishing, Payment, Session, State};
 use super::store_fault::{
     cancel_owed, journalled, on_journal_write_failed, on_store_failed, on_store_writable, owes,
     retry_owed,
 };
-
-/// `slow_down` makes the Login polling interval this much longer (CIBA, RFC 8628 style).
-const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
-/// A server interval below this is raised to it, so a bad answer cannot make the lane spin.
-const MIN_LOGIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Userinfo calls per consent; the Vipps client already retries each one within its deadline.
-const MAX_USERINFO_ATTEMPTS: u32 = 3;
-/// The cashier's reason when userinfo refuses the journalled token.
-pub(super) const USERINFO_TOKEN_EXPIRED: &str =
-    "the customer consented, but the Vipps login expired before the member was saved: enroll again";
-/// The polling interval of an enrollment recovered from the journal (CIBA's default).
-pub(super) const RECOVERED_LOGIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Feeds one event to the session at `now`; returns the next session and what to do.
 pub fn step(session: &Session, event: Event, now: Instant, cfg: &SessionConfig) -> Transition {
@@ -97,7 +89,7 @@ pub(super) enum Step {
 
 /// The step's context: the clock, the config, call ids and the effects so far.
 pub(super) struct Cx<'a> {
-    lane: &'a LaneId,
+    pub(super) lane: &'a LaneId,
     pub(super) cfg: &'a SessionConfig,
     pub(super) now: Instant,
     pub(super) next_call: u64,
@@ -120,17 +112,17 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn call(&mut self) -> CallId {
+    pub(super) fn call(&mut self) -> CallId {
         let call = CallId(self.next_call);
         self.next_call += 1;
         call
     }
 
-    fn emit(&mut self, effect: Effect) {
+    pub(super) fn emit(&mut self, effect: Effect) {
         self.fx.push(effect);
     }
 
-    fn persist(&mut self, ctx: &Ctx, record: JournalRecord) {
+    pub(super) fn persist(&mut self, ctx: &Ctx, record: JournalRecord) {
         self.emit(Effect::Persist {
             session: ctx.id.clone(),
             record,
@@ -223,169 +215,9 @@ fn late_consent(state: &State, event: &Event) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Customer QR and cashier commands: every state named.
+// Commands that end or refuse in any phase.
 
-fn on_customer_qr(
-    state: State,
-    qr: String,
-    clear_text: Option<Msisdn>,
-    session_id: SessionId,
-    cx: &mut Cx,
-) -> Step {
-    let same = |ctx: &Ctx, known: Option<&Msisdn>| {
-        ctx.qr == qr || (clear_text.is_some() && clear_text.as_ref() == known)
-    };
-    match state {
-        State::Idle => {
-            let ctx = Ctx {
-                id: session_id,
-                started_at: cx.now,
-                qr: qr.clone(),
-                check_in: CheckIn::NotSent,
-                vipps_degraded: false,
-                store_down: false,
-                owed: None,
-            };
-            cx.persist(&ctx, JournalRecord::SessionStarted);
-            cx.notify(TerminalEvent::CustomerScanned);
-            Step::To(exchange_qr(ctx, qr, clear_text, cx))
-        }
-        State::AwaitingQrExchange {
-            ctx,
-            clear_text: known,
-            ..
-        } => {
-            if same(&ctx, known.as_ref()) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                replace_customer(ctx, qr, clear_text, cx)
-            }
-        }
-        State::AwaitingMembership { ctx, msisdn, .. } => {
-            if same(&ctx, Some(&msisdn)) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                replace_customer(ctx, qr, clear_text, cx)
-            }
-        }
-        State::ReadyForPayment { ctx, customer, .. } => {
-            if same(&ctx, Some(&customer.msisdn)) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                replace_customer(ctx, qr, clear_text, cx)
-            }
-        }
-        State::AwaitingLoginStart { ctx, customer, .. }
-        | State::AwaitingConsent { ctx, customer, .. } => {
-            if same(&ctx, Some(&customer.msisdn)) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
-                replace_customer(ctx, qr, clear_text, cx)
-            }
-        }
-        // The customer consented: the member is saved first (a bounded moment), never dropped.
-        State::AwaitingMemberStore { ctx, customer, .. } => {
-            if same(&ctx, Some(&customer.msisdn)) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                Step::Reject(Command::CustomerQr, Rejection::EnrollmentFinishing)
-            }
-        }
-        State::AwaitingPaymentCreation { ctx, customer, .. }
-        | State::AwaitingPayment { ctx, customer, .. }
-        | State::AwaitingCapture { ctx, customer, .. }
-        | State::AwaitingCancel { ctx, customer, .. } => {
-            if same(&ctx, Some(&customer.msisdn)) {
-                Step::Ignore(IgnoreReason::DuplicateQr)
-            } else {
-                Step::Reject(Command::CustomerQr, Rejection::PaymentInProgress)
-            }
-        }
-    }
-}
-
-/// A different customer's QR before payment: same session, identification starts over.
-fn replace_customer(ctx: Ctx, qr: String, clear_text: Option<Msisdn>, cx: &mut Cx) -> Step {
-    let ctx = Ctx {
-        qr: qr.clone(),
-        // The previous customer's check-in answer becomes stale.
-        check_in: CheckIn::NotSent,
-        ..ctx
-    };
-    cx.persist(&ctx, JournalRecord::CustomerReplaced);
-    cx.notify(TerminalEvent::CustomerReplaced);
-    Step::To(exchange_qr(ctx, qr, clear_text, cx))
-}
-
-fn on_enroll(state: State, cx: &mut Cx) -> Step {
-    let reject = |r| Step::Reject(Command::Enroll, r);
-    match state {
-        State::Idle => reject(Rejection::NoCustomer),
-        State::AwaitingQrExchange { .. } | State::AwaitingMembership { .. } => {
-            reject(Rejection::CustomerNotIdentified)
-        }
-        State::ReadyForPayment { ctx, customer, .. } => match customer.membership {
-            Membership::Member => reject(Rejection::AlreadyMember),
-            Membership::Unknown => reject(Rejection::MembershipUnknown),
-            Membership::NonMember => {
-                let call = cx.call();
-                cx.emit(Effect::StartLogin {
-                    call,
-                    msisdn: customer.msisdn.clone(),
-                });
-                cx.notify(TerminalEvent::EnrollmentRequested);
-                Step::To(State::AwaitingLoginStart {
-                    ctx,
-                    customer,
-                    call,
-                    deadline: cx.now + cx.cfg.login_start_timeout,
-                })
-            }
-        },
-        State::AwaitingLoginStart { .. }
-        | State::AwaitingConsent { .. }
-        | State::AwaitingMemberStore { .. } => reject(Rejection::EnrollmentInProgress),
-        State::AwaitingPaymentCreation { .. }
-        | State::AwaitingPayment { .. }
-        | State::AwaitingCapture { .. }
-        | State::AwaitingCancel { .. } => reject(Rejection::PaymentInProgress),
-    }
-}
-
-fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
-    let reject = |r| Step::Reject(Command::Pay, r);
-    let invalid = |problem| reject(Rejection::InvalidPayment { problem });
-    match state {
-        State::Idle => reject(Rejection::NoCustomer),
-        State::AwaitingQrExchange { .. } | State::AwaitingMembership { .. } => {
-            reject(Rejection::CustomerNotIdentified)
-        }
-        State::ReadyForPayment { ctx, customer, .. } => match request.validate() {
-            Err(problem) => invalid(problem),
-            Ok(()) => Step::To(start_payment(ctx, customer, request, cx)),
-        },
-        // Decision: Pay while the customer has not consented yet abandons the enrollment, so
-        // the till is never held up by a customer who ignores the consent request. A consent
-        // given later still enrolls: `supervisor::late_enrollment` follows the Login up.
-        State::AwaitingLoginStart { ctx, customer, .. }
-        | State::AwaitingConsent { ctx, customer, .. } => match request.validate() {
-            Err(problem) => invalid(problem),
-            Ok(()) => {
-                finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
-                Step::To(start_payment(ctx, customer, request, cx))
-            }
-        },
-        // Consent is given and the member is being saved locally: a moment's wait keeps it.
-        State::AwaitingMemberStore { .. } => reject(Rejection::EnrollmentFinishing),
-        State::AwaitingPaymentCreation { .. }
-        | State::AwaitingPayment { .. }
-        | State::AwaitingCapture { .. }
-        | State::AwaitingCancel { .. } => reject(Rejection::PaymentAlreadyRequested),
-    }
-}
-
-fn on_cancel(state: State, cx: &mut Cx) -> Step {
+pub(super) fn on_cancel(state: State, cx: &mut Cx) -> Step {
     let reject = |r| Step::Reject(Command::Cancel, r);
     match state {
         State::Idle => reject(Rejection::NoSession),
@@ -442,7 +274,7 @@ fn on_cancel(state: State, cx: &mut Cx) -> Step {
     }
 }
 
-fn on_reset(state: State, cx: &mut Cx) -> Step {
+pub(super) fn on_reset(state: State, cx: &mut Cx) -> Step {
     match state {
         State::Idle => Step::Ignore(IgnoreReason::NoSession),
         State::AwaitingQrExchange { ctx, .. }
@@ -469,7 +301,7 @@ fn on_reset(state: State, cx: &mut Cx) -> Step {
 // ---------------------------------------------------------------------------------------------
 // Time and signals.
 
-fn on_tick(mut state: State, cx: &mut Cx) -> Step {
+pub(super) fn on_tick(mut state: State, cx: &mut Cx) -> Step {
     if let Some(ctx) = state.ctx_mut()
         && let CheckIn::Pending { deadline, .. } = ctx.check_in
         && cx.now >= deadline
@@ -563,7 +395,7 @@ fn on_tick(mut state: State, cx: &mut Cx) -> Step {
     })
 }
 
-fn on_webhook(state: State, reference: PaymentReference, cx: &mut Cx) -> Step {
+pub(super) fn on_webhook(state: State, reference: PaymentReference, cx: &mut Cx) -> Step {
     match state {
         State::AwaitingPayment {
             ctx,
@@ -611,7 +443,7 @@ fn on_webhook(state: State, reference: PaymentReference, cx: &mut Cx) -> Step {
     }
 }
 
-fn on_login_ping(state: State, auth_req_id: String, cx: &mut Cx) -> Step {
+pub(super) fn on_login_ping(state: State, auth_req_id: String, cx: &mut Cx) -> Step {
     match state {
         State::AwaitingConsent {
             ctx,
@@ -646,7 +478,7 @@ fn on_login_ping(state: State, auth_req_id: String, cx: &mut Cx) -> Step {
 }
 
 /// Check-in runs beside the flow: its answer is recorded and told, in whatever state.
-fn on_check_in(mut state: State, result: CheckInResult, cx: &mut Cx) -> Step {
+pub(super) fn on_check_in(mut state: State, result: CheckInResult, cx: &mut Cx) -> Step {
     let Some(ctx) = state.ctx_mut() else {
         // `dispatch` only lets through answers to a pending check-in, which needs a session.
         return Step::Invalid;
@@ -659,7 +491,7 @@ fn on_check_in(mut state: State, result: CheckInResult, cx: &mut Cx) -> Step {
 // ---------------------------------------------------------------------------------------------
 // Answers: (state, event), with the one catch-all.
 
-fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
+pub(super) fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
     let now = cx.now;
     let next = match (state, event) {
         (State::AwaitingQrExchange { mut ctx, .. }, Event::QrExchanged { msisdn, .. }) => {
@@ -952,750 +784,10 @@ fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Identification and check-in.
-
-fn exchange_qr(ctx: Ctx, qr: String, clear_text: Option<Msisdn>, cx: &mut Cx) -> State {
-    let call = cx.call();
-    cx.emit(Effect::ExchangeQr { call, qr });
-    State::AwaitingQrExchange {
-        ctx,
-        clear_text,
-        call,
-        deadline: cx.now + cx.cfg.qr_exchange_timeout,
-    }
-}
-
-fn qr_exchange_failed(
-    mut ctx: Ctx,
-    clear_text: Option<Msisdn>,
-    error: CallError,
-    cx: &mut Cx,
-) -> State {
-    if let Some(msisdn) = clear_text {
-        // The clear-text number is the documented fallback.
-        vipps_failed(&mut ctx, &error, false, cx);
-        return lookup_membership(ctx, msisdn, cx);
-    }
-    let outcome = match error {
-        CallError::Rejected { .. } => Outcome::Failed {
-            reason: FailReason::QrNotRecognised,
-        },
-        CallError::Unknown { detail } => Outcome::Failed {
-            reason: FailReason::IdentificationFailed { detail },
-        },
-        CallError::Unavailable { .. } => Outcome::Unavailable,
-    };
-    end(ctx, outcome, None, cx)
-}
-
-fn lookup_membership(ctx: Ctx, msisdn: Msisdn, cx: &mut Cx) -> State {
-    let call = cx.call();
-    cx.emit(Effect::LookupMembership {
-        call,
-        msisdn: msisdn.clone(),
-    });
-    State::AwaitingMembership {
-        ctx,
-        msisdn,
-        call,
-        deadline: cx.now + cx.cfg.membership_timeout,
-    }
-}
-
-fn membership_known(mut ctx: Ctx, msisdn: Msisdn, membership: Membership, cx: &mut Cx) -> State {
-    cx.persist(
-        &ctx,
-        JournalRecord::CustomerIdentified {
-            msisdn: msisdn.clone(),
-            membership,
-        },
-    );
-    cx.emit(Effect::Record(Fact::MembershipChecked {
-        result: membership,
-    }));
-    cx.notify(TerminalEvent::CustomerIdentified {
-        phone: msisdn.masked(),
-        membership,
-    });
-    // Best effort, never awaited; Check-in only takes Norwegian numbers.
-    ctx.check_in = CheckIn::Done;
-    if let Some(is_member) = membership.is_member()
-        && msisdn.is_norwegian()
-    {
-        let call = cx.call();
-        cx.emit(Effect::SendCheckIn {
-            call,
-            msisdn: msisdn.clone(),
-            is_member,
-        });
-        ctx.check_in = CheckIn::Pending {
-            call,
-            deadline: cx.now + cx.cfg.check_in_timeout,
-        };
-    }
-    ready(ctx, Customer { msisdn, membership }, cx)
-}
-
-fn ready(ctx: Ctx, customer: Customer, cx: &Cx) -> State {
-    State::ReadyForPayment {
-        ctx,
-        customer,
-        abandon_at: cx.now + cx.cfg.idle_timeout,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Enrollment.
-
-fn consent_requested(
-    mut ctx: Ctx,
-    customer: Customer,
-    auth_req_id: String,
-    interval: Duration,
-    expires_in: Duration,
-    cx: &mut Cx,
-) -> State {
-    vipps_answered(&mut ctx, cx);
-    let interval = interval.max(MIN_LOGIN_INTERVAL);
-    cx.persist(
-        &ctx,
-        JournalRecord::EnrollmentStarted {
-            msisdn: customer.msisdn.clone(),
-            auth_req_id: auth_req_id.clone(),
-        },
-    );
-    cx.notify(TerminalEvent::EnrollmentAwaitingConsent);
-    let login = Login {
-        auth_req_id,
-        interval,
-        next_poll: cx.now + interval,
-        poll: None,
-        expires_at: cx.now + expires_in.min(cx.cfg.login_timeout),
-    };
-    State::AwaitingConsent {
-        ctx,
-        customer,
-        login,
-    }
-}
-
-fn consent_due(ctx: Ctx, customer: Customer, mut login: Login, cx: &mut Cx) -> State {
-    if cx.now >= login.expires_at {
-        return enrollment_over(ctx, customer, EnrollmentOutcome::Expired, None, cx);
-    }
-    if login.poll.is_some_and(|p| cx.now >= p.timeout_at) {
-        // The poll never answered; the interval has long passed, so poll again now.
-        login.poll = None;
-    }
-    if login.poll.is_none() && cx.now >= login.next_poll {
-        poll_login(&mut login, cx);
-    }
-    State::AwaitingConsent {
-        ctx,
-        customer,
-        login,
-    }
-}
-
-pub(super) fn poll_login(login: &mut Login, cx: &mut Cx) {
-    let call = cx.call();
-    cx.emit(Effect::PollLogin {
-        call,
-        auth_req_id: login.auth_req_id.clone(),
-    });
-    login.poll = Some(Pending {
-        call,
-        timeout_at: cx.now + cx.cfg.login_poll_timeout,
-    });
-}
-
-/// The token poll succeeded. Vipps hands the token out only once, so the consent is journalled
-/// (with the token) before anything else: a restart then finishes the enrollment with it.
-fn consented(mut ctx: Ctx, customer: Customer, token: LoginAccessToken, cx: &mut Cx) -> State {
-    vipps_answered(&mut ctx, cx);
-    cx.persist(
-        &ctx,
-        JournalRecord::EnrollmentConsented {
-            login_token: token.clone(),
-        },
-    );
-    fetch_userinfo(ctx, customer, token, 0, cx)
-}
-
-/// Userinfo with the consent's token; `attempts` sent so far.
-pub(super) fn fetch_userinfo(
-    ctx: Ctx,
-    customer: Customer,
-    token: LoginAccessToken,
-    attempts: u32,
-    cx: &mut Cx,
-) -> State {
-    let call = cx.call();
-    cx.emit(Effect::FetchUserinfo {
-        call,
-        token: token.clone(),
-    });
-    State::AwaitingMemberStore {
-        ctx,
-        customer,
-        stage: Finishing::Userinfo {
-            token,
-            attempts: attempts + 1,
-        },
-        call,
-        deadline: cx.now + cx.cfg.login_poll_timeout,
-    }
-}
-
-fn userinfo_failed(
-    ctx: Ctx,
-    customer: Customer,
-    token: LoginAccessToken,
-    attempts: u32,
-    error: CallError,
-    cx: &mut Cx,
-) -> State {
-    match error {
-        // The token expired (a restart came too late) or was refused: the consent cannot be
-        // turned into a member any more. This is the one loss the journal cannot prevent.
-        CallError::Rejected { status: 401, .. } => {
-            let outcome = EnrollmentOutcome::Failed {
-                detail: USERINFO_TOKEN_EXPIRED.to_owned(),
-            };
-            enrollment_over(ctx, customer, outcome, None, cx)
-        }
-        CallError::Rejected { .. } => {
-            enrollment_over(ctx, customer, enrollment_failure(error), None, cx)
-        }
-        // Not sent or lost: the token is still good for a while, so ask again.
-        CallError::Unknown { .. } | CallError::Unavailable { .. }
-            if attempts < MAX_USERINFO_ATTEMPTS =>
-        {
-            fetch_userinfo(ctx, customer, token, attempts, cx)
-        }
-        CallError::Unknown { .. } | CallError::Unavailable { .. } => {
-            enrollment_over(ctx, customer, enrollment_failure(error), None, cx)
-        }
-    }
-}
-
-pub(super) fn store_member(ctx: Ctx, customer: Customer, userinfo: Userinfo, cx: &mut Cx) -> State {
-    let call = cx.call();
-    let name = userinfo.name.clone();
-    cx.emit(Effect::StoreMember {
-        call,
-        member: NewMember {
-            msisdn: customer.msisdn.clone(),
-            userinfo,
-        },
-    });
-    State::AwaitingMemberStore {
-        ctx,
-        customer,
-        stage: Finishing::Store { name },
-        call,
-        deadline: cx.now + cx.cfg.member_store_timeout,
-    }
-}
-
-fn enrollment_failure(error: CallError) -> EnrollmentOutcome {
-    match error {
-        CallError::Unavailable { .. } => EnrollmentOutcome::Unavailable,
-        CallError::Rejected { detail, .. } | CallError::Unknown { detail } => {
-            EnrollmentOutcome::Failed { detail }
-        }
-    }
-}
-
-/// The enrollment is over; the customer is ready for payment, as a member if enrolled.
-fn enrollment_over(
-    ctx: Ctx,
-    mut customer: Customer,
-    outcome: EnrollmentOutcome,
-    name: Option<String>,
-    cx: &mut Cx,
-) -> State {
-    if outcome == EnrollmentOutcome::Enrolled {
-        customer.membership = Membership::Member;
-    }
-    finish_enrollment(&ctx, outcome, name, cx);
-    ready(ctx, customer, cx)
-}
-
-fn finish_enrollment(ctx: &Ctx, outcome: EnrollmentOutcome, name: Option<String>, cx: &mut Cx) {
-    cx.persist(
-        ctx,
-        JournalRecord::EnrollmentFinished {
-            outcome: outcome.clone(),
-        },
-    );
-    cx.emit(Effect::Record(Fact::EnrollmentFinished {
-        outcome: outcome.clone(),
-    }));
-    cx.notify(TerminalEvent::EnrollmentFinished { outcome, name });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Payment.
-
-fn start_payment(ctx: Ctx, customer: Customer, request: PayRequest, cx: &mut Cx) -> State {
-    let reference = payment_reference(cx.lane, &ctx.id);
-    let receipt = request.order_lines.map(|order_lines| Receipt {
-        order_lines,
-        pos_id: cx.lane.clone(),
-        receipt_number: request.receipt_number,
-    });
-    let create = CreatePaymentRequest {
-        reference: reference.clone(),
-        idempotency_key: idempotency_key(&ctx.id, KeyedOperation::Create),
-        amount: request.amount,
-        msisdn: customer.msisdn.clone(),
-        description: request.description,
-        receipt,
-    };
-    let payment = Payment {
-        reference,
-        amount: request.amount,
-        request: Some(create.clone()),
-        created_at: cx.now,
-        confirmed: false,
-        maybe_created: false,
-        create_attempts: 0,
-        capture_attempts: 0,
-        cancel: CancelIntent::None,
-        last_state: None,
-        last_error: None,
-    };
-    cx.notify(TerminalEvent::PaymentRequested {
-        amount: request.amount,
-    });
-    send_create(ctx, customer, payment, create, cx)
-}
-
-/// Journal first, then create; a retry sends the same body with the same key.
-pub(super) fn send_create(
-    ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    request: CreatePaymentRequest,
-    cx: &mut Cx,
-) -> State {
-    payment.create_attempts += 1;
-    payment.created_at = cx.now;
-    cx.persist(
-        &ctx,
-        JournalRecord::PaymentRequested {
-            reference: request.reference.clone(),
-            idempotency_key: request.idempotency_key.clone(),
-            amount: request.amount,
-            msisdn: request.msisdn.clone(),
-            description: request.description.clone(),
-            receipt_number: request
-                .receipt
-                .as_ref()
-                .and_then(|r| r.receipt_number.clone()),
-            attempt: payment.create_attempts,
-        },
-    );
-    let call = cx.call();
-    cx.emit(Effect::CreatePayment { call, request });
-    State::AwaitingPaymentCreation {
-        ctx,
-        customer,
-        payment,
-        call,
-        deadline: cx.now + cx.cfg.payment_create_timeout,
-    }
-}
-
-fn payment_created(mut ctx: Ctx, customer: Customer, mut payment: Payment, cx: &mut Cx) -> State {
-    vipps_answered(&mut ctx, cx);
-    payment.confirmed = true;
-    cx.persist(
-        &ctx,
-        JournalRecord::PaymentCreated {
-            reference: payment.reference.clone(),
-        },
-    );
-    let mut follow = new_follow(&payment, payment.created_at + cx.cfg.payment_first_poll, cx);
-    if payment.cancel != CancelIntent::None {
-        // The cashier cancelled while the create was in flight.
-        return send_cancel(ctx, customer, payment, follow, false, cx);
-    }
-    cx.notify(TerminalEvent::PaymentAwaitingCustomer {
-        amount: payment.amount,
-    });
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
-}
-
-fn create_failed(
-    mut ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    error: CallError,
-    cx: &mut Cx,
-) -> State {
-    let cancelled = payment.cancel != CancelIntent::None;
-    match error {
-        // Certain that no payment exists: the first attempt was refused or never sent.
-        CallError::Rejected { status, detail } if !payment.maybe_created => {
-            let outcome = if cancelled {
-                Outcome::Cancelled
-            } else {
-                Outcome::Failed {
-                    reason: FailReason::PaymentRejected { status, detail },
-                }
-            };
-            end(ctx, outcome, Some(&payment), cx)
-        }
-        CallError::Unavailable { .. } if !payment.maybe_created => {
-            let outcome = if cancelled {
-                Outcome::Cancelled
-            } else {
-                Outcome::Unavailable
-            };
-            end(ctx, outcome, Some(&payment), cx)
-        }
-        // The payment may exist: never a new one, read it back (and retry with the same key).
-        error => {
-            payment.last_error = Some(error.to_string());
-            vipps_failed(&mut ctx, &error, true, cx);
-            create_outcome_unknown(ctx, customer, payment, cx)
-        }
-    }
-}
-
-pub(super) fn create_outcome_unknown(
-    ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    cx: &mut Cx,
-) -> State {
-    payment.maybe_created = true;
-    let mut follow = new_follow(&payment, cx.now, cx);
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
-}
-
-pub(super) fn new_follow(payment: &Payment, next_poll: Instant, cx: &Cx) -> Follow {
-    Follow {
-        deadline: payment.created_at + cx.cfg.payment_expiry + cx.cfg.payment_margin,
-        next_poll,
-        read: None,
-        reread: false,
-        give_up_at: None,
-    }
-}
-
-pub(super) fn poll_if_due(payment: &Payment, follow: &mut Follow, cx: &mut Cx) {
-    if follow.read.is_none() && cx.now >= follow.next_poll {
-        let call = cx.call();
-        cx.emit(Effect::ReadPayment {
-            call,
-            reference: payment.reference.clone(),
-        });
-        follow.read = Some(Pending {
-            call,
-            timeout_at: cx.now + cx.cfg.payment_read_timeout,
-        });
-        follow.next_poll = cx.now + cx.cfg.payment_poll_interval;
-    }
-}
-
-/// Back to following the payment, with a read-back at `at`.
-fn read_back(
-    ctx: Ctx,
-    customer: Customer,
-    payment: Payment,
-    mut follow: Follow,
-    at: Instant,
-    cx: &mut Cx,
-) -> State {
-    follow.read = None;
-    follow.next_poll = at;
-    // Through `follow_due`, so a safety net that passed meanwhile is honoured at once.
-    follow_due(ctx, customer, payment, follow, cx)
-}
-
-fn follow_due(
-    ctx: Ctx,
-    customer: Customer,
-    payment: Payment,
-    mut follow: Follow,
-    cx: &mut Cx,
-) -> State {
-    let now = cx.now;
-    if let Some(give_up_at) = follow.give_up_at {
-        if now >= give_up_at {
-            let outcome = Outcome::Failed {
-                reason: FailReason::NoFinalState,
-            };
-            return end(ctx, outcome, Some(&payment), cx);
-        }
-    } else if now >= follow.deadline {
-        // The safety net past Vipps' expiry: a final read-back, not a failure.
-        follow.give_up_at = Some(now + cx.cfg.final_read_window);
-        follow.read = None;
-        follow.next_poll = now;
-    }
-    if follow.read.is_some_and(|r| now >= r.timeout_at) {
-        follow.read = None;
-    }
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
-}
-
-fn payment_not_found(
-    mut ctx: Ctx,
-    customer: Customer,
-    payment: Payment,
-    mut follow: Follow,
-    cx: &mut Cx,
-) -> State {
-    vipps_answered(&mut ctx, cx);
-    if payment.confirmed || follow.give_up_at.is_some() {
-        // Vipps confirmed it earlier (a read glitch), or the safety net runs: keep reading.
-        poll_if_due(&payment, &mut follow, cx);
-        return State::AwaitingPayment {
-            ctx,
-            customer,
-            payment,
-            follow,
-        };
-    }
-    if payment.cancel != CancelIntent::None {
-        return end(ctx, Outcome::Cancelled, Some(&payment), cx);
-    }
-    match payment.request.clone() {
-        Some(request) if payment.create_attempts < cx.cfg.max_create_attempts => {
-            send_create(ctx, customer, payment, request, cx)
-        }
-        // Out of attempts, or recovered after a restart (the customer may have left).
-        Some(_) | None => {
-            let outcome = Outcome::Failed {
-                reason: FailReason::PaymentNotCreated,
-            };
-            end(ctx, outcome, Some(&payment), cx)
-        }
-    }
-}
-
-/// Money decisions: a payment's state and aggregate, from a read-back or a capture/cancel answer.
-fn payment_seen(
-    mut ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    mut follow: Follow,
-    state: PaymentState,
-    aggregate: Aggregate,
-    cx: &mut Cx,
-) -> State {
-    vipps_answered(&mut ctx, cx);
-    payment.confirmed = true;
-    payment.last_state = Some(state);
-    let amount = payment.amount.value;
-    let fail = |reason| Outcome::Failed { reason };
-    match state {
-        PaymentState::Created => {
-            if follow.give_up_at.is_some() {
-                // Still CREATED past its expiry and the margin: stop waiting.
-                return end(ctx, fail(FailReason::NoFinalState), Some(&payment), cx);
-            }
-            if let CancelIntent::TransactionOnly { attempts } = payment.cancel
-                && attempts < cx.cfg.max_cancel_attempts
-            {
-                return send_cancel(ctx, customer, payment, follow, false, cx);
-            }
-            if follow.reread {
-                follow.reread = false;
-                follow.next_poll = cx.now;
-            }
-            poll_if_due(&payment, &mut follow, cx);
-            State::AwaitingPayment {
-                ctx,
-                customer,
-                payment,
-                follow,
-            }
-        }
-        PaymentState::Authorized => {
-            if aggregate.captured == amount {
-                return end(ctx, Outcome::Paid, Some(&payment), cx);
-            }
-            if aggregate.captured > 0 {
-                let reason = FailReason::CaptureMismatch {
-                    captured: aggregate.captured,
-                };
-                return end(ctx, fail(reason), Some(&payment), cx);
-            }
-            if aggregate.cancelled > 0 {
-                return end(ctx, Outcome::Cancelled, Some(&payment), cx);
-            }
-            let detail = |p: &Payment, what: &str| {
-                p.last_error
-                    .clone()
-                    .unwrap_or_else(|| format!("{what} attempts exhausted"))
-            };
-            match payment.cancel {
-                CancelIntent::None => {
-                    if payment.capture_attempts < cx.cfg.max_capture_attempts {
-                        send_capture(ctx, customer, payment, follow, cx)
-                    } else {
-                        let detail = detail(&payment, "capture");
-                        end(
-                            ctx,
-                            fail(FailReason::CaptureFailed { detail }),
-                            Some(&payment),
-                            cx,
-                        )
-                    }
-                }
-                // Decision: the cashier cancelled and the customer is at the till, so an
-                // authorisation that raced the cancel is cancelled in full, not captured.
-                CancelIntent::TransactionOnly { .. } => {
-                    payment.cancel = CancelIntent::Full { attempts: 0 };
-                    send_cancel(ctx, customer, payment, follow, true, cx)
-                }
-                CancelIntent::Full { attempts } => {
-                    if attempts < cx.cfg.max_cancel_attempts {
-                        send_cancel(ctx, customer, payment, follow, true, cx)
-                    } else {
-                        let detail = detail(&payment, "cancel");
-                        end(
-                            ctx,
-                            fail(FailReason::CancelFailed { detail }),
-                            Some(&payment),
-                            cx,
-                        )
-                    }
-                }
-            }
-        }
-        PaymentState::Aborted => end(ctx, Outcome::Declined, Some(&payment), cx),
-        PaymentState::Expired => end(ctx, Outcome::Expired, Some(&payment), cx),
-        PaymentState::Terminated => end(ctx, Outcome::Cancelled, Some(&payment), cx),
-    }
-}
-
-/// Journal first, then capture the full amount with the session's capture key.
-pub(super) fn send_capture(
-    ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    mut follow: Follow,
-    cx: &mut Cx,
-) -> State {
-    payment.capture_attempts += 1;
-    // A retry of a capture the store held back: the cashier was told already.
-    if payment.capture_attempts == 1 && ctx.owed.is_none() {
-        cx.notify(TerminalEvent::PaymentAuthorised {
-            amount: payment.amount,
-        });
-    }
-    let key = idempotency_key(&ctx.id, KeyedOperation::Capture);
-    cx.persist(
-        &ctx,
-        JournalRecord::CaptureRequested {
-            reference: payment.reference.clone(),
-            idempotency_key: key.clone(),
-            amount: payment.amount,
-            attempt: payment.capture_attempts,
-        },
-    );
-    let call = cx.call();
-    cx.emit(Effect::CapturePayment {
-        call,
-        reference: payment.reference.clone(),
-        idempotency_key: key,
-        amount: payment.amount,
-    });
-    follow.read = None;
-    follow.reread = false;
-    State::AwaitingCapture {
-        ctx,
-        customer,
-        payment,
-        follow,
-        call,
-        deadline: cx.now + cx.cfg.capture_timeout,
-    }
-}
-
-/// Journal first, then cancel: transaction-only before authorisation, in full after it.
-pub(super) fn send_cancel(
-    ctx: Ctx,
-    customer: Customer,
-    mut payment: Payment,
-    mut follow: Follow,
-    full: bool,
-    cx: &mut Cx,
-) -> State {
-    let attempt = match payment.cancel {
-        CancelIntent::None => 1,
-        CancelIntent::TransactionOnly { attempts } | CancelIntent::Full { attempts } => {
-            attempts + 1
-        }
-    };
-    let (op, intent) = if full {
-        (
-            KeyedOperation::CancelFull,
-            CancelIntent::Full { attempts: attempt },
-        )
-    } else {
-        let intent = CancelIntent::TransactionOnly { attempts: attempt };
-        (KeyedOperation::Cancel, intent)
-    };
-    payment.cancel = intent;
-    let key = idempotency_key(&ctx.id, op);
-    cx.persist(
-        &ctx,
-        JournalRecord::CancelRequested {
-            reference: payment.reference.clone(),
-            idempotency_key: key.clone(),
-            cancel_transaction_only: !full,
-            attempt,
-        },
-    );
-    let call = cx.call();
-    cx.emit(Effect::CancelPayment {
-        call,
-        reference: payment.reference.clone(),
-        idempotency_key: key,
-        cancel_transaction_only: !full,
-    });
-    follow.read = None;
-    follow.reread = false;
-    State::AwaitingCancel {
-        ctx,
-        customer,
-        payment,
-        follow,
-        call,
-        deadline: cx.now + cx.cfg.cancel_timeout,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Degraded mode and the end of a session.
 
 /// Tells the cashier once when Vipps calls start failing fast.
-fn vipps_failed(ctx: &mut Ctx, error: &CallError, payment_followed: bool, cx: &mut Cx) {
+pub(super) fn vipps_failed(ctx: &mut Ctx, error: &CallError, payment_followed: bool, cx: &mut Cx) {
     if let CallError::Unavailable { .. } = error
         && !ctx.vipps_degraded
     {
@@ -1705,7 +797,7 @@ fn vipps_failed(ctx: &mut Ctx, error: &CallError, payment_followed: bool, cx: &m
 }
 
 /// Tells the cashier once when Vipps answers again.
-fn vipps_answered(ctx: &mut Ctx, cx: &mut Cx) {
+pub(super) fn vipps_answered(ctx: &mut Ctx, cx: &mut Cx) {
     if ctx.vipps_degraded {
         ctx.vipps_degraded = false;
         cx.notify(TerminalEvent::VippsAvailable);

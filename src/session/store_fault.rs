@@ -12,8 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::effect::{IgnoreReason, Outcome, TerminalEvent};
+use super::pay::{create_outcome_unknown, send_cancel, send_capture, send_create};
 use super::state::{CancelIntent, Ctx, State};
-use super::step::{Cx, Step, create_outcome_unknown, end, send_cancel, send_capture, send_create};
+use super::step::{Cx, Step, end};
 
 /// The first wait before an owed call is tried again; it doubles up to `STORE_RETRY_MAX`.
 pub(super) const STORE_RETRY_FIRST: Duration = Duration::from_secs(1);

@@ -2303,7 +2303,7 @@ fn a_consent_whose_token_expired_before_userinfo_fails_with_a_clear_reason() {
         },
     });
     let outcome = EnrollmentOutcome::Failed {
-        detail: step::USERINFO_TOKEN_EXPIRED.into(),
+        detail: enroll::USERINFO_TOKEN_EXPIRED.into(),
     };
     assert_eq!(lane.label(), "ready_for_payment");
     assert_eq!(lane.session.is_member(), Some(false));
