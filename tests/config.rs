@@ -308,7 +308,10 @@ fn remote_mode_takes_https_or_http_to_loopback_only() {
     // The webhook URL follows the same rule in every mode.
     let err = Settings::load(
         None,
-        env(&[("LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL", "http://127.evil.example/hook")]),
+        env(&[(
+            "LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL",
+            "http://127.evil.example/hook",
+        )]),
     )
     .unwrap_err();
     assert_eq!(err.key, "vipps.webhook_public_url", "{err}");
@@ -326,7 +329,10 @@ fn remote_mode_refuses_test_hooks() {
     .unwrap_err();
     assert_eq!(err.key, "api.test_hooks", "{err}");
     let ok = Settings::load(None, env(&[("LANEHUB__API__TEST_HOOKS", "true")]));
-    assert!(ok.is_ok(), "test hooks stay possible with the simulator: {ok:?}");
+    assert!(
+        ok.is_ok(),
+        "test hooks stay possible with the simulator: {ok:?}"
+    );
 }
 
 #[test]
@@ -338,7 +344,10 @@ fn a_lane_token_shared_with_the_admin_or_another_lane_is_refused() {
     .unwrap_err();
     assert_eq!(err.key, "lanes[1].token", "{err}");
     assert!(err.message.contains("api.admin_token"), "{err}");
-    assert!(!err.to_string().contains("a-real-admin-token-1234"), "{err}");
+    assert!(
+        !err.to_string().contains("a-real-admin-token-1234"),
+        "{err}"
+    );
 
     let err = Settings::load(
         None,
@@ -410,7 +419,9 @@ fn no_config_error_prints_a_secret() {
         format!("[[lanes]]\nid = \"bad id!\"\ntoken = \"{SECRET}\"\n"),
         format!("[[lanes]]\nid = \"a\"\ntoken = 918273645546372819\n"),
         format!("[[lanes]]\nid = \"a\"\ntoken = \"{SECRET}\"\nextra = \"{SECRET}\"\n"),
-        format!("[[sim.merchants]]\nname = \"x\"\nclient_id = \"x\"\nclient_secret = true\nsubscription_key = \"{SECRET}\"\nmerchant_serial_number = 1\n"),
+        format!(
+            "[[sim.merchants]]\nname = \"x\"\nclient_id = \"x\"\nclient_secret = true\nsubscription_key = \"{SECRET}\"\nmerchant_serial_number = 1\n"
+        ),
         format!("[api]\nadmin_token = \"{SECRET}\"\nadmin_token = \"{SECRET}\"\n"),
         format!("[api]\nadmin_token = \"{SECRET}\"\nlisten = \"{SECRET}\"\n"),
     ];
@@ -421,12 +432,24 @@ fn no_config_error_prints_a_secret() {
     }
     for pairs in [
         vec![("LANEHUB__API__ADMIN_TOKEN", "short-secret")],
-        vec![("LANEHUB__API__ADMIN_TOKEN", SECRET), ("LANEHUB__LANES__0__TOKEN", SECRET)],
-        vec![("LANEHUB__LANES__0__TOKEN", SECRET), ("LANEHUB__LANES__1__TOKEN", SECRET)],
+        vec![
+            ("LANEHUB__API__ADMIN_TOKEN", SECRET),
+            ("LANEHUB__LANES__0__TOKEN", SECRET),
+        ],
+        vec![
+            ("LANEHUB__LANES__0__TOKEN", SECRET),
+            ("LANEHUB__LANES__1__TOKEN", SECRET),
+        ],
         vec![("LANEHUB__LANES__7__TOKEN", SECRET)],
         vec![("LANEHUB__API__ADMIN_TOKEN__X", SECRET)],
-        vec![("LANEHUB__API__ADMIN_TOKEN", SECRET), ("LANEHUB__API__LISTEN", SECRET)],
-        vec![("LANEHUB__VIPPS__CLIENT_SECRET", SECRET), ("LANEHUB__VIPPS__MODE", SECRET)],
+        vec![
+            ("LANEHUB__API__ADMIN_TOKEN", SECRET),
+            ("LANEHUB__API__LISTEN", SECRET),
+        ],
+        vec![
+            ("LANEHUB__VIPPS__CLIENT_SECRET", SECRET),
+            ("LANEHUB__VIPPS__MODE", SECRET),
+        ],
     ] {
         errors.push(Settings::load(None, env(&pairs)).unwrap_err());
     }
