@@ -417,7 +417,7 @@ fn no_config_error_prints_a_secret() {
         format!("[vipps]\nclient_secret = [\"{SECRET}\"]\n"),
         format!("[vipps]\nsubscription_key = {{ v = \"{SECRET}\" }}\n"),
         format!("[[lanes]]\nid = \"bad id!\"\ntoken = \"{SECRET}\"\n"),
-        format!("[[lanes]]\nid = \"a\"\ntoken = 918273645546372819\n"),
+        "[[lanes]]\nid = \"a\"\ntoken = 918273645546372819\n".to_owned(),
         format!("[[lanes]]\nid = \"a\"\ntoken = \"{SECRET}\"\nextra = \"{SECRET}\"\n"),
         format!(
             "[[sim.merchants]]\nname = \"x\"\nclient_id = \"x\"\nclient_secret = true\nsubscription_key = \"{SECRET}\"\nmerchant_serial_number = 1\n"

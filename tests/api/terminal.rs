@@ -238,9 +238,21 @@ async fn unknown_lanes_paths_and_methods_are_answered_as_problems() {
     // A lane token cannot tell an unknown lane from another lane's: the same answer for both.
     for (method, unknown, other) in [
         (Method::GET, "/api/v1/lanes/9", "/api/v1/lanes/2"),
-        (Method::POST, "/api/v1/lanes/9/reset", "/api/v1/lanes/2/reset"),
-        (Method::POST, "/api/v1/lanes/%20/cancel", "/api/v1/lanes/2/cancel"),
-        (Method::GET, "/api/v1/lanes/9/events", "/api/v1/lanes/2/events"),
+        (
+            Method::POST,
+            "/api/v1/lanes/9/reset",
+            "/api/v1/lanes/2/reset",
+        ),
+        (
+            Method::POST,
+            "/api/v1/lanes/%20/cancel",
+            "/api/v1/lanes/2/cancel",
+        ),
+        (
+            Method::GET,
+            "/api/v1/lanes/9/events",
+            "/api/v1/lanes/2/events",
+        ),
     ] {
         let unknown = call(&app, method.clone(), unknown, Some(LANE1), None).await;
         let other = call(&app, method, other, Some(LANE1), None).await;

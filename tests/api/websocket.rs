@@ -432,7 +432,10 @@ async fn a_lane_takes_at_most_its_websockets_and_none_is_cut_by_the_body_deadlin
         match tokio_tungstenite::connect_async(ws_url(&app, "1", LANE1)).await {
             Ok(_) => break,
             Err(tungstenite::Error::Http(res)) if res.status() == 429 => {
-                assert!(tokio::time::Instant::now() < deadline, "the place stays taken");
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the place stays taken"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("{e}"),
