@@ -828,7 +828,7 @@ impl Layers {
                 .unwrap_or(DEFAULTS_SOURCE)
                 .to_owned();
             // serde quotes wrong values ("invalid type: integer `123`"); a secret's is not shown.
-            let message = if is_secret_key(&leaf) {
+            let message = if is_secret_key(&leaf) && unknown_field(&message).is_none() {
                 "expected a string (the value is a secret and not shown)".to_owned()
             } else {
                 self.redact(message)

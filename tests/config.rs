@@ -464,6 +464,11 @@ fn no_config_error_prints_a_secret() {
     assert!(errors[0].message.contains("line 2"), "{}", errors[0]);
     assert_eq!(errors[4].key, "api.admin_token", "{}", errors[4]);
     assert_eq!(errors[12].key, "api.listen", "{}", errors[12]);
+    // A misplaced key named like a secret is still reported as unknown.
+    let path = temp_file("secret-misplaced.toml", "[api]\ntoken = \"x\"\n");
+    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    assert_eq!(err.key, "api.token", "{err}");
+    assert!(err.message.contains("unknown field"), "{err}");
 }
 
 #[test]
