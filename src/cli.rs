@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::Settings;
+use crate::config::{ConfigError, DatabaseSettings, LogSettings, Settings};
 use crate::scanner::cli::ScannerCommand;
 use crate::sim::Simulator;
 use crate::startup::Application;
@@ -138,18 +138,18 @@ pub fn run(cli: Cli) -> ExitCode {
         }),
         Command::Members {
             command: MembersCommand::Import { path, config },
-        } => with_settings(config, |settings| {
+        } => with_database_settings(config, |settings| {
             println!("{}", admin::import_members(&settings.store, &path)?);
             Ok(())
         }),
         Command::Members {
             command: MembersCommand::Export { path, config },
-        } => with_settings(config, |settings| {
+        } => with_database_settings(config, |settings| {
             let n = admin::export_members(&settings.store, path.as_deref())?;
             eprintln!("exported {n} members");
             Ok(())
         }),
-        Command::Backup { path, config } => with_settings(config, |settings| {
+        Command::Backup { path, config } => with_database_settings(config, |settings| {
             println!("{}", admin::backup_database(&settings.store, &path)?);
             Ok(())
         }),
@@ -177,14 +177,39 @@ fn with_settings(
     config: Option<PathBuf>,
     f: impl FnOnce(Settings) -> anyhow::Result<()>,
 ) -> ExitCode {
-    let settings = match Settings::load_from_process(config.as_deref()) {
+    run_with(
+        Settings::load_from_process(config.as_deref()),
+        |s| &s.log,
+        f,
+    )
+}
+
+/// For commands that only touch the database: they work with the store's configuration alone,
+/// whatever the state of tokens and Vipps credentials (which live in the service's environment).
+fn with_database_settings(
+    config: Option<PathBuf>,
+    f: impl FnOnce(DatabaseSettings) -> anyhow::Result<()>,
+) -> ExitCode {
+    run_with(
+        DatabaseSettings::load_from_process(config.as_deref()),
+        |s| &s.log,
+        f,
+    )
+}
+
+fn run_with<S>(
+    loaded: Result<S, ConfigError>,
+    log: impl FnOnce(&S) -> &LogSettings,
+    f: impl FnOnce(S) -> anyhow::Result<()>,
+) -> ExitCode {
+    let settings = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(exit::INVALID_CONFIG);
         }
     };
-    crate::telemetry::init(&settings.log);
+    crate::telemetry::init(log(&settings));
     match f(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

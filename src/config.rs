@@ -121,6 +121,14 @@ pub struct ApiSettings {
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// Connections served at once; past it new connections wait in the listen queue.
+    pub max_connections: usize,
+    /// A request's whole body must arrive within this, or the request gets 408 and its
+    /// connection is closed.
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    /// Live WebSockets one lane accepts; one more is answered 429.
+    pub max_websockets_per_lane: usize,
 }
 
 impl ApiSettings {
@@ -386,22 +394,7 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut layers = Layers::new(DEFAULTS, DEFAULTS_SOURCE)?;
-        if let Some(path) = file {
-            let source = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                origin: source.clone(),
-                key: String::new(),
-                message: format!("cannot read the file: {e}"),
-            })?;
-            layers.merge_file(&text, &source)?;
-        }
-        for (name, value) in env {
-            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
-                layers.set_env(&name, rest, &value)?;
-            }
-        }
-        let settings = layers.into_settings()?;
+        let settings: Settings = Layers::load(file, env)?.into_typed()?;
         settings.validate(file)?;
         Ok(settings)
     }
@@ -433,43 +426,7 @@ impl Settings {
                 return Err(err(key, "expected 1 to 30 characters".into()));
             }
         }
-        if self.vipps.mode == VippsMode::Remote {
-            let url = &self.vipps.base_url;
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
-                return Err(err(
-                    "vipps.base_url",
-                    format!("`{url}` is not an http(s) URL"),
-                ));
-            }
-            let mut demo = vec![];
-            if DEMO_TOKENS.contains(&self.api.admin_token.expose_secret()) {
-                demo.push("api.admin_token".to_owned());
-            }
-            for (i, lane) in self.lanes.iter().enumerate() {
-                if DEMO_TOKENS.contains(&lane.token.expose_secret()) {
-                    demo.push(format!("lanes[{i}].token"));
-                }
-            }
-            if let Some(first) = demo.first() {
-                return Err(err(
-                    first,
-                    format!(
-                        "demo tokens are refused in remote Vipps mode; set real ones for: {}",
-                        demo.join(", ")
-                    ),
-                ));
-            }
-        }
-        if let Some(url) = Some(&self.vipps.webhook_public_url).filter(|u| !u.is_empty())
-            && !url.starts_with("https://")
-            && !url.starts_with("http://127.")
-            && !url.starts_with("http://localhost")
-        {
-            return Err(err(
-                "vipps.webhook_public_url",
-                "Vipps only delivers webhooks to https URLs".into(),
-            ));
-        }
+        self.validate_exposure(&source)?;
         let mut seen = std::collections::HashSet::new();
         for (i, lane) in self.lanes.iter().enumerate() {
             if !seen.insert(lane.id.clone()) {
@@ -586,6 +543,164 @@ impl Settings {
     }
 }
 
+/// Hardening: what lanehub exposes and to whom. Errors name keys, never a secret's value.
+impl Settings {
+    fn validate_exposure(&self, source: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, message: String| ConfigError {
+            origin: source.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if self.vipps.mode == VippsMode::Remote {
+            check_url(&self.vipps.base_url)
+                .map_err(|why| err("vipps.base_url", format!("remote mode needs {why}")))?;
+            if self.api.test_hooks {
+                return Err(err(
+                    "api.test_hooks",
+                    "test hooks are refused in remote Vipps mode (they can crash a lane)".into(),
+                ));
+            }
+            let demo = self.demo_token_keys();
+            if let Some(first) = demo.first() {
+                return Err(err(
+                    first,
+                    format!(
+                        "demo tokens are refused in remote Vipps mode; set real ones for: {}",
+                        demo.join(", ")
+                    ),
+                ));
+            }
+        }
+        if !self.api.listen.ip().is_loopback() {
+            let demo = self.demo_token_keys();
+            if !demo.is_empty() {
+                return Err(err(
+                    "api.listen",
+                    format!(
+                        "`{}` is reachable from the network, where demo tokens are refused; \
+                         set real ones for: {}",
+                        self.api.listen,
+                        demo.join(", ")
+                    ),
+                ));
+            }
+        }
+        let url = &self.vipps.webhook_public_url;
+        if !url.is_empty() {
+            check_url(url).map_err(|why| {
+                err(
+                    "vipps.webhook_public_url",
+                    format!("Vipps only delivers webhooks to {why}"),
+                )
+            })?;
+        }
+        // Every token names one caller: a shared token would let one lane act as another, or
+        // as the admin.
+        let admin = self.api.admin_token.expose_secret();
+        for (i, lane) in self.lanes.iter().enumerate() {
+            let token = lane.token.expose_secret();
+            let key = format!("lanes[{i}].token");
+            if token == admin {
+                return Err(err(
+                    &key,
+                    "is the same as `api.admin_token`; every lane needs a token of its own".into(),
+                ));
+            }
+            if let Some(j) = self.lanes[..i]
+                .iter()
+                .position(|other| other.token.expose_secret() == token)
+            {
+                return Err(err(
+                    &key,
+                    format!(
+                        "is the same as `lanes[{j}].token`; every lane needs a token of its own"
+                    ),
+                ));
+            }
+        }
+        let api = &self.api;
+        if api.max_connections == 0 {
+            return Err(err("api.max_connections", "must be at least 1".into()));
+        }
+        if api.max_websockets_per_lane == 0 {
+            return Err(err(
+                "api.max_websockets_per_lane",
+                "must be at least 1".into(),
+            ));
+        }
+        if api.body_timeout.is_zero() || api.body_timeout > MAX_BODY_TIMEOUT {
+            return Err(err(
+                "api.body_timeout",
+                "must be above 0 and at most 10s (a stalled body holds a connection that long)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys whose token is one of the shipped demo values.
+    fn demo_token_keys(&self) -> Vec<String> {
+        let mut keys = vec![];
+        if DEMO_TOKENS.contains(&self.api.admin_token.expose_secret()) {
+            keys.push("api.admin_token".to_owned());
+        }
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if DEMO_TOKENS.contains(&lane.token.expose_secret()) {
+                keys.push(format!("lanes[{i}].token"));
+            }
+        }
+        keys
+    }
+}
+
+/// The longest `api.body_timeout`: the webhook route takes bodies without a token.
+pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `url` is https, or http to this machine (a `lanehub sim` beside lanehub); the error
+/// says what is accepted.
+fn check_url(url: &str) -> Result<(), String> {
+    const WANTED: &str = "an https URL (http only to a loopback host such as 127.0.0.1)";
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{WANTED}; `{url}`: {e}"))?;
+    let Some(host) = parsed.host_str() else {
+        return Err(format!("{WANTED}; `{url}` has no host"));
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(format!("{WANTED}, not `{url}`")),
+    }
+}
+
+/// What the commands that only touch the database need (`backup`, `members import|export`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub store: StoreSettings,
+    pub log: LogSettings,
+}
+
+impl DatabaseSettings {
+    /// Loads the layers like [`Settings::load`] but reads and checks only `[store]` and `[log]`:
+    /// tokens and Vipps credentials live in the service's environment, which a shell running
+    /// `lanehub backup` does not have.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<DatabaseSettings, ConfigError> {
+        Layers::load(file, env)?.into_typed()
+    }
+
+    /// Loads with the process environment.
+    pub fn load_from_process(file: Option<&Path>) -> Result<DatabaseSettings, ConfigError> {
+        Self::load(file, std::env::vars())
+    }
+}
+
 /// The merged TOML tree with the source of every leaf, so errors can name where a value came from.
 struct Layers {
     root: toml::Value,
@@ -602,11 +717,44 @@ impl Layers {
         Ok(layers)
     }
 
+    /// The built-in defaults, then `file`, then the `LANEHUB__…` variables of `env`.
+    fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut layers = Layers::new(DEFAULTS, DEFAULTS_SOURCE)?;
+        if let Some(path) = file {
+            let source = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                origin: source.clone(),
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            })?;
+            layers.merge_file(&text, &source)?;
+        }
+        for (name, value) in env {
+            if let Some(rest) = name.strip_prefix(ENV_PREFIX) {
+                layers.set_env(&name, rest, &value)?;
+            }
+        }
+        Ok(layers)
+    }
+
     fn merge_file(&mut self, text: &str, source: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
-            origin: source.to_owned(),
-            key: String::new(),
-            message: format!("not valid TOML: {}", e.to_string().trim_end()),
+        // toml's own rendering quotes the offending line, which may hold a secret: only the
+        // position and the parser's description are shown.
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(String::new(), |span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!(" at line {line}, column {column}")
+            });
+            ConfigError {
+                origin: source.to_owned(),
+                key: String::new(),
+                message: format!("not valid TOML{at}: {}", e.message().trim_end()),
+            }
         })?;
         let root = self
             .root
@@ -667,8 +815,8 @@ impl Layers {
         Ok(())
     }
 
-    fn into_settings(self) -> Result<Settings, ConfigError> {
-        serde_path_to_error::deserialize::<_, Settings>(self.root).map_err(|e| {
+    fn into_typed<T: serde::de::DeserializeOwned>(self) -> Result<T, ConfigError> {
+        serde_path_to_error::deserialize::<_, T>(self.root.clone()).map_err(|e| {
             let key = toml_path(e.path());
             let message = e.inner().to_string();
             // For unknown fields the path may or may not end in the field itself.
@@ -679,12 +827,63 @@ impl Layers {
             let source = origin_of(&self.origin, &leaf)
                 .unwrap_or(DEFAULTS_SOURCE)
                 .to_owned();
+            // serde quotes wrong values ("invalid type: integer `123`"); a secret's is not shown.
+            let message = if is_secret_key(&leaf) && unknown_field(&message).is_none() {
+                "expected a string (the value is a secret and not shown)".to_owned()
+            } else {
+                self.redact(message)
+            };
             ConfigError {
                 origin: source,
                 key: leaf,
                 message,
             }
         })
+    }
+}
+
+/// The last part of every key that holds a secret.
+const SECRET_KEYS: [&str; 4] = ["admin_token", "client_secret", "subscription_key", "token"];
+
+fn is_secret_key(key: &str) -> bool {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    let leaf = leaf.split('[').next().unwrap_or(leaf);
+    SECRET_KEYS.contains(&leaf)
+}
+
+impl Layers {
+    /// `message` with every secret value of the merged tree masked, in case an error about
+    /// another key quotes one.
+    fn redact(&self, mut message: String) -> String {
+        fn walk(v: &toml::Value, key: &str, out: &mut Vec<String>) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, v) in t {
+                        walk(v, &join_key(key, k), out);
+                    }
+                }
+                toml::Value::Array(a) => {
+                    for (i, v) in a.iter().enumerate() {
+                        walk(v, &format!("{key}[{i}]"), out);
+                    }
+                }
+                v if is_secret_key(key) => {
+                    let text = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    out.push(text);
+                }
+                _ => {}
+            }
+        }
+        let mut secrets = vec![];
+        walk(&self.root, "", &mut secrets);
+        // Shorter ones would mask ordinary words; no real secret is that short.
+        for secret in secrets.iter().filter(|s| s.chars().count() >= 4) {
+            message = message.replace(secret.as_str(), "***");
+        }
+        message
     }
 }
 

@@ -12,11 +12,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
 use crate::domain::Msisdn;
 use crate::http::extract::ApiTokens;
+use crate::http::limits::{self, ConnectionCount, HttpLimits};
 use crate::http::webhooks::WebhookReceiver;
 use crate::lane::effects::EffectDeps;
 use crate::lane::view::LaneSnapshot;
@@ -83,6 +85,13 @@ impl Application {
             anyhow::anyhow!("cannot listen on api.listen {}: {e}", settings.api.listen)
         })?;
         let addr = listener.local_addr()?;
+        if !addr.ip().is_loopback() && settings.api.tls().is_none() {
+            tracing::warn!(
+                %addr,
+                "api.listen is reachable from the network without TLS: tokens travel in the clear; \
+                 set api.tls_cert and api.tls_key, or listen on loopback behind a TLS proxy"
+            );
+        }
         // Read the certificate before anything starts, so a bad one stops start-up at once.
         let tls = match settings.api.tls() {
             Some((cert, key)) => Some(tls_config(cert, key)?),
@@ -198,8 +207,16 @@ impl Application {
         let tokens = web::Data::new(ApiTokens::from_settings(&settings));
         let store_data = web::Data::new(store.clone());
         let receiver_data = receiver.map(web::Data::from);
+        let limits = web::Data::new(HttpLimits {
+            body_timeout: settings.api.body_timeout,
+            websockets_per_lane: settings.api.max_websockets_per_lane,
+        });
+        let (workers, per_worker) = limits::workers_for(settings.api.max_connections);
+        let connections = ConnectionCount::new(workers * per_worker);
         let server = HttpServer::new(move || {
             let mut app = App::new()
+                .wrap(from_fn(limits::body_deadline))
+                .app_data(limits.clone())
                 .app_data(lanes_data.clone())
                 .app_data(tokens.clone())
                 .app_data(state.clone())
@@ -213,14 +230,21 @@ impl Application {
         // lanehub handles SIGTERM and Ctrl-C itself: the server must keep serving while lanes
         // drain, and stops only afterwards.
         .disable_signals()
-        .shutdown_timeout(HTTP_STOP_GRACE.as_secs());
+        .shutdown_timeout(HTTP_STOP_GRACE.as_secs())
+        // Each worker stops taking connections at its share of `api.max_connections`; the
+        // count only says so in the log.
+        .workers(workers)
+        .max_connections(per_worker)
+        .on_connect(move |_, extensions| {
+            extensions.insert(connections.opened());
+        });
         let is_tls = tls.is_some();
         let server = match tls {
             Some(config) => server.listen_rustls_0_23(listener, config)?,
             None => server.listen(listener)?,
         }
         .run();
-        tracing::info!(%addr, tls = is_tls, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), "lanehub listening");
+        tracing::info!(%addr, tls = is_tls, vipps = %settings.vipps.base_url, lanes = settings.lanes.len(), max_connections = workers * per_worker, "lanehub listening");
         Ok(Application {
             addr,
             tls: is_tls,

@@ -40,9 +40,9 @@ fn built_in_defaults_are_the_documented_ones() {
 
 #[test]
 fn a_file_overrides_only_what_it_names() {
-    let path = temp_file("partial.toml", "[api]\nlisten = \"0.0.0.0:9000\"\n");
+    let path = temp_file("partial.toml", "[api]\nlisten = \"127.0.0.2:9000\"\n");
     let s = Settings::load(Some(&path), Vec::new()).unwrap();
-    assert_eq!(s.api.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(s.api.listen.to_string(), "127.0.0.2:9000");
     assert_eq!(s.vipps.client_id, "sim-client");
 }
 
@@ -255,4 +255,237 @@ fn a_duration_past_thirty_days_is_refused_instead_of_overflowing_a_timer() {
     assert!(err.message.contains("longer than 30 days"), "{err}");
     let s = Settings::load(None, env(&[("LANEHUB__SIM__WEBHOOK_RETRY_FOR", "30d")]));
     assert!(s.is_ok(), "{s:?}");
+}
+
+/// Real tokens, so that checks other than the demo-token ones are what a test meets.
+const REAL_TOKENS: [(&str, &str); 3] = [
+    ("LANEHUB__API__ADMIN_TOKEN", "a-real-admin-token-1234"),
+    ("LANEHUB__LANES__0__TOKEN", "a-real-lane-token-0001"),
+    ("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0002"),
+];
+
+fn with_real_tokens(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = env(&REAL_TOKENS);
+    all.extend(env(pairs));
+    all
+}
+
+#[test]
+fn remote_mode_takes_https_or_http_to_loopback_only() {
+    for url in [
+        "http://api.vipps.no",
+        "http://192.168.1.5:8090",
+        "http://127.evil.example",
+        "ftp://127.0.0.1",
+        "not a url",
+    ] {
+        let err = Settings::load(
+            None,
+            with_real_tokens(&[
+                ("LANEHUB__VIPPS__MODE", "remote"),
+                ("LANEHUB__VIPPS__BASE_URL", url),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "vipps.base_url", "{url}: {err}");
+        assert!(err.message.contains("https"), "{err}");
+    }
+    for url in [
+        "https://apitest.vipps.no",
+        "http://127.0.0.1:8090",
+        "http://localhost:8090",
+        "http://[::1]:8090",
+    ] {
+        let ok = Settings::load(
+            None,
+            with_real_tokens(&[
+                ("LANEHUB__VIPPS__MODE", "remote"),
+                ("LANEHUB__VIPPS__BASE_URL", url),
+            ]),
+        );
+        assert!(ok.is_ok(), "{url}: {ok:?}");
+    }
+    // The webhook URL follows the same rule in every mode.
+    let err = Settings::load(
+        None,
+        env(&[(
+            "LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL",
+            "http://127.evil.example/hook",
+        )]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "vipps.webhook_public_url", "{err}");
+}
+
+#[test]
+fn remote_mode_refuses_test_hooks() {
+    let err = Settings::load(
+        None,
+        with_real_tokens(&[
+            ("LANEHUB__VIPPS__MODE", "remote"),
+            ("LANEHUB__API__TEST_HOOKS", "true"),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "api.test_hooks", "{err}");
+    let ok = Settings::load(None, env(&[("LANEHUB__API__TEST_HOOKS", "true")]));
+    assert!(
+        ok.is_ok(),
+        "test hooks stay possible with the simulator: {ok:?}"
+    );
+}
+
+#[test]
+fn a_lane_token_shared_with_the_admin_or_another_lane_is_refused() {
+    let err = Settings::load(
+        None,
+        with_real_tokens(&[("LANEHUB__LANES__1__TOKEN", "a-real-admin-token-1234")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "lanes[1].token", "{err}");
+    assert!(err.message.contains("api.admin_token"), "{err}");
+    assert!(
+        !err.to_string().contains("a-real-admin-token-1234"),
+        "{err}"
+    );
+
+    let err = Settings::load(
+        None,
+        with_real_tokens(&[("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0001")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "lanes[1].token", "{err}");
+    assert!(err.message.contains("lanes[0].token"), "{err}");
+    assert!(!err.to_string().contains("a-real-lane-token-0001"), "{err}");
+}
+
+#[test]
+fn listening_beyond_loopback_refuses_demo_tokens() {
+    let err = Settings::load(None, env(&[("LANEHUB__API__LISTEN", "0.0.0.0:8080")])).unwrap_err();
+    assert_eq!(err.key, "api.listen", "{err}");
+    assert!(
+        err.message.contains("api.admin_token") && err.message.contains("lanes[1].token"),
+        "{err}"
+    );
+    // One demo token left is enough to refuse.
+    let mut pairs = REAL_TOKENS.to_vec();
+    pairs.pop();
+    pairs.push(("LANEHUB__API__LISTEN", "192.168.10.5:8080"));
+    let err = Settings::load(None, env(&pairs)).unwrap_err();
+    assert_eq!(err.key, "api.listen", "{err}");
+    assert!(err.message.contains("lanes[1].token"), "{err}");
+
+    let ok = Settings::load(
+        None,
+        with_real_tokens(&[("LANEHUB__API__LISTEN", "0.0.0.0:8080")]),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn request_limits_have_documented_defaults_and_bounds() {
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(s.api.max_connections, 512);
+    assert_eq!(s.api.body_timeout.as_secs(), 5);
+    assert_eq!(s.api.max_websockets_per_lane, 4);
+    for (var, value, key) in [
+        ("LANEHUB__API__MAX_CONNECTIONS", "0", "api.max_connections"),
+        (
+            "LANEHUB__API__MAX_WEBSOCKETS_PER_LANE",
+            "0",
+            "api.max_websockets_per_lane",
+        ),
+        ("LANEHUB__API__BODY_TIMEOUT", "0s", "api.body_timeout"),
+        ("LANEHUB__API__BODY_TIMEOUT", "11s", "api.body_timeout"),
+    ] {
+        let err = Settings::load(None, env(&[(var, value)])).unwrap_err();
+        assert_eq!(err.key, key, "{var}={value}: {err}");
+    }
+}
+
+/// Every way a secret can be written wrong, in a file or a variable: the error names the key or
+/// line, never the value.
+#[test]
+fn no_config_error_prints_a_secret() {
+    const SECRET: &str = "Zq7-secret-value-xK2";
+    let files = [
+        format!("[api]\nadmin_token = \"{SECRET}\n"),
+        format!("[api]\nadmin_token = \"{SECRET}\" junk\n"),
+        format!("[api]\nadmin_token = {SECRET}\n"),
+        format!("[api]\nadmin_token = '{SECRET}\nlisten = 1\n"),
+        "[api]\nadmin_token = 918273645546372819\n".to_owned(),
+        format!("[vipps]\nclient_secret = [\"{SECRET}\"]\n"),
+        format!("[vipps]\nsubscription_key = {{ v = \"{SECRET}\" }}\n"),
+        format!("[[lanes]]\nid = \"bad id!\"\ntoken = \"{SECRET}\"\n"),
+        "[[lanes]]\nid = \"a\"\ntoken = 918273645546372819\n".to_owned(),
+        format!("[[lanes]]\nid = \"a\"\ntoken = \"{SECRET}\"\nextra = \"{SECRET}\"\n"),
+        format!(
+            "[[sim.merchants]]\nname = \"x\"\nclient_id = \"x\"\nclient_secret = true\nsubscription_key = \"{SECRET}\"\nmerchant_serial_number = 1\n"
+        ),
+        format!("[api]\nadmin_token = \"{SECRET}\"\nadmin_token = \"{SECRET}\"\n"),
+        format!("[api]\nadmin_token = \"{SECRET}\"\nlisten = \"{SECRET}\"\n"),
+    ];
+    let mut errors = vec![];
+    for (i, text) in files.iter().enumerate() {
+        let path = temp_file(&format!("secret-{i}.toml"), text);
+        errors.push(Settings::load(Some(&path), Vec::new()).unwrap_err());
+    }
+    for pairs in [
+        vec![("LANEHUB__API__ADMIN_TOKEN", "short-secret")],
+        vec![
+            ("LANEHUB__API__ADMIN_TOKEN", SECRET),
+            ("LANEHUB__LANES__0__TOKEN", SECRET),
+        ],
+        vec![
+            ("LANEHUB__LANES__0__TOKEN", SECRET),
+            ("LANEHUB__LANES__1__TOKEN", SECRET),
+        ],
+        vec![("LANEHUB__LANES__7__TOKEN", SECRET)],
+        vec![("LANEHUB__API__ADMIN_TOKEN__X", SECRET)],
+        vec![
+            ("LANEHUB__API__ADMIN_TOKEN", SECRET),
+            ("LANEHUB__API__LISTEN", SECRET),
+        ],
+        vec![
+            ("LANEHUB__VIPPS__CLIENT_SECRET", SECRET),
+            ("LANEHUB__VIPPS__MODE", SECRET),
+        ],
+    ] {
+        errors.push(Settings::load(None, env(&pairs)).unwrap_err());
+    }
+    for err in &errors {
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains(SECRET), "a secret in: {text}");
+            assert!(!text.contains("short-secret"), "a secret in: {text}");
+            assert!(!text.contains("918273645546372819"), "a secret in: {text}");
+        }
+    }
+    // The errors still say where: the line of a broken file, the key of a wrong value.
+    assert!(errors[0].message.contains("line 2"), "{}", errors[0]);
+    assert_eq!(errors[4].key, "api.admin_token", "{}", errors[4]);
+    assert_eq!(errors[12].key, "api.listen", "{}", errors[12]);
+    // A misplaced key named like a secret is still reported as unknown.
+    let path = temp_file("secret-misplaced.toml", "[api]\ntoken = \"x\"\n");
+    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    assert_eq!(err.key, "api.token", "{err}");
+    assert!(err.message.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn database_settings_read_only_store_and_log() {
+    use lanehub::config::DatabaseSettings;
+    // Everything a service-only check would refuse: demo tokens beyond loopback and in remote
+    // mode, a lane token equal to the admin's.
+    let pairs = env(&[
+        ("LANEHUB__VIPPS__MODE", "remote"),
+        ("LANEHUB__API__LISTEN", "0.0.0.0:8080"),
+        ("LANEHUB__LANES__0__TOKEN", "demo-admin-token"),
+        ("LANEHUB__STORE__DATA_DIR", "/tmp/lanehub-db-only"),
+    ]);
+    assert!(Settings::load(None, pairs.clone()).is_err());
+    let db = DatabaseSettings::load(None, pairs).unwrap();
+    assert_eq!(db.store.data_dir, PathBuf::from("/tmp/lanehub-db-only"));
+    // Its own sections are still checked.
+    let err = DatabaseSettings::load(None, env(&[("LANEHUB__STORE__DATA_DIRR", "x")])).unwrap_err();
+    assert_eq!(err.key, "store.data_dirr", "{err}");
 }

@@ -192,3 +192,55 @@ fn export_and_backup_need_a_database_and_refuse_a_newer_one() {
         "{err}"
     );
 }
+
+/// `backup` and `members import|export` read only `[store]` and `[log]`: they run from a shell
+/// with the packaged configuration, as shipped and as made ready to go live (remote Vipps, the
+/// store LAN), although the shell lacks the service's secrets, which the service checks.
+#[test]
+fn database_commands_work_with_the_packaged_configuration() {
+    let shipped = include_str!("../packaging/lanehub.toml");
+    let live = shipped
+        .replace("mode = \"simulator\"", "mode = \"remote\"")
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+    assert_ne!(live, shipped, "the packaged file changed: update this test");
+    for text in [shipped, live.as_str()] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lanehub.toml");
+        std::fs::write(&config, text).unwrap();
+        let run = |args: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_lanehub"))
+                .args(args)
+                .env_remove("LANEHUB_CONFIG")
+                // The packaged /var/lib/lanehub is not the test's to write.
+                .env("LANEHUB__STORE__DATA_DIR", dir.path().join("data"))
+                .output()
+                .unwrap()
+        };
+        let ok = |args: &[&str]| {
+            let out = run(args);
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let members = dir.path().join("members.csv");
+        std::fs::write(
+            &members,
+            format!("{HEADER}\n4791234567,Kari,,,2024-05-01T10:00:00Z,,\n"),
+        )
+        .unwrap();
+        let c = s(&config);
+        let out = ok(&["members", "import", "--config", c, s(&members)]);
+        assert!(out.contains("1 new"), "{out}");
+        let out = ok(&["members", "export", "--config", c, "-"]);
+        assert!(out.contains("4791234567,Kari"), "{out}");
+        let copy = dir.path().join("copy.db");
+        let out = ok(&["backup", "--config", c, s(&copy)]);
+        assert!(out.contains("backup written to"), "{out}");
+        // The service's own check still sees what is missing.
+        let check = run(&["check-config", c]);
+        assert_eq!(check.status.success(), text == shipped, "{check:?}");
+    }
+}

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, SocketCaller};
+use super::limits::HttpLimits;
 use super::problem::{ApiError, Problem};
 use super::resource;
 use crate::domain::{Amount, LaneId, PaymentReference};
@@ -27,8 +28,9 @@ const LANE: &str = "The lane's id, as configured under `[[lanes]]`";
 const BAD_REQUEST: &str =
     "The body is not JSON of the documented shape, or a value is wrong; `field` names it";
 const UNAUTHORIZED: &str = "Missing or unknown bearer token";
-const FORBIDDEN: &str = "This lane token belongs to another lane";
-const NOT_FOUND: &str = "No such lane";
+const FORBIDDEN: &str = "A lane token on any lane but its own (another lane's or one that does not exist: \
+     the answer is the same)";
+const NOT_FOUND: &str = "No such lane (admin token)";
 const CONFLICT: &str = "The lane's state does not allow this now; `detail` says why";
 const UNAVAILABLE: &str = "The lane is down or did not answer in time (try again), or lanehub is \
      shutting down (`type` `shutting_down`: nothing new starts, cancel and reset still work)";
@@ -112,14 +114,19 @@ fn lane_id(raw: &str) -> Result<LaneId, ApiError> {
         .map_err(|_| ApiError::NotFound(format!("no lane `{raw}`")))
 }
 
-/// The lane the caller may act on, or the right error: unknown → 404, another lane's → 403.
+/// The lane the caller may act on, or the right error. A lane token gets the same 403 for
+/// another lane and for one that does not exist, so it cannot probe which lanes there are; the
+/// admin token learns 404 for an unknown lane.
 fn lane_for(lanes: &Lanes, caller: &Caller, raw: &str) -> Result<LaneHandle, ApiError> {
+    if let Caller::Lane(own) = caller
+        && own.as_str() != raw
+    {
+        return Err(ApiError::OtherLane);
+    }
     let id = lane_id(raw)?;
-    let handle = lanes
+    lanes
         .get(&id)
-        .ok_or_else(|| ApiError::NotFound(format!("no lane `{id}`")))?;
-    caller.require_lane(&id)?;
-    Ok(handle)
+        .ok_or_else(|| ApiError::NotFound(format!("no lane `{id}`")))
 }
 
 impl From<CommandError> for ApiError {
@@ -459,7 +466,8 @@ async fn post_payment(
 }
 
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
-/// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=`.
+/// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=` (this
+/// route only: every other answers 401 to a token in the URL).
 #[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(
     ("lane" = String, Path, description = LANE, example = "1"),
     ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers (browsers)"),
@@ -469,21 +477,32 @@ async fn post_payment(
     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
     (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
     (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "The lane has `api.max_websockets_per_lane` live WebSockets already", body = Problem, content_type = "application/problem+json"),
 ))]
 async fn lane_events(
-    caller: Caller,
+    SocketCaller(caller): SocketCaller,
     lanes: web::Data<Lanes>,
     state: web::Data<AppState>,
+    limits: web::Data<HttpLimits>,
     lane: web::Path<String>,
     req: HttpRequest,
     body: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let handle = lane_for(&lanes, &caller, &lane)?;
+    let limit = limits.websockets_per_lane;
+    let socket = handle.open_socket(limit).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "lane {lane} already has {limit} live WebSockets (api.max_websockets_per_lane); \
+             close one or try again later"
+        ))
+    })?;
     let (response, mut session, mut stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::InvalidBody {
             field: None,
             detail: format!("not a WebSocket upgrade: {e}"),
         })?;
+    // Counted before the snapshot is taken, so the snapshot already shows the terminal.
+    let socket = socket.connected();
     let (seq, snapshot, mut events) = handle.subscribe();
     let heartbeat = state.heartbeat;
     let mut phase = state.shutdown.subscribe();
@@ -495,8 +514,6 @@ async fn lane_events(
             data: None,
         };
         let mut alive = send(&mut session, &first).await;
-        // Counted after the snapshot went out, so the terminal sees its own arrival as an event.
-        handle.terminal_connected(true);
         let mut heartbeat = tokio::time::interval(heartbeat);
         let mut missed = 0u8;
         let mut going_away = false;
@@ -541,7 +558,8 @@ async fn lane_events(
                 }
             }
         }
-        handle.terminal_connected(false);
+        // The terminal counts as gone before the close handshake, which may never finish.
+        drop(socket);
         let reason = going_away.then(|| actix_ws::CloseReason {
             code: actix_ws::CloseCode::Away,
             description: Some(SHUTTING_DOWN.to_owned()),

@@ -74,7 +74,7 @@ impl Caller {
         if self.may_act_on(lane) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(lane.to_string()))
+            Err(ApiError::OtherLane)
         }
     }
 
@@ -86,23 +86,30 @@ impl Caller {
     }
 }
 
-/// The bearer token of a request, from `Authorization: Bearer …` or, for browsers opening a
-/// WebSocket (which cannot set headers), the `access_token` query parameter.
+/// The bearer token of `Authorization: Bearer …`.
 fn bearer(req: &HttpRequest) -> Option<String> {
-    if let Some(h) = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    {
-        // The scheme is case-insensitive (RFC 9110 §11.1).
-        let (scheme, token) = h.trim().split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
-    }
+    let h = req.headers().get("authorization")?.to_str().ok()?;
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let (scheme, token) = h.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// The `access_token` query parameter. Only the lane WebSocket takes it (browsers cannot set
+/// headers on a WebSocket); anywhere else a token in a URL would end up in logs and histories.
+fn query_token(req: &HttpRequest) -> Option<String> {
     web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("access_token").cloned())
+}
+
+fn identify(req: &HttpRequest, token: Option<String>) -> Result<Caller, ApiError> {
+    let tokens = req.app_data::<web::Data<ApiTokens>>();
+    match (tokens, token) {
+        (Some(tokens), Some(token)) => tokens.identify(&token).ok_or(ApiError::Unauthorized),
+        _ => Err(ApiError::Unauthorized),
+    }
 }
 
 impl FromRequest for Caller {
@@ -110,12 +117,21 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let tokens = req.app_data::<web::Data<ApiTokens>>();
-        let caller = match (tokens, bearer(req)) {
-            (Some(tokens), Some(token)) => tokens.identify(&token).ok_or(ApiError::Unauthorized),
-            _ => Err(ApiError::Unauthorized),
-        };
-        std::future::ready(caller)
+        std::future::ready(identify(req, bearer(req)))
+    }
+}
+
+/// The caller of the lane WebSocket: the `Authorization` header, or `?access_token=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketCaller(pub Caller);
+
+impl FromRequest for SocketCaller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer(req).or_else(|| query_token(req));
+        std::future::ready(identify(req, token).map(SocketCaller))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod extract;
+pub mod limits;
 pub mod ops;
 pub mod problem;
 pub mod ui;

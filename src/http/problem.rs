@@ -24,8 +24,9 @@ pub struct Problem {
 pub enum ApiError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error("this token may not act on lane {0}")]
-    Forbidden(String),
+    /// A lane token on another lane, or on one that does not exist: the same answer for both.
+    #[error("a lane token acts on its own lane only")]
+    OtherLane,
     #[error("only the admin token may do this")]
     AdminOnly,
     #[error("{0}")]
@@ -52,13 +53,16 @@ pub enum ApiError {
     StoreUnavailable(String),
     #[error("{0}")]
     BadGateway(String),
+    /// The request's body did not arrive within `api.body_timeout`.
+    #[error("the request body did not arrive within {0}")]
+    BodyTimeout(String),
 }
 
 impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Forbidden(_) | ApiError::AdminOnly => "forbidden",
+            ApiError::OtherLane | ApiError::AdminOnly => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidBody { .. } => "invalid_body",
@@ -68,6 +72,7 @@ impl ApiError {
             ApiError::ShuttingDown => "shutting_down",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::BadGateway(_) => "vipps_error",
+            ApiError::BodyTimeout(_) => "body_timeout",
         }
     }
 
@@ -83,7 +88,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::AdminOnly => StatusCode::FORBIDDEN,
+            ApiError::OtherLane | ApiError::AdminOnly => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
@@ -93,6 +98,7 @@ impl ResponseError for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

@@ -93,7 +93,11 @@ pub struct LaneSlot {
     /// reach subscribers in `seq` order and a subscription starts exactly after a known `seq`.
     seq: Mutex<u64>,
     actor: Mutex<Option<Addr<LaneActor>>>,
+    /// WebSockets open or being opened (what `api.max_websockets_per_lane` limits).
+    sockets: AtomicUsize,
+    /// WebSockets past their upgrade: what `terminal_connected` shows.
     terminals: AtomicUsize,
+    terminal_events: Mutex<TerminalEvents>,
     up: AtomicBool,
     /// Set once lanehub drains for shutdown; every incarnation then refuses new checkouts.
     draining: AtomicBool,
@@ -113,7 +117,9 @@ impl LaneHandle {
             events,
             seq: Mutex::new(0),
             actor: Mutex::new(None),
+            sockets: AtomicUsize::new(0),
             terminals: AtomicUsize::new(0),
+            terminal_events: Mutex::new(TerminalEvents::default()),
             up: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         }))
@@ -229,8 +235,24 @@ impl LaneHandle {
         self.0.draining.load(Ordering::SeqCst)
     }
 
-    /// Counts a terminal connecting (`+1`) or leaving (`-1`).
-    pub fn terminal_connected(&self, connected: bool) {
+    /// Reserves one of the lane's `limit` WebSockets; `None` when all are taken.
+    pub fn open_socket(&self, limit: usize) -> Option<TerminalSocket> {
+        self.0
+            .sockets
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(TerminalSocket {
+            lane: self.clone(),
+            connected: false,
+        })
+    }
+
+    /// Counts a terminal connecting or leaving. Only a change between none and some is an
+    /// event, and at most one `terminal` event per `TERMINAL_EVENT_INTERVAL` goes out: a
+    /// terminal that flaps yields one event per interval with the state at its end.
+    fn terminal_connected(&self, connected: bool) {
         let n = if connected {
             self.0.terminals.fetch_add(1, Ordering::SeqCst) + 1
         } else {
@@ -241,7 +263,80 @@ impl LaneHandle {
         };
         metrics::gauge!(crate::metrics::TERMINALS_CONNECTED, "lane" => self.0.id.to_string())
             .set(n as f64);
-        self.emit("terminal", None);
+        if n == usize::from(connected) {
+            self.report_terminals();
+        }
+    }
+
+    /// Emits a `terminal` event now, or schedules one for the end of the current interval.
+    fn report_terminals(&self) {
+        let mut report = self.0.terminal_events.lock().expect("terminal events lock");
+        if report.pending {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let due = report.last_at.map(|at| at + TERMINAL_EVENT_INTERVAL);
+        match (due, tokio::runtime::Handle::try_current()) {
+            (Some(due), Ok(runtime)) if now < due => {
+                report.pending = true;
+                let lane = self.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    let mut report = lane.0.terminal_events.lock().expect("terminal events lock");
+                    report.pending = false;
+                    lane.emit_terminals(&mut report);
+                });
+            }
+            _ => self.emit_terminals(&mut report),
+        }
+    }
+
+    /// Emits a `terminal` event if whether a terminal is connected differs from the last one.
+    fn emit_terminals(&self, report: &mut TerminalEvents) {
+        let connected = self.0.terminals.load(Ordering::SeqCst) > 0;
+        if report.reported != connected {
+            report.reported = connected;
+            report.last_at = Some(tokio::time::Instant::now());
+            self.emit("terminal", None);
+        }
+    }
+}
+
+/// At most one `terminal` event per lane this often.
+pub const TERMINAL_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the last `terminal` event said, and when.
+#[derive(Debug, Default)]
+struct TerminalEvents {
+    reported: bool,
+    last_at: Option<tokio::time::Instant>,
+    /// An event is scheduled for the end of the interval.
+    pending: bool,
+}
+
+/// One of a lane's WebSockets; dropping it frees its place and, once connected, counts the
+/// terminal as gone.
+#[derive(Debug)]
+pub struct TerminalSocket {
+    lane: LaneHandle,
+    connected: bool,
+}
+
+impl TerminalSocket {
+    /// The socket is open: the lane counts a terminal connected.
+    pub fn connected(mut self) -> Self {
+        self.connected = true;
+        self.lane.terminal_connected(true);
+        self
+    }
+}
+
+impl Drop for TerminalSocket {
+    fn drop(&mut self) {
+        if self.connected {
+            self.lane.terminal_connected(false);
+        }
+        self.lane.0.sockets.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -263,5 +358,84 @@ impl Lanes {
         let mut all: Vec<LaneHandle> = self.0.iter().map(|e| e.value().clone()).collect();
         all.sort_by(|a, b| a.id().cmp(b.id()));
         all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lane() -> LaneHandle {
+        let id: LaneId = "1".parse().expect("a valid lane id");
+        let snapshot = LaneSnapshot {
+            lane: id.clone(),
+            up: false,
+            state: "idle".into(),
+            session: None,
+            last_session: None,
+            message: None,
+            scanners: vec![],
+            terminal_connected: false,
+        };
+        LaneHandle::new(id, snapshot)
+    }
+
+    /// The `terminal` events received so far, as their `terminalConnected`.
+    fn terminal_events(rx: &mut broadcast::Receiver<Arc<LaneEvent>>) -> Vec<bool> {
+        let mut out = vec![];
+        while let Ok(e) = rx.try_recv() {
+            if e.kind == "terminal" {
+                out.push(e.snapshot.terminal_connected);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_lane_takes_at_most_its_limit_of_sockets() {
+        let lane = lane();
+        let first = lane.open_socket(2).expect("a first socket");
+        let second = lane.open_socket(2).expect("a second socket");
+        assert!(lane.open_socket(2).is_none());
+        drop(first);
+        let third = lane.open_socket(2).expect("a freed place is taken again");
+        drop((second, third));
+        assert_eq!(lane.0.sockets.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminal_events_are_coalesced() {
+        let lane = lane();
+        let (_, _, mut rx) = lane.subscribe();
+
+        // The first terminal is reported at once; a second one is no news.
+        let a = lane.open_socket(4).expect("a place").connected();
+        let b = lane.open_socket(4).expect("a place").connected();
+        assert_eq!(terminal_events(&mut rx), [true]);
+        assert!(lane.snapshot().terminal_connected);
+        drop(b);
+        assert_eq!(terminal_events(&mut rx), Vec::<bool>::new());
+
+        // A terminal flapping within the interval: nothing until its end, then one event
+        // with the state at that time.
+        drop(a);
+        for _ in 0..10 {
+            drop(lane.open_socket(4).expect("a place").connected());
+        }
+        assert!(!lane.snapshot().terminal_connected);
+        assert_eq!(terminal_events(&mut rx), Vec::<bool>::new());
+        tokio::time::advance(TERMINAL_EVENT_INTERVAL).await;
+        tokio::task::yield_now().await;
+        assert_eq!(terminal_events(&mut rx), [false]);
+
+        // Flapping that ends where it started is no event at all.
+        tokio::time::advance(TERMINAL_EVENT_INTERVAL).await;
+        let c = lane.open_socket(4).expect("a place").connected();
+        assert_eq!(terminal_events(&mut rx), [true]);
+        drop(c);
+        let _d = lane.open_socket(4).expect("a place").connected();
+        tokio::time::advance(TERMINAL_EVENT_INTERVAL).await;
+        tokio::task::yield_now().await;
+        assert_eq!(terminal_events(&mut rx), Vec::<bool>::new());
     }
 }

@@ -1,4 +1,5 @@
-//! The real binary: version, check-config, and `run`/`sim` coming up on their listeners.
+//! The real binary: version, check-config, `run`/`sim` coming up on their listeners, and what
+//! `run` refuses or warns about before it lets the network in.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -183,4 +184,199 @@ async fn run_keeps_serving_when_nobody_reads_its_stdout() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(running.0.try_wait().unwrap().is_none(), "lanehub exited");
+}
+
+/// Real tokens, so that a test meets the check it is about rather than the demo-token ones.
+const REAL_TOKENS: [(&str, &str); 3] = [
+    ("LANEHUB__API__ADMIN_TOKEN", "a-real-admin-token-1234"),
+    ("LANEHUB__LANES__0__TOKEN", "a-real-lane-token-0001"),
+    ("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0002"),
+];
+
+/// Runs `lanehub args…`, which must exit within 20 s; its exit code and stderr.
+fn exit_of(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = crate::helpers::temp_dir("exit");
+    let err_path = dir.join("stderr");
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("LANEHUB_CONFIG")
+        .env("LANEHUB__STORE__DATA_DIR", dir.join("data"))
+        .env("LANEHUB__API__LISTEN", "127.0.0.1:0")
+        .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = Running(cmd.spawn().expect("binary starts"));
+    // 800 polls 25 ms apart: 20 s.
+    let mut polls = 0;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        polls += 1;
+        let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(polls < 800, "lanehub {args:?} still runs; stderr: {stderr}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    };
+    (status.code(), std::fs::read_to_string(&err_path).unwrap())
+}
+
+#[test]
+fn run_refuses_what_must_not_face_a_network() {
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env = REAL_TOKENS.to_vec();
+        env.extend_from_slice(extra);
+        env
+    };
+    let cases: [(Vec<(&str, &str)>, &str); 5] = [
+        // Remote mode: https only, but http to a loopback `lanehub sim`.
+        (
+            with(&[
+                ("LANEHUB__VIPPS__MODE", "remote"),
+                ("LANEHUB__VIPPS__BASE_URL", "http://192.0.2.10:8090"),
+            ]),
+            "vipps.base_url",
+        ),
+        (
+            with(&[
+                ("LANEHUB__VIPPS__MODE", "remote"),
+                ("LANEHUB__VIPPS__BASE_URL", "http://127.0.0.1:9"),
+                ("LANEHUB__API__TEST_HOOKS", "true"),
+            ]),
+            "api.test_hooks",
+        ),
+        // Beyond loopback with the shipped demo tokens.
+        (vec![("LANEHUB__API__LISTEN", "0.0.0.0:0")], "api.listen"),
+        // A lane token that is also the admin's, or another lane's.
+        (
+            with(&[("LANEHUB__LANES__1__TOKEN", "a-real-admin-token-1234")]),
+            "lanes[1].token",
+        ),
+        (
+            with(&[("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0001")]),
+            "lanes[1].token",
+        ),
+    ];
+    for (env, key) in cases {
+        let (code, stderr) = exit_of(&["run"], &env);
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(key), "{env:?}: {stderr}");
+        for (_, token) in REAL_TOKENS {
+            assert!(!stderr.contains(token), "a token in: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn run_never_prints_a_secret_of_a_broken_configuration() {
+    const SECRET: &str = "Zq7-secret-value-xK2";
+    let dir = crate::helpers::temp_dir("secret");
+    for (i, text) in [
+        format!("[api]\nadmin_token = \"{SECRET}\n"),
+        "[[lanes]]\nid = \"1\"\ntoken = 918273645546372819\n".to_owned(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let path = dir.join(format!("broken-{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let (code, stderr) = exit_of(&["run", "--config", path], &[]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(path), "{stderr}");
+        assert!(
+            !stderr.contains(SECRET) && !stderr.contains("918273645546372819"),
+            "a secret in: {stderr}"
+        );
+    }
+    let (code, stderr) = exit_of(
+        &["run"],
+        &[
+            ("LANEHUB__API__ADMIN_TOKEN", SECRET),
+            ("LANEHUB__VIPPS__MODE", SECRET),
+        ],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("vipps.mode"), "{stderr}");
+    assert!(!stderr.contains(SECRET), "a secret in: {stderr}");
+}
+
+#[actix_web::test]
+async fn run_beyond_loopback_without_tls_warns_at_start() {
+    const WARNING: &str = "reachable from the network without TLS";
+    let dir = crate::helpers::temp_dir("warn");
+    let mut env: Vec<(&str, String)> = REAL_TOKENS
+        .iter()
+        .map(|(k, v)| (*k, v.to_string()))
+        .collect();
+    env.push((
+        "LANEHUB__STORE__DATA_DIR",
+        dir.join("data").display().to_string(),
+    ));
+    env.push(("LANEHUB__SIM__LISTEN", "127.0.0.1:0".into()));
+    for (listen, warned) in [("127.0.0.1:0", false), ("0.0.0.0:0", true)] {
+        let log = dir.join(format!("{warned}.log"));
+        let mut env = env.clone();
+        env.push(("LANEHUB__API__LISTEN", listen.into()));
+        let (process, url) = crate::process::Process::start(&["run"], &env, &log);
+        let port = url.rsplit(':').next().unwrap();
+        let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        process.kill();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.contains(WARNING), warned, "{listen}: {text}");
+    }
+}
+
+#[actix_web::test]
+async fn run_stops_accepting_at_max_connections_and_says_so() {
+    use futures_util::StreamExt;
+    const LIMIT_LINE: &str = "connection limit reached (api.max_connections)";
+    let dir = crate::helpers::temp_dir("conns");
+    let log = dir.join("lanehub.log");
+    let env = [
+        (
+            "LANEHUB__STORE__DATA_DIR",
+            dir.join("data").display().to_string(),
+        ),
+        ("LANEHUB__API__LISTEN", "127.0.0.1:0".to_owned()),
+        ("LANEHUB__SIM__LISTEN", "127.0.0.1:0".to_owned()),
+        ("LANEHUB__API__MAX_CONNECTIONS", "2".to_owned()),
+    ];
+    let (_process, url) = crate::process::Process::start(&["run"], &env, &log);
+    let ws = url.replacen("http", "ws", 1);
+    let open =
+        |lane: &str| format!("{ws}/api/v1/lanes/{lane}/events?access_token=demo-admin-token");
+    // Two WebSockets hold both connections.
+    let (mut first, _) = tokio_tungstenite::connect_async(open("1")).await.unwrap();
+    let (mut second, _) = tokio_tungstenite::connect_async(open("2")).await.unwrap();
+    for socket in [&mut first, &mut second] {
+        socket.next().await.unwrap().unwrap();
+    }
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let health = format!("{url}/healthz");
+    let refused = client.get(&health).send().await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.is_timeout()),
+        "a third connection was served: {refused:?}"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches(LIMIT_LINE).count(), 1, "{text}");
+
+    // One closes: the waiting connection is served.
+    first.close(None).await.unwrap();
+    drop(first);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let res = client.get(&health).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 }

@@ -3,5 +3,8 @@
 mod cli;
 mod health;
 mod helpers;
+#[allow(dead_code)] // only part of it is used here
+#[path = "../support/process.rs"]
+mod process;
 mod terminal;
 mod websocket;

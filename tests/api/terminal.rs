@@ -167,7 +167,7 @@ async fn tokens_decide_who_may_do_what() {
         let (status, ct, body) = call(&app, method, path, Some(LANE1), body).await;
         assert_problem(status, &ct, &body, 403, "forbidden");
         assert!(
-            body["detail"].as_str().unwrap().contains("lane 2"),
+            body["detail"].as_str().unwrap().contains("own lane"),
             "{body}"
         );
     }
@@ -185,6 +185,27 @@ async fn tokens_decide_who_may_do_what() {
     assert_problem(status, &ct, &body, 401, "unauthorized");
     let (status, ct, body) = call(&app, Method::POST, path, Some(ADMIN), Some(refund)).await;
     assert_problem(status, &ct, &body, 404, "not_found");
+
+    // A token in the URL is taken on the lane WebSocket only (websocket.rs): anywhere else,
+    // even the admin's is 401.
+    for (method, path) in [
+        (Method::GET, "/api/v1/lanes"),
+        (Method::GET, "/api/v1/lanes/1"),
+        (Method::POST, "/api/v1/lanes/1/reset"),
+        (Method::POST, "/api/v1/lanes/1/cancel"),
+    ] {
+        for token in [ADMIN, LANE1] {
+            let path = format!("{path}?access_token={token}");
+            let (status, ct, body) = call(&app, method.clone(), &path, None, None).await;
+            assert_problem(status, &ct, &body, 401, "unauthorized");
+        }
+    }
+    let refund = json!({"amount": {"value": 100, "currency": "NOK"}});
+    let path = format!(
+        "/api/v1/payments/lh-1-00000000000000000000000000000000/refund?access_token={ADMIN}"
+    );
+    let (status, ct, body) = call(&app, Method::POST, &path, None, Some(refund)).await;
+    assert_problem(status, &ct, &body, 401, "unauthorized");
 
     // The test hook does not exist unless enabled.
     let (status, ct, body) = call(
@@ -214,9 +235,30 @@ async fn unknown_lanes_paths_and_methods_are_answered_as_problems() {
         let (status, ct, body) = call(&app, method, path, Some(ADMIN), body).await;
         assert_problem(status, &ct, &body, 404, "not_found");
     }
-    // A lane token probing an unknown lane learns no more than "not found".
-    let (status, _) = get(&app, "/api/v1/lanes/9", LANE1).await;
-    assert_eq!(status, 404);
+    // A lane token cannot tell an unknown lane from another lane's: the same answer for both.
+    for (method, unknown, other) in [
+        (Method::GET, "/api/v1/lanes/9", "/api/v1/lanes/2"),
+        (
+            Method::POST,
+            "/api/v1/lanes/9/reset",
+            "/api/v1/lanes/2/reset",
+        ),
+        (
+            Method::POST,
+            "/api/v1/lanes/%20/cancel",
+            "/api/v1/lanes/2/cancel",
+        ),
+        (
+            Method::GET,
+            "/api/v1/lanes/9/events",
+            "/api/v1/lanes/2/events",
+        ),
+    ] {
+        let unknown = call(&app, method.clone(), unknown, Some(LANE1), None).await;
+        let other = call(&app, method, other, Some(LANE1), None).await;
+        assert_eq!(unknown, other);
+        assert_problem(unknown.0, &unknown.1, &unknown.2, 403, "forbidden");
+    }
 
     // A known path with the wrong method: 405 naming the right one.
     for (method, path, allow) in [
@@ -931,4 +973,49 @@ async fn the_real_binary_runs_a_member_checkout_and_a_refund() {
         })
         .unwrap_or_else(|| panic!("no paid payment counted on lane 2:\n{metrics}"));
     assert!(paid.ends_with(" 1"), "{paid}");
+}
+
+#[actix_web::test]
+async fn a_stalled_body_is_answered_408_and_its_connection_closed_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DEADLINE: Duration = Duration::from_millis(300);
+    let mut settings = fast_settings();
+    settings.api.body_timeout = DEADLINE;
+    let app = spawn_app_with(settings).await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    // The webhook route takes bodies without a token; the terminal API after one.
+    for (path, auth) in [
+        ("/vipps/webhooks", String::new()),
+        (
+            "/api/v1/lanes/1/scans",
+            format!("Authorization: Bearer {LANE1}\r\n"),
+        ),
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n{{\"text\": \"59012"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The server answers, then closes the connection with the body unread.
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: the stalled connection is still open"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("\"type\":\"body_timeout\""), "{path}: {text}");
+        assert!(started.elapsed() >= DEADLINE, "{path}: cut off early");
+    }
+    // A body that arrives in time is served as ever.
+    let (status, _) = post(
+        &app,
+        "/api/v1/lanes/1/scans",
+        LANE1,
+        json!({"text": "hello"}),
+    )
+    .await;
+    assert_eq!(status, 400);
 }

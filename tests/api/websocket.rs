@@ -1,5 +1,6 @@
 //! The lane WebSocket: a snapshot first, then every change with `seq` one higher than the last;
-//! tokens checked before the upgrade; heartbeats, and a terminal that stops answering is let go.
+//! tokens checked before the upgrade; heartbeats, and a terminal that stops answering is let go;
+//! at most `api.max_websockets_per_lane` per lane, and no body deadline on a live socket.
 
 use std::time::Duration;
 
@@ -132,12 +133,10 @@ async fn a_checkout_streams_events_with_seq_rising_by_one() {
         );
     }
     assert!(seqs.len() > 4, "{seqs:?}");
-    // The terminal saw its own arrival, then the cashier messages in flow order.
-    assert!(
-        events
-            .seen
-            .iter()
-            .any(|e| e["kind"] == "terminal" && e["snapshot"]["terminalConnected"] == true),
+    // The terminal is counted in its own first snapshot; then the cashier messages come in
+    // flow order.
+    assert_eq!(
+        events.seen[0]["snapshot"]["terminalConnected"], true,
         "{:#?}",
         events.seen
     );
@@ -375,4 +374,71 @@ async fn a_terminal_that_stops_answering_pings_is_disconnected() {
     // The lane no longer counts the terminal as connected.
     let (_, lane) = crate::terminal::get(&app, "/api/v1/lanes/1", LANE1).await;
     assert_eq!(lane["terminalConnected"], false);
+}
+
+#[actix_web::test]
+async fn a_lane_takes_at_most_its_websockets_and_none_is_cut_by_the_body_deadline() {
+    let mut settings = fast_settings();
+    settings.api.max_websockets_per_lane = 2;
+    settings.api.body_timeout = Duration::from_millis(200);
+    settings.api.heartbeat_interval = Duration::from_millis(100);
+    let app = spawn_app_with(settings).await;
+    let mut first = Events::connect(&app, "1", LANE1).await;
+    let _second = Events::connect(&app, "1", ADMIN).await;
+    let third = tokio_tungstenite::connect_async(ws_url(&app, "1", LANE1)).await;
+    match third {
+        Err(tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status().as_u16(), 429);
+            let problem: Value =
+                serde_json::from_slice(&res.body().clone().unwrap_or_default()).unwrap();
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("api.max_websockets_per_lane")),
+                "{problem}"
+            );
+        }
+        other => panic!("a third WebSocket on lane 1: {other:?}"),
+    }
+    // Another lane has places of its own.
+    let _other = Events::connect(&app, "2", ADMIN).await;
+
+    // Well past the body deadline the first socket still gets pings and events.
+    let mut pings = 0;
+    tokio::time::timeout(EVENT_DEADLINE, async {
+        while pings < 6 {
+            match first.socket.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Text(_) | Message::Pong(_))) => {}
+                other => panic!("the WebSocket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the server keeps pinging");
+    if !first.seen.iter().any(|e| e["snapshot"]["up"] == true) {
+        first.until("up", |e| e["snapshot"]["up"] == true).await;
+    }
+    let scan = json!({"text": "5901234123457"});
+    let (status, _) = post(&app, "/api/v1/lanes/1/scans", LANE1, scan).await;
+    assert_eq!(status, 200);
+    first.until("scan", |e| e["kind"] == "scan").await;
+
+    // A closed socket frees its place.
+    first.socket.close(None).await.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + EVENT_DEADLINE;
+    loop {
+        match tokio_tungstenite::connect_async(ws_url(&app, "1", LANE1)).await {
+            Ok(_) => break,
+            Err(tungstenite::Error::Http(res)) if res.status() == 429 => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the place stays taken"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
