@@ -32,8 +32,9 @@ const FORBIDDEN: &str = "A lane token on any lane but its own (another lane's or
      the answer is the same)";
 const NOT_FOUND: &str = "No such lane (admin token)";
 const CONFLICT: &str = "The lane's state does not allow this now; `detail` says why";
-const UNAVAILABLE: &str = "The lane is down or did not answer in time (try again), or lanehub is \
-     shutting down (`type` `shutting_down`: nothing new starts, cancel and reset still work)";
+const UNAVAILABLE: &str = "The lane is down or did not answer in time (try again), lanehub is \
+     shutting down (`type` `shutting_down`: nothing new starts, cancel and reset still work), or \
+     it cannot write its database (`type` `store_unavailable`: nothing new starts until it can)";
 
 #[derive(OpenApi)]
 #[openapi(
