@@ -1,9 +1,11 @@
 //! The CIBA endpoints: start a Login from a phone number, and poll the token endpoint for it.
 //!
-//! Both take Basic auth (`client_id:client_secret` of a configured merchant) and a form body,
-//! and answer errors OAuth style (`{error, error_description}`): 401 `invalid_client` for bad
-//! credentials, 400 for everything the client sent wrong, 429 with `Retry-After` while another
-//! request to the same customer is pending. Credentials are checked before the body is read.
+//! Both take the client credentials of a configured merchant, as Basic auth
+//! (`client_secret_basic`) or as `client_id` and `client_secret` in the form body
+//! (`client_secret_post`), and answer errors OAuth style (`{error, error_description}`): 401
+//! `invalid_client` for bad credentials, 400 for everything the client sent wrong, 429 with
+//! `Retry-After` while another request to the same customer is pending. Basic credentials are
+//! checked before the rest of the body is read.
 
 use actix_web::error::UrlencodedError;
 use actix_web::http::StatusCode;
