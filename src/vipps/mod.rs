@@ -207,4 +207,20 @@ mod tests {
         );
         assert_eq!(Operation::from_request("GET", "/sim/v1/payments"), None);
     }
+
+    #[test]
+    fn every_api_has_operations_and_check_in_is_alone_in_its_own() {
+        for api in Api::ALL {
+            assert!(Operation::ALL.iter().any(|op| op.api() == api), "{api:?}");
+            let json = serde_json::to_string(&api).unwrap();
+            assert_eq!(json, format!("\"{}\"", api.as_str()));
+        }
+        let check_in: Vec<Operation> = Operation::ALL
+            .into_iter()
+            .filter(|op| op.api() == Api::CheckIn)
+            .collect();
+        assert_eq!(check_in, [Operation::CheckIn]);
+        assert!(!Api::CheckIn.needed_for_payments());
+        assert!(Api::Epayment.needed_for_payments() && Api::AccessToken.needed_for_payments());
+    }
 }
