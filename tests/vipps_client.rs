@@ -644,6 +644,37 @@ async fn refused_and_dropped_connections_are_retryable() {
 }
 
 #[actix_web::test]
+async fn client_secret_post_puts_the_credentials_in_the_form_only() {
+    let server = Scripted::start(canned);
+    let mut settings = vipps_settings(&server.base_url);
+    settings.login_client_auth = LoginClientAuth::ClientSecretPost;
+    let client = VippsClient::new(&settings).unwrap();
+    let auth = client
+        .login_authenticate(&LoginRequest {
+            phone_number: phone("4791234567"),
+            scopes: vec!["name".into()],
+            binding_message: None,
+            requested_expiry: None,
+        })
+        .await
+        .unwrap();
+    client.login_token(&auth.auth_req_id).await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.header("authorization"), None, "{}", s.path);
+        assert!(
+            s.body
+                .ends_with("&client_id=sim-client&client_secret=sim-secret"),
+            "{}: {}",
+            s.path,
+            s.body
+        );
+    }
+    server.stop().await;
+}
+
+#[actix_web::test]
 async fn bad_input_is_refused_before_sending() {
     let server = Scripted::start(canned);
     let client = VippsClient::new(&vipps_settings(&server.base_url)).unwrap();
