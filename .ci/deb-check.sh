@@ -99,6 +99,7 @@ step "package contents"
 version=$(dpkg-deb -f "$deb" Version)
 [ "$(dpkg-deb -f "$deb" Package)" = "$PKG" ] || fail "the package is not named $PKG"
 dpkg-deb -f "$deb" Depends | grep -q adduser || fail "Depends lacks adduser (the postinst uses it)"
+dpkg-deb -f "$deb" Depends | grep -q ca-certificates || fail "Depends lacks ca-certificates (HTTPS to Vipps needs the CA store)"
 dpkg-deb -e "$deb" "$work/control"
 for f in "$CONF" "$DEFAULTS"; do
     grep -qx "$f" "$work/control/conffiles" || fail "$f is not a conffile (control/conffiles: $(tr '\n' ' ' <"$work/control/conffiles"))"

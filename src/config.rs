@@ -107,7 +107,8 @@ pub struct SupervisorSettings {
 pub struct ApiSettings {
     pub listen: SocketAddr,
     pub admin_token: SecretString,
-    /// Webhook deliveries whose `x-ms-date` is further than this from now are refused.
+    /// Correctly signed webhook deliveries whose `x-ms-date` is further than this from now are
+    /// accepted all the same, and counted as late.
     #[serde(deserialize_with = "duration")]
     pub webhook_date_tolerance: Duration,
     /// Test hooks (make a lane panic); never enable in a store.
@@ -145,6 +146,17 @@ pub enum VippsMode {
     Remote,
 }
 
+/// How lanehub authenticates to the Login endpoints (`vipps.login_client_auth`): the token
+/// endpoint authentication method set for the client on portal.vipps.no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginClientAuth {
+    /// `Authorization: Basic` with `client_id:client_secret` (Vipps' default).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VippsSettings {
@@ -154,6 +166,8 @@ pub struct VippsSettings {
     pub client_secret: SecretString,
     pub subscription_key: SecretString,
     pub merchant_serial_number: String,
+    /// How the Login calls carry the client credentials.
+    pub login_client_auth: LoginClientAuth,
     pub system_name: String,
     pub plugin_name: String,
     #[serde(deserialize_with = "duration")]
@@ -225,10 +239,22 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// Which Vipps the simulator plays (`sim.profile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimProfile {
+    /// Every API answers as documented.
+    Default,
+    /// As the real test environment (apitest.vipps.no): check-in answers 500, and an
+    /// access-token request without `Content-Length` is refused with 411.
+    TestEnvironment,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimSettings {
     pub listen: SocketAddr,
+    pub profile: SimProfile,
     #[serde(deserialize_with = "duration")]
     pub token_lifetime: Duration,
     #[serde(deserialize_with = "duration")]

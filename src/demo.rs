@@ -300,6 +300,7 @@ impl Demo {
             behaviour,
             qr_token_url: String::new(),
             qr_clear_text_url: None,
+            qr_future_url: String::new(),
         });
     }
 

@@ -23,7 +23,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::domain::{Amount, Currency, LaneId};
-use crate::vipps::Operation;
+use crate::vipps::{Api, Operation};
 
 use MetricKind::{Counter, Gauge};
 
@@ -63,10 +63,13 @@ pub const VIPPS_REQUEST_DURATION: &str = "lanehub_vipps_request_duration_seconds
 pub const VIPPS_RETRIES: &str = "lanehub_vipps_retries_total";
 /// `lanehub_vipps_rate_limit_wait_seconds{operation}` histogram.
 pub const VIPPS_RATE_LIMIT_WAIT: &str = "lanehub_vipps_rate_limit_wait_seconds";
-/// `lanehub_vipps_circuit_open`: 1 while the circuit breaker fails fast.
+/// `lanehub_vipps_circuit_open{api}`: 1 while the API's circuit breaker fails fast.
 pub const VIPPS_CIRCUIT_OPEN: &str = "lanehub_vipps_circuit_open";
 /// `lanehub_webhooks_received_total{event, verdict}`.
 pub const WEBHOOKS_RECEIVED: &str = "lanehub_webhooks_received_total";
+/// `lanehub_webhooks_late_total`: correctly signed webhooks whose `x-ms-date` was further from
+/// lanehub's clock than `api.webhook_date_tolerance`, accepted all the same.
+pub const WEBHOOKS_LATE: &str = "lanehub_webhooks_late_total";
 /// `lanehub_payment_pending_since_timestamp_seconds{lane}`: when the lane's unfinished payment
 /// was requested (Unix seconds), 0 when it has none.
 pub const PAYMENT_PENDING_SINCE: &str = "lanehub_payment_pending_since_timestamp_seconds";
@@ -256,8 +259,6 @@ label_enum! {
         Duplicate => "duplicate",
         /// Missing or wrong signature, or body hash mismatch.
         BadSignature => "bad_signature",
-        /// `x-ms-date` too far from now.
-        Stale => "stale",
         /// Signed, but not a body lanehub can read.
         Malformed => "malformed",
         /// About a payment or login lanehub does not know.
@@ -400,6 +401,8 @@ pub enum LabelValues {
     Fixed(&'static [&'static str]),
     /// `Operation::ALL`.
     VippsOperation,
+    /// `Api::ALL`.
+    VippsApi,
     /// `Currency::ALL`.
     Currency,
     /// This build's version.
@@ -413,6 +416,7 @@ impl LabelValues {
             LabelValues::Lane => Vec::new(),
             LabelValues::Fixed(values) => values.to_vec(),
             LabelValues::VippsOperation => Operation::ALL.iter().map(|o| o.as_str()).collect(),
+            LabelValues::VippsApi => Api::ALL.iter().map(|a| a.as_str()).collect(),
             LabelValues::Currency => Currency::ALL.iter().map(|c| c.as_str()).collect(),
             LabelValues::Version => vec![VERSION],
         }
@@ -658,8 +662,11 @@ pub const RECORDED: &[MetricDef] = &[
         VIPPS_CIRCUIT_OPEN,
         Gauge,
         None,
-        &[],
-        "1 while the Vipps circuit breaker is open and calls fail fast.",
+        &[LabelDef {
+            name: "api",
+            values: LabelValues::VippsApi,
+        }],
+        "1 while the Vipps API's circuit breaker is open and its calls fail fast.",
     ),
     def(
         WEBHOOKS_RECEIVED,
@@ -670,6 +677,13 @@ pub const RECORDED: &[MetricDef] = &[
             fixed("verdict", WebhookVerdict::LABELS),
         ],
         "Vipps webhooks received, by event and what lanehub did with them.",
+    ),
+    def(
+        WEBHOOKS_LATE,
+        Counter,
+        Some(Unit::Count),
+        &[],
+        "Correctly signed webhooks accepted although their x-ms-date was older (or newer) than the tolerance.",
     ),
     def(
         QUEUE_DEPTH,
@@ -1098,9 +1112,14 @@ pub fn vipps_rate_limit_wait(operation: Operation, wait: Duration) {
         .record(wait.as_secs_f64());
 }
 
-/// The Vipps circuit breaker opened (`true`) or closed (`false`).
-pub fn vipps_circuit_open(open: bool) {
-    metrics::gauge!(VIPPS_CIRCUIT_OPEN).set(if open { 1.0 } else { 0.0 });
+/// The circuit breaker of a Vipps API opened (`true`) or closed (`false`).
+pub fn vipps_circuit_open(api: Api, open: bool) {
+    metrics::gauge!(VIPPS_CIRCUIT_OPEN, "api" => api.as_str()).set(if open { 1.0 } else { 0.0 });
+}
+
+/// A correctly signed webhook arrived with an `x-ms-date` outside the tolerance.
+pub fn webhook_late() {
+    metrics::counter!(WEBHOOKS_LATE).increment(1);
 }
 
 /// A webhook arrived and got a verdict.

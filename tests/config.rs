@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use lanehub::config::{Settings, VippsMode};
+use lanehub::config::{LoginClientAuth, Settings, SimProfile, VippsMode};
 use secrecy::ExposeSecret;
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -36,6 +36,36 @@ fn built_in_defaults_are_the_documented_ones() {
         .collect();
     assert!(phones.contains(&"4791234567") && phones.contains(&"4798765432"));
     assert_eq!(s.lanes.len(), 2);
+    assert_eq!(s.sim.profile, SimProfile::Default);
+    assert_eq!(
+        s.vipps.login_client_auth,
+        LoginClientAuth::ClientSecretBasic
+    );
+}
+
+#[test]
+fn simulator_profile_and_login_client_auth_take_their_documented_values() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("LANEHUB__SIM__PROFILE", "test-environment"),
+            ("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "client_secret_post"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.sim.profile, SimProfile::TestEnvironment);
+    assert_eq!(s.vipps.login_client_auth, LoginClientAuth::ClientSecretPost);
+
+    let err = Settings::load(None, env(&[("LANEHUB__SIM__PROFILE", "production")])).unwrap_err();
+    assert_eq!(err.key, "sim.profile");
+    assert!(err.message.contains("test-environment"), "{err}");
+    let err = Settings::load(
+        None,
+        env(&[("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "private_key_jwt")]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "vipps.login_client_auth");
+    assert!(err.message.contains("client_secret_post"), "{err}");
 }
 
 #[test]

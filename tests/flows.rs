@@ -12,7 +12,8 @@ use std::time::Duration;
 use actix_codec::{Decoder, Encoder};
 use actix_http::ws;
 use actix_web::web::BytesMut;
-use lanehub::config::{LaneSettings, Settings};
+use futures_util::future::join_all;
+use lanehub::config::{LaneSettings, Settings, SimProfile};
 use lanehub::domain::Msisdn;
 use lanehub::startup::Application;
 use lanehub::store::{MemberSource, MembershipStore, Store};
@@ -84,6 +85,13 @@ async fn start(settings: Settings) -> Hub {
 async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> Hub {
     settings.store.data_dir = data.path().to_owned();
     let lane_ids: Vec<String> = settings.lanes.iter().map(|l| l.id.to_string()).collect();
+    let seeded: Vec<Msisdn> = settings
+        .sim
+        .customers
+        .iter()
+        .filter(|c| c.member)
+        .map(|c| c.phone_number.clone())
+        .collect();
     let app = Application::build(settings).expect("lanehub builds");
     let hub = Hub {
         api: format!("http://{}", app.addr()),
@@ -97,8 +105,15 @@ async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> Hub {
     for lane in &lane_ids {
         hub.wait_lane(lane, "up", |s| s["up"] == true).await;
     }
-    // The simulator's club members are seeded in the background: a scan before that finds none.
-    wait_member(&hub, &MEMBER.parse().unwrap(), "the seeded demo member").await;
+    // The simulator's members are seeded into the club in the background at start; a scan
+    // before that would meet a non-member.
+    let deadline = Instant::now() + PATIENCE;
+    for phone in &seeded {
+        while hub.store.member(phone).await.unwrap().is_none() {
+            assert!(Instant::now() < deadline, "member {phone} was never seeded");
+            tokio::time::sleep(POLL).await;
+        }
+    }
     hub
 }
 
@@ -657,9 +672,11 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     settings.vipps.retry_initial_backoff = ms(50);
     settings.vipps.retry_max_backoff = ms(100);
     settings.vipps.circuit_failure_threshold = 1;
-    // Long enough that the circuit is still open when the cashier presses pay on a slow machine:
-    // a probe let through in half-open state would reach Vipps and leave the payment uncertain.
+    // Long enough that the circuit is still open when the cashier presses pay on a slow machine.
     settings.vipps.circuit_cool_down = ms(4_000);
+    // Access tokens expire soon, so that lanehub needs a new one while Vipps is down.
+    let token_lifetime = ms(1_500);
+    settings.sim.token_lifetime = token_lifetime;
     let hub = start(settings).await;
     let mut term = hub.terminal("1").await;
     let qr = hub.qr(MEMBER, true).await;
@@ -678,8 +695,8 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
         tokio::time::sleep(POLL).await;
     }
 
-    // Every Vipps call fails. The first call that gives up (the QR exchange, whose clear-text
-    // number identifies the customer anyway, or the check-in) opens the circuit.
+    // Every Vipps call fails, the access token too. The QR exchange failing does not stop the
+    // checkout (the clear-text number identifies the customer), nor does the check-in.
     hub.sim_call(
         reqwest::Method::PUT,
         "/faults",
@@ -691,6 +708,9 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     term.message("member_welcomed").await;
     let check_in = term.event("check_in").await;
     assert_eq!(check_in["data"]["code"], "check_in_failed", "{check_in}");
+    // By now the token has expired and fetching another failed: the access-token circuit is
+    // open, so no call that needs a token is sent.
+    tokio::time::sleep(token_lifetime).await;
 
     // The payment cannot be sent: the cashier is told at once, and nothing exists at Vipps.
     let (status, body) = hub.pay("1").await;
@@ -707,7 +727,7 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     assert_eq!(done["state"], "idle");
     assert!(hub.vipps_payments().await.is_empty());
 
-    // Vipps recovers. Once the circuit lets a probe through (a check-in succeeds), checkouts work.
+    // Vipps recovers. Once the circuits let a probe through (a check-in succeeds), checkouts work.
     hub.sim_call(reqwest::Method::DELETE, "/faults", None).await;
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -729,6 +749,98 @@ async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
     hub.pay("1").await;
     term.message("payment_approved").await;
     assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
+}
+
+#[actix_web::test]
+async fn check_in_failing_in_the_test_environment_never_stops_payments() {
+    // As in the real test environment, every check-in answers 500.
+    let mut settings = fast_settings();
+    settings.sim.profile = SimProfile::TestEnvironment;
+    let ids = ["1", "2", "3", "4", "5", "6"];
+    settings.lanes = lanes(&ids);
+    // Fewer failed check-ins than lanes open a circuit.
+    assert!(settings.vipps.circuit_failure_threshold < ids.len() as u32);
+    let hub = start(settings).await;
+    let mut terms = Vec::new();
+    for id in ids {
+        terms.push(hub.terminal(id).await);
+    }
+
+    // Six customers scan at once; every check-in fails, every customer is welcomed.
+    let qr = hub.qr(MEMBER, false).await;
+    for (status, body) in join_all(ids.map(|id| hub.scan(id, &qr))).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    for term in &mut terms {
+        term.message("member_welcomed").await;
+        let check_in = term.event("check_in").await;
+        assert_eq!(check_in["data"]["code"], "check_in_failed", "{check_in}");
+    }
+    let check_ins = hub.sim_get("/checkins").await;
+    assert!(
+        check_ins
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["outcome"] == "server_error"),
+        "{check_ins}"
+    );
+
+    // Check-in's circuit is open, and lanehub is ready all the same. (Not read from the metrics:
+    // the recorder is one per process, shared with the other tests' lanehubs.)
+    let res = hub
+        .http
+        .get(format!("{}/readyz", hub.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ready: Value = res.json().await.unwrap();
+    assert_eq!(
+        ready["vipps"]["apis"]["check_in"]["circuit"], "open",
+        "{ready}"
+    );
+    assert_eq!(
+        ready["vipps"]["apis"]["epayment"]["circuit"], "closed",
+        "{ready}"
+    );
+    assert_eq!(ready["vipps"]["circuitOpen"], false, "{ready}");
+
+    // Every lane takes its payment.
+    for id in ids {
+        let (status, body) = hub.pay(id).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for term in &mut terms {
+        term.message("payment_approved").await;
+    }
+    let payments = hub.vipps_payments().await;
+    assert_eq!(payments.len(), ids.len());
+    assert!(
+        payments.iter().all(|p| captured(p) == AMOUNT),
+        "{payments:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_personal_qr_of_a_new_shape_goes_to_the_exchange() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    // A shape no integration knows yet; only the QR exchange understands it.
+    let customer = hub.sim_get(&format!("/customers/{NON_MEMBER}")).await;
+    let qr = customer["qrFutureUrl"].as_str().expect("a new-shape QR");
+    assert!(qr.starts_with("https://qr.vipps.no/c/"), "{qr}");
+    let (status, body) = hub.scan("1", qr).await;
+    assert_eq!(status, 200, "{body}");
+    let snapshot = term.message("non_member").await;
+    assert_eq!(snapshot["state"], "ready_for_payment", "{snapshot}");
+    hub.command("1", "reset", json!({})).await;
+    term.message("session_closed").await;
+
+    // A QR-host URL the exchange does not know is refused by the exchange.
+    let (status, body) = hub.scan("1", "https://qr.vipps.no/c/nobody?v=3").await;
+    assert_eq!(status, 200, "{body}");
+    term.message("qr_not_recognised").await;
 }
 
 #[actix_web::test]

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use lanehub::domain::{Currency, LaneId};
 use lanehub::metrics::{self, MetricKind};
-use lanehub::vipps::Operation;
+use lanehub::vipps::{Api, Operation};
 
 /// The table: name and type. The catalogue may hold more, never less.
 const TABLE: &[(&str, &str)] = &[
@@ -33,6 +33,7 @@ const TABLE: &[(&str, &str)] = &[
     ("lanehub_vipps_rate_limit_wait_seconds", "histogram"),
     ("lanehub_vipps_circuit_open", "gauge"),
     ("lanehub_webhooks_received_total", "counter"),
+    ("lanehub_webhooks_late_total", "counter"),
 ];
 
 fn lane(id: &str) -> LaneId {
@@ -158,7 +159,10 @@ fn every_known_series_exists_at_zero() {
         ),
         Some(1.0)
     );
-    assert_eq!(value(text, "lanehub_vipps_circuit_open"), Some(0.0));
+    for api in Api::ALL {
+        let series = format!("lanehub_vipps_circuit_open{{api=\"{}\"}}", api.as_str());
+        assert_eq!(value(text, &series), Some(0.0), "{series}");
+    }
     for op in Operation::ALL {
         for outcome in metrics::RequestOutcome::LABELS {
             let series = format!(

@@ -656,8 +656,12 @@ async fn a_failing_event_is_retried_and_holds_back_later_ones() {
         ]
     );
     for r in &all {
-        assert_eq!(r.verify(&secret), Ok(()), "every attempt is signed afresh");
+        assert_eq!(r.verify(&secret), Ok(()), "every attempt is signed");
     }
+    // Retries are not re-dated: every attempt at the first event carries the first one's date.
+    assert!(all[0].date.is_some());
+    assert_eq!(all[1].date, all[0].date, "a retry keeps its x-ms-date");
+    assert_eq!(all[2].date, all[0].date, "a retry keeps its x-ms-date");
     let seen: Vec<(u64, &str, Option<u64>)> = log
         .iter()
         .map(|a| {

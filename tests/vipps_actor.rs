@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use lanehub::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 use lanehub::vipps::actor::LoginOutcome;
 use lanehub::vipps::models::*;
-use lanehub::vipps::{VippsActorSettings, VippsError, VippsHandle};
+use lanehub::vipps::{Api, VippsActorSettings, VippsError, VippsHandle};
 use serde_json::json;
 use tokio::time::Instant;
 use vipps_support::*;
@@ -370,7 +370,9 @@ async fn circuit_opens_fails_fast_and_closes_after_a_probe() {
         let err = handle.get_payment(&r).await.unwrap_err();
         assert_eq!(err.kind(), "deadline_exceeded", "{err}");
     }
-    assert!(handle.status().await.unwrap().circuit_open);
+    let status = handle.status().await.unwrap();
+    assert!(status.circuit_open(Api::Epayment));
+    assert!(!status.circuit_open(Api::AccessToken), "tokens came");
     let before = server.seen().len();
     let started = Instant::now();
     let err = handle.get_payment(&r).await.unwrap_err();
@@ -382,7 +384,7 @@ async fn circuit_opens_fails_fast_and_closes_after_a_probe() {
     down.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(350)).await;
     handle.get_payment(&r).await.unwrap();
-    assert!(!handle.status().await.unwrap().circuit_open);
+    assert!(!handle.status().await.unwrap().circuit_open(Api::Epayment));
     handle.get_payment(&r).await.unwrap();
     server.stop().await;
 }
@@ -397,9 +399,70 @@ async fn connection_errors_open_the_circuit() {
         .get_payment(&reference("lane1-0000001"))
         .await
         .unwrap_err();
-    // Three connection failures open the circuit within the one call, which then fails fast.
-    assert!(matches!(err, VippsError::Unavailable { .. }), "{err}");
-    assert!(handle.status().await.unwrap().circuit_open);
+    // Three failed token fetches open the access-token circuit within the one call, which then
+    // fails fast; ePayment itself was never reached, so its circuit stays closed.
+    assert!(
+        matches!(
+            err,
+            VippsError::Unavailable {
+                api: Api::AccessToken,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let status = handle.status().await.unwrap();
+    assert!(status.circuit_open(Api::AccessToken));
+    assert!(!status.circuit_open(Api::Epayment));
+}
+
+#[actix_web::test]
+async fn check_in_failing_everywhere_never_stops_payments() {
+    // The real test environment answers every check-in with 500.
+    let sim = Sim::start(|s| s.sim.profile = lanehub::config::SimProfile::TestEnvironment);
+    let mut settings = fast();
+    settings.retry_deadline = Duration::from_millis(200);
+    let handle = handle_for(&sim.vipps.base_url, settings);
+    // Many lanes check customers in at once, as a busy store does.
+    let check_ins = (0..8).map(|_| {
+        let h = handle.clone();
+        async move { h.check_in(&phone("4791234567"), true).await }
+    });
+    for result in join_all(check_ins).await {
+        assert!(result.is_err(), "check-in answers 500 here");
+    }
+    let status = handle.status().await.unwrap();
+    assert!(status.circuit_open(Api::CheckIn), "{status:?}");
+    for api in [Api::AccessToken, Api::Qr, Api::Epayment] {
+        assert!(!status.circuit_open(api), "{api:?}: {status:?}");
+    }
+    // Check-in now fails fast, while payments go through.
+    let err = handle
+        .check_in(&phone("4791234567"), true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VippsError::Unavailable {
+                api: Api::CheckIn,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let r = reference("lane1-health-0001");
+    let request = CreatePaymentRequest::in_store(
+        r.clone(),
+        Amount::nok(100),
+        phone("4791234567"),
+        "Groceries",
+    );
+    handle
+        .create_payment(&key("k-health-1"), &request)
+        .await
+        .expect("payments are not stopped by check-in");
+    assert_eq!(handle.get_payment(&r).await.unwrap().reference, r);
 }
 
 // ---------------------------------------------------------------------------------------------

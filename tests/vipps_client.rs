@@ -6,6 +6,7 @@ mod vipps_support;
 
 use std::time::Duration;
 
+use lanehub::config::LoginClientAuth;
 use lanehub::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 use lanehub::vipps::models::*;
 use lanehub::vipps::{VippsClient, VippsError};
@@ -37,6 +38,39 @@ async fn access_token_from_the_simulator() {
     assert!(
         !format!("{token:?}").contains("sim."),
         "the token must not print"
+    );
+}
+
+#[actix_web::test]
+async fn the_token_request_states_its_empty_length() {
+    // Like the gateway in front of the real test environment, this one wants a Content-Length.
+    let sim = Sim::start(|s| s.sim.profile = lanehub::config::SimProfile::TestEnvironment);
+    let client = VippsClient::new(&sim.vipps).unwrap();
+    let token = client
+        .fetch_token()
+        .await
+        .expect("a token in the test environment");
+    assert_eq!(token.expires_in(), Duration::from_secs(3600));
+
+    // The simulator does refuse a POST without one.
+    let addr = sim.server.addr;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST /accesstoken/get HTTP/1.1\r\nHost: {addr}\r\nclient_id: sim-client\r\n\
+         client_secret: sim-secret\r\nOcp-Apim-Subscription-Key: sim-subscription-key\r\n\
+         Connection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut answer)
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 411"), "{answer}");
+    assert!(
+        answer.contains("Content-Length"),
+        "says what is missing: {answer}"
     );
 }
 
@@ -107,7 +141,17 @@ async fn qr_exchange_and_check_in() {
 
 #[actix_web::test]
 async fn login_from_phone_number_until_userinfo() {
-    let sim = Sim::start(|_| {});
+    login_until_userinfo(LoginClientAuth::ClientSecretBasic).await;
+}
+
+#[actix_web::test]
+async fn login_with_client_secret_post() {
+    login_until_userinfo(LoginClientAuth::ClientSecretPost).await;
+}
+
+async fn login_until_userinfo(client_auth: LoginClientAuth) {
+    let mut sim = Sim::start(|_| {});
+    sim.vipps.login_client_auth = client_auth;
     let client = VippsClient::new(&sim.vipps).unwrap();
     let discovery = client.discovery().await.unwrap();
     assert!(!discovery.token_endpoint.is_empty());
@@ -417,7 +461,12 @@ async fn every_call_carries_the_required_headers() {
         assert!(s.header("vipps-system-plugin-version").is_some());
         let userinfo = s.path == "/vipps-userinfo-api/userinfo";
         let discovery = s.path.ends_with("openid-configuration");
-        if !userinfo && !discovery {
+        let login = s.path.contains("login-ciba") || s.path.ends_with("/oauth2/token");
+        if login {
+            // Only what the Login spec names: no subscription key.
+            assert_eq!(s.header("ocp-apim-subscription-key"), None, "{}", s.path);
+            assert_eq!(s.header("merchant-serial-number"), Some("123456"));
+        } else if !userinfo && !discovery {
             assert_eq!(
                 s.header("ocp-apim-subscription-key"),
                 Some("sim-subscription-key"),
@@ -434,6 +483,8 @@ async fn every_call_carries_the_required_headers() {
                 assert_eq!(s.header("client_id"), Some("sim-client"));
                 assert_eq!(s.header("client_secret"), Some("sim-secret"));
                 assert_eq!(auth, "");
+                // An empty body with a length, as Vipps' samples send it.
+                assert_eq!(s.header("content-length"), Some("0"));
             }
             "/vipps-login-ciba/api/backchannel/authentication"
             | "/access-management-1.0/access/oauth2/token" => {
@@ -590,6 +641,37 @@ async fn refused_and_dropped_connections_are_retryable() {
     let err = client.fetch_token().await.unwrap_err();
     assert!(matches!(err, VippsError::Connection { .. }), "{err}");
     assert!(err.is_retryable());
+}
+
+#[actix_web::test]
+async fn client_secret_post_puts_the_credentials_in_the_form_only() {
+    let server = Scripted::start(canned);
+    let mut settings = vipps_settings(&server.base_url);
+    settings.login_client_auth = LoginClientAuth::ClientSecretPost;
+    let client = VippsClient::new(&settings).unwrap();
+    let auth = client
+        .login_authenticate(&LoginRequest {
+            phone_number: phone("4791234567"),
+            scopes: vec!["name".into()],
+            binding_message: None,
+            requested_expiry: None,
+        })
+        .await
+        .unwrap();
+    client.login_token(&auth.auth_req_id).await.unwrap();
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for s in &seen {
+        assert_eq!(s.header("authorization"), None, "{}", s.path);
+        assert!(
+            s.body
+                .ends_with("&client_id=sim-client&client_secret=sim-secret"),
+            "{}: {}",
+            s.path,
+            s.body
+        );
+    }
+    server.stop().await;
 }
 
 #[actix_web::test]

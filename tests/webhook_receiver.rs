@@ -1,5 +1,7 @@
-//! lanehub's webhook endpoint: signed deliveries are accepted once, forged, stale and malformed
-//! ones are refused, and nothing unverified is routed to a lane.
+//! lanehub's webhook endpoint: signed deliveries are accepted once whatever their date, forged and
+//! malformed ones are refused, and nothing unverified is routed to a lane. Deliveries are signed
+//! with `signature::sign` for the registered URL as the simulator signs them
+//! (`sim::webhooks::delivery::Target`).
 
 use std::time::{Duration, SystemTime};
 
@@ -8,6 +10,7 @@ use lanehub::domain::{Amount, LaneId, PaymentReference};
 use lanehub::http::webhooks::{WebhookReceiver, routes};
 use lanehub::lane::view::LaneSnapshot;
 use lanehub::lane::{LaneHandle, Lanes};
+use lanehub::sim::webhooks::delivery::Target;
 use lanehub::store::Store;
 use lanehub::vipps::signature;
 use secrecy::SecretString;
@@ -22,11 +25,17 @@ fn body(reference: &str, name: &str) -> String {
 }
 
 fn signed(body: &str, secret: &str, date: SystemTime) -> test::TestRequest {
+    signed_for(URL, body, secret, date)
+}
+
+/// A delivery signed as the simulator signs one for a registration of `url`.
+fn signed_for(url: &str, body: &str, secret: &str, date: SystemTime) -> test::TestRequest {
     let date = httpdate::fmt_http_date(date);
+    let target = Target::new("wh-1".into(), url.parse().unwrap(), secret.to_owned());
     let h = signature::sign(
         secret,
-        "/vipps/webhooks",
-        "store.example.no",
+        &target.path_and_query,
+        &target.host,
         &date,
         body.as_bytes(),
     );
@@ -40,6 +49,10 @@ fn signed(body: &str, secret: &str, date: SystemTime) -> test::TestRequest {
 }
 
 async fn setup() -> (Store, Lanes, web::Data<WebhookReceiver>) {
+    setup_for(URL).await
+}
+
+async fn setup_for(url: &str) -> (Store, Lanes, web::Data<WebhookReceiver>) {
     let dir = std::env::temp_dir().join(format!(
         "lanehub-webhooks-{}",
         uuid::Uuid::new_v4().simple()
@@ -71,7 +84,7 @@ async fn setup() -> (Store, Lanes, web::Data<WebhookReceiver>) {
             terminal_connected: false,
         },
     ));
-    let receiver = WebhookReceiver::new(URL, Duration::from_secs(300)).unwrap();
+    let receiver = WebhookReceiver::new(url, Duration::from_secs(300)).unwrap();
     receiver.set_secret(SecretString::from(SECRET));
     (store, lanes, web::Data::new(receiver))
 }
@@ -108,9 +121,33 @@ async fn deliveries_are_verified_deduplicated_and_refused_when_forged() {
     let res = test::call_service(&app, tampered).await;
     assert_eq!(res.status(), 401, "a body changed after signing is refused");
 
-    let stale = now - Duration::from_secs(3600);
-    let res = test::call_service(&app, signed(&good, SECRET, stale).to_request()).await;
-    assert_eq!(res.status(), 401, "a delivery dated an hour ago is refused");
+    // Vipps retries a failed delivery for days and may keep its first date: a correct signature
+    // is accepted whatever the age, a wrong one is not.
+    let metrics = lanehub::metrics::install().unwrap();
+    let late_count = || {
+        metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix("lanehub_webhooks_late_total "))
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let before = late_count();
+    let late = body("lh-1-0123456789abcdef", "CAPTURED");
+    let old = now - Duration::from_secs(3 * 24 * 3600);
+    let res = test::call_service(&app, signed(&late, SECRET, old).to_request()).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "a delivery dated three days ago is accepted"
+    );
+    assert_eq!(late_count(), before + 1.0, "and counted as late");
+    let forged_old = signed(&late.replace("CAPTURED", "REFUNDED"), "another-secret", old);
+    let res = test::call_service(&app, forged_old.to_request()).await;
+    assert_eq!(
+        res.status(),
+        401,
+        "an old date does not excuse a bad signature"
+    );
 
     let unsigned = test::TestRequest::post()
         .uri("/vipps/webhooks")
@@ -132,6 +169,29 @@ async fn deliveries_are_verified_deduplicated_and_refused_when_forged() {
     let ping = r#"{"auth_req_id":"abc"}"#;
     let res = test::call_service(&app, signed(ping, SECRET, now).to_request()).await;
     assert_eq!(res.status(), 200, "the Login ping is accepted");
+}
+
+#[actix_web::test]
+async fn the_signed_host_is_the_normalised_one() {
+    // Registered with capitals and the default port; Vipps (and the simulator) sign the host in
+    // lower case without the port.
+    let url = "https://Store.Example.NO:443/vipps/webhooks";
+    let (store, lanes, receiver) = setup_for(url).await;
+    let app = test::init_service(
+        App::new()
+            .app_data(web::Data::new(lanes))
+            .app_data(web::Data::new(store))
+            .app_data(receiver)
+            .configure(routes),
+    )
+    .await;
+    let good = body("lh-1-0123456789abcdef", "AUTHORIZED");
+    let res = test::call_service(
+        &app,
+        signed_for(url, &good, SECRET, SystemTime::now()).to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
 }
 
 #[actix_web::test]

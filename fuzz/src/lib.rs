@@ -23,7 +23,7 @@ use lanehub::http::problem::ApiError;
 use lanehub::lane::view::MoneyDto;
 use lanehub::scanner::{
     BarcodeFormat, DEFAULT_INTER_REPORT_TIMEOUT, DecodeError, HidPosDecoder, KeyboardDecoder,
-    MAX_SCAN_BYTES, PersonalQrForm, Scan, ScanKind, classify,
+    MAX_SCAN_BYTES, PersonalQrForm, QR_HOSTS, Scan, ScanKind, classify,
 };
 use lanehub::session::PayRequest;
 use lanehub::vipps::models::MAX_AMOUNT_MINOR_UNITS;
@@ -94,10 +94,17 @@ pub fn classify_scan(data: &[u8]) {
                 "a personal QR keeps the trimmed scan whole"
             );
             assert!(text.len() <= MAX_SCAN_BYTES);
-            let head = qr.raw.get(..20).unwrap_or_default();
-            assert!(head.eq_ignore_ascii_case("https://qr.vipps.no/"), "{head}");
+            let on_qr_host = QR_HOSTS.iter().any(|host| {
+                let prefix = format!("https://{host}/");
+                qr.raw
+                    .get(..prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(&prefix))
+            });
+            assert!(on_qr_host, "{}", qr.raw);
             match qr.form {
-                PersonalQrForm::Token => assert!(qr.clear_text_msisdn.is_none()),
+                PersonalQrForm::Token | PersonalQrForm::Other => {
+                    assert!(qr.clear_text_msisdn.is_none())
+                }
                 PersonalQrForm::ClearText => {
                     if let Some(m) = &qr.clear_text_msisdn {
                         assert!(

@@ -844,6 +844,7 @@ async fn run_in(
                 },
                 qr_token_url: String::new(),
                 qr_clear_text_url: None,
+                qr_future_url: String::new(),
             });
         }
     }

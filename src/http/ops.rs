@@ -2,6 +2,7 @@
 //! with a valid token, not shutting down), `/metrics` (Prometheus text format). None needs a
 //! token.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::http::Method;
@@ -13,6 +14,7 @@ use super::resource;
 use crate::lane::Lanes;
 use crate::metrics::MetricsHandle;
 use crate::startup::AppState;
+use crate::vipps::ApiStatus;
 
 /// How long `/readyz` waits for a Vipps access token before answering not ready.
 pub const READY_TOKEN_DEADLINE: Duration = Duration::from_secs(3);
@@ -65,9 +67,24 @@ pub struct LanesReadiness {
 pub struct VippsReadiness {
     /// Whether a Vipps access token could be had.
     pub token: bool,
+    /// Whether a circuit that payments need (access token, ePayment) is open.
     pub circuit_open: bool,
     /// Why no token could be had.
     pub error: Option<String>,
+    /// Each Vipps API's circuit, by API (`access_token`, `qr`, `check_in`, `login`, `epayment`,
+    /// `webhooks`). Only `access_token` and `epayment` decide readiness.
+    pub apis: BTreeMap<&'static str, ApiReadiness>,
+}
+
+/// One Vipps API's circuit breaker.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiReadiness {
+    /// `closed`, `open` or `half_open`.
+    #[schema(example = "closed")]
+    pub circuit: &'static str,
+    /// Whole seconds until a call may try again, while calls fail fast.
+    pub retry_in_secs: Option<u64>,
 }
 
 /// Liveness: answers as long as the process serves HTTP.
@@ -97,7 +114,11 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
         .collect();
     let vipps = state.vipps.with_deadline(READY_TOKEN_DEADLINE);
     let token = vipps.access_token().await;
-    let circuit_open = state.vipps.status().await.is_ok_and(|s| s.circuit_open);
+    let status = state.vipps.status().await.ok();
+    let apis: Vec<ApiStatus> = status.map(|s| s.apis.to_vec()).unwrap_or_default();
+    let circuit_open = apis
+        .iter()
+        .any(|a| a.api.needed_for_payments() && a.is_open());
     let vipps_ok = token.is_ok() && !circuit_open;
     let store = state.store.health().borrow().clone();
     let ready = down.is_empty() && vipps_ok && !shutting_down && store.writable;
@@ -112,6 +133,16 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
             token: token.is_ok(),
             circuit_open,
             error: token.err().map(|e| e.to_string()),
+            apis: apis
+                .iter()
+                .map(|a| {
+                    let readiness = ApiReadiness {
+                        circuit: a.circuit,
+                        retry_in_secs: a.retry_in.map(|d| d.as_secs_f64().ceil() as u64),
+                    };
+                    (a.api.as_str(), readiness)
+                })
+                .collect(),
         },
         store: StoreReadiness {
             writable: store.writable,

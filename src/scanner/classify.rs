@@ -1,10 +1,12 @@
 //! What a scan is: a Vipps or MobilePay personal QR, a product barcode, or unknown.
 //!
-//! Personal QR codes come in two documented forms: the Vipps clear-text URL
+//! Personal QR codes come in two documented forms today: the Vipps clear-text URL
 //! `https://qr.vipps.no/28/2/01/031/<msisdn>?v=1` and the tokenised
-//! `https://qr.vipps.no/p/<token>` that MobilePay uses (and Vipps will). Either way the complete
-//! text goes to the QR exchange API; the number in a clear-text URL is only a fallback. Product
-//! barcodes are EAN-13, EAN-8 and UPC-A with a valid check digit.
+//! `https://qr.vipps.no/p/<token>` that MobilePay uses (and Vipps will). Vipps says the content
+//! may change at any time, so any https URL on a Vipps or MobilePay QR host ([`QR_HOSTS`]) is a
+//! personal QR candidate, whatever its path: the complete text goes to the QR exchange API, which
+//! alone decides whether it is a personal QR. The number in a clear-text URL is only a fallback.
+//! Product barcodes are EAN-13, EAN-8 and UPC-A with a valid check digit.
 //!
 //! What must stay true: `classify` is pure, total and never panics; input longer than
 //! `MAX_SCAN_BYTES` is unknown.
@@ -15,9 +17,12 @@ use std::str::FromStr;
 use crate::domain::Msisdn;
 use crate::scanner::decode::MAX_SCAN_BYTES;
 
-const QR_PREFIX: &str = "https://qr.vipps.no/";
-/// Longer tokens than this are not personal QR codes (documented tokens are about 20 characters).
-const MAX_TOKEN_LEN: usize = 512;
+/// Hosts whose https URLs are sent to the QR exchange: Vipps' (MobilePay's personal codes use it
+/// too) and MobilePay's own QR hosts.
+pub const QR_HOSTS: [&str; 3] = ["qr.vipps.no", "qr.mobilepay.dk", "qr.mobilepay.fi"];
+const SCHEME: &str = "https://";
+/// Longer QR texts than this are not personal QR codes (documented ones are under 60 characters).
+const MAX_QR_LEN: usize = 1024;
 
 /// What a scan was, for the lane to act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,19 @@ pub enum PersonalQrForm {
     ClearText,
     /// `https://qr.vipps.no/p/<token>`: MobilePay's code, and Vipps' in the future.
     Token,
+    /// Another URL on a QR host: a shape lanehub does not know; the QR exchange decides.
+    Other,
+}
+
+impl PersonalQrForm {
+    /// `clear_text`, `token` or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersonalQrForm::ClearText => "clear_text",
+            PersonalQrForm::Token => "token",
+            PersonalQrForm::Other => "other",
+        }
+    }
 }
 
 /// A scanned personal QR code.
@@ -86,29 +104,43 @@ pub fn classify(text: &str) -> ScanKind {
 }
 
 fn personal_qr(text: &str) -> Option<PersonalQr> {
-    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+    if text.len() > MAX_QR_LEN || !text.bytes().all(|b| b.is_ascii_graphic()) {
         return None;
     }
     // Scheme and host are case-insensitive (QR generators often upper-case them); the path is not.
-    let head = text.get(..QR_PREFIX.len())?;
-    if !head.eq_ignore_ascii_case(QR_PREFIX) {
+    let head = text.get(..SCHEME.len())?;
+    if !head.eq_ignore_ascii_case(SCHEME) {
         return None;
     }
-    let rest = &text[QR_PREFIX.len()..];
+    let (host, rest) = text[SCHEME.len()..].split_once('/')?;
+    if !QR_HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h)) {
+        return None;
+    }
     let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if rest.is_empty() {
+        // The bare host carries nothing to exchange.
+        return None;
+    }
+    let (form, clear_text_msisdn) = match form_of(path) {
+        Some((form, msisdn)) => (form, msisdn),
+        None => (PersonalQrForm::Other, None),
+    };
+    Some(PersonalQr {
+        raw: text.to_owned(),
+        form,
+        clear_text_msisdn,
+    })
+}
 
+/// The known form of a QR URL's path, with the clear-text number when it parses.
+fn form_of(path: &str) -> Option<(PersonalQrForm, Option<Msisdn>)> {
     if let Some(token) = path.strip_prefix("p/") {
-        let valid = (1..=MAX_TOKEN_LEN).contains(&token.len())
+        let valid = !token.is_empty()
             && token
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'));
-        return valid.then(|| PersonalQr {
-            raw: text.to_owned(),
-            form: PersonalQrForm::Token,
-            clear_text_msisdn: None,
-        });
+        return valid.then_some((PersonalQrForm::Token, None));
     }
-
     let segments: Vec<&str> = path.split('/').collect();
     let [a, b, c, d, number] = segments.as_slice() else {
         return None;
@@ -117,12 +149,8 @@ fn personal_qr(text: &str) -> Option<PersonalQr> {
     if number.is_empty() || ![a, b, c, d].into_iter().all(|s| numeric(s)) {
         return None;
     }
-    Some(PersonalQr {
-        raw: text.to_owned(),
-        form: PersonalQrForm::ClearText,
-        // An unparsable number is still a personal QR: the QR exchange decides.
-        clear_text_msisdn: number.parse().ok(),
-    })
+    // An unparsable number is still a personal QR: the QR exchange decides.
+    Some((PersonalQrForm::ClearText, number.parse().ok()))
 }
 
 /// The product barcode symbologies lanehub accepts.
@@ -355,11 +383,9 @@ mod tests {
     }
 
     #[test]
-    fn other_urls_are_unknown() {
+    fn new_shapes_on_a_qr_host_go_to_the_exchange_whole() {
         for text in [
-            "https://example.com/28/2/01/031/4791234567?v=1",
-            "http://qr.vipps.no/28/2/01/031/4791234567?v=1",
-            "https://qr.vipps.no.evil.example/p/abc",
+            "https://qr.vipps.no/c/9f8e7d6c5b4a?v=3",
             "https://qr.vipps.no/p/",
             "https://qr.vipps.no/p/abc/def",
             "https://qr.vipps.no/P/abc",
@@ -367,10 +393,31 @@ mod tests {
             "https://qr.vipps.no/28/2/01/4791234567?v=1",
             "https://qr.vipps.no/28/x/01/031/4791234567?v=1",
             "https://qr.vipps.no/28/2/01/031/?v=1",
+            "https://qr.vipps.no/?id=abc",
+            "https://QR.MOBILEPAY.DK/u/AbC123",
+            "https://qr.mobilepay.fi/x",
+        ] {
+            let q = qr(text);
+            assert_eq!(q.form, PersonalQrForm::Other, "{text}");
+            assert_eq!(q.raw, text);
+            assert_eq!(q.clear_text_msisdn, None, "{text}");
+        }
+    }
+
+    #[test]
+    fn other_urls_are_unknown() {
+        for text in [
+            "https://example.com/28/2/01/031/4791234567?v=1",
+            "http://qr.vipps.no/28/2/01/031/4791234567?v=1",
+            "https://qr.vipps.no.evil.example/p/abc",
+            "https://evil.example/qr.vipps.no/p/abc",
+            "https://qr.vipps.no:8443/p/abc",
             "https://qr.vipps.no/p/abc def",
             "https://qr.vipps.no/",
+            "https://qr.vipps.no",
             "https://qr.vipps.n",
             "https://www.vipps.no/",
+            "https://mobilepay.dk/",
         ] {
             assert_eq!(classify(text), ScanKind::Unknown, "{text}");
         }
@@ -380,7 +427,7 @@ mod tests {
     fn overlong_input_is_unknown() {
         let long = format!("https://qr.vipps.no/p/{}", "a".repeat(MAX_SCAN_BYTES));
         assert_eq!(classify(&long), ScanKind::Unknown);
-        let long_token = format!("https://qr.vipps.no/p/{}", "a".repeat(MAX_TOKEN_LEN + 1));
+        let long_token = format!("https://qr.vipps.no/p/{}", "a".repeat(MAX_QR_LEN));
         assert_eq!(classify(&long_token), ScanKind::Unknown);
     }
 
@@ -404,7 +451,7 @@ mod tests {
             tail in "[a-zA-Z0-9/?&=.#~_%-]{0,80}",
             upper in any::<bool>(),
         ) {
-            let prefix = if upper { "HTTPS://QR.VIPPS.NO/" } else { QR_PREFIX };
+            let prefix = if upper { "HTTPS://QR.VIPPS.NO/" } else { "https://qr.vipps.no/" };
             let text = format!("{prefix}{tail}");
             if let ScanKind::VippsQr(q) = classify(&text) {
                 prop_assert_eq!(q.raw, text);

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::config::{HidProtocol, KeyboardLayout};
-use crate::scanner::classify::{PersonalQrForm, ScanKind, classify};
+use crate::scanner::classify::{ScanKind, classify};
 use crate::scanner::decode::{ReportDecoder, Scan};
 use crate::scanner::hid::{DeviceError, HidDeviceSummary, list_devices};
 use crate::scanner::keyboard::DEFAULT_INTER_REPORT_TIMEOUT;
@@ -257,10 +257,7 @@ pub fn scan_json(scan: &Scan) -> serde_json::Value {
     });
     match &kind {
         ScanKind::VippsQr(qr) => {
-            value["qr_form"] = json!(match qr.form {
-                PersonalQrForm::ClearText => "clear_text",
-                PersonalQrForm::Token => "token",
-            });
+            value["qr_form"] = json!(qr.form.as_str());
             if let Some(msisdn) = &qr.clear_text_msisdn {
                 value["msisdn_masked"] = json!(msisdn.masked());
             }

@@ -20,7 +20,7 @@ pub mod lifecycle;
 pub mod reader;
 
 pub use classify::{
-    Barcode, BarcodeError, BarcodeFormat, PersonalQr, PersonalQrForm, ScanKind, classify,
+    Barcode, BarcodeError, BarcodeFormat, PersonalQr, PersonalQrForm, QR_HOSTS, ScanKind, classify,
 };
 pub use decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
 pub use hid::DeviceError;

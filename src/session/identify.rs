@@ -132,10 +132,15 @@ pub(super) fn qr_exchange_failed(
         return lookup_membership(ctx, msisdn, cx);
     }
     let outcome = match error {
-        CallError::Rejected { .. } => Outcome::Failed {
+        // Only the exchange saying the code is no personal QR (400, or 404 for an unknown code)
+        // rejects the scan: any shape on a QR host is sent, and the exchange alone knows them.
+        CallError::Rejected {
+            status: 400 | 404, ..
+        } => Outcome::Failed {
             reason: FailReason::QrNotRecognised,
         },
-        CallError::Unknown { detail } => Outcome::Failed {
+        // A refused credential (401, 403) is no fault of the customer's code.
+        CallError::Rejected { detail, .. } | CallError::Unknown { detail } => Outcome::Failed {
             reason: FailReason::IdentificationFailed { detail },
         },
         CallError::Unavailable { .. } => Outcome::Unavailable,

@@ -369,6 +369,26 @@ fn a_failed_exchange_without_a_number_ends_the_session() {
             },
         ),
         (
+            Some(CallError::Rejected {
+                status: 404,
+                detail: "unknown QR".into(),
+            }),
+            Outcome::Failed {
+                reason: FailReason::QrNotRecognised,
+            },
+        ),
+        (
+            Some(CallError::Rejected {
+                status: 403,
+                detail: "forbidden".into(),
+            }),
+            Outcome::Failed {
+                reason: FailReason::IdentificationFailed {
+                    detail: "forbidden".into(),
+                },
+            },
+        ),
+        (
             Some(unknown()),
             Outcome::Failed {
                 reason: FailReason::IdentificationFailed {

@@ -1,9 +1,12 @@
 //! Access tokens: `POST /accesstoken/get` issues them to configured merchants, and [`authorize`]
 //! checks the bearer token, subscription key and merchant serial number of every other call.
+//! In the `test-environment` profile a token request without `Content-Length` gets 411, as the
+//! gateway in front of the real test environment answers.
 
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -11,7 +14,7 @@ use tokio::time::Instant;
 
 use super::SimState;
 use super::problem::Problem;
-use crate::config::SimMerchant;
+use crate::config::{SimMerchant, SimProfile};
 
 /// A token the simulator issued.
 #[derive(Debug, Clone)]
@@ -74,6 +77,17 @@ async fn access_token(
             "client_id, client_secret, Ocp-Apim-Subscription-Key or Merchant-Serial-Number is wrong",
         )
     };
+    // A gateway in front of the test environment wants a length on every POST, even an empty one.
+    if state.settings.profile == SimProfile::TestEnvironment
+        && req.headers().get(CONTENT_LENGTH).is_none()
+    {
+        return Err(Problem::params(
+            StatusCode::LENGTH_REQUIRED,
+            "Length Required",
+            "POST /accesstoken/get needs a Content-Length header (send Content-Length: 0)",
+            &[("Content-Length", "missing")],
+        ));
+    }
     for name in ["client_id", "client_secret", "ocp-apim-subscription-key"] {
         if header(&req, name).is_none() {
             return Err(Problem::oauth(

@@ -6,6 +6,9 @@
 //! `{"id": …}` as well (see VIPPS.md). Errors use the spec's `ErrorResponse`
 //! (`{type, title, detail, instance, invalidParams[{name, reason}]}`).
 //!
+//! In the `test-environment` profile a valid call answers 500, as the real test environment does
+//! (Vipps: check-in can only be tried in production).
+//!
 //! Every call that gets past the merchant token check is kept in `SimState::checkins`, including
 //! rejected ones, with what the customer's app showed. At most [`MAX_RECORDS`] are kept.
 
@@ -18,6 +21,7 @@ use serde_json::Value;
 use super::SimState;
 use super::auth::{self, MsnHeader};
 use super::problem::Problem;
+use crate::config::SimProfile;
 
 /// Largest request body accepted.
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -40,6 +44,8 @@ pub enum AppScreen {
 pub enum CheckInOutcome {
     Accepted,
     Rejected,
+    /// Answered 500, as the real test environment answers every valid check-in.
+    ServerError,
 }
 
 /// One check-in the simulator received: what was sent, the answer, and what the app showed.
@@ -293,6 +299,18 @@ async fn check_in(
         remember(&state, record);
         return Err(validation_problem(&parsed.errors).into());
     };
+    if state.settings.profile == SimProfile::TestEnvironment {
+        // The real test environment cannot show a check-in: Vipps answers every call with 500.
+        record.outcome = CheckInOutcome::ServerError;
+        remember(&state, record);
+        return Err(Problem::params(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "check-in is not available in the test environment",
+            &[],
+        )
+        .into());
+    }
     let known = phone.parse().ok().is_some_and(|p| {
         state
             .customers

@@ -125,6 +125,7 @@ async fn add_customer(state: web::Data<SimState>, body: web::Json<NewCustomer>) 
         behaviour: body.behaviour,
         qr_token_url: String::new(),
         qr_clear_text_url: None,
+        qr_future_url: String::new(),
     });
     let c = customers.get(&body.phone_number).expect("just inserted");
     HttpResponse::Created().json(c)

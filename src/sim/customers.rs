@@ -23,6 +23,10 @@ pub struct Customer {
     pub qr_token_url: String,
     /// The clear-text Vipps personal QR, as today's Vipps app shows it (Norwegian numbers only).
     pub qr_clear_text_url: Option<String>,
+    /// A personal QR of a shape no scanner integration knows yet
+    /// (`https://qr.vipps.no/c/<token>?v=3`): Vipps may change the content at any time, and only
+    /// the QR exchange understands it.
+    pub qr_future_url: String,
 }
 
 /// What a customer does when asked, and how long it takes.
@@ -80,6 +84,7 @@ impl Customers {
                 },
                 qr_token_url: String::new(),
                 qr_clear_text_url: None,
+                qr_future_url: String::new(),
             });
         }
         out
@@ -88,6 +93,7 @@ impl Customers {
     /// Adds or replaces a customer, filling in their QR codes.
     pub fn insert(&mut self, mut c: Customer) {
         c.qr_token_url = format!("https://qr.vipps.no/p/{}", qr_token(&c.phone_number));
+        c.qr_future_url = format!("https://qr.vipps.no/c/{}?v=3", qr_token(&c.phone_number));
         c.qr_clear_text_url = c.phone_number.is_norwegian().then(|| {
             format!(
                 "https://qr.vipps.no/28/2/01/031/{}?v=1",
@@ -112,6 +118,11 @@ impl Customers {
             .find(|c| c.qr_token_url.rsplit('/').next() == Some(token))
     }
 
+    /// The customer whose future-shape QR is exactly `qr`.
+    pub fn by_qr_future_url(&self, qr: &str) -> Option<&Customer> {
+        self.by_phone.values().find(|c| c.qr_future_url == qr)
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Customer> {
         self.by_phone.values()
     }
@@ -133,6 +144,12 @@ mod tests {
         );
         let token = c.qr_token_url.rsplit('/').next().unwrap();
         assert_eq!(customers.by_qr_token(token).unwrap().phone_number, kari);
+        assert_eq!(
+            c.qr_future_url,
+            format!("https://qr.vipps.no/c/{token}?v=3")
+        );
+        let future = customers.by_qr_future_url(&c.qr_future_url).unwrap();
+        assert_eq!(future.phone_number, kari);
         let dane: Msisdn = "4512345678".parse().unwrap();
         assert!(customers.get(&dane).unwrap().qr_clear_text_url.is_none());
     }

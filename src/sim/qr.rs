@@ -1,9 +1,11 @@
 //! QR exchange: `POST /qr/v1/exchange` turns a scanned personal QR into a phone number.
 //!
-//! Two kinds of code are understood, as the live API does: today's clear-text Vipps personal QR
-//! (`https://qr.vipps.no/28/2/01/031/4791234567?v=1`, answered as version `1.0`) and the tokenised
+//! Three kinds of code are understood: today's clear-text Vipps personal QR
+//! (`https://qr.vipps.no/28/2/01/031/4791234567?v=1`, answered as version `1.0`), the tokenised
 //! `https://qr.vipps.no/p/<token>` the simulator issues for its virtual customers (version `2.0`,
-//! with a timestamp). Everything else is a 400 in the spec's `QrExchangeErrorResponse` shape
+//! with a timestamp), and a shape no integration knows yet that it also issues
+//! (`https://qr.vipps.no/c/<token>?v=3`, answered as `2.0`): Vipps may change the content at any
+//! time, and a client that sends only the shapes it knows misses those customers. Everything else is a 400 in the spec's `QrExchangeErrorResponse` shape
 //! (`{title, status, detail, extraDetails[{name, reason}]}`) naming what is wrong. The merchant
 //! token is checked before the body, as the API gateway does.
 
@@ -170,6 +172,19 @@ async fn exchange(
     auth::authorize(&state, &req, MsnHeader::Optional)?;
     let body = body?;
     let qr = parse_request(&body)?;
+    let future = state
+        .customers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .by_qr_future_url(qr)
+        .map(|c| c.phone_number.clone());
+    if let Some(phone) = future {
+        return Ok(HttpResponse::Ok().json(json!({
+            "msisdn": phone.as_str(),
+            "version": "2.0",
+            "timestamp": state.clock.wall().timestamp(),
+        })));
+    }
     let answer = match classify(qr).map_err(|reason| bad_request("qrCode", reason))? {
         ScannedQr::ClearText(phone) => json!({"msisdn": phone.as_str(), "version": "1.0"}),
         ScannedQr::Token(token) => {

@@ -1,8 +1,9 @@
 //! The shared Vipps actor and [`VippsHandle`], the cheap cloneable handle lanes use for every
-//! Vipps call: cached access tokens, lanehub's own rate limits, retries and a circuit breaker.
+//! Vipps call: cached access tokens, lanehub's own rate limits, retries and one circuit breaker
+//! per Vipps [`Api`].
 //!
 //! How the work is split (STYLE rule 5): the actor owns only state — the access token
-//! ([`AuthState`]), the [`RateLimiter`] and the [`Circuit`] — and changes it in synchronous
+//! ([`AuthState`]), the [`RateLimiter`] and the [`Circuit`]s — and changes it in synchronous
 //! handlers. The network work of a call runs in the caller's task: the handle asks the actor for
 //! admission (circuit + rate-limit slot), sleeps until its slot, asks for a token, calls
 //! [`VippsClient`] directly, and reports the outcome back. The only request the actor makes
@@ -16,7 +17,13 @@
 //! [`VippsHandle::login_token`] (one poll, for lanes that schedule polls themselves or react to
 //! the ping webhook) or [`VippsHandle::poll_login`] (polls at the server's interval, +5 s on
 //! `slow_down`, until an outcome or the request's expiry).
+//!
+//! Circuits: a call counts only toward its own API's circuit, so the best-effort check-in (which
+//! the Vipps test environment answers with 500) never stops payments. A failed token fetch counts
+//! toward the access-token circuit alone; while that is open and no token is held, merchant calls
+//! fail fast as unavailable without counting against their own API.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +31,12 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Operation;
 use super::circuit::{Admission, Circuit, CircuitSettings, CircuitState, Outcome};
 use super::client::VippsClient;
 use super::error::VippsError;
 use super::models::*;
 use super::ratelimit::{RateLimitSettings, RateLimiter, Refusal};
+use super::{Api, Operation};
 use crate::config::VippsSettings;
 use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 
@@ -56,9 +63,9 @@ pub struct VippsActorSettings {
     /// First backoff cap; doubled per retry up to `retry_max_backoff`.
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
-    /// Consecutive failures that open the circuit.
+    /// Consecutive failures of one API that open its circuit.
     pub circuit_failure_threshold: u32,
-    /// How long the open circuit fails fast before a probe.
+    /// How long an open circuit fails fast before a probe.
     pub circuit_cool_down: Duration,
     /// Refresh the access token this long before it expires (at most half its lifetime).
     pub token_refresh_before: Duration,
@@ -248,6 +255,16 @@ impl AuthState {
         };
     }
 
+    /// Whether a token can be handed out at `now` without waiting for a fetch.
+    fn usable(&self, now: Instant) -> bool {
+        match self {
+            AuthState::Valid { expires_at, .. } | AuthState::Refreshing { expires_at, .. } => {
+                now < *expires_at
+            }
+            AuthState::Missing | AuthState::Fetching { .. } => false,
+        }
+    }
+
     fn label(&self) -> &'static str {
         match self {
             AuthState::Missing => "missing",
@@ -269,7 +286,8 @@ pub struct VippsActor {
     /// Generation of the next token fetched.
     next_generation: u64,
     limiter: RateLimiter,
-    circuit: Circuit,
+    /// One per [`Api`], all of them from the start.
+    circuits: HashMap<Api, Circuit>,
 }
 
 impl VippsActor {
@@ -281,20 +299,50 @@ impl VippsActor {
                 max_waiters: settings.max_waiters,
                 max_wait: settings.max_rate_limit_wait,
             }),
-            circuit: Circuit::new(CircuitSettings {
-                failure_threshold: settings.circuit_failure_threshold.max(1),
-                cool_down: settings.circuit_cool_down,
-                probe_timeout,
-            }),
+            circuits: Api::ALL
+                .into_iter()
+                .map(|api| {
+                    let circuit = Circuit::new(CircuitSettings {
+                        failure_threshold: settings.circuit_failure_threshold.max(1),
+                        cool_down: settings.circuit_cool_down,
+                        probe_timeout,
+                    });
+                    (api, circuit)
+                })
+                .collect(),
             settings,
             auth: AuthState::Missing,
             next_generation: 1,
         }
     }
 
+    fn circuit(&mut self, api: Api) -> &mut Circuit {
+        self.circuits
+            .get_mut(&api)
+            .expect("every API has a circuit: built from Api::ALL")
+    }
+
     fn start_fetch(&mut self, ctx: &mut Context<Self>) {
-        let client = self.client.clone();
         let requested_at = Instant::now();
+        if let Err(retry_in) = self.circuit(Api::AccessToken).admit(requested_at) {
+            // The token API fails fast too: whoever waits learns it now, and a refresh keeps the
+            // current token and is tried again later.
+            let e = VippsError::Unavailable {
+                api: Api::AccessToken,
+                retry_in,
+            };
+            let generation = self.next_generation;
+            let refresh_before = self.settings.token_refresh_before;
+            self.auth.fetched(
+                Err(e),
+                requested_at,
+                requested_at,
+                generation,
+                refresh_before,
+            );
+            return;
+        }
+        let client = self.client.clone();
         tracing::debug!(state = self.auth.label(), "fetching a Vipps access token");
         ctx.spawn(
             async move { client.fetch_token().await }
@@ -306,6 +354,7 @@ impl VippsActor {
     fn token_fetched(&mut self, result: Result<AccessToken, VippsError>, requested_at: Instant) {
         let now = Instant::now();
         self.record_outcome(
+            Api::AccessToken,
             match &result {
                 Ok(_) => Outcome::Success,
                 Err(e) if e.is_retryable() => Outcome::Failure,
@@ -328,18 +377,25 @@ impl VippsActor {
         );
     }
 
-    fn record_outcome(&mut self, outcome: Outcome, failure: Option<String>, now: Instant) {
-        if let Some(state) = self.circuit.record(outcome, now) {
+    fn record_outcome(
+        &mut self,
+        api: Api,
+        outcome: Outcome,
+        failure: Option<String>,
+        now: Instant,
+    ) {
+        if let Some(state) = self.circuit(api).record(outcome, now) {
             let open = !matches!(state, CircuitState::Closed { .. });
-            crate::metrics::vipps_circuit_open(open);
+            crate::metrics::vipps_circuit_open(api, open);
             if open {
                 tracing::warn!(
+                    api = api.as_str(),
                     cool_down_s = self.settings.circuit_cool_down.as_secs(),
                     last_failure = failure.as_deref().unwrap_or("unknown"),
-                    "Vipps circuit opened: calls fail fast"
+                    "Vipps circuit opened: calls to this API fail fast"
                 );
             } else {
-                tracing::info!("Vipps circuit closed");
+                tracing::info!(api = api.as_str(), "Vipps circuit closed");
             }
         }
     }
@@ -350,7 +406,9 @@ impl Actor for VippsActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
-        crate::metrics::vipps_circuit_open(false);
+        for api in Api::ALL {
+            crate::metrics::vipps_circuit_open(api, false);
+        }
         ctx.run_interval(PRUNE_EVERY, |act, _| act.limiter.prune(Instant::now()));
     }
 }
@@ -360,6 +418,8 @@ struct Admit {
     operation: Operation,
     reference: Option<PaymentReference>,
     deadline: Instant,
+    /// Needs a merchant access token.
+    merchant: bool,
 }
 
 /// Where and how a request may go.
@@ -369,7 +429,7 @@ struct Admitted {
 }
 
 enum NotAdmitted {
-    CircuitOpen(Duration),
+    CircuitOpen(Api, Duration),
     Limited(Refusal),
 }
 
@@ -382,7 +442,17 @@ impl Handler<Admit> for VippsActor {
 
     fn handle(&mut self, msg: Admit, _ctx: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        let admission = self.circuit.admit(now).map_err(NotAdmitted::CircuitOpen)?;
+        let api = msg.operation.api();
+        if msg.merchant
+            && !self.auth.usable(now)
+            && let Some(retry_in) = self.circuit(Api::AccessToken).retry_in(now)
+        {
+            return Err(NotAdmitted::CircuitOpen(Api::AccessToken, retry_in));
+        }
+        let admission = self
+            .circuit(api)
+            .admit(now)
+            .map_err(|retry_in| NotAdmitted::CircuitOpen(api, retry_in))?;
         match self
             .limiter
             .reserve(now, msg.operation, msg.reference.as_ref(), msg.deadline)
@@ -393,7 +463,7 @@ impl Handler<Admit> for VippsActor {
             }),
             Err(refusal) => {
                 if admission == Admission::Probe {
-                    self.circuit.abandon_probe(now);
+                    self.circuit(api).abandon_probe(now);
                 }
                 Err(NotAdmitted::Limited(refusal))
             }
@@ -439,9 +509,12 @@ impl Handler<TokenRejected> for VippsActor {
     }
 }
 
-/// What one attempt tells the circuit breaker.
+/// What one attempt tells its API's circuit breaker.
 struct Report {
+    api: Api,
     outcome: Outcome,
+    /// The attempt was the half-open probe: a neutral outcome lets the next request probe.
+    probe: bool,
     /// What went wrong, for the log line when this report opens the circuit.
     failure: Option<String>,
 }
@@ -454,18 +527,48 @@ impl Handler<Report> for VippsActor {
     type Result = ();
 
     fn handle(&mut self, msg: Report, _ctx: &mut Context<Self>) {
-        self.record_outcome(msg.outcome, msg.failure, Instant::now());
+        let now = Instant::now();
+        if msg.probe && msg.outcome == Outcome::Neutral {
+            self.circuit(msg.api).abandon_probe(now);
+        } else {
+            self.record_outcome(msg.api, msg.outcome, msg.failure, now);
+        }
+    }
+}
+
+/// One API's circuit, for health checks and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiStatus {
+    pub api: Api,
+    /// `closed`, `open` or `half_open`.
+    pub circuit: &'static str,
+    /// Calls fail fast for this much longer; `None` when they may go.
+    pub retry_in: Option<Duration>,
+}
+
+impl ApiStatus {
+    /// Whether calls to the API fail fast now.
+    pub fn is_open(&self) -> bool {
+        self.retry_in.is_some()
     }
 }
 
 /// A snapshot for health checks and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VippsStatus {
-    pub circuit_open: bool,
+    /// Every API's circuit, in the order of [`Api::ALL`].
+    pub apis: [ApiStatus; Api::ALL.len()],
     /// `missing`, `fetching`, `valid` or `refreshing`.
     pub token: &'static str,
     /// Requests holding a future rate-limit slot.
     pub waiting: usize,
+}
+
+impl VippsStatus {
+    /// Whether calls to `api` fail fast now.
+    pub fn circuit_open(&self, api: Api) -> bool {
+        self.apis.iter().any(|s| s.api == api && s.is_open())
+    }
 }
 
 struct GetStatus;
@@ -478,10 +581,23 @@ impl Handler<GetStatus> for VippsActor {
     type Result = Result<VippsStatus, ()>;
 
     fn handle(&mut self, _msg: GetStatus, _ctx: &mut Context<Self>) -> Self::Result {
+        let now = Instant::now();
+        let apis = Api::ALL.map(|api| {
+            let circuit = self.circuit(api);
+            ApiStatus {
+                api,
+                circuit: match circuit.state() {
+                    CircuitState::Closed { .. } => "closed",
+                    CircuitState::Open { .. } => "open",
+                    CircuitState::HalfOpen { .. } => "half_open",
+                },
+                retry_in: circuit.retry_in(now),
+            }
+        });
         Ok(VippsStatus {
-            circuit_open: self.circuit.is_open(),
+            apis,
             token: self.auth.label(),
-            waiting: self.limiter.waiting(Instant::now()),
+            waiting: self.limiter.waiting(now),
         })
     }
 }
@@ -817,14 +933,26 @@ impl VippsHandle {
         }
     }
 
-    async fn report(&self, outcome: Outcome, failure: Option<&VippsError>) {
-        if outcome != Outcome::Neutral {
+    async fn report(
+        &self,
+        op: Operation,
+        outcome: Outcome,
+        probe: bool,
+        failure: Option<&VippsError>,
+    ) {
+        if outcome != Outcome::Neutral || probe {
             let failure = failure
                 .filter(|_| outcome == Outcome::Failure)
                 .map(|e| e.to_string());
+            let report = Report {
+                api: op.api(),
+                outcome,
+                probe,
+                failure,
+            };
             // Awaiting `send` keeps the report even when the mailbox is momentarily full; an
             // error only means the actor is gone, when nothing is left to report to.
-            let _ = self.addr.send(Report { outcome, failure }).await;
+            let _ = self.addr.send(report).await;
         }
     }
 
@@ -849,6 +977,7 @@ impl VippsHandle {
                 operation: op,
                 reference: reference.cloned(),
                 deadline,
+                merchant,
             };
             let asked = Instant::now();
             let admitted = match self.addr.send(admit).await {
@@ -863,7 +992,9 @@ impl VippsHandle {
                             attempts,
                             last: last.map(Box::new),
                         },
-                        NotAdmitted::CircuitOpen(retry_in) => VippsError::Unavailable { retry_in },
+                        NotAdmitted::CircuitOpen(api, retry_in) => {
+                            VippsError::Unavailable { api, retry_in }
+                        }
                         NotAdmitted::Limited(refusal) => {
                             tracing::debug!(
                                 operation = op.as_str(),
@@ -884,9 +1015,15 @@ impl VippsHandle {
             crate::metrics::vipps_rate_limit_wait(op, asked.elapsed());
 
             let mut generation = None;
+            // A token that could not be had says nothing about this call's API: the token fetch
+            // counted toward the access-token circuit already.
+            let mut token_failed = false;
             let result = async {
                 let token = if merchant {
-                    let (token, g) = self.token(op, deadline).await?;
+                    let (token, g) = self
+                        .token(op, deadline)
+                        .await
+                        .inspect_err(|_| token_failed = true)?;
                     generation = Some(g);
                     Some(token)
                 } else {
@@ -902,6 +1039,7 @@ impl VippsHandle {
 
             let outcome = match &result {
                 Ok(_) => Outcome::Success,
+                Err(_) if token_failed => Outcome::Neutral,
                 Err(VippsError::Timeout { .. } | VippsError::Connection { .. }) => Outcome::Failure,
                 Err(e) if e.is_retryable() && admitted.probe => Outcome::Failure,
                 Err(e) if e.is_retryable() => Outcome::Neutral,
@@ -909,7 +1047,8 @@ impl VippsHandle {
                 // Vipps answered: it is up, even if it said no.
                 Err(_) => Outcome::Success,
             };
-            self.report(outcome, result.as_ref().err()).await;
+            self.report(op, outcome, admitted.probe, result.as_ref().err())
+                .await;
 
             let e = match result {
                 Ok(value) => return Ok(value),
@@ -940,8 +1079,8 @@ impl VippsHandle {
             .max(e.retry_after().unwrap_or_default());
             if Instant::now() + wait >= deadline {
                 // Retries ran out: Vipps kept failing. Transport failures were counted already.
-                if outcome == Outcome::Neutral {
-                    self.report(Outcome::Failure, Some(&e)).await;
+                if outcome == Outcome::Neutral && !token_failed {
+                    self.report(op, Outcome::Failure, false, Some(&e)).await;
                 }
                 tracing::warn!(operation = op.as_str(), attempts, error = %e, "Vipps call gave up");
                 let e = VippsError::DeadlineExceeded {

@@ -72,6 +72,17 @@ impl Circuit {
         !matches!(self.state, CircuitState::Closed { .. })
     }
 
+    /// How long until a request may try, without letting one through (a peek at `admit`).
+    pub fn retry_in(&self, now: Instant) -> Option<Duration> {
+        match self.state {
+            CircuitState::Closed { .. } => None,
+            CircuitState::Open { until } => (now < until).then(|| until - now),
+            CircuitState::HalfOpen { probe_deadline } => {
+                (now < probe_deadline).then(|| probe_deadline - now)
+            }
+        }
+    }
+
     /// Lets a request through, or says how long until one may try.
     pub fn admit(&mut self, now: Instant) -> Result<Admission, Duration> {
         match self.state {
@@ -157,6 +168,8 @@ mod tests {
             })
         );
         assert_eq!(c.admit(now), Err(Duration::from_secs(10)));
+        assert_eq!(c.retry_in(now), Some(Duration::from_secs(10)));
+        assert_eq!(c.retry_in(now + Duration::from_secs(10)), None);
     }
 
     #[test]

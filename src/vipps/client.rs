@@ -5,8 +5,10 @@
 //! `vipps::actor` adds those). Merchant calls take the [`AccessToken`] explicitly. Every HTTP
 //! exchange is measured: `VIPPS_REQUESTS{operation, outcome}` and `VIPPS_REQUEST_DURATION`.
 //! What must stay true: every call carries the headers VIPPS.md lists (subscription key,
-//! merchant serial number, `Vipps-System-*`), except userinfo, which carries only the Login token;
-//! secrets are sensitive header values and never appear in errors or logs.
+//! merchant serial number, `Vipps-System-*`), except the Login calls, which carry only what the
+//! Login spec names (client credentials, merchant serial number, `Vipps-System-*`; no
+//! subscription key), and userinfo, which carries the Login token; secrets are sensitive header
+//! values and never appear in errors or logs.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,7 +22,7 @@ use tokio::time::Instant;
 use super::Operation;
 use super::error::{ApiProblem, VippsError, parse_retry_after};
 use super::models::*;
-use crate::config::VippsSettings;
+use crate::config::{LoginClientAuth, VippsSettings};
 use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 use crate::metrics::RequestOutcome;
 
@@ -40,6 +42,7 @@ struct Inner {
     client_secret: SecretString,
     subscription_key: HeaderValue,
     msn: HeaderValue,
+    login_client_auth: LoginClientAuth,
     /// `Vipps-System-*`, sent on every call.
     system: HeaderMap,
 }
@@ -58,8 +61,8 @@ enum Auth<'a> {
     Merchant(&'a AccessToken),
     /// The access-token call: `client_id`/`client_secret` headers, subscription key and MSN.
     TokenRequest,
-    /// Login (CIBA) endpoints: Basic `client_id:client_secret`, subscription key and MSN.
-    Basic,
+    /// Login (CIBA) endpoints: client credentials as `vipps.login_client_auth` says, and MSN.
+    Login,
     /// Userinfo: only the Login access token; no subscription key.
     LoginBearer(&'a LoginToken),
     /// Discovery: public.
@@ -179,6 +182,7 @@ impl VippsClient {
                     false,
                 )?,
                 system,
+                login_client_auth: settings.login_client_auth,
             }),
         })
     }
@@ -301,7 +305,7 @@ impl VippsClient {
                     op,
                     Method::POST,
                     "/vipps-login-ciba/api/backchannel/authentication",
-                    Auth::Basic,
+                    Auth::Login,
                     None,
                     Body::Form(&form),
                 )
@@ -326,7 +330,7 @@ impl VippsClient {
                     op,
                     Method::POST,
                     "/access-management-1.0/access/oauth2/token",
-                    Auth::Basic,
+                    Auth::Login,
                     None,
                     Body::Form(&form),
                 )
@@ -698,8 +702,10 @@ impl VippsClient {
         let inner = &self.inner;
         let mut req = inner
             .http
-            .request(method, format!("{}{path}", inner.base_url))
+            .request(method.clone(), format!("{}{path}", inner.base_url))
             .headers(inner.system.clone());
+        let form_credentials = matches!(auth, Auth::Login)
+            && inner.login_client_auth == LoginClientAuth::ClientSecretPost;
         req = match auth {
             Auth::Merchant(token) => req
                 .bearer_auth(token.bearer())
@@ -713,11 +719,17 @@ impl VippsClient {
                     .header("ocp-apim-subscription-key", inner.subscription_key.clone())
                     .header("merchant-serial-number", inner.msn.clone())
             }
-            Auth::Basic => {
-                let id = inner.client_id.to_str().unwrap_or_default();
-                req.basic_auth(id, Some(inner.client_secret.expose_secret()))
-                    .header("ocp-apim-subscription-key", inner.subscription_key.clone())
-                    .header("merchant-serial-number", inner.msn.clone())
+            // The Login spec names no subscription key: it is not sent there.
+            Auth::Login => {
+                let req = req.header("merchant-serial-number", inner.msn.clone());
+                match inner.login_client_auth {
+                    LoginClientAuth::ClientSecretBasic => {
+                        let id = inner.client_id.to_str().unwrap_or_default();
+                        req.basic_auth(id, Some(inner.client_secret.expose_secret()))
+                    }
+                    // The credentials go into the form body below.
+                    LoginClientAuth::ClientSecretPost => req,
+                }
             }
             Auth::LoginBearer(token) => req.bearer_auth(token.bearer()),
             Auth::Public => req,
@@ -725,11 +737,24 @@ impl VippsClient {
         if let Some(key) = idempotency_key {
             req = req.header("idempotency-key", key.as_str());
         }
+        let post = method == Method::POST;
         req = match body {
+            // An empty POST still states its length, as Vipps' samples do: gateways in front of
+            // its APIs answer 411 without one (the access-token call has no body).
+            Body::Empty if post => req
+                .header(reqwest::header::CONTENT_LENGTH, "0")
+                .body(Vec::new()),
             Body::Empty => req,
             Body::Json(bytes) => req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes),
+            Body::Form(form) if form_credentials => {
+                let id = inner.client_id.to_str().unwrap_or_default().to_owned();
+                let secret = inner.client_secret.expose_secret().to_owned();
+                let mut all = form.to_vec();
+                all.extend([("client_id", id), ("client_secret", secret)]);
+                req.form(&all)
+            }
             Body::Form(form) => req.form(form),
         };
         let res = req

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::Operation;
+use super::{Api, Operation};
 
 /// An error from a Vipps call, or from lanehub's own guards in front of Vipps.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -43,9 +43,9 @@ pub enum VippsError {
     /// lanehub refused to send the request: the input or the configuration is wrong.
     #[error("invalid Vipps request: {0}")]
     InvalidRequest(String),
-    /// The circuit breaker is open: Vipps failed repeatedly, so calls fail fast for a while.
-    #[error("Vipps is unavailable; calls fail fast for another {}s", .retry_in.as_secs())]
-    Unavailable { retry_in: Duration },
+    /// The API's circuit breaker is open: it failed repeatedly, so calls fail fast for a while.
+    #[error("Vipps {} is unavailable; calls fail fast for another {}s", .api.as_str(), .retry_in.as_secs())]
+    Unavailable { api: Api, retry_in: Duration },
     /// lanehub's own rate limiter has too many requests waiting, or the wait would be too long.
     #[error("{}: too many Vipps requests waiting in lanehub", .operation.as_str())]
     Overloaded { operation: Operation },
@@ -142,7 +142,7 @@ impl VippsError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             VippsError::Status { retry_after, .. } => *retry_after,
-            VippsError::Unavailable { retry_in } => Some(*retry_in),
+            VippsError::Unavailable { retry_in, .. } => Some(*retry_in),
             _ => None,
         }
     }
@@ -354,6 +354,7 @@ mod tests {
         );
         assert!(
             !VippsError::Unavailable {
+                api: Api::Epayment,
                 retry_in: Duration::from_secs(1)
             }
             .is_retryable()

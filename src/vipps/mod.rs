@@ -11,7 +11,7 @@ pub mod models;
 pub mod ratelimit;
 pub mod signature;
 
-pub use actor::{VippsActorSettings, VippsHandle};
+pub use actor::{ApiStatus, VippsActorSettings, VippsHandle};
 pub use client::VippsClient;
 pub use error::VippsError;
 
@@ -37,6 +37,47 @@ pub enum Operation {
     WebhookRegister,
     WebhookList,
     WebhookDelete,
+}
+
+/// The Vipps APIs lanehub calls. Each has its own circuit breaker, so one failing API (the
+/// best-effort check-in, which the test environment answers with 500) never stops another
+/// (ePayment). `as_str()` is the `api` metric label and the `/readyz` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    AccessToken,
+    Qr,
+    CheckIn,
+    Login,
+    Epayment,
+    Webhooks,
+}
+
+impl Api {
+    pub const ALL: [Api; 6] = [
+        Api::AccessToken,
+        Api::Qr,
+        Api::CheckIn,
+        Api::Login,
+        Api::Epayment,
+        Api::Webhooks,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::AccessToken => "access_token",
+            Api::Qr => "qr",
+            Api::CheckIn => "check_in",
+            Api::Login => "login",
+            Api::Epayment => "epayment",
+            Api::Webhooks => "webhooks",
+        }
+    }
+
+    /// Whether checkouts need this API: its circuit open makes lanehub not ready.
+    pub fn needed_for_payments(self) -> bool {
+        matches!(self, Api::AccessToken | Api::Epayment)
+    }
 }
 
 impl Operation {
@@ -79,6 +120,29 @@ impl Operation {
             Operation::WebhookRegister => "webhook_register",
             Operation::WebhookList => "webhook_list",
             Operation::WebhookDelete => "webhook_delete",
+        }
+    }
+
+    /// The API the operation belongs to (and whose circuit it counts toward).
+    pub fn api(self) -> Api {
+        match self {
+            Operation::AccessToken => Api::AccessToken,
+            Operation::QrExchange => Api::Qr,
+            Operation::CheckIn => Api::CheckIn,
+            Operation::LoginAuthenticate
+            | Operation::LoginToken
+            | Operation::Userinfo
+            | Operation::Discovery => Api::Login,
+            Operation::PaymentCreate
+            | Operation::PaymentGet
+            | Operation::PaymentEvents
+            | Operation::PaymentCancel
+            | Operation::PaymentCapture
+            | Operation::PaymentRefund
+            | Operation::PaymentApprove => Api::Epayment,
+            Operation::WebhookRegister | Operation::WebhookList | Operation::WebhookDelete => {
+                Api::Webhooks
+            }
         }
     }
 
@@ -142,5 +206,21 @@ mod tests {
             Some(Operation::PaymentCreate)
         );
         assert_eq!(Operation::from_request("GET", "/sim/v1/payments"), None);
+    }
+
+    #[test]
+    fn every_api_has_operations_and_check_in_is_alone_in_its_own() {
+        for api in Api::ALL {
+            assert!(Operation::ALL.iter().any(|op| op.api() == api), "{api:?}");
+            let json = serde_json::to_string(&api).unwrap();
+            assert_eq!(json, format!("\"{}\"", api.as_str()));
+        }
+        let check_in: Vec<Operation> = Operation::ALL
+            .into_iter()
+            .filter(|op| op.api() == Api::CheckIn)
+            .collect();
+        assert_eq!(check_in, [Operation::CheckIn]);
+        assert!(!Api::CheckIn.needed_for_payments());
+        assert!(Api::Epayment.needed_for_payments() && Api::AccessToken.needed_for_payments());
     }
 }

@@ -1,7 +1,9 @@
 //! Webhook signatures as Vipps computes them (HMAC-SHA256 over method, path, date, host and body
 //! hash). The simulator signs with [`sign`]; lanehub's receiver checks with [`verify`].
 //!
-//! The key is the secret's UTF-8 bytes (not base64-decoded) and comparison is constant-time.
+//! The key is the secret's UTF-8 bytes (not base64-decoded) and comparison is constant-time. Both
+//! sides take the signed host and path from the registered URL with [`signed_target`], so they
+//! agree on its normalised form (host in lower case, default port dropped).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -81,6 +83,29 @@ pub fn sign(
     }
 }
 
+/// The host (`host[:port]`, lower case, the port only when not the scheme's default) and the path
+/// and query that a delivery to `url` is signed with; `Err` names what is wrong with the URL.
+pub fn signed_target(url: &str) -> Result<(String, String), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{url}` is not an http(s) URL"));
+    }
+    let name = parsed
+        .host_str()
+        .ok_or_else(|| format!("`{url}` has no host"))?
+        // `Url` lower-cases http(s) hosts already; an IPv6 literal keeps its brackets.
+        .to_ascii_lowercase();
+    let host = match parsed.port() {
+        Some(port) => format!("{name}:{port}"),
+        None => name,
+    };
+    let path_and_query = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    Ok((host, path_and_query))
+}
+
 /// Checks a delivery: body hash, then the HMAC, both in constant time. The date's freshness is
 /// the caller's decision ([`check_date`]) because only it knows the clock.
 pub fn verify(
@@ -114,7 +139,9 @@ pub fn verify(
     Ok(())
 }
 
-/// Accepts an RFC 1123 `x-ms-date` within `tolerance` of `now`, either side.
+/// Whether an RFC 1123 `x-ms-date` is within `tolerance` of `now`, either side. lanehub accepts a
+/// correctly signed delivery whatever its date (Vipps may retry a delivery for days without
+/// signing it afresh) and only counts the late ones.
 pub fn check_date(
     date: &str,
     now: std::time::SystemTime,
@@ -233,6 +260,27 @@ mod tests {
             ),
             Err(SignatureError::MalformedAuthorization)
         );
+    }
+
+    #[test]
+    fn the_signed_host_is_normalised() {
+        let t = |u: &str| signed_target(u).unwrap();
+        assert_eq!(
+            t("https://Store.Example.NO:443/vipps/webhooks?lane=1"),
+            ("store.example.no".into(), "/vipps/webhooks?lane=1".into())
+        );
+        assert_eq!(
+            t("HTTP://LOCALHOST:80/x"),
+            ("localhost".into(), "/x".into())
+        );
+        assert_eq!(
+            t("http://127.0.0.1:8080/x"),
+            ("127.0.0.1:8080".into(), "/x".into())
+        );
+        assert_eq!(t("https://example.com"), ("example.com".into(), "/".into()));
+        assert_eq!(t("http://[::1]:9000/v"), ("[::1]:9000".into(), "/v".into()));
+        assert!(signed_target("store.example.no/hooks").is_err());
+        assert!(signed_target("ftp://store.example.no/hooks").is_err());
     }
 
     #[test]

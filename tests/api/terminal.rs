@@ -654,6 +654,22 @@ async fn operations_endpoints_answer_without_a_token() {
     assert_eq!(ready["ready"], true);
     assert_eq!(ready["lanes"], json!({"total": 2, "down": []}));
     assert_eq!(ready["vipps"]["token"], true);
+    // One circuit per Vipps API, all closed.
+    let apis = ready["vipps"]["apis"].as_object().expect("vipps.apis");
+    let names: Vec<&str> = apis.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "access_token",
+            "check_in",
+            "epayment",
+            "login",
+            "qr",
+            "webhooks"
+        ],
+        "{ready}"
+    );
+    assert!(apis.values().all(|a| a["circuit"] == "closed"), "{ready}");
     let (status, _, health) = call(&app, Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");

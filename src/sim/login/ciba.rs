@@ -1,9 +1,11 @@
 //! The CIBA endpoints: start a Login from a phone number, and poll the token endpoint for it.
 //!
-//! Both take Basic auth (`client_id:client_secret` of a configured merchant) and a form body,
-//! and answer errors OAuth style (`{error, error_description}`): 401 `invalid_client` for bad
-//! credentials, 400 for everything the client sent wrong, 429 with `Retry-After` while another
-//! request to the same customer is pending. Credentials are checked before the body is read.
+//! Both take the client credentials of a configured merchant, as Basic auth
+//! (`client_secret_basic`) or as `client_id` and `client_secret` in the form body
+//! (`client_secret_post`), and answer errors OAuth style (`{error, error_description}`): 401
+//! `invalid_client` for bad credentials, 400 for everything the client sent wrong, 429 with
+//! `Retry-After` while another request to the same customer is pending. Basic credentials are
+//! checked before the rest of the body is read.
 
 use actix_web::error::UrlencodedError;
 use actix_web::http::StatusCode;
@@ -93,19 +95,43 @@ fn form_problem(err: &UrlencodedError) -> Problem {
     invalid_request(&description)
 }
 
-/// The merchant whose Basic credentials the request carries.
-fn client_from_basic(state: &SimState, req: &HttpRequest) -> Result<SimMerchant, Problem> {
+/// The merchant whose credentials the request carries: Basic (`client_secret_basic`) or, without
+/// an Authorization header, `client_id` and `client_secret` in the form (`client_secret_post`).
+fn client_from_basic(
+    state: &SimState,
+    req: &HttpRequest,
+    form: Option<&[(String, String)]>,
+) -> Result<SimMerchant, Problem> {
     let invalid = |why: &str| {
         Problem::oauth(StatusCode::UNAUTHORIZED, "invalid_client", why)
             .with_header("www-authenticate", "Basic realm=\"vipps-login\"")
     };
-    let value = req
+    let field = |name: &str| {
+        form.and_then(|f| f.iter().find(|(n, _)| n == name))
+            .map(|(_, v)| v.as_str())
+    };
+    let posted = field("client_id").zip(field("client_secret"));
+    let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            invalid("Basic authentication with client_id and client_secret is required")
-        })?;
+        .and_then(|v| v.to_str().ok());
+    let value = match (header, posted) {
+        (Some(_), Some(_)) => {
+            return Err(invalid_request(
+                "use one client authentication method: Basic or client_secret_post, not both",
+            ));
+        }
+        (None, Some((id, secret))) => {
+            return merchant(state, id, secret)
+                .ok_or_else(|| invalid("unknown client_id or wrong client_secret"));
+        }
+        (Some(value), None) => value,
+        (None, None) => {
+            return Err(invalid(
+                "Basic authentication (or client_id and client_secret in the form) is required",
+            ));
+        }
+    };
     let credentials = value
         .split_once(' ')
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
@@ -121,13 +147,16 @@ fn client_from_basic(state: &SimState, req: &HttpRequest) -> Result<SimMerchant,
     let (id, secret) = decoded.split_once(':').ok_or_else(|| {
         invalid("the Basic credentials are not base64 of client_id:client_secret")
     })?;
+    merchant(state, id, secret).ok_or_else(|| invalid("unknown client_id or wrong client_secret"))
+}
+
+fn merchant(state: &SimState, id: &str, secret: &str) -> Option<SimMerchant> {
     state
         .settings
         .merchants
         .iter()
         .find(|m| m.client_id == id && m.client_secret.expose_secret() == secret)
         .cloned()
-        .ok_or_else(|| invalid("unknown client_id or wrong client_secret"))
 }
 
 /// Form parameters; each may be given once.
@@ -246,7 +275,7 @@ async fn authenticate(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req)?;
+    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
     check_system_headers(&req)?;
     let params = Params::new(form?.into_inner())?;
     let request = parse_authentication(&params)?;
@@ -318,7 +347,7 @@ async fn token(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req)?;
+    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
     check_system_headers(&req)?;
     let params = Params::new(form?.into_inner())?;
     let grant_type = params.required("grant_type")?;

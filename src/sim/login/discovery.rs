@@ -63,7 +63,7 @@ async fn configuration(req: HttpRequest) -> HttpResponse {
             "response_modes_supported": ["query"],
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": ["none"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": SCOPES,
             "claims_supported": [
                 "sub", "name", "given_name", "family_name", "email", "email_verified",

@@ -45,15 +45,8 @@ pub struct Target {
 
 impl Target {
     pub fn new(webhook_id: String, url: reqwest::Url, secret: String) -> Self {
-        let host_name = url.host_str().unwrap_or_default();
-        let host = match url.port() {
-            Some(port) => format!("{host_name}:{port}"),
-            None => host_name.to_owned(),
-        };
-        let path_and_query = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
-        };
+        // The same normalised host and path lanehub's receiver verifies with.
+        let (host, path_and_query) = signature::signed_target(url.as_str()).unwrap_or_default();
         Target {
             webhook_id,
             url,
@@ -160,11 +153,14 @@ async fn deliver(state: &SimState, target: &Target, wake: &Notify, d: &Delivery,
     let body = serde_json::to_vec(&d.payload).unwrap_or_default();
     let settings = &state.settings;
     let first = state.clock.now();
+    // Retries are not signed afresh: every attempt carries the first one's x-ms-date, which
+    // Vipps' documentation allows, so a receiver must not refuse a delivery for its age.
+    let date = httpdate::fmt_http_date(SystemTime::now());
     let mut attempt = 0u32;
     loop {
         attempt += 1;
         let result = match state.webhooks.client() {
-            Ok(client) => send(&client, target, &body).await,
+            Ok(client) => send(&client, target, &date, &body).await,
             Err(e) => Err(e),
         };
         let delivered = matches!(result, Ok(status) if (200..300).contains(&status));
@@ -231,8 +227,9 @@ async fn forge(state: &SimState, target: &Target, d: &Delivery) {
         secret: format!("forged-{}", target.secret),
         ..target.clone()
     };
+    let date = httpdate::fmt_http_date(SystemTime::now());
     let result = match state.webhooks.client() {
-        Ok(client) => send(&client, &forger, &body).await,
+        Ok(client) => send(&client, &forger, &date, &body).await,
         Err(e) => Err(e),
     };
     let (status, error) = match result {
@@ -282,15 +279,19 @@ async fn wait_until(state: &SimState, wake: &Notify, deadline: Instant) {
     }
 }
 
-/// One signed POST. `x-ms-date` is real time, not the simulator's, so a receiver's clock-skew
-/// check holds even after the control API moved the simulator's clock.
-async fn send(client: &reqwest::Client, target: &Target, body: &[u8]) -> Result<u16, String> {
-    let date = httpdate::fmt_http_date(SystemTime::now());
+/// One POST signed at `date` (RFC 1123). Dates are real time, not the simulator's, so a fresh
+/// delivery looks fresh to a receiver even after the control API moved the simulator's clock.
+async fn send(
+    client: &reqwest::Client,
+    target: &Target,
+    date: &str,
+    body: &[u8],
+) -> Result<u16, String> {
     let signed = signature::sign(
         &target.secret,
         &target.path_and_query,
         &target.host,
-        &date,
+        date,
         body,
     );
     client
