@@ -13,6 +13,7 @@ pub mod domain;
 pub mod http;
 pub mod lane;
 pub mod metrics;
+pub mod procfs;
 pub mod scanner;
 pub mod session;
 pub mod sim;

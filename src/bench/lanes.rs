@@ -40,6 +40,7 @@ use crate::config::{
 use crate::domain::{Amount, IdempotencyKey, InvalidValue, LaneId, PaymentReference};
 use crate::lane::LaneHandle;
 use crate::lane::view::LaneEvent;
+use crate::procfs::ProcessStats;
 use crate::sim::SimState;
 use crate::sim::customers::{Behaviour, Customer};
 use crate::store::{Member, MemberSource, StoreError};
@@ -402,34 +403,14 @@ impl LanesReport {
 
 /// User plus system CPU seconds of this process so far (Linux; 0 elsewhere).
 fn cpu_seconds() -> f64 {
-    // Linux reports CPU times in /proc in USER_HZ ticks, fixed at 100 by the kernel ABI.
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    // After the command name, field 3 (state) is index 0: utime (14) and stime (15).
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    fields.iter().sum::<u64>() as f64 / 100.0
+    ProcessStats::cpu_and_memory().cpu_seconds.unwrap_or(0.0)
 }
 
 /// Resident memory of this process in KiB (Linux; 0 elsewhere).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    ProcessStats::cpu_and_memory()
+        .resident_bytes
+        .map_or(0, |b| b / 1024)
 }
 
 // ---------------------------------------------------------------------------------------------
