@@ -1280,7 +1280,7 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
             auth_req_id: auth.auth_req_id.as_str().to_owned(),
         },
         JournalRecord::EnrollmentConsented {
-            login_token: login_access_token(&token),
+            login_token: Some(login_access_token(&token)),
         },
     ] {
         store

@@ -1096,7 +1096,7 @@ fn consented(mut ctx: Ctx, customer: Customer, token: LoginAccessToken, cx: &mut
     cx.persist(
         &ctx,
         JournalRecord::EnrollmentConsented {
-            login_token: token.clone(),
+            login_token: Some(token.clone()),
         },
     );
     fetch_userinfo(ctx, customer, token, 0, cx)

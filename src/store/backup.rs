@@ -3,7 +3,8 @@
 //! `VACUUM INTO` reads one snapshot (a WAL read transaction), so writers go on undisturbed and
 //! the copy holds exactly the transactions committed before it started. The copy is written to
 //! a temporary name, synced, checked and only then renamed into place, so a crash never leaves
-//! a half-written file under the requested name.
+//! a half-written file under the requested name. The copy is created with mode 0600: it holds
+//! what the database holds.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,7 @@ use chrono::Utc;
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::{Result, StoreError};
-use super::schema::{APPLICATION_ID, schema_version};
+use super::schema::{APPLICATION_ID, PRIVATE_FILE_MODE, schema_version, set_private};
 
 /// What a backup produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,16 +77,24 @@ pub(crate) fn backup(conn: &Connection, dest: &Path) -> Result<BackupReport> {
         let path = path.to_owned();
         move |error| StoreError::Io { path, error }
     };
+    let partial_str = partial
+        .to_str()
+        .ok_or_else(|| StoreError::invalid("backup path", "expected a UTF-8 path"))?;
     if partial.exists() {
         // Left by an earlier backup of this process id that crashed; never a user's file.
         std::fs::remove_file(&partial).map_err(io(&partial))?;
     }
-    let partial_str = partial
-        .to_str()
-        .ok_or_else(|| StoreError::invalid("backup path", "expected a UTF-8 path"))?;
-    conn.execute("VACUUM INTO ?1", [partial_str])?;
-
-    let result = check_copy(&partial).and_then(|version| {
+    // Created empty and private first: VACUUM INTO writes into an empty file and keeps its mode,
+    // so the copy (phone numbers, consents) is never readable by others, whatever the umask.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_FILE_MODE);
+    options.open(&partial).map_err(io(&partial))?;
+    let result = set_private(&partial)
+        .and_then(|()| Ok(conn.execute("VACUUM INTO ?1", [partial_str])?))
+        .and_then(|_| check_copy(&partial))
+        .and_then(|version| {
         // VACUUM INTO does not sync its output; make the copy durable before naming it.
         std::fs::File::open(&partial)
             .and_then(|f| f.sync_all())

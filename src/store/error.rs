@@ -30,6 +30,12 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    /// `PRAGMA quick_check` found damaged pages, or SQLite reports the file as damaged.
+    #[error(
+        "database {path} is corrupt ({detail}); refusing to start on it: stop lanehub and \
+         restore the latest backup (docs/operations.md, \"Back up and restore\")"
+    )]
+    CorruptDatabase { path: PathBuf, detail: String },
     /// A migration step failed; its transaction was rolled back and the file is unchanged.
     #[error("migrating {path} to schema {version} failed: {error}")]
     Migration {
@@ -90,6 +96,7 @@ impl StoreError {
             StoreError::Missing(_) => "missing",
             StoreError::ForeignDatabase { .. } => "foreign_database",
             StoreError::NewerSchema { .. } => "newer_schema",
+            StoreError::CorruptDatabase { .. } => "corrupt_database",
             StoreError::Migration { .. } => "migration",
             StoreError::Sqlite(_) => "sqlite",
             StoreError::Encode(_) => "encode",

@@ -32,6 +32,7 @@ mod late_enrollments;
 mod member_csv;
 mod members;
 mod payments;
+mod retention;
 pub mod schema;
 mod settings;
 
@@ -58,6 +59,7 @@ pub use members::{
     Upserted,
 };
 pub use payments::{NewIdempotencyKey, NewPayment, PaymentRecord, PaymentUpdate};
+pub use retention::Pruned;
 pub use schema::{DATABASE_FILE, OpenMode, SCHEMA_VERSION};
 
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
@@ -382,6 +384,16 @@ impl Store {
     ) -> impl Future<Output = Result<(u64, Vec<JournalRecord>)>> + Send + 'static {
         let kind = kind.to_owned();
         self.read(move |conn| journal::records_of_kind_since(conn, &kind, after))
+    }
+
+    /// Deletes up to `max_sessions` sessions closed before `closed_before` with their records,
+    /// and as many late enrollments resolved before it, in one transaction (`retention`).
+    pub fn prune(
+        &self,
+        closed_before: DateTime<Utc>,
+        max_sessions: usize,
+    ) -> impl Future<Output = Result<Pruned>> + Send + 'static {
+        self.call(move |conn| retention::prune(conn, closed_before, max_sessions))
     }
 
     // ---- late enrollments ----
