@@ -201,10 +201,11 @@ fn with_settings(
 /// store refused the database file anywhere in the chain, else 1.
 fn exit_code(e: &anyhow::Error) -> ExitCode {
     let store_error = e.chain().find_map(|c| {
-        c.downcast_ref::<StoreError>().or_else(|| match c.downcast_ref() {
-            Some(admin::AdminError::Store(s)) => Some(s),
-            _ => None,
-        })
+        c.downcast_ref::<StoreError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(admin::AdminError::Store(s)) => Some(s),
+                _ => None,
+            })
     });
     match store_error {
         Some(StoreError::NewerSchema { .. }) => ExitCode::from(exit::NEWER_DATABASE),

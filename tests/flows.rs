@@ -241,6 +241,24 @@ impl Hub {
         }
     }
 
+    /// Asserts that the database file holds no Login token (in journal consents or late
+    /// enrollments) and returns how many consent records the journal keeps.
+    fn assert_no_login_token_stored(&self) -> i64 {
+        let db = rusqlite::Connection::open(self.store.path()).unwrap();
+        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let journalled = count(
+            "SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'
+               AND json_extract(payload, '$.login_token') IS NOT NULL",
+        );
+        let late = count("SELECT count(*) FROM late_enrollments WHERE login_token IS NOT NULL");
+        assert_eq!(
+            (journalled, late),
+            (0, 0),
+            "Login tokens left in the database"
+        );
+        count("SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'")
+    }
+
     async fn terminal(&self, lane: &str) -> Terminal {
         Terminal::connect(&self.api, lane).await
     }
@@ -528,6 +546,8 @@ async fn non_member_enrolls_then_pays_as_a_member() {
         member.enrolled_lane.map(|l| l.to_string()),
         Some("1".into())
     );
+    // The token was needed until userinfo answered: the consent is kept, the token is not.
+    assert_eq!(hub.assert_no_login_token_stored(), 1);
 
     hub.pay("1").await;
     term.message("payment_approved").await;
@@ -1344,6 +1364,19 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
         userinfo.is_some() && userinfo < finished,
         "userinfo journalled before the enrollment finished: {kinds:?}"
     );
+    // The recovered enrollment used the journalled token; once userinfo was written it is gone.
+    assert_eq!(hub.assert_no_login_token_stored(), 1);
+    let db = rusqlite::Connection::open(hub.store.path()).unwrap();
+    let holding: i64 = db
+        .query_row(
+            "SELECT count(*) FROM journal WHERE instr(payload, ?1) > 0",
+            [secrecy::ExposeSecret::expose_secret(
+                login_access_token(&token).secret(),
+            )],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(holding, 0, "the token itself is in no journal record");
     drop(sim);
 }
 
@@ -1445,6 +1478,11 @@ async fn a_customer_who_consents_after_the_cashier_paid_still_becomes_a_member()
     let late = wait_late_outcome(&hub, &id).await;
     assert_eq!(late.outcome.as_deref(), Some("enrolled"));
     assert_eq!(late.msisdn.as_ref(), Some(&phone));
+    assert!(
+        late.login_token.is_none(),
+        "a resolved enrollment keeps no token"
+    );
+    hub.assert_no_login_token_stored();
     // Other tests of this process may count too: the family is global, not per lane.
     let enrolled = hub
         .metric("lanehub_late_enrollments_total", &[("outcome", "enrolled")])

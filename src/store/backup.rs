@@ -95,18 +95,18 @@ pub(crate) fn backup(conn: &Connection, dest: &Path) -> Result<BackupReport> {
         .and_then(|()| Ok(conn.execute("VACUUM INTO ?1", [partial_str])?))
         .and_then(|_| check_copy(&partial))
         .and_then(|version| {
-        // VACUUM INTO does not sync its output; make the copy durable before naming it.
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&partial))?;
-        std::fs::rename(&partial, &dest).map_err(io(&dest))?;
-        let bytes = std::fs::metadata(&dest).map_err(io(&dest))?.len();
-        Ok(BackupReport {
-            path: dest.clone(),
-            schema_version: version,
-            bytes,
-        })
-    });
+            // VACUUM INTO does not sync its output; make the copy durable before naming it.
+            std::fs::File::open(&partial)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&partial))?;
+            std::fs::rename(&partial, &dest).map_err(io(&dest))?;
+            let bytes = std::fs::metadata(&dest).map_err(io(&dest))?.len();
+            Ok(BackupReport {
+                path: dest.clone(),
+                schema_version: version,
+                bytes,
+            })
+        });
     if result.is_err() {
         // Best effort: the error being returned matters more than a leftover temporary file.
         let _ = std::fs::remove_file(&partial);

@@ -461,7 +461,10 @@ mod tests {
         assert_eq!(userinfo().kind(), USERINFO_KIND);
         let json = serde_json::to_value(consented("t")).unwrap();
         assert_eq!(json["login_token"], "t");
-        assert_eq!(serde_json::to_value(started("a")).unwrap()["auth_req_id"], "a");
+        assert_eq!(
+            serde_json::to_value(started("a")).unwrap()["auth_req_id"],
+            "a"
+        );
     }
 
     #[test]
@@ -493,7 +496,11 @@ mod tests {
         // The follower took the first enrollment over: its copy goes too.
         let n = erase_login_tokens(&conn, &lane("1"), "s1", Enrollment::Login("first")).unwrap();
         assert_eq!(n, 1);
-        assert!(consent_payloads(&conn, "s1").iter().all(|p| !p.contains("token")));
+        assert!(
+            consent_payloads(&conn, "s1")
+                .iter()
+                .all(|p| !p.contains("token"))
+        );
         let n = erase_login_tokens(&conn, &lane("1"), "s1", Enrollment::Login("unknown")).unwrap();
         assert_eq!(n, 0);
     }

@@ -367,7 +367,11 @@ mod tests {
         assert!(resolve(&conn, "a3", "failed", false).unwrap());
         assert_eq!(stored_token(&conn, "a3"), None);
         hand_over(&conn, &with_token("a3"), true).unwrap();
-        assert_eq!(stored_token(&conn, "a3"), None, "a resolved row takes no token");
+        assert_eq!(
+            stored_token(&conn, "a3"),
+            None,
+            "a resolved row takes no token"
+        );
     }
 
     #[test]

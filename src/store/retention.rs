@@ -140,7 +140,11 @@ mod tests {
         assert_eq!(prune(&conn, cut_off, 2).unwrap(), Pruned::default());
 
         assert_eq!(records(&conn, "old-closed-3"), 0);
-        assert_eq!(records(&conn, "old-open"), 2, "open sessions are recovered, never pruned");
+        assert_eq!(
+            records(&conn, "old-open"),
+            2,
+            "open sessions are recovered, never pruned"
+        );
         assert_eq!(records(&conn, "recent-closed"), 3);
         assert_eq!(records(&conn, "recent-open"), 2);
         let open = journal::open_sessions(&conn, None).unwrap();
@@ -178,8 +182,20 @@ mod tests {
         .unwrap();
         let pruned = prune(&conn, now - Duration::days(90), 10).unwrap();
         assert_eq!(pruned.late_enrollments, 1);
-        assert!(late_enrollments::get(&conn, "old-resolved").unwrap().is_none());
-        assert!(late_enrollments::get(&conn, "old-unresolved").unwrap().is_some());
-        assert!(late_enrollments::get(&conn, "recent-resolved").unwrap().is_some());
+        assert!(
+            late_enrollments::get(&conn, "old-resolved")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            late_enrollments::get(&conn, "old-unresolved")
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            late_enrollments::get(&conn, "recent-resolved")
+                .unwrap()
+                .is_some()
+        );
     }
 }

@@ -211,9 +211,15 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
         }
     }
     if verdict != ["ok"] {
+        // One line for the log: the damaged pages, without SQLite's "*** in database main ***".
+        let lines: Vec<&str> = verdict
+            .iter()
+            .flat_map(|entry| entry.lines())
+            .filter(|line| !line.starts_with("***"))
+            .collect();
         return Err(StoreError::CorruptDatabase {
             path: path.to_owned(),
-            detail: format!("quick_check: {}", verdict.join("; ")),
+            detail: format!("quick_check: {}", lines.join("; ")),
         });
     }
     tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "database pages checked");
@@ -447,11 +453,18 @@ mod tests {
             let err = open(&path, mode).unwrap_err();
             assert_eq!(err.kind(), "corrupt_database", "{err}");
             let text = err.to_string();
-            assert!(text.contains(&format!("database {} is corrupt", path.display())), "{text}");
+            assert!(
+                text.contains(&format!("database {} is corrupt", path.display())),
+                "{text}"
+            );
             assert!(text.contains("quick_check"), "{text}");
             assert!(text.contains("restore the latest backup"), "{text}");
         }
-        assert_eq!(std::fs::read(&path).unwrap(), before, "the file is left as it was");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is left as it was"
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ mod tests {
     async fn session(store: &Store, name: &str, open: bool) {
         let lane: LaneId = "1".parse().unwrap();
         let phone = json!({"kind": "customer_identified", "msisdn": "4791234567"});
-        store.append(&lane, name, "customer_identified", phone).await.unwrap();
+        store
+            .append(&lane, name, "customer_identified", phone)
+            .await
+            .unwrap();
         if !open {
             store.close_session(&lane, name, "paid").await.unwrap();
         }
