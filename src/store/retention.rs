@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
 use super::error::Result;
-use super::{format_time, journal};
+use super::{atomically, format_time, journal};
 
 /// What one pruning call removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +34,14 @@ impl Pruned {
 /// Deletes up to `max_sessions` sessions closed before `closed_before` with all their records,
 /// and up to as many late enrollments resolved before it.
 pub(crate) fn prune(
+    conn: &mut Connection,
+    closed_before: DateTime<Utc>,
+    max_sessions: usize,
+) -> Result<Pruned> {
+    atomically(conn, |conn| prune_in(conn, closed_before, max_sessions))
+}
+
+fn prune_in(
     conn: &Connection,
     closed_before: DateTime<Utc>,
     max_sessions: usize,
@@ -121,7 +129,7 @@ mod tests {
         let cut_off = now - Duration::days(90);
 
         // Bounded: two sessions per call, oldest first.
-        let first = prune(&conn, cut_off, 2).unwrap();
+        let first = prune(&mut conn, cut_off, 2).unwrap();
         assert_eq!(
             first,
             Pruned {
@@ -134,10 +142,10 @@ mod tests {
         assert_eq!(records(&conn, "old-closed-1"), 0);
         assert_eq!(records(&conn, "old-closed-2"), 0);
         assert_eq!(records(&conn, "old-closed-3"), 3);
-        let second = prune(&conn, cut_off, 2).unwrap();
+        let second = prune(&mut conn, cut_off, 2).unwrap();
         assert_eq!((second.sessions, second.records), (1, 3));
         assert!(!second.is_full(2));
-        assert_eq!(prune(&conn, cut_off, 2).unwrap(), Pruned::default());
+        assert_eq!(prune(&mut conn, cut_off, 2).unwrap(), Pruned::default());
 
         assert_eq!(records(&conn, "old-closed-3"), 0);
         assert_eq!(
@@ -157,9 +165,61 @@ mod tests {
     }
 
     #[test]
+    fn pruned_records_leave_no_phone_number_behind_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = schema::open(&path, OpenMode::Create).unwrap();
+        let now = Utc::now();
+        let phone = |i: usize| format!("4790{i:06}");
+        // One transaction for the set-up: one fsync instead of 900.
+        conn.execute_batch("BEGIN").unwrap();
+        for i in 0..300 {
+            let session = format!("s{i}");
+            let payload = format!(r#"{{"msisdn":"{}","pad":"{}"}}"#, phone(i), "x".repeat(100));
+            journal::append(
+                &mut conn,
+                &lane(),
+                &session,
+                "customer_identified",
+                &payload,
+            )
+            .unwrap();
+            journal::close(&mut conn, &lane(), &session, "paid").unwrap();
+            // The first 250 closed 100 days ago, the rest yesterday.
+            let at = if i < 250 {
+                now - Duration::days(100)
+            } else {
+                now - Duration::days(1)
+            };
+            conn.execute(
+                "UPDATE journal SET recorded_at = ?1 WHERE session = ?2",
+                params![format_time(&at), session],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        while prune(&mut conn, now - Duration::days(90), 100)
+            .unwrap()
+            .sessions
+            > 0
+        {}
+        // Closing checkpoints the WAL into the file and removes it.
+        drop(conn);
+        let file = std::fs::read(&path).unwrap();
+        let file = String::from_utf8_lossy(&file);
+        let found = |i: usize| file.contains(&phone(i));
+        assert!((250..300).all(found), "the kept sessions are in the file");
+        let left: Vec<usize> = (0..250).filter(|&i| found(i)).collect();
+        assert!(
+            left.is_empty(),
+            "pruned phone numbers still in the file: {left:?}"
+        );
+    }
+
+    #[test]
     fn resolved_late_enrollments_past_the_cut_off_go() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let mut conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
         let now = Utc::now();
         for id in ["old-resolved", "old-unresolved", "recent-resolved"] {
             let handover = LateEnrollmentHandover {
@@ -180,7 +240,7 @@ mod tests {
             [format_time(&(now - Duration::days(100)))],
         )
         .unwrap();
-        let pruned = prune(&conn, now - Duration::days(90), 10).unwrap();
+        let pruned = prune(&mut conn, now - Duration::days(90), 10).unwrap();
         assert_eq!(pruned.late_enrollments, 1);
         assert!(
             late_enrollments::get(&conn, "old-resolved")

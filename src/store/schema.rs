@@ -188,6 +188,10 @@ fn open_checked(path: &Path, mode: OpenMode) -> Result<Connection> {
     }
     // FULL syncs the WAL at every commit: a committed journal record survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted and overwritten content (pruned sessions, erased Login tokens) is zeroed, freed
+    // pages too, instead of lingering in the file's free space. The cost is a write of each
+    // page freed, which happens mostly while pruning.
+    conn.pragma_update(None, "secure_delete", true)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     migrate(&mut conn, path)?;
     Ok(conn)
