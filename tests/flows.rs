@@ -1380,6 +1380,64 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     drop(sim);
 }
 
+#[actix_web::test]
+async fn a_running_lanehub_prunes_sessions_closed_longer_ago_than_the_retention() {
+    use lanehub::domain::LaneId;
+    use lanehub::supervisor::retention::FIRST_PRUNE_AFTER;
+
+    // A journal from 100 days of trading: two sessions closed long ago, one yesterday.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: LaneId = "1".parse().unwrap();
+    let sessions = [("old-1", 100), ("old-2", 95), ("recent", 1)];
+    for (session, _) in sessions {
+        let record = json!({"kind": "customer_identified", "msisdn": NON_MEMBER});
+        store
+            .append(&lane, session, "customer_identified", record)
+            .await
+            .unwrap();
+        store.close_session(&lane, session, "paid").await.unwrap();
+    }
+    let db = rusqlite::Connection::open(store.path()).unwrap();
+    for (session, days) in sessions {
+        let at = chrono::Utc::now() - chrono::Duration::days(days);
+        db.execute(
+            "UPDATE journal SET recorded_at = ?1 WHERE session = ?2",
+            rusqlite::params![
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                session
+            ],
+        )
+        .unwrap();
+    }
+    drop(store);
+
+    let hub = start_on(fast_settings(), data).await;
+    // The first run is a minute after start; the clock is moved there instead of waited for.
+    tokio::time::pause();
+    tokio::time::advance(FIRST_PRUNE_AFTER).await;
+    let records = |session: &'static str| {
+        let (store, lane) = (hub.store.clone(), lane.clone());
+        async move { store.session_records(&lane, session).await.unwrap().len() }
+    };
+    // Each look is a round trip to the store thread: a bound in real time, not in the paused
+    // clock (which jumps ahead while the store works).
+    let mut looks = 0;
+    while records("old-2").await > 0 {
+        looks += 1;
+        assert!(looks < 20_000, "the old sessions were never pruned");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(records("old-1").await, 0);
+    assert_eq!(
+        records("recent").await,
+        2,
+        "a session closed yesterday is kept"
+    );
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM sessions"), 1);
+}
+
 /// Polls the membership store until `phone` is a member.
 async fn wait_member(hub: &Hub, phone: &Msisdn, what: &str) -> lanehub::store::Member {
     let deadline = Instant::now() + PATIENCE;
