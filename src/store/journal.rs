@@ -79,8 +79,9 @@ pub(crate) fn append(
     })
 }
 
-/// The record kinds and payload fields of the session state machine (`session::JournalRecord`)
-/// that the token erasure reads; a test in this module pins them to the session's own names.
+/// The session state machine's record kinds (`session::JournalRecord::kind`) that the token
+/// erasure reads, with their payload fields `auth_req_id` and `login_token`; a test in this
+/// module pins them to the session's own names.
 const STARTED_KIND: &str = "enrollment_started";
 const CONSENTED_KIND: &str = "enrollment_consented";
 const USERINFO_KIND: &str = "enrollment_userinfo";

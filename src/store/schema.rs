@@ -24,6 +24,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 30) stays parsed, with room to spare.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
+/// Mode of the data directory lanehub creates: the journal holds phone numbers and consents.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the database and backup files lanehub creates.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
 /// One forward step of the schema.
 pub struct Migration {
     /// The schema version after this step; entry `i` has version `i + 1`.
@@ -226,7 +231,12 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
             detail: format!("quick_check: {}", lines.join("; ")),
         });
     }
-    tracing::debug!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "database pages checked");
+    // Its cost grows with the file: the log shows what it takes in this store.
+    tracing::info!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database pages checked"
+    );
     Ok(())
 }
 
@@ -291,11 +301,6 @@ fn create_private_file(path: &Path) -> Result<()> {
         }),
     }
 }
-
-/// Mode of the data directory lanehub creates: the journal holds phone numbers and consents.
-pub const PRIVATE_DIR_MODE: u32 = 0o700;
-/// Mode of the database and backup files lanehub creates.
-pub const PRIVATE_FILE_MODE: u32 = 0o600;
 
 /// Sets a file lanehub just created to [`PRIVATE_FILE_MODE`], whatever the umask took from it.
 pub(crate) fn set_private(path: &Path) -> Result<()> {
