@@ -400,6 +400,8 @@ impl Store {
 
     /// Adds a late enrollment or fills the columns its row lacks (never overwrites one); with
     /// `create` false only an existing row is filled. `Ok(true)` once a row was written durably.
+    /// The Login token is dropped once the row has userinfo or an outcome, and a handover that
+    /// names its session erases the token from that session's journal.
     pub fn hand_over_late_enrollment(
         &self,
         handover: LateEnrollmentHandover,
@@ -410,7 +412,7 @@ impl Store {
 
     /// Resolves an unresolved late enrollment with `outcome` (one of
     /// [`LATE_ENROLLMENT_OUTCOMES`]); with `unless_consented` one holding a token or userinfo
-    /// stays unresolved. Returns whether it was resolved now.
+    /// stays unresolved. Returns whether it was resolved now; a resolved row keeps no token.
     pub fn resolve_late_enrollment(
         &self,
         auth_req_id: &str,
