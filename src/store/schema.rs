@@ -241,7 +241,7 @@ fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
 }
 
 /// SQLite's own verdict that the file is damaged, wherever opening met it, named for the file.
-fn as_corrupt(e: StoreError, path: &Path) -> StoreError {
+pub(crate) fn as_corrupt(e: StoreError, path: &Path) -> StoreError {
     let sqlite = match &e {
         StoreError::Sqlite(s) | StoreError::Migration { error: s, .. } => s,
         _ => return e,
