@@ -32,7 +32,7 @@ pub enum StoreError {
     },
     /// `PRAGMA quick_check` found damaged pages, or SQLite reports the file as damaged.
     #[error(
-        "database {path} is corrupt ({detail}); refusing to start on it: stop lanehub and \
+        "database {path} is corrupt ({detail}); lanehub will not use it: stop lanehub and \
          restore the latest backup (docs/operations.md, \"Back up and restore\")"
     )]
     CorruptDatabase { path: PathBuf, detail: String },
