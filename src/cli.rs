@@ -21,6 +21,8 @@ pub mod exit {
     pub const INVALID_CONFIG: u8 = 2;
     /// The database was written by a newer lanehub (a downgrade); it is left untouched.
     pub const NEWER_DATABASE: u8 = 3;
+    /// The database has damaged pages; it is left untouched for a restore from backup.
+    pub const CORRUPT_DATABASE: u8 = 4;
 }
 
 #[derive(Debug, Parser)]
@@ -220,16 +222,20 @@ fn run_with<S>(
     }
 }
 
-/// The exit status for an error: [`exit::NEWER_DATABASE`] when a store refused a newer schema
-/// anywhere in the chain, else 1.
+/// The exit status for an error: [`exit::NEWER_DATABASE`] or [`exit::CORRUPT_DATABASE`] when a
+/// store refused the database file anywhere in the chain, else 1.
 fn exit_code(e: &anyhow::Error) -> ExitCode {
-    let newer = e
-        .chain()
-        .any(|c| matches!(c.downcast_ref(), Some(StoreError::NewerSchema { .. })));
-    if newer {
-        ExitCode::from(exit::NEWER_DATABASE)
-    } else {
-        ExitCode::FAILURE
+    let store_error = e.chain().find_map(|c| {
+        c.downcast_ref::<StoreError>()
+            .or_else(|| match c.downcast_ref() {
+                Some(admin::AdminError::Store(s)) => Some(s),
+                _ => None,
+            })
+    });
+    match store_error {
+        Some(StoreError::NewerSchema { .. }) => ExitCode::from(exit::NEWER_DATABASE),
+        Some(StoreError::CorruptDatabase { .. }) => ExitCode::from(exit::CORRUPT_DATABASE),
+        _ => ExitCode::FAILURE,
     }
 }
 
@@ -252,7 +258,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_newer_database_anywhere_in_the_chain_exits_3() {
+    fn a_newer_or_corrupt_database_anywhere_in_the_chain_exits_3_or_4() {
         let newer = StoreError::NewerSchema {
             path: "/var/lib/lanehub/lanehub.db".into(),
             found: 3,
@@ -260,6 +266,21 @@ mod tests {
         };
         let e = anyhow::Error::new(newer).context("cannot open the store in /var/lib/lanehub");
         assert_eq!(exit_code(&e), ExitCode::from(exit::NEWER_DATABASE));
+        let corrupt = StoreError::CorruptDatabase {
+            path: "/var/lib/lanehub/lanehub.db".into(),
+            detail: "quick_check: Page 7: btreeInitPage() returns error code 11".into(),
+        };
+        let e = anyhow::Error::new(corrupt).context("cannot open the store in /var/lib/lanehub");
+        assert_eq!(exit_code(&e), ExitCode::from(exit::CORRUPT_DATABASE));
+        // The store commands wrap it in their own error.
+        let corrupt = admin::AdminError::Store(StoreError::CorruptDatabase {
+            path: "lanehub.db".into(),
+            detail: "database disk image is malformed".into(),
+        });
+        assert_eq!(
+            exit_code(&anyhow::Error::new(corrupt)),
+            ExitCode::from(exit::CORRUPT_DATABASE)
+        );
         let other = anyhow::Error::new(StoreError::Closed).context("cannot open the store");
         assert_eq!(exit_code(&other), ExitCode::FAILURE);
     }

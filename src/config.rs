@@ -223,6 +223,28 @@ impl VippsSettings {
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
     pub data_dir: PathBuf,
+    /// How long the journal records of a closed session are kept before they are pruned.
+    #[serde(deserialize_with = "retention")]
+    pub journal_retention: Duration,
+}
+
+/// The shortest `store.journal_retention`: a disputed checkout is looked into from its journal.
+pub const MIN_JOURNAL_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest `store.journal_retention` (about ten years).
+pub const MAX_JOURNAL_RETENTION: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
+
+/// A retention period: a duration like `duration`, but measured in days, up to ten years.
+fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let raw = String::deserialize(d)?;
+    let value = humantime::parse_duration(&raw).map_err(|e| {
+        serde::de::Error::custom(format!("`{raw}` is not a duration like \"90d\" ({e})"))
+    })?;
+    if value < MIN_JOURNAL_RETENTION || value > MAX_JOURNAL_RETENTION {
+        return Err(serde::de::Error::custom(format!(
+            "`{raw}` is not between 1 day and 3650 days"
+        )));
+    }
+    Ok(value)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -506,6 +528,13 @@ impl Settings {
             if value.is_zero() {
                 return Err(err(key, "must be above 0".into()));
             }
+        }
+        // The enrollment follower reads the journals of closed sessions within its window.
+        if self.store.journal_retention < self.supervisor.late_enrollment_window {
+            return Err(err(
+                "store.journal_retention",
+                "must be at least `supervisor.late_enrollment_window`".into(),
+            ));
         }
         if self.session.payment_poll_interval.is_zero() {
             return Err(err(

@@ -196,6 +196,12 @@ impl Application {
             shutdown.clone(),
         );
 
+        crate::supervisor::retention::spawn(
+            store.clone(),
+            settings.store.journal_retention,
+            shutdown.clone(),
+        );
+
         let state = web::Data::new(AppState {
             vipps: vipps.clone(),
             store: store.clone(),

@@ -519,3 +519,34 @@ fn database_settings_read_only_store_and_log() {
     let err = DatabaseSettings::load(None, env(&[("LANEHUB__STORE__DATA_DIRR", "x")])).unwrap_err();
     assert_eq!(err.key, "store.data_dirr", "{err}");
 }
+
+#[test]
+fn journal_retention_defaults_to_90_days_and_is_bounded() {
+    let day = 24 * 60 * 60;
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(s.store.journal_retention.as_secs(), 90 * day);
+    let s = Settings::load(None, env(&[("LANEHUB__STORE__JOURNAL_RETENTION", "400d")])).unwrap();
+    assert_eq!(s.store.journal_retention.as_secs(), 400 * day);
+
+    for (value, problem) in [
+        ("12h", "not between 1 day and 3650 days"),
+        ("3651d", "not between 1 day and 3650 days"),
+        ("soon", "not a duration like \"90d\""),
+    ] {
+        let err =
+            Settings::load(None, env(&[("LANEHUB__STORE__JOURNAL_RETENTION", value)])).unwrap_err();
+        assert_eq!(err.key, "store.journal_retention", "{err}");
+        assert!(err.message.contains(problem), "{value}: {err}");
+    }
+    // The enrollment follower reads closed sessions' journals within its window.
+    let err = Settings::load(
+        None,
+        env(&[
+            ("LANEHUB__STORE__JOURNAL_RETENTION", "2d"),
+            ("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_WINDOW", "3d"),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(err.key, "store.journal_retention", "{err}");
+    assert!(err.message.contains("late_enrollment_window"), "{err}");
+}

@@ -258,6 +258,24 @@ impl Hub {
         }
     }
 
+    /// Asserts that the database file holds no Login token (in journal consents or late
+    /// enrollments) and returns how many consent records the journal keeps.
+    fn assert_no_login_token_stored(&self) -> i64 {
+        let db = rusqlite::Connection::open(self.store.path()).unwrap();
+        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let journalled = count(
+            "SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'
+               AND json_extract(payload, '$.login_token') IS NOT NULL",
+        );
+        let late = count("SELECT count(*) FROM late_enrollments WHERE login_token IS NOT NULL");
+        assert_eq!(
+            (journalled, late),
+            (0, 0),
+            "Login tokens left in the database"
+        );
+        count("SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'")
+    }
+
     async fn terminal(&self, lane: &str) -> Terminal {
         Terminal::connect(&self.api, lane).await
     }
@@ -545,6 +563,8 @@ async fn non_member_enrolls_then_pays_as_a_member() {
         member.enrolled_lane.map(|l| l.to_string()),
         Some("1".into())
     );
+    // The token was needed until userinfo answered: the consent is kept, the token is not.
+    assert_eq!(hub.assert_no_login_token_stored(), 1);
 
     hub.pay("1").await;
     term.message("payment_approved").await;
@@ -1519,7 +1539,7 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
             auth_req_id: auth.auth_req_id.as_str().to_owned(),
         },
         JournalRecord::EnrollmentConsented {
-            login_token: login_access_token(&token),
+            login_token: Some(login_access_token(&token)),
         },
     ] {
         store
@@ -1583,7 +1603,78 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
         userinfo.is_some() && userinfo < finished,
         "userinfo journalled before the enrollment finished: {kinds:?}"
     );
+    // The recovered enrollment used the journalled token; once userinfo was written it is gone.
+    assert_eq!(hub.assert_no_login_token_stored(), 1);
+    let db = rusqlite::Connection::open(hub.store.path()).unwrap();
+    let holding: i64 = db
+        .query_row(
+            "SELECT count(*) FROM journal WHERE instr(payload, ?1) > 0",
+            [secrecy::ExposeSecret::expose_secret(
+                login_access_token(&token).secret(),
+            )],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(holding, 0, "the token itself is in no journal record");
     drop(sim);
+}
+
+#[actix_web::test]
+async fn a_running_lanehub_prunes_sessions_closed_longer_ago_than_the_retention() {
+    use lanehub::domain::LaneId;
+    use lanehub::supervisor::retention::FIRST_PRUNE_AFTER;
+
+    // A journal from 100 days of trading: two sessions closed long ago, one yesterday.
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: LaneId = "1".parse().unwrap();
+    let sessions = [("old-1", 100), ("old-2", 95), ("recent", 1)];
+    for (session, _) in sessions {
+        let record = json!({"kind": "customer_identified", "msisdn": NON_MEMBER});
+        store
+            .append(&lane, session, "customer_identified", record)
+            .await
+            .unwrap();
+        store.close_session(&lane, session, "paid").await.unwrap();
+    }
+    let db = rusqlite::Connection::open(store.path()).unwrap();
+    for (session, days) in sessions {
+        let at = chrono::Utc::now() - chrono::Duration::days(days);
+        db.execute(
+            "UPDATE journal SET recorded_at = ?1 WHERE session = ?2",
+            rusqlite::params![
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                session
+            ],
+        )
+        .unwrap();
+    }
+    drop(store);
+
+    let hub = start_on(fast_settings(), data).await;
+    // The first run is a minute after start; the clock is moved there instead of waited for.
+    tokio::time::pause();
+    tokio::time::advance(FIRST_PRUNE_AFTER).await;
+    let records = |session: &'static str| {
+        let (store, lane) = (hub.store.clone(), lane.clone());
+        async move { store.session_records(&lane, session).await.unwrap().len() }
+    };
+    // Each look is a round trip to the store thread: a bound in real time, not in the paused
+    // clock (which jumps ahead while the store works).
+    let mut looks = 0;
+    while records("old-2").await > 0 {
+        looks += 1;
+        assert!(looks < 20_000, "the old sessions were never pruned");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(records("old-1").await, 0);
+    assert_eq!(
+        records("recent").await,
+        2,
+        "a session closed yesterday is kept"
+    );
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM sessions"), 1);
 }
 
 /// Polls the membership store until `phone` is a member.
@@ -1684,6 +1775,11 @@ async fn a_customer_who_consents_after_the_cashier_paid_still_becomes_a_member()
     let late = wait_late_outcome(&hub, &id).await;
     assert_eq!(late.outcome.as_deref(), Some("enrolled"));
     assert_eq!(late.msisdn.as_ref(), Some(&phone));
+    assert!(
+        late.login_token.is_none(),
+        "a resolved enrollment keeps no token"
+    );
+    hub.assert_no_login_token_stored();
     // Other tests of this process may count too: the family is global, not per lane.
     let enrolled = hub
         .metric("lanehub_late_enrollments_total", &[("outcome", "enrolled")])

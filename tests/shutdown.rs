@@ -1,7 +1,7 @@
 //! Stopping lanehub: SIGTERM drains the lanes (no new checkouts, payments in flight followed to a
 //! final state within `supervisor.shutdown_deadline`, terminals told and let go) and exits 0;
 //! what the deadline cuts short stays open in the journal and the next start finishes it. Also
-//! the exit status for a database written by a newer lanehub.
+//! the exit statuses for a database written by a newer lanehub and for a corrupt one.
 //!
 //! The real binary runs against one `lanehub sim` process (remote mode, polling only), so the
 //! simulator outlives every lanehub process. Customers who ignore payments, approved through the
@@ -425,6 +425,83 @@ async fn the_deadline_leaves_the_payment_open_and_the_next_start_finishes_it() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// Runs `lanehub run` on `data` until it exits by itself; its exit code and stderr.
+async fn run_until_refused(data: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .env_remove("LANEHUB_CONFIG")
+        .env("LANEHUB__API__LISTEN", "127.0.0.1:0")
+        .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
+        .env("LANEHUB__STORE__DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut process = Process { child, log: None };
+    let status = process.exited_within(PATIENCE).await;
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[tokio::test]
+async fn a_database_with_a_damaged_page_exits_with_status_4_and_is_left_alone() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).await.unwrap();
+    let lane: lanehub::domain::LaneId = "1".parse().unwrap();
+    // A journal of several pages, as a store's is.
+    for i in 0..200 {
+        let record = json!({"kind": "session_started", "padding": "x".repeat(100)});
+        store
+            .append(&lane, &format!("s{i}"), "session_started", record)
+            .await
+            .unwrap();
+    }
+    let path = store.path().to_owned();
+    drop(store);
+    // The store thread checkpoints the WAL into the file and removes it as it closes.
+    let wal = data.path().join("lanehub.db-wal");
+    let deadline = Instant::now() + PATIENCE;
+    while wal.exists() {
+        assert!(Instant::now() < deadline, "the store never closed");
+        tokio::time::sleep(POLL).await;
+    }
+    // Damage the header of the journal's root b-tree page: an invalid page type.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let page_size: i64 = conn
+        .pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap();
+    let root: i64 = conn
+        .query_row(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'journal'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = ((root - 1) * page_size) as usize;
+    bytes[at..at + 16].fill(0x7f);
+    std::fs::write(&path, &bytes).unwrap();
+
+    let (code, err) = run_until_refused(data.path()).await;
+    assert_eq!(code, Some(4), "{err}");
+    let expected = format!("database {} is corrupt (quick_check: ", path.display());
+    assert!(err.contains(&expected), "{err}");
+    // SQLite names the damaged page.
+    assert!(
+        err.to_lowercase().contains(&format!("page {root}: ")),
+        "{err}"
+    );
+    assert!(err.contains("restore the latest backup"), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "the file is left as it was"
+    );
+}
+
 #[tokio::test]
 async fn a_database_from_a_newer_lanehub_exits_with_status_3() {
     let data = tempfile::tempdir().unwrap();
@@ -436,22 +513,8 @@ async fn a_database_from_a_newer_lanehub_exits_with_status_3() {
     conn.pragma_update(None, "user_version", newer).unwrap();
     drop(conn);
 
-    let mut child = Command::new(BIN)
-        .arg("run")
-        .env_remove("LANEHUB_CONFIG")
-        .env("LANEHUB__API__LISTEN", "127.0.0.1:0")
-        .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
-        .env("LANEHUB__STORE__DATA_DIR", data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut process = Process { child, log: None };
-    let status = process.exited_within(PATIENCE).await;
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
-    assert_eq!(status.code(), Some(3), "{err}");
+    let (code, err) = run_until_refused(data.path()).await;
+    assert_eq!(code, Some(3), "{err}");
     let expected = format!(
         "database {} was written by a newer lanehub (schema {newer}, this build knows up to \
          {SCHEMA_VERSION}); refusing to start to protect your data",

@@ -1,5 +1,6 @@
 //! `lanehub members import|export` and `lanehub backup` through the real binary, with a
-//! configuration file that points `store.data_dir` at a temporary directory.
+//! configuration file that points `store.data_dir` at a temporary directory; the modes of the
+//! files they create.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -42,6 +43,28 @@ impl Env {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap()
+    }
+
+    /// Runs lanehub under `umask 000`, the most permissive a caller could leave.
+    #[cfg(unix)]
+    fn ok_with_open_umask(&self, args: &[&str]) -> String {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(r#"umask 000 && exec "$0" "$@""#)
+            .arg(env!("CARGO_BIN_EXE_lanehub"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("LANEHUB_CONFIG")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -124,6 +147,39 @@ fn import_export_reimport_and_backup() {
     assert_eq!(names, ["Åse Ny", "Bjørn Ærø, jr."]);
     let err = env.fails(&["backup", s(&copy)]);
     assert!(err.contains("already exists"), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_directory_database_and_backups_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let env = Env::new();
+    let good = env.write("good.csv", &format!("{HEADER}\n4791234567,Kari,,,,,\n"));
+    // An import is the first to open the store here: it creates the data directory.
+    env.ok_with_open_umask(&["members", "import", s(&good)]);
+    let data = env.path("data");
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("lanehub.db")), 0o600);
+
+    let copy = env.path("copy.db");
+    env.ok_with_open_umask(&["backup", s(&copy)]);
+    assert_eq!(mode(&copy), 0o600);
+    let into = env.path("backups");
+    std::fs::create_dir(&into).unwrap();
+    let out = env.ok_with_open_umask(&["backup", s(&into)]);
+    let written: Vec<_> = std::fs::read_dir(&into)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(written.len(), 1, "{out}");
+    assert_eq!(mode(&written[0]), 0o600, "{out}");
+    // The copy is a whole database.
+    let conn = Connection::open(&written[0]).unwrap();
+    let members: i64 = conn
+        .query_row("SELECT count(*) FROM members", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(members, 1);
 }
 
 #[test]

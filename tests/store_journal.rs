@@ -255,6 +255,7 @@ async fn backup_while_a_writer_runs_is_a_consistent_database() {
     // A separate connection, as `lanehub backup` would use, while the store thread writes.
     let settings = lanehub::config::StoreSettings {
         data_dir: dir.path().join("data"),
+        journal_retention: std::time::Duration::from_secs(90 * 24 * 60 * 60),
     };
     let dest = dir.path().join("backup.db");
     let report = tokio::task::spawn_blocking({

@@ -131,7 +131,7 @@ pub(super) fn consented(
     cx.persist(
         &ctx,
         JournalRecord::EnrollmentConsented {
-            login_token: token.clone(),
+            login_token: Some(token.clone()),
         },
     );
     fetch_userinfo(ctx, customer, token, 0, cx)

@@ -38,8 +38,11 @@ pub enum JournalRecord {
     },
     /// The token poll succeeded. Written before userinfo is called: Vipps hands the token out
     /// only once, so a restart finishes the enrollment with this one instead of polling again.
+    /// The store erases the token (`None` when read back) once it is no longer needed: when the
+    /// enrollment's `EnrollmentUserinfo` is written, or the enrollment follower has taken it over.
     EnrollmentConsented {
-        login_token: LoginAccessToken,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        login_token: Option<LoginAccessToken>,
     },
     /// Userinfo answered; written before the member is stored, so a restart stores it even after
     /// the token expired.
@@ -204,9 +207,10 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
                     consent: Consent::NotYet,
                 })
             }
+            // An erased token was superseded by the userinfo or the end that follows it.
             JournalRecord::EnrollmentConsented { login_token } => {
-                if let Some(e) = &mut facts.enrollment {
-                    e.consent = Consent::Token(login_token.clone());
+                if let (Some(e), Some(token)) = (&mut facts.enrollment, login_token) {
+                    e.consent = Consent::Token(token.clone());
                 }
             }
             JournalRecord::EnrollmentUserinfo { userinfo } => {

@@ -716,7 +716,7 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
             *e == Effect::Persist {
                 session: sid(1),
                 record: JournalRecord::EnrollmentConsented {
-                    login_token: token(),
+                    login_token: Some(token()),
                 },
             }
         })
@@ -2241,7 +2241,7 @@ fn enrollment_journal(after_start: &[JournalRecord]) -> Vec<JournalRecord> {
 #[test]
 fn recovery_after_consent_finishes_the_enrollment_instead_of_polling_again() {
     let consented = JournalRecord::EnrollmentConsented {
-        login_token: token(),
+        login_token: Some(token()),
     };
     // Consent journalled, userinfo not: userinfo with the journalled token, never a token poll.
     let mut lane = recover(&enrollment_journal(std::slice::from_ref(&consented)));
@@ -2282,8 +2282,9 @@ fn recovery_after_consent_finishes_the_enrollment_instead_of_polling_again() {
     );
 
     // Userinfo journalled too: the member is stored straight away, with no Vipps call at all.
+    // The consent reads back as the store leaves it then: its token erased.
     let mut lane = recover(&enrollment_journal(&[
-        consented.clone(),
+        JournalRecord::EnrollmentConsented { login_token: None },
         JournalRecord::EnrollmentUserinfo { userinfo: kari() },
     ]));
     assert_eq!(lane.label(), "awaiting_member_store");
@@ -2312,7 +2313,7 @@ fn recovery_after_consent_finishes_the_enrollment_instead_of_polling_again() {
 #[test]
 fn a_consent_whose_token_expired_before_userinfo_fails_with_a_clear_reason() {
     let mut lane = recover(&enrollment_journal(&[JournalRecord::EnrollmentConsented {
-        login_token: token(),
+        login_token: Some(token()),
     }]));
     let call = lane.call("userinfo");
     lane.feed(Event::UserinfoFailed {
@@ -2452,7 +2453,7 @@ fn a_token_from_a_poll_that_had_timed_out_is_still_taken() {
 #[test]
 fn the_login_token_is_journalled_but_never_shown_by_debug() {
     let record = JournalRecord::EnrollmentConsented {
-        login_token: token(),
+        login_token: Some(token()),
     };
     let json = serde_json::to_value(&record).expect("serialisable");
     assert_eq!(

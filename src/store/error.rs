@@ -32,6 +32,12 @@ pub enum StoreError {
         found: u32,
         known: u32,
     },
+    /// `PRAGMA quick_check` found damaged pages, or SQLite reports the file as damaged.
+    #[error(
+        "database {path} is corrupt ({detail}); lanehub will not use it: stop lanehub and \
+         restore the latest backup (docs/operations.md, \"Back up and restore\")"
+    )]
+    CorruptDatabase { path: PathBuf, detail: String },
     /// A migration step failed; its transaction was rolled back and the file is unchanged.
     #[error("migrating {path} to schema {version} failed: {error}")]
     Migration {
@@ -96,6 +102,7 @@ impl StoreError {
             StoreError::Missing(_) => "missing",
             StoreError::ForeignDatabase { .. } => "foreign_database",
             StoreError::NewerSchema { .. } => "newer_schema",
+            StoreError::CorruptDatabase { .. } => "corrupt_database",
             StoreError::Migration { .. } => "migration",
             StoreError::Sqlite(_) => "sqlite",
             StoreError::Encode(_) => "encode",
@@ -131,7 +138,9 @@ impl StoreError {
         match self {
             StoreError::Io { .. } => Some(StoreFault::Io),
             StoreError::Sqlite(e) | StoreError::Migration { error: e, .. } => Some(sqlite_fault(e)),
-            StoreError::Corrupt { .. } => Some(StoreFault::Corrupt),
+            StoreError::Corrupt { .. } | StoreError::CorruptDatabase { .. } => {
+                Some(StoreFault::Corrupt)
+            }
             StoreError::NotCommitted { fault, .. } => Some(*fault),
             StoreError::Closed => Some(StoreFault::Closed),
             StoreError::Panicked | StoreError::Encode(_) => Some(StoreFault::Other),

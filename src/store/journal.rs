@@ -52,7 +52,9 @@ pub struct SessionJournal {
     pub records: Vec<JournalRecord>,
 }
 
-/// Appends a record; returns its `seq`. Atomic on its own or inside the store's batch.
+/// Appends a record; returns its `seq`. Atomic on its own or inside the store's batch. A
+/// session's userinfo record erases the Login token of its enrollment's consent in the same
+/// transaction: from then on the token is not needed, and a secret kept is a secret to leak.
 pub(crate) fn append(
     conn: &mut Connection,
     lane: &LaneId,
@@ -68,7 +70,69 @@ pub(crate) fn append(
             "`closed` is written by close_session only",
         ));
     }
-    insert(conn, lane, session, kind, payload, None)
+    atomically(conn, |conn| {
+        let seq = insert(conn, lane, session, kind, payload, None)?;
+        if kind == USERINFO_KIND {
+            erase_login_tokens(conn, lane, session, Enrollment::Latest)?;
+        }
+        Ok(seq)
+    })
+}
+
+/// The session state machine's record kinds (`session::JournalRecord::kind`) that the token
+/// erasure reads, with their payload fields `auth_req_id` and `login_token`; a test in this
+/// module pins them to the session's own names.
+const STARTED_KIND: &str = "enrollment_started";
+const CONSENTED_KIND: &str = "enrollment_consented";
+const USERINFO_KIND: &str = "enrollment_userinfo";
+
+/// Which enrollment of a session a token erasure is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Enrollment<'a> {
+    /// The session's latest (a session follows one enrollment at a time).
+    Latest,
+    /// The one whose Login has this `auth_req_id`.
+    Login(&'a str),
+}
+
+/// Removes `login_token` from the consent records of one enrollment of a session (the records
+/// after its `enrollment_started` and before the next one); returns how many were changed.
+/// Reads only the session's own records, through `journal_by_session`.
+pub(crate) fn erase_login_tokens(
+    conn: &Connection,
+    lane: &LaneId,
+    session: &str,
+    enrollment: Enrollment<'_>,
+) -> Result<usize> {
+    let auth_req_id = match enrollment {
+        Enrollment::Latest => None,
+        Enrollment::Login(id) => Some(id),
+    };
+    let n = conn
+        .prepare_cached(
+            "WITH started AS (
+                 SELECT seq, json_extract(payload, '$.auth_req_id') AS login FROM journal
+                 WHERE lane = ?1 AND session = ?2 AND kind = ?3
+             ), this AS (
+                 SELECT CASE WHEN ?5 IS NULL THEN (SELECT max(seq) FROM started)
+                        ELSE (SELECT min(seq) FROM started WHERE login = ?5) END AS seq
+             )
+             UPDATE journal SET payload = json_remove(payload, '$.login_token')
+             WHERE lane = ?1 AND session = ?2 AND kind = ?4
+               AND json_extract(payload, '$.login_token') IS NOT NULL
+               AND seq > (SELECT seq FROM this)
+               AND seq < coalesce(
+                   (SELECT min(seq) FROM started WHERE seq > (SELECT seq FROM this)),
+                   9223372036854775807)",
+        )?
+        .execute(params![
+            lane.as_str(),
+            session,
+            STARTED_KIND,
+            CONSENTED_KIND,
+            auth_req_id
+        ])?;
+    Ok(n)
 }
 
 /// Appends the terminal `closed` record with `{"outcome": outcome}`; returns its `seq`.
@@ -81,54 +145,54 @@ pub(crate) fn close(
     check_session(session)?;
     check_label("session outcome", outcome, 32)?;
     let payload = serde_json::json!({ "outcome": outcome }).to_string();
-    insert(conn, lane, session, CLOSED_KIND, &payload, Some(outcome))
+    atomically(conn, |conn| {
+        insert(conn, lane, session, CLOSED_KIND, &payload, Some(outcome))
+    })
 }
 
 fn insert(
-    conn: &mut Connection,
+    conn: &Connection,
     lane: &LaneId,
     session: &str,
     kind: &str,
     payload: &str,
     closing: Option<&str>,
 ) -> Result<u64> {
-    atomically(conn, |conn| {
-        let closed: Option<Option<i64>> = conn
-            .prepare_cached("SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2")?
-            .query_row(params![lane.as_str(), session], |r| r.get(0))
-            .optional()?;
-        if let Some(Some(_)) = closed {
-            return Err(StoreError::SessionClosed {
-                lane: lane.to_string(),
-                session: session.to_owned(),
-            });
-        }
-        let seq = conn
-            .prepare_cached(
-                "INSERT INTO journal (lane, session, kind, payload, recorded_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .insert(params![
-                lane.as_str(),
-                session,
-                kind,
-                payload,
-                format_time(&Utc::now())
-            ])?;
-        if closed.is_none() {
-            conn.prepare_cached(
-                "INSERT INTO sessions (lane, session, opened_seq) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![lane.as_str(), session, seq])?;
-        }
-        if let Some(outcome) = closing {
-            conn.prepare_cached(
-                "UPDATE sessions SET closed_seq = ?3, outcome = ?4 WHERE lane = ?1 AND session = ?2",
-            )?
-            .execute(params![lane.as_str(), session, seq, outcome])?;
-        }
-        to_seq(seq)
-    })
+    let closed: Option<Option<i64>> = conn
+        .prepare_cached("SELECT closed_seq FROM sessions WHERE lane = ?1 AND session = ?2")?
+        .query_row(params![lane.as_str(), session], |r| r.get(0))
+        .optional()?;
+    if let Some(Some(_)) = closed {
+        return Err(StoreError::SessionClosed {
+            lane: lane.to_string(),
+            session: session.to_owned(),
+        });
+    }
+    let seq = conn
+        .prepare_cached(
+            "INSERT INTO journal (lane, session, kind, payload, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .insert(params![
+            lane.as_str(),
+            session,
+            kind,
+            payload,
+            format_time(&Utc::now())
+        ])?;
+    if closed.is_none() {
+        conn.prepare_cached(
+            "INSERT INTO sessions (lane, session, opened_seq) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![lane.as_str(), session, seq])?;
+    }
+    if let Some(outcome) = closing {
+        conn.prepare_cached(
+            "UPDATE sessions SET closed_seq = ?3, outcome = ?4 WHERE lane = ?1 AND session = ?2",
+        )?
+        .execute(params![lane.as_str(), session, seq, outcome])?;
+    }
+    to_seq(seq)
 }
 
 /// Every record of one session, oldest first (empty if the session is unknown).
@@ -349,6 +413,97 @@ mod tests {
         assert_eq!(before(60).unwrap(), seqs[49], "every record is older");
         let (_empty_dir, empty) = db();
         assert_eq!(seq_before(&empty, Utc::now()).unwrap(), 0);
+    }
+
+    /// Writes `record` as the session state machine does: its kind, the record as JSON.
+    fn write(conn: &mut Connection, session: &str, record: &crate::session::JournalRecord) -> u64 {
+        let payload = serde_json::to_string(record).unwrap();
+        append(conn, &lane("1"), session, record.kind(), &payload).unwrap()
+    }
+
+    fn started(auth_req_id: &str) -> crate::session::JournalRecord {
+        crate::session::JournalRecord::EnrollmentStarted {
+            msisdn: "4798765432".parse().unwrap(),
+            auth_req_id: auth_req_id.into(),
+        }
+    }
+
+    fn consented(token: &str) -> crate::session::JournalRecord {
+        crate::session::JournalRecord::EnrollmentConsented {
+            login_token: Some(crate::session::LoginAccessToken::new(token.into())),
+        }
+    }
+
+    fn userinfo() -> crate::session::JournalRecord {
+        crate::session::JournalRecord::EnrollmentUserinfo {
+            userinfo: crate::session::Userinfo {
+                name: Some("Kari".into()),
+                email: None,
+                phone_number: None,
+                consents: vec![],
+            },
+        }
+    }
+
+    /// The stored payloads of a session's consent records, as the file holds them.
+    fn consent_payloads(conn: &Connection, session: &str) -> Vec<String> {
+        conn.prepare("SELECT payload FROM journal WHERE session = ?1 AND kind = ?2 ORDER BY seq")
+            .unwrap()
+            .query_map(params![session, CONSENTED_KIND], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_session_state_machine_uses_the_kinds_the_erasure_reads() {
+        assert_eq!(started("a").kind(), STARTED_KIND);
+        assert_eq!(consented("t").kind(), CONSENTED_KIND);
+        assert_eq!(userinfo().kind(), USERINFO_KIND);
+        let json = serde_json::to_value(consented("t")).unwrap();
+        assert_eq!(json["login_token"], "t");
+        assert_eq!(
+            serde_json::to_value(started("a")).unwrap()["auth_req_id"],
+            "a"
+        );
+    }
+
+    #[test]
+    fn userinfo_erases_the_token_of_its_own_enrollment_only() {
+        let (_dir, mut conn) = db();
+        // An earlier enrollment of the session that was given up with its token: the
+        // enrollment follower still needs that one.
+        write(&mut conn, "s1", &started("first"));
+        write(&mut conn, "s1", &consented("first-token"));
+        // Another session's consent is none of this session's business.
+        write(&mut conn, "s2", &started("other"));
+        write(&mut conn, "s2", &consented("other-token"));
+        write(&mut conn, "s1", &started("second"));
+        write(&mut conn, "s1", &consented("second-token"));
+        write(&mut conn, "s1", &userinfo());
+
+        let s1 = consent_payloads(&conn, "s1");
+        assert!(s1[0].contains("first-token"), "{s1:?}");
+        assert!(!s1[1].contains("second-token"), "{s1:?}");
+        assert!(consent_payloads(&conn, "s2")[0].contains("other-token"));
+        // The record stays, and reads back as a consent whose token was erased.
+        let records = session_records(&conn, &lane("1"), "s1").unwrap();
+        let erased: crate::session::JournalRecord = records[3].payload_as().unwrap();
+        assert_eq!(
+            erased,
+            crate::session::JournalRecord::EnrollmentConsented { login_token: None }
+        );
+
+        // The follower took the first enrollment over: its copy goes too.
+        let n = erase_login_tokens(&conn, &lane("1"), "s1", Enrollment::Login("first")).unwrap();
+        assert_eq!(n, 1);
+        assert!(
+            consent_payloads(&conn, "s1")
+                .iter()
+                .all(|p| !p.contains("token"))
+        );
+        let n = erase_login_tokens(&conn, &lane("1"), "s1", Enrollment::Login("unknown")).unwrap();
+        assert_eq!(n, 0);
     }
 
     #[test]

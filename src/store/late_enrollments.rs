@@ -4,14 +4,19 @@
 //! A row is keyed by the Login's `auth_req_id`. What is learnt about it (the session, the phone
 //! number, the Login token, userinfo) only ever fills empty columns, so the two ways a row comes
 //! in (the follower reading the journal, a lane handing over a token that came too late) can
-//! arrive in either order. The token is a secret: it is kept as `SecretString` and never shown.
-//! `outcome` is NULL while the enrollment is unresolved.
+//! arrive in either order. `outcome` is NULL while the enrollment is unresolved.
+//!
+//! The token is a secret: it is kept as `SecretString` and never shown, and kept only while it
+//! is needed. A row drops it once it holds userinfo or an outcome, and a handover from the
+//! journal erases the journal's copy in the same transaction (the row holds it from then on, or
+//! nobody will use it).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::{Result, StoreError};
+use super::journal::{self, Enrollment};
 use super::{check_label, check_session, format_time, parse_time};
 use crate::domain::{LaneId, Msisdn};
 
@@ -65,7 +70,8 @@ fn check_auth_req_id(id: &str) -> Result<()> {
 }
 
 /// Adds a late enrollment or fills what its row lacks; with `create` false only an existing row
-/// is filled. Returns whether a row was written.
+/// is filled. Returns whether a row was written. A handover naming its session comes from that
+/// session's journal: the journal's copy of the token is erased.
 pub(crate) fn hand_over(
     conn: &Connection,
     h: &LateEnrollmentHandover,
@@ -92,12 +98,14 @@ pub(crate) fn hand_over(
         conn.prepare_cached(
             "INSERT INTO late_enrollments (auth_req_id, lane, session, msisdn, started_at,
                                            login_token, userinfo, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN ?7 IS NULL THEN ?6 END, ?7, ?8)
              ON CONFLICT (auth_req_id) DO UPDATE SET
                 session = coalesce(session, excluded.session),
                 msisdn = coalesce(msisdn, excluded.msisdn),
                 started_at = min(started_at, excluded.started_at),
-                login_token = coalesce(login_token, excluded.login_token),
+                login_token = CASE WHEN outcome IS NULL AND userinfo IS NULL
+                                    AND excluded.userinfo IS NULL
+                              THEN coalesce(login_token, ?6) END,
                 userinfo = coalesce(userinfo, excluded.userinfo),
                 updated_at = excluded.updated_at",
         )?
@@ -108,19 +116,24 @@ pub(crate) fn hand_over(
                 session = coalesce(session, ?3),
                 msisdn = coalesce(msisdn, ?4),
                 started_at = min(started_at, ?5),
-                login_token = coalesce(login_token, ?6),
+                login_token = CASE WHEN outcome IS NULL AND coalesce(userinfo, ?7) IS NULL
+                              THEN coalesce(login_token, ?6) END,
                 userinfo = coalesce(userinfo, ?7),
                 updated_at = ?8
              WHERE auth_req_id = ?1 AND lane = ?2",
         )?
         .execute(values)?
     };
+    if let Some(session) = &h.session {
+        journal::erase_login_tokens(conn, &h.lane, session, Enrollment::Login(&h.auth_req_id))?;
+    }
     Ok(written > 0)
 }
 
 /// Resolves an unresolved late enrollment with `outcome` (one of [`LATE_ENROLLMENT_OUTCOMES`]).
 /// With `unless_consented` a row that holds a token or userinfo is left unresolved: a token
-/// that came meanwhile wins over a poll's "expired". Returns whether the row was resolved.
+/// that came meanwhile wins over a poll's "expired". Returns whether the row was resolved. A
+/// resolved row keeps no token.
 pub(crate) fn resolve(
     conn: &Connection,
     auth_req_id: &str,
@@ -136,7 +149,7 @@ pub(crate) fn resolve(
     }
     let n = conn
         .prepare_cached(
-            "UPDATE late_enrollments SET outcome = ?2, updated_at = ?3
+            "UPDATE late_enrollments SET outcome = ?2, login_token = NULL, updated_at = ?3
              WHERE auth_req_id = ?1 AND outcome IS NULL
                AND NOT (?4 AND (login_token IS NOT NULL OR userinfo IS NOT NULL))",
         )?
@@ -309,6 +322,84 @@ mod tests {
         assert!(unresolved(&conn).unwrap().is_empty());
         let row = get(&conn, "a2").unwrap().unwrap();
         assert_eq!(row.outcome.as_deref(), Some("enrolled"));
+    }
+
+    /// The token as the file holds it, whatever the row's other columns say.
+    fn stored_token(conn: &Connection, id: &str) -> Option<String> {
+        conn.query_row(
+            "SELECT login_token FROM late_enrollments WHERE auth_req_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_token_is_dropped_once_userinfo_or_an_outcome_makes_it_unneeded() {
+        let (_dir, conn) = db();
+        let with_token = |id: &str| LateEnrollmentHandover {
+            login_token: Some(SecretString::from("tok")),
+            ..handover(id)
+        };
+        let info = serde_json::json!({"name": "Ola", "consents": []});
+        hand_over(&conn, &with_token("a1"), true).unwrap();
+        assert_eq!(stored_token(&conn, "a1").as_deref(), Some("tok"));
+        let with_info = LateEnrollmentHandover {
+            userinfo: Some(info.clone()),
+            ..handover("a1")
+        };
+        hand_over(&conn, &with_info, false).unwrap();
+        assert_eq!(stored_token(&conn, "a1"), None);
+        // Still consented: userinfo is what the follower finishes it with.
+        assert!(!resolve(&conn, "a1", "expired", true).unwrap());
+        // A token that comes after the userinfo is not stored either.
+        hand_over(&conn, &with_token("a1"), true).unwrap();
+        assert_eq!(stored_token(&conn, "a1"), None);
+        // Both at once: only the userinfo is kept.
+        let both = LateEnrollmentHandover {
+            userinfo: Some(info),
+            ..with_token("a2")
+        };
+        hand_over(&conn, &both, true).unwrap();
+        assert_eq!(stored_token(&conn, "a2"), None);
+
+        hand_over(&conn, &with_token("a3"), true).unwrap();
+        assert!(resolve(&conn, "a3", "failed", false).unwrap());
+        assert_eq!(stored_token(&conn, "a3"), None);
+        hand_over(&conn, &with_token("a3"), true).unwrap();
+        assert_eq!(
+            stored_token(&conn, "a3"),
+            None,
+            "a resolved row takes no token"
+        );
+    }
+
+    #[test]
+    fn a_handover_from_the_journal_erases_the_journal_copy_of_the_token() {
+        let (_dir, mut conn) = db();
+        let lane: LaneId = "1".parse().unwrap();
+        let started = serde_json::json!({
+            "kind": "enrollment_started", "msisdn": "4798765432", "auth_req_id": "a1"
+        });
+        let consented = serde_json::json!({"kind": "enrollment_consented", "login_token": "tok"});
+        for (kind, payload) in [
+            ("enrollment_started", &started),
+            ("enrollment_consented", &consented),
+        ] {
+            journal::append(&mut conn, &lane, "s1", kind, &payload.to_string()).unwrap();
+        }
+        let from_journal = LateEnrollmentHandover {
+            session: Some("s1".into()),
+            login_token: Some(SecretString::from("tok")),
+            ..handover("a1")
+        };
+        assert!(hand_over(&conn, &from_journal, true).unwrap());
+        assert_eq!(stored_token(&conn, "a1").as_deref(), Some("tok"));
+        let records = journal::session_records(&conn, &lane, "s1").unwrap();
+        assert_eq!(
+            records[1].payload,
+            serde_json::json!({"kind": "enrollment_consented"})
+        );
     }
 
     #[test]

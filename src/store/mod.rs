@@ -32,6 +32,7 @@ mod late_enrollments;
 mod member_csv;
 mod members;
 mod payments;
+mod retention;
 pub mod schema;
 mod settings;
 
@@ -58,6 +59,7 @@ pub use members::{
     Upserted,
 };
 pub use payments::{NewIdempotencyKey, NewPayment, PaymentRecord, PaymentUpdate};
+pub use retention::Pruned;
 pub use schema::{DATABASE_FILE, OpenMode, SCHEMA_VERSION};
 
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
@@ -524,10 +526,22 @@ impl Store {
         self.read(move |conn| journal::records_of_kind_since(conn, &kind, after))
     }
 
+    /// Deletes up to `max_sessions` sessions closed before `closed_before` with their records,
+    /// and as many late enrollments resolved before it, in one transaction (`retention`).
+    pub fn prune(
+        &self,
+        closed_before: DateTime<Utc>,
+        max_sessions: usize,
+    ) -> impl Future<Output = Result<Pruned>> + Send + 'static {
+        self.call(move |conn| retention::prune(conn, closed_before, max_sessions))
+    }
+
     // ---- late enrollments ----
 
     /// Adds a late enrollment or fills the columns its row lacks (never overwrites one); with
     /// `create` false only an existing row is filled. `Ok(true)` once a row was written durably.
+    /// The Login token is dropped once the row has userinfo or an outcome, and a handover that
+    /// names its session erases the token from that session's journal.
     pub fn hand_over_late_enrollment(
         &self,
         handover: LateEnrollmentHandover,
@@ -538,7 +552,7 @@ impl Store {
 
     /// Resolves an unresolved late enrollment with `outcome` (one of
     /// [`LATE_ENROLLMENT_OUTCOMES`]); with `unless_consented` one holding a token or userinfo
-    /// stays unresolved. Returns whether it was resolved now.
+    /// stays unresolved. Returns whether it was resolved now; a resolved row keeps no token.
     pub fn resolve_late_enrollment(
         &self,
         auth_req_id: &str,

@@ -24,6 +24,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 30) stays parsed, with room to spare.
 const STATEMENT_CACHE_CAPACITY: usize = 64;
 
+/// Mode of the data directory lanehub creates: the journal holds phone numbers and consents.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// Mode of the database and backup files lanehub creates.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
 /// One forward step of the schema.
 pub struct Migration {
     /// The schema version after this step; entry `i` has version `i + 1`.
@@ -49,6 +54,13 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         description: "late enrollments the follower finishes; payments by state",
         sql: V3,
+    },
+    Migration {
+        version: 4,
+        description: "indexes for pruning closed sessions and resolved late enrollments",
+        sql: "CREATE INDEX sessions_closed ON sessions (closed_seq) WHERE closed_seq IS NOT NULL;
+              CREATE INDEX late_enrollments_resolved ON late_enrollments (updated_at)
+                  WHERE outcome IS NOT NULL;",
     },
 ];
 
@@ -137,19 +149,22 @@ pub enum OpenMode {
     Existing,
 }
 
-/// Opens `path` durably (WAL, `synchronous=FULL`) and brings its schema up to date.
+/// Opens `path` durably (WAL, `synchronous=FULL`), checks its pages and brings its schema up to
+/// date. A damaged file is refused as [`StoreError::CorruptDatabase`].
 pub fn open(path: &Path, mode: OpenMode) -> Result<Connection> {
+    open_checked(path, mode).map_err(|e| as_corrupt(e, path))
+}
+
+fn open_checked(path: &Path, mode: OpenMode) -> Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
     match mode {
         OpenMode::Create => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|error| StoreError::Io {
-                    path: dir.to_owned(),
-                    error,
-                })?;
+                create_private_dir(dir)?;
             }
+            create_private_file(path)?;
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
         OpenMode::Existing => {
@@ -163,6 +178,8 @@ pub fn open(path: &Path, mode: OpenMode) -> Result<Connection> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Refuse foreign and newer files before the WAL switch below rewrites the header.
     check_version(&conn, path)?;
+    // Before anything writes: migrating or recovering from damaged pages would hide the damage.
+    quick_check(&conn, path)?;
     let journal_mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !journal_mode.eq_ignore_ascii_case("wal") {
@@ -176,9 +193,129 @@ pub fn open(path: &Path, mode: OpenMode) -> Result<Connection> {
     }
     // FULL syncs the WAL at every commit: a committed journal record survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Deleted and overwritten content (pruned sessions, erased Login tokens) is zeroed, freed
+    // pages too, instead of lingering in the file's free space. The cost is a write of each
+    // page freed, which happens mostly while pruning.
+    conn.pragma_update(None, "secure_delete", true)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     migrate(&mut conn, path)?;
     Ok(conn)
+}
+
+/// How many problems `quick_check` reports at most; the first ones are enough to name the damage.
+const QUICK_CHECK_LIMIT: u32 = 3;
+
+/// Runs `PRAGMA quick_check`: every page and b-tree is read once (O(size of the file)), without
+/// the index-content checks of `integrity_check`.
+fn quick_check(conn: &Connection, path: &Path) -> Result<()> {
+    let started = tokio::time::Instant::now();
+    let mut stmt = conn.prepare(&format!("PRAGMA quick_check({QUICK_CHECK_LIMIT})"))?;
+    let mut verdict = Vec::new();
+    for row in stmt.query_map([], |row| row.get::<_, String>(0))? {
+        match row {
+            Ok(line) => verdict.push(line),
+            // SQLite may stop with SQLITE_CORRUPT after naming the damage: the names say more.
+            Err(_) if !verdict.is_empty() => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if verdict != ["ok"] {
+        // One line for the log: the damaged pages, without SQLite's "*** in database main ***".
+        let lines: Vec<&str> = verdict
+            .iter()
+            .flat_map(|entry| entry.lines())
+            .filter(|line| !line.starts_with("***"))
+            .collect();
+        return Err(StoreError::CorruptDatabase {
+            path: path.to_owned(),
+            detail: format!("quick_check: {}", lines.join("; ")),
+        });
+    }
+    // Its cost grows with the file: the log shows what it takes in this store.
+    tracing::info!(
+        path = %path.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "database pages checked"
+    );
+    Ok(())
+}
+
+/// SQLite's own verdict that the file is damaged, wherever opening met it, named for the file.
+pub(crate) fn as_corrupt(e: StoreError, path: &Path) -> StoreError {
+    let sqlite = match &e {
+        StoreError::Sqlite(s) | StoreError::Migration { error: s, .. } => s,
+        _ => return e,
+    };
+    match sqlite.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            StoreError::CorruptDatabase {
+                path: path.to_owned(),
+                detail: sqlite.to_string(),
+            }
+        }
+        _ => e,
+    }
+}
+
+/// Creates `dir` (and missing parents) readable by lanehub's user only, whatever the umask. An
+/// existing directory is left as it is: its mode is the operator's (systemd's
+/// `StateDirectoryMode=`).
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let io = |error| StoreError::Io {
+        path: dir.to_owned(),
+        error,
+    };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(PRIVATE_DIR_MODE);
+        builder.create(dir).map_err(io)?;
+        // The umask may have taken bits from the owner; set the mode itself.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(io)?;
+    Ok(())
+}
+
+/// Creates the database file empty with mode 0600 before SQLite opens it; SQLite gives the
+/// `-wal` and `-shm` files the database file's mode. An existing file is left as it is.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_FILE_MODE);
+    match options.open(path) {
+        Ok(_) => set_private(path),
+        // Another process (lanehub, a CLI import) may create it at the same moment.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Io {
+            path: path.to_owned(),
+            error,
+        }),
+    }
+}
+
+/// Sets a file lanehub just created to [`PRIVATE_FILE_MODE`], whatever the umask took from it.
+pub(crate) fn set_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+            .map_err(|error| StoreError::Io {
+                path: path.to_owned(),
+                error,
+            })?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Opens a second, read-only connection to a database that `open` has already brought up to
@@ -285,6 +422,95 @@ mod tests {
         let err = open(&path, OpenMode::Existing).unwrap_err();
         assert_eq!(err.kind(), "missing");
         assert!(!path.exists());
+    }
+
+    /// Overwrites the b-tree page header of `table`'s root page with an invalid page type.
+    fn damage(path: &Path, table: &str) {
+        let conn = Connection::open(path).unwrap();
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        let root: i64 = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        drop(conn);
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        file.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
+            .unwrap();
+        file.write_all(&[0x7f; 16]).unwrap();
+    }
+
+    #[test]
+    fn a_database_with_damaged_pages_is_refused_by_name_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        let conn = open(&path, OpenMode::Create).unwrap();
+        conn.execute_batch("INSERT INTO settings VALUES ('k', 'v', 't')")
+            .unwrap();
+        // Closing the last connection checkpoints the WAL into the file and removes it.
+        drop(conn);
+        assert!(!dir.path().join("lanehub.db-wal").exists());
+        damage(&path, "settings");
+        let before = std::fs::read(&path).unwrap();
+
+        for mode in [OpenMode::Create, OpenMode::Existing] {
+            let err = open(&path, mode).unwrap_err();
+            assert_eq!(err.kind(), "corrupt_database", "{err}");
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("database {} is corrupt", path.display())),
+                "{text}"
+            );
+            assert!(text.contains("quick_check"), "{text}");
+            assert!(text.contains("restore the latest backup"), "{text}");
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "the file is left as it was"
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_no_database_at_all_is_refused_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE);
+        std::fs::write(&path, vec![0x42; 8192]).unwrap();
+        let err = open(&path, OpenMode::Existing).unwrap_err();
+        assert_eq!(err.kind(), "corrupt_database", "{err}");
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_directory_and_database_are_created_for_lanehub_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("var").join("data");
+        let path = data.join(DATABASE_FILE);
+        let conn = open(&path, OpenMode::Create).unwrap();
+        conn.execute_batch("INSERT INTO settings VALUES ('k', 'v', 't')")
+            .unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&dir.path().join("var")), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        // SQLite gives its side files the database's mode.
+        assert_eq!(mode(&data.join("lanehub.db-wal")), 0o600);
+        drop(conn);
+
+        // An existing directory keeps the mode the operator gave it.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o750)).unwrap();
+        open(&shared.join(DATABASE_FILE), OpenMode::Create).unwrap();
+        assert_eq!(mode(&shared), 0o750);
+        assert_eq!(mode(&shared.join(DATABASE_FILE)), 0o600);
     }
 
     #[test]

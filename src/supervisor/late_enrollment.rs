@@ -222,7 +222,9 @@ fn given_up(
                     userinfo: None,
                 });
             }
-            JournalRecord::EnrollmentConsented { login_token } => {
+            JournalRecord::EnrollmentConsented {
+                login_token: Some(login_token),
+            } => {
                 if let Some(h) = &mut open {
                     h.login_token = Some(login_token.secret().clone());
                 }
@@ -481,7 +483,7 @@ mod tests {
             // The member store failed after userinfo: taken over with the userinfo.
             started("store-failed"),
             JournalRecord::EnrollmentConsented {
-                login_token: token.clone(),
+                login_token: Some(token.clone()),
             },
             JournalRecord::EnrollmentUserinfo {
                 userinfo: userinfo.clone(),

@@ -6,6 +6,7 @@
 //! nor rebuilt.
 
 pub mod late_enrollment;
+pub mod retention;
 pub mod shutdown;
 pub mod unconfirmed;
 
