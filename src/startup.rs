@@ -18,7 +18,7 @@ use crate::config::{Settings, VippsMode};
 use crate::domain::Msisdn;
 use crate::http::extract::ApiTokens;
 use crate::http::webhooks::WebhookReceiver;
-use crate::lane::effects::EffectDeps;
+use crate::lane::effects::{EffectDeps, LoginSettings};
 use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
@@ -98,6 +98,7 @@ impl Application {
 
         let follower = EnrollmentFollower::new(store.clone());
         let config = Arc::new(settings.session.session_config());
+        let login = Arc::new(LoginSettings::from_settings(&settings));
         let specs: Vec<LaneSpec> = settings
             .lanes
             .iter()
@@ -109,6 +110,7 @@ impl Application {
                     store: store.clone(),
                     members: members.clone(),
                     follower: follower.clone(),
+                    login: login.clone(),
                 },
                 config: config.clone(),
                 scanners: lane.scanners.clone(),

@@ -256,3 +256,31 @@ fn a_duration_past_thirty_days_is_refused_instead_of_overflowing_a_timer() {
     let s = Settings::load(None, env(&[("LANEHUB__SIM__WEBHOOK_RETRY_FOR", "30d")]));
     assert!(s.is_ok(), "{s:?}");
 }
+
+#[test]
+fn login_scopes_default_without_delegated_consents_and_bad_ones_are_named() {
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(
+        s.vipps.login_scopes,
+        ["openid", "name", "phoneNumber", "email"]
+    );
+    let ok = temp_file(
+        "scopes-ok.toml",
+        "[vipps]\nlogin_scopes = [\"openid\", \"name\", \"delegatedConsents\"]\n",
+    );
+    let s = Settings::load(Some(&ok), Vec::new()).unwrap();
+    assert_eq!(s.vipps.login_scopes.last().unwrap(), "delegatedConsents");
+    for (name, scopes, want) in [
+        ("no-openid.toml", "[\"name\"]", "must include \"openid\""),
+        (
+            "spaced.toml",
+            "[\"openid\", \"name email\"]",
+            "`name email` is not a scope name",
+        ),
+    ] {
+        let path = temp_file(name, &format!("[vipps]\nlogin_scopes = {scopes}\n"));
+        let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+        assert_eq!(err.key, "vipps.login_scopes", "{err}");
+        assert!(err.message.contains(want), "{err}");
+    }
+}

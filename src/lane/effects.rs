@@ -32,14 +32,41 @@ use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest, LoginToken}
 pub const PIPELINE_CAPACITY: usize = 256;
 /// Check-in is best effort: it never holds anything up for longer than this.
 pub const CHECK_IN_DEADLINE: Duration = Duration::from_secs(3);
-/// The scopes asked for when enrolling a member.
-pub const LOGIN_SCOPES: &[&str] = &[
-    "openid",
-    "name",
-    "phoneNumber",
-    "email",
-    "delegatedConsents",
-];
+/// How long Vipps keeps a Login open when lanehub does not ask for another expiry.
+pub const VIPPS_LOGIN_EXPIRY: Duration = Duration::from_secs(600);
+/// The range of `requested_expiry` Vipps accepts.
+const REQUESTED_EXPIRY: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(900);
+
+/// How lanehub starts a Login: the scopes (`vipps.login_scopes`) and the expiry it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    pub scopes: Vec<String>,
+    /// Sent as `requested_expiry` when the late-enrollment follower gives up sooner than Vipps'
+    /// own expiry would: a Login nobody follows would only block the customer's next one.
+    pub requested_expiry: Option<Duration>,
+}
+
+impl LoginSettings {
+    /// The scopes from `vipps.login_scopes`; the expiry from how long enrollments are followed.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let followed = settings.supervisor.late_enrollment_window;
+        LoginSettings {
+            scopes: settings.vipps.login_scopes.clone(),
+            requested_expiry: (followed < VIPPS_LOGIN_EXPIRY)
+                .then(|| followed.clamp(*REQUESTED_EXPIRY.start(), *REQUESTED_EXPIRY.end())),
+        }
+    }
+
+    fn request(&self, phone_number: Msisdn) -> LoginRequest {
+        LoginRequest {
+            phone_number,
+            scopes: self.scopes.clone(),
+            binding_message: None,
+            requested_expiry: self.requested_expiry,
+        }
+    }
+}
 
 /// An answer for the lane actor.
 #[derive(Debug, actix::Message)]
@@ -69,6 +96,7 @@ pub struct EffectDeps {
     pub members: Arc<dyn MembershipStore>,
     /// Takes over a consent that comes after the session stopped waiting for it.
     pub follower: EnrollmentFollower,
+    pub login: Arc<LoginSettings>,
 }
 
 /// Whether a journal record reached the disk: `None` while it is queued.
@@ -467,12 +495,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> (Option<Event>, Option<Note>
             }
         }
         Effect::StartLogin { call, msisdn } => {
-            let request = LoginRequest {
-                phone_number: msisdn,
-                scopes: LOGIN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-                binding_message: None,
-                requested_expiry: None,
-            };
+            let request = deps.login.request(msisdn);
             match vipps.login_authenticate(&request).await {
                 Ok(auth) => Event::LoginStarted {
                     call,
@@ -482,7 +505,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> (Option<Event>, Option<Note>
                 },
                 Err(e) => Event::LoginStartFailed {
                     call,
-                    error: call_error(&e),
+                    error: login_start_error(deps, &request, &e),
                 },
             }
         }
@@ -593,6 +616,60 @@ async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
             call,
             reason: e.to_string(),
         },
+    }
+}
+
+/// What the cashier learns of a Login start that failed. A refusal (400) names Vipps' reason and
+/// is logged with the scopes asked for, since the usual cause is configuration: a scope such as
+/// `delegatedConsents` that Vipps has not activated for the client. A start whose answer was lost
+/// is not sent again (the customer may already have the request in the app).
+fn login_start_error(deps: &EffectDeps, request: &LoginRequest, e: &VippsError) -> CallError {
+    let scopes = request.scopes.join(" ");
+    // After retries the last answer says what happened.
+    let answer = match e {
+        VippsError::DeadlineExceeded {
+            last: Some(last), ..
+        } => last.as_ref(),
+        e => e,
+    };
+    let error = call_error(e);
+    let detail = match answer.status() {
+        Some(400) => {
+            let problem = answer.problem();
+            let reason = problem
+                .and_then(|p| p.oauth_error.as_deref().or(p.oauth_error_code.as_deref()))
+                .unwrap_or("bad_request");
+            let description = problem.and_then(|p| p.detail.as_deref()).unwrap_or("");
+            tracing::warn!(lane = %deps.lane, reason, description, scopes = %scopes,
+                "Vipps refused to start the Login");
+            let hint = match reason {
+                "invalid_scope" => {
+                    " (check vipps.login_scopes: delegatedConsents needs Vipps' activation)"
+                }
+                _ => "",
+            };
+            match description {
+                "" => format!("Vipps refused the login: {reason}{hint}"),
+                d => format!("Vipps refused the login: {reason}: {d}{hint}"),
+            }
+        }
+        Some(429) => {
+            "a Vipps login to this customer is still open: enroll again in a few minutes".into()
+        }
+        _ if matches!(error, CallError::Unknown { .. }) => {
+            tracing::warn!(lane = %deps.lane, error = %e, scopes = %scopes,
+                "the Login start got no answer; it is not sent again");
+            "Vipps did not answer; the customer may see a request in the app: enroll again in a \
+             few minutes"
+                .into()
+        }
+        _ => return error,
+    };
+    let detail = crate::vipps::error::mask_digit_runs(&detail);
+    match error {
+        CallError::Unavailable { .. } => CallError::Unavailable { detail },
+        CallError::Rejected { status, .. } => CallError::Rejected { status, detail },
+        CallError::Unknown { .. } => CallError::Unknown { detail },
     }
 }
 
