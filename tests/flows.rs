@@ -619,6 +619,49 @@ async fn a_login_scope_vipps_has_not_activated_tells_the_cashier_why_enrollment_
 }
 
 #[actix_web::test]
+async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    // Vipps starts the Login (the customer gets the request) but its answer never arrives.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_authenticate",
+        Some(json!({"dropNext": 1})),
+    )
+    .await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    let failed = term.message("enrollment_failed").await;
+    assert_eq!(
+        failed["message"]["text"],
+        "Enrollment failed: Vipps did not answer; the customer may see a request in the app: \
+         enroll again in a few minutes",
+        "{failed}"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
+
+    // Enrolling again at once: Vipps refuses while the first Login is open, and says so.
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_started").await;
+    let again = term.message("enrollment_failed").await;
+    assert_eq!(
+        again["message"]["text"],
+        "Enrollment failed: a Vipps login to this customer is still open: enroll again in a few \
+         minutes",
+        "{again}"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
+}
+
+#[actix_web::test]
 async fn the_default_login_scopes_enroll_where_delegated_consents_is_not_activated() {
     let mut settings = fast_settings();
     settings.sim.login_delegated_consents = false;
