@@ -4,6 +4,7 @@
 //! operations so that code which works against one works against the other.
 
 pub mod actor;
+pub mod check;
 pub mod circuit;
 pub mod client;
 pub mod error;
