@@ -1609,6 +1609,44 @@ async fn a_consent_given_after_the_lanes_login_timeout_still_makes_a_member() {
 }
 
 #[actix_web::test]
+async fn the_follower_slows_down_when_vipps_says_slow_down() {
+    let mut settings = fast_settings();
+    // Vipps asks for 2 s between polls; the follower sweeps every 100 ms.
+    settings.sim.login_interval = Duration::from_secs(2);
+    settings.supervisor.late_enrollment_interval = ms(100);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    // A 1 ms latency on every token poll, so the simulator counts them.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_token",
+        Some(json!({"latencyMs": 1})),
+    )
+    .await;
+    let polls = || async {
+        hub.sim_get("/faults").await["injectedByOperation"]["login_token"]["latency"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_awaiting_consent").await;
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    // The follower polls (pending), polls again too soon (slow_down)...
+    let deadline = Instant::now() + PATIENCE;
+    while polls().await < 2 {
+        assert!(Instant::now() < deadline, "the follower never polled twice");
+        tokio::time::sleep(POLL).await;
+    }
+    // ...and then keeps 5 s more between polls, not one per sweep.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(polls().await, 2);
+}
+
+#[actix_web::test]
 async fn a_member_whose_store_failed_is_stored_by_the_follower_later() {
     let mut settings = fast_settings();
     settings.supervisor.late_enrollment_interval = ms(100);
