@@ -740,6 +740,25 @@ mod tests {
         }
     }
 
+    #[test]
+    fn requested_expiry_is_sent_only_when_the_follower_gives_up_before_vipps() {
+        let mut settings = crate::config::Settings::load(None, Vec::new()).unwrap();
+        let expiry = |settings: &crate::config::Settings| {
+            LoginSettings::from_settings(settings).requested_expiry
+        };
+        // The default window (10 min) outlasts Vipps' own expiry.
+        assert_eq!(expiry(&settings), None);
+        settings.supervisor.late_enrollment_window = Duration::from_secs(300);
+        assert_eq!(expiry(&settings), Some(Duration::from_secs(300)));
+        // Vipps accepts 60 s at least.
+        settings.supervisor.late_enrollment_window = Duration::from_secs(10);
+        assert_eq!(expiry(&settings), Some(Duration::from_secs(60)));
+        let login = LoginSettings::from_settings(&settings);
+        assert_eq!(login.scopes, settings.vipps.login_scopes);
+        let request = login.request("4791234567".parse().unwrap());
+        assert_eq!(request.requested_expiry, Some(Duration::from_secs(60)));
+    }
+
     #[actix_web::test]
     async fn a_full_cancel_after_a_transaction_only_cancel_is_journalled_with_its_own_key() {
         let dir = tempfile::tempdir().unwrap();
