@@ -19,7 +19,7 @@ use crate::domain::PaymentReference;
 use crate::lane::Lanes;
 use crate::metrics as m;
 use crate::session::Event;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::supervisor::shutdown::{Phase, Shutdown};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::models::{PaymentWebhookEvent, RegisterWebhookRequest};
@@ -266,6 +266,14 @@ pub async fn register(
             }
         }
     }
+}
+
+/// The id of the registration for `url` whose secret lanehub holds, if any.
+pub async fn held_registration(store: &Store, url: &str) -> Result<Option<String>, StoreError> {
+    let held = store.secret_setting(SECRET_KEY).await?.is_some();
+    let stored_url = store.setting(URL_KEY).await?;
+    let id = store.setting(ID_KEY).await?;
+    Ok(id.filter(|_| held && stored_url.as_deref() == Some(url)))
 }
 
 /// Reuses the registration for `url` whose id and secret are stored, or registers anew. Every

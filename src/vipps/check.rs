@@ -178,9 +178,10 @@ pub async fn check(settings: &Settings) -> Report {
             .hint("needs an access token"),
         ),
     }
+    let held = held_registration(settings).await;
     report
         .lines
-        .push(webhooks(&client, token.as_ref(), &vipps.webhook_public_url).await);
+        .push(webhooks(&client, token.as_ref(), &vipps.webhook_public_url, &held).await);
     report
         .lines
         .extend(login(&client, &vipps.login_scopes).await);
@@ -260,7 +261,38 @@ async fn merchant_serial_number(
     }
 }
 
-async fn webhooks(client: &VippsClient, token: Option<&AccessToken>, url: &str) -> Line {
+/// What lanehub's store says about the webhook registration it holds the secret of.
+enum Held {
+    /// No database in `store.data_dir` (lanehub has not run here yet).
+    NoStore,
+    Unreadable(String),
+    /// The registration id for the URL whose secret is stored, if any.
+    Id(Option<String>),
+}
+
+/// Reads the held registration from an existing store; never creates one.
+async fn held_registration(settings: &Settings) -> Held {
+    let path = settings.store.data_dir.join(crate::store::DATABASE_FILE);
+    if !path.exists() {
+        return Held::NoStore;
+    }
+    let store = match crate::store::Store::open_file(path, crate::store::OpenMode::Existing).await {
+        Ok(store) => store,
+        Err(e) => return Held::Unreadable(e.to_string()),
+    };
+    let url = &settings.vipps.webhook_public_url;
+    match crate::http::webhooks::held_registration(&store, url).await {
+        Ok(id) => Held::Id(id),
+        Err(e) => Held::Unreadable(e.to_string()),
+    }
+}
+
+async fn webhooks(
+    client: &VippsClient,
+    token: Option<&AccessToken>,
+    url: &str,
+    held: &Held,
+) -> Line {
     let check = "webhooks";
     if url.is_empty() {
         return Line::new(Mark::Warn, check, "vipps.webhook_public_url is empty")
@@ -271,26 +303,42 @@ async fn webhooks(client: &VippsClient, token: Option<&AccessToken>, url: &str) 
     };
     match client.list_webhooks(token).await {
         Ok(all) => {
-            let ours = all.iter().filter(|w| w.url == url).count();
-            match ours {
-                0 => Line::new(Mark::Warn, check, format!("none registered for {url}"))
+            let ours: Vec<&str> = all
+                .iter()
+                .filter(|w| w.url == url)
+                .map(|w| w.id.as_str())
+                .collect();
+            let in_all = all.len();
+            let orphans = match held {
+                Held::Id(Some(id)) => ours.iter().filter(|o| **o != id.as_str()).count(),
+                Held::Id(None) => ours.len(),
+                Held::NoStore | Held::Unreadable(_) => ours.len().saturating_sub(1),
+            };
+            let store_note = match held {
+                Held::Id(_) => String::new(),
+                Held::NoStore => "; no lanehub database here to tell whose secret it holds".into(),
+                Held::Unreadable(e) => format!("; lanehub's database cannot be read ({e})"),
+            };
+            match (ours.len(), orphans) {
+                (0, _) => Line::new(Mark::Warn, check, format!("none registered for {url}"))
                     .hint("lanehub registers it at start; until then polling follows payments"),
-                1 => Line::new(
+                (1, 0) => Line::new(
                     Mark::Pass,
                     check,
-                    format!(
-                        "1 registration for {url}, no orphans ({} in all)",
-                        all.len()
-                    ),
+                    format!("1 registration for {url}, no orphans ({in_all} in all){store_note}"),
                 ),
-                n => Line::new(
+                (n, orphans) => Line::new(
                     Mark::Warn,
                     check,
-                    format!("{n} registrations for {url} ({} in all)", all.len()),
+                    format!(
+                        "{n} registration{} for {url}, {orphans} of them orphans whose secret \
+                         lanehub does not hold ({in_all} in all){store_note}",
+                        if n == 1 { "" } else { "s" }
+                    ),
                 )
                 .hint(
-                    "lanehub holds the secret of one at most; it deletes the others (orphans \
-                     whose deliveries fail) at start",
+                    "their deliveries fail; lanehub deletes them at start (and registers anew \
+                     if it holds none)",
                 ),
             }
         }

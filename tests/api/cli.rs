@@ -192,7 +192,11 @@ fn check_vipps(sim: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     cmd.arg("check-vipps")
         .env_remove("LANEHUB_CONFIG")
         .env("LANEHUB__VIPPS__BASE_URL", sim)
-        .env("LANEHUB__VIPPS__REQUEST_TIMEOUT", "5s");
+        .env("LANEHUB__VIPPS__REQUEST_TIMEOUT", "5s")
+        .env(
+            "LANEHUB__STORE__DATA_DIR",
+            crate::helpers::temp_dir("check-vipps"),
+        );
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -318,6 +322,7 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
         .enable_all()
         .build()
         .unwrap();
+    let data = crate::helpers::temp_dir("check-vipps");
     let register = || {
         rt.block_on(async {
             let client = reqwest::Client::new();
@@ -342,9 +347,15 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
                 .await
                 .unwrap();
             assert_eq!(res.status(), 201);
+            let registered: serde_json::Value = res.json().await.unwrap();
+            registered["id"].as_str().unwrap().to_owned()
         })
     };
-    let env = [("LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL", hook)];
+    let data_dir = data.to_str().unwrap();
+    let env = [
+        ("LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL", hook),
+        ("LANEHUB__STORE__DATA_DIR", data_dir),
+    ];
 
     let (code, report) = check_vipps(sim, &env);
     assert_eq!(code, Some(0), "{report}");
@@ -354,11 +365,41 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
         "{report}"
     );
 
-    register();
+    let id = register();
+    // No lanehub database yet: one registration is taken to be lanehub's.
     let (_, report) = check_vipps(sim, &env);
     let webhooks = line(&report, "webhooks");
     assert!(
-        webhooks.starts_with('✔') && webhooks.contains("1 registration"),
+        webhooks.starts_with('✔')
+            && webhooks.contains("1 registration")
+            && webhooks.contains("no lanehub database"),
+        "{report}"
+    );
+    // lanehub's database holds another registration's secret: this one is an orphan.
+    let store = |held: &str| {
+        let held = held.to_owned();
+        rt.block_on(async {
+            let store = lanehub::store::Store::open(&data).await.unwrap();
+            store.put_setting("webhook.id", &held).await.unwrap();
+            store.put_setting("webhook.url", hook).await.unwrap();
+            store
+                .put_secret_setting("webhook.secret", &"a-secret".to_owned().into())
+                .await
+                .unwrap();
+        })
+    };
+    store("another-registration");
+    let (_, report) = check_vipps(sim, &env);
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('⚠') && webhooks.contains("1 of them orphans"),
+        "{report}"
+    );
+    store(&id);
+    let (_, report) = check_vipps(sim, &env);
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('✔') && webhooks.ends_with("no orphans (1 in all)"),
         "{report}"
     );
 
