@@ -662,6 +662,53 @@ async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
 }
 
 #[actix_web::test]
+async fn a_token_poll_whose_answer_was_lost_tells_the_cashier_to_enroll_again() {
+    let mut settings = fast_settings();
+    // The lane's next scheduled poll is 3 s away: the one the consent's ping triggers comes first.
+    settings.sim.login_interval = Duration::from_secs(3);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_awaiting_consent").await;
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
+    // The customer consents; the poll that fetches the token loses its answer.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_token",
+        Some(json!({"dropNext": 1})),
+    )
+    .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
+
+    let failed = term.message("enrollment_failed").await;
+    assert_eq!(
+        failed["message"]["text"],
+        "Enrollment failed: the customer's consent was lost on the way from Vipps: enroll again \
+         later",
+        "{failed}"
+    );
+    assert_eq!(failed["state"], "ready_for_payment");
+    let login = hub.sim_get(&format!("/logins/{id}")).await;
+    assert_eq!(login["state"], "completed", "{login}");
+    let faults = hub.sim_get("/faults").await;
+    assert_eq!(
+        faults["injectedByOperation"]["login_token"]["drop"], 1,
+        "{faults}"
+    );
+}
+
+#[actix_web::test]
 async fn the_default_login_scopes_enroll_where_delegated_consents_is_not_activated() {
     let mut settings = fast_settings();
     settings.sim.login_delegated_consents = false;

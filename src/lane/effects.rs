@@ -687,6 +687,22 @@ async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Eve
             auth_req_id: id.0,
             token: login_access_token(&token),
         },
+        // Vipps hands the token out once: after a lost answer a later poll is refused.
+        Err(e)
+            if e.status() == Some(400)
+                && e.problem().and_then(|p| p.oauth_error.as_deref()) == Some("invalid_grant") =>
+        {
+            tracing::warn!(lane = %deps.lane, error = %e, "Vipps refused the token poll: its token was handed out with an answer that was lost");
+            Event::LoginFailed {
+                call,
+                error: CallError::Rejected {
+                    status: 400,
+                    detail: "the customer's consent was lost on the way from Vipps: enroll again \
+                             later"
+                        .to_owned(),
+                },
+            }
+        }
         Err(e) => Event::LoginFailed {
             call,
             error: call_error(&e),
