@@ -13,8 +13,8 @@
 //! exponential backoff and full jitter, never sooner than `Retry-After`, always with the same
 //! `Idempotency-Key` (the caller's) — except calls Vipps cannot de-duplicate (Login start, token
 //! poll, webhook registration: [`Operation::safe_to_repeat`]), which are repeated only after an
-//! answer that says Vipps did not process them (423, 429); a 401 on a merchant call drops the token and retries once;
-//! the call ends at its deadline with [`VippsError::DeadlineExceeded`]. Login polling: either
+//! answer that says Vipps did not process them (423, 429); a 401 on a merchant call drops the
+//! token and retries once; the call ends at its deadline with [`VippsError::DeadlineExceeded`]. Login polling: either
 //! [`VippsHandle::login_token`] (one poll, for lanes that schedule polls themselves or react to
 //! the ping webhook) or [`VippsHandle::poll_login`] (polls at the server's interval, +5 s on
 //! `slow_down`, until an outcome or the request's expiry).

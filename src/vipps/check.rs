@@ -6,8 +6,9 @@
 //!
 //! What must stay true: it never creates a payment, never starts a Login and never checks in a
 //! real customer: the MSN is checked by reading a payment that cannot exist (404), Login by
-//! polling a made-up request (`invalid_grant`), check-in with a number nobody has. ✘ marks only what payments need (the token and the MSN); the exit status is 1 if
-//! any line is ✘. Everything else that fails is a ⚠: lanehub takes payments without it.
+//! polling a made-up request (`invalid_grant`), check-in with a number nobody has. ✘ marks only
+//! what payments need (the token and the MSN); the exit status is 1 if any line is ✘. Everything
+//! else that fails is a ⚠: lanehub takes payments without it.
 
 use std::fmt;
 
