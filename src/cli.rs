@@ -1,5 +1,5 @@
-//! The command line: `run` (the default), `demo`, `sim`, `check-config`, `members import|export`,
-//! `backup`, `bench`, `scanner`.
+//! The command line: `run` (the default), `demo`, `sim`, `check-config`, `check-vipps`,
+//! `members import|export`, `backup`, `bench`, `scanner`.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -58,6 +58,12 @@ pub enum Command {
     },
     /// Check a configuration file (with the environment's overrides) and exit.
     CheckConfig { path: PathBuf },
+    /// Check the configured Vipps credentials and endpoints before going live (never creates a
+    /// payment); exits 1 if payments would not work.
+    CheckVipps {
+        #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// List HID scanners, or decode recorded HID reports.
     Scanner {
         #[command(subcommand)]
@@ -165,6 +171,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(exit::INVALID_CONFIG)
+            }
+        },
+        Command::CheckVipps { config } => match Settings::load_from_process(config.as_deref()) {
+            Ok(settings) => crate::vipps::check::run(&settings),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(exit::INVALID_CONFIG)

@@ -175,6 +175,8 @@ pub struct VippsSettings {
     #[serde(deserialize_with = "duration")]
     pub request_timeout: Duration,
     pub webhook_public_url: String,
+    /// The scopes a Login asks for; `delegatedConsents` only once Vipps activated it.
+    pub login_scopes: Vec<String>,
     /// Global ceiling on requests per second to Vipps, across all lanes.
     pub max_requests_per_second: u32,
     /// Requests that may wait for a rate-limit slot at once.
@@ -267,8 +269,9 @@ pub struct LogSettings {
 pub enum SimProfile {
     /// Every API answers as documented.
     Default,
-    /// As the real test environment (apitest.vipps.no): check-in answers 500, and an
-    /// access-token request without `Content-Length` is refused with 411.
+    /// As the real test environment (apitest.vipps.no): check-in answers 500, an access-token
+    /// request without `Content-Length` is refused with 411, and a Login asking for
+    /// `delegatedConsents` is refused with `invalid_scope` (as before Vipps activates it).
     TestEnvironment,
 }
 
@@ -292,6 +295,8 @@ pub struct SimSettings {
     #[serde(deserialize_with = "duration")]
     pub webhook_retry_for: Duration,
     pub rate_limits: bool,
+    /// Whether Vipps activated `delegatedConsents` for the merchants' Login clients.
+    pub login_delegated_consents: bool,
     #[serde(default)]
     pub merchants: Vec<SimMerchant>,
     #[serde(default)]
@@ -501,6 +506,9 @@ impl Settings {
                     ));
                 }
             }
+        }
+        if let Some(message) = login_scopes_problem(&self.vipps.login_scopes) {
+            return Err(err("vipps.login_scopes", message));
         }
         if self.vipps.max_requests_per_second == 0 {
             return Err(err(
@@ -754,6 +762,17 @@ impl DatabaseSettings {
     pub fn load_from_process(file: Option<&Path>) -> Result<DatabaseSettings, ConfigError> {
         Self::load(file, std::env::vars())
     }
+}
+
+/// What is wrong with `vipps.login_scopes`, if anything.
+fn login_scopes_problem(scopes: &[String]) -> Option<String> {
+    if !scopes.iter().any(|s| s == "openid") {
+        return Some("must include \"openid\"".into());
+    }
+    scopes
+        .iter()
+        .find(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|s| format!("`{s}` is not a scope name (letters, digits and _ only)"))
 }
 
 /// The merged TOML tree with the source of every leaf, so errors can name where a value came from.

@@ -20,7 +20,7 @@ use crate::domain::Msisdn;
 use crate::http::extract::ApiTokens;
 use crate::http::limits::{self, ConnectionCount, HttpLimits};
 use crate::http::webhooks::WebhookReceiver;
-use crate::lane::effects::EffectDeps;
+use crate::lane::effects::{EffectDeps, LoginSettings};
 use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::sim::{SimServer, Simulator};
@@ -118,6 +118,7 @@ impl Application {
 
         let follower = EnrollmentFollower::new(store.clone());
         let config = Arc::new(settings.session.session_config());
+        let login = Arc::new(LoginSettings::from_settings(&settings));
         let specs: Vec<LaneSpec> = settings
             .lanes
             .iter()
@@ -129,6 +130,7 @@ impl Application {
                     store: store.clone(),
                     members: members.clone(),
                     follower: follower.clone(),
+                    login: login.clone(),
                 },
                 config: config.clone(),
                 scanners: lane.scanners.clone(),

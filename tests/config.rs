@@ -550,3 +550,31 @@ fn journal_retention_defaults_to_90_days_and_is_bounded() {
     assert_eq!(err.key, "store.journal_retention", "{err}");
     assert!(err.message.contains("late_enrollment_window"), "{err}");
 }
+
+#[test]
+fn login_scopes_default_without_delegated_consents_and_bad_ones_are_named() {
+    let s = Settings::load(None, Vec::new()).unwrap();
+    assert_eq!(
+        s.vipps.login_scopes,
+        ["openid", "name", "phoneNumber", "email"]
+    );
+    let ok = temp_file(
+        "scopes-ok.toml",
+        "[vipps]\nlogin_scopes = [\"openid\", \"name\", \"delegatedConsents\"]\n",
+    );
+    let s = Settings::load(Some(&ok), Vec::new()).unwrap();
+    assert_eq!(s.vipps.login_scopes.last().unwrap(), "delegatedConsents");
+    for (name, scopes, want) in [
+        ("no-openid.toml", "[\"name\"]", "must include \"openid\""),
+        (
+            "spaced.toml",
+            "[\"openid\", \"name email\"]",
+            "`name email` is not a scope name",
+        ),
+    ] {
+        let path = temp_file(name, &format!("[vipps]\nlogin_scopes = {scopes}\n"));
+        let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+        assert_eq!(err.key, "vipps.login_scopes", "{err}");
+        assert!(err.message.contains(want), "{err}");
+    }
+}

@@ -55,6 +55,8 @@ fn fast_settings() -> Settings {
     s.sim.login_interval = ms(200);
     s.session.payment_first_poll = ms(100);
     s.session.payment_poll_interval = ms(250);
+    // The simulator's merchant has delegatedConsents activated: enrollments store consents.
+    s.vipps.login_scopes.push("delegatedConsents".into());
     s
 }
 
@@ -623,6 +625,156 @@ async fn non_member_declining_enrollment_still_pays() {
     assert_eq!(logins[0]["state"], "denied", "{logins}");
     assert_eq!(captured(&hub.only_vipps_payment().await), AMOUNT);
     hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn a_login_scope_vipps_has_not_activated_tells_the_cashier_why_enrollment_failed() {
+    // As in Vipps' test environment: delegatedConsents is not activated for the client.
+    let mut settings = fast_settings();
+    settings.sim.login_delegated_consents = false;
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    let failed = term.message("enrollment_failed").await;
+    let text = failed["message"]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("Enrollment failed: Vipps refused the login: invalid_scope")
+            && text.contains("delegatedConsents")
+            && text.contains("vipps.login_scopes"),
+        "{failed}"
+    );
+    assert_eq!(failed["state"], "ready_for_payment");
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(0), "{logins}");
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
+    let hub = start(fast_settings()).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    // Vipps starts the Login (the customer gets the request) but its answer never arrives.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_authenticate",
+        Some(json!({"dropNext": 1})),
+    )
+    .await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    let failed = term.message("enrollment_failed").await;
+    assert_eq!(
+        failed["message"]["text"],
+        "Enrollment failed: Vipps did not answer; the customer may see a request in the app: \
+         enroll again in a few minutes",
+        "{failed}"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
+
+    // Enrolling again at once: Vipps refuses while the first Login is open, and says so.
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_started").await;
+    let again = term.message("enrollment_failed").await;
+    assert_eq!(
+        again["message"]["text"],
+        "Enrollment failed: a Vipps login to this customer is still open: enroll again in a few \
+         minutes",
+        "{again}"
+    );
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
+}
+
+#[actix_web::test]
+async fn a_token_poll_whose_answer_was_lost_tells_the_cashier_to_enroll_again() {
+    let mut settings = fast_settings();
+    // The lane's next scheduled poll is 3 s away: the one the consent's ping triggers comes first.
+    settings.sim.login_interval = Duration::from_secs(3);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_awaiting_consent").await;
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
+    // The customer consents; the poll that fetches the token loses its answer.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_token",
+        Some(json!({"dropNext": 1})),
+    )
+    .await;
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
+
+    let failed = term.message("enrollment_failed").await;
+    assert_eq!(
+        failed["message"]["text"],
+        "Enrollment failed: the customer's consent was lost on the way from Vipps: enroll again \
+         later",
+        "{failed}"
+    );
+    assert_eq!(failed["state"], "ready_for_payment");
+    let login = hub.sim_get(&format!("/logins/{id}")).await;
+    assert_eq!(login["state"], "completed", "{login}");
+    let faults = hub.sim_get("/faults").await;
+    assert_eq!(
+        faults["injectedByOperation"]["login_token"]["drop"], 1,
+        "{faults}"
+    );
+}
+
+#[actix_web::test]
+async fn the_default_login_scopes_enroll_where_delegated_consents_is_not_activated() {
+    let mut settings = fast_settings();
+    settings.sim.login_delegated_consents = false;
+    let defaults = Settings::load(None, Vec::new()).unwrap();
+    settings.vipps.login_scopes = defaults.vipps.login_scopes;
+    assert!(
+        !settings
+            .vipps
+            .login_scopes
+            .iter()
+            .any(|s| s == "delegatedConsents")
+    );
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_completed").await;
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+    let member = hub.store.member(&phone).await.unwrap().expect("enrolled");
+    assert_eq!(member.name, "Ola Nordmann");
+    assert!(member.consents.is_empty(), "{:?}", member.consents);
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(
+        logins[0]["scopes"],
+        json!(["openid", "name", "phoneNumber", "email"])
+    );
 }
 
 #[actix_web::test]
@@ -1486,7 +1638,7 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
 async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     use lanehub::config::VippsMode;
     use lanehub::domain::LaneId;
-    use lanehub::lane::effects::{LOGIN_SCOPES, login_access_token};
+    use lanehub::lane::effects::login_access_token;
     use lanehub::session::{JournalRecord, Membership, SessionId};
     use lanehub::sim::Simulator;
     use lanehub::vipps::actor::{LoginOutcome, VippsHandle};
@@ -1508,7 +1660,7 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     let phone: Msisdn = NON_MEMBER.parse().unwrap();
     let request = LoginRequest {
         phone_number: phone.clone(),
-        scopes: LOGIN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        scopes: settings.vipps.login_scopes.clone(),
         binding_message: None,
         requested_expiry: None,
     };
@@ -1786,6 +1938,94 @@ async fn a_customer_who_consents_after_the_cashier_paid_still_becomes_a_member()
         .await;
     assert!(enrolled.is_some_and(|n| n >= 1.0), "{enrolled:?}");
     hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn a_consent_given_after_the_lanes_login_timeout_still_makes_a_member() {
+    let mut settings = fast_settings();
+    // The cashier waits half a second; Vipps keeps the Login open for its ten minutes.
+    settings.session.login_timeout = ms(500);
+    settings.supervisor.late_enrollment_interval = ms(100);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    let phone: Msisdn = NON_MEMBER.parse().unwrap();
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_awaiting_consent").await;
+    let moved_on = term.message("enrollment_abandoned").await;
+    assert_eq!(moved_on["state"], "ready_for_payment", "{moved_on}");
+    assert_eq!(
+        moved_on["message"]["text"],
+        "Enrollment no longer awaited here: a consent in Vipps still enrolls"
+    );
+
+    // Minute 7 at Vipps: the Login is still open, and the customer consents.
+    hub.sim_call(
+        reqwest::Method::POST,
+        "/clock/advance",
+        Some(json!({"ms": 7 * 60_000})),
+    )
+    .await;
+    let logins = hub
+        .sim_get(&format!("/logins?phoneNumber={NON_MEMBER}"))
+        .await;
+    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
+    assert_eq!(logins[0]["state"], "pending", "{logins}");
+    let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
+    hub.sim_call(
+        reqwest::Method::POST,
+        &format!("/logins/{id}/consent"),
+        None,
+    )
+    .await;
+
+    let member = wait_member(&hub, &phone, "the member who consented at minute 7").await;
+    assert_enrolled_with_consents(&member);
+    let late = wait_late_outcome(&hub, &id).await;
+    assert_eq!(late.outcome.as_deref(), Some("enrolled"));
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    hub.assert_journal_closed().await;
+}
+
+#[actix_web::test]
+async fn the_follower_slows_down_when_vipps_says_slow_down() {
+    let mut settings = fast_settings();
+    // Vipps asks for 2 s between polls; the follower sweeps every 100 ms.
+    settings.sim.login_interval = Duration::from_secs(2);
+    settings.supervisor.late_enrollment_interval = ms(100);
+    let hub = start(settings).await;
+    let mut term = hub.terminal("1").await;
+    hub.behave(NON_MEMBER, "approve", 150, "ignore").await;
+    // A 1 ms latency on every token poll, so the simulator counts them.
+    hub.sim_call(
+        reqwest::Method::PUT,
+        "/faults/login_token",
+        Some(json!({"latencyMs": 1})),
+    )
+    .await;
+    let polls = || async {
+        hub.sim_get("/faults").await["injectedByOperation"]["login_token"]["latency"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
+    hub.command("1", "enroll", json!({})).await;
+    term.message("enrollment_awaiting_consent").await;
+    hub.pay("1").await;
+    term.message("payment_approved").await;
+    // The follower polls (pending), polls again too soon (slow_down)...
+    let deadline = Instant::now() + PATIENCE;
+    while polls().await < 2 {
+        assert!(Instant::now() < deadline, "the follower never polled twice");
+        tokio::time::sleep(POLL).await;
+    }
+    // ...and then keeps 5 s more between polls, not one per sweep.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(polls().await, 2);
 }
 
 #[actix_web::test]

@@ -526,6 +526,60 @@ async fn simulator_429_burst_and_hangs() {
     );
 }
 
+#[actix_web::test]
+async fn a_login_start_or_token_poll_whose_answer_was_lost_is_not_sent_again() {
+    let sim = Sim::start(|s| s.sim.login_interval = Duration::from_millis(100));
+    let handle = handle_for(&sim.vipps.base_url, fast());
+    let request = LoginRequest {
+        phone_number: phone("4798765432"),
+        scopes: vec!["name".into()],
+        binding_message: None,
+        requested_expiry: None,
+    };
+    // Vipps starts the Login, but the answer is lost: a second start would be a second Login.
+    assert!(
+        sim.control_put("/sim/v1/faults/login_authenticate", json!({"dropNext": 1}))
+            .await
+            .is_success()
+    );
+    let e = handle.login_authenticate(&request).await.unwrap_err();
+    assert_eq!(e.kind(), "connection", "{e}");
+    let logins = sim
+        .control_get("/sim/v1/logins?phoneNumber=4798765432")
+        .await;
+    assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
+
+    // A 5xx may come after Vipps acted: also not repeated. A 429 says it did not: repeated.
+    let id = AuthReqId(logins[0]["authReqId"].as_str().unwrap().to_owned());
+    assert!(
+        sim.control_put(
+            "/sim/v1/faults/login_token",
+            json!({"serverErrorNext": 1, "serverErrorStatus": 502})
+        )
+        .await
+        .is_success()
+    );
+    let e = handle.login_token(&id).await.unwrap_err();
+    assert_eq!(e.status(), Some(502), "{e}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        sim.control_put(
+            "/sim/v1/faults/login_token",
+            json!({"tooManyRequestsNext": 1, "retryAfterSecs": 0})
+        )
+        .await
+        .is_success()
+    );
+    assert!(matches!(
+        handle.login_token(&id).await.unwrap(),
+        LoginPoll::Pending
+    ));
+    let faults = sim.control_get("/sim/v1/faults").await;
+    let injected = &faults["injectedByOperation"]["login_token"];
+    assert_eq!(injected["serverError"], 1, "{faults}");
+    assert_eq!(injected["tooManyRequests"], 1, "{faults}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Login polling
 

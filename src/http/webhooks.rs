@@ -6,7 +6,9 @@
 //! registration's queue; a replay only causes a read-back. Late ones are counted.
 //!
 //! Also registers (or reuses) lanehub's webhook at start, in the background and again after
-//! failures with capped backoff, and keeps its secret in the store.
+//! failures with capped backoff, and keeps its secret in the store. A registration is never sent
+//! twice blindly: each attempt lists the registrations first and deletes those for lanehub's URL
+//! whose secret lanehub does not hold.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +22,7 @@ use crate::domain::PaymentReference;
 use crate::lane::Lanes;
 use crate::metrics as m;
 use crate::session::Event;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::supervisor::shutdown::{Phase, Shutdown};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::models::{PaymentWebhookEvent, RegisterWebhookRequest};
@@ -269,6 +271,19 @@ pub async fn register(
     }
 }
 
+/// The id of the registration for `url` whose secret lanehub holds, if any.
+pub async fn held_registration(store: &Store, url: &str) -> Result<Option<String>, StoreError> {
+    let held = store.secret_setting(SECRET_KEY).await?.is_some();
+    let stored_url = store.setting(URL_KEY).await?;
+    let id = store.setting(ID_KEY).await?;
+    Ok(id.filter(|_| held && stored_url.as_deref() == Some(url)))
+}
+
+/// Reuses the registration for `url` whose id and secret are stored, or registers anew. Every
+/// other registration for `url` is an orphan (a registration whose answer was lost, or whose
+/// secret was): lanehub cannot verify its deliveries, which would fail for days, so it is
+/// deleted. Runs from the listing each time, so a registration whose answer was lost is found and
+/// removed before the next one, never registered beside it.
 async fn ensure_registered(
     vipps: &VippsHandle,
     store: &Store,
@@ -276,20 +291,23 @@ async fn ensure_registered(
 ) -> anyhow::Result<SecretString> {
     let stored_url = store.setting(URL_KEY).await?;
     let stored_id = store.setting(ID_KEY).await?;
-    let stored_secret = store.secret_setting(SECRET_KEY).await?;
+    let mut stored_secret = store.secret_setting(SECRET_KEY).await?;
     let existing = vipps.list_webhooks().await?;
-    let ours = existing.iter().find(|w| w.url == url);
-    if let (Some(w), Some(secret), Some(id), Some(stored)) =
-        (ours, stored_secret, &stored_id, &stored_url)
-        && &w.id == id
-        && stored == url
-        && EVENTS.iter().all(|e| w.events.iter().any(|x| x == e))
-    {
-        return Ok(secret);
-    }
-    // A registration whose secret we lost (or with other events) cannot be verified: replace it.
-    if let Some(w) = ours {
+    let mut kept = None;
+    for w in existing.iter().filter(|w| w.url == url) {
+        let reusable = kept.is_none()
+            && stored_id.as_deref() == Some(w.id.as_str())
+            && stored_url.as_deref() == Some(url)
+            && EVENTS.iter().all(|e| w.events.iter().any(|x| x == e));
+        if reusable && let Some(secret) = stored_secret.take() {
+            kept = Some(secret);
+            continue;
+        }
+        tracing::warn!(url, id = %w.id, "deleting a webhook registration for lanehub's URL whose secret lanehub does not hold");
         vipps.delete_webhook(&w.id).await?;
+    }
+    if let Some(secret) = kept {
+        return Ok(secret);
     }
     let registered = vipps
         .register_webhook(&RegisterWebhookRequest {

@@ -39,14 +39,41 @@ pub const BACKLOG_CAPACITY: usize = 1024;
 const BACKLOG_RETRY: Duration = Duration::from_secs(2);
 /// Check-in is best effort: it never holds anything up for longer than this.
 pub const CHECK_IN_DEADLINE: Duration = Duration::from_secs(3);
-/// The scopes asked for when enrolling a member.
-pub const LOGIN_SCOPES: &[&str] = &[
-    "openid",
-    "name",
-    "phoneNumber",
-    "email",
-    "delegatedConsents",
-];
+/// How long Vipps keeps a Login open when lanehub does not ask for another expiry.
+pub const VIPPS_LOGIN_EXPIRY: Duration = Duration::from_secs(600);
+/// The range of `requested_expiry` Vipps accepts.
+const REQUESTED_EXPIRY: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(60)..=Duration::from_secs(900);
+
+/// How lanehub starts a Login: the scopes (`vipps.login_scopes`) and the expiry it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginSettings {
+    pub scopes: Vec<String>,
+    /// Sent as `requested_expiry` when the late-enrollment follower gives up sooner than Vipps'
+    /// own expiry would: a Login nobody follows would only block the customer's next one.
+    pub requested_expiry: Option<Duration>,
+}
+
+impl LoginSettings {
+    /// The scopes from `vipps.login_scopes`; the expiry from how long enrollments are followed.
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        let followed = settings.supervisor.late_enrollment_window;
+        LoginSettings {
+            scopes: settings.vipps.login_scopes.clone(),
+            requested_expiry: (followed < VIPPS_LOGIN_EXPIRY)
+                .then(|| followed.clamp(*REQUESTED_EXPIRY.start(), *REQUESTED_EXPIRY.end())),
+        }
+    }
+
+    fn request(&self, phone_number: Msisdn) -> LoginRequest {
+        LoginRequest {
+            phone_number,
+            scopes: self.scopes.clone(),
+            binding_message: None,
+            requested_expiry: self.requested_expiry,
+        }
+    }
+}
 
 /// An answer for the lane actor.
 #[derive(Debug, actix::Message)]
@@ -76,6 +103,7 @@ pub struct EffectDeps {
     pub members: Arc<dyn MembershipStore>,
     /// Takes over a consent that comes after the session stopped waiting for it.
     pub follower: EnrollmentFollower,
+    pub login: Arc<LoginSettings>,
 }
 
 /// Whether a journal record reached the disk: `None` while it is queued.
@@ -579,12 +607,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> (Option<Event>, Option<Note>
             }
         }
         Effect::StartLogin { call, msisdn } => {
-            let request = LoginRequest {
-                phone_number: msisdn,
-                scopes: LOGIN_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-                binding_message: None,
-                requested_expiry: None,
-            };
+            let request = deps.login.request(msisdn);
             match vipps.login_authenticate(&request).await {
                 Ok(auth) => Event::LoginStarted {
                     call,
@@ -594,7 +617,7 @@ async fn call(deps: &EffectDeps, effect: Effect) -> (Option<Event>, Option<Note>
                 },
                 Err(e) => Event::LoginStartFailed {
                     call,
-                    error: call_error(&e),
+                    error: login_start_error(deps, &request, &e),
                 },
             }
         }
@@ -708,6 +731,60 @@ async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {
     }
 }
 
+/// What the cashier learns of a Login start that failed. A refusal (400) names Vipps' reason and
+/// is logged with the scopes asked for, since the usual cause is configuration: a scope such as
+/// `delegatedConsents` that Vipps has not activated for the client. A start whose answer was lost
+/// is not sent again (the customer may already have the request in the app).
+fn login_start_error(deps: &EffectDeps, request: &LoginRequest, e: &VippsError) -> CallError {
+    let scopes = request.scopes.join(" ");
+    // After retries the last answer says what happened.
+    let answer = match e {
+        VippsError::DeadlineExceeded {
+            last: Some(last), ..
+        } => last.as_ref(),
+        e => e,
+    };
+    let error = call_error(e);
+    let detail = match answer.status() {
+        Some(400) => {
+            let problem = answer.problem();
+            let reason = problem
+                .and_then(|p| p.oauth_error.as_deref().or(p.oauth_error_code.as_deref()))
+                .unwrap_or("bad_request");
+            let description = problem.and_then(|p| p.detail.as_deref()).unwrap_or("");
+            tracing::warn!(lane = %deps.lane, reason, description, scopes = %scopes,
+                "Vipps refused to start the Login");
+            let hint = match reason {
+                "invalid_scope" => {
+                    " (check vipps.login_scopes: delegatedConsents needs Vipps' activation)"
+                }
+                _ => "",
+            };
+            match description {
+                "" => format!("Vipps refused the login: {reason}{hint}"),
+                d => format!("Vipps refused the login: {reason}: {d}{hint}"),
+            }
+        }
+        Some(429) => {
+            "a Vipps login to this customer is still open: enroll again in a few minutes".into()
+        }
+        _ if matches!(error, CallError::Unknown { .. }) => {
+            tracing::warn!(lane = %deps.lane, error = %e, scopes = %scopes,
+                "the Login start got no answer; it is not sent again");
+            "Vipps did not answer; the customer may see a request in the app: enroll again in a \
+             few minutes"
+                .into()
+        }
+        _ => return error,
+    };
+    let detail = crate::vipps::error::mask_digit_runs(&detail);
+    match error {
+        CallError::Unavailable { .. } => CallError::Unavailable { detail },
+        CallError::Rejected { status, .. } => CallError::Rejected { status, detail },
+        CallError::Unknown { .. } => CallError::Unknown { detail },
+    }
+}
+
 /// One token poll. On success the session journals the consent (with the token) before it asks
 /// for userinfo, since Vipps hands the token out only once.
 async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Event {
@@ -722,6 +799,22 @@ async fn poll_login(deps: &EffectDeps, call: CallId, auth_req_id: String) -> Eve
             auth_req_id: id.0,
             token: login_access_token(&token),
         },
+        // Vipps hands the token out once: after a lost answer a later poll is refused.
+        Err(e)
+            if e.status() == Some(400)
+                && e.problem().and_then(|p| p.oauth_error.as_deref()) == Some("invalid_grant") =>
+        {
+            tracing::warn!(lane = %deps.lane, error = %e, "Vipps refused the token poll: its token was handed out with an answer that was lost");
+            Event::LoginFailed {
+                call,
+                error: CallError::Rejected {
+                    status: 400,
+                    detail: "the customer's consent was lost on the way from Vipps: enroll again \
+                             later"
+                        .to_owned(),
+                },
+            }
+        }
         Err(e) => Event::LoginFailed {
             call,
             error: call_error(&e),
@@ -773,6 +866,25 @@ mod tests {
             cancel_transaction_only: only,
             attempt: 1,
         }
+    }
+
+    #[test]
+    fn requested_expiry_is_sent_only_when_the_follower_gives_up_before_vipps() {
+        let mut settings = crate::config::Settings::load(None, Vec::new()).unwrap();
+        let expiry = |settings: &crate::config::Settings| {
+            LoginSettings::from_settings(settings).requested_expiry
+        };
+        // The default window (10 min) outlasts Vipps' own expiry.
+        assert_eq!(expiry(&settings), None);
+        settings.supervisor.late_enrollment_window = Duration::from_secs(300);
+        assert_eq!(expiry(&settings), Some(Duration::from_secs(300)));
+        // Vipps accepts 60 s at least.
+        settings.supervisor.late_enrollment_window = Duration::from_secs(10);
+        assert_eq!(expiry(&settings), Some(Duration::from_secs(60)));
+        let login = LoginSettings::from_settings(&settings);
+        assert_eq!(login.scopes, settings.vipps.login_scopes);
+        let request = login.request("4791234567".parse().unwrap());
+        assert_eq!(request.requested_expiry, Some(Duration::from_secs(60)));
     }
 
     #[actix_web::test]

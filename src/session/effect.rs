@@ -212,7 +212,9 @@ pub enum EnrollmentOutcome {
     },
     /// Vipps could not be reached.
     Unavailable,
-    /// Ended by the cashier (pay, cancel, reset) or by a new customer's QR.
+    /// Ended by the cashier (pay, cancel, reset), a new customer's QR, or the lane's
+    /// `login_timeout` while the Login is still open at Vipps: the late-enrollment follower
+    /// takes over, and a consent given later still enrolls the customer.
     Abandoned,
 }
 
@@ -512,7 +514,9 @@ impl TerminalEvent {
                 }
                 EnrollmentOutcome::Failed { detail } => format!("Enrollment failed: {detail}"),
                 EnrollmentOutcome::Unavailable => "Enrollment failed: Vipps is unavailable".into(),
-                EnrollmentOutcome::Abandoned => "Enrollment abandoned".into(),
+                EnrollmentOutcome::Abandoned => {
+                    "Enrollment no longer awaited here: a consent in Vipps still enrolls".into()
+                }
             },
             TerminalEvent::PaymentRequested { amount } => format!("Requesting payment of {amount}"),
             TerminalEvent::PaymentAwaitingCustomer { amount } => {

@@ -81,6 +81,7 @@ pub(super) fn consent_requested(
         next_poll: cx.now + interval,
         poll: None,
         expires_at: cx.now + expires_in.min(cx.cfg.login_timeout),
+        vipps_expiry: expires_in <= cx.cfg.login_timeout,
     };
     State::AwaitingConsent {
         ctx,
@@ -91,7 +92,14 @@ pub(super) fn consent_requested(
 
 pub(super) fn consent_due(ctx: Ctx, customer: Customer, mut login: Login, cx: &mut Cx) -> State {
     if cx.now >= login.expires_at {
-        return enrollment_over(ctx, customer, EnrollmentOutcome::Expired, None, cx);
+        // The cashier's patience is not Vipps' consent window: a Login still open at Vipps is
+        // handed to the late-enrollment follower, so a consent given later still enrolls.
+        let outcome = if login.vipps_expiry {
+            EnrollmentOutcome::Expired
+        } else {
+            EnrollmentOutcome::Abandoned
+        };
+        return enrollment_over(ctx, customer, outcome, None, cx);
     }
     if login.poll.is_some_and(|p| cx.now >= p.timeout_at) {
         // The poll never answered; the interval has long passed, so poll again now.

@@ -370,6 +370,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
             next_poll: cx.now,
             poll: None,
             expires_at: cx.now + cx.cfg.login_recovery_window,
+            vipps_expiry: false,
         };
         poll_login(&mut login, cx);
         return State::AwaitingConsent {

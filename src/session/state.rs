@@ -157,6 +157,9 @@ pub(super) struct Login {
     pub next_poll: Instant,
     pub poll: Option<Pending>,
     pub expires_at: Instant,
+    /// Whether `expires_at` is Vipps' own expiry; otherwise the lane stops waiting first
+    /// (`login_timeout`, or the recovery window) while the Login stays open at Vipps.
+    pub vipps_expiry: bool,
 }
 
 /// How far a consented enrollment has got; each stage's input is journalled before its call.

@@ -855,7 +855,8 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
                 }
                 assert!(l.now >= until);
             },
-            "expired",
+            // Vipps keeps the Login open (600 s): the follower takes it over.
+            "abandoned",
         ),
         (
             "polls never answer",
@@ -864,7 +865,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
                     l.tick_deadline();
                 }
             },
-            "expired",
+            "abandoned",
         ),
         (
             "lost poll is retried, then denied",
@@ -931,6 +932,32 @@ fn the_server_expiry_shortens_the_consent_wait() {
     lane.tick_deadline();
     assert_eq!(lane.now, start + Duration::from_secs(20));
     assert_eq!(lane.label(), "ready_for_payment");
+    // Vipps' own expiry passed: nothing is left to follow.
+    assert_eq!(enrollment_outcome(&lane.fx), Some("expired"));
+}
+
+fn enrollment_outcome(fx: &[Effect]) -> Option<&'static str> {
+    fx.iter().find_map(|e| match e {
+        Effect::Record(Fact::EnrollmentFinished { outcome }) => Some(outcome.label()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_lanes_login_timeout_hands_a_login_vipps_keeps_open_to_the_follower() {
+    let mut lane = Lane::consent();
+    let start = lane.now;
+    while lane.label() == "awaiting_consent" {
+        lane.tick_deadline();
+        if let Some(call) = call_in(&lane.fx, "poll_login") {
+            lane.feed(Event::LoginPending { call });
+        }
+    }
+    // The lane moves on at its own timeout, long before Vipps' 600 s.
+    assert_eq!(lane.now, start + lane.cfg.login_timeout);
+    assert!(lane.cfg.login_timeout < Duration::from_secs(600));
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(enrollment_outcome(&lane.fx), Some("abandoned"));
 }
 
 #[test]

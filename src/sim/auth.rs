@@ -70,13 +70,6 @@ async fn access_token(
     state: web::Data<SimState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, Problem> {
-    let unauthorized = || {
-        Problem::oauth(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized_client",
-            "client_id, client_secret, Ocp-Apim-Subscription-Key or Merchant-Serial-Number is wrong",
-        )
-    };
     // A gateway in front of the test environment wants a length on every POST, even an empty one.
     if state.settings.profile == SimProfile::TestEnvironment
         && req.headers().get(CONTENT_LENGTH).is_none()
@@ -104,14 +97,12 @@ async fn access_token(
             &format!("header {name} is longer than 30 characters"),
         ));
     }
-    let merchant = find_merchant(
+    let merchant = token_client(
         &state.settings.merchants,
         header(&req, "client_id"),
         header(&req, "client_secret"),
         header(&req, "ocp-apim-subscription-key"),
-        header(&req, "merchant-serial-number"),
-    )
-    .ok_or_else(unauthorized)?;
+    )?;
 
     let lifetime = state.settings.token_lifetime;
     let token = format!("sim.{}", uuid::Uuid::new_v4().simple());
@@ -138,20 +129,47 @@ async fn access_token(
         })))
 }
 
-fn find_merchant<'a>(
+/// The merchant whose client credentials these are, or the refusal for the first wrong one, in
+/// the order Vipps checks them: the API gateway the subscription key (401 in its own
+/// `{statusCode, message}` shape), then the token service the client id (`unauthorized_client`)
+/// and its secret (`invalid_client`), so an operator can tell which one is wrong. The
+/// `Merchant-Serial-Number` is not checked here: a call that sends another merchant's MSN with
+/// the token is refused by the API it calls (403).
+fn token_client<'a>(
     merchants: &'a [SimMerchant],
     client_id: Option<&str>,
     client_secret: Option<&str>,
     subscription_key: Option<&str>,
-    msn: Option<&str>,
-) -> Option<&'a SimMerchant> {
-    merchants.iter().find(|m| {
-        Some(m.client_id.as_str()) == client_id
-            && Some(m.client_secret.expose_secret()) == client_secret
-            && Some(m.subscription_key.expose_secret()) == subscription_key
-            // The live API only checks the MSN when it is sent.
-            && msn.is_none_or(|msn| msn == m.merchant_serial_number)
-    })
+) -> Result<&'a SimMerchant, Problem> {
+    if !merchants
+        .iter()
+        .any(|m| Some(m.subscription_key.expose_secret()) == subscription_key)
+    {
+        return Err(Problem::gateway(
+            StatusCode::UNAUTHORIZED,
+            "Access denied due to invalid subscription key. Make sure to provide a valid key for \
+             an active subscription.",
+        ));
+    }
+    let client = merchants
+        .iter()
+        .find(|m| Some(m.client_id.as_str()) == client_id)
+        .ok_or_else(|| {
+            Problem::oauth(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized_client",
+                "AADSTS700016: Application with the given client_id was not found in the \
+                 directory.",
+            )
+        })?;
+    if Some(client.client_secret.expose_secret()) != client_secret {
+        return Err(Problem::oauth(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: Invalid client secret provided.",
+        ));
+    }
+    Ok(client)
 }
 
 /// Checks a merchant call: a valid, unexpired bearer token; the subscription key of the token's

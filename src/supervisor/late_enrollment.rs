@@ -12,12 +12,19 @@
 //!    anything else: Vipps hands it out once). Past `window` a row without consent is
 //!    `expired`, one whose consent could not be turned into a member `failed`.
 //!
+//! The consent window is Vipps', not the cashier's: a session whose `login_timeout` passed while
+//! Vipps keeps the Login open (`expires_in`, 600 s) ends it as `abandoned`, and the follower polls
+//! it until Vipps answers `expired_token` (lanehub sends `requested_expiry` when `window` is
+//! shorter than Vipps' expiry). Each Login is polled no faster than `interval` (Vipps' own is
+//! 5 s), 5 s more per `slow_down`; a poll Vipps refuses for good (`invalid_grant`: the token was
+//! handed out already, its answer lost) ends the row as `failed`.
+//!
 //! A token poll that was in flight when the session gave up may still bring the token back to
 //! the lane: the lane hands it over with [`EnrollmentFollower::consented_late`], which stores it
 //! at once, and the next sweep finishes the enrollment. Members are upserted, so a customer who
 //! enrolled on another lane meanwhile is no conflict.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +39,7 @@ use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
 use crate::session::{EnrollmentOutcome, JournalRecord, LoginAccessToken, Userinfo};
 use crate::store::{LateEnrollment, LateEnrollmentHandover, MembershipStore, Store, StoreError};
 use crate::vipps::VippsHandle;
+use crate::vipps::actor::SLOW_DOWN_STEP;
 use crate::vipps::models::{AuthReqId, LoginPoll, LoginToken};
 
 /// The journal kind whose records the follower reads.
@@ -127,10 +135,20 @@ pub fn spawn(
 }
 
 /// The follower's memory between sweeps: how far it has read the journal (`None` before the
-/// first sweep, which starts at the window instead of reading the whole journal).
+/// first sweep, which starts at the window instead of reading the whole journal), and when each
+/// Login may be polled next.
 #[derive(Debug, Default)]
 pub struct Follower {
     read_up_to: Option<u64>,
+    pace: HashMap<String, Pace>,
+}
+
+/// How often one Login is polled: the sweep's interval, 5 s more per `slow_down`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pace {
+    /// Added to the sweep interval.
+    slower_by: Duration,
+    next_poll: tokio::time::Instant,
 }
 
 impl Follower {
@@ -144,8 +162,31 @@ impl Follower {
         window: Duration,
     ) -> Result<(), StoreError> {
         self.take_over(store, window).await?;
-        for row in store.unresolved_late_enrollments().await? {
-            follow(store, members, vipps, row, window).await;
+        let rows = store.unresolved_late_enrollments().await?;
+        self.pace
+            .retain(|id, _| rows.iter().any(|r| &r.auth_req_id == id));
+        for row in rows {
+            let pace = self.pace.get(&row.auth_req_id).copied();
+            if pace.is_some_and(|p| tokio::time::Instant::now() < p.next_poll) {
+                continue;
+            }
+            let id = row.auth_req_id.clone();
+            if let Some(answer) = follow(store, members, vipps, row, window).await {
+                let slower_by = pace.map_or(Duration::ZERO, |p| p.slower_by)
+                    + match answer {
+                        LoginPoll::SlowDown => SLOW_DOWN_STEP,
+                        _ => Duration::ZERO,
+                    };
+                // The sweep comes back after its own interval; only the extra is waited here.
+                let next_poll = tokio::time::Instant::now() + slower_by;
+                self.pace.insert(
+                    id,
+                    Pace {
+                        slower_by,
+                        next_poll,
+                    },
+                );
+            }
         }
         Ok(())
     }
@@ -254,14 +295,15 @@ fn given_up(
     out
 }
 
-/// One step of one late enrollment; failures are logged and retried at the next sweep.
+/// One step of one late enrollment; failures are logged and retried at the next sweep. Returns
+/// the token poll's answer while the customer has not answered.
 async fn follow(
     store: &Store,
     members: &dyn MembershipStore,
     vipps: &VippsHandle,
     row: LateEnrollment,
     window: Duration,
-) {
+) -> Option<LoginPoll> {
     let late = age(row.started_at) >= window;
     let id = row.auth_req_id.clone();
     if let Some(info) = &row.userinfo {
@@ -270,20 +312,22 @@ async fn follow(
             Err(e) => {
                 tracing::error!(lane = %row.lane, error = %e, "stored userinfo of a late enrollment is unreadable");
                 resolve(store, &row, Outcome::Failed, false).await;
-                return;
+                return None;
             }
         };
-        return enroll(store, members, &row, info, late).await;
+        enroll(store, members, &row, info, late).await;
+        return None;
     }
     if let Some(token) = &row.login_token {
-        return fetch_userinfo(store, members, vipps, &row, token.clone(), late).await;
+        fetch_userinfo(store, members, vipps, &row, token.clone(), late).await;
+        return None;
     }
     if late {
         resolve(store, &row, Outcome::Expired, true).await;
-        return;
+        return None;
     }
     match vipps.login_token(&AuthReqId(id)).await {
-        Ok(LoginPoll::Pending | LoginPoll::SlowDown) => {}
+        Ok(answer @ (LoginPoll::Pending | LoginPoll::SlowDown)) => return Some(answer),
         Ok(LoginPoll::Denied) => {
             resolve(store, &row, Outcome::Denied, true).await;
         }
@@ -303,10 +347,17 @@ async fn follow(
             tracing::info!(lane = %row.lane, "a customer consented after the cashier moved on");
             fetch_userinfo(store, members, vipps, &row, token, late).await;
         }
+        // Not sent again at once: Vipps refused this poll for good (the token was handed out
+        // already and its answer lost, or Vipps forgot the request).
+        Err(e) if e.status() == Some(400) => {
+            tracing::warn!(lane = %row.lane, error = %e, "Vipps refused the late enrollment's token poll; the enrollment is lost");
+            resolve(store, &row, Outcome::Failed, true).await;
+        }
         Err(e) => {
             tracing::debug!(lane = %row.lane, error = %e, "late enrollment not polled; next time")
         }
     }
+    None
 }
 
 async fn fetch_userinfo(

@@ -12,8 +12,10 @@
 //!
 //! Per call: retryable errors (423, 429, 5xx, timeouts, connection errors) are retried with
 //! exponential backoff and full jitter, never sooner than `Retry-After`, always with the same
-//! `Idempotency-Key` (the caller's); a 401 on a merchant call drops the token and retries once;
-//! the call ends at its deadline with [`VippsError::DeadlineExceeded`]. Login polling: either
+//! `Idempotency-Key` (the caller's) — except calls Vipps cannot de-duplicate (Login start, token
+//! poll, webhook registration: [`Operation::safe_to_repeat`]), which are repeated only after an
+//! answer that says Vipps did not process them (423, 429); a 401 on a merchant call drops the
+//! token and retries once; the call ends at its deadline with [`VippsError::DeadlineExceeded`]. Login polling: either
 //! [`VippsHandle::login_token`] (one poll, for lanes that schedule polls themselves or react to
 //! the ping webhook) or [`VippsHandle::poll_login`] (polls at the server's interval, +5 s on
 //! `slow_down`, until an outcome or the request's expiry).
@@ -1069,6 +1071,15 @@ impl VippsHandle {
                 continue;
             }
             if !e.is_retryable() {
+                return Err(e);
+            }
+            // A lost answer of a call Vipps cannot de-duplicate: the caller decides (lists the
+            // webhooks, polls again at the interval) instead of a blind second request.
+            if !op.safe_to_repeat() && !e.refused_unprocessed() {
+                if outcome == Outcome::Neutral {
+                    self.report(op, Outcome::Failure, false, Some(&e)).await;
+                }
+                tracing::warn!(operation = op.as_str(), error = %e, "Vipps call not repeated: it may have been processed");
                 return Err(e);
             }
             let wait = backoff(

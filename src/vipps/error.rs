@@ -83,6 +83,19 @@ impl VippsError {
         }
     }
 
+    /// Whether Vipps answered that it did not process the request (423 Locked, 429 Too Many
+    /// Requests), so it is certainly safe to send again. A timeout, a broken connection or a 5xx
+    /// may come after Vipps acted.
+    pub fn refused_unprocessed(&self) -> bool {
+        matches!(
+            self,
+            VippsError::Status {
+                status: 423 | 429,
+                ..
+            }
+        )
+    }
+
     /// A short, bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {

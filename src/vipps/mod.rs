@@ -4,6 +4,7 @@
 //! operations so that code which works against one works against the other.
 
 pub mod actor;
+pub mod check;
 pub mod circuit;
 pub mod client;
 pub mod error;
@@ -100,6 +101,18 @@ impl Operation {
         Operation::WebhookList,
         Operation::WebhookDelete,
     ];
+
+    /// Whether sending this request again after a lost answer is harmless: an Idempotency-Key or
+    /// no effect at Vipps. A Login start would start a second Login, a token poll asks for a
+    /// token handed out once, a webhook registration would register twice: these are sent again
+    /// only when Vipps' answer says it did not process them (see
+    /// [`VippsError::refused_unprocessed`](crate::vipps::VippsError::refused_unprocessed)).
+    pub fn safe_to_repeat(self) -> bool {
+        !matches!(
+            self,
+            Operation::LoginAuthenticate | Operation::LoginToken | Operation::WebhookRegister
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {

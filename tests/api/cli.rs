@@ -380,3 +380,238 @@ async fn run_stops_accepting_at_max_connections_and_says_so() {
     let res = client.get(&health).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+/// `lanehub check-vipps` with the built-in defaults pointed at `sim`, changed by `env`: its exit
+/// code and stdout.
+fn check_vipps(sim: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check-vipps")
+        .env_remove("LANEHUB_CONFIG")
+        .env("LANEHUB__VIPPS__BASE_URL", sim)
+        .env("LANEHUB__VIPPS__REQUEST_TIMEOUT", "5s")
+        .env(
+            "LANEHUB__STORE__DATA_DIR",
+            crate::helpers::temp_dir("check-vipps"),
+        );
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("check-vipps runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The line of `check` in a report.
+fn line<'a>(report: &'a str, check: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| {
+            l.get(4..)
+                .is_some_and(|rest| rest.starts_with(&format!("{check}:")))
+        })
+        .unwrap_or_else(|| panic!("no line for {check} in:\n{report}"))
+}
+
+#[test]
+fn check_vipps_passes_with_right_credentials_and_names_the_wrong_one() {
+    let (_sim, urls) = start(&["sim", "--listen", "127.0.0.1:0"], &[], 1);
+    let sim = urls[0].as_str();
+
+    let (code, report) = check_vipps(sim, &[]);
+    assert_eq!(code, Some(0), "{report}");
+    for check in [
+        "access token",
+        "merchant serial number",
+        "login discovery",
+        "login scopes",
+        "login client",
+        "check-in",
+    ] {
+        assert!(line(&report, check).starts_with('✔'), "{report}");
+    }
+    assert!(line(&report, "webhooks").starts_with('⚠'), "{report}");
+    assert!(report.contains("Ready for payments."), "{report}");
+
+    let wrong = [
+        (
+            "LANEHUB__VIPPS__CLIENT_SECRET",
+            "not-the-secret",
+            "access token",
+            "vipps.client_secret",
+        ),
+        (
+            "LANEHUB__VIPPS__CLIENT_ID",
+            "not-a-client",
+            "access token",
+            "vipps.client_id",
+        ),
+        (
+            "LANEHUB__VIPPS__SUBSCRIPTION_KEY",
+            "not-the-key",
+            "access token",
+            "vipps.subscription_key",
+        ),
+        (
+            "LANEHUB__VIPPS__MERCHANT_SERIAL_NUMBER",
+            "999999",
+            "merchant serial number",
+            "vipps.merchant_serial_number",
+        ),
+    ];
+    for (var, value, check, names) in wrong {
+        let (code, report) = check_vipps(sim, &[(var, value)]);
+        assert_eq!(code, Some(1), "{var}: {report}");
+        let failed = line(&report, check);
+        assert!(
+            failed.starts_with('✘') && failed.contains(names),
+            "{var}: {report}"
+        );
+        if check != "access token" {
+            // Only the wrong credential's line fails.
+            assert!(
+                line(&report, "access token").starts_with('✔'),
+                "{var}: {report}"
+            );
+        }
+        assert!(report.contains("Not ready for payments"), "{var}: {report}");
+    }
+
+    // Nothing was created at Vipps: no payment, no Login; check-ins only to a number nobody has.
+    lanehub::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let get = |path: &'static str| async move {
+            reqwest::get(format!("{sim}{path}"))
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        };
+        for path in ["/sim/v1/payments", "/sim/v1/logins"] {
+            assert_eq!(get(path).await, serde_json::json!([]), "{path}");
+        }
+        let checkins = get("/sim/v1/checkins").await;
+        assert!(
+            checkins
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["phoneNumber"] == "4700000000" && c["shown"].is_null()),
+            "{checkins}"
+        );
+    });
+}
+
+#[test]
+fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
+    let (_sim, urls) = start(&["sim", "--listen", "127.0.0.1:0"], &[], 1);
+    let sim = urls[0].as_str();
+    let hook = "https://store.example/vipps/webhooks";
+    lanehub::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let data = crate::helpers::temp_dir("check-vipps");
+    let register = || {
+        rt.block_on(async {
+            let client = reqwest::Client::new();
+            let token: serde_json::Value = client
+                .post(format!("{sim}/accesstoken/get"))
+                .header("client_id", "sim-client")
+                .header("client_secret", "sim-secret")
+                .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let res = client
+                .post(format!("{sim}/webhooks/v1/webhooks"))
+                .bearer_auth(token["access_token"].as_str().unwrap())
+                .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
+                .header("Merchant-Serial-Number", "123456")
+                .json(&serde_json::json!({"url": hook, "events": ["epayments.payment.created.v1"]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 201);
+            let registered: serde_json::Value = res.json().await.unwrap();
+            registered["id"].as_str().unwrap().to_owned()
+        })
+    };
+    let data_dir = data.to_str().unwrap();
+    let env = [
+        ("LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL", hook),
+        ("LANEHUB__STORE__DATA_DIR", data_dir),
+    ];
+
+    let (code, report) = check_vipps(sim, &env);
+    assert_eq!(code, Some(0), "{report}");
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('⚠') && webhooks.contains("none registered"),
+        "{report}"
+    );
+
+    let id = register();
+    // No lanehub database yet: one registration is taken to be lanehub's.
+    let (_, report) = check_vipps(sim, &env);
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('✔')
+            && webhooks.contains("1 registration")
+            && webhooks.contains("no lanehub database"),
+        "{report}"
+    );
+    // lanehub's database holds another registration's secret: this one is an orphan.
+    let store = |held: &str| {
+        let held = held.to_owned();
+        rt.block_on(async {
+            let store = lanehub::store::Store::open(&data).await.unwrap();
+            store.put_setting("webhook.id", &held).await.unwrap();
+            store.put_setting("webhook.url", hook).await.unwrap();
+            store
+                .put_secret_setting("webhook.secret", &"a-secret".to_owned().into())
+                .await
+                .unwrap();
+        })
+    };
+    store("another-registration");
+    let (_, report) = check_vipps(sim, &env);
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('⚠') && webhooks.contains("1 of them orphans"),
+        "{report}"
+    );
+    store(&id);
+    let (_, report) = check_vipps(sim, &env);
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('✔') && webhooks.ends_with("no orphans (1 in all)"),
+        "{report}"
+    );
+
+    // A second one, as a registration whose answer was lost leaves: an orphan.
+    register();
+    let (code, report) = check_vipps(sim, &env);
+    assert_eq!(
+        code,
+        Some(0),
+        "webhooks are not needed for payments: {report}"
+    );
+    let webhooks = line(&report, "webhooks");
+    assert!(
+        webhooks.starts_with('⚠')
+            && webhooks.contains("2 registrations")
+            && webhooks.contains("orphans"),
+        "{report}"
+    );
+}

@@ -197,7 +197,13 @@ struct AuthenticationRequest {
     requested_expiry_secs: Option<u64>,
 }
 
-fn parse_authentication(params: &Params) -> Result<AuthenticationRequest, Problem> {
+/// The scope Vipps enables per Login client on request (marketing consents).
+pub const DELEGATED_CONSENTS: &str = "delegatedConsents";
+
+fn parse_authentication(
+    params: &Params,
+    delegated_consents: bool,
+) -> Result<AuthenticationRequest, Problem> {
     if params.get("login_hint_token").is_some() || params.get("id_token_hint").is_some() {
         return Err(invalid_request(
             "only login_hint (urn:msisdn:<phone number>) identifies the user",
@@ -221,6 +227,12 @@ fn parse_authentication(params: &Params) -> Result<AuthenticationRequest, Proble
         return Err(invalid_scope(&format!(
             "unknown scope {unknown}; known scopes: {}",
             SCOPES.join(" ")
+        )));
+    }
+    // As Vipps: the scope works only once Vipps activated it for the client.
+    if !delegated_consents && scopes.iter().any(|s| s == DELEGATED_CONSENTS) {
+        return Err(invalid_scope(&format!(
+            "scope {DELEGATED_CONSENTS} is not activated for this client"
         )));
     }
     let hint = params.required("login_hint")?;
@@ -278,7 +290,7 @@ async fn authenticate(
     let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
     check_system_headers(&req)?;
     let params = Params::new(form?.into_inner())?;
-    let request = parse_authentication(&params)?;
+    let request = parse_authentication(&params, delegated_consents_activated(&state.settings))?;
     let known = state
         .customers
         .lock()
@@ -414,6 +426,13 @@ async fn token(
         })))
 }
 
+/// Whether the simulated merchants' Login clients may ask for `delegatedConsents`: the test
+/// environment, like a client Vipps has not activated it for, may not.
+fn delegated_consents_activated(settings: &crate::config::SimSettings) -> bool {
+    settings.login_delegated_consents
+        && settings.profile != crate::config::SimProfile::TestEnvironment
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,7 +448,7 @@ mod tests {
     }
 
     fn error_of(p: &Params) -> String {
-        let err = parse_authentication(p).expect_err("should be rejected");
+        let err = parse_authentication(p, true).expect_err("should be rejected");
         err.body["error"].as_str().unwrap_or_default().to_owned()
     }
 
@@ -441,7 +460,7 @@ mod tests {
             ("binding_message", "AB-123"),
             ("requested_expiry", "120"),
         ]);
-        let r = parse_authentication(&p).unwrap();
+        let r = parse_authentication(&p, true).unwrap();
         assert_eq!(r.phone.as_str(), "4791234567");
         assert_eq!(
             r.scopes,
@@ -501,6 +520,38 @@ mod tests {
         for (pairs, want) in cases {
             assert_eq!(error_of(&params(&pairs)), want, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn the_test_environment_profile_has_no_delegated_consents() {
+        let mut settings = crate::config::Settings::load(None, Vec::new())
+            .expect("built-in defaults load")
+            .sim;
+        assert!(delegated_consents_activated(&settings));
+        settings.profile = crate::config::SimProfile::TestEnvironment;
+        assert!(!delegated_consents_activated(&settings));
+    }
+
+    #[test]
+    fn delegated_consents_is_refused_unless_activated() {
+        let p = params(&[
+            ("login_hint", "urn:msisdn:4791234567"),
+            ("scope", "openid name delegatedConsents"),
+        ]);
+        let err = parse_authentication(&p, false).expect_err("not activated");
+        assert_eq!(err.body["error"], "invalid_scope");
+        assert!(
+            err.body["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("delegatedConsents")),
+            "{}",
+            err.body
+        );
+        let without = params(&[
+            ("login_hint", "urn:msisdn:4791234567"),
+            ("scope", "openid name"),
+        ]);
+        assert!(parse_authentication(&without, false).is_ok());
     }
 
     #[test]
