@@ -39,7 +39,7 @@ use crate::config::{
 };
 use crate::domain::{Amount, IdempotencyKey, InvalidValue, LaneId, PaymentReference};
 use crate::lane::LaneHandle;
-use crate::lane::view::LaneEvent;
+use crate::lane::view::{LaneEvent, LaneEventKind};
 use crate::procfs::ProcessStats;
 use crate::sim::SimState;
 use crate::sim::customers::{Behaviour, Customer};
@@ -580,7 +580,7 @@ impl Terminal {
         self.post(&self.scans, json!({"text": self.qr})).await?;
         let (mut ready, mut checked_in) = (false, false);
         self.until(rx, deadline, |e| {
-            checked_in |= e.kind == "check_in";
+            checked_in |= e.kind == LaneEventKind::CheckIn;
             ready |= e.snapshot.state == "ready_for_payment";
             ready && checked_in
         })

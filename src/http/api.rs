@@ -12,11 +12,12 @@ use super::limits::HttpLimits;
 use super::problem::{ApiError, Problem};
 use super::resource;
 use crate::domain::{Amount, LaneId, PaymentReference};
+use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::session::{CallError, OrderLine, PayRequest};
 use crate::startup::AppState;
-use crate::supervisor::shutdown::{Phase, SHUTDOWN_EVENT, SHUTTING_DOWN};
+use crate::supervisor::shutdown::{Phase, SHUTTING_DOWN};
 use crate::vipps::VippsError;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
@@ -510,7 +511,7 @@ async fn lane_events(
     actix_web::rt::spawn(async move {
         let first = LaneEvent {
             seq,
-            kind: "snapshot".into(),
+            kind: LaneEventKind::Snapshot,
             snapshot,
             data: None,
         };
@@ -522,7 +523,7 @@ async fn lane_events(
             tokio::select! {
                 event = events.recv() => match event {
                     // The lane's last event before lanehub stops: the terminal is told, then let go.
-                    Ok(e) if e.kind == SHUTDOWN_EVENT => {
+                    Ok(e) if e.kind == LaneEventKind::Shutdown => {
                         let _ = send(&mut session, &e).await;
                         going_away = true;
                         alive = false;
@@ -532,7 +533,7 @@ async fn lane_events(
                         // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
                         let (seq, snapshot, rx) = handle.subscribe();
                         events = rx;
-                        alive = send(&mut session, &LaneEvent { seq, kind: "snapshot".into(), snapshot, data: None }).await;
+                        alive = send(&mut session, &LaneEvent { seq, kind: LaneEventKind::Snapshot, snapshot, data: None }).await;
                     }
                     Err(RecvError::Closed) => alive = false,
                 },

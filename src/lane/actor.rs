@@ -15,14 +15,15 @@ use tokio::time::Instant;
 use super::effects::{CallAnswered, EffectDeps, Work, spawn_pipeline};
 use super::handle::{CommandError, LaneCommand, LaneHandle};
 use super::view::{
-    CashierMessage, CustomerView, LaneSnapshot, PaymentView, ScannerView, SessionView,
+    CashierMessage, CustomerView, LaneEventKind, LaneSnapshot, PaymentView, ScannerView,
+    SessionView,
 };
 use crate::config::{ScannerSettings, ScannerSource};
 use crate::domain::LaneId;
 use crate::metrics as m;
 use crate::scanner::{SCAN_CHANNEL_CAPACITY, ScanKind, ScanReceived, ScannerHandle};
 use crate::session::{
-    self, Disposition, Effect, Event, Fact, Membership, Outcome, Session, SessionConfig, SessionId,
+    self, Disposition, Effect, Event, Fact, Outcome, Session, SessionConfig, SessionId,
     TerminalEvent, Transition,
 };
 
@@ -164,7 +165,7 @@ impl LaneActor {
                     if matches!(ev, TerminalEvent::CheckIn { .. }) {
                         self.spec
                             .handle
-                            .emit("check_in", Some(serde_json::json!(message)));
+                            .emit(LaneEventKind::CheckIn, Some(serde_json::json!(message)));
                     } else {
                         self.message = Some(message);
                         changed = true;
@@ -189,7 +190,7 @@ impl LaneActor {
         }
         self.schedule(ctx);
         if changed {
-            self.publish("changed", None);
+            self.publish(LaneEventKind::Changed, None);
         }
         t.disposition
     }
@@ -289,7 +290,7 @@ impl LaneActor {
         }
     }
 
-    fn publish(&self, kind: &str, data: Option<serde_json::Value>) {
+    fn publish(&self, kind: LaneEventKind, data: Option<serde_json::Value>) {
         self.spec.handle.publish(self.snapshot(), kind, data);
     }
 
@@ -316,13 +317,13 @@ impl LaneActor {
             }
             ScanKind::Product(barcode) => {
                 let data = serde_json::json!({"barcode": barcode.as_str(), "format": format!("{:?}", barcode.format()).to_lowercase()});
-                self.spec.handle.emit("scan", Some(data));
+                self.spec.handle.emit(LaneEventKind::Scan, Some(data));
                 Ok(())
             }
             ScanKind::Unknown => {
                 tracing::info!(lane = %self.lane(), len = scan.scan.text.len(), "scan is neither a Vipps QR nor a product barcode");
                 self.spec.handle.emit(
-                    "scan_rejected",
+                    LaneEventKind::ScanRejected,
                     Some(serde_json::json!({"reason": "not a Vipps QR code or product barcode"})),
                 );
                 Err(CommandError::Invalid(
@@ -396,56 +397,8 @@ fn visible_change(before: &session::Snapshot, after: &session::Snapshot) -> bool
 
 /// The cashier's message for a terminal event: a stable code and the session's sentence.
 pub fn cashier_message(ev: &TerminalEvent) -> CashierMessage {
-    use crate::session::{CheckInResult, EnrollmentOutcome};
-    let code = match ev {
-        TerminalEvent::CustomerScanned => "customer_scanned",
-        TerminalEvent::CustomerReplaced => "customer_replaced",
-        TerminalEvent::CustomerIdentified { membership, .. } => match membership {
-            Membership::Member => "member_welcomed",
-            Membership::NonMember => "non_member",
-            Membership::Unknown => "membership_unknown",
-        },
-        TerminalEvent::CheckIn { result } => match result {
-            CheckInResult::Sent => "check_in_sent",
-            _ => "check_in_failed",
-        },
-        TerminalEvent::EnrollmentRequested => "enrollment_started",
-        TerminalEvent::EnrollmentAwaitingConsent => "enrollment_awaiting_consent",
-        TerminalEvent::EnrollmentFinished { outcome, .. } => match outcome {
-            EnrollmentOutcome::Enrolled => "enrollment_completed",
-            EnrollmentOutcome::Denied => "enrollment_declined",
-            EnrollmentOutcome::Expired => "enrollment_expired",
-            EnrollmentOutcome::Abandoned => "enrollment_abandoned",
-            EnrollmentOutcome::Unavailable => "vipps_unavailable",
-            EnrollmentOutcome::Failed { .. } => "enrollment_failed",
-        },
-        TerminalEvent::PaymentRequested { .. } => "payment_requested",
-        TerminalEvent::PaymentAwaitingCustomer { .. } => "payment_requested",
-        TerminalEvent::PaymentAuthorised { .. } => "payment_authorised",
-        TerminalEvent::CancelRequested => "cancel_requested",
-        TerminalEvent::VippsUnavailable { .. } => "vipps_unavailable",
-        TerminalEvent::VippsAvailable => "vipps_available",
-        TerminalEvent::StoreUnavailable => "store_unavailable",
-        TerminalEvent::StoreAvailable => "store_available",
-        TerminalEvent::SessionRecovered { .. } => "session_recovered",
-        TerminalEvent::CommandRejected { .. } => "command_rejected",
-        TerminalEvent::SessionEnded { outcome, .. } => match outcome {
-            Outcome::Paid => "payment_approved",
-            Outcome::Declined => "payment_declined",
-            Outcome::Expired => "payment_expired",
-            Outcome::Cancelled => "payment_cancelled",
-            Outcome::Failed { reason } if reason.kind() == "qr_not_recognised" => {
-                "qr_not_recognised"
-            }
-            Outcome::Failed { .. } => "payment_failed",
-            Outcome::Unavailable => "vipps_unavailable",
-            Outcome::Abandoned => "session_abandoned",
-            Outcome::Closed => "session_closed",
-            Outcome::Interrupted => "session_interrupted",
-        },
-    };
     CashierMessage {
-        code: code.to_owned(),
+        code: ev.code(),
         text: ev.message(),
     }
 }
@@ -474,7 +427,7 @@ impl Actor for LaneActor {
                         Err(e) => tracing::error!(lane = %act.lane(), error = %e, "could not read the journal; starting idle"),
                     }
                     act.spec.handle.attach(Some(ctx.address()));
-                    act.publish("snapshot", None);
+                    act.publish(LaneEventKind::Snapshot, None);
                 }),
         );
     }
@@ -548,7 +501,7 @@ impl StreamHandler<ScanReceived> for LaneActor {
             tracing::info!(lane = %self.lane(), error = %e, "scan refused");
             if !matches!(e, CommandError::Invalid(_)) {
                 self.spec.handle.emit(
-                    "scan_rejected",
+                    LaneEventKind::ScanRejected,
                     Some(serde_json::json!({"reason": e.to_string()})),
                 );
             }
@@ -673,7 +626,7 @@ impl Handler<ScannerChanged> for LaneActor {
             .filter(|s| s.state() == crate::scanner::ScannerState::Enabled)
             .count();
         m::scanners_connected(self.lane(), connected);
-        self.publish("scanner", None);
+        self.publish(LaneEventKind::Scanner, None);
     }
 }
 

@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
 use super::actor::{InjectPanic, InjectScan, LaneActor, VippsSignal};
-use super::view::{LaneEvent, LaneSnapshot};
+use super::view::{LaneEvent, LaneEventKind, LaneSnapshot};
 use crate::domain::LaneId;
 
 /// How many events a slow WebSocket subscriber may lag before it must resync from a snapshot.
@@ -161,13 +161,18 @@ impl LaneHandle {
     }
 
     /// Publishes a new snapshot and an event of `kind` to subscribers.
-    pub fn publish(&self, snapshot: LaneSnapshot, kind: &str, data: Option<serde_json::Value>) {
+    pub fn publish(
+        &self,
+        snapshot: LaneSnapshot,
+        kind: LaneEventKind,
+        data: Option<serde_json::Value>,
+    ) {
         self.0.snapshot.send_replace(snapshot);
         self.emit(kind, data);
     }
 
     /// Sends an event carrying the current snapshot.
-    pub fn emit(&self, kind: &str, data: Option<serde_json::Value>) {
+    pub fn emit(&self, kind: LaneEventKind, data: Option<serde_json::Value>) {
         let mut seq = self
             .0
             .seq
@@ -177,7 +182,7 @@ impl LaneHandle {
         // No subscribers is fine: the snapshot is kept for the next one.
         let _ = self.0.events.send(Arc::new(LaneEvent {
             seq: *seq,
-            kind: kind.to_owned(),
+            kind,
             snapshot: self.snapshot(),
             data,
         }));
@@ -214,7 +219,14 @@ impl LaneHandle {
         let up = actor.is_some();
         *self.0.actor.lock().expect("lane slot lock") = actor;
         self.0.up.store(up, Ordering::SeqCst);
-        self.emit(if up { "up" } else { "down" }, None);
+        self.emit(
+            if up {
+                LaneEventKind::Up
+            } else {
+                LaneEventKind::Down
+            },
+            None,
+        );
         metrics::gauge!(crate::metrics::LANE_UP, "lane" => self.0.id.to_string()).set(if up {
             1.0
         } else {
@@ -297,7 +309,7 @@ impl LaneHandle {
         if report.reported != connected {
             report.reported = connected;
             report.last_at = Some(tokio::time::Instant::now());
-            self.emit("terminal", None);
+            self.emit(LaneEventKind::Terminal, None);
         }
     }
 }
@@ -384,7 +396,7 @@ mod tests {
     fn terminal_events(rx: &mut broadcast::Receiver<Arc<LaneEvent>>) -> Vec<bool> {
         let mut out = vec![];
         while let Ok(e) = rx.try_recv() {
-            if e.kind == "terminal" {
+            if e.kind == LaneEventKind::Terminal {
                 out.push(e.snapshot.terminal_connected);
             }
         }

@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{Amount, LaneId};
+use crate::session::CashierCode;
 
 /// A lane as a terminal sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LaneSnapshot {
     #[schema(value_type = String, example = "1")]
@@ -28,7 +29,7 @@ pub struct LaneSnapshot {
 }
 
 /// A checkout: the one in progress, or the one that ended last.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionView {
     pub id: String,
@@ -42,7 +43,7 @@ pub struct SessionView {
     pub outcome: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomerView {
     /// Masked as `47******67`; never in full.
@@ -51,7 +52,7 @@ pub struct CustomerView {
     pub member: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PaymentView {
     pub reference: String,
@@ -61,7 +62,7 @@ pub struct PaymentView {
     pub state: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScannerView {
     pub role: String,
@@ -71,11 +72,12 @@ pub struct ScannerView {
 }
 
 /// A message for the cashier: a stable code for terminals and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CashierMessage {
-    /// e.g. `member_welcomed`, `payment_approved`, `vipps_unavailable`.
-    pub code: String,
+    /// e.g. `member_welcomed`, `payment_approved`, `vipps_unavailable`, `store_unavailable`.
+    #[schema(value_type = String, example = "payment_approved")]
+    pub code: CashierCode,
     pub text: String,
 }
 
@@ -100,18 +102,46 @@ pub enum CurrencyCode {
 }
 
 /// A change on a lane, as sent over its WebSocket.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LaneEvent {
     /// Increases by one with every event of this lane; a gap means the terminal missed events.
     pub seq: u64,
     /// `snapshot` (on connect, after a lag, after a lane restart), `changed`, `scan` (a product
-    /// barcode), `scan_rejected`, `check_in`, `terminal`, `scanner`, `up`, `down`.
-    #[schema(example = "changed")]
-    pub kind: String,
+    /// barcode), `scan_rejected`, `check_in`, `terminal`, `scanner`, `up`, `down`, `draining`.
+    #[schema(value_type = String, example = "changed")]
+    pub kind: LaneEventKind,
     pub snapshot: LaneSnapshot,
     /// Extra data for the kind: `scan` `{barcode, format}`, `scan_rejected` `{reason}`,
     /// `check_in` `{code, text}`; null for the others.
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+}
+
+/// What a lane event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LaneEventKind {
+    /// The whole lane: on connect, after a lag, after a lane restart.
+    Snapshot,
+    /// The session or the cashier's message changed.
+    Changed,
+    /// A product barcode was scanned (`data`: `{barcode, format}`).
+    Scan,
+    /// A scan was refused (`data`: `{reason}`).
+    ScanRejected,
+    /// The check-in's outcome (`data`: the cashier message).
+    CheckIn,
+    /// A terminal connected to or left the lane.
+    Terminal,
+    /// A scanner's state changed.
+    Scanner,
+    /// The lane's actor runs again.
+    Up,
+    /// The lane's actor stopped.
+    Down,
+    /// lanehub is shutting down (`data`: `{message, deadlineSecs}`).
+    Draining,
+    /// The last event before lanehub closes the WebSocket for shutdown.
+    Shutdown,
 }

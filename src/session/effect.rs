@@ -478,7 +478,173 @@ pub enum TerminalEvent {
     },
 }
 
+/// The stable code of a cashier message: what a terminal switches on (the text is for people).
+/// Serialised in snake case, e.g. `payment_approved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CashierCode {
+    CustomerScanned,
+    CustomerReplaced,
+    MemberWelcomed,
+    NonMember,
+    MembershipUnknown,
+    CheckInSent,
+    CheckInFailed,
+    EnrollmentStarted,
+    EnrollmentAwaitingConsent,
+    EnrollmentCompleted,
+    EnrollmentDeclined,
+    EnrollmentExpired,
+    EnrollmentAbandoned,
+    VippsUnavailable,
+    EnrollmentFailed,
+    PaymentRequested,
+    PaymentAuthorised,
+    CancelRequested,
+    VippsAvailable,
+    StoreUnavailable,
+    StoreAvailable,
+    SessionRecovered,
+    CommandRejected,
+    PaymentApproved,
+    PaymentDeclined,
+    PaymentExpired,
+    PaymentCancelled,
+    QrNotRecognised,
+    PaymentFailed,
+    SessionAbandoned,
+    SessionClosed,
+    SessionInterrupted,
+}
+
+impl CashierCode {
+    /// Every code, as sent.
+    pub const LABELS: [&'static str; 32] = [
+        "customer_scanned",
+        "customer_replaced",
+        "member_welcomed",
+        "non_member",
+        "membership_unknown",
+        "check_in_sent",
+        "check_in_failed",
+        "enrollment_started",
+        "enrollment_awaiting_consent",
+        "enrollment_completed",
+        "enrollment_declined",
+        "enrollment_expired",
+        "enrollment_abandoned",
+        "vipps_unavailable",
+        "enrollment_failed",
+        "payment_requested",
+        "payment_authorised",
+        "cancel_requested",
+        "vipps_available",
+        "store_unavailable",
+        "store_available",
+        "session_recovered",
+        "command_rejected",
+        "payment_approved",
+        "payment_declined",
+        "payment_expired",
+        "payment_cancelled",
+        "qr_not_recognised",
+        "payment_failed",
+        "session_abandoned",
+        "session_closed",
+        "session_interrupted",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CashierCode::CustomerScanned => "customer_scanned",
+            CashierCode::CustomerReplaced => "customer_replaced",
+            CashierCode::MemberWelcomed => "member_welcomed",
+            CashierCode::NonMember => "non_member",
+            CashierCode::MembershipUnknown => "membership_unknown",
+            CashierCode::CheckInSent => "check_in_sent",
+            CashierCode::CheckInFailed => "check_in_failed",
+            CashierCode::EnrollmentStarted => "enrollment_started",
+            CashierCode::EnrollmentAwaitingConsent => "enrollment_awaiting_consent",
+            CashierCode::EnrollmentCompleted => "enrollment_completed",
+            CashierCode::EnrollmentDeclined => "enrollment_declined",
+            CashierCode::EnrollmentExpired => "enrollment_expired",
+            CashierCode::EnrollmentAbandoned => "enrollment_abandoned",
+            CashierCode::VippsUnavailable => "vipps_unavailable",
+            CashierCode::EnrollmentFailed => "enrollment_failed",
+            CashierCode::PaymentRequested => "payment_requested",
+            CashierCode::PaymentAuthorised => "payment_authorised",
+            CashierCode::CancelRequested => "cancel_requested",
+            CashierCode::VippsAvailable => "vipps_available",
+            CashierCode::StoreUnavailable => "store_unavailable",
+            CashierCode::StoreAvailable => "store_available",
+            CashierCode::SessionRecovered => "session_recovered",
+            CashierCode::CommandRejected => "command_rejected",
+            CashierCode::PaymentApproved => "payment_approved",
+            CashierCode::PaymentDeclined => "payment_declined",
+            CashierCode::PaymentExpired => "payment_expired",
+            CashierCode::PaymentCancelled => "payment_cancelled",
+            CashierCode::QrNotRecognised => "qr_not_recognised",
+            CashierCode::PaymentFailed => "payment_failed",
+            CashierCode::SessionAbandoned => "session_abandoned",
+            CashierCode::SessionClosed => "session_closed",
+            CashierCode::SessionInterrupted => "session_interrupted",
+        }
+    }
+}
+
 impl TerminalEvent {
+    /// The stable code terminals switch on.
+    pub fn code(&self) -> CashierCode {
+        use CashierCode as C;
+        match self {
+            TerminalEvent::CustomerScanned => C::CustomerScanned,
+            TerminalEvent::CustomerReplaced => C::CustomerReplaced,
+            TerminalEvent::CustomerIdentified { membership, .. } => match membership {
+                Membership::Member => C::MemberWelcomed,
+                Membership::NonMember => C::NonMember,
+                Membership::Unknown => C::MembershipUnknown,
+            },
+            TerminalEvent::CheckIn { result } => match result {
+                CheckInResult::Sent => C::CheckInSent,
+                _ => C::CheckInFailed,
+            },
+            TerminalEvent::EnrollmentRequested => C::EnrollmentStarted,
+            TerminalEvent::EnrollmentAwaitingConsent => C::EnrollmentAwaitingConsent,
+            TerminalEvent::EnrollmentFinished { outcome, .. } => match outcome {
+                EnrollmentOutcome::Enrolled => C::EnrollmentCompleted,
+                EnrollmentOutcome::Denied => C::EnrollmentDeclined,
+                EnrollmentOutcome::Expired => C::EnrollmentExpired,
+                EnrollmentOutcome::Abandoned => C::EnrollmentAbandoned,
+                EnrollmentOutcome::Unavailable => C::VippsUnavailable,
+                EnrollmentOutcome::Failed { .. } => C::EnrollmentFailed,
+            },
+            TerminalEvent::PaymentRequested { .. } => C::PaymentRequested,
+            TerminalEvent::PaymentAwaitingCustomer { .. } => C::PaymentRequested,
+            TerminalEvent::PaymentAuthorised { .. } => C::PaymentAuthorised,
+            TerminalEvent::CancelRequested => C::CancelRequested,
+            TerminalEvent::VippsUnavailable { .. } => C::VippsUnavailable,
+            TerminalEvent::VippsAvailable => C::VippsAvailable,
+            TerminalEvent::StoreUnavailable => C::StoreUnavailable,
+            TerminalEvent::StoreAvailable => C::StoreAvailable,
+            TerminalEvent::SessionRecovered { .. } => C::SessionRecovered,
+            TerminalEvent::CommandRejected { .. } => C::CommandRejected,
+            TerminalEvent::SessionEnded { outcome, .. } => match outcome {
+                Outcome::Paid => C::PaymentApproved,
+                Outcome::Declined => C::PaymentDeclined,
+                Outcome::Expired => C::PaymentExpired,
+                Outcome::Cancelled => C::PaymentCancelled,
+                Outcome::Failed {
+                    reason: FailReason::QrNotRecognised,
+                } => C::QrNotRecognised,
+                Outcome::Failed { .. } => C::PaymentFailed,
+                Outcome::Unavailable => C::VippsUnavailable,
+                Outcome::Abandoned => C::SessionAbandoned,
+                Outcome::Closed => C::SessionClosed,
+                Outcome::Interrupted => C::SessionInterrupted,
+            },
+        }
+    }
+
     /// A short default message for the cashier.
     pub fn message(&self) -> String {
         match self {

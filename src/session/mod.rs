@@ -98,9 +98,9 @@ mod tests;
 
 pub use config::SessionConfig;
 pub use effect::{
-    CheckInResult, Command, CreatePaymentRequest, Disposition, Effect, EnrollmentOutcome, Fact,
-    FailReason, IgnoreReason, InvalidTransition, Membership, NewMember, Outcome, Receipt,
-    Rejection, TerminalEvent, Transition,
+    CashierCode, CheckInResult, Command, CreatePaymentRequest, Disposition, Effect,
+    EnrollmentOutcome, Fact, FailReason, IgnoreReason, InvalidTransition, Membership, NewMember,
+    Outcome, Receipt, Rejection, TerminalEvent, Transition,
 };
 pub use event::{
     Aggregate, CallError, Consent, Event, LoginAccessToken, OrderLine, PayRequest, PaymentState,

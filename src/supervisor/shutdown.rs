@@ -17,14 +17,11 @@ use tokio::time::Instant;
 
 use crate::domain::LaneId;
 use crate::lane::Lanes;
+use crate::lane::view::LaneEventKind;
 use crate::store::Store;
 
 /// The text terminals get in the shutdown event, the WebSocket close frame and 503 answers.
 pub const SHUTTING_DOWN: &str = "lanehub is shutting down";
-/// The lane event published when the drain starts.
-pub const DRAINING_EVENT: &str = "draining";
-/// The lane event published last, just before terminal WebSockets are closed.
-pub const SHUTDOWN_EVENT: &str = "shutdown";
 /// How often the drain looks at the lanes and the journal.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long past the drain the journal may take to record sessions that just ended.
@@ -124,7 +121,7 @@ pub async fn drain(
     for lane in &all {
         lane.set_draining();
         lane.emit(
-            DRAINING_EVENT,
+            LaneEventKind::Draining,
             Some(json!({"message": SHUTTING_DOWN, "deadlineSecs": deadline.as_secs()})),
         );
     }
@@ -149,7 +146,7 @@ pub async fn drain(
     for lane in &all {
         let open = left_open.iter().any(|l| &l.lane == lane.id());
         lane.emit(
-            SHUTDOWN_EVENT,
+            LaneEventKind::Shutdown,
             Some(json!({"message": SHUTTING_DOWN, "sessionLeftOpen": open})),
         );
     }
