@@ -1638,10 +1638,10 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
 async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     use lanehub::config::VippsMode;
     use lanehub::domain::LaneId;
-    use lanehub::lane::effects::login_access_token;
     use lanehub::session::{JournalRecord, Membership, SessionId};
     use lanehub::sim::Simulator;
     use lanehub::vipps::actor::{LoginOutcome, VippsHandle};
+    use lanehub::vipps::convert::login_access_token;
     use lanehub::vipps::models::{LoginPoll, LoginRequest};
 
     // Vipps outlives lanehub's crash: a simulator of its own, lanehub pointed at it.

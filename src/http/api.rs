@@ -653,7 +653,7 @@ async fn post_refund(
         .vipps
         .refund_payment(&reference, &key, amount)
         .await
-        .map_err(|e| match (&e, crate::lane::effects::call_error(&e)) {
+        .map_err(|e| match (&e, crate::vipps::convert::call_error(&e)) {
             // lanehub keeps Vipps' limits (5 changes of one payment a minute): the caller is
             // asking too often, which is not a fault of lanehub or Vipps.
             (VippsError::Overloaded { .. }, _) => ApiError::TooManyRequests(format!(

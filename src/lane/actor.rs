@@ -12,8 +12,12 @@ use actix::prelude::*;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::effects::{CallAnswered, EffectDeps, Work, spawn_pipeline};
+use super::effects::EffectDeps;
 use super::handle::{CommandError, LaneCommand, LaneHandle};
+use super::messages::{
+    CallAnswered, InjectPanic, InjectScan, ScannerChanged, StoreChanged, VippsSignal,
+};
+use super::pipeline::{Work, spawn_pipeline};
 use super::view::{
     CashierMessage, CustomerView, LaneEventKind, LaneSnapshot, PaymentView, ScannerView,
     SessionView,
@@ -66,22 +70,6 @@ pub struct LaneSpec {
     pub config: Arc<SessionConfig>,
     pub scanners: Vec<ScannerSettings>,
 }
-
-/// Makes the lane panic, for tests of supervision (only routed when test hooks are enabled).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct InjectPanic;
-
-/// Text for the lane's first simulated scanner, as if a customer held a code to it (only routed
-/// when test hooks are enabled); false when the lane has no such scanner or it is full.
-#[derive(Debug, Message)]
-#[rtype(result = "bool")]
-pub struct InjectScan(pub String);
-
-/// A webhook or ping for this lane: read the payment back, or poll the login now.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct VippsSignal(pub Event);
 
 pub struct LaneActor {
     spec: LaneSpec,
@@ -362,15 +350,6 @@ impl LaneActor {
         }));
     }
 }
-
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct ScannerChanged;
-
-/// The store's writability changed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct StoreChanged(crate::store::StoreHealth);
 
 /// Why a new checkout, enrollment or payment is refused while the store cannot be written.
 fn store_unavailable() -> CommandError {

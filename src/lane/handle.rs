@@ -11,7 +11,8 @@ use actix::Addr;
 use dashmap::DashMap;
 use tokio::sync::{broadcast, watch};
 
-use super::actor::{InjectPanic, InjectScan, LaneActor, VippsSignal};
+use super::actor::LaneActor;
+use super::messages::{InjectPanic, InjectScan, VippsSignal};
 use super::view::{LaneEvent, LaneEventKind, LaneSnapshot};
 use crate::domain::LaneId;
 

@@ -4,6 +4,8 @@
 pub mod actor;
 pub mod effects;
 pub mod handle;
+pub mod messages;
+pub mod pipeline;
 pub mod view;
 
 pub use actor::{LaneActor, LaneDied, LaneSpec};

@@ -7,6 +7,7 @@ pub mod actor;
 pub mod check;
 pub mod circuit;
 pub mod client;
+pub mod convert;
 pub mod error;
 pub mod models;
 pub mod ratelimit;
