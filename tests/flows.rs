@@ -1640,7 +1640,7 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     use lanehub::domain::LaneId;
     use lanehub::session::{JournalRecord, Membership, SessionId};
     use lanehub::sim::Simulator;
-    use lanehub::vipps::actor::{LoginOutcome, VippsHandle};
+    use lanehub::vipps::actor::VippsHandle;
     use lanehub::vipps::convert::login_access_token;
     use lanehub::vipps::models::{LoginPoll, LoginRequest};
 
@@ -1665,9 +1665,13 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
         requested_expiry: None,
     };
     let auth = vipps.login_authenticate(&request).await.unwrap();
-    let token = match vipps.poll_login(&auth).await.unwrap() {
-        LoginOutcome::Success(token) => token,
-        other => panic!("the customer consents: {other:?}"),
+    let token = loop {
+        tokio::time::sleep(auth.interval).await;
+        match vipps.login_token(&auth.auth_req_id).await.unwrap() {
+            LoginPoll::Pending | LoginPoll::SlowDown => {}
+            LoginPoll::Success(token) => break token,
+            other => panic!("the customer consents: {other:?}"),
+        }
     };
     let again = vipps.login_token(&auth.auth_req_id).await;
     assert!(

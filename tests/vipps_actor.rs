@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use lanehub::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
-use lanehub::vipps::actor::LoginOutcome;
 use lanehub::vipps::models::*;
 use lanehub::vipps::{Api, VippsActorSettings, VippsError, VippsHandle};
 use serde_json::json;
@@ -603,7 +602,7 @@ async fn poll_login_until_consent_and_denial() {
         .await
         .unwrap();
     assert_eq!(auth.interval, Duration::from_secs(1));
-    let LoginOutcome::Success(token) = handle.poll_login(&auth).await.unwrap() else {
+    let LoginPoll::Success(token) = poll_until_answered(&handle, &auth).await else {
         panic!("the customer consents")
     };
     let info = handle.userinfo(&token).await.unwrap();
@@ -614,30 +613,18 @@ async fn poll_login_until_consent_and_denial() {
         .await
         .unwrap();
     assert!(matches!(
-        handle.poll_login(&auth).await.unwrap(),
-        LoginOutcome::Denied
+        poll_until_answered(&handle, &auth).await,
+        LoginPoll::Denied
     ));
 }
 
-#[actix_web::test]
-async fn poll_login_gives_up_at_the_request_expiry() {
-    let server = Scripted::start(|_| ok(400, json!({"error": "authorization_pending"})));
-    let handle = handle_for(&server.base_url, fast());
-    let auth = LoginAuthentication {
-        auth_req_id: AuthReqId("req-1".into()),
-        expires_in: Duration::from_millis(2500),
-        interval: Duration::from_secs(1),
-    };
-    let started = Instant::now();
-    assert!(matches!(
-        handle.poll_login(&auth).await.unwrap(),
-        LoginOutcome::Expired
-    ));
-    assert!(started.elapsed() < Duration::from_millis(2600));
-    // Polled at the interval: at 1 s and 2 s, never faster.
-    assert_eq!(
-        server.count("/access-management-1.0/access/oauth2/token"),
-        2
-    );
-    server.stop().await;
+/// Polls the Login token endpoint at the server's interval until the customer answers.
+async fn poll_until_answered(handle: &VippsHandle, auth: &LoginAuthentication) -> LoginPoll {
+    loop {
+        tokio::time::sleep(auth.interval).await;
+        match handle.login_token(&auth.auth_req_id).await.unwrap() {
+            LoginPoll::Pending | LoginPoll::SlowDown => {}
+            answer => return answer,
+        }
+    }
 }

@@ -228,11 +228,7 @@ impl LaneHandle {
             },
             None,
         );
-        metrics::gauge!(crate::metrics::LANE_UP, "lane" => self.0.id.to_string()).set(if up {
-            1.0
-        } else {
-            0.0
-        });
+        crate::metrics::lane_up(&self.0.id, up);
     }
 
     pub fn is_up(&self) -> bool {
@@ -274,8 +270,7 @@ impl LaneHandle {
                 .fetch_sub(1, Ordering::SeqCst)
                 .saturating_sub(1)
         };
-        metrics::gauge!(crate::metrics::TERMINALS_CONNECTED, "lane" => self.0.id.to_string())
-            .set(n as f64);
+        crate::metrics::terminals_connected(&self.0.id, n);
         if n == usize::from(connected) {
             self.report_terminals();
         }

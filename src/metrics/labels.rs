@@ -200,52 +200,20 @@ label_enum! {
     }
 }
 
-// Labels owned by other modules. Each list must equal its owner's labels; tests beside the
-// owners check that (the session module's `STATE_LABELS`, `Outcome::LABELS`,
-// `EnrollmentOutcome::LABELS`, `Membership::LABELS`; the scanner's `ScanKind::label`).
+// Labels owned by other modules: taken from the types they label, so they cannot drift.
 
-/// `state` of `lanehub_lane_session_state`: `crate::session::STATE_LABELS`.
-pub const SESSION_STATES: &[&str] = &[
-    "idle",
-    "awaiting_qr_exchange",
-    "awaiting_membership",
-    "ready_for_payment",
-    "awaiting_login_start",
-    "awaiting_consent",
-    "awaiting_member_store",
-    "awaiting_payment_creation",
-    "awaiting_payment",
-    "awaiting_capture",
-    "awaiting_cancel",
-];
+/// `state` of `lanehub_lane_session_state`.
+pub const SESSION_STATES: &[&str] = &crate::session::STATE_LABELS;
 
 /// `outcome` of `lanehub_sessions_total`, `lanehub_session_duration_seconds` and
-/// `lanehub_payments_total` (a payment ends with its session's outcome):
-/// `crate::session::Outcome::LABELS`.
-pub const SESSION_OUTCOMES: &[&str] = &[
-    "paid",
-    "declined",
-    "expired",
-    "cancelled",
-    "failed",
-    "unavailable",
-    "abandoned",
-    "closed",
-    "interrupted",
-];
+/// `lanehub_payments_total` (a payment ends with its session's outcome).
+pub const SESSION_OUTCOMES: &[&str] = &crate::session::Outcome::LABELS;
 
-/// `outcome` of `lanehub_enrollments_total`: `crate::session::EnrollmentOutcome::LABELS`.
-pub const ENROLLMENT_OUTCOMES: &[&str] = &[
-    "enrolled",
-    "denied",
-    "expired",
-    "failed",
-    "unavailable",
-    "abandoned",
-];
+/// `outcome` of `lanehub_enrollments_total`.
+pub const ENROLLMENT_OUTCOMES: &[&str] = &crate::session::EnrollmentOutcome::LABELS;
 
-/// `result` of `lanehub_membership_checks_total`: `crate::session::Membership::LABELS`.
-pub const MEMBERSHIP_RESULTS: &[&str] = &["member", "non_member", "unknown"];
+/// `result` of `lanehub_membership_checks_total`.
+pub const MEMBERSHIP_RESULTS: &[&str] = &crate::session::Membership::LABELS;
 
-/// `kind` of `lanehub_scans_total`: `crate::scanner::ScanKind::label`.
-pub const SCAN_KINDS: &[&str] = &["vipps_qr", "product", "unknown"];
+/// `kind` of `lanehub_scans_total`.
+pub const SCAN_KINDS: &[&str] = &crate::scanner::ScanKind::LABELS;

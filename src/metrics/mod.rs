@@ -320,12 +320,6 @@ fn known_label(list: &'static [&'static str], value: &str, what: &str) -> Option
     found
 }
 
-/// The lane's session entered `state` (one of [`SESSION_STATES`]): sets it to 1 and every other
-/// state to 0.
-pub fn session_state(lane: &LaneId, state: &str) {
-    SessionStateGauges::new(lane).set(state);
-}
-
 /// A lane's session-state gauges, looked up once: a lane changes state several times per
 /// checkout and each change sets every state's series.
 pub struct SessionStateGauges {
@@ -583,9 +577,10 @@ mod tests {
         let l1 = lane("1");
         let text = render_with(|| {
             init_lane(&l1);
-            session_state(&l1, "awaiting_payment");
-            session_state(&l1, "awaiting_capture");
-            session_state(&l1, "no_such_state");
+            let states = SessionStateGauges::new(&l1);
+            states.set("awaiting_payment");
+            states.set("awaiting_capture");
+            states.set("no_such_state");
         });
         for state in SESSION_STATES {
             let series = format!("{LANE_SESSION_STATE}{{lane=\"1\",state=\"{state}\"}}");

@@ -33,6 +33,9 @@ pub enum ScanKind {
 }
 
 impl ScanKind {
+    /// Every `kind_label`.
+    pub const LABELS: [&'static str; 3] = ["vipps_qr", "product", "unknown"];
+
     /// The metric label: `vipps_qr`, `product` or `unknown`.
     pub fn kind_label(&self) -> &'static str {
         match self {

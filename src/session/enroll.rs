@@ -11,7 +11,7 @@ use super::state::*;
 use super::step::*;
 
 /// `slow_down` makes the Login polling interval this much longer (CIBA, RFC 8628 style).
-pub(super) const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 /// A server interval below this is raised to it, so a bad answer cannot make the lane spin.
 pub(super) const MIN_LOGIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Userinfo calls per consent; the Vipps client already retries each one within its deadline.

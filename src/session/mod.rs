@@ -102,6 +102,7 @@ pub use effect::{
     EnrollmentOutcome, Fact, FailReason, IgnoreReason, InvalidTransition, Membership, NewMember,
     Outcome, Receipt, Rejection, TerminalEvent, Transition,
 };
+pub use enroll::SLOW_DOWN_STEP;
 pub use event::{
     Aggregate, CallError, Consent, Event, LoginAccessToken, OrderLine, PayRequest, PaymentState,
     Userinfo,

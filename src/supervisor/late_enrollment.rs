@@ -35,10 +35,10 @@ use secrecy::SecretString;
 use super::shutdown::{Phase, Shutdown};
 use crate::domain::{LaneId, Msisdn};
 use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
+use crate::session::SLOW_DOWN_STEP;
 use crate::session::{EnrollmentOutcome, JournalRecord, LoginAccessToken, Userinfo};
 use crate::store::{LateEnrollment, LateEnrollmentHandover, MembershipStore, Store, StoreError};
 use crate::vipps::VippsHandle;
-use crate::vipps::actor::SLOW_DOWN_STEP;
 use crate::vipps::convert::{enrolled_member, userinfo as session_userinfo};
 use crate::vipps::models::{AuthReqId, LoginPoll, LoginToken};
 

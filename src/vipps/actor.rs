@@ -46,8 +46,6 @@ use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 pub const MAILBOX_CAPACITY: usize = 256;
 /// How often forgotten references are pruned from the rate limiter.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// `slow_down` asks for this much more between Login polls.
-pub const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 /// After a failed token refresh, the old token is used and a refresh retried after this.
 const REFRESH_RETRY: Duration = Duration::from_secs(5);
 
@@ -607,15 +605,6 @@ impl Handler<GetStatus> for VippsActor {
 // ---------------------------------------------------------------------------------------------
 // The handle
 
-/// How a Login poll ended.
-#[derive(Debug, Clone)]
-pub enum LoginOutcome {
-    Success(LoginToken),
-    Denied,
-    /// The customer did not answer before the request expired.
-    Expired,
-}
-
 /// The way lanes call Vipps. Cheap to clone; all methods are safe to call concurrently.
 #[derive(Clone)]
 pub struct VippsHandle {
@@ -738,30 +727,6 @@ impl VippsHandle {
         .await
     }
 
-    /// Polls the Login token endpoint at the server's interval (+5 s per `slow_down`) until the
-    /// customer answers or the request expires. Runs in the caller's task; drop it to stop.
-    pub async fn poll_login(
-        &self,
-        authentication: &LoginAuthentication,
-    ) -> Result<LoginOutcome, VippsError> {
-        let expires_at = Instant::now() + authentication.expires_in;
-        let mut interval = authentication.interval.max(Duration::from_secs(1));
-        loop {
-            let next = Instant::now() + interval;
-            if next > expires_at {
-                return Ok(LoginOutcome::Expired);
-            }
-            tokio::time::sleep_until(next).await;
-            match self.login_token(&authentication.auth_req_id).await? {
-                LoginPoll::Pending => {}
-                LoginPoll::SlowDown => interval += SLOW_DOWN_STEP,
-                LoginPoll::Denied => return Ok(LoginOutcome::Denied),
-                LoginPoll::Expired => return Ok(LoginOutcome::Expired),
-                LoginPoll::Success(token) => return Ok(LoginOutcome::Success(token)),
-            }
-        }
-    }
-
     pub async fn userinfo(&self, login_token: &LoginToken) -> Result<Userinfo, VippsError> {
         self.call(Operation::Userinfo, None, false, |c, _| async move {
             c.userinfo(login_token).await
@@ -865,21 +830,6 @@ impl VippsHandle {
                 c.refund_payment(need(t.as_ref())?, reference, key, amount)
                     .await
             },
-        )
-        .await
-    }
-
-    /// Test environment only.
-    pub async fn approve_payment(
-        &self,
-        reference: &PaymentReference,
-        phone: &Msisdn,
-    ) -> Result<(), VippsError> {
-        self.call(
-            Operation::PaymentApprove,
-            Some(reference),
-            true,
-            |c, t| async move { c.approve_payment(need(t.as_ref())?, reference, phone).await },
         )
         .await
     }
