@@ -5,6 +5,7 @@
 //! rate-limits and retries every Vipps call; a supervisor restarts failed lanes and exports
 //! Prometheus metrics. A built-in Vipps simulator lets all of it run without credentials.
 
+pub mod backoff;
 pub mod bench;
 pub mod cli;
 pub mod config;

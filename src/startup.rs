@@ -167,7 +167,7 @@ impl Application {
         });
         if let (Some(url), Some(receiver)) = (webhook_url, receiver.clone()) {
             let (vipps, store, shutdown) = (vipps.clone(), store.clone(), shutdown.clone());
-            let backoff = crate::http::webhooks::RegistrationBackoff {
+            let backoff = crate::backoff::Backoff {
                 initial: settings.vipps.webhook_registration_backoff,
                 max: settings.vipps.webhook_registration_max_backoff,
             };

@@ -18,6 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::backoff::Backoff;
 use crate::domain::PaymentReference;
 use crate::lane::Lanes;
 use crate::metrics as m;
@@ -212,21 +213,6 @@ async fn route(reference: &PaymentReference, lanes: &Lanes, store: &Store) -> bo
     true
 }
 
-/// How long to wait after a failed registration: `initial`, doubling per failure up to `max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RegistrationBackoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
-
-impl RegistrationBackoff {
-    /// The wait after `failures` failed attempts (1 or more).
-    pub fn after(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-}
-
 /// Registers lanehub's webhook for `url` (or reuses the registration whose secret is stored),
 /// trying again with capped backoff until it succeeds or lanehub starts shutting down. Until then
 /// the receiver answers 503 and polling alone follows payments.
@@ -235,7 +221,7 @@ pub async fn register(
     store: &Store,
     url: &str,
     receiver: Arc<WebhookReceiver>,
-    backoff: RegistrationBackoff,
+    backoff: Backoff,
     shutdown: &Shutdown,
 ) {
     let mut failures = 0u32;
@@ -325,12 +311,12 @@ async fn ensure_registered(
 
 #[cfg(test)]
 mod tests {
-    use super::RegistrationBackoff;
+    use super::Backoff;
     use std::time::Duration;
 
     #[test]
     fn registration_backoff_doubles_up_to_its_cap() {
-        let b = RegistrationBackoff {
+        let b = Backoff {
             initial: Duration::from_secs(5),
             max: Duration::from_secs(300),
         };

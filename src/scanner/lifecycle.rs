@@ -33,37 +33,35 @@ pub const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
 /// The longest wait between two attempts to reopen a device.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Exponential backoff: `initial`, doubled after each failure, capped at `max`.
+/// When to try reopening a device again: the shared capped doubling, counting failures since
+/// the last success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
+pub struct ReopenBackoff {
+    backoff: crate::backoff::Backoff,
+    failures: u32,
 }
 
-impl Backoff {
+impl ReopenBackoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
         Self {
-            initial,
-            max,
-            next: initial.min(max),
+            backoff: crate::backoff::Backoff::new(initial, max),
+            failures: 0,
         }
     }
 
     /// The wait before the next attempt; each call doubles the following one, up to the cap.
     pub fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = delay.saturating_mul(2).min(self.max);
-        delay
+        self.failures = self.failures.saturating_add(1);
+        self.backoff.after(self.failures)
     }
 
     /// Starts over after a success.
     pub fn reset(&mut self) {
-        self.next = self.initial.min(self.max);
+        self.failures = 0;
     }
 }
 
-impl Default for Backoff {
+impl Default for ReopenBackoff {
     fn default() -> Self {
         Self::new(BACKOFF_INITIAL, BACKOFF_MAX)
     }
@@ -110,13 +108,13 @@ impl InvalidTransition {
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     state: ScannerState,
-    backoff: Backoff,
+    backoff: ReopenBackoff,
     /// Distinguishes a `Closed` reader that is starting from one that has stopped.
     stopped: bool,
 }
 
 impl Lifecycle {
-    pub fn new(backoff: Backoff) -> Self {
+    pub fn new(backoff: ReopenBackoff) -> Self {
         Self {
             state: ScannerState::Closed,
             backoff,
@@ -181,7 +179,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
-        let mut b = Backoff::new(ms(200), ms(1000));
+        let mut b = ReopenBackoff::new(ms(200), ms(1000));
         let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
         assert_eq!(delays, [200, 400, 800, 1000, 1000, 1000].map(ms));
         b.reset();
@@ -190,9 +188,9 @@ mod tests {
 
     #[test]
     fn backoff_never_exceeds_its_cap_or_overflows() {
-        let mut b = Backoff::new(Duration::MAX, ms(5));
+        let mut b = ReopenBackoff::new(Duration::MAX, ms(5));
         assert_eq!(b.next_delay(), ms(5));
-        let mut b = Backoff::new(ms(1), Duration::MAX);
+        let mut b = ReopenBackoff::new(ms(1), Duration::MAX);
         for _ in 0..200 {
             b.next_delay();
         }
@@ -201,7 +199,7 @@ mod tests {
 
     /// Runs `events` from a fresh lifecycle; returns (state after, step) for each.
     fn run(events: &[ReaderEvent]) -> Vec<(ScannerState, ReaderStep)> {
-        let mut lc = Lifecycle::new(Backoff::new(ms(100), ms(400)));
+        let mut lc = Lifecycle::new(ReopenBackoff::new(ms(100), ms(400)));
         events
             .iter()
             .map(|&e| {
@@ -298,7 +296,7 @@ mod tests {
             &[E::Started, E::Opened, E::ReadSucceeded],
             &[E::Started, E::OpenFailed],
         ] {
-            let mut lc = Lifecycle::new(Backoff::default());
+            let mut lc = Lifecycle::new(ReopenBackoff::default());
             for &e in prefix {
                 lc.step(e).unwrap();
             }
@@ -310,7 +308,7 @@ mod tests {
 
     #[test]
     fn unexpected_events_are_invalid_transitions() {
-        let mut lc = Lifecycle::new(Backoff::default());
+        let mut lc = Lifecycle::new(ReopenBackoff::default());
         let err = lc.step(E::ReadSucceeded).unwrap_err();
         assert_eq!(
             err,

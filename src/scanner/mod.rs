@@ -26,7 +26,7 @@ pub use decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
 pub use hid::DeviceError;
 pub use hidpos::HidPosDecoder;
 pub use keyboard::{DEFAULT_INTER_REPORT_TIMEOUT, KeyboardDecoder};
-pub use lifecycle::{Backoff, ScannerState};
+pub use lifecycle::{ReopenBackoff, ScannerState};
 pub use reader::{
     HidPort, HidSource, PushError, ReaderConfig, SCAN_CHANNEL_CAPACITY, ScanReceived,
     ScannerHandle, ScannerStats, SpawnError,

@@ -22,7 +22,7 @@ use crate::config::{ScannerRole, ScannerSettings, ScannerSource};
 use crate::scanner::classify::{ScanKind, classify};
 use crate::scanner::decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
 use crate::scanner::hid::{DeviceError, HidApiSource};
-use crate::scanner::lifecycle::{Backoff, Lifecycle, ReaderEvent, ReaderStep, ScannerState};
+use crate::scanner::lifecycle::{Lifecycle, ReaderEvent, ReaderStep, ReopenBackoff, ScannerState};
 
 /// Capacity of a lane's scan channel (`mpsc::channel(SCAN_CHANNEL_CAPACITY)`); a customer
 /// cannot scan faster than a lane drains a handful of messages.
@@ -76,14 +76,14 @@ pub trait HidSource: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderConfig {
     pub read_timeout: Duration,
-    pub backoff: Backoff,
+    pub backoff: ReopenBackoff,
 }
 
 impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
             read_timeout: READ_TIMEOUT,
-            backoff: Backoff::default(),
+            backoff: ReopenBackoff::default(),
         }
     }
 }
@@ -556,7 +556,7 @@ mod tests {
     fn config() -> ReaderConfig {
         ReaderConfig {
             read_timeout: Duration::from_millis(2),
-            backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
+            backoff: ReopenBackoff::new(Duration::from_millis(10), Duration::from_millis(40)),
         }
     }
 

@@ -31,10 +31,7 @@ pub(super) struct Owed {
 
 /// How long to wait after `failures` failed writes in a row.
 pub(super) fn store_backoff(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    STORE_RETRY_FIRST
-        .saturating_mul(1 << doublings)
-        .min(STORE_RETRY_MAX)
+    crate::backoff::Backoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX).after(failures)
 }
 
 /// Marks the state's call as owed and tells the cashier once; returns when to try again.

@@ -39,6 +39,7 @@ use super::error::VippsError;
 use super::models::*;
 use super::ratelimit::{RateLimitSettings, RateLimiter, Refusal};
 use super::{Api, Operation};
+use crate::backoff::Backoff;
 use crate::config::VippsSettings;
 use crate::domain::{Amount, IdempotencyKey, Msisdn, PaymentReference};
 
@@ -628,14 +629,6 @@ fn need(token: Option<&AccessToken>) -> Result<&AccessToken, VippsError> {
     token.ok_or_else(|| VippsError::InvalidRequest("no access token for a merchant call".into()))
 }
 
-/// Full-jitter exponential backoff for retry number `retry` (0-based).
-pub fn backoff(retry: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(retry.min(16));
-    let cap = initial.saturating_mul(factor).min(max);
-    let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::random_range(0..=cap_ms))
-}
-
 impl VippsHandle {
     /// Builds the client for `vipps` and starts the actor. Must run inside an actix system.
     pub fn start(
@@ -1032,11 +1025,11 @@ impl VippsHandle {
                 tracing::warn!(operation = op.as_str(), error = %e, "Vipps call not repeated: it may have been processed");
                 return Err(e);
             }
-            let wait = backoff(
-                retries,
+            let wait = Backoff::new(
                 self.settings.retry_initial_backoff,
                 self.settings.retry_max_backoff,
             )
+            .jittered(retries + 1)
             .max(e.retry_after().unwrap_or_default());
             if Instant::now() + wait >= deadline {
                 // Retries ran out: Vipps kept failing. Transport failures were counted already.
@@ -1184,17 +1177,5 @@ mod tests {
             is_send(&async move { h2.get_payment(&r2).await });
             is_send(&async move { h.capture_payment(&r, &k, Amount::nok(1)).await });
         };
-    }
-
-    #[test]
-    fn backoff_is_bounded_by_the_doubling_cap() {
-        let initial = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for retry in 0..40 {
-            let cap = (initial * 2u32.saturating_pow(retry.min(16))).min(max);
-            for _ in 0..20 {
-                assert!(backoff(retry, initial, max) <= cap);
-            }
-        }
     }
 }

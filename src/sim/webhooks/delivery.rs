@@ -97,8 +97,7 @@ pub struct Attempt {
 /// The wait before retry number `attempt` (1 after the first failure): `initial` doubling up to
 /// `max`.
 pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-    initial.saturating_mul(factor).min(max)
+    crate::backoff::Backoff::new(initial, max).after(attempt)
 }
 
 /// The task behind one registration. Ends when the registration is deleted (its queue closes or
