@@ -172,8 +172,11 @@ impl Application {
                 max: settings.vipps.webhook_registration_max_backoff,
             };
             actix_web::rt::spawn(async move {
-                crate::http::webhooks::register(&vipps, &store, &url, receiver, backoff, &shutdown)
-                    .await;
+                let registered =
+                    crate::vipps::registration::register(&vipps, &store, &url, backoff, &shutdown);
+                if let Some(secret) = registered.await {
+                    receiver.set_secret(secret);
+                }
             });
         }
 

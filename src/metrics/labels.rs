@@ -111,19 +111,13 @@ label_enum! {
 
 impl WebhookEvent {
     /// The label for a Vipps event name such as `epayments.payment.captured.v1`.
+    /// `ALL` lists the known events in the order of `crate::vipps::WEBHOOK_EVENTS`, `Unknown`
+    /// last.
     pub fn from_vipps_name(name: &str) -> WebhookEvent {
-        match name {
-            "epayments.payment.created.v1" => WebhookEvent::Created,
-            "epayments.payment.authorized.v1" => WebhookEvent::Authorized,
-            "epayments.payment.aborted.v1" => WebhookEvent::Aborted,
-            "epayments.payment.expired.v1" => WebhookEvent::Expired,
-            "epayments.payment.cancelled.v1" => WebhookEvent::Cancelled,
-            "epayments.payment.captured.v1" => WebhookEvent::Captured,
-            "epayments.payment.refunded.v1" => WebhookEvent::Refunded,
-            "epayments.payment.terminated.v1" => WebhookEvent::Terminated,
-            "login.merchant-initiated.ping.v1" => WebhookEvent::LoginPing,
-            _ => WebhookEvent::Unknown,
-        }
+        crate::vipps::WEBHOOK_EVENTS
+            .iter()
+            .position(|known| *known == name)
+            .map_or(WebhookEvent::Unknown, |i| WebhookEvent::ALL[i])
     }
 }
 

@@ -732,6 +732,20 @@ mod tests {
 
     #[test]
     fn webhook_events_map_from_vipps_names() {
+        // Every known name maps to its own label, in the list's order.
+        for (i, name) in crate::vipps::WEBHOOK_EVENTS.iter().enumerate() {
+            let event = WebhookEvent::from_vipps_name(name);
+            assert_eq!(event, WebhookEvent::ALL[i]);
+            assert!(
+                name.contains(event.as_str().trim_start_matches("login_")),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            WebhookEvent::ALL.len(),
+            crate::vipps::WEBHOOK_EVENTS.len() + 1,
+            "one label per known event, and unknown"
+        );
         assert_eq!(
             WebhookEvent::from_vipps_name("epayments.payment.captured.v1"),
             WebhookEvent::Captured

@@ -282,7 +282,7 @@ async fn held_registration(settings: &Settings) -> Held {
         Err(e) => return Held::Unreadable(e.to_string()),
     };
     let url = &settings.vipps.webhook_public_url;
-    match crate::http::webhooks::held_registration(&store, url).await {
+    match crate::vipps::registration::held_registration(&store, url).await {
         Ok(id) => Held::Id(id),
         Err(e) => Held::Unreadable(e.to_string()),
     }

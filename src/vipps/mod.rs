@@ -11,7 +11,22 @@ pub mod convert;
 pub mod error;
 pub mod models;
 pub mod ratelimit;
+pub mod registration;
 pub mod signature;
+
+/// Every webhook event of Vipps' that lanehub knows, by its name on the wire: the one list the
+/// registration, the receiver's metric labels and the simulator use.
+pub const WEBHOOK_EVENTS: [&str; 9] = [
+    "epayments.payment.created.v1",
+    "epayments.payment.authorized.v1",
+    "epayments.payment.aborted.v1",
+    "epayments.payment.expired.v1",
+    "epayments.payment.cancelled.v1",
+    "epayments.payment.captured.v1",
+    "epayments.payment.refunded.v1",
+    "epayments.payment.terminated.v1",
+    "login.merchant-initiated.ping.v1",
+];
 
 pub use actor::{ApiStatus, VippsActorSettings, VippsHandle};
 pub use client::VippsClient;

@@ -28,17 +28,7 @@ use super::epayment::{check_content_type, check_system_headers, msn_forbidden};
 use super::problem::Problem;
 
 /// The events a registration may ask for.
-pub const EVENTS: [&str; 9] = [
-    "epayments.payment.created.v1",
-    "epayments.payment.authorized.v1",
-    "epayments.payment.aborted.v1",
-    "epayments.payment.expired.v1",
-    "epayments.payment.cancelled.v1",
-    "epayments.payment.captured.v1",
-    "epayments.payment.refunded.v1",
-    "epayments.payment.terminated.v1",
-    "login.merchant-initiated.ping.v1",
-];
+pub const EVENTS: [&str; 9] = crate::vipps::WEBHOOK_EVENTS;
 /// At most this many registrations per event and merchant (the spec's limit).
 pub const MAX_PER_EVENT: usize = 5;
 /// Deliveries waiting per registration; past it new events are dropped and recorded as such.
