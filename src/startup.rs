@@ -112,8 +112,11 @@ impl Application {
         );
         let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
         let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
+        // In simulator mode the lanes wait for the demo members: a scan before they are in the
+        // club would welcome a member as a stranger.
+        let (seeded, ready) = tokio::sync::watch::channel(sim.is_none());
         if sim.is_some() {
-            seed_demo_members(&settings, members.clone());
+            seed_demo_members(&settings, members.clone(), seeded);
         }
 
         let follower = EnrollmentFollower::new(store.clone());
@@ -134,6 +137,7 @@ impl Application {
                 },
                 config: config.clone(),
                 scanners: lane.scanners.clone(),
+                ready: ready.clone(),
             })
             .collect();
         let threads = match settings.supervisor.lane_threads {
@@ -432,7 +436,11 @@ fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
 
 /// In simulator mode the virtual customers marked `member` are in the club, so the demo's member
 /// checkout works on a fresh data directory.
-fn seed_demo_members(settings: &Settings, members: Arc<dyn MembershipStore>) {
+fn seed_demo_members(
+    settings: &Settings,
+    members: Arc<dyn MembershipStore>,
+    seeded: tokio::sync::watch::Sender<bool>,
+) {
     let seed: Vec<(Msisdn, String, String)> = settings
         .sim
         .customers
@@ -457,5 +465,6 @@ fn seed_demo_members(settings: &Settings, members: Arc<dyn MembershipStore>) {
                 }
             }
         }
+        seeded.send_replace(true);
     });
 }

@@ -69,6 +69,9 @@ pub struct LaneSpec {
     pub deps: EffectDeps,
     pub config: Arc<SessionConfig>,
     pub scanners: Vec<ScannerSettings>,
+    /// True once the lane may take checkouts (in simulator mode: the demo members are in the
+    /// club); the lane waits for it before it attaches.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 pub struct LaneActor {
@@ -397,8 +400,13 @@ impl Actor for LaneActor {
         // Recovery must finish before any command is handled, so the actor waits for it.
         let store = self.spec.deps.store.clone();
         let lane = self.lane().clone();
+        let mut ready = self.spec.ready.clone();
         ctx.wait(
-            async move { store.open_sessions(&lane).await }
+            async move {
+                // A closed channel means start-up gave up waiting: go on.
+                let _ = ready.wait_for(|r| *r).await;
+                store.open_sessions(&lane).await
+            }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     match result {

@@ -366,60 +366,103 @@ pub struct OrderLine {
     pub vat_amount: u64,
 }
 
+/// Why a payment request cannot become a payment: the field, named as the terminal API names
+/// it (`description`, `orderLines[0].totalAmount`), and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct PayProblem {
+    pub field: String,
+    pub reason: String,
+}
+
+fn problem(field: impl Into<String>, reason: impl Into<String>) -> PayProblem {
+    PayProblem {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The largest payment or refund, in minor units (ePayment's limit).
+pub const MAX_AMOUNT: u64 = 65_000_000;
+
 impl PayRequest {
-    /// Why this request cannot become a payment, naming the field; `Ok` when it can.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.amount.value == 0 {
-            return Err("amount must be at least 1 minor unit".to_owned());
-        }
-        let description_len = self.description.chars().count();
-        if !(3..=100).contains(&description_len) {
-            return Err(format!(
-                "description must be 3 to 100 characters, got {description_len}"
+    /// The one place the rules of a payment request live: `Ok` when it can become a payment,
+    /// else the first problem, naming the field. The terminal API answers it as a 400; the
+    /// session refuses a `Pay` it did not check.
+    pub fn validate(&self) -> Result<(), PayProblem> {
+        if !(1..=MAX_AMOUNT).contains(&self.amount.value) {
+            return Err(problem(
+                "amount.value",
+                format!("expected 1 to {MAX_AMOUNT} minor units"),
             ));
         }
-        if let Some(receipt_number) = &self.receipt_number {
-            if self.order_lines.is_none() {
-                return Err("a receipt number needs order lines".to_owned());
-            }
-            if !(1..=50).contains(&receipt_number.len())
-                || !receipt_number.bytes().all(|b| b.is_ascii_graphic())
+        // Vipps shows it to the customer.
+        let description = &self.description;
+        if description.trim().chars().count() < 3 || description.chars().count() > 100 {
+            return Err(problem("description", "expected 3 to 100 characters"));
+        }
+        if description.chars().any(char::is_control) {
+            return Err(problem("description", "contains control characters"));
+        }
+        if let Some(r) = &self.receipt_number {
+            if r.is_empty()
+                || r.len() > 30
+                || !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
-                return Err("receipt number must be 1 to 50 printable ASCII characters".to_owned());
+                return Err(problem(
+                    "receiptNumber",
+                    "expected 1 to 30 characters of a-z, A-Z, 0-9 and -",
+                ));
+            }
+            if self.order_lines.is_none() {
+                return Err(problem(
+                    "receiptNumber",
+                    "a receipt number needs orderLines",
+                ));
             }
         }
         let Some(lines) = &self.order_lines else {
             return Ok(());
         };
         if lines.is_empty() {
-            return Err("order lines, when given, must hold at least one line".to_owned());
+            return Err(problem("orderLines", "when given, at least one line"));
         }
         let mut sum: u64 = 0;
         for (i, line) in lines.iter().enumerate() {
-            let n = i + 1;
-            if line.name.trim().is_empty() {
-                return Err(format!("order line {n}: name is empty"));
+            let field = |name: &str| format!("orderLines[{i}].{name}");
+            if line.name.trim().is_empty() || line.name.chars().count() > 2048 {
+                return Err(problem(field("name"), "expected 1 to 2048 characters"));
             }
-            if line.id.trim().is_empty() {
-                return Err(format!("order line {n}: id is empty"));
+            if line.id.trim().is_empty() || line.id.chars().count() > 255 {
+                return Err(problem(field("id"), "expected 1 to 255 characters"));
             }
             if line.quantity == 0 {
-                return Err(format!("order line {n}: quantity must be at least 1"));
+                return Err(problem(field("quantity"), "must be at least 1"));
             }
-            if line.vat_percent > 100 {
-                return Err(format!("order line {n}: VAT percent must be 0 to 100"));
+            if line.unit_price.checked_mul(u64::from(line.quantity)) != Some(line.total) {
+                return Err(problem(
+                    field("totalAmount"),
+                    "must be unitPrice × quantity",
+                ));
             }
             if line.vat_amount > line.total {
-                return Err(format!("order line {n}: VAT amount exceeds the line total"));
+                return Err(problem(field("taxAmount"), "cannot exceed totalAmount"));
             }
-            sum = sum
-                .checked_add(line.total)
-                .ok_or_else(|| "order line totals overflow".to_owned())?;
+            if line.vat_percent > 100 {
+                return Err(problem(
+                    field("taxPercentage"),
+                    "whole percent, at most 100",
+                ));
+            }
+            sum = sum.saturating_add(line.total);
         }
         if sum != self.amount.value {
-            return Err(format!(
-                "order line totals add up to {sum}, but the amount is {}",
-                self.amount.value
+            return Err(problem(
+                "orderLines",
+                format!(
+                    "the order lines add up to {sum}, but amount.value is {}",
+                    self.amount.value
+                ),
             ));
         }
         Ok(())

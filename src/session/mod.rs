@@ -104,8 +104,8 @@ pub use effect::{
 };
 pub use enroll::SLOW_DOWN_STEP;
 pub use event::{
-    Aggregate, CallError, Consent, Event, LoginAccessToken, OrderLine, PayRequest, PaymentState,
-    Userinfo,
+    Aggregate, CallError, Consent, Event, LoginAccessToken, MAX_AMOUNT, OrderLine, PayProblem,
+    PayRequest, PaymentState, Userinfo,
 };
 pub use ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
 pub use journal::JournalRecord;

@@ -13,7 +13,11 @@ use super::step::*;
 
 pub(super) fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
     let reject = |r| Step::Reject(Command::Pay, r);
-    let invalid = |problem| reject(Rejection::InvalidPayment { problem });
+    let invalid = |problem: PayProblem| {
+        reject(Rejection::InvalidPayment {
+            problem: problem.to_string(),
+        })
+    };
     match state {
         State::Idle => reject(Rejection::NoCustomer),
         State::AwaitingQrExchange { .. } | State::AwaitingMembership { .. } => {

@@ -1151,8 +1151,34 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
                 receipt_number: Some("1".into()),
                 ..pay(100)
             },
-            "needs order lines",
+            "needs orderLines",
         ),
+        (
+            PayRequest {
+                order_lines: Some(vec![line.clone()]),
+                receipt_number: Some("R 1001".into()),
+                ..pay(2_000)
+            },
+            "receiptNumber",
+        ),
+        (
+            PayRequest {
+                order_lines: Some(vec![OrderLine {
+                    total: 1_999,
+                    ..line.clone()
+                }]),
+                ..pay(1_999)
+            },
+            "orderLines[0].totalAmount",
+        ),
+        (
+            PayRequest {
+                description: "Gro\u{7}ceries".into(),
+                ..pay(100)
+            },
+            "control characters",
+        ),
+        (pay(65_000_001), "amount.value"),
         (
             PayRequest {
                 order_lines: Some(vec![OrderLine {
@@ -1161,7 +1187,7 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
                 }]),
                 ..pay(2_000)
             },
-            "VAT percent",
+            "taxPercentage",
         ),
         (
             PayRequest {
@@ -1171,7 +1197,7 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
                 }]),
                 ..pay(2_000)
             },
-            "VAT amount",
+            "taxAmount",
         ),
         (
             PayRequest {

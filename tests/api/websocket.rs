@@ -409,7 +409,11 @@ async fn a_lane_takes_at_most_its_websockets_and_none_is_cut_by_the_body_deadlin
         while pings < 6 {
             match first.socket.next().await {
                 Some(Ok(Message::Ping(_))) => pings += 1,
-                Some(Ok(Message::Text(_) | Message::Pong(_))) => {}
+                // Kept: the lane may come up meanwhile, and that event is looked for below.
+                Some(Ok(Message::Text(text))) => first
+                    .seen
+                    .push(serde_json::from_str(&text).expect("events are JSON")),
+                Some(Ok(Message::Pong(_))) => {}
                 other => panic!("the WebSocket ended: {other:?}"),
             }
         }
