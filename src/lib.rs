@@ -15,6 +15,7 @@ pub mod http;
 pub mod lane;
 pub mod metrics;
 pub mod procfs;
+pub mod refund;
 pub mod scanner;
 pub mod session;
 pub mod sim;

@@ -15,10 +15,10 @@ use crate::domain::{Amount, LaneId, PaymentReference};
 use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
-use crate::session::{CallError, OrderLine, PayRequest};
+use crate::refund::RefundError;
+use crate::session::{OrderLine, PayRequest};
 use crate::startup::AppState;
 use crate::supervisor::shutdown::{Phase, SHUTTING_DOWN};
-use crate::vipps::VippsError;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
 /// The longest scan text accepted (a QR code holds at most ~4 KB).
@@ -561,44 +561,20 @@ async fn post_refund(
         .parse()
         .map_err(|_| ApiError::NotFound(format!("no payment `{reference}`")))?;
     let amount = amount(body.0.amount, "amount")?;
-    let payment = state
-        .store
-        .payment(&reference)
+    let result = crate::refund::refund(&state.store, &state.vipps, &reference, amount)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the store cannot be read: {e}")))?
-        .ok_or_else(|| ApiError::NotFound(format!("no payment `{reference}`")))?;
-    if payment.amount.currency != amount.currency {
-        return Err(ApiError::invalid(
-            "amount.currency",
-            format!("the payment is in {}", payment.amount.currency),
-        ));
-    }
-    // The same refund asked twice (a retried request) gets the same key, so Vipps refunds once;
-    // after it succeeds the refunded total changes, and the next refund gets a new key.
-    let key = refund_key(&reference, payment.refunded, amount.value);
-    let result = state
-        .vipps
-        .refund_payment(&reference, &key, amount)
-        .await
-        .map_err(|e| match (&e, crate::vipps::convert::call_error(&e)) {
-            // lanehub keeps Vipps' limits (5 changes of one payment a minute): the caller is
-            // asking too often, which is not a fault of lanehub or Vipps.
-            (VippsError::Overloaded { .. }, _) => ApiError::TooManyRequests(format!(
-                "{e}: try again in a minute (Vipps allows few changes of one payment per minute)"
-            )),
-            (_, CallError::Rejected { detail, .. }) => ApiError::NotAllowed(detail),
-            (_, CallError::Unavailable { detail }) => ApiError::Unavailable(detail),
-            (_, CallError::Unknown { detail }) => ApiError::BadGateway(detail),
+        .map_err(|e| match e {
+            RefundError::UnknownPayment => ApiError::NotFound(format!("no payment `{reference}`")),
+            RefundError::OtherCurrency { .. } => {
+                ApiError::invalid("amount.currency", e.to_string())
+            }
+            RefundError::StoreUnavailable(_) | RefundError::VippsUnavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            RefundError::TooOften(_) => ApiError::TooManyRequests(e.to_string()),
+            RefundError::Refused(detail) => ApiError::NotAllowed(detail),
+            RefundError::OutcomeUnknown(detail) => ApiError::BadGateway(detail),
         })?;
-    let update = crate::store::PaymentUpdate {
-        state: None,
-        captured: Some(result.aggregate.captured_amount.value),
-        refunded: Some(result.aggregate.refunded_amount.value),
-    };
-    if let Err(e) = state.store.update_payment(&reference, update).await {
-        tracing::warn!(%reference, error = %e, "refund done at Vipps but the payments index was not updated");
-    }
-    tracing::info!(%reference, amount = %amount, "refunded");
     let a = result.aggregate;
     Ok(HttpResponse::Ok().json(RefundAnswer {
         reference,
@@ -610,20 +586,6 @@ async fn post_refund(
             refunded_amount: a.refunded_amount,
         },
     }))
-}
-
-/// `{hash of reference and refunded total}-{amount}-rf`, at most 50 characters.
-fn refund_key(
-    reference: &PaymentReference,
-    refunded_before: u64,
-    amount: u64,
-) -> crate::domain::IdempotencyKey {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-rf")
-        .parse()
-        .expect("24 hex digits and -rf make a valid key")
 }
 
 /// Feeds text to the lane's simulated scanner, as a hardware scanner would (nobody gets an
