@@ -67,7 +67,7 @@ pub fn create_request(r: &CreatePaymentRequest) -> models::CreatePaymentRequest 
                 total_amount: l.total,
                 total_amount_excluding_tax: l.total.saturating_sub(l.vat_amount),
                 total_tax_amount: l.vat_amount,
-                tax_percentage: l.vat_percent,
+                tax_rate: u16::from(l.vat_percent) * 100,
                 unit_info: Some(models::UnitInfo {
                     unit_price: l.unit_price,
                     quantity: l.quantity.to_string(),

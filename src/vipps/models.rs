@@ -523,8 +523,8 @@ impl CreatePaymentRequest {
             if r.order_lines.is_empty() {
                 return Err("a receipt needs at least one order line".into());
             }
-            if r.order_lines.iter().any(|l| l.tax_percentage > 100) {
-                return Err("an order line's taxPercentage must be 0 to 100".into());
+            if r.order_lines.iter().any(|l| l.tax_rate > 10_000) {
+                return Err("an order line's taxRate must be 0 to 10000 (percent × 100)".into());
             }
         }
         Ok(())
@@ -551,7 +551,9 @@ pub struct OrderLine {
     pub total_amount: u64,
     pub total_amount_excluding_tax: u64,
     pub total_tax_amount: u64,
-    pub tax_percentage: u8,
+    /// Percent × 100 (2500 is 25 %): Order Management's `taxRate`, which replaced the deprecated
+    /// `taxPercentage`.
+    pub tax_rate: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit_info: Option<UnitInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -839,7 +841,7 @@ mod tests {
                 total_amount: 1000,
                 total_amount_excluding_tax: 800,
                 total_tax_amount: 200,
-                tax_percentage: 25,
+                tax_rate: 2500,
                 unit_info: Some(UnitInfo {
                     unit_price: 500,
                     quantity: "2".into(),
@@ -869,7 +871,7 @@ mod tests {
                 "paymentDescription": "Purchase at Demo Store",
                 "receipt": {
                     "orderLines": [{"name": "socks", "id": "1234567890", "totalAmount": 1000,
-                        "totalAmountExcludingTax": 800, "totalTaxAmount": 200, "taxPercentage": 25,
+                        "totalAmountExcludingTax": 800, "totalTaxAmount": 200, "taxRate": 2500,
                         "unitInfo": {"unitPrice": 500, "quantity": "2", "quantityUnit": "PCS"}}],
                     "bottomLine": {"currency": "NOK", "posId": "lane-1", "receiptNumber": "42"}
                 }

@@ -309,6 +309,24 @@ pub const DEVIATIONS: &[Deviation] = &[
     },
     Deviation {
         file: ORDER_MANAGEMENT,
+        pointer: "/components/schemas/OrderLine/required",
+        fix: Fix::DropRequired("taxPercentage"),
+        reason: "Order Management deprecated `taxPercentage` for `taxRate` (August 2024); Vipps' \
+                 own ePayment receipt example sends `taxRate` alone. One of the two is needed.",
+    },
+    Deviation {
+        file: ORDER_MANAGEMENT,
+        pointer: "/components/schemas/OrderLine/properties/taxRate",
+        fix: Fix::Add(
+            r##"{"type": "integer", "minimum": 0, "maximum": 10000, "example": 2500,
+                 "description": "Tax rate in percent multiplied by 100: 2500 is 25 %."}"##,
+        ),
+        reason: "`taxRate` (percent × 100, e.g. 2500) replaces the deprecated `taxPercentage` in \
+                 newer Order Management versions and in Vipps' ePayment receipt example; the \
+                 pinned 2.3.24 file predates it.",
+    },
+    Deviation {
+        file: ORDER_MANAGEMENT,
         pointer: "/components/schemas/OrderLine/x-examples/OrderLineExample/value",
         fix: Fix::InvalidExample,
         reason: "The OrderLine example is a whole `{orderLines: [...]}` object, not one order line.",

@@ -578,7 +578,10 @@ struct OrderLine {
     total_amount: i64,
     total_amount_excluding_tax: i64,
     total_tax_amount: i64,
-    tax_percentage: i64,
+    /// Deprecated by `tax_rate`; either is taken.
+    tax_percentage: Option<i64>,
+    /// Percent × 100.
+    tax_rate: Option<i64>,
     unit_info: Option<UnitInfo>,
     discount: Option<u64>,
     product_url: Option<String>,
@@ -680,11 +683,32 @@ fn check_receipt(v: Value, currency: Currency) -> Result<(), Invalid> {
     }
     for (i, line) in r.order_lines.iter().enumerate() {
         let at = |f: &str| format!("receipt.orderLines[{i}].{f}");
-        if !(0..=100).contains(&line.tax_percentage) {
-            return Err(Invalid::new(
-                at("taxPercentage"),
-                "The taxPercentage must be 0 to 100.",
-            ));
+        match (line.tax_rate, line.tax_percentage) {
+            (None, None) => {
+                return Err(Invalid::new(
+                    at("taxRate"),
+                    "An order line needs taxRate (or the deprecated taxPercentage).",
+                ));
+            }
+            (Some(rate), _) if !(0..=10_000).contains(&rate) => {
+                return Err(Invalid::new(
+                    at("taxRate"),
+                    "The taxRate must be 0 to 10000 (percent multiplied by 100).",
+                ));
+            }
+            (_, Some(percent)) if !(0..=100).contains(&percent) => {
+                return Err(Invalid::new(
+                    at("taxPercentage"),
+                    "The taxPercentage must be 0 to 100.",
+                ));
+            }
+            (Some(rate), Some(percent)) if rate != percent * 100 => {
+                return Err(Invalid::new(
+                    at("taxRate"),
+                    "taxRate and taxPercentage disagree; send taxRate alone.",
+                ));
+            }
+            _ => {}
         }
         if let Some(u) = &line.unit_info {
             if u.unit_price.is_none() {
@@ -877,6 +901,22 @@ mod tests {
         v
     }
 
+    #[test]
+    fn an_order_line_takes_tax_rate_or_the_deprecated_tax_percentage() {
+        let mut by_rate = with(
+            &["receipt", "orderLines", "0", "taxPercentage"],
+            Value::Null,
+        );
+        by_rate["receipt"]["orderLines"][0]["taxRate"] = json!(1500);
+        assert!(create_payment(Some(by_rate), Utc::now()).is_ok());
+        assert!(create_payment(Some(base()), Utc::now()).is_ok());
+        let neither = with(
+            &["receipt", "orderLines", "0", "taxPercentage"],
+            Value::Null,
+        );
+        assert_eq!(refused(neither).field, "receipt.orderLines[0].taxRate");
+    }
+
     fn refused(body: Value) -> Invalid {
         create_payment(Some(body), Utc::now()).unwrap_err()
     }
@@ -1024,6 +1064,16 @@ mod tests {
             (
                 with(&["receipt", "orderLines", "0", "taxPercentage"], json!(101)),
                 "receipt.orderLines[0].taxPercentage",
+                None,
+            ),
+            (
+                with(&["receipt", "orderLines", "0", "taxRate"], json!(10_001)),
+                "receipt.orderLines[0].taxRate",
+                None,
+            ),
+            (
+                with(&["receipt", "orderLines", "0", "taxRate"], json!(2500)),
+                "receipt.orderLines[0].taxRate",
                 None,
             ),
             (
