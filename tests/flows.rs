@@ -2091,7 +2091,7 @@ async fn a_member_whose_store_failed_is_stored_by_the_follower_later() {
 #[actix_web::test]
 async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_follower() {
     use lanehub::config::VippsMode;
-    use lanehub::supervisor::late_enrollment::Follower;
+    use lanehub::followup::enrollment::Follower;
     use lanehub::vipps::actor::VippsHandle;
     use std::sync::Arc;
 

@@ -16,8 +16,8 @@ use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::session::{CallError, OrderLine, PayRequest};
+use crate::shutdown::{Phase, SHUTTING_DOWN};
 use crate::startup::AppState;
-use crate::supervisor::shutdown::{Phase, SHUTTING_DOWN};
 use crate::vipps::VippsError;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 

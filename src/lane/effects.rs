@@ -15,6 +15,8 @@ use secrecy::SecretString;
 use tokio::sync::{mpsc, watch};
 
 use crate::domain::{LaneId, Msisdn, PaymentReference};
+use crate::followup::EnrollmentFollower;
+use crate::followup::payments::REQUESTED;
 use crate::session::{
     Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord,
     LoginAccessToken, NewMember, PaymentState, SessionId, Userinfo,
@@ -23,8 +25,6 @@ use crate::store::{
     Consent, Member, MemberSource, MembershipStore, NewIdempotencyKey, NewPayment, PaymentUpdate,
     RecordSideWrites, Store,
 };
-use crate::supervisor::late_enrollment::EnrollmentFollower;
-use crate::supervisor::unconfirmed::REQUESTED;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
 use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest, LoginToken};

@@ -25,7 +25,7 @@ pub(super) fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
         },
         // Decision: Pay while the customer has not consented yet abandons the enrollment, so
         // the till is never held up by a customer who ignores the consent request. A consent
-        // given later still enrolls: `supervisor::late_enrollment` follows the Login up.
+        // given later still enrolls: `followup::enrollment` follows the Login up.
         State::AwaitingLoginStart { ctx, customer, .. }
         | State::AwaitingConsent { ctx, customer, .. } => match request.validate() {
             Err(problem) => invalid(problem),

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::shutdown::{Phase, Shutdown};
 use crate::domain::{IdempotencyKey, LaneId, PaymentReference};
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{PaymentRecord, PaymentUpdate, Store, StoreError};
 use crate::vipps::models::{Aggregate, PaymentState};
 use crate::vipps::{VippsError, VippsHandle};

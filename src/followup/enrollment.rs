@@ -32,11 +32,11 @@ use std::time::Duration;
 use chrono::Utc;
 use secrecy::SecretString;
 
-use super::shutdown::{Phase, Shutdown};
 use crate::domain::{LaneId, Msisdn};
 use crate::lane::effects::{enrolled_member, userinfo as session_userinfo};
 use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
 use crate::session::{EnrollmentOutcome, JournalRecord, LoginAccessToken, Userinfo};
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{LateEnrollment, LateEnrollmentHandover, MembershipStore, Store, StoreError};
 use crate::vipps::VippsHandle;
 use crate::vipps::actor::SLOW_DOWN_STEP;
