@@ -6,7 +6,7 @@
 //! stays `REQUESTED` in the payments index after its session closed. Every `interval` each one
 //! younger than `window` is read back: one that appears is cancelled (the customer paid
 //! otherwise) and recorded; one still unknown when `window` has passed is marked
-//! [`NOT_CREATED`]. So a payment Vipps knows of is never left behind, across restarts too.
+//! `NOT_CREATED`. So a payment Vipps knows of is never left behind, across restarts too.
 //!
 //! Vipps answers the same 4xx again for a key it refused, so each state the payment is seen in
 //! gets its own cancel key, tried until Vipps answers it; a refused one (the customer was
@@ -19,14 +19,9 @@ use chrono::Utc;
 
 use crate::domain::{IdempotencyKey, LaneId, PaymentReference};
 use crate::shutdown::{Phase, Shutdown};
-use crate::store::{PaymentRecord, PaymentUpdate, Store, StoreError};
+use crate::store::{PaymentIndexState, PaymentRecord, PaymentUpdate, Store, StoreError};
 use crate::vipps::models::{Aggregate, PaymentState};
 use crate::vipps::{VippsError, VippsHandle};
-
-/// The payments-index state of a payment lanehub asked for but Vipps never confirmed.
-pub const REQUESTED: &str = "REQUESTED";
-/// The payments-index state once Vipps still did not know the reference after the window.
-pub const NOT_CREATED: &str = "NOT_CREATED";
 
 /// How often and for how long unconfirmed payments are read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +62,9 @@ impl Watch {
         vipps: &VippsHandle,
         window: Duration,
     ) -> Result<(), StoreError> {
-        let requested = store.payments_in_state(REQUESTED).await?;
+        let requested = store
+            .payments_in_state(PaymentIndexState::Requested)
+            .await?;
         if requested.is_empty() {
             self.refused.clear();
             return Ok(());
@@ -101,7 +98,16 @@ impl Watch {
                 let age = (Utc::now() - payment.created_at)
                     .to_std()
                     .unwrap_or_default();
-                if age >= window && record(store, reference, NOT_CREATED, None).await.is_ok() {
+                if age >= window
+                    && record(
+                        store,
+                        reference,
+                        PaymentIndexState::NotCreated.as_str(),
+                        None,
+                    )
+                    .await
+                    .is_ok()
+                {
                     tracing::info!(%reference, "unconfirmed payment never reached Vipps");
                 }
                 return;

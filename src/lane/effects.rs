@@ -16,14 +16,13 @@ use tokio::sync::{mpsc, watch};
 
 use crate::domain::{LaneId, Msisdn, PaymentReference};
 use crate::followup::EnrollmentFollower;
-use crate::followup::payments::REQUESTED;
 use crate::session::{
     Aggregate, CallError, CallId, CreatePaymentRequest, Effect, Event, JournalRecord,
     LoginAccessToken, NewMember, PaymentState, SessionId, Userinfo,
 };
 use crate::store::{
-    Consent, Member, MemberSource, MembershipStore, NewIdempotencyKey, NewPayment, PaymentUpdate,
-    RecordSideWrites, Store,
+    Consent, Member, MemberSource, MembershipStore, NewIdempotencyKey, NewPayment,
+    PaymentIndexState, PaymentUpdate, RecordSideWrites, Store,
 };
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::error::VippsError;
@@ -407,7 +406,7 @@ async fn persist(
         } => Some(NewPayment {
             reference: reference.clone(),
             amount: *amount,
-            state: REQUESTED.to_owned(),
+            state: PaymentIndexState::Requested,
         }),
         _ => None,
     };
@@ -934,7 +933,7 @@ mod tests {
         );
         assert_eq!(
             store.payment(&reference).await.unwrap().map(|p| p.state),
-            Some(REQUESTED.to_owned())
+            Some(PaymentIndexState::Requested.as_str().to_owned())
         );
     }
 }
