@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::domain::{IdempotencyKey, LaneId, PaymentReference};
+use crate::domain::{LaneId, PaymentReference};
+use crate::session::{KeyedOperation, SessionId};
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::{PaymentIndexState, PaymentRecord, PaymentUpdate, Store, StoreError};
 use crate::vipps::models::{Aggregate, PaymentState};
@@ -158,17 +159,17 @@ async fn cancel(
     payment: &PaymentRecord,
     seen_in: PaymentState,
 ) -> Result<(PaymentState, Aggregate), VippsError> {
-    let state = seen_in.as_str().to_lowercase();
-    let operation = format!("late_cancel_{state}");
-    // A session id has at most 32 characters: the key stays within Vipps' 50.
-    let key: IdempotencyKey = format!("{}-lc-{state}", payment.session)
+    let op = KeyedOperation::LateCancel(session_state(seen_in));
+    let session: SessionId = payment
+        .session
         .parse()
         .map_err(|e| VippsError::InvalidRequest(format!("cancel key: {e}")))?;
+    let key = op.key(&session, &payment.reference);
     store
         .record_idempotency_key(
             &payment.lane,
             &payment.session,
-            &operation,
+            op.as_str(),
             &key,
             Some(&payment.reference),
         )
@@ -178,6 +179,18 @@ async fn cancel(
         .cancel_payment(&payment.reference, &key, false)
         .await?;
     Ok((answer.state, answer.aggregate))
+}
+
+/// The session's name for a state Vipps reported (the same as the lane's conversion).
+fn session_state(state: PaymentState) -> crate::session::PaymentState {
+    use crate::session::PaymentState as S;
+    match state {
+        PaymentState::Created => S::Created,
+        PaymentState::Authorized => S::Authorized,
+        PaymentState::Aborted => S::Aborted,
+        PaymentState::Expired => S::Expired,
+        PaymentState::Terminated => S::Terminated,
+    }
 }
 
 /// Updates the payments index; a failure is logged here, and a row left `REQUESTED` is simply

@@ -15,7 +15,7 @@ use crate::domain::{Amount, LaneId, PaymentReference};
 use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
-use crate::session::{CallError, OrderLine, PayRequest};
+use crate::session::{CallError, KeyedOperation, OrderLine, PayRequest, SessionId};
 use crate::shutdown::{Phase, SHUTTING_DOWN};
 use crate::startup::AppState;
 use crate::vipps::VippsError;
@@ -648,7 +648,16 @@ async fn post_refund(
     }
     // The same refund asked twice (a retried request) gets the same key, so Vipps refunds once;
     // after it succeeds the refunded total changes, and the next refund gets a new key.
-    let key = refund_key(&reference, payment.refunded, amount.value);
+    let session: SessionId = payment.session.parse().map_err(|e| {
+        ApiError::Unavailable(format!(
+            "the payments index names no lanehub session for `{reference}`: {e}"
+        ))
+    })?;
+    let key = KeyedOperation::Refund {
+        refunded_before: payment.refunded,
+        amount: amount.value,
+    }
+    .key(&session, &reference);
     let result = state
         .vipps
         .refund_payment(&reference, &key, amount)
@@ -683,20 +692,6 @@ async fn post_refund(
             refunded_amount: a.refunded_amount,
         },
     }))
-}
-
-/// `{hash of reference and refunded total}-{amount}-rf`, at most 50 characters.
-fn refund_key(
-    reference: &PaymentReference,
-    refunded_before: u64,
-    amount: u64,
-) -> crate::domain::IdempotencyKey {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-rf")
-        .parse()
-        .expect("24 hex digits and -rf make a valid key")
 }
 
 /// Feeds text to the lane's simulated scanner, as a hardware scanner would (nobody gets an

@@ -851,7 +851,7 @@ async fn fetch_userinfo(deps: &EffectDeps, call: CallId, token: &LoginAccessToke
 mod tests {
     use super::*;
     use crate::domain::Amount;
-    use crate::session::{KeyedOperation, idempotency_key};
+    use crate::session::KeyedOperation;
 
     fn cancel(session: &SessionId, reference: &PaymentReference, only: bool) -> JournalRecord {
         let op = if only {
@@ -861,7 +861,7 @@ mod tests {
         };
         JournalRecord::CancelRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(session, op),
+            idempotency_key: op.key(session, reference),
             cancel_transaction_only: only,
             attempt: 1,
         }
@@ -895,7 +895,7 @@ mod tests {
         let reference: PaymentReference = "lh-1-0123456789abcdef".parse().unwrap();
         let requested = JournalRecord::PaymentRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            idempotency_key: KeyedOperation::Create.key(&session, &reference),
             amount: Amount::nok(100),
             msisdn: "4791234567".parse().unwrap(),
             description: "test".into(),
@@ -918,7 +918,7 @@ mod tests {
         }
         let stored =
             |op: KeyedOperation| store.idempotency_key(&lane, session.as_str(), op.as_str());
-        let key = |op| Some(idempotency_key(&session, op));
+        let key = |op: KeyedOperation| Some(op.key(&session, &reference));
         assert_eq!(
             stored(KeyedOperation::Create).await.unwrap(),
             key(KeyedOperation::Create)

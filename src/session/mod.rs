@@ -106,7 +106,7 @@ pub use event::{
     Aggregate, CallError, Consent, Event, LoginAccessToken, OrderLine, PayRequest, PaymentState,
     Userinfo,
 };
-pub use ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
+pub use ids::{CallId, KeyedOperation, SessionId, payment_reference};
 pub use journal::JournalRecord;
 pub use state::{PaymentSnapshot, STATE_LABELS, Session, Snapshot, next_deadline, state_labels};
 pub use step::step;

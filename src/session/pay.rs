@@ -57,7 +57,7 @@ pub(super) fn start_payment(
     });
     let create = CreatePaymentRequest {
         reference: reference.clone(),
-        idempotency_key: idempotency_key(&ctx.id, KeyedOperation::Create),
+        idempotency_key: KeyedOperation::Create.key(&ctx.id, &reference),
         amount: request.amount,
         msisdn: customer.msisdn.clone(),
         description: request.description,
@@ -423,7 +423,7 @@ pub(super) fn send_capture(
             amount: payment.amount,
         });
     }
-    let key = idempotency_key(&ctx.id, KeyedOperation::Capture);
+    let key = KeyedOperation::Capture.key(&ctx.id, &payment.reference);
     cx.persist(
         &ctx,
         JournalRecord::CaptureRequested {
@@ -477,7 +477,7 @@ pub(super) fn send_cancel(
         (KeyedOperation::Cancel, intent)
     };
     payment.cancel = intent;
-    let key = idempotency_key(&ctx.id, op);
+    let key = op.key(&ctx.id, &payment.reference);
     cx.persist(
         &ctx,
         JournalRecord::CancelRequested {
