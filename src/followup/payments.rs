@@ -9,208 +9,292 @@
 //! `NOT_CREATED`. So a payment Vipps knows of is never left behind, across restarts too.
 //!
 //! Vipps answers the same 4xx again for a key it refused, so each state the payment is seen in
-//! gets its own cancel key, tried until Vipps answers it; a refused one (the customer was
-//! approving right then) waits for the payment to move on instead of spending its rate limit.
+//! gets its own cancel key ([`KeyedOperation::LateCancel`]), tried until Vipps answers it; a
+//! refused one (the customer was approving right then) waits for the payment to move on instead
+//! of spending its rate limit.
+//!
+//! This module is the watch's pure core: [`step`] decides, [`runner`] reads the payments index,
+//! calls Vipps and records what [`step`] says.
+//!
+//! [`KeyedOperation::LateCancel`]: crate::session::KeyedOperation::LateCancel
+
+pub mod runner;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::Utc;
+pub use runner::{Watch, WatchSettings, spawn};
 
-use crate::domain::{LaneId, PaymentReference};
-use crate::session::{KeyedOperation, SessionId};
-use crate::shutdown::{Phase, Shutdown};
-use crate::store::{PaymentIndexState, PaymentRecord, PaymentUpdate, Store, StoreError};
+use super::Now;
+use crate::store::{PaymentIndexState, PaymentRecord};
 use crate::vipps::models::{Aggregate, PaymentState};
-use crate::vipps::{VippsError, VippsHandle};
 
-/// How often and for how long unconfirmed payments are read back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchSettings {
-    pub interval: Duration,
+/// One unconfirmed payment as the watch sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unconfirmed<'a> {
+    pub payment: &'a PaymentRecord,
+    /// The states Vipps refused to cancel it in.
+    pub refused_in: &'a HashSet<PaymentState>,
+    /// How long after its request a payment Vipps does not know is given up.
     pub window: Duration,
 }
 
-/// The watch's memory between sweeps: cancels Vipps refused, by reference and state.
-#[derive(Debug, Default)]
-pub struct Watch {
-    refused: HashSet<(PaymentReference, PaymentState)>,
+/// What the watch learns; each one is fed to [`step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A sweep reached the payment: nothing asked yet.
+    Due,
+    /// Vipps knows the payment (read back).
+    Found {
+        state: PaymentState,
+        aggregate: Aggregate,
+    },
+    /// Vipps does not know the reference (404).
+    NotFound,
+    /// The read-back failed otherwise: the next sweep reads again.
+    ReadFailed,
+    /// Vipps answered the cancel.
+    Cancelled {
+        state: PaymentState,
+        aggregate: Aggregate,
+    },
+    /// Vipps refused the cancel of the payment in `seen_in` for good (a 4xx not worth repeating).
+    CancelRefused { seen_in: PaymentState },
+    /// The cancel failed otherwise (or its key could not be stored): the next sweep tries again.
+    CancelFailed,
 }
 
-/// Starts the watch on the current actix system; it ends when lanehub starts stopping.
-pub fn spawn(store: Store, vipps: VippsHandle, settings: WatchSettings, shutdown: Shutdown) {
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(settings.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watch = Watch::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.reached(Phase::Stopping) => return,
-            }
-            if let Err(e) = watch.sweep(&store, &vipps, settings.window).await {
-                tracing::warn!(error = %e, "could not look for unconfirmed payments");
-            }
-        }
-    });
+/// What the runner does for [`step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Read the payment back at Vipps.
+    ReadBack,
+    /// Cancel it in full with the key of the state it was seen in, stored first.
+    Cancel { seen_in: PaymentState },
+    /// Update the payments index (amounts from the aggregate, if any).
+    Record {
+        state: PaymentIndexState,
+        aggregate: Option<Aggregate>,
+    },
+    /// Remember that Vipps refused the cancel in this state, until the payment moves on.
+    RememberRefused(PaymentState),
 }
 
-impl Watch {
-    /// Looks once at every unconfirmed payment whose session has closed.
-    pub async fn sweep(
-        &mut self,
-        store: &Store,
-        vipps: &VippsHandle,
-        window: Duration,
-    ) -> Result<(), StoreError> {
-        let requested = store
-            .payments_in_state(PaymentIndexState::Requested)
-            .await?;
-        if requested.is_empty() {
-            self.refused.clear();
-            return Ok(());
+/// The watch's decision about one payment given what it just learnt, at `now`.
+pub fn step(row: Unconfirmed<'_>, answer: &Answer, now: Now) -> Vec<Action> {
+    match answer {
+        Answer::Due => vec![Action::ReadBack],
+        Answer::NotFound if now.since(row.payment.created_at) >= row.window => {
+            vec![Action::Record {
+                state: PaymentIndexState::NotCreated,
+                aggregate: None,
+            }]
         }
-        // A session still open is followed by its lane (or will be, after recovery).
-        let open: HashSet<(LaneId, String)> = store
-            .all_open_sessions()
-            .await?
-            .into_iter()
-            .map(|j| (j.lane, j.session))
-            .collect();
-        for payment in requested {
-            if !open.contains(&(payment.lane.clone(), payment.session.clone())) {
-                self.settle(store, vipps, &payment, window).await;
+        // Still young enough to arrive: read again next time.
+        Answer::NotFound | Answer::ReadFailed | Answer::CancelFailed => vec![],
+        Answer::Found { state, aggregate } => {
+            let open = matches!(state, PaymentState::Created | PaymentState::Authorized);
+            if !open || aggregate.captured_amount.value > 0 {
+                // Final, or money moved: nothing to undo here, only to record.
+                vec![record(*state, aggregate)]
+            } else if row.refused_in.contains(state) {
+                vec![]
+            } else {
+                vec![Action::Cancel { seen_in: *state }]
             }
         }
-        Ok(())
-    }
-
-    async fn settle(
-        &mut self,
-        store: &Store,
-        vipps: &VippsHandle,
-        payment: &PaymentRecord,
-        window: Duration,
-    ) {
-        let reference = &payment.reference;
-        let found = match vipps.get_payment(reference).await {
-            Ok(found) => found,
-            Err(e) if e.status() == Some(404) => {
-                let age = (Utc::now() - payment.created_at)
-                    .to_std()
-                    .unwrap_or_default();
-                if age >= window
-                    && record(
-                        store,
-                        reference,
-                        PaymentIndexState::NotCreated.as_str(),
-                        None,
-                    )
-                    .await
-                    .is_ok()
-                {
-                    tracing::info!(%reference, "unconfirmed payment never reached Vipps");
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::debug!(%reference, error = %e, "unconfirmed payment not read back; next time");
-                return;
-            }
-        };
-        let open = matches!(
-            found.state,
-            PaymentState::Created | PaymentState::Authorized
-        );
-        if !open || found.aggregate.captured_amount.value > 0 {
-            let state = found.state.as_str();
-            let _ = record(store, reference, state, Some(&found.aggregate)).await;
-            return;
-        }
-        let seen_in = (reference.clone(), found.state);
-        if self.refused.contains(&seen_in) {
-            return;
-        }
-        tracing::warn!(
-            %reference,
-            state = found.state.as_str(),
-            "a payment the cashier was told did not reach Vipps exists after all; cancelling it"
-        );
-        match cancel(store, vipps, payment, found.state).await {
-            Ok((state, aggregate)) => {
-                let _ = record(store, reference, state.as_str(), Some(&aggregate)).await;
-            }
-            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) && !e.is_retryable() => {
-                tracing::info!(%reference, error = %e, "Vipps refused to cancel the late payment now; waiting for it to move on");
-                self.refused.insert(seen_in);
-            }
-            Err(e) => {
-                tracing::warn!(%reference, error = %e, "could not cancel the late payment; trying again");
-            }
-        }
+        Answer::Cancelled { state, aggregate } => vec![record(*state, aggregate)],
+        Answer::CancelRefused { seen_in } => vec![Action::RememberRefused(*seen_in)],
     }
 }
 
-/// Cancels in full with a key of the session and the state the payment was seen in, stored
-/// before the request like every keyed call.
-async fn cancel(
-    store: &Store,
-    vipps: &VippsHandle,
-    payment: &PaymentRecord,
-    seen_in: PaymentState,
-) -> Result<(PaymentState, Aggregate), VippsError> {
-    let op = KeyedOperation::LateCancel(session_state(seen_in));
-    let session: SessionId = payment
-        .session
-        .parse()
-        .map_err(|e| VippsError::InvalidRequest(format!("cancel key: {e}")))?;
-    let key = op.key(&session, &payment.reference);
-    store
-        .record_idempotency_key(
-            &payment.lane,
-            &payment.session,
-            op.as_str(),
-            &key,
-            Some(&payment.reference),
-        )
-        .await
-        .map_err(|e| VippsError::InvalidRequest(format!("the cancel key was not stored: {e}")))?;
-    let answer = vipps
-        .cancel_payment(&payment.reference, &key, false)
-        .await?;
-    Ok((answer.state, answer.aggregate))
+fn record(state: PaymentState, aggregate: &Aggregate) -> Action {
+    Action::Record {
+        state: index_state(state),
+        aggregate: Some(*aggregate),
+    }
 }
 
-/// The session's name for a state Vipps reported (the same as the lane's conversion).
-fn session_state(state: PaymentState) -> crate::session::PaymentState {
-    use crate::session::PaymentState as S;
+/// The payments index's name for a state Vipps reported.
+pub fn index_state(state: PaymentState) -> PaymentIndexState {
     match state {
-        PaymentState::Created => S::Created,
-        PaymentState::Authorized => S::Authorized,
-        PaymentState::Aborted => S::Aborted,
-        PaymentState::Expired => S::Expired,
-        PaymentState::Terminated => S::Terminated,
+        PaymentState::Created => PaymentIndexState::Created,
+        PaymentState::Authorized => PaymentIndexState::Authorized,
+        PaymentState::Aborted => PaymentIndexState::Aborted,
+        PaymentState::Expired => PaymentIndexState::Expired,
+        PaymentState::Terminated => PaymentIndexState::Terminated,
     }
 }
 
-/// Updates the payments index; a failure is logged here, and a row left `REQUESTED` is simply
-/// looked at again by the next sweep.
-async fn record(
-    store: &Store,
-    reference: &PaymentReference,
-    state: &str,
-    aggregate: Option<&Aggregate>,
-) -> Result<(), ()> {
-    let update = PaymentUpdate {
-        state: Some(state.to_owned()),
-        captured: aggregate.map(|a| a.captured_amount.value),
-        refunded: aggregate.map(|a| a.refunded_amount.value),
-    };
-    store
-        .update_payment(reference, update)
-        .await
-        .map(drop)
-        .map_err(|e| {
-            tracing::warn!(%reference, error = %e, "could not update the payments index");
-        })
+#[cfg(test)]
+mod tests {
+    //! One scenario per transition of the watch.
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::domain::Amount;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+
+    fn payment(created_at: DateTime<Utc>) -> PaymentRecord {
+        PaymentRecord {
+            reference: "lh-1-0123456789abcdef".parse().unwrap(),
+            lane: "1".parse().unwrap(),
+            session: "0123456789abcdef".into(),
+            amount: Amount::nok(100),
+            state: "REQUESTED".into(),
+            captured: 0,
+            refunded: 0,
+            created_at,
+            updated_at: created_at,
+        }
+    }
+
+    fn aggregate(captured: u64, cancelled: u64) -> Aggregate {
+        Aggregate {
+            authorized_amount: Amount::nok(100),
+            cancelled_amount: Amount::nok(cancelled),
+            captured_amount: Amount::nok(captured),
+            refunded_amount: Amount::nok(0),
+        }
+    }
+
+    /// The step for a payment requested `age` ago that Vipps refused to cancel in `refused`.
+    fn step_at(age: Duration, refused: &[PaymentState], answer: Answer) -> Vec<Action> {
+        let now = Now::read();
+        let payment = payment(now.wall - chrono::Duration::from_std(age).unwrap());
+        let refused_in = refused.iter().copied().collect();
+        let row = Unconfirmed {
+            payment: &payment,
+            refused_in: &refused_in,
+            window: WINDOW,
+        };
+        step(row, &answer, now)
+    }
+
+    fn young(answer: Answer) -> Vec<Action> {
+        step_at(Duration::from_secs(5), &[], answer)
+    }
+
+    fn found(state: PaymentState, aggregate: Aggregate) -> Answer {
+        Answer::Found { state, aggregate }
+    }
+
+    #[test]
+    fn a_due_payment_is_read_back() {
+        assert_eq!(young(Answer::Due), [Action::ReadBack]);
+    }
+
+    #[test]
+    fn a_payment_vipps_does_not_know_yet_is_read_again_within_the_window() {
+        let just_inside = WINDOW - Duration::from_secs(1);
+        assert_eq!(step_at(just_inside, &[], Answer::NotFound), []);
+    }
+
+    #[test]
+    fn a_payment_vipps_still_does_not_know_after_the_window_is_recorded_not_created() {
+        let not_created = [Action::Record {
+            state: PaymentIndexState::NotCreated,
+            aggregate: None,
+        }];
+        assert_eq!(step_at(WINDOW, &[], Answer::NotFound), not_created);
+        assert_eq!(step_at(WINDOW * 2, &[], Answer::NotFound), not_created);
+    }
+
+    #[test]
+    fn a_failed_read_back_waits_for_the_next_sweep_even_past_the_window() {
+        assert_eq!(young(Answer::ReadFailed), []);
+        assert_eq!(step_at(WINDOW * 2, &[], Answer::ReadFailed), []);
+    }
+
+    #[test]
+    fn a_final_payment_is_only_recorded() {
+        for state in [
+            PaymentState::Aborted,
+            PaymentState::Expired,
+            PaymentState::Terminated,
+        ] {
+            let a = aggregate(0, 0);
+            let expected = Action::Record {
+                state: index_state(state),
+                aggregate: Some(a),
+            };
+            assert_eq!(young(found(state, a)), [expected], "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_captured_payment_is_recorded_not_cancelled() {
+        let a = aggregate(100, 0);
+        let recorded = Action::Record {
+            state: PaymentIndexState::Authorized,
+            aggregate: Some(a),
+        };
+        assert_eq!(young(found(PaymentState::Authorized, a)), [recorded]);
+    }
+
+    #[test]
+    fn an_open_payment_that_appeared_is_cancelled_with_the_state_it_was_seen_in() {
+        for state in [PaymentState::Created, PaymentState::Authorized] {
+            let cancel = Action::Cancel { seen_in: state };
+            assert_eq!(young(found(state, aggregate(0, 0))), [cancel], "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_payment_whose_cancel_was_refused_in_its_state_waits_for_it_to_move_on() {
+        let refused = [PaymentState::Created];
+        let in_created = found(PaymentState::Created, aggregate(0, 0));
+        assert_eq!(step_at(Duration::ZERO, &refused, in_created), []);
+        // Authorised meanwhile: a new state, a new key, a new try.
+        let authorized = found(PaymentState::Authorized, aggregate(0, 0));
+        let cancel = Action::Cancel {
+            seen_in: PaymentState::Authorized,
+        };
+        assert_eq!(step_at(Duration::ZERO, &refused, authorized), [cancel]);
+    }
+
+    #[test]
+    fn a_cancelled_payment_is_recorded_as_vipps_answered() {
+        let a = aggregate(0, 100);
+        let answer = Answer::Cancelled {
+            state: PaymentState::Authorized,
+            aggregate: a,
+        };
+        let recorded = Action::Record {
+            state: PaymentIndexState::Authorized,
+            aggregate: Some(a),
+        };
+        assert_eq!(young(answer), [recorded]);
+    }
+
+    #[test]
+    fn a_refused_cancel_is_remembered_for_its_state() {
+        let answer = Answer::CancelRefused {
+            seen_in: PaymentState::Created,
+        };
+        assert_eq!(
+            young(answer),
+            [Action::RememberRefused(PaymentState::Created)]
+        );
+    }
+
+    #[test]
+    fn a_failed_cancel_is_tried_again_at_the_next_sweep() {
+        assert_eq!(young(Answer::CancelFailed), []);
+    }
+
+    #[test]
+    fn vipps_states_keep_their_names_in_the_index() {
+        for state in [
+            PaymentState::Created,
+            PaymentState::Authorized,
+            PaymentState::Aborted,
+            PaymentState::Expired,
+            PaymentState::Terminated,
+        ] {
+            assert_eq!(index_state(state).as_str(), state.as_str());
+        }
+    }
 }
