@@ -24,211 +24,266 @@
 //! at once, and the next sweep finishes the enrollment. Members are upserted, so a customer who
 //! enrolled on another lane meanwhile is no conflict.
 
-use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
-use std::sync::Arc;
+//! This module is the follower's pure core: [`step`] decides what to do with one row given what
+//! was just learnt, [`Pace`] how often a Login is polled, [`given_up`] what a session's journal
+//! leaves to follow; [`runner`] does the I/O.
+
+pub mod runner;
+
 use std::time::Duration;
 
-use chrono::Utc;
-use secrecy::SecretString;
+use tokio::time::Instant;
 
+pub use runner::{EnrollmentFollower, FollowSettings, Follower, spawn};
+
+use super::Now;
 use crate::domain::{LaneId, Msisdn};
-use crate::lane::effects::{enrolled_member, userinfo as session_userinfo};
-use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
+use crate::metrics::LateEnrollmentOutcome as Outcome;
 use crate::session::{EnrollmentOutcome, JournalRecord, LoginAccessToken, Userinfo};
-use crate::shutdown::{Phase, Shutdown};
-use crate::store::{LateEnrollment, LateEnrollmentHandover, MembershipStore, Store, StoreError};
-use crate::vipps::VippsHandle;
+use crate::store::{LateEnrollment, LateEnrollmentHandover};
 use crate::vipps::actor::SLOW_DOWN_STEP;
-use crate::vipps::models::{AuthReqId, LoginPoll, LoginToken};
 
-/// The journal kind whose records the follower reads.
-const FINISHED_KIND: &str = "enrollment_finished";
-
-/// How often and for how long late enrollments are followed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FollowSettings {
-    pub interval: Duration,
+/// One unresolved late enrollment as the follower sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Late<'a> {
+    pub row: &'a LateEnrollment,
+    /// How long after its start a Login is followed.
     pub window: Duration,
 }
 
-/// What a lane uses to hand over a consent that came after its session stopped waiting.
-#[derive(Clone, Debug)]
-pub struct EnrollmentFollower {
-    store: Store,
-}
-
-impl EnrollmentFollower {
-    pub fn new(store: Store) -> Self {
-        EnrollmentFollower { store }
-    }
-
-    /// Records a Login that Vipps started after its session stopped waiting for it (the cashier
-    /// paid while the start was in flight): the customer is asked to consent all the same, so
-    /// the follower polls it. Resolves once it is on disk.
-    pub fn started_late(
-        &self,
-        lane: &LaneId,
-        auth_req_id: &str,
-        msisdn: Option<Msisdn>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let handover = LateEnrollmentHandover {
-            auth_req_id: auth_req_id.to_owned(),
-            lane: lane.clone(),
-            session: None,
-            msisdn,
-            started_at: Utc::now(),
-            login_token: None,
-            userinfo: None,
-        };
-        let write = self.store.hand_over_late_enrollment(handover, true);
-        async move { write.await.map(drop) }
-    }
-
-    /// Stores the Login token of `auth_req_id` for the follower; resolves once it is on disk.
-    /// The session and phone number come from the journal at the follower's next look.
-    pub fn consented_late(
-        &self,
-        lane: &LaneId,
-        auth_req_id: &str,
-        token: &LoginAccessToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let handover = LateEnrollmentHandover {
-            auth_req_id: auth_req_id.to_owned(),
-            lane: lane.clone(),
-            session: None,
-            msisdn: None,
-            started_at: Utc::now(),
-            login_token: Some(token.secret().clone()),
-            userinfo: None,
-        };
-        let write = self.store.hand_over_late_enrollment(handover, true);
-        async move { write.await.map(drop) }
+impl Late<'_> {
+    /// Past the window: nothing more is asked of Vipps, and a failure is final.
+    fn is_late(&self, now: Now) -> bool {
+        now.since(self.row.started_at) >= self.window
     }
 }
 
-/// Starts the follower on the current actix system; it ends when lanehub starts stopping.
-pub fn spawn(
-    store: Store,
-    members: Arc<dyn MembershipStore>,
-    vipps: VippsHandle,
-    settings: FollowSettings,
-    shutdown: Shutdown,
-) {
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(settings.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut follower = Follower::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.reached(Phase::Stopping) => return,
+/// What the follower learns; each one is fed to [`step`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A sweep reached the row: nothing asked yet.
+    Due,
+    /// Vipps answered the token poll.
+    Polled(Poll),
+    /// Vipps answered the userinfo request.
+    Userinfo(Fetched),
+    /// The member store answered; `error` if it refused the member.
+    MemberSaved {
+        phone: Msisdn,
+        error: Option<String>,
+    },
+}
+
+/// Vipps' answer to a token poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll {
+    /// The customer has not answered yet.
+    Pending,
+    /// Polled too soon: Vipps asks for 5 s more between polls.
+    SlowDown,
+    Denied,
+    Expired,
+    /// The customer consented: Vipps hands this token out once.
+    Token(LoginAccessToken),
+    /// Refused for good (400: the token was handed out already and its answer lost, or Vipps
+    /// forgot the request).
+    Refused {
+        error: String,
+    },
+    /// Any other failure: tried again at the next sweep.
+    Failed {
+        error: String,
+    },
+}
+
+/// Vipps' answer to a userinfo request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    Info(Userinfo),
+    /// `unauthorized`: the token is no good any more (401).
+    Failed {
+        unauthorized: bool,
+        error: String,
+    },
+}
+
+/// What the runner does for [`step`], in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Poll Vipps for the Login's token.
+    Poll,
+    /// Store the token before anything else: Vipps hands it out once.
+    StoreToken(LoginAccessToken),
+    /// Fetch userinfo with the token.
+    FetchUserinfo(LoginAccessToken),
+    /// Store the userinfo, so a failing member store is retried after the token expired.
+    StoreUserinfo(Userinfo),
+    /// Upsert the member (a customer who enrolled on another lane meanwhile is no conflict).
+    SaveMember {
+        phone: Msisdn,
+        userinfo: Userinfo,
+    },
+    /// Record the outcome unless it is recorded already (`unless_consented`: nor if a consent
+    /// arrived meanwhile); `phone` is announced once a member is enrolled.
+    Resolve {
+        outcome: Outcome,
+        unless_consented: bool,
+        phone: Option<Msisdn>,
+    },
+    Log(Note),
+}
+
+/// What is worth a log line, decided here and written by the runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    UnreadableUserinfo { error: String },
+    PollRefused { error: String },
+    PollFailed { error: String },
+    Consented,
+    UserinfoLost { error: String },
+    UserinfoFailed { error: String },
+    NoPhoneNumber,
+    MemberLost { phone: Msisdn, error: String },
+    MemberFailed { phone: Msisdn, error: String },
+}
+
+/// The follower's decision about one late enrollment given what it just learnt, at `now`.
+/// Failures are tried again at the next sweep until the window has passed.
+pub fn step(late: Late<'_>, answer: &Answer, now: Now) -> Vec<Action> {
+    let row = late.row;
+    let is_late = late.is_late(now);
+    match answer {
+        Answer::Due => {
+            if let Some(stored) = &row.userinfo {
+                return match serde_json::from_value::<Userinfo>(stored.clone()) {
+                    Ok(info) => enroll(row, info, is_late),
+                    Err(e) => vec![
+                        Action::Log(Note::UnreadableUserinfo {
+                            error: e.to_string(),
+                        }),
+                        resolve(Outcome::Failed, false),
+                    ],
+                };
             }
-            if let Err(e) = follower
-                .sweep(&store, members.as_ref(), &vipps, settings.window)
-                .await
-            {
-                tracing::warn!(error = %e, "could not follow up late enrollments");
+            if let Some(token) = &row.login_token {
+                return vec![Action::FetchUserinfo(LoginAccessToken::new(token.clone()))];
+            }
+            if is_late {
+                return vec![resolve(Outcome::Expired, true)];
+            }
+            vec![Action::Poll]
+        }
+        // The runner paces the next poll.
+        Answer::Polled(Poll::Pending | Poll::SlowDown) => vec![],
+        Answer::Polled(Poll::Denied) => vec![resolve(Outcome::Denied, true)],
+        Answer::Polled(Poll::Expired) => vec![resolve(Outcome::Expired, true)],
+        Answer::Polled(Poll::Token(token)) => vec![
+            Action::StoreToken(token.clone()),
+            Action::Log(Note::Consented),
+            Action::FetchUserinfo(token.clone()),
+        ],
+        Answer::Polled(Poll::Refused { error }) => vec![
+            Action::Log(Note::PollRefused {
+                error: error.clone(),
+            }),
+            resolve(Outcome::Failed, true),
+        ],
+        Answer::Polled(Poll::Failed { error }) => vec![Action::Log(Note::PollFailed {
+            error: error.clone(),
+        })],
+        Answer::Userinfo(Fetched::Info(info)) => {
+            let mut actions = vec![Action::StoreUserinfo(info.clone())];
+            actions.extend(enroll(row, info.clone(), is_late));
+            actions
+        }
+        Answer::Userinfo(Fetched::Failed {
+            unauthorized,
+            error,
+        }) => {
+            let error = error.clone();
+            if *unauthorized || is_late {
+                vec![
+                    Action::Log(Note::UserinfoLost { error }),
+                    resolve(Outcome::Failed, false),
+                ]
+            } else {
+                vec![Action::Log(Note::UserinfoFailed { error })]
             }
         }
-    });
+        Answer::MemberSaved { phone, error: None } => vec![Action::Resolve {
+            outcome: Outcome::Enrolled,
+            unless_consented: false,
+            phone: Some(phone.clone()),
+        }],
+        Answer::MemberSaved {
+            phone,
+            error: Some(error),
+        } => {
+            let (phone, error) = (phone.clone(), error.clone());
+            if is_late {
+                vec![
+                    Action::Log(Note::MemberLost { phone, error }),
+                    resolve(Outcome::Failed, false),
+                ]
+            } else {
+                vec![Action::Log(Note::MemberFailed { phone, error })]
+            }
+        }
+    }
 }
 
-/// The follower's memory between sweeps: how far it has read the journal (`None` before the
-/// first sweep, which starts at the window instead of reading the whole journal), and when each
-/// Login may be polled next.
-#[derive(Debug, Default)]
-pub struct Follower {
-    read_up_to: Option<u64>,
-    pace: HashMap<String, Pace>,
+/// The member from userinfo: the journal names the customer; a token handed over alone falls
+/// back to userinfo's number.
+fn enroll(row: &LateEnrollment, info: Userinfo, is_late: bool) -> Vec<Action> {
+    match row.msisdn.clone().or_else(|| info.phone_number.clone()) {
+        Some(phone) => vec![Action::SaveMember {
+            phone,
+            userinfo: info,
+        }],
+        None if is_late => vec![
+            Action::Log(Note::NoPhoneNumber),
+            resolve(Outcome::Failed, false),
+        ],
+        // A number may still come with the journal's details at the next sweep.
+        None => vec![],
+    }
+}
+
+fn resolve(outcome: Outcome, unless_consented: bool) -> Action {
+    Action::Resolve {
+        outcome,
+        unless_consented,
+        phone: None,
+    }
 }
 
 /// How often one Login is polled: the sweep's interval, 5 s more per `slow_down`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Pace {
+pub struct Pace {
     /// Added to the sweep interval.
     slower_by: Duration,
-    next_poll: tokio::time::Instant,
+    next_poll: Instant,
 }
 
-impl Follower {
-    /// Takes over what sessions gave up on since the last sweep, then works on every
-    /// unresolved late enrollment once.
-    pub async fn sweep(
-        &mut self,
-        store: &Store,
-        members: &dyn MembershipStore,
-        vipps: &VippsHandle,
-        window: Duration,
-    ) -> Result<(), StoreError> {
-        self.take_over(store, window).await?;
-        let rows = store.unresolved_late_enrollments().await?;
-        self.pace
-            .retain(|id, _| rows.iter().any(|r| &r.auth_req_id == id));
-        for row in rows {
-            let pace = self.pace.get(&row.auth_req_id).copied();
-            if pace.is_some_and(|p| tokio::time::Instant::now() < p.next_poll) {
-                continue;
-            }
-            let id = row.auth_req_id.clone();
-            if let Some(answer) = follow(store, members, vipps, row, window).await {
-                let slower_by = pace.map_or(Duration::ZERO, |p| p.slower_by)
-                    + match answer {
-                        LoginPoll::SlowDown => SLOW_DOWN_STEP,
-                        _ => Duration::ZERO,
-                    };
-                // The sweep comes back after its own interval; only the extra is waited here.
-                let next_poll = tokio::time::Instant::now() + slower_by;
-                self.pace.insert(
-                    id,
-                    Pace {
-                        slower_by,
-                        next_poll,
-                    },
-                );
-            }
-        }
-        Ok(())
+impl Pace {
+    /// Whether a Login polled at `pace` (none yet: `None`) may be polled at `now`.
+    pub fn allows(pace: Option<Pace>, now: Instant) -> bool {
+        pace.is_none_or(|p| now >= p.next_poll)
     }
 
-    async fn take_over(&mut self, store: &Store, window: Duration) -> Result<(), StoreError> {
-        let read_up_to = match self.read_up_to {
-            Some(seq) => seq,
-            None => {
-                let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
-                store.seq_before(since).await?
-            }
-        };
-        let (high, finished) = store
-            .records_of_kind_since(FINISHED_KIND, read_up_to)
-            .await?;
-        // An enrollment that ended before the window began started earlier still: past saving.
-        let sessions: BTreeSet<(LaneId, String)> = finished
-            .iter()
-            .filter(|r| age(r.recorded_at) < window)
-            .map(|r| (r.lane.clone(), r.session.clone()))
-            .collect();
-        for (lane, session) in sessions {
-            let records = store.session_records(&lane, &session).await?;
-            for (finished_seq, handover, create) in given_up(&lane, &session, &records) {
-                if finished_seq <= read_up_to {
-                    continue;
-                }
-                // Past the window nothing can be gained; a row only waits for the journal's
-                // details (a token handed over late) if it exists.
-                let create = create && age(handover.started_at) < window;
-                match store.hand_over_late_enrollment(handover, create).await {
-                    Ok(_) => {}
-                    // One unusable record must not hold up every later one.
-                    Err(e) if e.kind() == "invalid_input" => {
-                        tracing::warn!(lane = %lane, error = %e, "a journalled enrollment cannot be followed up; skipped");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+    /// The pace after a poll the customer has not answered, whose answer came at `now`.
+    pub fn after(pace: Option<Pace>, slow_down: bool, now: Instant) -> Pace {
+        let slower_by = pace.map_or(Duration::ZERO, |p| p.slower_by)
+            + if slow_down {
+                SLOW_DOWN_STEP
+            } else {
+                Duration::ZERO
+            };
+        // The sweep comes back after its own interval; only the extra is waited here.
+        Pace {
+            slower_by,
+            next_poll: now + slower_by,
         }
-        self.read_up_to = Some(high);
-        Ok(())
     }
 }
 
@@ -236,7 +291,7 @@ impl Follower {
 /// `enrollment_finished` record; `true` where the follower takes over (the Login may still be
 /// consented to, or was and the member is not stored), `false` where it only learns the
 /// session's details (denied or expired at Vipps).
-fn given_up(
+pub fn given_up(
     lane: &LaneId,
     session: &str,
     records: &[crate::store::JournalRecord],
@@ -295,180 +350,352 @@ fn given_up(
     out
 }
 
-/// One step of one late enrollment; failures are logged and retried at the next sweep. Returns
-/// the token poll's answer while the customer has not answered.
-async fn follow(
-    store: &Store,
-    members: &dyn MembershipStore,
-    vipps: &VippsHandle,
-    row: LateEnrollment,
-    window: Duration,
-) -> Option<LoginPoll> {
-    let late = age(row.started_at) >= window;
-    let id = row.auth_req_id.clone();
-    if let Some(info) = &row.userinfo {
-        let info = match serde_json::from_value::<Userinfo>(info.clone()) {
-            Ok(info) => info,
-            Err(e) => {
-                tracing::error!(lane = %row.lane, error = %e, "stored userinfo of a late enrollment is unreadable");
-                resolve(store, &row, Outcome::Failed, false).await;
-                return None;
-            }
-        };
-        enroll(store, members, &row, info, late).await;
-        return None;
-    }
-    if let Some(token) = &row.login_token {
-        fetch_userinfo(store, members, vipps, &row, token.clone(), late).await;
-        return None;
-    }
-    if late {
-        resolve(store, &row, Outcome::Expired, true).await;
-        return None;
-    }
-    match vipps.login_token(&AuthReqId(id)).await {
-        Ok(answer @ (LoginPoll::Pending | LoginPoll::SlowDown)) => return Some(answer),
-        Ok(LoginPoll::Denied) => {
-            resolve(store, &row, Outcome::Denied, true).await;
-        }
-        Ok(LoginPoll::Expired) => {
-            resolve(store, &row, Outcome::Expired, true).await;
-        }
-        Ok(LoginPoll::Success(token)) => {
-            let token = SecretString::from(token.bearer().to_owned());
-            // Vipps hands the token out once: it is on disk before anything else happens.
-            let handover = LateEnrollmentHandover {
-                login_token: Some(token.clone()),
-                ..details(&row)
-            };
-            if let Err(e) = store.hand_over_late_enrollment(handover, false).await {
-                tracing::error!(lane = %row.lane, error = %e, "the late consent's token could not be stored; trying to finish the enrollment now");
-            }
-            tracing::info!(lane = %row.lane, "a customer consented after the cashier moved on");
-            fetch_userinfo(store, members, vipps, &row, token, late).await;
-        }
-        // Not sent again at once: Vipps refused this poll for good (the token was handed out
-        // already and its answer lost, or Vipps forgot the request).
-        Err(e) if e.status() == Some(400) => {
-            tracing::warn!(lane = %row.lane, error = %e, "Vipps refused the late enrollment's token poll; the enrollment is lost");
-            resolve(store, &row, Outcome::Failed, true).await;
-        }
-        Err(e) => {
-            tracing::debug!(lane = %row.lane, error = %e, "late enrollment not polled; next time")
-        }
-    }
-    None
-}
-
-async fn fetch_userinfo(
-    store: &Store,
-    members: &dyn MembershipStore,
-    vipps: &VippsHandle,
-    row: &LateEnrollment,
-    token: SecretString,
-    late: bool,
-) {
-    match vipps.userinfo(&LoginToken::new(token)).await {
-        Ok(answer) => {
-            let info = session_userinfo(answer);
-            let handover = LateEnrollmentHandover {
-                userinfo: serde_json::to_value(&info).ok(),
-                ..details(row)
-            };
-            // Stored so a failing member store is retried after the token expired.
-            if let Err(e) = store.hand_over_late_enrollment(handover, false).await {
-                tracing::warn!(lane = %row.lane, error = %e, "the late enrollment's userinfo could not be stored");
-            }
-            enroll(store, members, row, info, late).await;
-        }
-        Err(e) if e.status() == Some(401) || late => {
-            tracing::warn!(lane = %row.lane, error = %e, "userinfo for a late consent failed for good; the enrollment is lost");
-            resolve(store, row, Outcome::Failed, false).await;
-        }
-        Err(e) => {
-            tracing::debug!(lane = %row.lane, error = %e, "userinfo for a late consent failed; next time")
-        }
-    }
-}
-
-async fn enroll(
-    store: &Store,
-    members: &dyn MembershipStore,
-    row: &LateEnrollment,
-    info: Userinfo,
-    late: bool,
-) {
-    // The journal names the customer; a token handed over alone falls back to userinfo's number.
-    let Some(msisdn) = row.msisdn.clone().or_else(|| info.phone_number.clone()) else {
-        if late {
-            tracing::warn!(lane = %row.lane, "a late consent names no phone number; the enrollment is lost");
-            resolve(store, row, Outcome::Failed, false).await;
-        }
-        return;
-    };
-    let member = enrolled_member(&row.lane, msisdn.clone(), info);
-    match members.upsert_member(member).await {
-        Ok(_) => {
-            if resolve(store, row, Outcome::Enrolled, false).await {
-                tracing::info!(lane = %row.lane, phone = %msisdn, "member enrolled after the session had moved on");
-            }
-        }
-        Err(e) if late => {
-            tracing::error!(lane = %row.lane, phone = %msisdn, error = %e, "the late member could not be saved within the window; the enrollment is lost");
-            resolve(store, row, Outcome::Failed, false).await;
-        }
-        Err(e) => {
-            tracing::warn!(lane = %row.lane, phone = %msisdn, error = %e, "the late member could not be saved; trying again")
-        }
-    }
-}
-
-/// How long ago `t` was on the wall clock; a time ahead of the clock counts as now.
-fn age(t: chrono::DateTime<Utc>) -> Duration {
-    (Utc::now() - t).to_std().unwrap_or_default()
-}
-
-/// The row's identity, for a handover that fills one more column.
-fn details(row: &LateEnrollment) -> LateEnrollmentHandover {
-    LateEnrollmentHandover {
-        auth_req_id: row.auth_req_id.clone(),
-        lane: row.lane.clone(),
-        session: None,
-        msisdn: None,
-        started_at: row.started_at,
-        login_token: None,
-        userinfo: None,
-    }
-}
-
-/// Records the outcome and counts it; `false` if the row was not resolved now.
-async fn resolve(
-    store: &Store,
-    row: &LateEnrollment,
-    outcome: Outcome,
-    unless_consented: bool,
-) -> bool {
-    match store
-        .resolve_late_enrollment(&row.auth_req_id, outcome.as_str(), unless_consented)
-        .await
-    {
-        Ok(true) => {
-            m::late_enrollment_finished(outcome);
-            true
-        }
-        Ok(false) => false,
-        Err(e) => {
-            tracing::warn!(lane = %row.lane, error = %e, "could not record a late enrollment's outcome");
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    //! One scenario per transition of the follower, its pacing, and what it takes over.
+
+    use chrono::{DateTime, Utc};
+    use secrecy::{ExposeSecret, SecretString};
+
     use super::*;
     use crate::session::Membership;
-    use secrecy::ExposeSecret;
+
+    const WINDOW: Duration = Duration::from_secs(600);
+    const PHONE: &str = "4798765432";
+
+    fn phone() -> Msisdn {
+        PHONE.parse().unwrap()
+    }
+
+    fn token(s: &str) -> LoginAccessToken {
+        LoginAccessToken::new(SecretString::from(s.to_owned()))
+    }
+
+    fn info(phone_number: Option<Msisdn>) -> Userinfo {
+        Userinfo {
+            name: Some("Ola".into()),
+            email: None,
+            phone_number,
+            consents: vec![],
+        }
+    }
+
+    /// A row taken over from a session's journal: its number known, nothing else yet.
+    fn row(started_at: DateTime<Utc>) -> LateEnrollment {
+        LateEnrollment {
+            auth_req_id: "req-1".into(),
+            lane: "1".parse().unwrap(),
+            session: Some("s1".into()),
+            msisdn: Some(phone()),
+            started_at,
+            login_token: None,
+            userinfo: None,
+            outcome: None,
+            updated_at: started_at,
+        }
+    }
+
+    /// The step for `row` started `age` ago.
+    fn step_aged(
+        age: Duration,
+        row: impl FnOnce(DateTime<Utc>) -> LateEnrollment,
+        answer: Answer,
+    ) -> Vec<Action> {
+        let now = Now::read();
+        let row = row(now.wall - chrono::Duration::from_std(age).unwrap());
+        step(
+            Late {
+                row: &row,
+                window: WINDOW,
+            },
+            &answer,
+            now,
+        )
+    }
+
+    /// Within the window, the plain row.
+    fn young(answer: Answer) -> Vec<Action> {
+        step_aged(Duration::from_secs(5), row, answer)
+    }
+
+    /// Exactly at the window's end, the plain row.
+    fn late(answer: Answer) -> Vec<Action> {
+        step_aged(WINDOW, row, answer)
+    }
+
+    fn resolved(outcome: Outcome, unless_consented: bool) -> Action {
+        Action::Resolve {
+            outcome,
+            unless_consented,
+            phone: None,
+        }
+    }
+
+    fn save(phone: Msisdn, userinfo: Userinfo) -> Action {
+        Action::SaveMember { phone, userinfo }
+    }
+
+    #[test]
+    fn a_due_row_with_stored_userinfo_saves_the_member_without_asking_vipps() {
+        let with_info = |t| LateEnrollment {
+            userinfo: Some(serde_json::to_value(info(None)).unwrap()),
+            ..row(t)
+        };
+        let actions = step_aged(Duration::from_secs(5), with_info, Answer::Due);
+        assert_eq!(actions, [save(phone(), info(None))]);
+    }
+
+    #[test]
+    fn a_due_row_whose_stored_userinfo_is_unreadable_fails() {
+        let unreadable = |t| LateEnrollment {
+            userinfo: Some(serde_json::json!({"name": 7})),
+            ..row(t)
+        };
+        let actions = step_aged(Duration::from_secs(5), unreadable, Answer::Due);
+        assert!(
+            matches!(&actions[0], Action::Log(Note::UnreadableUserinfo { .. })),
+            "{actions:?}"
+        );
+        assert_eq!(actions[1..], [resolved(Outcome::Failed, false)]);
+    }
+
+    #[test]
+    fn a_due_row_with_a_stored_token_fetches_userinfo_even_past_the_window() {
+        let with_token = |t| LateEnrollment {
+            login_token: Some(SecretString::from("tok")),
+            ..row(t)
+        };
+        let fetch = [Action::FetchUserinfo(token("tok"))];
+        assert_eq!(step_aged(Duration::ZERO, with_token, Answer::Due), fetch);
+        assert_eq!(step_aged(WINDOW * 2, with_token, Answer::Due), fetch);
+    }
+
+    #[test]
+    fn a_due_row_without_consent_is_polled_within_the_window() {
+        let just_inside = WINDOW - Duration::from_secs(1);
+        assert_eq!(step_aged(just_inside, row, Answer::Due), [Action::Poll]);
+    }
+
+    #[test]
+    fn a_due_row_without_consent_past_the_window_expires_unless_consented() {
+        assert_eq!(late(Answer::Due), [resolved(Outcome::Expired, true)]);
+    }
+
+    #[test]
+    fn a_pending_or_slow_down_poll_waits_for_the_next_sweep() {
+        assert_eq!(young(Answer::Polled(Poll::Pending)), []);
+        assert_eq!(young(Answer::Polled(Poll::SlowDown)), []);
+    }
+
+    #[test]
+    fn a_denied_login_is_resolved_denied_unless_consented() {
+        let actions = young(Answer::Polled(Poll::Denied));
+        assert_eq!(actions, [resolved(Outcome::Denied, true)]);
+    }
+
+    #[test]
+    fn an_expired_login_is_resolved_expired_unless_consented() {
+        let actions = young(Answer::Polled(Poll::Expired));
+        assert_eq!(actions, [resolved(Outcome::Expired, true)]);
+    }
+
+    #[test]
+    fn a_token_is_stored_before_userinfo_is_fetched_with_it() {
+        let actions = young(Answer::Polled(Poll::Token(token("tok"))));
+        assert_eq!(
+            actions,
+            [
+                Action::StoreToken(token("tok")),
+                Action::Log(Note::Consented),
+                Action::FetchUserinfo(token("tok")),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_poll_vipps_refuses_for_good_fails_the_enrollment_unless_consented() {
+        let error = "400".to_owned();
+        let actions = young(Answer::Polled(Poll::Refused {
+            error: error.clone(),
+        }));
+        assert_eq!(
+            actions,
+            [
+                Action::Log(Note::PollRefused { error }),
+                resolved(Outcome::Failed, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_poll_is_only_logged_and_tried_again() {
+        let error = "timeout".to_owned();
+        let actions = young(Answer::Polled(Poll::Failed {
+            error: error.clone(),
+        }));
+        assert_eq!(actions, [Action::Log(Note::PollFailed { error })]);
+    }
+
+    #[test]
+    fn userinfo_is_stored_then_the_journalled_number_becomes_the_member() {
+        let other: Msisdn = "4791234567".parse().unwrap();
+        let fetched = info(Some(other));
+        let actions = young(Answer::Userinfo(Fetched::Info(fetched.clone())));
+        assert_eq!(
+            actions,
+            [
+                Action::StoreUserinfo(fetched.clone()),
+                save(phone(), fetched)
+            ]
+        );
+    }
+
+    #[test]
+    fn userinfo_for_a_token_handed_over_alone_gives_the_number() {
+        let no_number = |t| LateEnrollment {
+            msisdn: None,
+            ..row(t)
+        };
+        let fetched = info(Some(phone()));
+        let answer = Answer::Userinfo(Fetched::Info(fetched.clone()));
+        let actions = step_aged(Duration::from_secs(5), no_number, answer);
+        assert_eq!(
+            actions,
+            [
+                Action::StoreUserinfo(fetched.clone()),
+                save(phone(), fetched)
+            ]
+        );
+    }
+
+    #[test]
+    fn userinfo_naming_no_number_waits_within_the_window_and_fails_past_it() {
+        let no_number = |t| LateEnrollment {
+            msisdn: None,
+            ..row(t)
+        };
+        let answer = Answer::Userinfo(Fetched::Info(info(None)));
+        let store = Action::StoreUserinfo(info(None));
+        let young = step_aged(Duration::from_secs(5), no_number, answer.clone());
+        assert_eq!(young, std::slice::from_ref(&store));
+        let late = step_aged(WINDOW, no_number, answer);
+        assert_eq!(
+            late,
+            [
+                store,
+                Action::Log(Note::NoPhoneNumber),
+                resolved(Outcome::Failed, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn userinfo_refused_with_401_fails_the_enrollment_at_once() {
+        let error = "401".to_owned();
+        let answer = Answer::Userinfo(Fetched::Failed {
+            unauthorized: true,
+            error: error.clone(),
+        });
+        assert_eq!(
+            young(answer),
+            [
+                Action::Log(Note::UserinfoLost { error }),
+                resolved(Outcome::Failed, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn userinfo_failing_otherwise_is_tried_again_within_the_window_only() {
+        let error = "503".to_owned();
+        let answer = Answer::Userinfo(Fetched::Failed {
+            unauthorized: false,
+            error: error.clone(),
+        });
+        assert_eq!(
+            young(answer.clone()),
+            [Action::Log(Note::UserinfoFailed {
+                error: error.clone()
+            })]
+        );
+        assert_eq!(
+            late(answer),
+            [
+                Action::Log(Note::UserinfoLost { error }),
+                resolved(Outcome::Failed, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_saved_member_resolves_the_row_enrolled_and_names_the_member() {
+        let answer = Answer::MemberSaved {
+            phone: phone(),
+            error: None,
+        };
+        let enrolled = Action::Resolve {
+            outcome: Outcome::Enrolled,
+            unless_consented: false,
+            phone: Some(phone()),
+        };
+        assert_eq!(young(answer.clone()), std::slice::from_ref(&enrolled));
+        assert_eq!(late(answer), [enrolled]);
+    }
+
+    #[test]
+    fn a_member_store_failure_is_tried_again_within_the_window_only() {
+        let error = "disk full".to_owned();
+        let answer = Answer::MemberSaved {
+            phone: phone(),
+            error: Some(error.clone()),
+        };
+        assert_eq!(
+            young(answer.clone()),
+            [Action::Log(Note::MemberFailed {
+                phone: phone(),
+                error: error.clone()
+            })]
+        );
+        assert_eq!(
+            late(answer),
+            [
+                Action::Log(Note::MemberLost {
+                    phone: phone(),
+                    error
+                }),
+                resolved(Outcome::Failed, false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_login_is_polled_each_sweep_until_vipps_says_slow_down_then_5_s_more_each_time() {
+        let t0 = Instant::now();
+        assert!(Pace::allows(None, t0));
+        // Pending: polled again at the next sweep, whenever it comes.
+        let pending = Pace::after(None, false, t0);
+        assert!(Pace::allows(Some(pending), t0));
+        // slow_down: 5 s more than the sweep's interval, measured from the answer.
+        let slowed = Pace::after(Some(pending), true, t0);
+        assert!(!Pace::allows(
+            Some(slowed),
+            t0 + SLOW_DOWN_STEP - Duration::from_millis(1)
+        ));
+        assert!(Pace::allows(Some(slowed), t0 + SLOW_DOWN_STEP));
+        // A pending answer keeps the slower pace; another slow_down adds 5 s again.
+        let t1 = t0 + SLOW_DOWN_STEP;
+        let kept = Pace::after(Some(slowed), false, t1);
+        assert!(!Pace::allows(
+            Some(kept),
+            t1 + SLOW_DOWN_STEP - Duration::from_millis(1)
+        ));
+        let slower = Pace::after(Some(kept), true, t1);
+        assert!(!Pace::allows(
+            Some(slower),
+            t1 + SLOW_DOWN_STEP * 2 - Duration::from_millis(1)
+        ));
+        assert!(Pace::allows(Some(slower), t1 + SLOW_DOWN_STEP * 2));
+    }
 
     fn stored(seq: u64, record: &JournalRecord) -> crate::store::JournalRecord {
         crate::store::JournalRecord {
