@@ -17,7 +17,8 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
 use crate::domain::Msisdn;
-use crate::followup::enrollment::{self, EnrollmentFollower, FollowSettings};
+use crate::followup::EnrollmentFollower;
+use crate::followup::enrollment::{self, FollowSettings};
 use crate::http::extract::ApiTokens;
 use crate::http::limits::{self, ConnectionCount, HttpLimits};
 use crate::http::webhooks::WebhookReceiver;

@@ -20,7 +20,7 @@
 //! handed out already, its answer lost) ends the row as `failed`.
 //!
 //! A token poll that was in flight when the session gave up may still bring the token back to
-//! the lane: the lane hands it over with [`EnrollmentFollower::consented_late`], which stores it
+//! the lane: the lane hands it over with [`EnrollmentFollower::consented_late`](super::EnrollmentFollower::consented_late), which stores it
 //! at once, and the next sweep finishes the enrollment. Members are upserted, so a customer who
 //! enrolled on another lane meanwhile is no conflict.
 
@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use runner::{EnrollmentFollower, FollowSettings, Follower, spawn};
+pub use runner::{FollowSettings, Follower, spawn};
 
 use super::Now;
 use crate::domain::{LaneId, Msisdn};

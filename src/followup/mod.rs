@@ -4,6 +4,7 @@
 //!
 //! - [`enrollment`]: Logins a session stopped waiting for; a consent given later still makes
 //!   the customer a member.
+//! - [`EnrollmentFollower`]: how a lane hands such a Login over.
 //! - [`payments`]: payments whose create was never confirmed; one Vipps holds after all is
 //!   cancelled, one it never got is marked so.
 //!
@@ -12,9 +13,10 @@
 //! back into the next answer, at the time its clock gives.
 
 pub mod enrollment;
+mod handover;
 pub mod payments;
 
-pub use enrollment::EnrollmentFollower;
+pub use handover::EnrollmentFollower;
 
 use chrono::{DateTime, Utc};
 

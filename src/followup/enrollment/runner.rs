@@ -1,18 +1,15 @@
-//! The enrollment follower's runner: the handle lanes hand late answers over with, and the task
-//! that every `interval` takes over what sessions gave up on (from the journal) and feeds
+//! The enrollment follower's runner: the task that every `interval` takes over what sessions gave up on (from the journal) and feeds
 //! [`step`] what Vipps, the store and the member store answer for each unresolved row, carrying
 //! out the actions it returns. It decides nothing itself.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use secrecy::SecretString;
 
 use super::{Action, Answer, Fetched, Late, Note, Pace, Poll, given_up, step};
-use crate::domain::{LaneId, Msisdn};
+use crate::domain::LaneId;
 use crate::followup::{Clock, Now};
 use crate::lane::effects::{enrolled_member, userinfo as session_userinfo};
 use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
@@ -30,61 +27,6 @@ const FINISHED_KIND: &str = "enrollment_finished";
 pub struct FollowSettings {
     pub interval: Duration,
     pub window: Duration,
-}
-
-/// What a lane uses to hand over a consent that came after its session stopped waiting.
-#[derive(Clone, Debug)]
-pub struct EnrollmentFollower {
-    store: Store,
-}
-
-impl EnrollmentFollower {
-    pub fn new(store: Store) -> Self {
-        EnrollmentFollower { store }
-    }
-
-    /// Records a Login that Vipps started after its session stopped waiting for it (the cashier
-    /// paid while the start was in flight): the customer is asked to consent all the same, so
-    /// the follower polls it. Resolves once it is on disk.
-    pub fn started_late(
-        &self,
-        lane: &LaneId,
-        auth_req_id: &str,
-        msisdn: Option<Msisdn>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let handover = LateEnrollmentHandover {
-            auth_req_id: auth_req_id.to_owned(),
-            lane: lane.clone(),
-            session: None,
-            msisdn,
-            started_at: Utc::now(),
-            login_token: None,
-            userinfo: None,
-        };
-        let write = self.store.hand_over_late_enrollment(handover, true);
-        async move { write.await.map(drop) }
-    }
-
-    /// Stores the Login token of `auth_req_id` for the follower; resolves once it is on disk.
-    /// The session and phone number come from the journal at the follower's next look.
-    pub fn consented_late(
-        &self,
-        lane: &LaneId,
-        auth_req_id: &str,
-        token: &LoginAccessToken,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let handover = LateEnrollmentHandover {
-            auth_req_id: auth_req_id.to_owned(),
-            lane: lane.clone(),
-            session: None,
-            msisdn: None,
-            started_at: Utc::now(),
-            login_token: Some(token.secret().clone()),
-            userinfo: None,
-        };
-        let write = self.store.hand_over_late_enrollment(handover, true);
-        async move { write.await.map(drop) }
-    }
 }
 
 /// Starts the follower on the current actix system; it ends when lanehub starts stopping.
