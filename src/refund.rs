@@ -1,8 +1,8 @@
 //! Refunds from the back office: part or all of a captured payment, once, whatever the caller
 //! retries. The terminal API's refund route is one way in; the rules live here.
 
-use crate::domain::{Amount, Currency, IdempotencyKey, PaymentReference};
-use crate::session::CallError;
+use crate::domain::{Amount, Currency, PaymentReference};
+use crate::session::{CallError, KeyedOperation, SessionId};
 use crate::store::{PaymentUpdate, Store};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::convert::call_error;
@@ -51,7 +51,16 @@ pub async fn refund(
     }
     // The same refund asked twice (a retried request) gets the same key, so Vipps refunds once;
     // after it succeeds the refunded total changes, and the next refund gets a new key.
-    let key = refund_key(reference, payment.refunded, amount.value);
+    let session: SessionId = payment.session.parse().map_err(|e| {
+        RefundError::StoreUnavailable(format!(
+            "the payments index names no lanehub session for `{reference}`: {e}"
+        ))
+    })?;
+    let key = KeyedOperation::Refund {
+        refunded_before: payment.refunded,
+        amount: amount.value,
+    }
+    .key(&session, reference);
     let result = vipps
         .refund_payment(reference, &key, amount)
         .await
@@ -71,14 +80,4 @@ pub async fn refund(
     }
     tracing::info!(%reference, amount = %amount, "refunded");
     Ok(result)
-}
-
-/// `{hash of reference and refunded total}-{amount}-rf`, at most 50 characters.
-fn refund_key(reference: &PaymentReference, refunded_before: u64, amount: u64) -> IdempotencyKey {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-rf")
-        .parse()
-        .expect("24 hex digits and -rf make a valid key")
 }

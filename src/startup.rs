@@ -4,7 +4,7 @@
 //! set). Tests build it with port 0 and read the port back.
 //!
 //! `run_until_stopped` serves until SIGTERM or Ctrl-C, then drains (see
-//! `supervisor::shutdown`): the HTTP server keeps serving reads, cancels, resets and webhooks
+//! `shutdown`): the HTTP server keeps serving reads, cancels, resets and webhooks
 //! until the drain is over, and only then stops.
 
 use std::net::{SocketAddr, TcpListener};
@@ -17,16 +17,17 @@ use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
 use crate::domain::Msisdn;
+use crate::followup::EnrollmentFollower;
+use crate::followup::enrollment::{self, FollowSettings};
 use crate::http::extract::ApiTokens;
 use crate::http::limits::{self, ConnectionCount, HttpLimits};
 use crate::http::webhooks::WebhookReceiver;
 use crate::lane::effects::{EffectDeps, LoginSettings};
 use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
+use crate::shutdown::{self, Phase, Shutdown};
 use crate::sim::{SimServer, Simulator};
 use crate::store::{Member, MemberSource, MembershipStore, Store};
-use crate::supervisor::late_enrollment::{self, EnrollmentFollower, FollowSettings};
-use crate::supervisor::shutdown::{self, Phase, Shutdown};
 use crate::supervisor::{RestartBudget, Supervisor};
 use crate::vipps::actor::VippsHandle;
 
@@ -184,17 +185,17 @@ impl Application {
             });
         }
 
-        crate::supervisor::unconfirmed::spawn(
+        crate::followup::payments::spawn(
             store.clone(),
             vipps.clone(),
-            crate::supervisor::unconfirmed::WatchSettings {
+            crate::followup::payments::WatchSettings {
                 interval: settings.supervisor.unconfirmed_payment_interval,
                 window: settings.supervisor.unconfirmed_payment_window,
             },
             shutdown.clone(),
         );
 
-        late_enrollment::spawn(
+        enrollment::spawn(
             store.clone(),
             members.clone(),
             vipps.clone(),

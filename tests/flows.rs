@@ -1373,7 +1373,7 @@ async fn a_session_that_ended_but_was_not_closed_before_a_crash_is_closed_at_sta
 async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_creates_nothing() {
     use lanehub::domain::{Amount, LaneId};
     use lanehub::session::{
-        JournalRecord, KeyedOperation, Membership, SessionId, idempotency_key, payment_reference,
+        JournalRecord, KeyedOperation, Membership, SessionId, payment_reference,
     };
     // The journal as a crash right after the create's key was written leaves it: Vipps never
     // saw the request.
@@ -1390,7 +1390,7 @@ async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_cr
         },
         JournalRecord::PaymentRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            idempotency_key: KeyedOperation::Create.key(&session, &reference),
             amount: Amount::nok(AMOUNT),
             msisdn: MEMBER.parse().unwrap(),
             description: "Groceries".into(),
@@ -1510,7 +1510,7 @@ async fn duplicate_out_of_order_and_forged_webhooks_still_make_one_payment_paid_
 async fn seed_unconfirmed(store: &Store, lane: &lanehub::domain::LaneId) -> String {
     use lanehub::domain::Amount;
     use lanehub::session::{
-        FailReason, JournalRecord, KeyedOperation, Membership, Outcome, SessionId, idempotency_key,
+        FailReason, JournalRecord, KeyedOperation, Membership, Outcome, SessionId,
         payment_reference,
     };
     let session = SessionId::from_uuid(uuid::Uuid::new_v4());
@@ -1523,7 +1523,7 @@ async fn seed_unconfirmed(store: &Store, lane: &lanehub::domain::LaneId) -> Stri
         },
         JournalRecord::PaymentRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            idempotency_key: KeyedOperation::Create.key(&session, &reference),
             amount: Amount::nok(AMOUNT),
             msisdn: MEMBER.parse().unwrap(),
             description: "Groceries".into(),
@@ -2095,7 +2095,7 @@ async fn a_member_whose_store_failed_is_stored_by_the_follower_later() {
 #[actix_web::test]
 async fn a_token_poll_in_flight_when_the_cashier_pays_hands_the_consent_to_the_follower() {
     use lanehub::config::VippsMode;
-    use lanehub::supervisor::late_enrollment::Follower;
+    use lanehub::followup::enrollment::Follower;
     use lanehub::vipps::actor::VippsHandle;
     use std::sync::Arc;
 

@@ -17,8 +17,8 @@ use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::refund::RefundError;
 use crate::session::{OrderLine, PayRequest};
+use crate::shutdown::{Phase, SHUTTING_DOWN};
 use crate::startup::AppState;
-use crate::supervisor::shutdown::{Phase, SHUTTING_DOWN};
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
 /// The longest scan text accepted (a QR code holds at most ~4 KB).

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{Amount, IdempotencyKey, LaneId, Msisdn, PaymentReference};
+use crate::followup::EnrollmentFollower;
 use crate::session::{
     CallError, CallId, CreatePaymentRequest, Effect, Event, LoginAccessToken, NewMember,
 };
 use crate::store::{Member, MembershipStore, PaymentUpdate, Store};
-use crate::supervisor::late_enrollment::EnrollmentFollower;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::convert::{
     aggregate, call_error, create_request, enrolled_member, login_access_token, state, userinfo,

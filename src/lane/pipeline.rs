@@ -16,8 +16,9 @@ use super::effects::{EffectDeps, call};
 use super::messages::CallAnswered;
 use crate::domain::{LaneId, PaymentReference};
 use crate::session::{Effect, Event, JournalRecord, SessionId};
-use crate::store::{NewIdempotencyKey, NewPayment, PaymentUpdate, RecordSideWrites, Store};
-use crate::supervisor::unconfirmed::REQUESTED;
+use crate::store::{
+    NewIdempotencyKey, NewPayment, PaymentIndexState, PaymentUpdate, RecordSideWrites, Store,
+};
 
 /// Journal writes and calls queued per lane before the lane reports itself overloaded.
 pub const PIPELINE_CAPACITY: usize = 256;
@@ -343,7 +344,7 @@ async fn persist(
         } => Some(NewPayment {
             reference: reference.clone(),
             amount: *amount,
-            state: REQUESTED.to_owned(),
+            state: PaymentIndexState::Requested,
         }),
         _ => None,
     };
@@ -374,7 +375,7 @@ async fn persist(
 mod tests {
     use super::*;
     use crate::domain::Amount;
-    use crate::session::{KeyedOperation, idempotency_key};
+    use crate::session::KeyedOperation;
 
     fn cancel(session: &SessionId, reference: &PaymentReference, only: bool) -> JournalRecord {
         let op = if only {
@@ -384,7 +385,7 @@ mod tests {
         };
         JournalRecord::CancelRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(session, op),
+            idempotency_key: op.key(session, reference),
             cancel_transaction_only: only,
             attempt: 1,
         }
@@ -399,7 +400,7 @@ mod tests {
         let reference: PaymentReference = "lh-1-0123456789abcdef".parse().unwrap();
         let requested = JournalRecord::PaymentRequested {
             reference: reference.clone(),
-            idempotency_key: idempotency_key(&session, KeyedOperation::Create),
+            idempotency_key: KeyedOperation::Create.key(&session, &reference),
             amount: Amount::nok(100),
             msisdn: "4791234567".parse().unwrap(),
             description: "test".into(),
@@ -422,7 +423,7 @@ mod tests {
         }
         let stored =
             |op: KeyedOperation| store.idempotency_key(&lane, session.as_str(), op.as_str());
-        let key = |op| Some(idempotency_key(&session, op));
+        let key = |op: KeyedOperation| Some(op.key(&session, &reference));
         assert_eq!(
             stored(KeyedOperation::Create).await.unwrap(),
             key(KeyedOperation::Create)
@@ -437,7 +438,7 @@ mod tests {
         );
         assert_eq!(
             store.payment(&reference).await.unwrap().map(|p| p.state),
-            Some(REQUESTED.to_owned())
+            Some(PaymentIndexState::Requested.as_str().to_owned())
         );
     }
 }

@@ -1,14 +1,16 @@
 //! Identifiers a session owns, and the deterministic names it gives its Vipps calls.
 //!
-//! The payment reference and every idempotency key are derived from (lane, session, operation)
-//! alone, so a retry — or a lane rebuilt from its journal after a crash — reuses exactly the same
-//! names, and Vipps answers the retry instead of creating a second payment.
+//! The payment reference and every idempotency key are derived from what they name alone (lane,
+//! session, operation; a refund from its payment), so a retry — or a lane rebuilt from its
+//! journal after a crash — reuses exactly the same names, and Vipps answers the retry instead of
+//! creating a second payment.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::event::PaymentState;
 use crate::domain::{IdempotencyKey, InvalidValue, LaneId, PaymentReference};
 
 /// One checkout's id: 8 to 32 of a-z, A-Z, 0-9. The lane actor chooses it; step has no randomness.
@@ -69,7 +71,8 @@ impl<'de> Deserialize<'de> for SessionId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallId(pub u64);
 
-/// The payment operations that carry an `Idempotency-Key`.
+/// Every Vipps operation lanehub sends with an `Idempotency-Key`; [`KeyedOperation::key`] names
+/// each one's key, and nothing else makes keys up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyedOperation {
     Create,
@@ -78,16 +81,67 @@ pub enum KeyedOperation {
     Cancel,
     /// Cancel of an authorised payment. A key of its own: the same key with another body is a 409.
     CancelFull,
+    /// Cancel in full of a payment Vipps came to hold after its session closed, by the state it
+    /// was seen in: Vipps answers the same 4xx again for a key it refused, so each state gets a
+    /// key of its own.
+    LateCancel(PaymentState),
+    /// A back-office refund of `amount` minor units after `refunded_before` were refunded.
+    Refund {
+        refunded_before: u64,
+        amount: u64,
+    },
 }
 
 impl KeyedOperation {
+    /// The operation's name where keys are stored.
     pub fn as_str(self) -> &'static str {
         match self {
             KeyedOperation::Create => "create",
             KeyedOperation::Capture => "capture",
             KeyedOperation::Cancel => "cancel",
             KeyedOperation::CancelFull => "cancel-full",
+            KeyedOperation::LateCancel(seen_in) => match seen_in {
+                PaymentState::Created => "late_cancel_created",
+                PaymentState::Authorized => "late_cancel_authorized",
+                PaymentState::Aborted => "late_cancel_aborted",
+                PaymentState::Expired => "late_cancel_expired",
+                PaymentState::Terminated => "late_cancel_terminated",
+            },
+            KeyedOperation::Refund { .. } => "refund",
         }
+    }
+
+    /// The key of this operation on the payment `reference` of `session`, at most 50 characters.
+    ///
+    /// A session's own calls are named after the session alone (`{session}-{operation}`), so a
+    /// retry or a lane rebuilt from its journal reuses the key; a late cancel after the session
+    /// and the state it saw (`{session}-lc-{state}`). A refund is named after its payment and the
+    /// total refunded before it (`{hash}-rf`): the same refund asked twice gets the same key, so
+    /// Vipps refunds once, and after it succeeds the next refund gets a new one.
+    pub fn key(self, session: &SessionId, reference: &PaymentReference) -> IdempotencyKey {
+        let key = match self {
+            KeyedOperation::Create
+            | KeyedOperation::Capture
+            | KeyedOperation::Cancel
+            | KeyedOperation::CancelFull => format!("{session}-{}", self.as_str()),
+            KeyedOperation::LateCancel(seen_in) => {
+                format!("{session}-lc-{}", seen_in.as_str().to_lowercase())
+            }
+            KeyedOperation::Refund {
+                refunded_before,
+                amount,
+            } => {
+                use sha2::{Digest, Sha256};
+                let digest =
+                    Sha256::digest(format!("{reference}|{refunded_before}|{amount}").as_bytes());
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{hex}-rf")
+            }
+        };
+        key.parse().expect(
+            "a session id (≤ 32 alphanumerics) plus `-` and at most 13 more, or 24 hex digits \
+             and `-rf`, fit a key's 50 characters",
+        )
     }
 }
 
@@ -109,11 +163,4 @@ pub fn payment_reference(lane: &LaneId, session: &SessionId) -> PaymentReference
     format!("{REFERENCE_PREFIX}{lane_part}-{session}")
         .parse()
         .expect("lane ids and session ids are ASCII alphanumerics and -, 13 to 64 characters here")
-}
-
-/// The idempotency key of one payment operation of a session: `{session}-{operation}`, ≤ 44 chars.
-pub fn idempotency_key(session: &SessionId, op: KeyedOperation) -> IdempotencyKey {
-    format!("{session}-{}", op.as_str()).parse().expect(
-        "a session id (≤ 32 alphanumerics) plus `-` and an operation name fits 50 characters",
-    )
 }

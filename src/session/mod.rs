@@ -107,7 +107,7 @@ pub use event::{
     Aggregate, CallError, Consent, Event, LoginAccessToken, MAX_AMOUNT, OrderLine, PayProblem,
     PayRequest, PaymentState, Userinfo,
 };
-pub use ids::{CallId, KeyedOperation, SessionId, idempotency_key, payment_reference};
+pub use ids::{CallId, KeyedOperation, SessionId, payment_reference};
 pub use journal::JournalRecord;
 pub use state::{PaymentSnapshot, STATE_LABELS, Session, Snapshot, next_deadline, state_labels};
 pub use step::step;

@@ -29,7 +29,7 @@ pub(super) fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
         },
         // Decision: Pay while the customer has not consented yet abandons the enrollment, so
         // the till is never held up by a customer who ignores the consent request. A consent
-        // given later still enrolls: `supervisor::late_enrollment` follows the Login up.
+        // given later still enrolls: `followup::enrollment` follows the Login up.
         State::AwaitingLoginStart { ctx, customer, .. }
         | State::AwaitingConsent { ctx, customer, .. } => match request.validate() {
             Err(problem) => invalid(problem),
@@ -61,7 +61,7 @@ pub(super) fn start_payment(
     });
     let create = CreatePaymentRequest {
         reference: reference.clone(),
-        idempotency_key: idempotency_key(&ctx.id, KeyedOperation::Create),
+        idempotency_key: KeyedOperation::Create.key(&ctx.id, &reference),
         amount: request.amount,
         msisdn: customer.msisdn.clone(),
         description: request.description,
@@ -427,7 +427,7 @@ pub(super) fn send_capture(
             amount: payment.amount,
         });
     }
-    let key = idempotency_key(&ctx.id, KeyedOperation::Capture);
+    let key = KeyedOperation::Capture.key(&ctx.id, &payment.reference);
     cx.persist(
         &ctx,
         JournalRecord::CaptureRequested {
@@ -481,7 +481,7 @@ pub(super) fn send_cancel(
         (KeyedOperation::Cancel, intent)
     };
     payment.cancel = intent;
-    let key = idempotency_key(&ctx.id, op);
+    let key = op.key(&ctx.id, &payment.reference);
     cx.persist(
         &ctx,
         JournalRecord::CancelRequested {

@@ -508,7 +508,7 @@ impl Driver {
                     prop_assert_eq!(&request.reference, &payment_reference(&self.lane, sid));
                     prop_assert_eq!(
                         &request.idempotency_key,
-                        &idempotency_key(sid, KeyedOperation::Create)
+                        &KeyedOperation::Create.key(sid, &payment_reference(&self.lane, sid))
                     );
                     let first = self.creates.entry(sid.clone()).or_insert_with(|| {
                         (request.reference.clone(), request.idempotency_key.clone())
@@ -526,7 +526,10 @@ impl Driver {
                     ..
                 } => {
                     let sid = sid.expect("a capture belongs to a session");
-                    prop_assert_eq!(key, &idempotency_key(sid, KeyedOperation::Capture));
+                    prop_assert_eq!(
+                        key,
+                        &KeyedOperation::Capture.key(sid, &payment_reference(&self.lane, sid))
+                    );
                     prop_assert_eq!(Some(*amount), before.payment_amount());
                 }
                 Effect::CancelPayment {
@@ -540,7 +543,7 @@ impl Driver {
                     } else {
                         KeyedOperation::CancelFull
                     };
-                    prop_assert_eq!(key, &idempotency_key(sid, op));
+                    prop_assert_eq!(key, &op.key(sid, &payment_reference(&self.lane, sid)));
                 }
                 _ => {}
             }
@@ -685,7 +688,7 @@ proptest! {
         prop_assert!(reference.as_str().len() <= 64);
         prop_assert!(reference.as_str().ends_with(session.as_str()));
         for op in [KeyedOperation::Create, KeyedOperation::Capture, KeyedOperation::Cancel, KeyedOperation::CancelFull] {
-            prop_assert!(idempotency_key(&session, op).as_str().len() <= 50);
+            prop_assert!(op.key(&session, &reference).as_str().len() <= 50);
         }
     }
 }

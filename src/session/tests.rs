@@ -1046,7 +1046,7 @@ fn pay_journals_then_creates_with_derived_names() {
     lane.feed(Event::Pay(request.clone()));
     assert_eq!(lane.label(), "awaiting_payment_creation");
     let reference = payment_reference(&lane_id(), &sid(1));
-    let key = idempotency_key(&sid(1), KeyedOperation::Create);
+    let key = key_of(1, KeyedOperation::Create);
     assert_eq!(reference.as_str(), "lh-lane-1-session0001");
     assert_eq!(key.as_str(), "session0001-create");
     let persist = lane
@@ -1399,7 +1399,7 @@ fn an_authorised_payment_is_journalled_captured_and_checked() {
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
     assert_eq!(lane.label(), "awaiting_capture");
-    let key = idempotency_key(&sid(1), KeyedOperation::Capture);
+    let key = key_of(1, KeyedOperation::Capture);
     let persist = lane
         .fx
         .iter()
@@ -1607,7 +1607,7 @@ fn a_payment_is_never_failed_before_its_expiry() {
 
 #[test]
 fn capture_problems_are_read_back_and_retried_with_the_same_key() {
-    let key = idempotency_key(&sid(1), KeyedOperation::Capture);
+    let key = key_of(1, KeyedOperation::Capture);
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
     let call = lane.call("capture");
@@ -1651,7 +1651,7 @@ fn cancel_before_authorisation_terminates_the_payment() {
     let mut lane = Lane::paying();
     lane.feed(Event::Cancel);
     assert_eq!(lane.label(), "awaiting_cancel");
-    let key = idempotency_key(&sid(1), KeyedOperation::Cancel);
+    let key = key_of(1, KeyedOperation::Cancel);
     let persist = lane.fx.iter().position(|e| matches!(e, Effect::Persist { record: JournalRecord::CancelRequested { idempotency_key, cancel_transaction_only: true, .. }, .. } if *idempotency_key == key));
     let cancel = lane.fx.iter().position(|e| matches!(e, Effect::CancelPayment { idempotency_key, cancel_transaction_only: true, .. } if *idempotency_key == key));
     assert!(persist.is_some() && cancel.is_some() && persist < cancel);
@@ -1686,7 +1686,7 @@ fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
     let read = lane.call("read");
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
     assert_eq!(lane.label(), "awaiting_cancel");
-    let key = idempotency_key(&sid(1), KeyedOperation::CancelFull);
+    let key = key_of(1, KeyedOperation::CancelFull);
     assert!(
         persisted(&lane.fx, "cancel_requested").is_some_and(|r| r.idempotency_key() == Some(&key))
     );
@@ -2009,7 +2009,12 @@ fn a_cancel_while_a_capture_is_owed_is_journalled_and_carried_out_before_the_out
 }
 
 fn idempotency_key_for(op: KeyedOperation) -> crate::domain::IdempotencyKey {
-    idempotency_key(&sid(1), op)
+    key_of(1, op)
+}
+
+/// The key of `op` for session `n` on lane 1.
+fn key_of(n: u32, op: KeyedOperation) -> crate::domain::IdempotencyKey {
+    op.key(&sid(n), &payment_reference(&lane_id(), &sid(n)))
 }
 
 #[test]
@@ -2126,7 +2131,7 @@ fn an_answer_of_the_wrong_kind_is_an_invalid_transition() {
 fn requested(attempt: u32) -> JournalRecord {
     JournalRecord::PaymentRequested {
         reference: payment_reference(&lane_id(), &sid(7)),
-        idempotency_key: idempotency_key(&sid(7), KeyedOperation::Create),
+        idempotency_key: key_of(7, KeyedOperation::Create),
         amount: Amount::nok(4_200),
         msisdn: msisdn("4791234567"),
         description: "Groceries".into(),
@@ -2157,7 +2162,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
     assert_eq!(lane.session.membership(), Some(Membership::Member));
     let read = lane.call("read");
     lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
-    let key = idempotency_key(&sid(7), KeyedOperation::Capture);
+    let key = key_of(7, KeyedOperation::Capture);
     assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
 
     // Not found after a restart: never created again.
@@ -2198,7 +2203,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
     // A cashier cancel was in flight: an authorised payment is cancelled in full.
     let cancel = JournalRecord::CancelRequested {
         reference: payment_reference(&lane_id(), &sid(7)),
-        idempotency_key: idempotency_key(&sid(7), KeyedOperation::Cancel),
+        idempotency_key: key_of(7, KeyedOperation::Cancel),
         cancel_transaction_only: true,
         attempt: 1,
     };
@@ -2569,6 +2574,59 @@ fn a_journal_of_the_previous_version_still_recovers() {
 
 // ---- names, records, labels ------------------------------------------------------------------
 
+/// Keys already sent or stored must keep their names: a renamed key is a second request to Vipps.
+#[test]
+fn every_keyed_operation_keeps_its_key_and_stored_name() {
+    let session: SessionId = "a".repeat(32).parse().expect("32 chars");
+    let lane: LaneId = "1".parse().expect("a lane id");
+    let reference = payment_reference(&lane, &session);
+    let a = session.as_str();
+    let cases = [
+        (KeyedOperation::Create, "create", format!("{a}-create")),
+        (KeyedOperation::Capture, "capture", format!("{a}-capture")),
+        (KeyedOperation::Cancel, "cancel", format!("{a}-cancel")),
+        (
+            KeyedOperation::CancelFull,
+            "cancel-full",
+            format!("{a}-cancel-full"),
+        ),
+        (
+            KeyedOperation::LateCancel(PaymentState::Created),
+            "late_cancel_created",
+            format!("{a}-lc-created"),
+        ),
+        (
+            KeyedOperation::LateCancel(PaymentState::Authorized),
+            "late_cancel_authorized",
+            format!("{a}-lc-authorized"),
+        ),
+        // The first 12 bytes of SHA-256 of `{reference}|{refunded before}|{amount}`.
+        (
+            KeyedOperation::Refund {
+                refunded_before: 2500,
+                amount: 1000,
+            },
+            "refund",
+            "888f5a47db3ca9c6bffd117a-rf".to_owned(),
+        ),
+    ];
+    assert_eq!(reference.as_str(), format!("lh-1-{a}"));
+    for (op, stored, key) in cases {
+        assert_eq!(op.as_str(), stored);
+        assert_eq!(op.key(&session, &reference).as_str(), key, "{op:?}");
+    }
+    // A refund after another one, or of another amount, is another refund.
+    let refund = |refunded_before, amount| {
+        KeyedOperation::Refund {
+            refunded_before,
+            amount,
+        }
+        .key(&session, &reference)
+    };
+    assert_ne!(refund(2500, 1000), refund(3500, 1000));
+    assert_ne!(refund(2500, 1000), refund(2500, 999));
+}
+
 #[test]
 fn derived_names_fit_vipps_patterns() {
     let long_lane: LaneId = "a_b".repeat(10).parse().expect("30 chars");
@@ -2580,13 +2638,29 @@ fn derived_names_fit_vipps_patterns() {
         "{reference}"
     );
     assert!(reference.as_str().ends_with(long_session.as_str()));
-    for op in [
+    let states = [
+        PaymentState::Created,
+        PaymentState::Authorized,
+        PaymentState::Aborted,
+        PaymentState::Expired,
+        PaymentState::Terminated,
+    ];
+    let ops = [
         KeyedOperation::Create,
         KeyedOperation::Capture,
         KeyedOperation::Cancel,
         KeyedOperation::CancelFull,
-    ] {
-        assert!(idempotency_key(&long_session, op).as_str().len() <= 50);
+        KeyedOperation::Refund {
+            refunded_before: u64::MAX,
+            amount: u64::MAX,
+        },
+    ];
+    for op in ops
+        .into_iter()
+        .chain(states.map(KeyedOperation::LateCancel))
+    {
+        assert!(op.key(&long_session, &reference).as_str().len() <= 50);
+        assert!(op.as_str().len() <= 32, "stored operation names are labels");
     }
     // Deterministic: the same inputs give the same names.
     assert_eq!(payment_reference(&long_lane, &long_session), reference);

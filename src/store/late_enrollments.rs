@@ -1,5 +1,5 @@
 //! Enrollments a session gave up on while Vipps may still hold the customer's consent, kept
-//! until the enrollment follower (`supervisor::late_enrollment`) has finished each one.
+//! until the enrollment follower (`followup::enrollment`) has finished each one.
 //!
 //! A row is keyed by the Login's `auth_req_id`. What is learnt about it (the session, the phone
 //! number, the Login token, userinfo) only ever fills empty columns, so the two ways a row comes

@@ -58,7 +58,9 @@ pub use members::{
     Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
     Upserted,
 };
-pub use payments::{NewIdempotencyKey, NewPayment, PaymentRecord, PaymentUpdate};
+pub use payments::{
+    NewIdempotencyKey, NewPayment, PaymentIndexState, PaymentRecord, PaymentUpdate,
+};
 pub use retention::Pruned;
 pub use schema::{DATABASE_FILE, OpenMode, SCHEMA_VERSION};
 
@@ -434,7 +436,14 @@ impl Store {
         self.call(move |conn| {
             let seq = journal::append(conn, &lane, &session, &kind, &payload?)?;
             if let Some(p) = &side.payment {
-                payments::record_payment(conn, &p.reference, &lane, &session, p.amount, &p.state)?;
+                payments::record_payment(
+                    conn,
+                    &p.reference,
+                    &lane,
+                    &session,
+                    p.amount,
+                    p.state.as_str(),
+                )?;
             }
             if let Some(k) = &side.idempotency_key {
                 payments::record_idempotency_key(
@@ -616,13 +625,12 @@ impl Store {
         self.read(move |conn| payments::payment(conn, &reference))
     }
 
-    /// The payments whose last known state is `state` (e.g. `REQUESTED`), oldest first.
+    /// The payments whose last known state is `state`, oldest first.
     pub fn payments_in_state(
         &self,
-        state: &str,
+        state: PaymentIndexState,
     ) -> impl Future<Output = Result<Vec<PaymentRecord>>> + Send + 'static {
-        let state = state.to_owned();
-        self.read(move |conn| payments::payments_in_state(conn, &state))
+        self.read(move |conn| payments::payments_in_state(conn, state))
     }
 
     /// Every recorded payment, oldest first.
@@ -1120,7 +1128,7 @@ mod tests {
         NewPayment {
             reference: reference.parse().unwrap(),
             amount: Amount::nok(minor),
-            state: "REQUESTED".into(),
+            state: PaymentIndexState::Requested,
         }
     }
 

@@ -15,6 +15,65 @@ use super::error::{Result, StoreError};
 use super::{check_label, check_session, format_time, parse_time};
 use crate::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
 
+/// The states the payments index records: Vipps' own, and two of lanehub's for a payment Vipps
+/// never confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentIndexState {
+    /// Asked for, its create not yet confirmed by Vipps (the first state of every payment).
+    Requested,
+    /// Vipps still did not know the reference when the unconfirmed-payment watch gave up.
+    NotCreated,
+    Created,
+    Authorized,
+    Aborted,
+    Expired,
+    Terminated,
+}
+
+impl PaymentIndexState {
+    pub const ALL: [PaymentIndexState; 7] = [
+        PaymentIndexState::Requested,
+        PaymentIndexState::NotCreated,
+        PaymentIndexState::Created,
+        PaymentIndexState::Authorized,
+        PaymentIndexState::Aborted,
+        PaymentIndexState::Expired,
+        PaymentIndexState::Terminated,
+    ];
+
+    /// The name stored in the index; Vipps' states keep Vipps' names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentIndexState::Requested => "REQUESTED",
+            PaymentIndexState::NotCreated => "NOT_CREATED",
+            PaymentIndexState::Created => "CREATED",
+            PaymentIndexState::Authorized => "AUTHORIZED",
+            PaymentIndexState::Aborted => "ABORTED",
+            PaymentIndexState::Expired => "EXPIRED",
+            PaymentIndexState::Terminated => "TERMINATED",
+        }
+    }
+}
+
+impl std::fmt::Display for PaymentIndexState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PaymentIndexState {
+    type Err = crate::domain::InvalidValue;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| crate::domain::InvalidValue {
+                what: "payment state",
+                reason: format!("`{s}` is none of the states the payments index records"),
+            })
+    }
+}
+
 /// A payment as the index knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRecord {
@@ -56,8 +115,8 @@ impl PaymentUpdate {
 pub struct NewPayment {
     pub reference: PaymentReference,
     pub amount: Amount,
-    /// The first known state, e.g. `REQUESTED`.
-    pub state: String,
+    /// The first known state, [`PaymentIndexState::Requested`] for a payment lanehub creates.
+    pub state: PaymentIndexState,
 }
 
 /// An idempotency key to store together with the journal record of its request
@@ -173,12 +232,15 @@ pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
 }
 
 /// The payments whose last known state is `state`, oldest first.
-pub(crate) fn payments_in_state(conn: &Connection, state: &str) -> Result<Vec<PaymentRecord>> {
+pub(crate) fn payments_in_state(
+    conn: &Connection,
+    state: PaymentIndexState,
+) -> Result<Vec<PaymentRecord>> {
     let mut stmt = conn.prepare_cached(concat!(
         select_payments!(),
         " WHERE state = ?1 ORDER BY created_at, reference"
     ))?;
-    let rows = stmt.query_map([state], raw_payment)?;
+    let rows = stmt.query_map([state.as_str()], raw_payment)?;
     rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
         .collect()
 }
@@ -364,6 +426,50 @@ mod tests {
         let err =
             record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C").unwrap_err();
         assert_eq!(err.kind(), "invalid_input");
+    }
+
+    #[test]
+    fn index_states_keep_their_stored_names_and_unknown_names_are_refused() {
+        let names: Vec<_> = PaymentIndexState::ALL.map(PaymentIndexState::as_str).into();
+        assert_eq!(
+            names,
+            [
+                "REQUESTED",
+                "NOT_CREATED",
+                "CREATED",
+                "AUTHORIZED",
+                "ABORTED",
+                "EXPIRED",
+                "TERMINATED"
+            ]
+        );
+        for state in PaymentIndexState::ALL {
+            assert_eq!(state.as_str().parse::<PaymentIndexState>(), Ok(state));
+        }
+        let err = "requested".parse::<PaymentIndexState>().unwrap_err();
+        assert!(err.to_string().contains("`requested`"), "{err}");
+    }
+
+    #[test]
+    fn payments_are_listed_by_index_state() {
+        let (_dir, conn) = db();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        let (a, b): (PaymentReference, PaymentReference) = (
+            "lane-1-000a".parse().unwrap(),
+            "lane-1-000b".parse().unwrap(),
+        );
+        for r in [&a, &b] {
+            let state = PaymentIndexState::Requested.as_str();
+            record_payment(&conn, r, &lane, "s1", Amount::nok(100), state).unwrap();
+        }
+        update_payment(&conn, &b, &PaymentUpdate::state("NOT_CREATED")).unwrap();
+        let listed = |state| -> Vec<_> {
+            let rows = payments_in_state(&conn, state).unwrap();
+            rows.into_iter().map(|p| p.reference).collect()
+        };
+        assert_eq!(listed(PaymentIndexState::Requested), [a]);
+        assert_eq!(listed(PaymentIndexState::NotCreated), [b]);
+        assert!(listed(PaymentIndexState::Created).is_empty());
     }
 
     #[test]

@@ -2,13 +2,10 @@
 //! `DeathNotice` arrives on a channel), rebuilds it from its spec with its session recovered from
 //! the journal, and marks it down past its restart budget. Other lanes never notice.
 //!
-//! A lane that stops while lanehub stops (see [`shutdown`]) did not die: it is neither counted
+//! A lane that stops while lanehub stops (see [`crate::shutdown`]) did not die: it is neither counted
 //! nor rebuilt.
 
-pub mod late_enrollment;
 pub mod retention;
-pub mod shutdown;
-pub mod unconfirmed;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -20,7 +17,7 @@ use tokio::time::Instant;
 use crate::domain::LaneId;
 use crate::lane::{LaneActor, LaneDied, LaneSpec, Lanes};
 use crate::metrics as m;
-use shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// How many restarts a lane may have within `window` before it is marked down.
 #[derive(Debug, Clone, Copy)]

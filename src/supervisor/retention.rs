@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use super::shutdown::{Phase, Shutdown};
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{Pruned, Store, StoreError};
 
 /// How often the journal is pruned.

@@ -5,8 +5,8 @@
 use secrecy::SecretString;
 
 use crate::backoff::Backoff;
+use crate::shutdown::{Phase, Shutdown};
 use crate::store::{Store, StoreError};
-use crate::supervisor::shutdown::{Phase, Shutdown};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::models::RegisterWebhookRequest;
 
