@@ -12,6 +12,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod lane;
+pub mod members;
 pub mod metrics;
 pub mod procfs;
 pub mod scanner;

@@ -111,7 +111,7 @@ impl Application {
                 .watch_writable(STORE_PROBE_HEALTHY, STORE_PROBE_UNHEALTHY),
         );
         let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
-        let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
+        let members = crate::members::start(&settings.members, &settings.store.name, &store)?;
         if sim.is_some() {
             seed_demo_members(&settings, members.clone());
         }
