@@ -505,3 +505,605 @@ fn a_postgres_url_with_a_password_never_reaches_debug_output() {
     let pg = PostgresMembers::new("postgres://lanehub:hunter2pw@db.example/club", "oslo").unwrap();
     assert!(!format!("{pg:?}").contains("hunter2pw"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The merchant's CRM: a small CRM server of the tests' own, over real HTTP.
+
+mod crm_server {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    use serde_json::Value;
+
+    pub const TOKEN: &str = "crm-test-token-1234";
+
+    /// How the CRM answers.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Mode {
+        Up,
+        /// 503 to everything.
+        Unavailable,
+        /// Never answers in time.
+        Hang,
+        /// 422 to every PUT.
+        RefusePuts,
+    }
+
+    #[derive(Default)]
+    pub struct State {
+        pub members: Mutex<HashMap<String, Value>>,
+        /// Every accepted PUT: phone number, Idempotency-Key, body.
+        pub puts: Mutex<Vec<(String, String, Value)>>,
+        pub mode: Mutex<Option<Mode>>,
+    }
+
+    impl State {
+        pub fn set(&self, mode: Mode) {
+            *self.mode.lock().unwrap() = Some(mode);
+        }
+        fn mode(&self) -> Mode {
+            self.mode.lock().unwrap().unwrap_or(Mode::Up)
+        }
+        pub fn puts(&self) -> Vec<(String, String, Value)> {
+            self.puts.lock().unwrap().clone()
+        }
+    }
+
+    fn authorised(req: &HttpRequest) -> bool {
+        req.headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            == Some(&format!("Bearer {TOKEN}"))
+    }
+
+    async fn answer_for(state: &State) -> Option<HttpResponse> {
+        match state.mode() {
+            Mode::Unavailable => Some(HttpResponse::ServiceUnavailable().finish()),
+            Mode::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Some(HttpResponse::GatewayTimeout().finish())
+            }
+            Mode::Up | Mode::RefusePuts => None,
+        }
+    }
+
+    async fn get_member(
+        req: HttpRequest,
+        phone: web::Path<String>,
+        state: web::Data<State>,
+    ) -> HttpResponse {
+        if let Some(answer) = answer_for(&state).await {
+            return answer;
+        }
+        if !authorised(&req) {
+            return HttpResponse::Unauthorized().finish();
+        }
+        match state.members.lock().unwrap().get(phone.as_str()) {
+            Some(m) => HttpResponse::Ok().json(m),
+            None => HttpResponse::NotFound().finish(),
+        }
+    }
+
+    async fn put_member(
+        req: HttpRequest,
+        phone: web::Path<String>,
+        body: web::Json<Value>,
+        state: web::Data<State>,
+    ) -> HttpResponse {
+        if let Some(answer) = answer_for(&state).await {
+            return answer;
+        }
+        if !authorised(&req) {
+            return HttpResponse::Unauthorized().finish();
+        }
+        if state.mode() == Mode::RefusePuts {
+            return HttpResponse::UnprocessableEntity().body("email is not accepted here");
+        }
+        let key = req
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = body.into_inner();
+        state
+            .puts
+            .lock()
+            .unwrap()
+            .push((phone.to_string(), key, body.clone()));
+        let created = state
+            .members
+            .lock()
+            .unwrap()
+            .insert(phone.to_string(), body)
+            .is_none();
+        if created {
+            HttpResponse::Created().finish()
+        } else {
+            HttpResponse::NoContent().finish()
+        }
+    }
+
+    /// Starts the CRM on a free port; its base URL and its state.
+    pub fn start() -> (String, Arc<State>) {
+        let state = web::Data::new(State::default());
+        let shared = state.clone().into_inner();
+        let server = HttpServer::new(move || {
+            App::new().app_data(state.clone()).service(
+                web::scope("/loyalty/v1")
+                    .route("/members/{phone}", web::get().to(get_member))
+                    .route("/members/{phone}", web::put().to(put_member)),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let addr = server.addrs()[0];
+        actix_web::rt::spawn(server.run());
+        (format!("http://{addr}/loyalty/v1"), shared)
+    }
+}
+
+use crm_server::Mode;
+use lanehub::members::CrmMembers;
+use lanehub::members::crm::Backoff;
+use lanehub::store::Store;
+
+const CRM_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn crm(base_url: &str, store: &Store) -> CrmMembers {
+    CrmMembers::new(
+        base_url,
+        crm_server::TOKEN.to_owned().into(),
+        CRM_TIMEOUT,
+        "oslo",
+        store.clone(),
+        Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+        },
+    )
+    .unwrap()
+}
+
+/// Runs the delivery task's steps until the outbox is empty (or holds only refused entries),
+/// or `attempts` delivery attempts were made, waiting out each backoff.
+async fn deliver(crm: &CrmMembers, attempts: usize) {
+    let mut made = 0;
+    while made < attempts {
+        match crm.deliver_next().await {
+            None => made += 1,
+            Some(wait) if wait >= lanehub::members::crm::OUTBOX_IDLE_POLL => return,
+            Some(wait) => tokio::time::sleep(wait).await,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn crm_lookups_answer_member_non_member_or_unknown_within_the_timeout() {
+    let (url, state) = crm_server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let crm = crm(&url, &store);
+    state.members.lock().unwrap().insert(
+        "4791234567".into(),
+        serde_json::json!({
+            "phoneNumber": "4791234567", "name": "Kari Nordmann", "email": "kari@example.no",
+            "consents": [{"id": "terms", "accepted": true, "required": true, "text": "Vilkår"}],
+            "enrolledAt": "2025-03-01T09:30:00Z", "tier": "gold"
+        }),
+    );
+    let kari: Msisdn = "4791234567".parse().unwrap();
+    let ola: Msisdn = "4798765432".parse().unwrap();
+    let found = crm.member(&kari).await.unwrap().unwrap();
+    assert_eq!(found.name, "Kari Nordmann");
+    assert_eq!(found.consents[0].id, "terms");
+    assert_eq!(crm.member(&ola).await.unwrap(), None);
+
+    for mode in [Mode::Unavailable, Mode::Hang] {
+        state.set(mode);
+        let started = tokio::time::Instant::now();
+        let e = crm.member(&kari).await.unwrap_err();
+        assert!(
+            started.elapsed() < CRM_TIMEOUT + Duration::from_millis(500),
+            "{mode:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(e.kind(), "provider", "{mode:?}: {e}");
+        assert!(!e.to_string().contains("4791234567"), "{e}");
+    }
+    // A wrong token is no answer either.
+    state.set(Mode::Up);
+    let wrong = CrmMembers::new(
+        &url,
+        "not-the-token".to_owned().into(),
+        CRM_TIMEOUT,
+        "oslo",
+        store.clone(),
+        Backoff::default(),
+    )
+    .unwrap();
+    let e = wrong.member(&kari).await.unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+}
+
+#[actix_web::test]
+async fn crm_enrollments_go_through_the_outbox_in_order_and_survive_an_outage() {
+    let (url, state) = crm_server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let crm = crm(&url, &store);
+    let ola = member("4798765432", "Ola", "2");
+
+    // The CRM is down: the enrollment is stored at once, and Ola counts as a member here.
+    state.set(Mode::Unavailable);
+    assert_eq!(
+        crm.upsert_member(ola.clone()).await.unwrap(),
+        Upserted::Inserted
+    );
+    assert_eq!(store.outbox().await.unwrap().len(), 1);
+    let known = crm.member(&ola.phone_number).await.unwrap().unwrap();
+    assert_eq!(known.name, "Ola");
+    deliver(&crm, 3).await;
+    let entry = &store.outbox().await.unwrap()[0];
+    assert_eq!(entry.attempts, 3);
+    assert!(entry.last_error.as_deref().unwrap().contains("503"));
+    assert!(state.puts().is_empty());
+
+    // Back up: delivered, with the documented body and one Idempotency-Key for every attempt.
+    state.set(Mode::Up);
+    let kari = member("4791234567", "Kari", "1");
+    crm.upsert_member(kari.clone()).await.unwrap();
+    deliver(&crm, 10).await;
+    assert!(store.outbox().await.unwrap().is_empty());
+    let puts = state.puts();
+    assert_eq!(
+        puts.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["4798765432", "4791234567"],
+        "delivered in the order enrolled"
+    );
+    assert_eq!(puts[0].1, entry.idempotency_key);
+    assert_eq!(
+        puts[0].2,
+        serde_json::json!({
+            "phoneNumber": "4798765432", "name": "Ola", "email": "kari@example.no",
+            "consents": [{"id": "marketing", "accepted": true, "required": false,
+                          "text": "Tilbud på e-post"}],
+            "enrolledAt": "2024-05-01T10:00:00.123456Z",
+            "enrolledLane": "2", "enrolledStore": "oslo"
+        })
+    );
+    // Now the CRM itself knows Ola.
+    assert_eq!(
+        crm.member(&ola.phone_number).await.unwrap().unwrap().name,
+        "Ola"
+    );
+}
+
+#[actix_web::test]
+async fn a_crm_refusal_is_kept_until_retried_and_a_restart_loses_nothing() {
+    let (url, state) = crm_server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = Store::open(&data).await.unwrap();
+        let crm = crm(&url, &store);
+        state.set(Mode::RefusePuts);
+        crm.upsert_member(member("4790000001", "Nora", "1"))
+            .await
+            .unwrap();
+        deliver(&crm, 3).await;
+        let entries = store.outbox().await.unwrap();
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].refused_at.is_some(), "{entries:?}");
+        assert!(entries[0].last_error.as_deref().unwrap().contains("422"));
+        // A refused enrollment is no member.
+        assert_eq!(crm.member(&entries[0].phone_number).await.unwrap(), None);
+        // The CRM goes down; five more enrollments wait while lanehub stops.
+        state.set(Mode::Unavailable);
+        for i in 2..7 {
+            crm.upsert_member(member(&format!("479000000{i}"), "X", "1"))
+                .await
+                .unwrap();
+        }
+        deliver(&crm, 2).await;
+    }
+    // lanehub starts again; the CRM is back.
+    state.set(Mode::Up);
+    let settings = lanehub::config::StoreSettings {
+        name: "oslo".into(),
+        data_dir: data.clone(),
+        journal_retention: Duration::from_secs(90 * 24 * 60 * 60),
+    };
+    let store = Store::open(&data).await.unwrap();
+    let crm = crm(&url, &store);
+    deliver(&crm, 20).await;
+    let delivered: Vec<String> = state.puts().into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        delivered,
+        (2..7).map(|i| format!("479000000{i}")).collect::<Vec<_>>()
+    );
+    let left = store.outbox().await.unwrap();
+    assert_eq!(left.len(), 1, "only the refused one stays");
+    let listing = lanehub::members::cli::render(&left, chrono::Utc::now());
+    assert!(
+        listing.contains("refused") && listing.contains("422"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("4790000001"),
+        "phone numbers are masked: {listing}"
+    );
+
+    // The operator retries it (as `lanehub members outbox retry ID` does) and it is delivered.
+    let id = left[0].id;
+    let retried = tokio::task::spawn_blocking(move || {
+        lanehub::store::admin::outbox_retry(&settings, Some(id))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(retried, 1);
+    deliver(&crm, 5).await;
+    assert!(store.outbox().await.unwrap().is_empty());
+    assert_eq!(state.puts().last().unwrap().0, "4790000001");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole lanehubs with a provider other than SQLite.
+
+mod app {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use lanehub::config::Settings;
+    use lanehub::startup::Application;
+    use serde_json::{Value, json};
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub const LANE1: &str = "demo-lane-1-token";
+    pub const KARI_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
+    pub const OLA_QR: &str = "https://qr.vipps.no/28/2/01/031/4798765432?v=1";
+
+    /// Built-in settings on free ports, a private data dir, customers who answer at once.
+    pub fn settings(data_dir: &std::path::Path, store: &str) -> Settings {
+        let mut s = Settings::load(None, Vec::new()).unwrap();
+        s.api.listen = "127.0.0.1:0".parse().unwrap();
+        s.sim.listen = "127.0.0.1:0".parse().unwrap();
+        s.store.data_dir = data_dir.to_owned();
+        s.store.name = store.to_owned();
+        for c in &mut s.sim.customers {
+            c.payment_delay = Duration::from_millis(50);
+            c.login_delay = Duration::from_millis(50);
+        }
+        s.sim.login_interval = Duration::from_secs(1);
+        s.session.payment_first_poll = Duration::from_millis(200);
+        s.session.payment_poll_interval = Duration::from_millis(200);
+        s
+    }
+
+    pub struct Running {
+        pub address: String,
+        pub sim_url: String,
+        pub client: reqwest::Client,
+    }
+
+    pub fn spawn(settings: Settings) -> Running {
+        let app = Application::build(settings).expect("lanehub builds");
+        let address = format!("http://{}", app.addr());
+        let sim_url = app.simulator().unwrap().base_url();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Running {
+            address,
+            sim_url,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    impl Running {
+        pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+            let res = self
+                .client
+                .post(format!("{}{path}", self.address))
+                .bearer_auth(LANE1)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json().await.unwrap_or(Value::Null))
+        }
+
+        pub async fn get(&self, url: &str) -> Value {
+            self.client
+                .get(url)
+                .bearer_auth(LANE1)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        }
+
+        /// Lane 1's events, from its snapshot on.
+        pub async fn events(&self) -> Events {
+            let url = format!(
+                "{}/api/v1/lanes/1/events?access_token={LANE1}",
+                self.address.replacen("http", "ws", 1)
+            );
+            for _ in 0..100 {
+                if let Ok((socket, _)) = tokio_tungstenite::connect_async(&url).await {
+                    return Events { socket };
+                }
+                // The lanes start right after the listener.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("lane 1's events do not open");
+        }
+
+        pub async fn pay(&self) -> (u16, Value) {
+            self.post(
+                "/api/v1/lanes/1/payment",
+                json!({
+                    "amount": {"value": 4000, "currency": "NOK"},
+                    "description": "Groceries",
+                    "receiptNumber": "R-1",
+                    "orderLines": [{"name": "Bag", "id": "7038010000002", "quantity": 1,
+                        "unitPrice": 4000, "totalAmount": 4000, "taxAmount": 800,
+                        "taxPercentage": 25}]
+                }),
+            )
+            .await
+        }
+    }
+
+    pub struct Events {
+        socket: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    }
+
+    impl Events {
+        /// Reads events until the cashier message is `code`, within `limit`; the snapshot then.
+        pub async fn until_message(&mut self, code: &str, limit: Duration) -> Value {
+            let read = async {
+                let mut seen = vec![];
+                loop {
+                    match self.socket.next().await {
+                        Some(Ok(Message::Text(text))) => {
+                            let ev: Value = serde_json::from_str(&text).unwrap();
+                            let snapshot = ev.get("snapshot").cloned().unwrap_or(ev.clone());
+                            if snapshot["message"]["code"] == code {
+                                return snapshot;
+                            }
+                            seen.push(snapshot["message"]["code"].clone());
+                        }
+                        Some(Ok(_)) => continue,
+                        other => panic!("the WebSocket ended: {other:?}; seen {seen:?}"),
+                    }
+                }
+            };
+            tokio::time::timeout(limit, read)
+                .await
+                .unwrap_or_else(|_| panic!("no `{code}` within {limit:?}"))
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
+    let (url, state) = crm_server::start();
+    state.set(Mode::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = app::settings(dir.path(), "oslo");
+    settings.members.provider = MembersProvider::Http;
+    settings.members.http_base_url = url;
+    settings.members.http_token = crm_server::TOKEN.to_owned().into();
+    settings.members.http_timeout = CRM_TIMEOUT;
+    let lanehub = app::spawn(settings);
+    let mut events = lanehub.events().await;
+
+    let started = tokio::time::Instant::now();
+    let (status, _) = lanehub
+        .post(
+            "/api/v1/lanes/1/scans",
+            serde_json::json!({"text": app::KARI_QR}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let lane = events
+        .until_message("membership_unknown", Duration::from_secs(5))
+        .await;
+    // Identified within the CRM's timeout and a little.
+    assert!(
+        started.elapsed() < CRM_TIMEOUT + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        lane["session"]["customer"]["member"],
+        serde_json::Value::Null
+    );
+    let (status, answer) = lanehub.pay().await;
+    assert_eq!(status, 200, "{answer}");
+    events
+        .until_message("payment_approved", Duration::from_secs(10))
+        .await;
+    // The check-in went out as for a non-member.
+    let checkins = lanehub
+        .get(&format!(
+            "{}/sim/v1/checkins?phoneNumber=4791234567",
+            lanehub.sim_url
+        ))
+        .await;
+    assert_eq!(checkins[0]["isMember"], false, "{checkins}");
+}
+
+#[actix_web::test]
+async fn a_customer_enrolled_at_one_lanehub_is_a_member_at_another_sharing_postgres() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.database("chain").await;
+    let (oslo_dir, bergen_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_pg = |dir: &std::path::Path, name: &str| {
+        let mut s = app::settings(dir, name);
+        s.members.provider = MembersProvider::Postgres;
+        s.members.postgres_url = url.clone().into();
+        s
+    };
+    let oslo = app::spawn(with_pg(oslo_dir.path(), "oslo"));
+    let bergen = app::spawn(with_pg(bergen_dir.path(), "bergen"));
+
+    // Ola is no member anywhere yet; he enrolls in Oslo.
+    let mut oslo_events = oslo.events().await;
+    oslo.post(
+        "/api/v1/lanes/1/scans",
+        serde_json::json!({"text": app::OLA_QR}),
+    )
+    .await;
+    oslo_events
+        .until_message("non_member", Duration::from_secs(10))
+        .await;
+    let (status, answer) = oslo
+        .post("/api/v1/lanes/1/enroll", serde_json::Value::Null)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    oslo_events
+        .until_message("enrollment_completed", Duration::from_secs(20))
+        .await;
+
+    // In Bergen he is welcomed as a member, and the club knows where he joined.
+    let mut bergen_events = bergen.events().await;
+    bergen
+        .post(
+            "/api/v1/lanes/1/scans",
+            serde_json::json!({"text": app::OLA_QR}),
+        )
+        .await;
+    bergen_events
+        .until_message("member_welcomed", Duration::from_secs(10))
+        .await;
+    let club = PostgresMembers::new(&url, "test").unwrap();
+    let ola: Msisdn = "4798765432".parse().unwrap();
+    assert_eq!(
+        club.enrolled_store(&ola).await.unwrap().as_deref(),
+        Some("oslo")
+    );
+    assert_eq!(
+        club.member(&ola)
+            .await
+            .unwrap()
+            .unwrap()
+            .enrolled_lane
+            .unwrap()
+            .as_str(),
+        "1"
+    );
+    // Both stores seeded the demo member Kari into the one club.
+    let kari: Msisdn = "4791234567".parse().unwrap();
+    assert!(club.member(&kari).await.unwrap().is_some());
+}
