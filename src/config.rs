@@ -849,8 +849,8 @@ impl MembersSettings {
 pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is wrong with a store name, if anything: letters, digits, `-`, `_` and `.`, since it
-/// becomes a metrics label value and part of CRM requests.
-fn store_name_problem(name: &str) -> Option<String> {
+/// is sent to the CRM and matched with the `store` label of the metrics.
+pub fn store_name_problem(name: &str) -> Option<String> {
     let fine = name.len() <= MAX_STORE_NAME
         && name
             .bytes()
@@ -869,23 +869,15 @@ pub struct DatabaseSettings {
 }
 
 impl DatabaseSettings {
-    /// Loads the layers like [`Settings::load`] but reads and checks only `[store]`, `[log]`
-    /// and `[members]`: tokens and Vipps credentials live in the service's environment, which a
-    /// shell running `lanehub backup` does not have.
+    /// Loads the layers like [`Settings::load`] but reads only `[store]`, `[log]` and
+    /// `[members]`, and checks none of the secrets: tokens, Vipps credentials and the members
+    /// provider's secrets live in the service's environment, which a shell running
+    /// `lanehub backup` does not have. The members commands check what they use.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<DatabaseSettings, ConfigError> {
-        let settings: DatabaseSettings = Layers::load(file, env)?.into_typed()?;
-        settings
-            .members
-            .validate(&settings.store)
-            .map_err(|(key, message)| ConfigError {
-                origin: file.map_or(DEFAULTS_SOURCE.to_owned(), |p| p.display().to_string()),
-                key: key.to_owned(),
-                message,
-            })?;
-        Ok(settings)
+        Layers::load(file, env)?.into_typed()
     }
 
     /// Loads with the process environment.

@@ -1107,3 +1107,105 @@ async fn a_customer_enrolled_at_one_lanehub_is_a_member_at_another_sharing_postg
     let kari: Msisdn = "4791234567".parse().unwrap();
     assert!(club.member(&kari).await.unwrap().is_some());
 }
+
+// ---------------------------------------------------------------------------------------------
+// `lanehub members import|export|outbox` with each provider, through the real binary.
+
+fn lanehub(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanehub"));
+    cmd.args(args).env_remove("LANEHUB_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("lanehub runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CLUB_CSV: &str = "phone_number,name,email,consents,enrolled_at,enrolled_lane,source
+4791234567,Kari Nordmann,kari@example.no,,2024-05-01T10:00:00Z,1,import
+4798765432,Ola Nordmann,,,2024-05-02T10:00:00Z,,import
+";
+
+#[tokio::test]
+async fn members_import_and_export_work_on_the_shared_postgres_club() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.database("club").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("club.csv");
+    std::fs::write(&csv, CLUB_CSV).unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("LANEHUB__STORE__DATA_DIR", data.to_str().unwrap()),
+        ("LANEHUB__STORE__NAME", "oslo"),
+        ("LANEHUB__MEMBERS__PROVIDER", "postgres"),
+        ("LANEHUB__MEMBERS__POSTGRES_URL", url.as_str()),
+    ];
+    let (ok, out, err) = lanehub(&["members", "import", csv.to_str().unwrap()], &env);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("2 new"), "{out}");
+    let club = PostgresMembers::new(&url, "test").unwrap();
+    assert_eq!(club.member_count().await.unwrap(), 2);
+    let kari: Msisdn = "4791234567".parse().unwrap();
+    assert_eq!(
+        club.enrolled_store(&kari).await.unwrap().as_deref(),
+        Some("oslo")
+    );
+    // The store's own database holds no member: the club is in PostgreSQL.
+    assert!(!data.join("lanehub.db").exists());
+    let (ok, out, err) = lanehub(&["members", "export"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(
+        out.contains("4791234567,Kari Nordmann") && out.contains("4798765432"),
+        "{out}"
+    );
+}
+
+#[test]
+fn members_import_with_the_crm_provider_queues_the_outbox_and_export_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("club.csv");
+    std::fs::write(&csv, CLUB_CSV).unwrap();
+    let data = dir.path().join("data");
+    let env = [
+        ("LANEHUB__STORE__DATA_DIR", data.to_str().unwrap()),
+        ("LANEHUB__STORE__NAME", "oslo"),
+        ("LANEHUB__MEMBERS__PROVIDER", "http"),
+        (
+            "LANEHUB__MEMBERS__HTTP_BASE_URL",
+            "https://crm.example/loyalty/v1",
+        ),
+        ("LANEHUB__MEMBERS__HTTP_TOKEN", "hunter2token"),
+    ];
+    let (ok, out, err) = lanehub(&["members", "import", csv.to_str().unwrap()], &env);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("queued 2 members"), "{out}");
+    let (ok, out, err) = lanehub(&["members", "outbox"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("waiting").count(), 2, "{out}");
+    assert!(
+        out.contains("47******67") && !out.contains("4791234567"),
+        "{out}"
+    );
+    let (ok, _, err) = lanehub(&["members", "outbox", "retry"], &env);
+    assert!(!ok && err.contains("--all"), "{err}");
+    let (ok, out, err) = lanehub(&["members", "outbox", "retry", "--all"], &env);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("2 outbox entries"), "{out}");
+    let (ok, out, err) = lanehub(&["members", "outbox", "retry", "99"], &env);
+    assert!(!ok && err.contains("no entry 99"), "{out}{err}");
+    let (ok, _, err) = lanehub(&["members", "export"], &env);
+    assert!(!ok && err.contains("CRM"), "{err}");
+    assert!(!err.contains("hunter2token"));
+    // A shell without the service's secrets can still back up and list the outbox.
+    let without_token = &env[..env.len() - 1];
+    let (ok, _, err) = lanehub(&["members", "outbox"], without_token);
+    assert!(ok, "{err}");
+    let backup = dir.path().join("backup.db");
+    let (ok, _, err) = lanehub(&["backup", backup.to_str().unwrap()], without_token);
+    assert!(ok, "{err}");
+}

@@ -39,12 +39,28 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// `store.name`, which the shared providers keep with each member.
+fn store_name(settings: &DatabaseSettings) -> anyhow::Result<&str> {
+    let name = settings.store.name.as_str();
+    if let Some(why) = crate::config::store_name_problem(name) {
+        anyhow::bail!("store.name: {why}");
+    }
+    if name.is_empty() {
+        anyhow::bail!("store.name: is needed with a shared members provider");
+    }
+    Ok(name)
+}
+
 fn postgres(settings: &DatabaseSettings) -> anyhow::Result<PostgresMembers> {
-    PostgresMembers::new(
-        settings.members.postgres_url.expose_secret(),
-        &settings.store.name,
-    )
-    .map_err(|why| anyhow::anyhow!("members.postgres_url: {why}"))
+    let url = settings.members.postgres_url.expose_secret();
+    if url.is_empty() {
+        anyhow::bail!(
+            "members.postgres_url is not set: the service has it in its environment \
+             (LANEHUB__MEMBERS__POSTGRES_URL in /etc/default/lanehub); set it here too"
+        );
+    }
+    PostgresMembers::new(url, store_name(settings)?)
+        .map_err(|why| anyhow::anyhow!("members.postgres_url: {why}"))
 }
 
 /// Validates every row of `file`, then stores them all or none; returns what to print.
@@ -68,10 +84,11 @@ pub fn import(settings: &DatabaseSettings, file: &Path) -> anyhow::Result<String
             .to_string())
         }
         MembersProvider::Http => {
+            let store = store_name(settings)?;
             let entries = rows
                 .iter()
                 .map(|m| {
-                    let body = CrmMember::from_member(m, &settings.store.name);
+                    let body = CrmMember::from_member(m, store);
                     Ok((m.phone_number.clone(), serde_json::to_value(body)?))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
