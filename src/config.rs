@@ -225,8 +225,8 @@ impl VippsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// This store's name within the chain: kept with the members it enrolls, sent to the CRM,
-    /// and a metrics label. Empty only with the `sqlite` membership provider.
+    /// This store's name within the chain: kept with the members it enrolls and sent to the
+    /// CRM. Empty only with the `sqlite` membership provider.
     pub name: String,
     pub data_dir: PathBuf,
     /// How long the journal records of a closed session are kept before they are pruned.
