@@ -60,6 +60,20 @@ impl PgServer {
     /// Starts a server, or returns `None` after a loud warning when the binaries are missing
     /// (and panics under `CI=true`).
     fn start() -> Option<PgServer> {
+        Self::start_with(false)
+    }
+
+    /// A server that also speaks TLS, with a certificate for `localhost` and 127.0.0.1 issued
+    /// by a CA of its own (`ca.crt` in its directory).
+    fn start_tls() -> Option<PgServer> {
+        Self::start_with(true)
+    }
+
+    fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Option<PgServer> {
         let Some(bin) = pg_bin() else {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!(
@@ -108,11 +122,18 @@ impl PgServer {
                 "--no-instructions",
             ],
         );
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
             server.port,
             server.dir.path().display()
         );
+        if tls {
+            server.make_certificates();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                server.dir.path().display()
+            ));
+        }
         let log = server.dir.path().join("postgres.log");
         server.run(
             "pg_ctl",
@@ -128,6 +149,95 @@ impl PgServer {
             ],
         );
         Some(server)
+    }
+
+    /// A CA and a server certificate signed by it, made with the `openssl` command (which the
+    /// `postgresql` package depends on), readable by the server only.
+    fn make_certificates(&self) {
+        let dir = self.dir.path();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=lanehub test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=localhost",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("server.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if let Some(user) = &self.run_as {
+            let status = Command::new("chown")
+                .args([&format!("{user}:"), key.to_str().unwrap()])
+                .status()
+                .expect("chown runs");
+            assert!(status.success());
+        }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -329,6 +439,33 @@ async fn stores_starting_and_enrolling_at_once_migrate_once_and_keep_one_member(
         .unwrap();
     assert_eq!(first, format!("store-{i}"));
     assert_eq!(lane.unwrap().as_str(), (i + 1).to_string());
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
+    let Some(pg) = PgServer::start_tls() else {
+        return;
+    };
+    pg.database("club").await;
+    let ca = pg.ca_cert();
+    let base = format!("postgres://lanehub@localhost:{}/club", pg.port);
+    let connect = |query: String| {
+        let url = format!("{base}?{query}");
+        async move {
+            let club = PostgresMembers::new(&url, "oslo").unwrap();
+            club.encrypted().await
+        }
+    };
+    // Encrypted, the certificate not checked.
+    assert!(connect("sslmode=require".into()).await.unwrap());
+    // Encrypted and checked against the store's CA file.
+    let verified = format!("sslmode=verify-full&sslrootcert={}", ca.display());
+    assert!(connect(verified).await.unwrap());
+    // Checked against the system's CAs, which do not know the test CA: refused.
+    let e = connect("sslmode=verify-full".into()).await.unwrap_err();
+    assert!(e.to_string().contains("certificate"), "{e}");
+    // Without TLS when asked.
+    assert!(!connect("sslmode=disable".into()).await.unwrap());
 }
 
 #[tokio::test]

@@ -33,7 +33,10 @@ pub fn start(
             let first = pg.clone();
             tokio::spawn(async move {
                 match first.ready().await {
-                    Ok(()) => tracing::info!("the PostgreSQL membership provider is ready"),
+                    Ok(()) => {
+                        let tls = first.encrypted().await.ok();
+                        tracing::info!(?tls, "the PostgreSQL membership provider is ready");
+                    }
                     Err(e) => tracing::warn!(
                         error = %e,
                         "the PostgreSQL membership provider is not reachable yet; lookups count \

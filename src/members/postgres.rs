@@ -240,6 +240,22 @@ fn pg_error(detail: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate: …"):
+/// the pool's and the driver's own messages leave them out.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl PostgresMembers {
     /// Builds the pool without connecting: the first call connects and migrates. The error
     /// names what is wrong with the URL without quoting it.
@@ -278,7 +294,20 @@ impl PostgresMembers {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.ready().await?;
-        self.pool.get().await.map_err(pg_error)
+        self.pool.get().await.map_err(|e| pg_error(chain(&e)))
+    }
+
+    /// Whether the connection to the database is encrypted (TLS).
+    pub async fn encrypted(&self) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get(0))
     }
 
     /// Which store enrolled the member first, if there is one.
@@ -333,7 +362,7 @@ impl PostgresMembers {
 /// Applies the missing migration steps in one transaction under the advisory lock: a store
 /// that starts while another migrates waits, then finds nothing left to do.
 async fn migrate(pool: &Pool, store_name: &str) -> Result<(), StoreError> {
-    let mut client = pool.get().await.map_err(pg_error)?;
+    let mut client = pool.get().await.map_err(|e| pg_error(chain(&e)))?;
     let tx = client.transaction().await.map_err(pg_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
