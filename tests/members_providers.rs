@@ -666,6 +666,8 @@ mod crm_server {
         Hang,
         /// 422 to every PUT.
         RefusePuts,
+        /// Lookups answered, 503 to every PUT.
+        PutsUnavailable,
     }
 
     #[derive(Default)]
@@ -702,7 +704,7 @@ mod crm_server {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Some(HttpResponse::GatewayTimeout().finish())
             }
-            Mode::Up | Mode::RefusePuts => None,
+            Mode::Up | Mode::RefusePuts | Mode::PutsUnavailable => None,
         }
     }
 
@@ -735,8 +737,12 @@ mod crm_server {
         if !authorised(&req) {
             return HttpResponse::Unauthorized().finish();
         }
-        if state.mode() == Mode::RefusePuts {
-            return HttpResponse::UnprocessableEntity().body("email is not accepted here");
+        match state.mode() {
+            Mode::RefusePuts => {
+                return HttpResponse::UnprocessableEntity().body("email is not accepted here");
+            }
+            Mode::PutsUnavailable => return HttpResponse::ServiceUnavailable().finish(),
+            _ => {}
         }
         let key = req
             .headers()
@@ -1179,6 +1185,73 @@ async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
         ))
         .await;
     assert_eq!(checkins[0]["isMember"], false, "{checkins}");
+}
+
+#[actix_web::test]
+async fn an_enrollment_at_a_lane_reaches_the_crm_after_it_comes_back() {
+    let (url, state) = crm_server::start();
+    state.set(Mode::PutsUnavailable);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = app::settings(dir.path(), "oslo");
+    settings.members.provider = MembersProvider::Http;
+    settings.members.http_base_url = url;
+    settings.members.http_token = crm_server::TOKEN.to_owned().into();
+    settings.members.http_timeout = CRM_TIMEOUT;
+    let lanehub = app::spawn(settings);
+    let mut events = lanehub.events().await;
+
+    lanehub
+        .post(
+            "/api/v1/lanes/1/scans",
+            serde_json::json!({"text": app::OLA_QR}),
+        )
+        .await;
+    events
+        .until_message("non_member", Duration::from_secs(5))
+        .await;
+    let (status, answer) = lanehub
+        .post("/api/v1/lanes/1/enroll", serde_json::Value::Null)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    // The cashier is told "enrolled" while the CRM refuses to store anything.
+    events
+        .until_message("enrollment_completed", Duration::from_secs(20))
+        .await;
+    assert!(state.puts().is_empty());
+    // Ola is a member at this store already, for his next checkout.
+    let (status, answer) = lanehub
+        .post("/api/v1/lanes/1/reset", serde_json::Value::Null)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    lanehub
+        .post(
+            "/api/v1/lanes/1/scans",
+            serde_json::json!({"text": app::OLA_QR}),
+        )
+        .await;
+    events
+        .until_message("member_welcomed", Duration::from_secs(5))
+        .await;
+
+    // The CRM comes back: the outbox delivers without anyone's help, in order: first the demo
+    // member the simulator mode seeded at start, then Ola.
+    state.set(Mode::Up);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while state.puts().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the enrollments never reached the CRM: {:?}",
+            state.puts()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let puts = state.puts();
+    assert_eq!(puts[0].0, "4791234567", "the seeded demo member Kari");
+    let (phone, _, body) = &puts[1];
+    assert_eq!(phone, "4798765432");
+    assert_eq!(body["name"], "Ola Nordmann");
+    assert_eq!(body["enrolledLane"], "1");
+    assert_eq!(body["enrolledStore"], "oslo");
 }
 
 #[actix_web::test]
