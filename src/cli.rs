@@ -69,7 +69,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ScannerCommand,
     },
-    /// Import or export loyalty members as CSV.
+    /// Import or export loyalty members as CSV (with every `members.provider`); the CRM
+    /// outbox.
     Members {
         #[command(subcommand)]
         command: MembersCommand,
@@ -99,6 +100,14 @@ pub enum MembersCommand {
     Export {
         path: Option<PathBuf>,
         #[arg(long, env = "LANEHUB_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Enrollments waiting for the merchant's CRM or refused by it (`members.provider =
+    /// "http"`): list them, or retry.
+    Outbox {
+        #[command(subcommand)]
+        action: Option<crate::members::cli::OutboxAction>,
+        #[arg(long, env = "LANEHUB_CONFIG", global = true)]
         config: Option<PathBuf>,
     },
 }
@@ -147,15 +156,20 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Members {
             command: MembersCommand::Import { path, config },
         } => with_database_settings(config, |settings| {
-            println!("{}", admin::import_members(&settings.store, &path)?);
+            println!("{}", crate::members::cli::import(&settings, &path)?);
             Ok(())
         }),
         Command::Members {
             command: MembersCommand::Export { path, config },
         } => with_database_settings(config, |settings| {
-            let n = admin::export_members(&settings.store, path.as_deref())?;
+            let n = crate::members::cli::export(&settings, path.as_deref())?;
             eprintln!("exported {n} members");
             Ok(())
+        }),
+        Command::Members {
+            command: MembersCommand::Outbox { action, config },
+        } => with_database_settings(config, |settings| {
+            crate::members::cli::outbox(&settings, action)
         }),
         Command::Backup { path, config } => with_database_settings(config, |settings| {
             println!("{}", admin::backup_database(&settings.store, &path)?);

@@ -33,6 +33,7 @@ pub struct Settings {
     pub sim: SimSettings,
     pub session: SessionSettings,
     pub supervisor: SupervisorSettings,
+    pub members: MembersSettings,
     #[serde(default)]
     pub lanes: Vec<LaneSettings>,
 }
@@ -224,6 +225,9 @@ impl VippsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
+    /// This store's name within the chain: kept with the members it enrolls and sent to the
+    /// CRM. Empty only with the `sqlite` membership provider.
+    pub name: String,
     pub data_dir: PathBuf,
     /// How long the journal records of a closed session are kept before they are pruned.
     #[serde(deserialize_with = "retention")]
@@ -587,6 +591,9 @@ impl Settings {
             }
             (None, None) => {}
         }
+        self.members
+            .validate(&self.store)
+            .map_err(|(key, message)| err(key, message))?;
         if self.api.admin_token.expose_secret().len() < 16 {
             return Err(err(
                 "api.admin_token",
@@ -740,17 +747,132 @@ fn check_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// Where the loyalty club lives (`[members]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembersSettings {
+    pub provider: MembersProvider,
+    /// `postgres://user:password@host:5432/db?sslmode=verify-full`; a secret, since it may
+    /// carry the password.
+    pub postgres_url: SecretString,
+    /// The merchant's CRM, e.g. `https://crm.example/loyalty/v1`.
+    pub http_base_url: String,
+    /// Sent to the CRM as `Authorization: Bearer …`.
+    pub http_token: SecretString,
+    /// A CRM lookup not answered within this counts as "membership unknown".
+    #[serde(deserialize_with = "duration")]
+    pub http_timeout: Duration,
+}
+
+/// Which membership provider lanes use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembersProvider {
+    /// This store's own SQLite database.
+    Sqlite,
+    /// One PostgreSQL database shared by the chain's stores.
+    Postgres,
+    /// The merchant's CRM over HTTP.
+    Http,
+}
+
+impl MembersProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembersProvider::Sqlite => "sqlite",
+            MembersProvider::Postgres => "postgres",
+            MembersProvider::Http => "http",
+        }
+    }
+}
+
+/// The longest `store.name`.
+pub const MAX_STORE_NAME: usize = 64;
+
+impl MembersSettings {
+    /// The key and what is wrong with it; never a secret's value.
+    fn validate(&self, store: &StoreSettings) -> Result<(), (&'static str, String)> {
+        if let Some(why) = store_name_problem(&store.name) {
+            return Err(("store.name", why));
+        }
+        if self.provider != MembersProvider::Sqlite && store.name.is_empty() {
+            return Err((
+                "store.name",
+                format!(
+                    "is needed with members.provider = \"{}\": the chain's stores are told \
+                     apart by it (e.g. \"oslo-sentrum\")",
+                    self.provider.as_str()
+                ),
+            ));
+        }
+        match self.provider {
+            MembersProvider::Sqlite => Ok(()),
+            MembersProvider::Postgres => {
+                let url = self.postgres_url.expose_secret();
+                if url.is_empty() {
+                    return Err((
+                        "members.postgres_url",
+                        "is needed with members.provider = \"postgres\"".into(),
+                    ));
+                }
+                crate::members::postgres::check_url(url)
+                    .map_err(|why| ("members.postgres_url", why))
+            }
+            MembersProvider::Http => {
+                if self.http_base_url.is_empty() {
+                    return Err((
+                        "members.http_base_url",
+                        "is needed with members.provider = \"http\"".into(),
+                    ));
+                }
+                check_url(&self.http_base_url)
+                    .map_err(|why| ("members.http_base_url", format!("the CRM needs {why}")))?;
+                if self.http_token.expose_secret().is_empty() {
+                    return Err((
+                        "members.http_token",
+                        "is needed with members.provider = \"http\"".into(),
+                    ));
+                }
+                if self.http_timeout.is_zero() || self.http_timeout > MAX_HTTP_TIMEOUT {
+                    return Err((
+                        "members.http_timeout",
+                        "must be above 0 and at most 10s (a checkout waits for it)".into(),
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The longest `members.http_timeout`.
+pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What is wrong with a store name, if anything: letters, digits, `-`, `_` and `.`, since it
+/// is sent to the CRM and matched with the `store` label of the metrics.
+pub fn store_name_problem(name: &str) -> Option<String> {
+    let fine = name.len() <= MAX_STORE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (!fine).then(|| {
+        format!("`{name}` is not a store name (at most {MAX_STORE_NAME} letters, digits, - _ .)")
+    })
+}
+
 /// What the commands that only touch the database need (`backup`, `members import|export`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct DatabaseSettings {
     pub store: StoreSettings,
     pub log: LogSettings,
+    pub members: MembersSettings,
 }
 
 impl DatabaseSettings {
-    /// Loads the layers like [`Settings::load`] but reads and checks only `[store]` and `[log]`:
-    /// tokens and Vipps credentials live in the service's environment, which a shell running
-    /// `lanehub backup` does not have.
+    /// Loads the layers like [`Settings::load`] but reads only `[store]`, `[log]` and
+    /// `[members]`, and checks none of the secrets: tokens, Vipps credentials and the members
+    /// provider's secrets live in the service's environment, which a shell running
+    /// `lanehub backup` does not have. The members commands check what they use.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -917,7 +1039,15 @@ impl Layers {
 }
 
 /// The last part of every key that holds a secret.
-const SECRET_KEYS: [&str; 4] = ["admin_token", "client_secret", "subscription_key", "token"];
+/// `postgres_url` is one: it may carry the database password.
+const SECRET_KEYS: [&str; 6] = [
+    "admin_token",
+    "client_secret",
+    "subscription_key",
+    "token",
+    "http_token",
+    "postgres_url",
+];
 
 fn is_secret_key(key: &str) -> bool {
     let leaf = key.rsplit('.').next().unwrap_or(key);

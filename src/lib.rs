@@ -14,6 +14,7 @@ pub mod domain;
 pub mod followup;
 pub mod http;
 pub mod lane;
+pub mod members;
 pub mod metrics;
 pub mod procfs;
 pub mod refund;

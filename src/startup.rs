@@ -112,10 +112,13 @@ impl Application {
                 .watch_writable(STORE_PROBE_HEALTHY, STORE_PROBE_UNHEALTHY),
         );
         let vipps = VippsHandle::start(&settings.vipps, settings.vipps.actor_settings())?;
-        let members: Arc<dyn MembershipStore> = Arc::new(store.clone());
-        // In simulator mode the lanes wait for the demo members: a scan before they are in the
-        // club would welcome a member as a stranger.
-        let (seeded, ready) = tokio::sync::watch::channel(sim.is_none());
+        let members = crate::members::start(&settings.members, &settings.store.name, &store)?;
+        // In simulator mode the lanes wait for the demo members in this store's own club (a
+        // moment): a scan before they are in it would welcome a member as a stranger. A shared
+        // club (PostgreSQL, the CRM) may be slow or away; the lanes never wait for it.
+        let wait_for_seed =
+            sim.is_some() && settings.members.provider == crate::config::MembersProvider::Sqlite;
+        let (seeded, ready) = tokio::sync::watch::channel(!wait_for_seed);
         if sim.is_some() {
             seed_demo_members(&settings, members.clone(), seeded);
         }

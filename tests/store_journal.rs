@@ -254,6 +254,7 @@ async fn backup_while_a_writer_runs_is_a_consistent_database() {
     started_rx.await.unwrap();
     // A separate connection, as `lanehub backup` would use, while the store thread writes.
     let settings = lanehub::config::StoreSettings {
+        name: String::new(),
         data_dir: dir.path().join("data"),
         journal_retention: std::time::Duration::from_secs(90 * 24 * 60 * 60),
     };

@@ -153,6 +153,19 @@ label_enum! {
 }
 
 label_enum! {
+    /// One attempt to deliver an enrollment to the merchant's CRM
+    /// (`lanehub_members_outbox_deliveries_total{outcome}`).
+    OutboxDelivery {
+        /// The CRM accepted it (200, 201 or 204); it left the outbox.
+        Delivered => "delivered",
+        /// No answer, a timeout, 408, 429 or 5xx: it is tried again after a backoff.
+        Failed => "failed",
+        /// Another 4xx: the CRM refused it for good; kept as refused until retried.
+        Refused => "refused",
+    }
+}
+
+label_enum! {
     /// A bounded queue whose depth and drops are exported (`lanehub_queue_depth{queue}`).
     Queue {
         /// Lane actors' mailboxes, summed over lanes.

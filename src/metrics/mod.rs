@@ -56,6 +56,14 @@ pub const MEMBERSHIP_CHECKS: &str = "lanehub_membership_checks_total";
 pub const ENROLLMENTS: &str = "lanehub_enrollments_total";
 /// `lanehub_late_enrollments_total{outcome}`.
 pub const LATE_ENROLLMENTS: &str = "lanehub_late_enrollments_total";
+/// `lanehub_members_outbox_waiting`: enrollments waiting for delivery to the CRM.
+pub const MEMBERS_OUTBOX_WAITING: &str = "lanehub_members_outbox_waiting";
+/// `lanehub_members_outbox_refused`: enrollments the CRM refused, kept until retried.
+pub const MEMBERS_OUTBOX_REFUSED: &str = "lanehub_members_outbox_refused";
+/// `lanehub_members_outbox_oldest_age_seconds`: how long the oldest waiting one has waited.
+pub const MEMBERS_OUTBOX_OLDEST_AGE: &str = "lanehub_members_outbox_oldest_age_seconds";
+/// `lanehub_members_outbox_deliveries_total{outcome}`.
+pub const MEMBERS_OUTBOX_DELIVERIES: &str = "lanehub_members_outbox_deliveries_total";
 /// `lanehub_payments_total{lane, outcome}`.
 pub const PAYMENTS: &str = "lanehub_payments_total";
 /// `lanehub_payments_captured_minor_units_total{currency}`.
@@ -403,6 +411,21 @@ pub fn enrollment_finished(lane: &LaneId, outcome: &str) {
 /// The enrollment follower finished a late enrollment.
 pub fn late_enrollment_finished(outcome: LateEnrollmentOutcome) {
     metrics::counter!(LATE_ENROLLMENTS, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// One attempt to deliver an enrollment from the outbox to the CRM.
+pub fn outbox_delivery(outcome: OutboxDelivery) {
+    metrics::counter!(MEMBERS_OUTBOX_DELIVERIES, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// The CRM outbox as it is at `now`.
+pub fn outbox_stats(stats: &crate::store::OutboxStats, now: chrono::DateTime<chrono::Utc>) {
+    metrics::gauge!(MEMBERS_OUTBOX_WAITING).set(stats.waiting as f64);
+    metrics::gauge!(MEMBERS_OUTBOX_REFUSED).set(stats.refused as f64);
+    let age = stats
+        .oldest
+        .map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+    metrics::gauge!(MEMBERS_OUTBOX_OLDEST_AGE).set(age);
 }
 
 /// A payment request ended with its session's `outcome` (one of [`SESSION_OUTCOMES`]); also

@@ -182,16 +182,15 @@ pub(super) fn membership_known(
         phone: msisdn.masked(),
         membership,
     });
-    // Best effort, never awaited; Check-in only takes Norwegian numbers.
+    // Best effort, never awaited; Check-in only takes Norwegian numbers. A customer whose
+    // membership is unknown (the club did not answer) gets the non-member waiting screen.
     ctx.check_in = CheckIn::Done;
-    if let Some(is_member) = membership.is_member()
-        && msisdn.is_norwegian()
-    {
+    if msisdn.is_norwegian() {
         let call = cx.call();
         cx.emit(Effect::SendCheckIn {
             call,
             msisdn: msisdn.clone(),
-            is_member,
+            is_member: membership.is_member().unwrap_or(false),
         });
         ctx.check_in = CheckIn::Pending {
             call,

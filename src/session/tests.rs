@@ -446,7 +446,7 @@ fn known_membership_checks_in_and_makes_the_customer_ready() {
             Some(false),
         ),
         ("4512345678", Some(true), Membership::Member, None),
-        ("4791234567", None, Membership::Unknown, None),
+        ("4791234567", None, Membership::Unknown, Some(false)),
     ];
     for (number, answer, membership, check_in) in cases {
         let mut lane = Lane::new();

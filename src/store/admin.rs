@@ -13,6 +13,7 @@ use chrono::Utc;
 use super::error::StoreError;
 use super::member_csv::{CsvError, read_members, write_members};
 use super::members::ImportCounts;
+use super::outbox::{self, OutboxEntry};
 use super::schema::{self, DATABASE_FILE, OpenMode};
 use super::{BackupReport, backup, members};
 use crate::config::StoreSettings;
@@ -126,4 +127,34 @@ pub fn export_members(settings: &StoreSettings, dest: Option<&Path>) -> Result<u
 pub fn backup_database(settings: &StoreSettings, dest: &Path) -> Result<BackupReport, AdminError> {
     let conn = backup::open_source(&database_path(settings))?;
     Ok(backup::backup(&conn, dest)?)
+}
+
+/// Every entry of the CRM outbox, oldest first (`lanehub members outbox`).
+pub fn outbox_entries(settings: &StoreSettings) -> Result<Vec<OutboxEntry>, AdminError> {
+    let conn = schema::open(&database_path(settings), OpenMode::Existing)?;
+    Ok(outbox::list(&conn)?)
+}
+
+/// Makes the entry `id`, or every entry with `None`, due for delivery at once, refused ones
+/// included (`lanehub members outbox retry`); returns how many.
+pub fn outbox_retry(settings: &StoreSettings, id: Option<i64>) -> Result<u64, AdminError> {
+    let conn = schema::open(&database_path(settings), OpenMode::Existing)?;
+    Ok(outbox::retry(&conn, id, Utc::now())?)
+}
+
+/// Queues enrollments for the CRM in one transaction (`members import` with the `http`
+/// provider): `(phone number, PUT body)` each, delivered by the running lanehub.
+pub fn outbox_push_all(
+    settings: &StoreSettings,
+    entries: &[(crate::domain::Msisdn, serde_json::Value)],
+) -> Result<usize, AdminError> {
+    let mut conn = schema::open(&database_path(settings), OpenMode::Create)?;
+    let now = Utc::now();
+    super::atomically(&mut conn, |conn| {
+        for (phone, body) in entries {
+            outbox::push(conn, phone, body, &uuid::Uuid::new_v4().to_string(), now)?;
+        }
+        Ok(entries.len())
+    })
+    .map_err(AdminError::from)
 }

@@ -92,6 +92,13 @@ pub enum StoreError {
     /// The store thread has stopped, so the request could not be served.
     #[error("the store thread has stopped")]
     Closed,
+    /// A membership provider other than this store's SQLite (PostgreSQL, the merchant's CRM)
+    /// failed or did not answer; `detail` has phone numbers masked and no secret.
+    #[error("the {provider} membership provider failed: {detail}")]
+    Provider {
+        provider: &'static str,
+        detail: String,
+    },
 }
 
 impl StoreError {
@@ -116,6 +123,7 @@ impl StoreError {
             StoreError::Panicked => "panicked",
             StoreError::NotCommitted { .. } => "not_committed",
             StoreError::Closed => "closed",
+            StoreError::Provider { .. } => "provider",
         }
     }
 
@@ -152,7 +160,9 @@ impl StoreError {
             | StoreError::IdempotencyKeyConflict { .. }
             | StoreError::PaymentConflict { .. }
             | StoreError::UnknownPayment { .. }
-            | StoreError::BackupExists(_) => None,
+            | StoreError::BackupExists(_)
+            // Another database or the CRM: says nothing about this store's health.
+            | StoreError::Provider { .. } => None,
         }
     }
 

@@ -31,6 +31,7 @@ mod journal;
 mod late_enrollments;
 mod member_csv;
 mod members;
+mod outbox;
 mod payments;
 mod retention;
 pub mod schema;
@@ -58,6 +59,7 @@ pub use members::{
     Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
     Upserted,
 };
+pub use outbox::{OutboxEntry, OutboxStats};
 pub use payments::{
     NewIdempotencyKey, NewPayment, PaymentIndexState, PaymentRecord, PaymentUpdate,
 };

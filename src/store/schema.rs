@@ -62,6 +62,11 @@ pub const MIGRATIONS: &[Migration] = &[
               CREATE INDEX late_enrollments_resolved ON late_enrollments (updated_at)
                   WHERE outcome IS NOT NULL;",
     },
+    Migration {
+        version: 5,
+        description: "the outbox of enrollments for the merchant's CRM",
+        sql: V5,
+    },
 ];
 
 /// The newest schema this build knows.
@@ -138,6 +143,21 @@ CREATE TABLE late_enrollments (
 );
 CREATE INDEX late_enrollments_open ON late_enrollments (started_at) WHERE outcome IS NULL;
 CREATE INDEX payments_state ON payments (state);
+";
+
+const V5: &str = "
+CREATE TABLE crm_outbox (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number    TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    created_at      TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    refused_at      TEXT
+);
+CREATE INDEX crm_outbox_waiting ON crm_outbox (phone_number) WHERE refused_at IS NULL;
 ";
 
 /// Whether opening may create a missing database file.
