@@ -1,10 +1,11 @@
-use crate::helpers::spawn_app;
+use crate::common::app::spawn_app;
+use crate::common::sim::token_request;
 
 #[actix_web::test]
 async fn healthz_answers_with_the_version() {
     let app = spawn_app().await;
     let res = app
-        .client
+        .http
         .get(format!("{}/healthz", app.address))
         .send()
         .await
@@ -18,16 +19,7 @@ async fn healthz_answers_with_the_version() {
 #[actix_web::test]
 async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .post(format!("{}/accesstoken/get", app.sim_url))
-        .header("client_id", "sim-client")
-        .header("client_secret", "sim-secret")
-        .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
-        .header("Merchant-Serial-Number", "123456")
-        .send()
-        .await
-        .unwrap();
+    let res = token_request(&app.http, &app.sim.url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
@@ -37,8 +29,8 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
     );
 
     let wrong = app
-        .client
-        .post(format!("{}/accesstoken/get", app.sim_url))
+        .http
+        .post(format!("{}/accesstoken/get", app.sim.url))
         .header("client_id", "sim-client")
         .header("client_secret", "wrong")
         .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
@@ -52,7 +44,7 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
 async fn the_cashier_ui_is_served_with_a_strict_policy() {
     let app = spawn_app().await;
     let index = app
-        .client
+        .http
         .get(format!("{}/", app.address))
         .send()
         .await
@@ -91,7 +83,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         );
     }
     let js = app
-        .client
+        .http
         .get(format!("{}/ui/app.js", app.address))
         .send()
         .await
@@ -104,7 +96,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
     );
     let etag = js.headers()["etag"].to_str().unwrap().to_owned();
     let again = app
-        .client
+        .http
         .get(format!("{}/ui/app.js", app.address))
         .header("If-None-Match", etag)
         .send()
@@ -112,7 +104,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         .unwrap();
     assert_eq!(again.status(), 304);
     let css = app
-        .client
+        .http
         .get(format!("{}/ui/style.css", app.address))
         .send()
         .await

@@ -13,7 +13,8 @@ use lanehub::startup::Application;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_with, temp_dir, test_settings};
+use crate::common::app::{Api, spawn_app_with, test_settings};
+use crate::common::temp_dir;
 use crate::websocket::{Events, lanes_up};
 
 pub const ADMIN: &str = "demo-admin-token";
@@ -37,13 +38,13 @@ pub fn fast_settings() -> Settings {
 
 /// One API call: status, content type and JSON body (`Null` when the body is not JSON).
 pub async fn call(
-    app: &TestApp,
+    app: &Api,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, String, Value) {
-    let mut req = app.client.request(method, format!("{}{path}", app.address));
+    let mut req = app.http.request(method, format!("{}{path}", app.address));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -62,25 +63,25 @@ pub async fn call(
     (status, content_type, body)
 }
 
-pub async fn get(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+pub async fn get(app: &Api, path: &str, token: &str) -> (u16, Value) {
     let (status, _, body) = call(app, Method::GET, path, Some(token), None).await;
     (status, body)
 }
 
-pub async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub async fn post(app: &Api, path: &str, token: &str, body: Value) -> (u16, Value) {
     let (status, _, body) = call(app, Method::POST, path, Some(token), Some(body)).await;
     (status, body)
 }
 
 /// A raw POST: any content type and bytes.
 async fn post_raw(
-    app: &TestApp,
+    app: &Api,
     path: &str,
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, String, Value) {
     let res = app
-        .client
+        .http
         .post(format!("{}{path}", app.address))
         .bearer_auth(ADMIN)
         .header("content-type", content_type)
@@ -122,7 +123,7 @@ async fn tokens_decide_who_may_do_what() {
         assert_problem(status, &ct, &body, 401, "unauthorized");
     }
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1", app.address))
         .header("Authorization", format!("Basic {LANE1}"))
         .send()
@@ -139,7 +140,7 @@ async fn tokens_decide_who_may_do_what() {
     assert_eq!(lanes_of(&own), ["1"]);
     // The scheme is case-insensitive.
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1", app.address))
         .header("Authorization", format!("bearer {LANE1}"))
         .send()
@@ -268,7 +269,7 @@ async fn unknown_lanes_paths_and_methods_are_answered_as_problems() {
         (Method::POST, "/healthz", "GET"),
     ] {
         let res = app
-            .client
+            .http
             .request(method, format!("{}{path}", app.address))
             .bearer_auth(ADMIN)
             .send()
@@ -674,7 +675,7 @@ async fn operations_endpoints_answer_without_a_token() {
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
     let metrics = app
-        .client
+        .http
         .get(format!("{}/metrics", app.address))
         .send()
         .await
@@ -938,12 +939,7 @@ fn start_binary() -> Binary {
 async fn the_real_binary_runs_a_member_checkout_and_a_refund() {
     lanehub::install_crypto_provider();
     let binary = start_binary();
-    let app = TestApp {
-        address: binary.url.clone(),
-        sim_url: String::new(),
-        client: reqwest::Client::new(),
-        data_dir: PathBuf::new(),
-    };
+    let app = Api::new(binary.url.clone(), ADMIN);
     lanes_up(&app).await;
     let (status, _, ready) = call(&app, Method::GET, "/readyz", None, None).await;
     assert_eq!(status, 200, "{ready}");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::common::app::{Api, spawn_app_with};
 use crate::terminal::{ADMIN, LANE1, MEMBER_QR, fast_settings, post};
 
 /// How long a test waits for an event before failing.
@@ -25,7 +25,7 @@ pub struct Events {
     pub seen: Vec<Value>,
 }
 
-fn ws_url(app: &TestApp, lane: &str, token: &str) -> String {
+fn ws_url(app: &Api, lane: &str, token: &str) -> String {
     format!(
         "{}/api/v1/lanes/{lane}/events?access_token={token}",
         app.address.replacen("http", "ws", 1)
@@ -34,7 +34,7 @@ fn ws_url(app: &TestApp, lane: &str, token: &str) -> String {
 
 impl Events {
     /// Connects with `?access_token=` and returns once the first event (the snapshot) arrived.
-    pub async fn connect(app: &TestApp, lane: &str, token: &str) -> Events {
+    pub async fn connect(app: &Api, lane: &str, token: &str) -> Events {
         let (socket, _) = tokio_tungstenite::connect_async(ws_url(app, lane, token))
             .await
             .expect("the WebSocket opens");
@@ -89,7 +89,7 @@ impl Events {
 }
 
 /// Waits until every lane runs (lanes come up just after `spawn_app` returns).
-pub async fn lanes_up(app: &TestApp) {
+pub async fn lanes_up(app: &Api) {
     for lane in ["1", "2"] {
         let mut events = Events::connect(app, lane, ADMIN).await;
         if events.seen[0]["snapshot"]["up"] != true {
@@ -278,7 +278,7 @@ async fn tokens_are_checked_before_the_upgrade() {
 
     // A plain GET is not an upgrade.
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1/events", app.address))
         .bearer_auth(LANE1)
         .send()
