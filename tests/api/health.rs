@@ -4,12 +4,7 @@ use crate::common::sim::token_request;
 #[actix_web::test]
 async fn healthz_answers_with_the_version() {
     let app = spawn_app().await;
-    let res = app
-        .http
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/healthz").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -43,12 +38,7 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
 #[actix_web::test]
 async fn the_cashier_ui_is_served_with_a_strict_policy() {
     let app = spawn_app().await;
-    let index = app
-        .http
-        .get(format!("{}/", app.address))
-        .send()
-        .await
-        .unwrap();
+    let index = app.get("/").await;
     assert_eq!(index.status(), 200);
     let csp = index.headers()["content-security-policy"]
         .to_str()
@@ -82,12 +72,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
             "index.html lacks #{id}"
         );
     }
-    let js = app
-        .http
-        .get(format!("{}/ui/app.js", app.address))
-        .send()
-        .await
-        .unwrap();
+    let js = app.get("/ui/app.js").await;
     assert!(
         js.headers()["content-type"]
             .to_str()
@@ -103,12 +88,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
-    let css = app
-        .http
-        .get(format!("{}/ui/style.css", app.address))
-        .send()
-        .await
-        .unwrap();
+    let css = app.get("/ui/style.css").await;
     assert!(
         css.headers()["content-type"]
             .to_str()

@@ -14,10 +14,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::app::{Api, spawn_app_with, test_settings};
-use crate::common::temp_dir;
-use crate::websocket::{Events, lanes_up};
+use crate::common::{ADMIN, temp_dir};
+use crate::websocket::{Events, app_with_terminal, lanes_up, scan_on_lane_1};
 
-pub const ADMIN: &str = "demo-admin-token";
 pub const LANE1: &str = "demo-lane-1-token";
 pub const MEMBER_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
 pub const DECLINER_QR: &str = "https://qr.vipps.no/28/2/01/031/4790000001?v=1";
@@ -494,14 +493,7 @@ async fn commands_the_state_does_not_allow_get_409_saying_why() {
 
     // A payment the customer leaves open: no reset, no second payment; cancel ends it.
     let mut events = Events::connect(&app, "1", LANE1).await;
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": IGNORER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    scan_on_lane_1(&app, IGNORER_QR).await;
     events.until_message("non_member").await;
     let (status, lane) = post(&app, "/api/v1/lanes/1/payment", LANE1, pay.clone()).await;
     assert_eq!(status, 200);
@@ -535,18 +527,9 @@ async fn commands_the_state_does_not_allow_get_409_saying_why() {
 
 #[actix_web::test]
 async fn a_member_checkout_is_paid_and_the_admin_refunds_it() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let (app, mut events) = app_with_terminal().await;
 
-    let (status, lane) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let lane = scan_on_lane_1(&app, MEMBER_QR).await;
     assert_eq!(lane["message"]["code"], "customer_scanned");
     events.until_message("member_welcomed").await;
     let (_, lane) = get(&app, "/api/v1/lanes/1", LANE1).await;
@@ -616,17 +599,8 @@ async fn a_member_checkout_is_paid_and_the_admin_refunds_it() {
 
 #[actix_web::test]
 async fn a_declined_payment_ends_the_checkout_as_declined() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": DECLINER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (app, mut events) = app_with_terminal().await;
+    scan_on_lane_1(&app, DECLINER_QR).await;
     let identified = events.until_message("non_member").await;
     assert_eq!(
         identified["snapshot"]["session"]["customer"]["member"],
@@ -674,12 +648,7 @@ async fn operations_endpoints_answer_without_a_token() {
     let (status, _, health) = call(&app, Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
     assert!(
         metrics.headers()["content-type"]

@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-use crate::common::app::{Api, spawn_app_with};
-use crate::terminal::{ADMIN, LANE1, MEMBER_QR, fast_settings, post};
+use crate::common::ADMIN;
+use crate::common::app::{Api, TestApp, spawn_app_with};
+use crate::terminal::{LANE1, MEMBER_QR, fast_settings, post};
 
 /// How long a test waits for an event before failing.
 const EVENT_DEADLINE: Duration = Duration::from_secs(15);
@@ -98,20 +99,26 @@ pub async fn lanes_up(app: &Api) {
     }
 }
 
-#[actix_web::test]
-async fn a_checkout_streams_events_with_seq_rising_by_one() {
+/// A fresh app (fast settings) with every lane up, and a terminal on lane 1.
+pub async fn app_with_terminal() -> (TestApp, Events) {
     let app = spawn_app_with(fast_settings()).await;
     lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let events = Events::connect(&app, "1", LANE1).await;
+    (app, events)
+}
 
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+/// Scans `qr` on lane 1 with the lane's token; the lane as the answer shows it.
+pub async fn scan_on_lane_1(app: &Api, qr: &str) -> Value {
+    let (status, lane) = post(app, "/api/v1/lanes/1/scans", LANE1, json!({"text": qr})).await;
+    assert_eq!(status, 200, "{lane}");
+    lane
+}
+
+#[actix_web::test]
+async fn a_checkout_streams_events_with_seq_rising_by_one() {
+    let (app, mut events) = app_with_terminal().await;
+
+    scan_on_lane_1(&app, MEMBER_QR).await;
     events.until_message("member_welcomed").await;
     let pay = json!({"amount": {"value": 23990, "currency": "NOK"}});
     let (status, _) = post(&app, "/api/v1/lanes/1/payment", LANE1, pay).await;
@@ -175,9 +182,7 @@ async fn a_checkout_streams_events_with_seq_rising_by_one() {
 
 #[actix_web::test]
 async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let (app, mut events) = app_with_terminal().await;
     post(
         &app,
         "/api/v1/lanes/1/scans",
@@ -202,9 +207,7 @@ async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
 
 #[actix_web::test]
 async fn a_product_barcode_is_passed_on_and_an_unknown_scan_is_reported() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let (app, mut events) = app_with_terminal().await;
     let (status, lane) = post(
         &app,
         "/api/v1/lanes/1/scans",

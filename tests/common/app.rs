@@ -206,6 +206,13 @@ impl Api {
         (status, body)
     }
 
+    /// GET `path` without a token; the answer as it came.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        let url = format!("{}{path}", self.address);
+        let res = self.http.get(&url).send().await;
+        res.unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
     /// [`Api::call`] that must succeed; the body.
     pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, body) = self.call(method, path, body).await;

@@ -728,12 +728,7 @@ async fn check_in_failing_in_the_test_environment_never_stops_payments() {
 
     // Check-in's circuit is open, and lanehub is ready all the same. (Not read from the metrics:
     // the recorder is one per process, shared with the other tests' lanehubs.)
-    let res = hub
-        .http
-        .get(format!("{}/readyz", hub.address))
-        .send()
-        .await
-        .unwrap();
+    let res = hub.get("/readyz").await;
     assert_eq!(res.status(), 200);
     let ready: Value = res.json().await.unwrap();
     assert_eq!(
@@ -1072,12 +1067,7 @@ async fn a_lane_past_its_restart_budget_is_marked_down() {
     let (status, _) = hub.call(reqwest::Method::POST, panic_url, None).await;
     assert_eq!(status, 503);
     // Reported: /readyz names the lane, the metrics show it down after two restarts.
-    let ready = hub
-        .http
-        .get(format!("{}/readyz", hub.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = hub.get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["lanes"]["down"], json!(["budget-a"]));

@@ -164,12 +164,7 @@ async fn a_full_disk_while_the_customer_approves_never_tells_the_cashier_a_wrong
             l.iter().any(|p| p["state"] == "AUTHORIZED")
         })
         .await;
-    let ready = api
-        .http
-        .get(format!("{}/readyz", api.address))
-        .send()
-        .await
-        .unwrap();
+    let ready = api.get("/readyz").await;
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["store"]["writable"], false, "{ready}");

@@ -12,11 +12,8 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct Received {
     pub path_and_query: String,
-    pub host: String,
-    pub date: Option<String>,
-    pub content_sha256: Option<String>,
-    pub authorization: Option<String>,
-    pub content_type: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub answered: u16,
 }
@@ -37,14 +34,19 @@ impl Received {
         self.json()["name"].as_str().unwrap_or_default().to_owned()
     }
 
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let mut matching = self.headers.iter().filter(|(k, _)| k == name);
+        matching.next().map(|(_, v)| v.as_str())
+    }
+
     pub fn verify(&self, secret: &str) -> Result<(), signature::SignatureError> {
         signature::verify(
             secret,
             &self.path_and_query,
-            &self.host,
-            self.date.as_deref(),
-            self.content_sha256.as_deref(),
-            self.authorization.as_deref(),
+            self.header("host").unwrap_or_default(),
+            self.header("x-ms-date"),
+            self.header("x-ms-content-sha256"),
+            self.header("authorization"),
             &self.body,
         )
     }
@@ -118,12 +120,6 @@ impl Receiver {
 }
 
 async fn receive(req: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Log>>) -> HttpResponse {
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
     let mut log = log.lock().unwrap();
     let answered = if log.requests.len() < log.fail_first {
         500
@@ -136,11 +132,12 @@ async fn receive(req: HttpRequest, body: web::Bytes, log: web::Data<Mutex<Log>>)
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_default(),
-        host: h("host").unwrap_or_default(),
-        date: h("x-ms-date"),
-        content_sha256: h("x-ms-content-sha256"),
-        authorization: h("authorization"),
-        content_type: h("content-type"),
+        // actix's header names are lower case.
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect(),
         body: body.to_vec(),
         answered,
     });
