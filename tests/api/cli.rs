@@ -1,12 +1,12 @@
 //! The real binary: version, check-config, `run`/`sim` coming up on their listeners, and what
 //! `run` refuses or warns about before it lets the network in.
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::process::{Command, Stdio};
 
 use crate::common::sim::merchant_token;
 
-use crate::common::process::{BIN, Process};
+use crate::common::process::{BIN, Process, announced_url};
 
 /// Starts the binary and returns it with the URLs it announced on stdout.
 fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Process, Vec<String>) {
@@ -21,19 +21,7 @@ fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Process, Vec<Str
     let mut child = cmd.spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
-    let mut urls = vec![];
-    for _ in 0..lines {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(url.starts_with("http://"), "unexpected line: {line:?}");
-        urls.push(url);
-    }
+    let urls = (0..lines).map(|_| announced_url(&mut reader)).collect();
     (Process::killed_at_end(child), urls)
 }
 

@@ -3,7 +3,7 @@
 //! the real binary driven through a checkout.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,8 +14,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::app::{Api, spawn_app_with, test_settings};
+use crate::common::process::announced_url;
 use crate::common::{ADMIN, temp_dir};
-use crate::websocket::{Events, app_with_terminal, lanes_up, scan_on_lane_1};
+use crate::websocket::{Events, app_with_terminal, lanes_up, scan_lane_1, scan_on_lane_1};
 
 pub const LANE1: &str = "demo-lane-1-token";
 pub const MEMBER_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
@@ -893,10 +894,8 @@ fn start_binary() -> Binary {
     }
     let mut child = cmd.spawn().expect("the binary starts");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+    let url = announced_url(&mut stdout);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     Binary {
         child,
         url,
@@ -991,12 +990,6 @@ async fn a_stalled_body_is_answered_408_and_its_connection_closed_at_the_deadlin
         assert!(started.elapsed() >= DEADLINE, "{path}: cut off early");
     }
     // A body that arrives in time is served as ever.
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "hello"}),
-    )
-    .await;
+    let (status, _) = scan_lane_1(&app, "hello").await;
     assert_eq!(status, 400);
 }

@@ -107,9 +107,14 @@ pub async fn app_with_terminal() -> (TestApp, Events) {
     (app, events)
 }
 
-/// Scans `qr` on lane 1 with the lane's token; the lane as the answer shows it.
+/// Scans `text` on lane 1 with the lane's token; the status and the answer.
+pub async fn scan_lane_1(app: &Api, text: &str) -> (u16, Value) {
+    post(app, "/api/v1/lanes/1/scans", LANE1, json!({ "text": text })).await
+}
+
+/// Scans `qr` on lane 1, which must accept it; the lane as the answer shows it.
 pub async fn scan_on_lane_1(app: &Api, qr: &str) -> Value {
-    let (status, lane) = post(app, "/api/v1/lanes/1/scans", LANE1, json!({"text": qr})).await;
+    let (status, lane) = scan_lane_1(app, qr).await;
     assert_eq!(status, 200, "{lane}");
     lane
 }
@@ -183,13 +188,7 @@ async fn a_checkout_streams_events_with_seq_rising_by_one() {
 #[actix_web::test]
 async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
     let (app, mut events) = app_with_terminal().await;
-    post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
+    scan_lane_1(&app, MEMBER_QR).await;
     let welcomed = events.until_message("member_welcomed").await;
     let last_seq = events.seen.last().unwrap()["seq"].as_u64().unwrap();
     events.socket.close(None).await.unwrap();
@@ -208,13 +207,7 @@ async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
 #[actix_web::test]
 async fn a_product_barcode_is_passed_on_and_an_unknown_scan_is_reported() {
     let (app, mut events) = app_with_terminal().await;
-    let (status, lane) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "5901234123457"}),
-    )
-    .await;
+    let (status, lane) = scan_lane_1(&app, "5901234123457").await;
     assert_eq!(status, 200);
     assert_eq!(lane["state"], "idle");
     let scan = events.until("scan", |e| e["kind"] == "scan").await;
@@ -223,13 +216,7 @@ async fn a_product_barcode_is_passed_on_and_an_unknown_scan_is_reported() {
         json!({"barcode": "5901234123457", "format": "ean13"})
     );
 
-    let (status, problem) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "hello"}),
-    )
-    .await;
+    let (status, problem) = scan_lane_1(&app, "hello").await;
     assert_eq!(status, 400);
     assert_eq!(problem["field"], "text");
     let rejected = events

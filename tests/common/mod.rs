@@ -49,6 +49,20 @@ pub fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// The seed of a randomised test: `$var` if set, else the clock; printed so a run can be repeated.
+pub fn seed(var: &str, test: &str) -> u64 {
+    let seed = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("{test} test seed: {seed} (repeat with {var}={seed})");
+    seed
+}
+
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -16,6 +16,15 @@ use super::snapshot::ids;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lanehub");
 
+/// The URL lanehub announces at the end of its next stdout line (`… listening on http://…`).
+pub fn announced_url(stdout: &mut impl BufRead) -> String {
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("stdout is readable");
+    let url = line.trim().rsplit(' ').next().unwrap_or_default();
+    assert!(url.starts_with("http://"), "unexpected line: {line:?}");
+    url.to_owned()
+}
+
 /// A child process, killed (SIGKILL) when dropped so no test leaves one behind, and the file its
 /// stderr (the log) goes to, if any.
 pub struct Process {
@@ -48,18 +57,7 @@ impl Process {
         }
         let mut child = cmd.spawn().expect("lanehub starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("stdout is readable");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            url.starts_with("http://"),
-            "unexpected first line: {line:?}"
-        );
+        let url = announced_url(&mut stdout);
         // Keep the pipe drained so the child never blocks on a full stdout.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let log = Some(log_path.to_owned());

@@ -277,15 +277,7 @@ fn faults(seed: Option<u64>, burst: u32) -> Value {
 
 #[actix_web::test]
 async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
-    let seed = std::env::var("LANEHUB_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("chaos test seed: {seed} (repeat with LANEHUB_CHAOS_SEED={seed})");
+    let seed = crate::common::seed("LANEHUB_CHAOS_SEED", "chaos");
     let began = Instant::now();
     let data = tempfile::tempdir().expect("a temp dir");
     let mut settings = settings();

@@ -432,15 +432,7 @@ fn write_config(dir: &Path, sim: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkouts_survive_random_sigkills() {
-    let seed = std::env::var("LANEHUB_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
-    println!("crash test seed: {seed} (repeat with LANEHUB_CRASH_SEED={seed})");
+    let seed = crate::common::seed("LANEHUB_CRASH_SEED", "crash");
     let began = Instant::now();
     lanehub::install_crypto_provider();
     let data = tempfile::tempdir().expect("a temp dir");
