@@ -148,6 +148,19 @@ pub async fn assert_journal_closed(store: &Store) {
     }
 }
 
+/// Asserts that the journal's last record of `session` on `lane` closes it with `outcome`.
+pub async fn assert_closed_with(store: &Store, lane: &str, session: &str, outcome: &str) {
+    let records = store
+        .session_records(&lane.parse().unwrap(), session)
+        .await
+        .unwrap();
+    let last = records.last().expect("the session is journalled");
+    assert_eq!(
+        (last.kind.as_str(), &last.payload["outcome"]),
+        ("closed", &json!(outcome))
+    );
+}
+
 /// lanehub's terminal API with a bearer token (the admin's unless said otherwise).
 #[derive(Clone)]
 pub struct Api {

@@ -10,7 +10,7 @@ use lanehub::store::Store;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::app::{Api, assert_journal_closed, payment_body};
+use super::app::{Api, assert_closed_with, assert_journal_closed, payment_body};
 use super::sim::SimControl;
 use super::snapshot::ids;
 
@@ -246,15 +246,7 @@ impl Rig {
     ) {
         let store = self.store().await;
         assert_journal_closed(&store).await;
-        let records = store
-            .session_records(&lane.parse().unwrap(), session)
-            .await
-            .unwrap();
-        let last = records.last().expect("the session is journalled");
-        assert_eq!(
-            (last.kind.as_str(), &last.payload["outcome"]),
-            ("closed", &json!(outcome))
-        );
+        assert_closed_with(&store, lane, session, outcome).await;
         let payment = store
             .payment(&reference.parse().unwrap())
             .await

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 #[path = "../common/mod.rs"]
 mod common;
 
-use common::app::{TestApp, fast_settings, lanes, launch, start, start_on};
+use common::app::{TestApp, assert_closed_with, fast_settings, lanes, launch, start, start_on};
 use common::snapshot::{captured, code};
 use common::{ADMIN, AMOUNT, DECLINER, IGNORER, MEMBER, NON_MEMBER, PATIENCE, POLL, ms};
 
@@ -1110,16 +1110,7 @@ async fn a_session_that_ended_but_was_not_closed_before_a_crash_is_closed_at_sta
 
     let hub = start_on(fast_settings(), data).await;
     hub.assert_journal_closed().await;
-    let records = hub
-        .store
-        .session_records(&lane, session.as_str())
-        .await
-        .unwrap();
-    let last = records.last().unwrap();
-    assert_eq!(
-        (last.kind.as_str(), &last.payload["outcome"]),
-        ("closed", &json!("declined"))
-    );
+    assert_closed_with(&hub.store, &lane.to_string(), session.as_str(), "declined").await;
     assert_eq!(hub.lane("1").await["state"], "idle");
 }
 

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::common::app::{Api, payment_body};
+use crate::common::app::{Api, assert_closed_with, payment_body};
 use crate::common::process::{BIN, Process, Rig};
 use crate::common::snapshot::captured;
 use crate::common::{AMOUNT, DECLINER, NON_MEMBER, PATIENCE, POLL};
@@ -128,16 +128,7 @@ async fn sigterm_drains_lets_the_payment_finish_and_exits_0() {
     let payment = rig.sim.payment(&reference).await;
     assert_eq!(captured(&payment), AMOUNT, "{payment}");
     assert_eq!(rig.open_sessions().await, vec![], "log:\n{}", rig.log());
-    let store = rig.store().await;
-    let records = store
-        .session_records(&"1".parse().unwrap(), &session)
-        .await
-        .unwrap();
-    let last = records.last().unwrap();
-    assert_eq!(
-        (last.kind.as_str(), &last.payload["outcome"]),
-        ("closed", &json!("paid"))
-    );
+    assert_closed_with(&rig.store().await, "1", &session, "paid").await;
 
     let (events, close) = watcher.await.unwrap();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::openapi;
-use crate::common::sim::{merchant_token, serve_simulator};
+use crate::common::sim::{merchant_token, serve_simulator, store_payment as payment_body};
 
 const KARI: &str = "4791234567"; // approves after 2 s
 const NORA: &str = "4790000001"; // declines after 2 s
@@ -91,27 +91,6 @@ async fn start(customize: impl FnOnce(&mut SimSettings)) -> Sim {
         http,
         token,
     }
-}
-
-fn payment_body(reference: &str, phone: &str, value: u64) -> Value {
-    json!({
-        "amount": {"currency": "NOK", "value": value},
-        "paymentMethod": {"type": "WALLET"},
-        "customer": {"phoneNumber": phone},
-        "reference": reference,
-        "userFlow": "PUSH_MESSAGE",
-        "customerInteraction": "CUSTOMER_PRESENT",
-        "paymentDescription": "Groceries, lane 1",
-        "receipt": {
-            "orderLines": [{
-                "name": "Milk", "id": "7038010009457", "totalAmount": value,
-                "totalAmountExcludingTax": value * 100 / 115, "totalTaxAmount": value - value * 100 / 115,
-                "taxPercentage": 15,
-                "unitInfo": {"unitPrice": value, "quantity": "1", "quantityUnit": "PCS"}
-            }],
-            "bottomLine": {"currency": "NOK", "posId": "lane-1", "receiptNumber": "1001"}
-        }
-    })
 }
 
 impl Sim {

@@ -14,7 +14,7 @@
 //! [`Conformance::call`]; then assert on the returned status and body.
 
 use crate::common::openapi::{self, Specs};
-use crate::common::sim::serve_simulator;
+use crate::common::sim::{self as common_sim, serve_simulator};
 use base64::Engine as _;
 use lanehub::sim::SimServer;
 use serde_json::{Value, json};
@@ -754,23 +754,17 @@ fn minimal_payment(reference: &str, phone: &str, value: u64) -> Value {
     })
 }
 
-/// An in-store payment as lanehub sends it, with a receipt in the order-management shape.
+/// An in-store payment as lanehub sends it, with every optional field of the order-management
+/// receipt.
 fn store_payment(reference: &str, phone: &str, value: u64) -> Value {
-    let mut body = minimal_payment(reference, phone, value);
-    let net = value * 100 / 115;
-    body["customerInteraction"] = json!("CUSTOMER_PRESENT");
-    body["paymentDescription"] = json!("Groceries, lane 1");
-    body["receipt"] = json!({
-        "orderLines": [{
-            "name": "Milk", "id": "7038010009457", "totalAmount": value,
-            "totalAmountExcludingTax": net, "totalTaxAmount": value - net,
-            "taxPercentage": 15,
-            "unitInfo": {"unitPrice": value, "quantity": "1", "quantityUnit": "PCS"},
-            "discount": 0, "isReturn": false, "isShipping": false
-        }],
-        "bottomLine": {"currency": "NOK", "posId": "lane-1", "receiptNumber": "1001",
-                       "tipAmount": 0, "terminalId": "T1"}
-    });
+    let mut body = common_sim::store_payment(reference, phone, value);
+    let line = &mut body["receipt"]["orderLines"][0];
+    line["discount"] = json!(0);
+    line["isReturn"] = json!(false);
+    line["isShipping"] = json!(false);
+    let bottom_line = &mut body["receipt"]["bottomLine"];
+    bottom_line["tipAmount"] = json!(0);
+    bottom_line["terminalId"] = json!("T1");
     body
 }
 
