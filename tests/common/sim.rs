@@ -65,6 +65,13 @@ pub fn store_payment(reference: &str, phone: &str, value: u64) -> Value {
     })
 }
 
+fn fault_path(operation: &str) -> String {
+    match operation {
+        "" => "/faults".to_owned(),
+        op => format!("/faults/{op}"),
+    }
+}
+
 /// The simulator's control API.
 #[derive(Clone)]
 pub struct SimControl {
@@ -120,6 +127,23 @@ impl SimControl {
         let body = json!({"payment": payment, "paymentDelay": payment_delay, "login": login, "loginDelay": 150});
         let path = format!("/customers/{phone}/behaviour");
         self.call(reqwest::Method::PUT, &path, Some(body)).await;
+    }
+
+    /// POST `path` without a body (an action: approve, decline, consent, …).
+    pub async fn post(&self, path: &str) -> Value {
+        self.call(reqwest::Method::POST, path, None).await
+    }
+
+    /// Sets faults for one operation (`payment_create`, `login_token`, …), or for all with "".
+    pub async fn faults(&self, operation: &str, faults: Value) -> Value {
+        let path = fault_path(operation);
+        self.call(reqwest::Method::PUT, &path, Some(faults)).await
+    }
+
+    /// Clears the faults of one operation, or all with "".
+    pub async fn clear_faults(&self, operation: &str) -> Value {
+        let path = fault_path(operation);
+        self.call(reqwest::Method::DELETE, &path, None).await
     }
 
     /// Approves the payment for the customer (who ignores it).

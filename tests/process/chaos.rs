@@ -361,9 +361,7 @@ async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
         );
         panics += 1;
         if panics % 2 == 0 {
-            hub.sim
-                .call(reqwest::Method::PUT, "/faults", Some(faults(None, 5)))
-                .await;
+            hub.sim.faults("", faults(None, 5)).await;
             bursts += 1;
         }
     }
@@ -374,7 +372,7 @@ async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
         }
     }
     let injected = hub.sim.call(reqwest::Method::GET, "/faults", None).await["injected"].clone();
-    hub.sim.call(reqwest::Method::DELETE, "/faults", None).await;
+    hub.sim.clear_faults("").await;
     println!(
         "{} sessions, {panics} panics, {bursts} 429 bursts in {:?}; injected {injected}",
         sessions.len(),

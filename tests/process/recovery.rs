@@ -19,9 +19,7 @@ async fn killed_before_the_create_was_answered() {
     rig.sim.behave(NON_MEMBER, "approve", 150, "consent").await;
     // Vipps creates the payment but lanehub never hears back.
     let hang = json!({"hangNext": 1, "hangMs": 60_000});
-    rig.sim
-        .call(reqwest::Method::PUT, "/faults/payment_create", Some(hang))
-        .await;
+    rig.sim.faults("payment_create", hang).await;
     let (lanehub, api) = rig.lanehub(&[]).await;
     rig.checkout(&api, "1", NON_MEMBER).await;
     rig.sim
@@ -61,20 +59,8 @@ async fn killed_while_customers_decide() {
     let ((s1, r1), (s2, r2)) = (ids(&one), ids(&two));
     lanehub.kill();
 
-    rig.sim
-        .call(
-            reqwest::Method::POST,
-            &format!("/payments/{r1}/approve"),
-            None,
-        )
-        .await;
-    rig.sim
-        .call(
-            reqwest::Method::POST,
-            &format!("/payments/{r2}/decline"),
-            None,
-        )
-        .await;
+    rig.sim.approve(&r1).await;
+    rig.sim.post(&format!("/payments/{r2}/decline")).await;
     let (lanehub, api) = rig.lanehub(&[]).await;
     api.wait_message("1", "payment_approved").await;
     api.wait_message("2", "payment_declined").await;
@@ -96,9 +82,7 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     rig.sim.behave(NON_MEMBER, "approve", 150, "consent").await;
     // Captures are held before Vipps sees them, long enough to kill lanehub meanwhile.
     let held = json!({"latencyMs": 60_000});
-    rig.sim
-        .call(reqwest::Method::PUT, "/faults/payment_capture", Some(held))
-        .await;
+    rig.sim.faults("payment_capture", held).await;
     let (lanehub, api) = rig.lanehub(&[]).await;
     rig.checkout(&api, "1", NON_MEMBER).await;
     let capturing = api
@@ -114,9 +98,7 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
         (&json!("AUTHORIZED"), 0)
     );
 
-    rig.sim
-        .call(reqwest::Method::DELETE, "/faults/payment_capture", None)
-        .await;
+    rig.sim.clear_faults("payment_capture").await;
     let (lanehub, api) = rig.lanehub(&[]).await;
     api.wait_message("1", "payment_approved").await;
     // Captured once, whatever became of the held request.
