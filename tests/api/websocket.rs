@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
 use crate::common::ADMIN;
-use crate::common::app::{Api, TestApp, spawn_app_with};
+use crate::common::app::{Api, TestApp, spawn_app_with, start};
 use crate::terminal::{LANE1, MEMBER_QR, fast_settings, post};
 
 /// How long a test waits for an event before failing.
@@ -99,10 +99,10 @@ pub async fn lanes_up(app: &Api) {
     }
 }
 
-/// A fresh app (fast settings) with every lane up, and a terminal on lane 1.
+/// A fresh app (fast settings), ready (every lane up, the simulator's members seeded into the
+/// club, so the member's scan meets a member), and a terminal on lane 1.
 pub async fn app_with_terminal() -> (TestApp, Events) {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
+    let app = start(fast_settings()).await;
     let events = Events::connect(&app, "1", LANE1).await;
     (app, events)
 }

@@ -3,7 +3,6 @@
 //! calls it (also for a lanehub that runs as a child process).
 
 use std::ops::Deref;
-use std::path::PathBuf;
 
 use lanehub::config::{LaneSettings, Settings};
 use lanehub::startup::Application;
@@ -57,7 +56,6 @@ pub struct TestApp {
     pub api: Api,
     pub sim: SimControl,
     pub store: Store,
-    pub data_dir: PathBuf,
     /// Removed when the app is dropped, if the test made it a temporary directory.
     _data: Option<tempfile::TempDir>,
 }
@@ -91,7 +89,6 @@ pub fn launch(app: Application, settings: &Settings, data: Option<tempfile::Temp
                 .map_or_else(|| settings.vipps.base_url.clone(), |sim| sim.base_url()),
         ),
         store: app.store().clone(),
-        data_dir: settings.store.data_dir.clone(),
         _data: data,
     };
     actix_web::rt::spawn(app.run_until_stopped());

@@ -49,6 +49,14 @@ pub fn http_client() -> reqwest::Client {
         .expect("an HTTP client")
 }
 
+/// Held by each load test (many lanes, random kills or faults for a minute or more) while it
+/// runs: tests in one binary run in parallel, and two load tests at once on a small machine
+/// stretch every step past what the tests allow. Other tests run beside a load test.
+pub async fn load_test_slot() -> tokio::sync::MutexGuard<'static, ()> {
+    static SLOT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SLOT.lock().await
+}
+
 /// The seed of a randomised test: `$var` if set, else the clock; printed so a run can be repeated.
 pub fn seed(var: &str, test: &str) -> u64 {
     let seed = std::env::var(var)

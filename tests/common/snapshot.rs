@@ -2,7 +2,6 @@
 //! does (`LaneSnapshot`), by JSON path where it reads the simulator's answers.
 
 use lanehub::lane::view::LaneSnapshot;
-use lanehub::session::CashierCode;
 use serde_json::Value;
 
 /// Lane states in which a payment is in flight: the cashier waits for its outcome.
@@ -17,11 +16,6 @@ pub const PAYING: [&str; 4] = [
 pub fn typed(snapshot: &Value) -> LaneSnapshot {
     serde_json::from_value(snapshot.clone())
         .unwrap_or_else(|e| panic!("not a lane snapshot ({e}): {snapshot}"))
-}
-
-/// The cashier message's code, if the lane shows one.
-pub fn message_code(snapshot: &Value) -> Option<CashierCode> {
-    typed(snapshot).message.map(|m| m.code)
 }
 
 /// The cashier message's code as the wire spells it, empty if there is none.

@@ -26,14 +26,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lanehub::config::{LaneSettings, Settings};
-use lanehub::startup::Application;
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::common::app::Api;
+use crate::common::app::{Api, start};
 use crate::common::sim::SimControl;
 use crate::common::snapshot::{PAYING, amount, is_final, state};
 use crate::common::{ADMIN, POLL, ms};
@@ -277,12 +277,10 @@ fn faults(seed: Option<u64>, burst: u32) -> Value {
 
 #[actix_web::test]
 async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
+    let _slot = crate::common::load_test_slot().await;
     let seed = crate::common::seed("LANEHUB_CHAOS_SEED", "chaos");
     let began = Instant::now();
-    let data = tempfile::tempdir().expect("a temp dir");
-    let mut settings = settings();
-    settings.store.data_dir = data.path().to_owned();
-    let app = Application::build(settings).expect("lanehub builds");
+    let app = start(settings()).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         // Idle connections are dropped well before the servers' keep-alive (5 s) ends them,
@@ -290,18 +288,14 @@ async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
         .pool_idle_timeout(Duration::from_secs(1))
         .build()
         .expect("a client");
-    let api = format!("http://{}", app.addr());
-    let sim = app.simulator().expect("simulator mode").base_url();
     let hub = Hub {
         api: Api {
-            address: api,
-            token: ADMIN.to_owned(),
             http: http.clone(),
+            ..app.api.clone()
         },
-        sim: SimControl::with_client(sim, http),
+        sim: SimControl::with_client(app.sim.url.clone(), http),
     };
-    let store = app.store().clone();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let store = app.store.clone();
 
     for lane in 1..=LANES {
         hub.api

@@ -432,6 +432,7 @@ fn write_config(dir: &Path, sim: &str) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkouts_survive_random_sigkills() {
+    let _slot = crate::common::load_test_slot().await;
     let seed = crate::common::seed("LANEHUB_CRASH_SEED", "crash");
     let began = Instant::now();
     lanehub::install_crypto_provider();

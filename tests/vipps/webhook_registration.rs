@@ -2,21 +2,15 @@
 //! with backoff, until it succeeds; meanwhile the receiver refuses deliveries (503) and polling
 //! follows payments.
 
-use std::time::Duration;
-
-use lanehub::config::Settings;
 use lanehub::sim::faults::FaultConfig;
 use lanehub::startup::Application;
 use lanehub::vipps::Operation;
 use serde_json::Value;
 use tokio::time::Instant;
 
-const PATIENCE: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(25);
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use crate::common::app::{launch, test_settings};
+use crate::common::sim::SimControl;
+use crate::common::{PATIENCE, POLL, ms};
 
 /// What lanehub's webhook endpoint answers an unsigned delivery: 503 before registration (no
 /// secret yet), 401 after (the signature is checked).
@@ -33,20 +27,14 @@ async fn unsigned_delivery(http: &reqwest::Client, api: &str) -> u16 {
 
 #[actix_web::test]
 async fn a_failed_registration_is_retried_until_it_succeeds() {
-    let data = tempfile::tempdir().unwrap();
-    let mut settings = Settings::load(None, Vec::new()).expect("built-in defaults load");
-    settings.api.listen = "127.0.0.1:0".parse().unwrap();
-    settings.sim.listen = "127.0.0.1:0".parse().unwrap();
-    settings.store.data_dir = data.path().to_owned();
+    let mut settings = test_settings();
     // One request per attempt: a hung request outlives the call's deadline, leaving no time for
     // a retry within the attempt.
     settings.vipps.retry_deadline = ms(300);
     settings.vipps.webhook_registration_backoff = ms(50);
     settings.vipps.webhook_registration_max_backoff = ms(100);
-    let app = Application::build(settings).expect("lanehub builds");
-    let api = format!("http://{}", app.addr());
+    let app = Application::build(settings.clone()).expect("lanehub builds");
     let sim = app.simulator().expect("simulator mode");
-    let sim_url = sim.base_url();
     // The registration task was only spawned: it has not run yet, so its first two attempts
     // (each starts by listing the webhooks) hang past their deadline.
     let hang = FaultConfig {
@@ -59,42 +47,28 @@ async fn a_failed_registration_is_retried_until_it_succeeds() {
         .faults
         .set_operation(Operation::WebhookList, hang)
         .unwrap();
-    actix_web::rt::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
-    assert_eq!(unsigned_delivery(&http, &api).await, 503);
+    let app = launch(app, &settings, None);
+    let (http, api) = (&app.http, app.address.as_str());
+    assert_eq!(unsigned_delivery(http, api).await, 503);
 
     let ours = format!("{api}/vipps/webhooks");
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let hooks: Vec<Value> = http
-            .get(format!("{sim_url}/sim/v1/webhooks"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if hooks.iter().any(|h| h["url"] == ours.as_str()) {
+        let hooks = registrations_for(&app.sim, &ours).await;
+        if !hooks.is_empty() {
             break;
         }
         assert!(Instant::now() < deadline, "never registered: {hooks:?}");
         tokio::time::sleep(POLL).await;
     }
-    let faults: Value = http
-        .get(format!("{sim_url}/sim/v1/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let faults = app.sim.get("/faults").await;
     assert_eq!(
         faults["injectedByOperation"]["webhook_list"]["hang"], 2,
         "{faults}"
     );
     // The secret reached the receiver: deliveries are verified now.
     let deadline = Instant::now() + PATIENCE;
-    while unsigned_delivery(&http, &api).await != 401 {
+    while unsigned_delivery(http, api).await != 401 {
         assert!(
             Instant::now() < deadline,
             "the receiver never got the secret"
@@ -104,31 +78,19 @@ async fn a_failed_registration_is_retried_until_it_succeeds() {
 }
 
 /// The registrations the simulator holds for `url`.
-async fn registrations_for(http: &reqwest::Client, sim_url: &str, url: &str) -> Vec<Value> {
-    let hooks: Vec<Value> = http
-        .get(format!("{sim_url}/sim/v1/webhooks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    hooks.into_iter().filter(|h| h["url"] == url).collect()
+async fn registrations_for(sim: &SimControl, url: &str) -> Vec<Value> {
+    let hooks = sim.get("/webhooks").await;
+    let hooks = hooks.as_array().expect("a list of registrations");
+    hooks.iter().filter(|h| h["url"] == url).cloned().collect()
 }
 
 #[actix_web::test]
 async fn a_registration_whose_answer_was_lost_leaves_exactly_one_registration_that_verifies() {
-    let data = tempfile::tempdir().unwrap();
-    let mut settings = Settings::load(None, Vec::new()).expect("built-in defaults load");
-    settings.api.listen = "127.0.0.1:0".parse().unwrap();
-    settings.sim.listen = "127.0.0.1:0".parse().unwrap();
-    settings.store.data_dir = data.path().to_owned();
+    let mut settings = test_settings();
     settings.vipps.webhook_registration_backoff = ms(50);
     settings.vipps.webhook_registration_max_backoff = ms(100);
-    let app = Application::build(settings).expect("lanehub builds");
-    let api = format!("http://{}", app.addr());
+    let app = Application::build(settings.clone()).expect("lanehub builds");
     let sim = app.simulator().expect("simulator mode");
-    let sim_url = sim.base_url();
     let state = sim.simulator.state().clone();
     // Vipps creates the first registration, but its answer (with the secret) never arrives.
     let lost = FaultConfig {
@@ -139,13 +101,13 @@ async fn a_registration_whose_answer_was_lost_leaves_exactly_one_registration_th
         .faults
         .set_operation(Operation::WebhookRegister, lost)
         .unwrap();
-    actix_web::rt::spawn(app.run_until_stopped());
-    let http = reqwest::Client::new();
+    let app = launch(app, &settings, None);
+    let (http, api) = (&app.http, app.address.as_str());
     let ours = format!("{api}/vipps/webhooks");
 
     // Registered once the receiver has a secret (an unsigned delivery is then refused as such).
     let deadline = Instant::now() + PATIENCE;
-    while unsigned_delivery(&http, &api).await != 401 {
+    while unsigned_delivery(http, api).await != 401 {
         assert!(Instant::now() < deadline, "never registered");
         tokio::time::sleep(POLL).await;
     }
@@ -154,7 +116,7 @@ async fn a_registration_whose_answer_was_lost_leaves_exactly_one_registration_th
         faults.injected_by_operation["webhook_register"].drop, 1,
         "the first registration's answer was lost: {faults:?}"
     );
-    let registered = registrations_for(&http, &sim_url, &ours).await;
+    let registered = registrations_for(&app.sim, &ours).await;
     assert_eq!(
         registered.len(),
         1,
@@ -178,17 +140,9 @@ async fn a_registration_whose_answer_was_lost_leaves_exactly_one_registration_th
     );
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let attempts: Vec<Value> = http
-            .get(format!(
-                "{sim_url}/sim/v1/webhooks/deliveries?webhookId={id}"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(first) = attempts.first() {
+        let path = format!("/webhooks/deliveries?webhookId={id}");
+        let attempts = app.sim.get(&path).await;
+        if let Some(first) = attempts.as_array().and_then(|a| a.first()) {
             assert_eq!(first["outcome"], "delivered", "{attempts:?}");
             break;
         }
