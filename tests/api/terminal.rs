@@ -13,9 +13,9 @@ use lanehub::startup::Application;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::app::{Api, spawn_app_with, test_settings};
+use crate::common::app::{Api, spawn_app_with, test_settings, wait_seeded};
 use crate::common::process::announced_url;
-use crate::common::{ADMIN, temp_dir};
+use crate::common::{ADMIN, MEMBER, temp_dir};
 use crate::websocket::{Events, app_with_terminal, lanes_up, scan_lane_1, scan_on_lane_1};
 
 pub const LANE1: &str = "demo-lane-1-token";
@@ -865,6 +865,7 @@ fn tls_settings_are_checked_at_load_and_at_start() {
 struct Binary {
     child: std::process::Child,
     url: String,
+    data: PathBuf,
     /// Kept open: a closed pipe would make the binary's next line on stdout fail.
     _stdout: BufReader<std::process::ChildStdout>,
 }
@@ -877,11 +878,12 @@ impl Drop for Binary {
 }
 
 fn start_binary() -> Binary {
+    let data = temp_dir("binary");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanehub"));
     cmd.arg("run")
         .env("LANEHUB__API__LISTEN", "127.0.0.1:0")
         .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
-        .env("LANEHUB__STORE__DATA_DIR", temp_dir("binary"))
+        .env("LANEHUB__STORE__DATA_DIR", &data)
         .env("LANEHUB__SESSION__PAYMENT_FIRST_POLL", "200ms")
         .env("LANEHUB__SESSION__PAYMENT_POLL_INTERVAL", "200ms")
         .stdout(Stdio::piped())
@@ -899,6 +901,7 @@ fn start_binary() -> Binary {
     Binary {
         child,
         url,
+        data,
         _stdout: stdout,
     }
 }
@@ -909,6 +912,9 @@ async fn the_real_binary_runs_a_member_checkout_and_a_refund() {
     let binary = start_binary();
     let app = Api::new(binary.url.clone(), ADMIN);
     lanes_up(&app).await;
+    // SQLite lets this process read the running binary's store.
+    let store = lanehub::store::Store::open(&binary.data).await.unwrap();
+    wait_seeded(&store, [&MEMBER.parse().unwrap()]).await;
     let (status, _, ready) = call(&app, Method::GET, "/readyz", None, None).await;
     assert_eq!(status, 200, "{ready}");
     let mut events = Events::connect(&app, "2", "demo-lane-2-token").await;

@@ -5,6 +5,7 @@
 use std::ops::Deref;
 
 use lanehub::config::{LaneSettings, Settings};
+use lanehub::domain::Msisdn;
 use lanehub::startup::Application;
 use lanehub::store::{MembershipStore, Store};
 use serde_json::{Value, json};
@@ -111,17 +112,21 @@ pub async fn start_on(mut settings: Settings, data: tempfile::TempDir) -> TestAp
         app.wait_lane(&lane.id.to_string(), "up", |s| s["up"] == true)
             .await;
     }
-    // The simulator's members are seeded into the club in the background at start; a scan
-    // before that would meet a non-member.
-    let seeded = settings.sim.customers.iter().filter(|c| c.member);
+    let members = settings.sim.customers.iter().filter(|c| c.member);
+    wait_seeded(&app.store, members.map(|c| &c.phone_number)).await;
+    app
+}
+
+/// Waits until the simulator's `members` are in the club: lanehub seeds them in the background
+/// at start, and a scan before that would meet a non-member.
+pub async fn wait_seeded(store: &Store, members: impl IntoIterator<Item = &Msisdn>) {
     let deadline = Instant::now() + PATIENCE;
-    for phone in seeded.map(|c| &c.phone_number) {
-        while app.store.member(phone).await.unwrap().is_none() {
+    for phone in members {
+        while store.member(phone).await.unwrap().is_none() {
             assert!(Instant::now() < deadline, "member {phone} was never seeded");
             tokio::time::sleep(POLL).await;
         }
     }
-    app
 }
 
 impl TestApp {

@@ -45,23 +45,30 @@ pub async fn merchant_token(http: &reqwest::Client, base: &str) -> String {
 
 /// An in-store ePayment request as lanehub sends it, with a receipt of one order line.
 pub fn store_payment(reference: &str, phone: &str, value: u64) -> Value {
+    let mut body = minimal_payment(reference, phone, value);
+    let net = value * 100 / 115;
+    body["customerInteraction"] = json!("CUSTOMER_PRESENT");
+    body["paymentDescription"] = json!("Groceries, lane 1");
+    body["receipt"] = json!({
+        "orderLines": [{
+            "name": "Milk", "id": "7038010009457", "totalAmount": value,
+            "totalAmountExcludingTax": net, "totalTaxAmount": value - net,
+            "taxPercentage": 15,
+            "unitInfo": {"unitPrice": value, "quantity": "1", "quantityUnit": "PCS"}
+        }],
+        "bottomLine": {"currency": "NOK", "posId": "lane-1", "receiptNumber": "1001"}
+    });
+    body
+}
+
+/// The smallest ePayment request the spec allows: no receipt, no description.
+pub fn minimal_payment(reference: &str, phone: &str, value: u64) -> Value {
     json!({
         "amount": {"currency": "NOK", "value": value},
         "paymentMethod": {"type": "WALLET"},
         "customer": {"phoneNumber": phone},
         "reference": reference,
         "userFlow": "PUSH_MESSAGE",
-        "customerInteraction": "CUSTOMER_PRESENT",
-        "paymentDescription": "Groceries, lane 1",
-        "receipt": {
-            "orderLines": [{
-                "name": "Milk", "id": "7038010009457", "totalAmount": value,
-                "totalAmountExcludingTax": value * 100 / 115, "totalTaxAmount": value - value * 100 / 115,
-                "taxPercentage": 15,
-                "unitInfo": {"unitPrice": value, "quantity": "1", "quantityUnit": "PCS"}
-            }],
-            "bottomLine": {"currency": "NOK", "posId": "lane-1", "receiptNumber": "1001"}
-        }
     })
 }
 

@@ -14,7 +14,7 @@
 //! [`Conformance::call`]; then assert on the returned status and body.
 
 use crate::common::openapi::{self, Specs};
-use crate::common::sim::{self as common_sim, serve_simulator};
+use crate::common::sim::{self as common_sim, minimal_payment, serve_simulator};
 use base64::Engine as _;
 use lanehub::sim::SimServer;
 use serde_json::{Value, json};
@@ -741,17 +741,6 @@ async fn login_token_userinfo_and_discovery_conform() {
     let r = conf.call("GET", &jwks_path, &[], None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     conf.stop().await;
-}
-
-/// The smallest payment the spec allows: no receipt, no description.
-fn minimal_payment(reference: &str, phone: &str, value: u64) -> Value {
-    json!({
-        "amount": {"currency": "NOK", "value": value},
-        "paymentMethod": {"type": "WALLET"},
-        "customer": {"phoneNumber": phone},
-        "reference": reference,
-        "userFlow": "PUSH_MESSAGE",
-    })
 }
 
 /// An in-store payment as lanehub sends it, with every optional field of the order-management
