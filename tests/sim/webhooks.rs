@@ -198,16 +198,11 @@ impl Sim {
     }
 }
 
-const ALL_PAYMENT_EVENTS: [&str; 8] = [
-    "epayments.payment.created.v1",
-    "epayments.payment.authorized.v1",
-    "epayments.payment.aborted.v1",
-    "epayments.payment.expired.v1",
-    "epayments.payment.cancelled.v1",
-    "epayments.payment.captured.v1",
-    "epayments.payment.refunded.v1",
-    "epayments.payment.terminated.v1",
-];
+/// Every ePayment event lanehub subscribes to.
+fn all_payment_events() -> Vec<&'static str> {
+    let events = lanehub::http::webhooks::EVENTS.iter().copied();
+    events.filter(|e| e.starts_with("epayments.")).collect()
+}
 
 #[actix_web::test]
 async fn registration_api_validates_lists_and_deletes() {
@@ -250,18 +245,18 @@ async fn registration_api_validates_lists_and_deletes() {
     // Validation, each naming the field.
     let cases: [(Value, &str); 9] = [
         (
-            json!({"url": "http://example.com/x", "events": ALL_PAYMENT_EVENTS}),
+            json!({"url": "http://example.com/x", "events": all_payment_events()}),
             "url",
         ),
         (
-            json!({"url": "ftp://127.0.0.1/x", "events": ALL_PAYMENT_EVENTS}),
+            json!({"url": "ftp://127.0.0.1/x", "events": all_payment_events()}),
             "url",
         ),
         (
-            json!({"url": "/relative", "events": ALL_PAYMENT_EVENTS}),
+            json!({"url": "/relative", "events": all_payment_events()}),
             "url",
         ),
-        (json!({"events": ALL_PAYMENT_EVENTS}), "url"),
+        (json!({"events": all_payment_events()}), "url"),
         (json!({"url": url}), "events"),
         (json!({"url": url, "events": []}), "events"),
         (
@@ -273,7 +268,7 @@ async fn registration_api_validates_lists_and_deletes() {
             "events",
         ),
         (
-            json!({"url": url, "events": ALL_PAYMENT_EVENTS, "secret": "mine"}),
+            json!({"url": url, "events": all_payment_events(), "secret": "mine"}),
             "secret",
         ),
     ];
@@ -306,7 +301,7 @@ async fn registration_api_validates_lists_and_deletes() {
     let res = split(
         sim.call(Method::POST, "/webhooks/v1/webhooks")
             .header("Vipps-System-Name", "n".repeat(31))
-            .json(&json!({"url": url, "events": ALL_PAYMENT_EVENTS}))
+            .json(&json!({"url": url, "events": all_payment_events()}))
             .send()
             .await
             .unwrap(),
@@ -397,7 +392,7 @@ async fn deliveries_are_signed_complete_and_in_order() {
     let sim = start(|_| {}).await;
     let rx = Receiver::start(0).await;
     let url = format!("{}/hooks/vipps?lane=1", rx.base);
-    let (id, secret) = sim.registered(&url, &ALL_PAYMENT_EVENTS).await;
+    let (id, secret) = sim.registered(&url, &all_payment_events()).await;
     let captured_only = format!("{}/captured", rx.base);
     let (id2, secret2) = sim
         .registered(&captured_only, &["epayments.payment.captured.v1"])
@@ -502,7 +497,7 @@ async fn a_failing_event_is_retried_and_holds_back_later_ones() {
     .await;
     let rx = Receiver::start(2).await;
     let (id, secret) = sim
-        .registered(&format!("{}/hook", rx.base), &ALL_PAYMENT_EVENTS)
+        .registered(&format!("{}/hook", rx.base), &all_payment_events())
         .await;
     sim.create("retry-0001", IVAR).await;
     sim.modify("retry-0001", "cancel", "cancel-1", json!({}))
@@ -583,7 +578,7 @@ async fn unreachable_receivers_are_given_up_after_retry_for() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/gone", closed.local_addr().unwrap());
     drop(closed);
-    let (id, _) = sim.registered(&url, &ALL_PAYMENT_EVENTS).await;
+    let (id, _) = sim.registered(&url, &all_payment_events()).await;
     sim.create("gone-00001", IVAR).await;
     sim.modify("gone-00001", "cancel", "cancel-1", json!({}))
         .await;
@@ -699,7 +694,7 @@ async fn answers_match_the_official_schemas() {
 
     let sim = start(|_| {}).await;
     let res = sim
-        .register("https://example.com/a", &ALL_PAYMENT_EVENTS)
+        .register("https://example.com/a", &all_payment_events())
         .await;
     assert!(register.is_valid(&res.body), "{}", res.body);
     let list = split(
@@ -711,7 +706,7 @@ async fn answers_match_the_official_schemas() {
     .await;
     assert!(query.is_valid(&list.body), "{}", list.body);
     let bad = sim
-        .register("http://example.com/a", &ALL_PAYMENT_EVENTS)
+        .register("http://example.com/a", &all_payment_events())
         .await;
     let errors: Vec<String> = problem
         .iter_errors(&bad.body)
