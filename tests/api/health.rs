@@ -1,4 +1,5 @@
 use crate::common::app::spawn_app;
+use crate::common::content_type;
 use crate::common::sim::token_request;
 
 #[actix_web::test]
@@ -45,12 +46,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    assert!(
-        index.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(content_type(&index).starts_with("text/html"));
     let html = index.text().await.unwrap();
     for id in [
         "token-input",
@@ -73,12 +69,7 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         );
     }
     let js = app.get("/ui/app.js").await;
-    assert!(
-        js.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/javascript")
-    );
+    assert!(content_type(&js).starts_with("text/javascript"));
     let etag = js.headers()["etag"].to_str().unwrap().to_owned();
     let again = app
         .http
@@ -89,10 +80,5 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
         .unwrap();
     assert_eq!(again.status(), 304);
     let css = app.get("/ui/style.css").await;
-    assert!(
-        css.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/css")
-    );
+    assert!(content_type(&css).starts_with("text/css"));
 }

@@ -14,6 +14,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::app::{Api, spawn_app_with, test_settings, wait_seeded};
+use crate::common::content_type;
 use crate::common::process::announced_url;
 use crate::common::{ADMIN, MEMBER, temp_dir};
 use crate::websocket::{Events, app_with_terminal, lanes_up, scan_lane_1, scan_on_lane_1};
@@ -651,12 +652,7 @@ async fn operations_endpoints_answer_without_a_token() {
     assert_eq!(health["status"], "ok");
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
-    assert!(
-        metrics.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(content_type(&metrics).starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
     assert!(
         text.contains("lanehub_lane_up"),

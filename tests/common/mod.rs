@@ -71,6 +71,12 @@ pub fn seed(var: &str, test: &str) -> u64 {
     seed
 }
 
+/// An answer's content type, empty if it has none.
+pub fn content_type(res: &reqwest::Response) -> &str {
+    let value = res.headers().get("content-type");
+    value.and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
