@@ -5,7 +5,7 @@
 #   2. starts Prometheus (fresh TSDB) scraping it every second with store="ci",
 #   3. waits, bounded, for samples and, with the demo, for the store to come alive (paid
 #      checkouts, scans, webhooks, Vipps errors and retries),
-#   4. asks Prometheus every dashboard query and variable query (tests/dashboards.rs:
+#   4. asks Prometheus every dashboard query and variable query (tests/ops/dashboards.rs:
 #      live_dashboards_return_data) and lists those without data,
 #   5. runs `promtool check metrics` on the live /metrics, `promtool check config`,
 #      `promtool check rules` and `promtool test rules`.
@@ -188,7 +188,7 @@ fi
 
 log "asking Prometheus every dashboard and variable query"
 if ! LANEHUB_PROMETHEUS_URL="$prom_url" LANEHUB_CHECK_STORE=ci \
-  timeout 900 cargo test --locked --test dashboards -- --ignored --exact live_dashboards_return_data \
+  timeout 900 cargo test --locked --test ops -- --ignored --exact dashboards::live_dashboards_return_data \
   --nocapture; then
   fail "dashboard queries against Prometheus"
 fi

@@ -2,7 +2,7 @@
 //! code and asserts what must hold for every input, not just the absence of a panic.
 //!
 //! The cargo-fuzz targets in `fuzz_targets/` are one-line wrappers around these functions, and
-//! `tests/fuzz_regressions.rs` includes this file with `#[path]` to replay the committed corpus
+//! `tests/sim/fuzz_regressions.rs` includes this file with `#[path]` to replay the committed corpus
 //! and every past crash in the normal `cargo test`. So this file may use only what the lanehub
 //! package already depends on (lanehub itself, tokio, actix-web), and no fuzzing crate.
 //!

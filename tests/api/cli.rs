@@ -1,26 +1,18 @@
 //! The real binary: version, check-config, `run`/`sim` coming up on their listeners, and what
 //! `run` refuses or warns about before it lets the network in.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::BufReader;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_lanehub");
+use crate::common::sim::merchant_token;
 
-/// Kills the child when the test ends, pass or fail.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::common::process::{BIN, Process, announced_url};
 
 /// Starts the binary and returns it with the URLs it announced on stdout.
-fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Running, Vec<String>) {
+fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Process, Vec<String>) {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
-        .env("LANEHUB__STORE__DATA_DIR", crate::helpers::temp_dir("cli"))
+        .env("LANEHUB__STORE__DATA_DIR", crate::common::temp_dir("cli"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (k, v) in env {
@@ -29,20 +21,8 @@ fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Running, Vec<Str
     let mut child = cmd.spawn().expect("binary starts");
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
-    let mut urls = vec![];
-    for _ in 0..lines {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(url.starts_with("http://"), "unexpected line: {line:?}");
-        urls.push(url);
-    }
-    (Running(child), urls)
+    let urls = (0..lines).map(|_| announced_url(&mut reader)).collect();
+    (Process::killed_at_end(child), urls)
 }
 
 #[test]
@@ -73,7 +53,7 @@ fn check_config_accepts_the_shipped_file() {
 
 #[test]
 fn check_config_names_file_key_and_problem() {
-    let dir = crate::helpers::temp_dir("check");
+    let dir = crate::common::temp_dir("check");
     let path = dir.join("bad.toml");
     std::fs::write(&path, "[vipps]\nmode = \"cloud\"\n").unwrap();
     let out = Command::new(BIN)
@@ -106,15 +86,7 @@ fn run_serves_healthz_with_the_embedded_simulator() {
         let health = reqwest::get(format!("{}/healthz", urls[0])).await.unwrap();
         assert_eq!(health.status(), 200);
         let client = reqwest::Client::new();
-        let token = client
-            .post(format!("{}/accesstoken/get", urls[1]))
-            .header("client_id", "sim-client")
-            .header("client_secret", "sim-secret")
-            .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(token.status(), 200);
+        merchant_token(&client, &urls[1]).await;
     });
 }
 
@@ -156,7 +128,7 @@ async fn run_keeps_serving_when_nobody_reads_its_stdout() {
         .port();
     let mut child = Command::new(BIN)
         .arg("run")
-        .env("LANEHUB__STORE__DATA_DIR", crate::helpers::temp_dir("cli"))
+        .env("LANEHUB__STORE__DATA_DIR", crate::common::temp_dir("cli"))
         .env("LANEHUB__API__LISTEN", format!("127.0.0.1:{port}"))
         .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
@@ -165,7 +137,7 @@ async fn run_keeps_serving_when_nobody_reads_its_stdout() {
         .expect("binary starts");
     // The reader goes away before lanehub announces itself: its write meets a closed pipe.
     drop(child.stdout.take());
-    let mut running = Running(child);
+    let mut running = Process::killed_at_end(child);
 
     let url = format!("http://127.0.0.1:{port}/healthz");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -176,14 +148,17 @@ async fn run_keeps_serving_when_nobody_reads_its_stdout() {
             break;
         }
         assert!(
-            running.0.try_wait().unwrap().is_none(),
+            running.child.try_wait().unwrap().is_none(),
             "lanehub exited: {:?}",
-            running.0.try_wait()
+            running.child.try_wait()
         );
         assert!(tokio::time::Instant::now() < deadline, "never healthy");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(running.0.try_wait().unwrap().is_none(), "lanehub exited");
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "lanehub exited"
+    );
 }
 
 /// Real tokens, so that a test meets the check it is about rather than the demo-token ones.
@@ -195,7 +170,7 @@ const REAL_TOKENS: [(&str, &str); 3] = [
 
 /// Runs `lanehub args…`, which must exit within 20 s; its exit code and stderr.
 fn exit_of(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let dir = crate::helpers::temp_dir("exit");
+    let dir = crate::common::temp_dir("exit");
     let err_path = dir.join("stderr");
     let mut cmd = Command::new(BIN);
     cmd.args(args)
@@ -208,11 +183,11 @@ fn exit_of(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = Running(cmd.spawn().expect("binary starts"));
+    let mut child = Process::killed_at_end(cmd.spawn().expect("binary starts"));
     // 800 polls 25 ms apart: 20 s.
     let mut polls = 0;
     let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
+        if let Some(status) = child.child.try_wait().unwrap() {
             break status;
         }
         polls += 1;
@@ -272,7 +247,7 @@ fn run_refuses_what_must_not_face_a_network() {
 #[test]
 fn run_never_prints_a_secret_of_a_broken_configuration() {
     const SECRET: &str = "Zq7-secret-value-xK2";
-    let dir = crate::helpers::temp_dir("secret");
+    let dir = crate::common::temp_dir("secret");
     for (i, text) in [
         format!("[api]\nadmin_token = \"{SECRET}\n"),
         "[[lanes]]\nid = \"1\"\ntoken = 918273645546372819\n".to_owned(),
@@ -306,7 +281,7 @@ fn run_never_prints_a_secret_of_a_broken_configuration() {
 #[actix_web::test]
 async fn run_beyond_loopback_without_tls_warns_at_start() {
     const WARNING: &str = "reachable from the network without TLS";
-    let dir = crate::helpers::temp_dir("warn");
+    let dir = crate::common::temp_dir("warn");
     let mut env: Vec<(&str, String)> = REAL_TOKENS
         .iter()
         .map(|(k, v)| (*k, v.to_string()))
@@ -320,7 +295,7 @@ async fn run_beyond_loopback_without_tls_warns_at_start() {
         let log = dir.join(format!("{warned}.log"));
         let mut env = env.clone();
         env.push(("LANEHUB__API__LISTEN", listen.into()));
-        let (process, url) = crate::process::Process::start(&["run"], &env, &log);
+        let (process, url) = crate::common::process::Process::start(&["run"], &env, &log);
         let port = url.rsplit(':').next().unwrap();
         let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
             .await
@@ -336,7 +311,7 @@ async fn run_beyond_loopback_without_tls_warns_at_start() {
 async fn run_stops_accepting_at_max_connections_and_says_so() {
     use futures_util::StreamExt;
     const LIMIT_LINE: &str = "connection limit reached (api.max_connections)";
-    let dir = crate::helpers::temp_dir("conns");
+    let dir = crate::common::temp_dir("conns");
     let log = dir.join("lanehub.log");
     let env = [
         (
@@ -347,7 +322,7 @@ async fn run_stops_accepting_at_max_connections_and_says_so() {
         ("LANEHUB__SIM__LISTEN", "127.0.0.1:0".to_owned()),
         ("LANEHUB__API__MAX_CONNECTIONS", "2".to_owned()),
     ];
-    let (_process, url) = crate::process::Process::start(&["run"], &env, &log);
+    let (_process, url) = crate::common::process::Process::start(&["run"], &env, &log);
     let ws = url.replacen("http", "ws", 1);
     let open =
         |lane: &str| format!("{ws}/api/v1/lanes/{lane}/events?access_token=demo-admin-token");
@@ -391,7 +366,7 @@ fn check_vipps(sim: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
         .env("LANEHUB__VIPPS__REQUEST_TIMEOUT", "5s")
         .env(
             "LANEHUB__STORE__DATA_DIR",
-            crate::helpers::temp_dir("check-vipps"),
+            crate::common::temp_dir("check-vipps"),
         );
     for (k, v) in env {
         cmd.env(k, v);
@@ -518,24 +493,14 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
         .enable_all()
         .build()
         .unwrap();
-    let data = crate::helpers::temp_dir("check-vipps");
+    let data = crate::common::temp_dir("check-vipps");
     let register = || {
         rt.block_on(async {
             let client = reqwest::Client::new();
-            let token: serde_json::Value = client
-                .post(format!("{sim}/accesstoken/get"))
-                .header("client_id", "sim-client")
-                .header("client_secret", "sim-secret")
-                .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let token = merchant_token(&client, sim).await;
             let res = client
                 .post(format!("{sim}/webhooks/v1/webhooks"))
-                .bearer_auth(token["access_token"].as_str().unwrap())
+                .bearer_auth(token)
                 .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
                 .header("Merchant-Serial-Number", "123456")
                 .json(&serde_json::json!({"url": hook, "events": ["epayments.payment.created.v1"]}))

@@ -1,14 +1,11 @@
-use crate::helpers::spawn_app;
+use crate::common::app::spawn_app;
+use crate::common::content_type;
+use crate::common::sim::token_request;
 
 #[actix_web::test]
 async fn healthz_answers_with_the_version() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(format!("{}/healthz", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.get("/healthz").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -18,16 +15,7 @@ async fn healthz_answers_with_the_version() {
 #[actix_web::test]
 async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .post(format!("{}/accesstoken/get", app.sim_url))
-        .header("client_id", "sim-client")
-        .header("client_secret", "sim-secret")
-        .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
-        .header("Merchant-Serial-Number", "123456")
-        .send()
-        .await
-        .unwrap();
+    let res = token_request(&app.http, &app.sim.url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["token_type"], "Bearer");
@@ -37,8 +25,8 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
     );
 
     let wrong = app
-        .client
-        .post(format!("{}/accesstoken/get", app.sim_url))
+        .http
+        .post(format!("{}/accesstoken/get", app.sim.url))
         .header("client_id", "sim-client")
         .header("client_secret", "wrong")
         .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
@@ -51,24 +39,14 @@ async fn embedded_simulator_issues_tokens_for_the_default_merchant() {
 #[actix_web::test]
 async fn the_cashier_ui_is_served_with_a_strict_policy() {
     let app = spawn_app().await;
-    let index = app
-        .client
-        .get(format!("{}/", app.address))
-        .send()
-        .await
-        .unwrap();
+    let index = app.get("/").await;
     assert_eq!(index.status(), 200);
     let csp = index.headers()["content-security-policy"]
         .to_str()
         .unwrap()
         .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    assert!(
-        index.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    assert!(content_type(&index).starts_with("text/html"));
     let html = index.text().await.unwrap();
     for id in [
         "token-input",
@@ -90,37 +68,17 @@ async fn the_cashier_ui_is_served_with_a_strict_policy() {
             "index.html lacks #{id}"
         );
     }
-    let js = app
-        .client
-        .get(format!("{}/ui/app.js", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        js.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/javascript")
-    );
+    let js = app.get("/ui/app.js").await;
+    assert!(content_type(&js).starts_with("text/javascript"));
     let etag = js.headers()["etag"].to_str().unwrap().to_owned();
     let again = app
-        .client
+        .http
         .get(format!("{}/ui/app.js", app.address))
         .header("If-None-Match", etag)
         .send()
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
-    let css = app
-        .client
-        .get(format!("{}/ui/style.css", app.address))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        css.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/css")
-    );
+    let css = app.get("/ui/style.css").await;
+    assert!(content_type(&css).starts_with("text/css"));
 }

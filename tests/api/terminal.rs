@@ -3,7 +3,7 @@
 //! the real binary driven through a checkout.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,10 +13,12 @@ use lanehub::startup::Application;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_with, temp_dir, test_settings};
-use crate::websocket::{Events, lanes_up};
+use crate::common::app::{Api, spawn_app_with, test_settings, wait_seeded};
+use crate::common::content_type;
+use crate::common::process::announced_url;
+use crate::common::{ADMIN, MEMBER, temp_dir};
+use crate::websocket::{Events, app_with_terminal, lanes_up, scan_lane_1, scan_on_lane_1};
 
-pub const ADMIN: &str = "demo-admin-token";
 pub const LANE1: &str = "demo-lane-1-token";
 pub const MEMBER_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
 pub const DECLINER_QR: &str = "https://qr.vipps.no/28/2/01/031/4790000001?v=1";
@@ -37,13 +39,13 @@ pub fn fast_settings() -> Settings {
 
 /// One API call: status, content type and JSON body (`Null` when the body is not JSON).
 pub async fn call(
-    app: &TestApp,
+    app: &Api,
     method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, String, Value) {
-    let mut req = app.client.request(method, format!("{}{path}", app.address));
+    let mut req = app.http.request(method, format!("{}{path}", app.address));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }
@@ -62,25 +64,25 @@ pub async fn call(
     (status, content_type, body)
 }
 
-pub async fn get(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+pub async fn get(app: &Api, path: &str, token: &str) -> (u16, Value) {
     let (status, _, body) = call(app, Method::GET, path, Some(token), None).await;
     (status, body)
 }
 
-pub async fn post(app: &TestApp, path: &str, token: &str, body: Value) -> (u16, Value) {
+pub async fn post(app: &Api, path: &str, token: &str, body: Value) -> (u16, Value) {
     let (status, _, body) = call(app, Method::POST, path, Some(token), Some(body)).await;
     (status, body)
 }
 
 /// A raw POST: any content type and bytes.
 async fn post_raw(
-    app: &TestApp,
+    app: &Api,
     path: &str,
     content_type: &str,
     body: Vec<u8>,
 ) -> (u16, String, Value) {
     let res = app
-        .client
+        .http
         .post(format!("{}{path}", app.address))
         .bearer_auth(ADMIN)
         .header("content-type", content_type)
@@ -122,7 +124,7 @@ async fn tokens_decide_who_may_do_what() {
         assert_problem(status, &ct, &body, 401, "unauthorized");
     }
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1", app.address))
         .header("Authorization", format!("Basic {LANE1}"))
         .send()
@@ -139,7 +141,7 @@ async fn tokens_decide_who_may_do_what() {
     assert_eq!(lanes_of(&own), ["1"]);
     // The scheme is case-insensitive.
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1", app.address))
         .header("Authorization", format!("bearer {LANE1}"))
         .send()
@@ -268,7 +270,7 @@ async fn unknown_lanes_paths_and_methods_are_answered_as_problems() {
         (Method::POST, "/healthz", "GET"),
     ] {
         let res = app
-            .client
+            .http
             .request(method, format!("{}{path}", app.address))
             .bearer_auth(ADMIN)
             .send()
@@ -493,14 +495,7 @@ async fn commands_the_state_does_not_allow_get_409_saying_why() {
 
     // A payment the customer leaves open: no reset, no second payment; cancel ends it.
     let mut events = Events::connect(&app, "1", LANE1).await;
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": IGNORER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    scan_on_lane_1(&app, IGNORER_QR).await;
     events.until_message("non_member").await;
     let (status, lane) = post(&app, "/api/v1/lanes/1/payment", LANE1, pay.clone()).await;
     assert_eq!(status, 200);
@@ -534,18 +529,9 @@ async fn commands_the_state_does_not_allow_get_409_saying_why() {
 
 #[actix_web::test]
 async fn a_member_checkout_is_paid_and_the_admin_refunds_it() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let (app, mut events) = app_with_terminal().await;
 
-    let (status, lane) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let lane = scan_on_lane_1(&app, MEMBER_QR).await;
     assert_eq!(lane["message"]["code"], "customer_scanned");
     events.until_message("member_welcomed").await;
     let (_, lane) = get(&app, "/api/v1/lanes/1", LANE1).await;
@@ -615,17 +601,8 @@ async fn a_member_checkout_is_paid_and_the_admin_refunds_it() {
 
 #[actix_web::test]
 async fn a_declined_payment_ends_the_checkout_as_declined() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": DECLINER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let (app, mut events) = app_with_terminal().await;
+    scan_on_lane_1(&app, DECLINER_QR).await;
     let identified = events.until_message("non_member").await;
     assert_eq!(
         identified["snapshot"]["session"]["customer"]["member"],
@@ -673,19 +650,9 @@ async fn operations_endpoints_answer_without_a_token() {
     let (status, _, health) = call(&app, Method::GET, "/healthz", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(health["status"], "ok");
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status(), 200);
-    assert!(
-        metrics.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(content_type(&metrics).starts_with("text/plain"));
     let text = metrics.text().await.unwrap();
     assert!(
         text.contains("lanehub_lane_up"),
@@ -894,6 +861,7 @@ fn tls_settings_are_checked_at_load_and_at_start() {
 struct Binary {
     child: std::process::Child,
     url: String,
+    data: PathBuf,
     /// Kept open: a closed pipe would make the binary's next line on stdout fail.
     _stdout: BufReader<std::process::ChildStdout>,
 }
@@ -906,11 +874,12 @@ impl Drop for Binary {
 }
 
 fn start_binary() -> Binary {
+    let data = temp_dir("binary");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lanehub"));
     cmd.arg("run")
         .env("LANEHUB__API__LISTEN", "127.0.0.1:0")
         .env("LANEHUB__SIM__LISTEN", "127.0.0.1:0")
-        .env("LANEHUB__STORE__DATA_DIR", temp_dir("binary"))
+        .env("LANEHUB__STORE__DATA_DIR", &data)
         .env("LANEHUB__SESSION__PAYMENT_FIRST_POLL", "200ms")
         .env("LANEHUB__SESSION__PAYMENT_POLL_INTERVAL", "200ms")
         .stdout(Stdio::piped())
@@ -923,13 +892,12 @@ fn start_binary() -> Binary {
     }
     let mut child = cmd.spawn().expect("the binary starts");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line:?}");
+    let url = announced_url(&mut stdout);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     Binary {
         child,
         url,
+        data,
         _stdout: stdout,
     }
 }
@@ -938,13 +906,11 @@ fn start_binary() -> Binary {
 async fn the_real_binary_runs_a_member_checkout_and_a_refund() {
     lanehub::install_crypto_provider();
     let binary = start_binary();
-    let app = TestApp {
-        address: binary.url.clone(),
-        sim_url: String::new(),
-        client: reqwest::Client::new(),
-        data_dir: PathBuf::new(),
-    };
+    let app = Api::new(binary.url.clone(), ADMIN);
     lanes_up(&app).await;
+    // SQLite lets this process read the running binary's store.
+    let store = lanehub::store::Store::open(&binary.data).await.unwrap();
+    wait_seeded(&store, [&MEMBER.parse().unwrap()]).await;
     let (status, _, ready) = call(&app, Method::GET, "/readyz", None, None).await;
     assert_eq!(status, 200, "{ready}");
     let mut events = Events::connect(&app, "2", "demo-lane-2-token").await;
@@ -1026,12 +992,6 @@ async fn a_stalled_body_is_answered_408_and_its_connection_closed_at_the_deadlin
         assert!(started.elapsed() >= DEADLINE, "{path}: cut off early");
     }
     // A body that arrives in time is served as ever.
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "hello"}),
-    )
-    .await;
+    let (status, _) = scan_lane_1(&app, "hello").await;
     assert_eq!(status, 400);
 }

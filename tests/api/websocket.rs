@@ -9,8 +9,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
 
-use crate::helpers::{TestApp, spawn_app_with};
-use crate::terminal::{ADMIN, LANE1, MEMBER_QR, fast_settings, post};
+use crate::common::ADMIN;
+use crate::common::app::{Api, TestApp, spawn_app_with, start};
+use crate::terminal::{LANE1, MEMBER_QR, fast_settings, post};
 
 /// How long a test waits for an event before failing.
 const EVENT_DEADLINE: Duration = Duration::from_secs(15);
@@ -25,7 +26,7 @@ pub struct Events {
     pub seen: Vec<Value>,
 }
 
-fn ws_url(app: &TestApp, lane: &str, token: &str) -> String {
+fn ws_url(app: &Api, lane: &str, token: &str) -> String {
     format!(
         "{}/api/v1/lanes/{lane}/events?access_token={token}",
         app.address.replacen("http", "ws", 1)
@@ -34,7 +35,7 @@ fn ws_url(app: &TestApp, lane: &str, token: &str) -> String {
 
 impl Events {
     /// Connects with `?access_token=` and returns once the first event (the snapshot) arrived.
-    pub async fn connect(app: &TestApp, lane: &str, token: &str) -> Events {
+    pub async fn connect(app: &Api, lane: &str, token: &str) -> Events {
         let (socket, _) = tokio_tungstenite::connect_async(ws_url(app, lane, token))
             .await
             .expect("the WebSocket opens");
@@ -89,7 +90,7 @@ impl Events {
 }
 
 /// Waits until every lane runs (lanes come up just after `spawn_app` returns).
-pub async fn lanes_up(app: &TestApp) {
+pub async fn lanes_up(app: &Api) {
     for lane in ["1", "2"] {
         let mut events = Events::connect(app, lane, ADMIN).await;
         if events.seen[0]["snapshot"]["up"] != true {
@@ -98,20 +99,31 @@ pub async fn lanes_up(app: &TestApp) {
     }
 }
 
+/// A fresh app (fast settings), ready (every lane up, the simulator's members seeded into the
+/// club, so the member's scan meets a member), and a terminal on lane 1.
+pub async fn app_with_terminal() -> (TestApp, Events) {
+    let app = start(fast_settings()).await;
+    let events = Events::connect(&app, "1", LANE1).await;
+    (app, events)
+}
+
+/// Scans `text` on lane 1 with the lane's token; the status and the answer.
+pub async fn scan_lane_1(app: &Api, text: &str) -> (u16, Value) {
+    post(app, "/api/v1/lanes/1/scans", LANE1, json!({ "text": text })).await
+}
+
+/// Scans `qr` on lane 1, which must accept it; the lane as the answer shows it.
+pub async fn scan_on_lane_1(app: &Api, qr: &str) -> Value {
+    let (status, lane) = scan_lane_1(app, qr).await;
+    assert_eq!(status, 200, "{lane}");
+    lane
+}
+
 #[actix_web::test]
 async fn a_checkout_streams_events_with_seq_rising_by_one() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
+    let (app, mut events) = app_with_terminal().await;
 
-    let (status, _) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
-    assert_eq!(status, 200);
+    scan_on_lane_1(&app, MEMBER_QR).await;
     events.until_message("member_welcomed").await;
     let pay = json!({"amount": {"value": 23990, "currency": "NOK"}});
     let (status, _) = post(&app, "/api/v1/lanes/1/payment", LANE1, pay).await;
@@ -175,16 +187,8 @@ async fn a_checkout_streams_events_with_seq_rising_by_one() {
 
 #[actix_web::test]
 async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
-    post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
+    let (app, mut events) = app_with_terminal().await;
+    scan_lane_1(&app, MEMBER_QR).await;
     let welcomed = events.until_message("member_welcomed").await;
     let last_seq = events.seen.last().unwrap()["seq"].as_u64().unwrap();
     events.socket.close(None).await.unwrap();
@@ -202,16 +206,8 @@ async fn a_reconnecting_terminal_gets_a_fresh_snapshot() {
 
 #[actix_web::test]
 async fn a_product_barcode_is_passed_on_and_an_unknown_scan_is_reported() {
-    let app = spawn_app_with(fast_settings()).await;
-    lanes_up(&app).await;
-    let mut events = Events::connect(&app, "1", LANE1).await;
-    let (status, lane) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "5901234123457"}),
-    )
-    .await;
+    let (app, mut events) = app_with_terminal().await;
+    let (status, lane) = scan_lane_1(&app, "5901234123457").await;
     assert_eq!(status, 200);
     assert_eq!(lane["state"], "idle");
     let scan = events.until("scan", |e| e["kind"] == "scan").await;
@@ -220,13 +216,7 @@ async fn a_product_barcode_is_passed_on_and_an_unknown_scan_is_reported() {
         json!({"barcode": "5901234123457", "format": "ean13"})
     );
 
-    let (status, problem) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": "hello"}),
-    )
-    .await;
+    let (status, problem) = scan_lane_1(&app, "hello").await;
     assert_eq!(status, 400);
     assert_eq!(problem["field"], "text");
     let rejected = events
@@ -278,7 +268,7 @@ async fn tokens_are_checked_before_the_upgrade() {
 
     // A plain GET is not an upgrade.
     let res = app
-        .client
+        .http
         .get(format!("{}/api/v1/lanes/1/events", app.address))
         .bearer_auth(LANE1)
         .send()
