@@ -29,6 +29,12 @@ impl Backoff {
         wait
     }
 
+    /// A random wait between half of `after(failures)` and all of it: spread, yet never much
+    /// sooner than the backoff asks.
+    pub fn half_jittered(&self, failures: u32) -> Duration {
+        self.after(failures).mul_f64(rand::random_range(0.5..=1.0))
+    }
+
     /// A random wait between zero and `after(failures)` ("full jitter"): many lanes failing at
     /// once do not all retry at the same instant.
     pub fn jittered(&self, failures: u32) -> Duration {

@@ -33,32 +33,16 @@ use crate::store::{
 /// operator asked for from the command line is picked up.
 pub const OUTBOX_IDLE_POLL: Duration = Duration::from_secs(15);
 
-/// Waits between delivery attempts of one entry: doubling from `initial` up to `max`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: Duration,
-    pub max: Duration,
-}
+pub use crate::backoff::Backoff;
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(5 * 60),
-        }
-    }
-}
+/// Waits between delivery attempts of one entry: 1 s doubling up to 5 minutes.
+pub const DELIVERY_BACKOFF: Backoff =
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
-impl Backoff {
-    /// The wait after `attempts` failed attempts, with jitter so a chain's stores do not all
-    /// come back at the same moment after an outage.
-    fn after(&self, attempts: u32) -> Duration {
-        let full = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(attempts.min(20)))
-            .min(self.max);
-        full.mul_f64(rand::random_range(0.5..=1.0))
-    }
+/// The wait after `attempts` failed attempts, with jitter so a chain's stores do not all come
+/// back at the same moment after an outage.
+fn delivery_wait(backoff: &Backoff, attempts: u32) -> Duration {
+    backoff.half_jittered(attempts.saturating_add(1))
 }
 
 /// A member as the CRM sends and receives it (docs/crm-api.md).
@@ -312,10 +296,8 @@ impl CrmMembers {
             }
             Attempt::Failed { reason, after } => {
                 crate::metrics::outbox_delivery(OutboxDelivery::Failed);
-                let wait = inner
-                    .backoff
-                    .after(entry.attempts)
-                    .max(after.unwrap_or_default());
+                let wait =
+                    delivery_wait(&inner.backoff, entry.attempts).max(after.unwrap_or_default());
                 tracing::warn!(entry = entry.id, phone = %entry.phone_number,
                     attempts = entry.attempts + 1, error = %reason, retry_in = ?wait,
                     "enrollment not delivered to the CRM; it stays in the outbox");
@@ -431,7 +413,7 @@ mod tests {
             max: Duration::from_secs(60),
         };
         for (attempts, full) in [(0, 1), (1, 2), (3, 8), (6, 60), (40, 60)] {
-            let wait = b.after(attempts);
+            let wait = delivery_wait(&b, attempts);
             let full = Duration::from_secs(full);
             assert!(wait <= full && wait >= full / 2, "{attempts}: {wait:?}");
         }

@@ -53,7 +53,7 @@ pub fn start(
                 settings.http_timeout,
                 store_name,
                 store.clone(),
-                crm::Backoff::default(),
+                crm::DELIVERY_BACKOFF,
             )
             .map_err(|why| anyhow::anyhow!("members.http_base_url: {why}"))?;
             tokio::spawn(crm.clone().deliver_forever());

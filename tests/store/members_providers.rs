@@ -867,7 +867,7 @@ async fn crm_lookups_answer_member_non_member_or_unknown_within_the_timeout() {
         CRM_TIMEOUT,
         "oslo",
         store.clone(),
-        Backoff::default(),
+        lanehub::members::crm::DELIVERY_BACKOFF,
     )
     .unwrap();
     let e = wrong.member(&kari).await.unwrap_err();
