@@ -2,8 +2,7 @@
 //!
 //! With `sqlite` they work on the store's database file (`store::admin`). With `postgres`
 //! they work on the shared database. With `http` an import queues the members in the outbox
-//! for the running lanehub to deliver to the CRM; an export is refused, since the CRM holds the
-//! club and the contract has no listing.
+//! for the running lanehub to deliver to the CRM; an export reads the CRM's member listing.
 
 use std::io::Write;
 use std::path::Path;
@@ -105,15 +104,33 @@ pub fn import(settings: &DatabaseSettings, file: &Path) -> anyhow::Result<String
 pub fn export(settings: &DatabaseSettings, dest: Option<&Path>) -> anyhow::Result<usize> {
     match settings.members.provider {
         MembersProvider::Sqlite => Ok(admin::export_members(&settings.store, dest)?),
-        MembersProvider::Http => anyhow::bail!(
-            "with members.provider = \"http\" the merchant's CRM holds the club: export the \
-             members from the CRM"
-        ),
+        MembersProvider::Http => {
+            let m = &settings.members;
+            if m.http_base_url.is_empty() {
+                anyhow::bail!("members.http_base_url is not set");
+            }
+            let listed = super::crm::list_members(&m.http_base_url, &m.http_token, m.http_timeout);
+            let all = runtime()?
+                .block_on(listed)
+                .map_err(|e| anyhow::anyhow!("members.http_base_url: {e}"))?;
+            write_export(dest, &all)?;
+            Ok(all.len())
+        }
         MembersProvider::Postgres => {
             let pg = postgres(settings)?;
             let all = runtime()?.block_on(pg.members())?;
+            write_export(dest, &all)?;
+            Ok(all.len())
+        }
+    }
+}
+
+/// Writes `all` as CSV to `dest` (0600: it holds phone numbers), or to stdout for `None` or `-`.
+fn write_export(dest: Option<&Path>, all: &[crate::store::Member]) -> anyhow::Result<()> {
+    {
+        {
             match dest.filter(|p| *p != Path::new("-")) {
-                None => write_members(std::io::stdout().lock(), &all)?,
+                None => write_members(std::io::stdout().lock(), all)?,
                 Some(path) => {
                     let shown = path.display().to_string();
                     let mut options = std::fs::OpenOptions::new();
@@ -125,11 +142,11 @@ pub fn export(settings: &DatabaseSettings, dest: Option<&Path>) -> anyhow::Resul
                         .open(path)
                         .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
                     let mut file = std::io::BufWriter::new(file);
-                    write_members(&mut file, &all).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+                    write_members(&mut file, all).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
                     file.flush().map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
                 }
             }
-            Ok(all.len())
+            Ok(())
         }
     }
 }

@@ -142,6 +142,74 @@ impl std::fmt::Debug for CrmMembers {
     }
 }
 
+/// Most members one page of the CRM's listing holds (`GET /members?limit=&after=`).
+pub const LIST_PAGE: usize = 500;
+
+/// Every member of the CRM's club, page by page in phone-number order
+/// (`GET {base_url}/members?limit=500&after=<last phone number>`), for `lanehub members export`.
+pub async fn list_members(
+    base_url: &str,
+    token: &SecretString,
+    timeout: Duration,
+) -> Result<Vec<Member>, StoreError> {
+    let http = http_client(timeout).map_err(crm_error)?;
+    let url = format!("{}/members", base_url.trim_end_matches('/'));
+    let mut all: Vec<Member> = vec![];
+    let mut after: Option<String> = None;
+    loop {
+        // Phone numbers are digits: nothing to escape.
+        let page_url = match &after {
+            Some(after) => format!("{url}?limit={LIST_PAGE}&after={after}"),
+            None => format!("{url}?limit={LIST_PAGE}"),
+        };
+        let response = http
+            .get(&page_url)
+            .bearer_auth(token.expose_secret())
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| crm_error(describe(e)))?;
+        if response.status() != StatusCode::OK {
+            return Err(crm_error(format!(
+                "the CRM answered {} to the member listing",
+                response.status()
+            )));
+        }
+        let page: Vec<CrmMember> = response
+            .json()
+            .await
+            .map_err(|e| crm_error(format!("the CRM's member listing is not valid: {e}")))?;
+        let full = page.len() >= LIST_PAGE;
+        for record in page {
+            let phone: Msisdn = record
+                .phone_number
+                .parse()
+                .map_err(|e| crm_error(format!("the CRM listed an invalid phone number: {e}")))?;
+            if after.as_deref() >= Some(record.phone_number.as_str()) {
+                return Err(crm_error(
+                    "the CRM's member listing is not in phone-number order",
+                ));
+            }
+            after = Some(record.phone_number.clone());
+            all.push(record.into_member(&phone, MemberSource::Enrollment)?);
+        }
+        if !full {
+            return Ok(all);
+        }
+    }
+}
+
+fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    crate::install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("lanehub/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
 impl CrmMembers {
     /// A client of the CRM at `base_url`; the outbox lives in `store`.
     pub fn new(
@@ -152,14 +220,7 @@ impl CrmMembers {
         store: Store,
         backoff: Backoff,
     ) -> Result<Self, String> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("lanehub/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = http_client(timeout)?;
         Ok(CrmMembers {
             inner: Arc::new(Inner {
                 http,
@@ -376,7 +437,8 @@ impl MembershipStore for CrmMembers {
         Box::pin(async move { this.enroll(member).await })
     }
 
-    /// The CRM's contract has no listing: these are the enrollments waiting in the outbox.
+    /// What this store knows without asking the CRM: the enrollments waiting in its outbox (the
+    /// whole club comes from `list_members`, for exports).
     fn members(&self) -> StoreFuture<Vec<Member>> {
         let store = self.inner.store.clone();
         Box::pin(async move {
