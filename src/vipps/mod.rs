@@ -9,6 +9,7 @@ pub mod circuit;
 pub mod client;
 pub mod convert;
 pub mod error;
+pub mod handle;
 pub mod models;
 pub mod ratelimit;
 pub mod registration;
