@@ -7,6 +7,7 @@
 //! - `bench vipps`: the Vipps actor alone (see [`vipps`]).
 
 pub mod lanes;
+pub mod report;
 pub mod sim;
 pub mod vipps;
 
