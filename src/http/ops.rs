@@ -120,7 +120,7 @@ pub(crate) async fn readyz(lanes: web::Data<Lanes>, state: web::Data<AppState>) 
         .iter()
         .any(|a| a.api.needed_for_payments() && a.is_open());
     let vipps_ok = token.is_ok() && !circuit_open;
-    let store = state.store.health().borrow().clone();
+    let store = state.store.health_now();
     let ready = down.is_empty() && vipps_ok && !shutting_down && store.writable;
     let body = Readiness {
         ready,

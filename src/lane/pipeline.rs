@@ -242,28 +242,14 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
 /// Keeps a failed write for later; a record that guards a keyed call is answered "not written"
 /// instead, so its call is not sent.
 fn keep(deps: &EffectDeps, backlog: &mut std::collections::VecDeque<Write>, write: Write) {
-    let write = match write {
-        Write::Record { record, done, .. } if record.keyed_call().is_some() => {
-            done.send_replace(Some(false));
+    if let Write::Record { record, done, .. } = &write {
+        // Calls after it need not wait: only a keyed call depends on its own record, and that
+        // call is not sent (the session journals the record again when it retries).
+        done.send_replace(Some(false));
+        if record.keyed_call().is_some() {
             return;
         }
-        // Calls after it need not wait: only keyed calls depend on their own record.
-        Write::Record {
-            session,
-            record,
-            done,
-            close,
-        } => {
-            done.send_replace(Some(false));
-            Write::Record {
-                session,
-                record,
-                done,
-                close,
-            }
-        }
-        other => other,
-    };
+    }
     if backlog.len() >= BACKLOG_CAPACITY {
         tracing::error!(lane = %deps.lane, "the lane's journal backlog is full; a write is lost");
         crate::metrics::queue_dropped(crate::metrics::Queue::JournalBacklog);

@@ -276,6 +276,11 @@ impl Store {
         self.health.state.subscribe()
     }
 
+    /// The store's writability now.
+    pub fn health_now(&self) -> StoreHealth {
+        self.health.state.borrow().clone()
+    }
+
     /// Whether the latest write (or probe) was committed.
     pub fn is_writable(&self) -> bool {
         self.health.state.borrow().writable
