@@ -81,8 +81,6 @@ pub struct LaneActor {
     timer: Option<SpawnHandle>,
     scanners: Vec<ScannerHandle>,
     message: Option<CashierMessage>,
-    /// How this session's enrollment ended, once it has.
-    enrollment: Option<&'static str>,
     /// The checkout that ended last, with its outcome, shown until the next one begins.
     last_session: Option<SessionView>,
     state_gauges: m::SessionStateGauges,
@@ -99,7 +97,6 @@ impl LaneActor {
             timer: None,
             scanners: vec![],
             message: None,
-            enrollment: None,
             last_session: None,
             state_gauges: m::SessionStateGauges::new(&lane),
             _death: DeathNotice {
@@ -131,7 +128,6 @@ impl LaneActor {
         let after = self.session.snapshot();
         if after.session_id.is_some() && after.session_id != before.session_id {
             self.last_session = None;
-            self.enrollment = None;
         }
         if before.state != after.state {
             self.state_gauges.set(after.state);
@@ -216,10 +212,7 @@ impl LaneActor {
         let lane = self.spec.handle.id();
         match fact {
             Fact::MembershipChecked { result } => m::membership_checked(lane, result.label()),
-            Fact::EnrollmentFinished { outcome } => {
-                m::enrollment_finished(lane, outcome.label());
-                self.enrollment = Some(outcome.label());
-            }
+            Fact::EnrollmentFinished { outcome } => m::enrollment_finished(lane, outcome.label()),
             Fact::PaymentFinished { outcome, captured } => {
                 m::payment_finished(lane, outcome.label());
                 if let Some(a) = captured {
@@ -236,19 +229,13 @@ impl LaneActor {
 
     /// The view of the session in `s`; `outcome` is set once it has ended.
     fn session_view(&self, s: &session::Snapshot, outcome: Option<&str>) -> Option<SessionView> {
-        let enrollment = match s.state {
-            "awaiting_login_start" => Some("starting"),
-            "awaiting_consent" => Some("awaiting_consent"),
-            "awaiting_member_store" => Some("storing_member"),
-            _ => self.enrollment,
-        };
         s.session_id.as_ref().map(|id| SessionView {
             id: id.as_str().to_owned(),
             customer: s.customer.as_ref().map(|c| CustomerView {
                 phone_number: c.masked(),
                 member: s.membership.and_then(|m| m.is_member()),
             }),
-            enrollment: enrollment.map(str::to_owned),
+            enrollment: s.enrollment.map(|e| e.label().to_owned()),
             payment: s.payment.as_ref().map(|p| PaymentView {
                 reference: p.reference.to_string(),
                 amount: p.amount,

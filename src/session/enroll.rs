@@ -232,7 +232,7 @@ pub(super) fn enrollment_failure(error: CallError) -> EnrollmentOutcome {
 
 /// The enrollment is over; the customer is ready for payment, as a member if enrolled.
 pub(super) fn enrollment_over(
-    ctx: Ctx,
+    mut ctx: Ctx,
     mut customer: Customer,
     outcome: EnrollmentOutcome,
     name: Option<String>,
@@ -241,16 +241,17 @@ pub(super) fn enrollment_over(
     if outcome == EnrollmentOutcome::Enrolled {
         customer.membership = Membership::Member;
     }
-    finish_enrollment(&ctx, outcome, name, cx);
+    finish_enrollment(&mut ctx, outcome, name, cx);
     ready(ctx, customer, cx)
 }
 
 pub(super) fn finish_enrollment(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     outcome: EnrollmentOutcome,
     name: Option<String>,
     cx: &mut Cx,
 ) {
+    ctx.enrollment = Some(outcome.clone());
     cx.persist(
         ctx,
         JournalRecord::EnrollmentFinished {

@@ -31,6 +31,7 @@ pub(super) fn on_customer_qr(
                 vipps_degraded: false,
                 store_down: false,
                 owed: None,
+                enrollment: None,
             };
             cx.persist(&ctx, JournalRecord::SessionStarted);
             cx.notify(TerminalEvent::CustomerScanned);
@@ -61,12 +62,16 @@ pub(super) fn on_customer_qr(
                 replace_customer(ctx, qr, clear_text, cx)
             }
         }
-        State::AwaitingLoginStart { ctx, customer, .. }
-        | State::AwaitingConsent { ctx, customer, .. } => {
+        State::AwaitingLoginStart {
+            mut ctx, customer, ..
+        }
+        | State::AwaitingConsent {
+            mut ctx, customer, ..
+        } => {
             if same(&ctx, Some(&customer.msisdn)) {
                 Step::Ignore(IgnoreReason::DuplicateQr)
             } else {
-                finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
+                finish_enrollment(&mut ctx, EnrollmentOutcome::Abandoned, None, cx);
                 replace_customer(ctx, qr, clear_text, cx)
             }
         }
@@ -100,8 +105,9 @@ pub(super) fn replace_customer(
 ) -> Step {
     let ctx = Ctx {
         qr: qr.clone(),
-        // The previous customer's check-in answer becomes stale.
+        // The previous customer's check-in answer and enrollment become stale.
         check_in: CheckIn::NotSent,
+        enrollment: None,
         ..ctx
     };
     cx.persist(&ctx, JournalRecord::CustomerReplaced);

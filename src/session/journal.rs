@@ -153,6 +153,8 @@ impl JournalRecord {
 struct Facts {
     membership: Membership,
     enrollment: Option<OpenEnrollment>,
+    /// How the customer's enrollment ended, if it has.
+    enrolled: Option<EnrollmentOutcome>,
     payment: Option<OpenPayment>,
     ended: bool,
 }
@@ -184,6 +186,7 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
     let mut facts = Facts {
         membership: Membership::Unknown,
         enrollment: None,
+        enrolled: None,
         payment: None,
         ended: false,
     };
@@ -193,6 +196,7 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
             JournalRecord::CustomerReplaced => {
                 facts.membership = Membership::Unknown;
                 facts.enrollment = None;
+                facts.enrolled = None;
             }
             JournalRecord::CustomerIdentified { membership, .. } => {
                 facts.membership = *membership;
@@ -223,6 +227,7 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
                 if *outcome == EnrollmentOutcome::Enrolled {
                     facts.membership = Membership::Member;
                 }
+                facts.enrolled = Some(outcome.clone());
             }
             JournalRecord::PaymentRequested {
                 reference,
@@ -319,6 +324,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         vipps_degraded: false,
         store_down: false,
         owed: None,
+        enrollment: facts.enrolled.clone(),
     };
     if let Some(open) = facts.payment {
         let payment = Payment {

@@ -109,5 +109,8 @@ pub use event::{
 };
 pub use ids::{CallId, KeyedOperation, SessionId, payment_reference};
 pub use journal::JournalRecord;
-pub use state::{PaymentSnapshot, STATE_LABELS, Session, Snapshot, next_deadline, state_labels};
+pub use state::{
+    EnrollmentProgress, PaymentSnapshot, STATE_LABELS, Session, Snapshot, next_deadline,
+    state_labels,
+};
 pub use step::step;

@@ -30,11 +30,15 @@ pub(super) fn on_pay(state: State, request: PayRequest, cx: &mut Cx) -> Step {
         // Decision: Pay while the customer has not consented yet abandons the enrollment, so
         // the till is never held up by a customer who ignores the consent request. A consent
         // given later still enrolls: `followup::enrollment` follows the Login up.
-        State::AwaitingLoginStart { ctx, customer, .. }
-        | State::AwaitingConsent { ctx, customer, .. } => match request.validate() {
+        State::AwaitingLoginStart {
+            mut ctx, customer, ..
+        }
+        | State::AwaitingConsent {
+            mut ctx, customer, ..
+        } => match request.validate() {
             Err(problem) => invalid(problem),
             Ok(()) => {
-                finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
+                finish_enrollment(&mut ctx, EnrollmentOutcome::Abandoned, None, cx);
                 Step::To(start_payment(ctx, customer, request, cx))
             }
         },

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::domain::{Amount, LaneId, Msisdn, PaymentReference};
 
-use super::effect::{CreatePaymentRequest, Membership};
+use super::effect::{CreatePaymentRequest, EnrollmentOutcome, Membership};
 use super::event::{LoginAccessToken, PaymentState};
 use super::ids::{CallId, SessionId};
 
@@ -126,6 +126,8 @@ pub(super) struct Ctx {
     pub store_down: bool,
     /// The state's keyed call was not sent (its journal write failed) and is owed.
     pub owed: Option<super::store_fault::Owed>,
+    /// How this customer's enrollment ended, once it has.
+    pub enrollment: Option<EnrollmentOutcome>,
 }
 
 /// The best-effort check-in, followed beside the main flow.
@@ -361,7 +363,29 @@ pub struct Snapshot {
     pub customer: Option<Msisdn>,
     pub membership: Option<Membership>,
     pub payment: Option<PaymentSnapshot>,
+    pub enrollment: Option<EnrollmentProgress>,
     pub next_deadline: Option<Instant>,
+}
+
+/// Where the customer's enrollment stands, as the terminal shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnrollmentProgress {
+    Starting,
+    AwaitingConsent,
+    StoringMember,
+    /// Ended, with the outcome's label (`enrolled`, `abandoned`, …).
+    Ended(&'static str),
+}
+
+impl EnrollmentProgress {
+    pub fn label(self) -> &'static str {
+        match self {
+            EnrollmentProgress::Starting => "starting",
+            EnrollmentProgress::AwaitingConsent => "awaiting_consent",
+            EnrollmentProgress::StoringMember => "storing_member",
+            EnrollmentProgress::Ended(outcome) => outcome,
+        }
+    }
 }
 
 /// The session's payment as last seen.
@@ -404,6 +428,18 @@ impl Session {
     /// The identified customer's number.
     pub fn customer(&self) -> Option<&Msisdn> {
         self.state.customer().map(|c| &c.msisdn)
+    }
+
+    fn enrollment(&self) -> Option<EnrollmentProgress> {
+        match &self.state {
+            State::AwaitingLoginStart { .. } => Some(EnrollmentProgress::Starting),
+            State::AwaitingConsent { .. } => Some(EnrollmentProgress::AwaitingConsent),
+            State::AwaitingMemberStore { .. } => Some(EnrollmentProgress::StoringMember),
+            state => state
+                .ctx()
+                .and_then(|c| c.enrollment.as_ref())
+                .map(|o| EnrollmentProgress::Ended(o.label())),
+        }
     }
 
     pub fn membership(&self) -> Option<Membership> {
@@ -452,6 +488,7 @@ impl Session {
                 state: p.last_state,
                 cancel_requested: p.cancel != CancelIntent::None,
             }),
+            enrollment: self.enrollment(),
             next_deadline: self.next_deadline(),
         }
     }

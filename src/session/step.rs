@@ -224,8 +224,8 @@ pub(super) fn on_cancel(state: State, cx: &mut Cx) -> Step {
         State::AwaitingQrExchange { ctx, .. }
         | State::AwaitingMembership { ctx, .. }
         | State::ReadyForPayment { ctx, .. } => Step::To(end(ctx, Outcome::Cancelled, None, cx)),
-        State::AwaitingLoginStart { ctx, .. } | State::AwaitingConsent { ctx, .. } => {
-            finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
+        State::AwaitingLoginStart { mut ctx, .. } | State::AwaitingConsent { mut ctx, .. } => {
+            finish_enrollment(&mut ctx, EnrollmentOutcome::Abandoned, None, cx);
             Step::To(end(ctx, Outcome::Cancelled, None, cx))
         }
         // A consent is never dropped: the member is saved first (a bounded moment).
@@ -280,8 +280,8 @@ pub(super) fn on_reset(state: State, cx: &mut Cx) -> Step {
         State::AwaitingQrExchange { ctx, .. }
         | State::AwaitingMembership { ctx, .. }
         | State::ReadyForPayment { ctx, .. } => Step::To(end(ctx, Outcome::Closed, None, cx)),
-        State::AwaitingLoginStart { ctx, .. } | State::AwaitingConsent { ctx, .. } => {
-            finish_enrollment(&ctx, EnrollmentOutcome::Abandoned, None, cx);
+        State::AwaitingLoginStart { mut ctx, .. } | State::AwaitingConsent { mut ctx, .. } => {
+            finish_enrollment(&mut ctx, EnrollmentOutcome::Abandoned, None, cx);
             Step::To(end(ctx, Outcome::Closed, None, cx))
         }
         // A consent is never dropped: the member is saved first (a bounded moment).

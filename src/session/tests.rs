@@ -2749,3 +2749,70 @@ fn terminal_events_serialise_with_a_tag_and_read_as_cashier_messages() {
     assert!(identified.message().contains("47******67"));
     assert!(!identified.message().contains("4791234567"));
 }
+
+// ---- the enrollment as the terminal shows it ------------------------------------------------
+
+fn enrollment_shown(lane: &Lane) -> Option<&'static str> {
+    lane.session
+        .snapshot()
+        .enrollment
+        .map(EnrollmentProgress::label)
+}
+
+#[test]
+fn the_enrollment_view_follows_the_session_and_keeps_its_outcome_until_the_customer_changes() {
+    let mut lane = Lane::ready(false);
+    assert_eq!(enrollment_shown(&lane), None);
+    lane.feed(Event::Enroll);
+    assert_eq!(enrollment_shown(&lane), Some("starting"));
+    let call = lane.call("start_login");
+    lane.feed(Event::LoginStarted {
+        call,
+        auth_req_id: "req-1".into(),
+        interval: Duration::from_secs(5),
+        expires_in: Duration::from_secs(600),
+    });
+    assert_eq!(enrollment_shown(&lane), Some("awaiting_consent"));
+    lane.tick_deadline();
+    let call = lane.call("poll_login");
+    lane.feed(Event::LoginDenied { call });
+    assert_eq!(lane.label(), "ready_for_payment");
+    assert_eq!(enrollment_shown(&lane), Some("denied"));
+    // The outcome stays while the customer pays …
+    lane.feed(Event::Pay(pay(10_000)));
+    assert_eq!(enrollment_shown(&lane), Some("denied"));
+    // … and is a stale answer once another customer replaces them.
+    let mut lane = Lane::consent();
+    lane.scan(OTHER_QR, Some("4798765432"), 1);
+    assert_eq!(enrollment_shown(&lane), None);
+}
+
+#[test]
+fn paying_while_the_customer_has_not_consented_shows_the_enrollment_abandoned() {
+    let mut lane = Lane::consent();
+    lane.feed(Event::Pay(pay(10_000)));
+    assert_eq!(lane.label(), "awaiting_payment_creation");
+    assert_eq!(enrollment_shown(&lane), Some("abandoned"));
+}
+
+#[test]
+fn a_recovered_payment_shows_how_its_enrollment_ended() {
+    let enrolled = recover(&[
+        JournalRecord::SessionStarted,
+        JournalRecord::CustomerIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::NonMember,
+        },
+        JournalRecord::EnrollmentStarted {
+            msisdn: msisdn("4791234567"),
+            auth_req_id: "req-1".into(),
+        },
+        JournalRecord::EnrollmentFinished {
+            outcome: EnrollmentOutcome::Enrolled,
+        },
+        requested(1),
+    ]);
+    assert_eq!(enrolled.label(), "awaiting_payment");
+    assert_eq!(enrollment_shown(&enrolled), Some("enrolled"));
+    assert_eq!(enrolled.session.is_member(), Some(true));
+}
