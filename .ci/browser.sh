@@ -43,42 +43,16 @@ fi
 artifacts=${ARTIFACTS_DIR:-$root/target/browser-artifacts}
 mkdir -p "$artifacts"
 
-tmp=$(mktemp -d -t lanehub-browser.XXXXXX)
-pid=
-cleanup() {
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
+# shellcheck source=.ci/lanehub.sh
+source "$root/.ci/lanehub.sh"
 # Customers answer in 300 ms and payments are read back every 500 ms, so a flow takes seconds.
 customer_env=()
 for i in 0 1 2 3 4; do
   customer_env+=("LANEHUB__SIM__CUSTOMERS__${i}__PAYMENT_DELAY=300ms" "LANEHUB__SIM__CUSTOMERS__${i}__LOGIN_DELAY=300ms")
 done
-env LANEHUB__API__LISTEN=127.0.0.1:0 LANEHUB__SIM__LISTEN=127.0.0.1:0 \
-  LANEHUB__STORE__DATA_DIR="$tmp/data" \
+start_lanehub browser \
   LANEHUB__SESSION__PAYMENT_FIRST_POLL=500ms LANEHUB__SESSION__PAYMENT_POLL_INTERVAL=500ms \
-  NO_COLOR=1 "${customer_env[@]}" \
-  "$lanehub_bin" run >"$tmp/stdout" 2>"$tmp/lanehub.log" &
-pid=$!
-
-# The first line on stdout is "lanehub listening on http://ADDR".
-for _ in $(seq 1 300); do
-  grep -q '^lanehub listening on ' "$tmp/stdout" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-url=$(sed -n 's/^lanehub listening on //p' "$tmp/stdout" | head -n 1)
-if [ -z "$url" ]; then
-  echo "browser: lanehub did not start; its log:" >&2
-  tail -n 40 "$tmp/lanehub.log" >&2
-  exit 1
-fi
-echo "== lanehub at $url"
+  "${customer_env[@]}"
 
 echo "== node tests/browser/checkout.mjs"
 status=0

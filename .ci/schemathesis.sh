@@ -56,33 +56,9 @@ if [ -z "$lanehub_bin" ]; then
   lanehub_bin=$target_dir/debug/lanehub
 fi
 
-tmp=$(mktemp -d -t lanehub-schemathesis.XXXXXX)
-pid=
-cleanup() {
-  if [ -n "$pid" ]; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-env LANEHUB__API__LISTEN=127.0.0.1:0 LANEHUB__SIM__LISTEN=127.0.0.1:0 \
-  LANEHUB__STORE__DATA_DIR="$tmp/data" NO_COLOR=1 \
-  "$lanehub_bin" run >"$tmp/stdout" 2>"$tmp/lanehub.log" &
-pid=$!
-for _ in $(seq 1 300); do
-  grep -q '^lanehub listening on ' "$tmp/stdout" 2>/dev/null && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-url=$(sed -n 's/^lanehub listening on //p' "$tmp/stdout" | head -n 1)
-if [ -z "$url" ]; then
-  echo "schemathesis: lanehub did not start; its log:" >&2
-  tail -n 40 "$tmp/lanehub.log" >&2
-  exit 1
-fi
-echo "== lanehub at $url"
+# shellcheck source=.ci/lanehub.sh
+source "$root/.ci/lanehub.sh"
+start_lanehub schemathesis
 
 echo "== openapi-spec-validator $url/api/v1/openapi.json"
 python3 - "$url/api/v1/openapi.json" "$tmp/openapi.json" <<'EOF'
