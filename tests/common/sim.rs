@@ -72,6 +72,43 @@ pub fn minimal_payment(reference: &str, phone: &str, value: u64) -> Value {
     })
 }
 
+/// `body` with `value` at the JSON pointer `at`: a field set or added, or an array item replaced
+/// (the pointer's parent must exist).
+pub fn with_field(body: &Value, at: &str, value: Value) -> Value {
+    let mut body = body.clone();
+    let (parent, last) = parent_mut(&mut body, at);
+    match parent {
+        Value::Object(map) => {
+            map.insert(last.to_owned(), value);
+        }
+        Value::Array(items) => {
+            let i: usize = last.parse().expect("an index");
+            items[i] = value;
+        }
+        other => panic!("cannot set {at} in {other}"),
+    }
+    body
+}
+
+/// `body` without the field at the JSON pointer `at`.
+pub fn without_field(body: &Value, at: &str) -> Value {
+    let mut body = body.clone();
+    let (parent, last) = parent_mut(&mut body, at);
+    parent.as_object_mut().expect("an object").remove(last);
+    body
+}
+
+/// The value that holds the place `at` points to, and the place's last token.
+fn parent_mut<'v, 'p>(body: &'v mut Value, at: &'p str) -> (&'v mut Value, &'p str) {
+    let (parent, last) = at.rsplit_once('/').expect("a pointer");
+    let slot = if parent.is_empty() {
+        Some(body)
+    } else {
+        body.pointer_mut(parent)
+    };
+    (slot.expect("the parent exists"), last)
+}
+
 /// What the simulator answered, split into what the tests look at.
 #[derive(Debug)]
 pub struct Answer {
