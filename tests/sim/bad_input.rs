@@ -442,14 +442,18 @@ impl Api {
             ])
     }
 
-    /// A Login access token for the userinfo tables: a CIBA login consented through the
-    /// control API.
-    async fn login_token(&self) -> String {
-        let started = self.send(&self.ciba_req("4798765432")).await;
-        let id = started.body["auth_req_id"]
+    /// The `auth_req_id` of a CIBA login of `phone`.
+    async fn login(&self, phone: &str) -> String {
+        let started = self.send(&self.ciba_req(phone)).await;
+        started.body["auth_req_id"]
             .as_str()
             .expect("auth_req_id")
-            .to_owned();
+            .to_owned()
+    }
+
+    /// The `auth_req_id` of a CIBA login consented through the control API.
+    async fn consented_login(&self) -> String {
+        let id = self.login("4798765432").await;
         let consent = format!("{}/sim/v1/logins/{id}/consent", self.base);
         let res = self
             .http
@@ -458,6 +462,12 @@ impl Api {
             .await
             .expect("the control API answers");
         assert!(res.status().is_success());
+        id
+    }
+
+    /// A Login access token for the userinfo tables.
+    async fn login_token(&self) -> String {
+        let id = self.consented_login().await;
         let token = self.send(&self.poll_req(&id)).await;
         assert_eq!(token.status, 200, "{}", token.body);
         token.body["access_token"]
@@ -486,14 +496,7 @@ impl Api {
                 }
             }
             let after = self.send(probe).await;
-            assert!(
-                (200..300).contains(&after.status),
-                "after {name}: the probe {} {} got {} {}",
-                probe.method,
-                probe.path,
-                after.status,
-                after.body
-            );
+            assert_2xx(&after, probe, &format!("after {name}: the probe"));
         }
         assert!(
             failures.is_empty(),
@@ -505,19 +508,53 @@ impl Api {
             failures.join("\n  ")
         );
         let last = self.send(valid).await;
-        assert!(
-            (200..300).contains(&last.status),
-            "{} {} still works: {} {}",
-            valid.method,
-            valid.path,
-            last.status,
-            last.body
-        );
+        assert_2xx(&last, valid, "still works");
     }
 }
 
 fn payment_body(reference: &str, value: u64) -> Value {
     store_payment(reference, IVAR, value)
+}
+
+/// Asserts that the answer to `req` is a 2xx.
+fn assert_2xx(answer: &Answer, req: &Req, what: &str) {
+    assert!(
+        (200..300).contains(&answer.status),
+        "{what}: {} {} got {} {}",
+        req.method,
+        req.path,
+        answer.status,
+        answer.body
+    );
+}
+
+/// The discovery document: a probe for the Login tables.
+fn discovery() -> Req {
+    Req::new(
+        Method::GET,
+        "/access-management-1.0/access/.well-known/openid-configuration",
+    )
+}
+
+/// A Vipps-System-Name one character over the limit of 30.
+fn long_system_name(valid: &Req) -> (&'static str, Req) {
+    let req = valid.clone().header("Vipps-System-Name", "x".repeat(31));
+    ("system name of 31 characters", req)
+}
+
+/// The merchant headers every ePayment write needs: MSN and an idempotency key of at most 50.
+fn idempotency_cases(valid: &Req) -> Vec<(&'static str, Req)> {
+    vec![
+        ("no MSN", valid.clone().without("Merchant-Serial-Number")),
+        (
+            "no Idempotency-Key",
+            valid.clone().without("Idempotency-Key"),
+        ),
+        (
+            "Idempotency-Key of 51 characters",
+            valid.clone().header("Idempotency-Key", "k".repeat(51)),
+        ),
+    ]
 }
 
 /// Body cases every JSON endpoint must refuse: missing, empty, broken, of the wrong JSON type,
@@ -628,10 +665,7 @@ fn bearer_cases(valid: &Req) -> Vec<(&'static str, Req)> {
             "non-numeric MSN",
             valid.clone().header("Merchant-Serial-Number", "abc"),
         ),
-        (
-            "system name of 31 characters",
-            valid.clone().header("Vipps-System-Name", "x".repeat(31)),
-        ),
+        long_system_name(valid),
         (
             "system version of 200 characters",
             valid
@@ -715,10 +749,7 @@ async fn access_token_refuses_bad_input() {
             valid.clone().header("client_secret", b"\xff\xfe".to_vec()),
         ),
         ("empty client_id", valid.clone().header("client_id", "")),
-        (
-            "system name of 31 characters",
-            valid.clone().header("Vipps-System-Name", "x".repeat(31)),
-        ),
+        long_system_name(&valid),
     ];
     cases.extend(method_cases(
         &valid,
@@ -831,10 +862,7 @@ fn login_form_cases(sim: &Api, valid: &Req) -> Vec<(&'static str, Req)> {
     let ok_body = valid.body.clone().unwrap_or_default();
     vec![
         ("no Authorization", valid.clone().without("Authorization")),
-        (
-            "system name of 31 characters",
-            valid.clone().header("Vipps-System-Name", "x".repeat(31)),
-        ),
+        long_system_name(valid),
         (
             "wrong secret",
             valid.clone().header("Authorization", sim.basic("nope")),
@@ -936,69 +964,40 @@ async fn ciba_authentication_refuses_bad_input() {
             "unknown user",
             vec![("login_hint", "urn:msisdn:4799999999"), ("scope", "openid")],
         ),
-        (
-            "binding_message lower case",
-            vec![
-                ("login_hint", hint.as_str()),
-                ("scope", "openid"),
-                ("binding_message", "lane-1"),
-            ],
-        ),
-        (
-            "binding_message too long",
-            vec![
-                ("login_hint", hint.as_str()),
-                ("scope", "openid"),
-                ("binding_message", "ABCDEFGHIJ"),
-            ],
-        ),
+    ] {
+        cases.push((name, valid.clone().form(&form)));
+    }
+    // The valid form with one more parameter, out of its bounds.
+    for (name, parameter, value) in [
+        ("binding_message lower case", "binding_message", "lane-1"),
+        ("binding_message too long", "binding_message", "ABCDEFGHIJ"),
         (
             "requested_expiry too large",
-            vec![
-                ("login_hint", hint.as_str()),
-                ("scope", "openid"),
-                ("requested_expiry", "99999999999999999999999"),
-            ],
+            "requested_expiry",
+            "99999999999999999999999",
         ),
-        (
-            "requested_expiry negative",
-            vec![
-                ("login_hint", hint.as_str()),
-                ("scope", "openid"),
-                ("requested_expiry", "-60"),
-            ],
-        ),
-        (
-            "requested_expiry not a number",
-            vec![
-                ("login_hint", hint.as_str()),
-                ("scope", "openid"),
-                ("requested_expiry", "ten"),
-            ],
-        ),
+        ("requested_expiry negative", "requested_expiry", "-60"),
+        ("requested_expiry not a number", "requested_expiry", "ten"),
     ] {
+        let form = [
+            ("login_hint", hint.as_str()),
+            ("scope", "openid"),
+            (parameter, value),
+        ];
         cases.push((name, valid.clone().form(&form)));
     }
     cases.extend(method_cases(
         &valid,
         &[Method::GET, Method::PUT, Method::DELETE],
     ));
-    let probe = Req::new(
-        Method::GET,
-        "/access-management-1.0/access/.well-known/openid-configuration",
-    );
-    sim.table(Shape::OAuth, cases, &probe, &valid).await;
+    sim.table(Shape::OAuth, cases, &discovery(), &valid).await;
     sim.server.stop().await;
 }
 
 #[actix_web::test]
 async fn login_token_endpoint_refuses_bad_input() {
     let sim = Sim::start().await;
-    let started = sim.send(&sim.ciba_req(KARI)).await;
-    let id = started.body["auth_req_id"]
-        .as_str()
-        .expect("auth_req_id")
-        .to_owned();
+    let id = sim.login(KARI).await;
     // Pending: a valid poll answers 400 authorization_pending, so the table's last call is a
     // poll of a consented request instead.
     let valid = sim.poll_req(&id);
@@ -1031,26 +1030,8 @@ async fn login_token_endpoint_refuses_bad_input() {
         &valid,
         &[Method::GET, Method::PUT, Method::DELETE],
     ));
-    let probe = Req::new(
-        Method::GET,
-        "/access-management-1.0/access/.well-known/openid-configuration",
-    );
-    let consented = sim.send(&sim.ciba_req("4798765432")).await;
-    let consented = consented.body["auth_req_id"]
-        .as_str()
-        .expect("auth_req_id")
-        .to_owned();
-    let url = format!("{}/sim/v1/logins/{consented}/consent", sim.base);
-    assert!(
-        sim.http
-            .post(url)
-            .send()
-            .await
-            .expect("control")
-            .status()
-            .is_success()
-    );
-    sim.table(Shape::OAuth, cases, &probe, &sim.poll_req(&consented))
+    let consented = sim.consented_login().await;
+    sim.table(Shape::OAuth, cases, &discovery(), &sim.poll_req(&consented))
         .await;
     sim.server.stop().await;
 }
@@ -1062,10 +1043,7 @@ async fn userinfo_and_discovery_refuse_bad_input() {
         .header("Authorization", sim.login_bearer.as_str());
     let mut cases = vec![
         ("no Authorization", valid.clone().without("Authorization")),
-        (
-            "system name of 31 characters",
-            valid.clone().header("Vipps-System-Name", "x".repeat(31)),
-        ),
+        long_system_name(&valid),
         (
             "merchant token",
             valid.clone().header("Authorization", sim.bearer.as_str()),
@@ -1117,19 +1095,11 @@ async fn epayment_create_refuses_bad_input() {
     let valid = sim.create_req("bad-input-new-1", 1000);
     let mut cases = json_body_cases(&valid);
     cases.extend(bearer_cases(&valid));
+    cases.extend(idempotency_cases(&valid));
     cases.extend([
-        ("no MSN", valid.clone().without("Merchant-Serial-Number")),
-        (
-            "no Idempotency-Key",
-            valid.clone().without("Idempotency-Key"),
-        ),
         (
             "empty Idempotency-Key",
             valid.clone().header("Idempotency-Key", ""),
-        ),
-        (
-            "Idempotency-Key of 51 characters",
-            valid.clone().header("Idempotency-Key", "k".repeat(51)),
         ),
         (
             "non-UTF-8 Idempotency-Key",
@@ -1398,23 +1368,13 @@ async fn epayment_modifications_refuse_bad_input() {
         let mut cases = json_body_cases(&valid);
         // An empty or missing body names the missing modificationAmount; both are refused.
         cases.extend(bearer_cases(&valid));
-        cases.extend([
-            ("no MSN", valid.clone().without("Merchant-Serial-Number")),
-            (
-                "no Idempotency-Key",
-                valid.clone().without("Idempotency-Key"),
-            ),
-            (
-                "Idempotency-Key of 51 characters",
-                valid.clone().header("Idempotency-Key", "k".repeat(51)),
-            ),
-            (
-                "unknown reference",
-                valid
-                    .clone()
-                    .path(template.replace("{r}", "no-such-payment")),
-            ),
-        ]);
+        cases.extend(idempotency_cases(&valid));
+        cases.push((
+            "unknown reference",
+            valid
+                .clone()
+                .path(template.replace("{r}", "no-such-payment")),
+        ));
         for (name, body) in [
             ("no modificationAmount", json!({})),
             (
