@@ -968,22 +968,20 @@ async fn ciba_authentication_refuses_bad_input() {
         cases.push((name, valid.clone().form(&form)));
     }
     // The valid form with one more parameter, out of its bounds.
-    for (name, parameter, value) in [
-        ("binding_message lower case", "binding_message", "lane-1"),
-        ("binding_message too long", "binding_message", "ABCDEFGHIJ"),
+    for (name, extra) in [
+        ("binding_message lower case", ("binding_message", "lane-1")),
+        (
+            "binding_message too long",
+            ("binding_message", "ABCDEFGHIJ"),
+        ),
         (
             "requested_expiry too large",
-            "requested_expiry",
-            "99999999999999999999999",
+            ("requested_expiry", "99999999999999999999999"),
         ),
-        ("requested_expiry negative", "requested_expiry", "-60"),
-        ("requested_expiry not a number", "requested_expiry", "ten"),
+        ("requested_expiry negative", ("requested_expiry", "-60")),
+        ("requested_expiry not a number", ("requested_expiry", "ten")),
     ] {
-        let form = [
-            ("login_hint", hint.as_str()),
-            ("scope", "openid"),
-            (parameter, value),
-        ];
+        let form = [("login_hint", hint.as_str()), ("scope", "openid"), extra];
         cases.push((name, valid.clone().form(&form)));
     }
     cases.extend(method_cases(

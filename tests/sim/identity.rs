@@ -71,6 +71,14 @@ impl Sim {
         json_of(req.send().await.expect("merchant call")).await
     }
 
+    /// Asserts that `broken` JSON sent to `path` is refused naming the body in `list`.
+    async fn assert_broken_json_refused(&self, path: &str, token: &str, broken: &str, list: &str) {
+        let (status, body) = self
+            .merchant_post(path, Some(token), "application/json", broken)
+            .await;
+        assert_refused_naming(status, &body, &json!(broken), list, "body");
+    }
+
     async fn merchant_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.merchant_post(path, Some(token), "application/json", &body.to_string())
             .await
@@ -221,11 +229,8 @@ async fn qr_exchange_answers_clear_text_and_tokens_and_rejects_the_rest() {
         );
     }
 
-    let broken = "{\"qrCode\": ";
-    let (status, body) = sim
-        .merchant_post(exchange, Some(&token), "application/json", broken)
+    sim.assert_broken_json_refused(exchange, &token, "{\"qrCode\": ", "extraDetails")
         .await;
-    assert_refused_naming(status, &body, &json!(broken), "extraDetails", "body");
     let (status, body) = sim
         .merchant_post(exchange, Some(&token), "text/plain", &clear)
         .await;
@@ -273,11 +278,8 @@ async fn check_in_validates_and_records_what_the_app_showed() {
             assert!(body[key].is_string(), "{key} in {body}");
         }
     }
-    let broken = "not json";
-    let (status, body) = sim
-        .merchant_post(check_in, Some(&token), "application/json", broken)
+    sim.assert_broken_json_refused(check_in, &token, "not json", "invalidParams")
         .await;
-    assert_refused_naming(status, &body, &json!(broken), "invalidParams", "body");
     let (status, _) = sim
         .merchant_post(check_in, None, "application/json", "{}")
         .await;
