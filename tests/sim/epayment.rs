@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::common::openapi;
 use crate::common::sim::{
-    Answer as Res, Merchant, SimControl, serve_simulator, store_payment as payment_body,
+    Answer, Merchant, SimControl, serve_simulator, store_payment as payment_body,
 };
 
 const KARI: &str = "4791234567"; // approves after 2 s
@@ -38,7 +38,7 @@ async fn start(customize: impl FnOnce(&mut SimSettings)) -> Sim {
 }
 
 /// Asserts that `res` is a `status` naming `fields` (and nothing else).
-fn assert_names(res: &Res, status: u16, fields: &[&str]) {
+fn assert_names(res: &Answer, status: u16, fields: &[&str]) {
     assert_eq!(
         (res.status, res.fields()),
         (status, fields.iter().map(|f| f.to_string()).collect()),
@@ -54,12 +54,12 @@ impl Sim {
             .header("Vipps-System-Name", "lanehub")
     }
 
-    async fn create(&self, key: &str, body: &Value) -> Res {
+    async fn create(&self, key: &str, body: &Value) -> Answer {
         let req = self
             .call(Method::POST, "/epayment/v1/payments")
             .header("Idempotency-Key", key)
             .json(body);
-        Res::of(req).await
+        Answer::of(req).await
     }
 
     /// Creates a payment that must be accepted.
@@ -72,7 +72,7 @@ impl Sim {
     }
 
     /// Cancel, capture or refund.
-    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Res {
+    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Answer {
         let mut req = self
             .call(
                 Method::POST,
@@ -82,21 +82,21 @@ impl Sim {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        Res::of(req).await
+        Answer::of(req).await
     }
 
-    async fn capture(&self, reference: &str, key: &str, value: u64) -> Res {
+    async fn capture(&self, reference: &str, key: &str, value: u64) -> Answer {
         let body = json!({"modificationAmount": {"currency": "NOK", "value": value}});
         self.modify(reference, "capture", key, Some(body)).await
     }
 
-    async fn refund(&self, reference: &str, key: &str, value: u64) -> Res {
+    async fn refund(&self, reference: &str, key: &str, value: u64) -> Answer {
         let body = json!({"modificationAmount": {"currency": "NOK", "value": value}});
         self.modify(reference, "refund", key, Some(body)).await
     }
 
-    async fn get(&self, path: &str) -> Res {
-        Res::of(self.call(Method::GET, path)).await
+    async fn get(&self, path: &str) -> Answer {
+        Answer::of(self.call(Method::GET, path)).await
     }
 
     async fn payment(&self, reference: &str) -> Value {
@@ -139,9 +139,9 @@ impl Sim {
     }
 
     /// A control API call whose answer the test checks (it may be refused).
-    async fn control(&self, method: Method, path: &str) -> Res {
+    async fn control(&self, method: Method, path: &str) -> Answer {
         let url = format!("{}/sim/v1{path}", self.merchant.base);
-        Res::of(self.merchant.http.request(method, url)).await
+        Answer::of(self.merchant.http.request(method, url)).await
     }
 }
 
@@ -479,7 +479,7 @@ async fn bad_requests_get_problems_naming_what_is_wrong() {
         ),
     ];
     for (what, req, status, fields) in cases {
-        let res = Res::of(req).await;
+        let res = Answer::of(req).await;
         assert_eq!(res.status, status, "{what}: {}", res.body);
         if let Some(fields) = fields {
             assert_names(&res, status, fields);
@@ -489,7 +489,7 @@ async fn bad_requests_get_problems_naming_what_is_wrong() {
         .header("Idempotency-Key", "malformed")
         .header("content-type", "application/json")
         .body("{\"amount\": ");
-    let res = Res::of(malformed).await;
+    let res = Answer::of(malformed).await;
     assert_names(&res, 400, &["body"]);
     assert!(res.content_type().starts_with("application/problem+json"));
     assert!(
@@ -611,7 +611,7 @@ async fn test_amounts_fail_on_purpose() {
     }
     // Force approve of a failing amount answers the failure.
     sim.created("card-fail-x", IVAR, 186).await;
-    let res = Res::of(sim.call(
+    let res = Answer::of(sim.call(
         Method::POST,
         "/epayment/v1/test/payments/card-fail-x/approve",
     ))
@@ -650,7 +650,7 @@ async fn force_approve_acts_for_the_customer() {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        Res::of(req)
+        Answer::of(req)
     };
     // Nora would decline; force approve wins.
     sim.created("force-0001", NORA, 1000).await;

@@ -9,13 +9,14 @@
 //! `Receipt`), and the Webhooks API. CIBA authentication is in no file; its answers are checked
 //! against VIPPS.md by hand.
 //!
-//! To cover another endpoint, add a test that starts [`Conformance`], obtains what it needs
-//! (`conf.token().await`, `conf.merchant_headers(&bearer)`) and makes its calls with
-//! [`Conformance::call`]; then assert on the returned status and body.
+//! To cover another endpoint, add a test that starts [`Conformance`] (which fetches a merchant
+//! token), takes the headers it needs (`conf.headers(None)`, or `conf.merchant_headers(bearer)`
+//! for another token) and makes its calls with [`Conformance::call`]; then assert on the
+//! returned status and body.
 
 use crate::common::openapi::{self, Specs};
 use crate::common::sim::{
-    self as common_sim, Answer as Reply, SimControl, minimal_payment, serve_simulator, with_field,
+    self as common_sim, Answer, SimControl, minimal_payment, serve_simulator, with_field,
     without_field,
 };
 use base64::Engine as _;
@@ -92,7 +93,7 @@ impl Conformance {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> Reply {
+    ) -> Answer {
         self.send(Meant::Valid, method, path, headers, body).await.0
     }
 
@@ -105,7 +106,7 @@ impl Conformance {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> (Reply, Vec<String>) {
+    ) -> (Answer, Vec<String>) {
         self.send(Meant::Invalid, method, path, headers, body).await
     }
 
@@ -118,7 +119,7 @@ impl Conformance {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> (Reply, Vec<String>) {
+    ) -> (Answer, Vec<String>) {
         let headers = with_content_type(headers, body.as_ref());
         let verdict = self
             .specs
@@ -152,7 +153,7 @@ impl Conformance {
                 req.body(body.to_string())
             };
         }
-        let answer = Reply::of(req).await;
+        let answer = Answer::of(req).await;
         let body = (!answer.body.is_null()).then_some(&answer.body);
         let content_type = answer.header("content-type");
         if let Err(violations) =
@@ -169,7 +170,7 @@ impl Conformance {
     }
 
     /// An access-token call of the default merchant with `secret`.
-    async fn token_call(&self, secret: &str) -> Reply {
+    async fn token_call(&self, secret: &str) -> Answer {
         let headers = token_headers(secret);
         self.call("POST", "/accesstoken/get", &headers, None).await
     }
@@ -242,13 +243,13 @@ fn token_headers(secret: &str) -> Vec<(&str, &str)> {
 }
 
 /// The names of the events in an events answer.
-fn event_names(r: &Reply) -> Vec<&str> {
+fn event_names(r: &Answer) -> Vec<&str> {
     let events = r.body.as_array().expect("a list of events");
     events.iter().filter_map(|e| e["name"].as_str()).collect()
 }
 
 /// Asserts that `r` is an OAuth error answer: `status` with `error`.
-fn assert_oauth_error(r: &Reply, status: u16, error: &str) {
+fn assert_oauth_error(r: &Answer, status: u16, error: &str) {
     let got = (r.status, r.body["error"].as_str());
     assert_eq!(got, (status, Some(error)), "{}", r.body);
 }
@@ -660,33 +661,33 @@ impl Conformance {
         h
     }
 
-    async fn create(&self, key: &str, body: Value) -> Reply {
+    async fn create(&self, key: &str, body: Value) -> Answer {
         self.call("POST", PAYMENTS, &self.headers(Some(key)), Some(body))
             .await
     }
 
-    async fn get(&self, reference: &str) -> Reply {
+    async fn get(&self, reference: &str) -> Answer {
         let path = format!("{PAYMENTS}/{reference}");
         self.call("GET", &path, &self.headers(None), None).await
     }
 
-    async fn events(&self, reference: &str) -> Reply {
+    async fn events(&self, reference: &str) -> Answer {
         let path = format!("{PAYMENTS}/{reference}/events");
         self.call("GET", &path, &self.headers(None), None).await
     }
 
-    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Reply {
+    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Answer {
         let path = format!("{PAYMENTS}/{reference}/{op}");
         self.call("POST", &path, &self.headers(Some(key)), body)
             .await
     }
 
-    async fn amount(&self, reference: &str, op: &str, key: &str, value: u64) -> Reply {
+    async fn amount(&self, reference: &str, op: &str, key: &str, value: u64) -> Answer {
         let body = json!({"modificationAmount": {"currency": "NOK", "value": value}});
         self.modify(reference, op, key, Some(body)).await
     }
 
-    async fn approve(&self, reference: &str, body: Option<Value>) -> Reply {
+    async fn approve(&self, reference: &str, body: Option<Value>) -> Answer {
         let path = format!("/epayment/v1/test/payments/{reference}/approve");
         self.call("POST", &path, &self.headers(None), body).await
     }

@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::openapi;
-use crate::common::sim::{Answer as Res, Merchant, SimControl, serve_simulator, store_payment};
+use crate::common::sim::{Answer, Merchant, SimControl, serve_simulator, store_payment};
 use crate::receiver::{Received, Receiver};
 
 const KARI: &str = "4791234567"; // approves after 2 s
@@ -70,7 +70,7 @@ impl Sim {
             .header("client_id", id)
             .header("client_secret", secret)
             .header("Ocp-Apim-Subscription-Key", key);
-        Res::of(req).await.body["access_token"]
+        Answer::of(req).await.body["access_token"]
             .as_str()
             .expect("access_token")
             .to_owned()
@@ -81,13 +81,13 @@ impl Sim {
     }
 
     /// The merchant's registrations.
-    async fn list(&self) -> Res {
-        Res::of(self.call(Method::GET, WEBHOOKS)).await
+    async fn list(&self) -> Answer {
+        Answer::of(self.call(Method::GET, WEBHOOKS)).await
     }
 
-    async fn register(&self, url: &str, events: &[&str]) -> Res {
+    async fn register(&self, url: &str, events: &[&str]) -> Answer {
         let body = json!({"url": url, "events": events});
-        Res::of(self.call(Method::POST, WEBHOOKS).json(&body)).await
+        Answer::of(self.call(Method::POST, WEBHOOKS).json(&body)).await
     }
 
     /// Registers and returns (id, secret).
@@ -105,7 +105,7 @@ impl Sim {
             .call(Method::POST, "/epayment/v1/payments")
             .header("Idempotency-Key", format!("create-{reference}"))
             .json(&store_payment(reference, phone, 1000));
-        assert_eq!(Res::of(res).await.status, 201);
+        assert_eq!(Answer::of(res).await.status, 201);
     }
 
     async fn modify(&self, reference: &str, op: &str, key: &str, body: Value) {
@@ -116,7 +116,7 @@ impl Sim {
             )
             .header("Idempotency-Key", key)
             .json(&body);
-        assert_eq!(Res::of(res).await.status, 200);
+        assert_eq!(Answer::of(res).await.status, 200);
     }
 
     async fn advance(&self, ms: u64) {
@@ -158,7 +158,7 @@ async fn registration_api_validates_lists_and_deletes() {
     let other = sim
         .token_for("other-client", "other-secret", "other-subscription-key")
         .await;
-    let theirs = Res::of(
+    let theirs = Answer::of(
         sim.merchant
             .http
             .get(format!("{}{WEBHOOKS}", sim.merchant.base))
@@ -199,7 +199,7 @@ async fn registration_api_validates_lists_and_deletes() {
         ),
     ];
     for (body, field) in cases {
-        let res = Res::of(sim.call(Method::POST, WEBHOOKS).json(&body)).await;
+        let res = Answer::of(sim.call(Method::POST, WEBHOOKS).json(&body)).await;
         assert_eq!(
             (res.status, res.fields()),
             (400, vec![field.to_owned()]),
@@ -207,14 +207,14 @@ async fn registration_api_validates_lists_and_deletes() {
         );
         assert_eq!(res.body["instance"], WEBHOOKS);
     }
-    let res = Res::of(
+    let res = Answer::of(
         sim.call(Method::POST, WEBHOOKS)
             .header("content-type", "application/json")
             .body("{"),
     )
     .await;
     assert_eq!((res.status, res.fields()), (400, vec!["body".to_owned()]));
-    let res = Res::of(
+    let res = Answer::of(
         sim.call(Method::POST, WEBHOOKS)
             .header("Vipps-System-Name", "n".repeat(31))
             .json(&json!({"url": url, "events": all_payment_events()})),
@@ -247,7 +247,7 @@ async fn registration_api_validates_lists_and_deletes() {
     assert_eq!((res.status, res.fields()), (400, vec!["events".to_owned()]));
 
     // Delete.
-    let del = |id: String| Res::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{id}")));
+    let del = |id: String| Answer::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{id}")));
     assert_eq!(del(id.clone()).await.status, 204);
     assert_eq!(del(id.clone()).await.status, 404);
     let res = del("not-a-uuid".into()).await;
@@ -260,10 +260,13 @@ async fn registration_api_validates_lists_and_deletes() {
             .iter()
             .all(|w| w["id"] != id.as_str())
     );
-    assert_eq!(Res::of(sim.call(Method::PUT, WEBHOOKS)).await.status, 405);
+    assert_eq!(
+        Answer::of(sim.call(Method::PUT, WEBHOOKS)).await.status,
+        405
+    );
     let unauthorised = format!("{}{WEBHOOKS}", sim.merchant.base);
     assert_eq!(
-        Res::of(sim.merchant.http.get(unauthorised)).await.status,
+        Answer::of(sim.merchant.http.get(unauthorised)).await.status,
         401
     );
 
@@ -512,7 +515,7 @@ async fn publish_serves_login_pings_and_deleted_registrations_get_nothing() {
     ];
     let (kept, secret) = sim.registered(&format!("{}/kept", rx.base), &events).await;
     let (gone, _) = sim.registered(&format!("{}/gone", rx.base), &events).await;
-    let deleted = Res::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{gone}"))).await;
+    let deleted = Answer::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{gone}"))).await;
     assert_eq!(deleted.status, 204);
     // The Login simulator publishes pings through the same path.
     sim.server.simulator.state().webhooks.publish(
