@@ -613,6 +613,15 @@ impl Specs {
         best.map(|(_, op)| op)
     }
 
+    /// [`Specs::operation`], or the error that the files describe no such operation.
+    fn known_operation(&self, method: &str, path: &str) -> Result<SpecOperation<'_>, Vec<String>> {
+        self.operation(method, path).ok_or_else(|| {
+            vec![format!(
+                "{method} {path}: no such operation in the OpenAPI files"
+            )]
+        })
+    }
+
     /// Checks a request: the operation exists, required headers and query parameters are present
     /// and valid, path parameters are valid, credentials required by `security` are present, and
     /// the body (JSON, or a form given as a JSON object of strings) matches the schema for its
@@ -624,11 +633,7 @@ impl Specs {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<(), Vec<String>> {
-        let op = self.operation(method, path).ok_or_else(|| {
-            vec![format!(
-                "{method} {path}: no such operation in the OpenAPI files"
-            )]
-        })?;
+        let op = self.known_operation(method, path)?;
         let at = format!("{} {path}", method.to_ascii_uppercase());
         let mut errors = Vec::new();
         let header = |name: &str| {
@@ -728,11 +733,7 @@ impl Specs {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        verdict(errors)
     }
 
     /// Checks a response: the status is declared (or `default`, or a gateway status listed in
@@ -745,11 +746,7 @@ impl Specs {
         content_type: Option<&str>,
         body: Option<&Value>,
     ) -> Result<(), Vec<String>> {
-        let op = self.operation(method, path).ok_or_else(|| {
-            vec![format!(
-                "{method} {path}: no such operation in the OpenAPI files"
-            )]
-        })?;
+        let op = self.known_operation(method, path)?;
         let at = format!("{} {path} -> {status}", method.to_ascii_uppercase());
         let responses_ptr = format!("{}/responses", op.pointer());
         let responses = op.op.get("responses").and_then(Value::as_object);
@@ -832,11 +829,7 @@ impl Specs {
                 format!("{at}: {e}")
             })
             .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        verdict(errors)
     }
 
     /// The JSON Schema 2020-12 equivalent of the OpenAPI schema at `pointer` in `file`, with every
@@ -1080,6 +1073,15 @@ impl Specs {
 }
 
 /// The statuses listed by [`Fix::GatewayStatuses`].
+/// `Ok` when nothing was found wrong, else every error found.
+fn verdict(errors: Vec<String>) -> Result<(), Vec<String>> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
 fn gateway_statuses() -> Vec<u16> {
     DEVIATIONS
         .iter()

@@ -72,6 +72,131 @@ pub fn minimal_payment(reference: &str, phone: &str, value: u64) -> Value {
     })
 }
 
+/// `body` with `value` at the JSON pointer `at`: a field set or added, or an array item replaced
+/// (the pointer's parent must exist).
+pub fn with_field(body: &Value, at: &str, value: Value) -> Value {
+    let mut body = body.clone();
+    let (parent, last) = parent_mut(&mut body, at);
+    match parent {
+        Value::Object(map) => {
+            map.insert(last.to_owned(), value);
+        }
+        Value::Array(items) => {
+            let i: usize = last.parse().expect("an index");
+            items[i] = value;
+        }
+        other => panic!("cannot set {at} in {other}"),
+    }
+    body
+}
+
+/// `body` without the field at the JSON pointer `at`.
+pub fn without_field(body: &Value, at: &str) -> Value {
+    let mut body = body.clone();
+    let (parent, last) = parent_mut(&mut body, at);
+    parent.as_object_mut().expect("an object").remove(last);
+    body
+}
+
+/// The value that holds the place `at` points to, and the place's last token.
+fn parent_mut<'v, 'p>(body: &'v mut Value, at: &'p str) -> (&'v mut Value, &'p str) {
+    let (parent, last) = at.rsplit_once('/').expect("a pointer");
+    let slot = if parent.is_empty() {
+        Some(body)
+    } else {
+        body.pointer_mut(parent)
+    };
+    (slot.expect("the parent exists"), last)
+}
+
+/// What the simulator answered, split into what the tests look at.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// `Null` when empty, a string when not JSON.
+    pub body: Value,
+}
+
+impl Answer {
+    /// Sends `req` and reads the whole answer.
+    pub async fn of(req: reqwest::RequestBuilder) -> Answer {
+        let res = req.send().await.expect("the simulator answers");
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.expect("the body is readable");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The content type, empty if there is none.
+    pub fn content_type(&self) -> &str {
+        self.header("content-type").unwrap_or_default()
+    }
+
+    /// The `name`s in `extraDetails` (ePayment, webhooks, QR) or `invalidParams` (check-in),
+    /// without ePayment's `ErrorCode`.
+    pub fn fields(&self) -> Vec<String> {
+        // QR and check-in answers carry both lists with the same entries.
+        let list = ["extraDetails", "invalidParams"]
+            .iter()
+            .find_map(|k| self.body[k].as_array());
+        list.into_iter()
+            .flatten()
+            .filter_map(|d| d["name"].as_str().map(str::to_owned))
+            .filter(|name| name != "ErrorCode")
+            .collect()
+    }
+
+    /// The ePayment `ErrorCode` in `extraDetails`, if any.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["extraDetails"]
+            .as_array()?
+            .iter()
+            .find(|d| d["name"] == "ErrorCode")?["reason"]
+            .as_str()
+    }
+}
+
+/// The default merchant as a client of the simulator's official APIs.
+pub struct Merchant {
+    /// The simulator's base URL.
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: String,
+}
+
+impl Merchant {
+    /// The default merchant with a fresh access token from the simulator at `base`.
+    pub async fn new(base: String) -> Merchant {
+        let http = reqwest::Client::new();
+        let token = merchant_token(&http, &base).await;
+        Merchant { base, http, token }
+    }
+
+    /// `method path` with the merchant's token, subscription key and serial number.
+    pub fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
+            .header("Merchant-Serial-Number", "123456")
+    }
+}
+
 fn fault_path(operation: &str) -> String {
     match operation {
         "" => "/faults".to_owned(),
@@ -151,6 +276,13 @@ impl SimControl {
     pub async fn clear_faults(&self, operation: &str) -> Value {
         let path = fault_path(operation);
         self.call(reqwest::Method::DELETE, &path, None).await
+    }
+
+    /// Moves the simulator's clock forward; whatever became due happens before this returns.
+    pub async fn advance(&self, ms: u64) {
+        let body = json!({"ms": ms});
+        self.call(reqwest::Method::POST, "/clock/advance", Some(body))
+            .await;
     }
 
     /// Approves the payment for the customer (who ignores it).

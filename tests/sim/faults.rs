@@ -23,6 +23,20 @@ async fn start() -> Sim {
     }
 }
 
+/// A simulator with `faults` set at `path` (`/faults` or `/faults/<operation>`).
+async fn start_faulted(path: &str, faults: Value) -> Sim {
+    let sim = start().await;
+    sim.put(path, faults).await;
+    sim
+}
+
+/// An answer's `Retry-After`.
+fn retry_after(res: &reqwest::Response) -> Option<&str> {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+}
+
 impl Sim {
     /// Sends a fault configuration and returns the status and the answer.
     async fn control(
@@ -59,18 +73,27 @@ impl Sim {
         self.control(reqwest::Method::GET, "/faults", None).await.1
     }
 
+    /// Asserts that the faults of `kind` were injected `n` times so far.
+    async fn assert_injected(&self, kind: &str, n: u64) {
+        let view = self.faults().await;
+        assert_eq!(view["injected"][kind], n, "{view}");
+    }
+
     fn token_request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
         token_request(client, &self.base)
     }
 
-    /// The status of one access-token request.
-    async fn token_status(&self) -> u16 {
+    /// The answer to one access-token request.
+    async fn token_answer(&self) -> reqwest::Response {
         self.token_request(&self.http)
             .send()
             .await
             .expect("the simulator answers")
-            .status()
-            .as_u16()
+    }
+
+    /// The status of one access-token request.
+    async fn token_status(&self) -> u16 {
+        self.token_answer().await.status().as_u16()
     }
 
     async fn payment_create_status(&self) -> u16 {
@@ -87,21 +110,17 @@ impl Sim {
 
 #[actix_web::test]
 async fn latency_delays_the_answer() {
-    let sim = start().await;
-    sim.put("/faults", json!({"latencyMs": 300, "jitterMs": 50}))
-        .await;
+    let sim = start_faulted("/faults", json!({"latencyMs": 300, "jitterMs": 50})).await;
     let started = tokio::time::Instant::now();
     assert_eq!(sim.token_status().await, 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
-    assert_eq!(sim.faults().await["injected"]["latency"], 1);
+    sim.assert_injected("latency", 1).await;
     sim.server.stop().await;
 }
 
 #[actix_web::test]
 async fn a_hung_request_never_answers_and_the_client_times_out() {
-    let sim = start().await;
-    sim.put("/faults/access_token", json!({"hangNext": 1}))
-        .await;
+    let sim = start_faulted("/faults/access_token", json!({"hangNext": 1})).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
@@ -122,9 +141,7 @@ async fn a_hung_request_never_answers_and_the_client_times_out() {
 
 #[actix_web::test]
 async fn a_dropped_connection_is_an_error_for_the_client() {
-    let sim = start().await;
-    sim.put("/faults/access_token", json!({"dropRate": 1.0}))
-        .await;
+    let sim = start_faulted("/faults/access_token", json!({"dropRate": 1.0})).await;
     for _ in 0..3 {
         // The connection closes before the answer's head: hyper reports an incomplete message.
         let err = sim
@@ -134,31 +151,21 @@ async fn a_dropped_connection_is_an_error_for_the_client() {
             .expect_err("a dropped connection is an error");
         assert!(err.is_request() && !err.is_timeout(), "{err:?}");
     }
-    assert_eq!(sim.faults().await["injected"]["drop"], 3);
+    sim.assert_injected("drop", 3).await;
     sim.server.stop().await;
 }
 
 #[actix_web::test]
 async fn a_burst_of_429_ends_after_n_requests() {
-    let sim = start().await;
-    sim.put(
+    let sim = start_faulted(
         "/faults/access_token",
         json!({"tooManyRequestsNext": 3, "retryAfterSecs": 7}),
     )
     .await;
     for _ in 0..3 {
-        let res = sim
-            .token_request(&sim.http)
-            .send()
-            .await
-            .expect("the simulator answers");
+        let res = sim.token_answer().await;
         assert_eq!(res.status(), 429);
-        assert_eq!(
-            res.headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-            Some("7")
-        );
+        assert_eq!(retry_after(&res), Some("7"));
     }
     assert_eq!(sim.token_status().await, 200);
     assert_eq!(sim.token_status().await, 200);
@@ -173,14 +180,9 @@ async fn a_burst_of_429_ends_after_n_requests() {
 
 #[actix_web::test]
 async fn a_server_error_share_of_one_always_fails_with_problem_json() {
-    let sim = start().await;
-    sim.put("/faults", json!({"serverErrorRate": 1.0})).await;
+    let sim = start_faulted("/faults", json!({"serverErrorRate": 1.0})).await;
     for _ in 0..10 {
-        let res = sim
-            .token_request(&sim.http)
-            .send()
-            .await
-            .expect("the simulator answers");
+        let res = sim.token_answer().await;
         let status = res.status().as_u16();
         assert!([500, 502, 503].contains(&status), "{status}");
         assert_eq!(
@@ -199,34 +201,22 @@ async fn a_server_error_share_of_one_always_fails_with_problem_json() {
     .await;
     assert_eq!(sim.token_status().await, 502);
     // The control API itself is never faulted.
-    assert_eq!(sim.faults().await["injected"]["serverError"], 11);
+    sim.assert_injected("serverError", 11).await;
     sim.server.stop().await;
 }
 
 #[actix_web::test]
 async fn a_locked_share_of_one_answers_423_with_retry_after() {
-    let sim = start().await;
-    sim.put("/faults", json!({"lockedRate": 1.0, "retryAfterSecs": 2}))
-        .await;
-    let res = sim
-        .token_request(&sim.http)
-        .send()
-        .await
-        .expect("the simulator answers");
+    let sim = start_faulted("/faults", json!({"lockedRate": 1.0, "retryAfterSecs": 2})).await;
+    let res = sim.token_answer().await;
     assert_eq!(res.status(), 423);
-    assert_eq!(
-        res.headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("2")
-    );
+    assert_eq!(retry_after(&res), Some("2"));
     sim.server.stop().await;
 }
 
 #[actix_web::test]
 async fn operation_faults_leave_other_operations_alone() {
-    let sim = start().await;
-    sim.put(
+    let sim = start_faulted(
         "/faults/payment_create",
         json!({"serverErrorRate": 1.0, "serverErrorStatus": 503}),
     )
@@ -244,8 +234,7 @@ async fn operation_faults_leave_other_operations_alone() {
 
 #[actix_web::test]
 async fn clearing_restores_normal_answers() {
-    let sim = start().await;
-    sim.put("/faults", json!({"serverErrorRate": 1.0})).await;
+    let sim = start_faulted("/faults", json!({"serverErrorRate": 1.0})).await;
     sim.put("/faults/access_token", json!({"lockedNext": 5}))
         .await;
     assert_ne!(sim.token_status().await, 200);
@@ -289,8 +278,7 @@ async fn bad_configurations_are_refused_naming_what_is_wrong() {
 
 #[actix_web::test]
 async fn webhook_faults_are_rolled_through_the_simulator_state() {
-    let sim = start().await;
-    sim.put(
+    let sim = start_faulted(
         "/faults",
         json!({"webhookDuplicateNext": 1, "webhookOutOfOrderRate": 1.0}),
     )

@@ -6,7 +6,7 @@ use lanehub::sim::SimServer;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::common::sim::{merchant_token, serve_simulator};
+use crate::common::sim::{SimControl, merchant_token, serve_simulator};
 
 const KARI: &str = "4791234567"; // member, consents after 3 s
 const OLA: &str = "4798765432"; // not a member, consents after 3 s
@@ -19,12 +19,14 @@ struct Sim {
     server: SimServer,
     http: Client,
     base: String,
+    control: SimControl,
 }
 
 async fn start() -> Sim {
     let server = serve_simulator(|_| {});
     let base = server.base_url();
     Sim {
+        control: SimControl::new(base.clone()),
         server,
         http: Client::new(),
         base,
@@ -69,6 +71,14 @@ impl Sim {
         json_of(req.send().await.expect("merchant call")).await
     }
 
+    /// Asserts that `broken` JSON sent to `path` is refused naming the body in `list`.
+    async fn assert_broken_json_refused(&self, path: &str, token: &str, broken: &str, list: &str) {
+        let (status, body) = self
+            .merchant_post(path, Some(token), "application/json", broken)
+            .await;
+        assert_refused_naming(status, &body, &json!(broken), list, "body");
+    }
+
     async fn merchant_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
         self.merchant_post(path, Some(token), "application/json", &body.to_string())
             .await
@@ -100,18 +110,6 @@ impl Sim {
         json_of(req.send().await.expect("control call")).await
     }
 
-    /// Moves the simulator's clock; whatever became due happens before this returns.
-    async fn advance_ms(&self, ms: u64) {
-        let (status, body) = self
-            .control_send(
-                reqwest::Method::POST,
-                "/clock/advance",
-                Some(json!({ "ms": ms })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-
     async fn ciba_authenticate(&self, form: &[(&str, &str)]) -> Response {
         self.http
             .post(self.url("/vipps-login-ciba/api/backchannel/authentication"))
@@ -122,14 +120,19 @@ impl Sim {
             .expect("authentication call")
     }
 
+    /// Starts a login with `form`, which must be accepted; the answer.
+    async fn started(&self, form: &[(&str, &str)]) -> Value {
+        let (status, body) = json_of(self.ciba_authenticate(form).await).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     /// Starts a login to `phone` and returns its `auth_req_id`.
     async fn start_login(&self, phone: &str, scope: &str) -> String {
         let hint = format!("urn:msisdn:{phone}");
-        let res = self
-            .ciba_authenticate(&[("login_hint", &hint), ("scope", scope)])
+        let body = self
+            .started(&[("login_hint", &hint), ("scope", scope)])
             .await;
-        let (status, body) = json_of(res).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
         body["auth_req_id"]
             .as_str()
             .expect("auth_req_id")
@@ -148,6 +151,12 @@ impl Sim {
         json_of(res).await
     }
 
+    /// Asserts that a poll of `auth_req_id` is refused with a 400 and `error`.
+    async fn assert_poll_refused(&self, auth_req_id: &str, error: &str) {
+        let (status, body) = self.poll(auth_req_id).await;
+        assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, error);
+    }
+
     async fn userinfo(&self, bearer: &str) -> (StatusCode, Value) {
         let res = self
             .http
@@ -164,6 +173,14 @@ impl Sim {
         assert_eq!(status, StatusCode::OK, "{body}");
         body["state"].as_str().expect("state").to_owned()
     }
+}
+
+/// Asserts that `bad` got a 400 whose `list` (`extraDetails`, `invalidParams`) names `field`
+/// first, with a reason.
+fn assert_refused_naming(status: StatusCode, body: &Value, bad: &Value, list: &str, field: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {body}");
+    assert_eq!(body[list][0]["name"], field, "{bad} -> {body}");
+    assert!(body[list][0]["reason"].is_string(), "{body}");
 }
 
 fn assert_oauth_error(status: StatusCode, body: &Value, want_status: StatusCode, error: &str) {
@@ -204,21 +221,16 @@ async fn qr_exchange_answers_clear_text_and_tokens_and_rejects_the_rest() {
         json!({}),
     ] {
         let (status, body) = sim.merchant_json(exchange, &token, bad.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {body}");
+        assert_refused_naming(status, &body, &bad, "extraDetails", "qrCode");
         assert_eq!(body["status"], 400, "{body}");
         assert!(
             body["title"].is_string() && body["detail"].is_string(),
             "{body}"
         );
-        assert_eq!(body["extraDetails"][0]["name"], "qrCode", "{bad} -> {body}");
-        assert!(body["extraDetails"][0]["reason"].is_string(), "{body}");
     }
 
-    let (status, body) = sim
-        .merchant_post(exchange, Some(&token), "application/json", "{\"qrCode\": ")
+    sim.assert_broken_json_refused(exchange, &token, "{\"qrCode\": ", "extraDetails")
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["extraDetails"][0]["name"], "body", "{body}");
     let (status, body) = sim
         .merchant_post(exchange, Some(&token), "text/plain", &clear)
         .await;
@@ -261,18 +273,13 @@ async fn check_in_validates_and_records_what_the_app_showed() {
     ];
     for (bad, field) in invalid {
         let (status, body) = sim.merchant_json(check_in, &token, bad.clone()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad} -> {body}");
+        assert_refused_naming(status, &body, &bad, "invalidParams", field);
         for key in ["title", "detail", "instance"] {
             assert!(body[key].is_string(), "{key} in {body}");
         }
-        assert_eq!(body["invalidParams"][0]["name"], field, "{bad} -> {body}");
-        assert!(body["invalidParams"][0]["reason"].is_string(), "{body}");
     }
-    let (status, body) = sim
-        .merchant_post(check_in, Some(&token), "application/json", "not json")
+    sim.assert_broken_json_refused(check_in, &token, "not json", "invalidParams")
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["invalidParams"][0]["name"], "body", "{body}");
     let (status, _) = sim
         .merchant_post(check_in, None, "application/json", "{}")
         .await;
@@ -323,15 +330,12 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
     let sim = start().await;
     let scope = "openid name phoneNumber email delegatedConsents";
     let hint = format!("urn:msisdn:{KARI}");
-    let res = sim
-        .ciba_authenticate(&[
-            ("login_hint", &hint),
-            ("scope", scope),
-            ("binding_message", "LANE-1"),
-        ])
-        .await;
-    let (status, started) = json_of(res).await;
-    assert_eq!(status, StatusCode::OK, "{started}");
+    let form = [
+        ("login_hint", hint.as_str()),
+        ("scope", scope),
+        ("binding_message", "LANE-1"),
+    ];
+    let started = sim.started(&form).await;
     assert_eq!(started["expires_in"], 600);
     assert_eq!(started["interval"], 5);
     let id = started["auth_req_id"].as_str().expect("auth_req_id");
@@ -350,15 +354,8 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
     let (status, body) = json_of(res).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
 
-    let (status, body) = sim.poll(id).await;
-    assert_oauth_error(
-        status,
-        &body,
-        StatusCode::BAD_REQUEST,
-        "authorization_pending",
-    );
-    let (status, body) = sim.poll(id).await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "slow_down");
+    sim.assert_poll_refused(id, "authorization_pending").await;
+    sim.assert_poll_refused(id, "slow_down").await;
     assert_eq!(sim.login_state(id).await, "pending");
 
     let consents = json!({"emailMarketing": true, "smsMarketing": true});
@@ -369,7 +366,7 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
     assert_eq!(status, StatusCode::OK, "{body}");
 
     // Kari consents 3 s after the request; the next poll is one interval after the last.
-    sim.advance_ms(5_000).await;
+    sim.control.advance(5_000).await;
     assert_eq!(sim.login_state(id).await, "consented");
     let (status, token) = sim.poll(id).await;
     assert_eq!(status, StatusCode::OK, "{token}");
@@ -380,9 +377,8 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
     assert_eq!(id_token.split('.').count(), 3, "{id_token}");
     let access = token["access_token"].as_str().expect("access_token");
 
-    sim.advance_ms(5_000).await;
-    let (status, body) = sim.poll(id).await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_grant");
+    sim.control.advance(5_000).await;
+    sim.assert_poll_refused(id, "invalid_grant").await;
     assert_eq!(sim.login_state(id).await, "completed");
 
     let (status, info) = sim.userinfo(access).await;
@@ -414,7 +410,7 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
         assert!(body["detail"].is_string(), "{body}");
     }
-    sim.advance_ms(300_000).await;
+    sim.control.advance(300_000).await;
     let (status, _) = sim.userinfo(access).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "the Login token expired");
     sim.server.stop().await;
@@ -424,10 +420,9 @@ async fn login_consent_gives_one_token_and_userinfo_with_consents() {
 async fn login_denied_by_the_customer_or_the_control_api() {
     let sim = start().await;
     let nora = sim.start_login(NORA, "openid name").await;
-    sim.advance_ms(3_000).await;
+    sim.control.advance(3_000).await;
     assert_eq!(sim.login_state(&nora).await, "denied");
-    let (status, body) = sim.poll(&nora).await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "access_denied");
+    sim.assert_poll_refused(&nora, "access_denied").await;
 
     let ola = sim.start_login(OLA, "openid").await;
     let (status, body) = sim
@@ -435,8 +430,7 @@ async fn login_denied_by_the_customer_or_the_control_api() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["state"], "denied");
-    let (status, body) = sim.poll(&ola).await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "access_denied");
+    sim.assert_poll_refused(&ola, "access_denied").await;
     let consent = format!("/logins/{ola}/consent");
     let (status, body) = sim
         .control_send(reqwest::Method::POST, &consent, None)
@@ -470,31 +464,21 @@ async fn login_denied_by_the_customer_or_the_control_api() {
 async fn an_ignored_login_expires() {
     let sim = start().await;
     let hint = format!("urn:msisdn:{IVAR}");
-    let res = sim
-        .ciba_authenticate(&[
-            ("login_hint", &hint),
-            ("scope", "openid"),
-            ("requested_expiry", "60"),
-        ])
-        .await;
-    let (status, started) = json_of(res).await;
-    assert_eq!(status, StatusCode::OK, "{started}");
+    let form = [
+        ("login_hint", hint.as_str()),
+        ("scope", "openid"),
+        ("requested_expiry", "60"),
+    ];
+    let started = sim.started(&form).await;
     assert_eq!(started["expires_in"], 60);
     let id = started["auth_req_id"].as_str().expect("auth_req_id");
-    let (status, body) = sim.poll(id).await;
-    assert_oauth_error(
-        status,
-        &body,
-        StatusCode::BAD_REQUEST,
-        "authorization_pending",
-    );
+    sim.assert_poll_refused(id, "authorization_pending").await;
 
-    sim.advance_ms(59_000).await;
+    sim.control.advance(59_000).await;
     assert_eq!(sim.login_state(id).await, "pending");
-    sim.advance_ms(1_000).await;
+    sim.control.advance(1_000).await;
     assert_eq!(sim.login_state(id).await, "expired");
-    let (status, body) = sim.poll(id).await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "expired_token");
+    sim.assert_poll_refused(id, "expired_token").await;
     let (_, expired) = sim.control_get("/logins?state=expired").await;
     assert_eq!(expired.as_array().map(Vec::len), Some(1), "{expired}");
 
@@ -577,8 +561,8 @@ async fn login_requests_with_errors_are_refused_in_oauth_style() {
     assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_request");
 
     let token_url = sim.url("/access-management-1.0/access/oauth2/token");
-    let (status, body) = sim.poll("no-such-request").await;
-    assert_oauth_error(status, &body, StatusCode::BAD_REQUEST, "invalid_grant");
+    sim.assert_poll_refused("no-such-request", "invalid_grant")
+        .await;
     let wrong_grant = sim
         .http
         .post(&token_url)

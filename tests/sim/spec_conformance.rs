@@ -9,12 +9,16 @@
 //! `Receipt`), and the Webhooks API. CIBA authentication is in no file; its answers are checked
 //! against VIPPS.md by hand.
 //!
-//! To cover another endpoint, add a test that starts [`Conformance`], obtains what it needs
-//! (`conf.token().await`, `conf.merchant_headers(&bearer)`) and makes its calls with
-//! [`Conformance::call`]; then assert on the returned status and body.
+//! To cover another endpoint, add a test that starts [`Conformance`] (which fetches a merchant
+//! token), takes the headers it needs (`conf.headers(None)`, or `conf.merchant_headers(bearer)`
+//! for another token) and makes its calls with [`Conformance::call`]; then assert on the
+//! returned status and body.
 
 use crate::common::openapi::{self, Specs};
-use crate::common::sim::{self as common_sim, minimal_payment, serve_simulator};
+use crate::common::sim::{
+    self as common_sim, Answer, SimControl, minimal_payment, serve_simulator, with_field,
+    without_field,
+};
 use base64::Engine as _;
 use lanehub::sim::SimServer;
 use serde_json::{Value, json};
@@ -35,7 +39,15 @@ const CIBA_PATH: &str = "/vipps-login-ciba/api/backchannel/authentication";
 const TOKEN_PATH: &str = "/access-management-1.0/access/oauth2/token";
 const CIBA_GRANT: &str = "urn:openid:params:grant-type:ciba";
 const PAYMENTS: &str = "/epayment/v1/payments";
+const QR_EXCHANGE: &str = "/qr/v1/exchange";
 const WEBHOOKS: &str = "/webhooks/v1/webhooks";
+
+/// Whether a request is meant to satisfy the files or to break them.
+#[derive(Clone, Copy)]
+enum Meant {
+    Valid,
+    Invalid,
+}
 
 /// A running simulator and an HTTP client whose every call is checked against the files.
 struct Conformance {
@@ -43,57 +55,29 @@ struct Conformance {
     base: String,
     http: reqwest::Client,
     sim: SimServer,
-}
-
-/// What the simulator answered.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// `Null` when empty, a string when not JSON.
-    body: Value,
-    headers: reqwest::header::HeaderMap,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `name`s in `extraDetails` (ePayment, webhooks, QR) or `invalidParams` (check-in).
-    fn fields(&self) -> Vec<String> {
-        // QR and check-in answers carry both lists with the same entries.
-        let list = ["extraDetails", "invalidParams"]
-            .iter()
-            .find_map(|k| self.body[k].as_array());
-        list.into_iter()
-            .flatten()
-            .filter_map(|d| d["name"].as_str().map(str::to_owned))
-            .filter(|name| name != "ErrorCode")
-            .collect()
-    }
-
-    /// The ePayment `ErrorCode` in `extraDetails`, if any.
-    fn error_code(&self) -> Option<&str> {
-        self.body["extraDetails"]
-            .as_array()?
-            .iter()
-            .find(|d| d["name"] == "ErrorCode")?["reason"]
-            .as_str()
-    }
+    /// The simulator's control API, which no file describes.
+    control: SimControl,
+    /// `Bearer` and the default merchant's access token.
+    bearer: String,
 }
 
 impl Conformance {
-    /// Starts a simulator with the default settings (rate limits on); `None` when the files are
-    /// absent (the harness has already warned, or failed the test under CI).
+    /// Starts a simulator with the default settings (rate limits on) and fetches a merchant
+    /// token; `None` when the files are absent (the harness has already warned, or failed the
+    /// test under CI).
     async fn start() -> Option<Conformance> {
         let specs = openapi::specs()?;
         let sim = serve_simulator(|_| {});
-        Some(Conformance {
+        let mut conf = Conformance {
             specs,
             base: sim.base_url(),
             http: reqwest::Client::new(),
+            control: SimControl::new(sim.base_url()),
             sim,
-        })
+            bearer: String::new(),
+        };
+        conf.bearer = format!("Bearer {}", conf.token().await);
+        Some(conf)
     }
 
     async fn stop(self) {
@@ -109,18 +93,8 @@ impl Conformance {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> Reply {
-        let headers = with_content_type(headers, body.as_ref());
-        if let Err(violations) = self
-            .specs
-            .validate_request(method, path, &headers, body.as_ref())
-        {
-            panic!(
-                "request {method} {path} violates the OpenAPI files:\n  {}",
-                violations.join("\n  ")
-            );
-        }
-        self.send(method, path, &headers, body).await
+    ) -> Answer {
+        self.send(Meant::Valid, method, path, headers, body).await.0
     }
 
     /// Sends a call that must break the files (the test fails if the harness accepts it, so a
@@ -132,22 +106,34 @@ impl Conformance {
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> (Reply, Vec<String>) {
-        let headers = with_content_type(headers, body.as_ref());
-        let violations = self
-            .specs
-            .validate_request(method, path, &headers, body.as_ref())
-            .expect_err("the request was meant to violate the OpenAPI files");
-        (self.send(method, path, &headers, body).await, violations)
+    ) -> (Answer, Vec<String>) {
+        self.send(Meant::Invalid, method, path, headers, body).await
     }
 
+    /// Checks the request as `meant`, sends it and checks the answer; the answer and the
+    /// harness's complaints about the request.
     async fn send(
         &self,
+        meant: Meant,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> Reply {
+    ) -> (Answer, Vec<String>) {
+        let headers = with_content_type(headers, body.as_ref());
+        let verdict = self
+            .specs
+            .validate_request(method, path, &headers, body.as_ref());
+        let violations = match (meant, verdict) {
+            (Meant::Valid, Ok(())) => vec![],
+            (Meant::Valid, Err(violations)) => panic!(
+                "request {method} {path} violates the OpenAPI files:\n  {}",
+                violations.join("\n  ")
+            ),
+            (Meant::Invalid, verdict) => {
+                verdict.expect_err("the request was meant to violate the OpenAPI files")
+            }
+        };
         let method_value =
             reqwest::Method::from_bytes(method.as_bytes()).expect("the method is a valid token");
         let mut req = self
@@ -157,7 +143,7 @@ impl Conformance {
             k.eq_ignore_ascii_case("content-type")
                 && v.starts_with("application/x-www-form-urlencoded")
         });
-        for (k, v) in headers {
+        for (k, v) in &headers {
             req = req.header(*k, *v);
         }
         if let Some(body) = &body {
@@ -167,76 +153,31 @@ impl Conformance {
                 req.body(body.to_string())
             };
         }
-        let res = req.send().await.expect("the simulator answers");
-        let status = res.status().as_u16();
-        let response_headers = res.headers().clone();
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let bytes = res.bytes().await.expect("the body is readable");
-        let body: Option<Value> =
-            if bytes.is_empty() {
-                None
-            } else {
-                Some(serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                }))
-            };
-        if let Err(violations) = self.specs.validate_response(
-            method,
-            path,
-            status,
-            content_type.as_deref(),
-            body.as_ref(),
-        ) {
+        let answer = Answer::of(req).await;
+        let body = (!answer.body.is_null()).then_some(&answer.body);
+        let content_type = answer.header("content-type");
+        if let Err(violations) =
+            self.specs
+                .validate_response(method, path, answer.status, content_type, body)
+        {
             panic!(
                 "response to {method} {path} violates the OpenAPI files:\n  {}\nbody: {}",
                 violations.join("\n  "),
-                body.unwrap_or(Value::Null)
+                answer.body
             );
         }
-        Reply {
-            status,
-            body: body.unwrap_or(Value::Null),
-            headers: response_headers,
-        }
+        (answer, violations)
     }
 
-    /// A call to the control API (`/sim/v1…`), which no file describes.
-    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}/sim/v1{path}", self.base));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.expect("the control API answers");
-        assert!(res.status().is_success(), "{path}: {}", res.status());
-        res.json().await.unwrap_or(Value::Null)
-    }
-
-    /// Moves the simulator's clock forward by `ms`.
-    async fn advance(&self, ms: u64) {
-        self.control(
-            reqwest::Method::POST,
-            "/clock/advance",
-            Some(json!({"ms": ms})),
-        )
-        .await;
+    /// An access-token call of the default merchant with `secret`.
+    async fn token_call(&self, secret: &str) -> Answer {
+        let headers = token_headers(secret);
+        self.call("POST", "/accesstoken/get", &headers, None).await
     }
 
     /// Fetches an access token for the default merchant (itself a validated call).
     async fn token(&self) -> String {
-        let r = self
-            .call(
-                "POST",
-                "/accesstoken/get",
-                &token_headers(CLIENT_SECRET),
-                None,
-            )
-            .await;
+        let r = self.token_call(CLIENT_SECRET).await;
         assert_eq!(r.status, 200, "{}", r.body);
         r.body["access_token"]
             .as_str()
@@ -301,6 +242,18 @@ fn token_headers(secret: &str) -> Vec<(&str, &str)> {
     h
 }
 
+/// The names of the events in an events answer.
+fn event_names(r: &Answer) -> Vec<&str> {
+    let events = r.body.as_array().expect("a list of events");
+    events.iter().filter_map(|e| e["name"].as_str()).collect()
+}
+
+/// Asserts that `r` is an OAuth error answer: `status` with `error`.
+fn assert_oauth_error(r: &Answer, status: u16, error: &str) {
+    let got = (r.status, r.body["error"].as_str());
+    assert_eq!(got, (status, Some(error)), "{}", r.body);
+}
+
 fn basic(id: &str, secret: &str) -> String {
     let raw = format!("{id}:{secret}");
     format!(
@@ -314,14 +267,7 @@ async fn access_token_conforms() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let r = conf
-        .call(
-            "POST",
-            "/accesstoken/get",
-            &token_headers(CLIENT_SECRET),
-            None,
-        )
-        .await;
+    let r = conf.token_call(CLIENT_SECRET).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["token_type"], "Bearer");
     let token = r.body["access_token"].as_str().unwrap_or_default();
@@ -329,14 +275,7 @@ async fn access_token_conforms() {
     // The Vipps answer carries every number as a string.
     assert!(r.body["expires_in"].is_string(), "{}", r.body);
 
-    let r = conf
-        .call(
-            "POST",
-            "/accesstoken/get",
-            &token_headers("wrong-secret"),
-            None,
-        )
-        .await;
+    let r = conf.token_call("wrong-secret").await;
     assert_eq!(r.status, 401);
 
     let without_secret: Vec<(&str, &str)> = token_headers(CLIENT_SECRET)
@@ -364,9 +303,8 @@ async fn qr_exchange_conforms() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let bearer = format!("Bearer {}", conf.token().await);
-    let headers = conf.merchant_headers(&bearer);
-    let exchange = |qr: Value| conf.call("POST", "/qr/v1/exchange", &headers, Some(qr));
+    let headers = conf.headers(None);
+    let exchange = |qr: Value| conf.call("POST", QR_EXCHANGE, &headers, Some(qr));
 
     let clear = format!("https://qr.vipps.no/28/2/01/031/{KARI}?v=1");
     let r = exchange(json!({"qrCode": clear})).await;
@@ -374,9 +312,7 @@ async fn qr_exchange_conforms() {
     assert_eq!(r.body["msisdn"], KARI);
     assert_eq!(r.body["version"], "1.0");
 
-    let mette = conf
-        .control(reqwest::Method::GET, &format!("/customers/{METTE}"), None)
-        .await;
+    let mette = conf.control.get(&format!("/customers/{METTE}")).await;
     let token_qr = mette["qrTokenUrl"].as_str().expect("a token QR").to_owned();
     let r = exchange(json!({"qrCode": token_qr, "requestedData": ["MSISDN"]})).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -391,33 +327,25 @@ async fn qr_exchange_conforms() {
     }
 
     let (r, _) = conf
-        .call_invalid("POST", "/qr/v1/exchange", &headers, Some(json!({})))
+        .call_invalid("POST", QR_EXCHANGE, &headers, Some(json!({})))
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.fields(), ["qrCode"]);
 
+    // A wrong token passes the files, no token breaks them: both are refused with 401.
     let bad = conf.merchant_headers("Bearer not-a-token");
-    let r = conf
-        .call(
-            "POST",
-            "/qr/v1/exchange",
-            &bad,
-            Some(json!({"qrCode": clear})),
-        )
-        .await;
-    assert_eq!(r.status, 401, "{}", r.body);
     let anonymous: Vec<(&str, &str)> = headers
         .iter()
         .filter(|(k, _)| *k != "Authorization")
         .copied()
         .collect();
+    let body = json!({"qrCode": clear});
+    let r = conf
+        .call("POST", QR_EXCHANGE, &bad, Some(body.clone()))
+        .await;
+    assert_eq!(r.status, 401, "{}", r.body);
     let (r, _) = conf
-        .call_invalid(
-            "POST",
-            "/qr/v1/exchange",
-            &anonymous,
-            Some(json!({"qrCode": clear})),
-        )
+        .call_invalid("POST", QR_EXCHANGE, &anonymous, Some(body))
         .await;
     assert_eq!(r.status, 401, "{}", r.body);
     conf.stop().await;
@@ -428,8 +356,7 @@ async fn check_in_conforms() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let bearer = format!("Bearer {}", conf.token().await);
-    let headers = conf.merchant_headers(&bearer);
+    let headers = conf.headers(None);
     let path = "/point-of-sale/v1/loyalty-check-in";
 
     for (phone, member) in [(KARI, true), (OLA, false)] {
@@ -468,7 +395,7 @@ async fn check_in_conforms() {
     let r = conf.call("POST", path, &bad, Some(body)).await;
     assert_eq!(r.status, 401, "{}", r.body);
 
-    let recorded = conf.control(reqwest::Method::GET, "/checkins", None).await;
+    let recorded = conf.control.get("/checkins").await;
     let outcomes: Vec<&str> = recorded
         .as_array()
         .expect("a list")
@@ -585,8 +512,7 @@ async fn login_token_userinfo_and_discovery_conform() {
     };
     // The customers answer only when told to, so every poll below sees a known state.
     for phone in [KARI, OLA, IVAR] {
-        conf.control(
-            reqwest::Method::PUT,
+        conf.control.call(reqwest::Method::PUT,
             &format!("/customers/{phone}/behaviour"),
             Some(
                 json!({"payment": "ignore", "paymentDelay": 0, "login": "ignore", "loginDelay": 0}),
@@ -606,22 +532,11 @@ async fn login_token_userinfo_and_discovery_conform() {
 
     let kari = ciba(&conf, KARI).await;
     let r = poll(&kari).await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("authorization_pending"))
-    );
+    assert_oauth_error(&r, 400, "authorization_pending");
     let r = poll(&kari).await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("slow_down"))
-    );
-    conf.control(
-        reqwest::Method::POST,
-        &format!("/logins/{kari}/consent"),
-        None,
-    )
-    .await;
-    conf.advance(5_000).await;
+    assert_oauth_error(&r, 400, "slow_down");
+    conf.control.post(&format!("/logins/{kari}/consent")).await;
+    conf.control.advance(5_000).await;
     let r = poll(&kari).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["token_type"], "Bearer");
@@ -658,44 +573,28 @@ async fn login_token_userinfo_and_discovery_conform() {
     let (r, _) = conf.call_invalid("GET", userinfo, &[], None).await;
     assert_eq!(r.status, 401, "{}", r.body);
 
-    conf.advance(5_000).await;
+    conf.control.advance(5_000).await;
     let r = poll(&kari).await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("invalid_grant")),
-        "a token is issued once"
-    );
+    // A token is issued once.
+    assert_oauth_error(&r, 400, "invalid_grant");
 
     let ola = ciba(&conf, OLA).await;
-    conf.control(reqwest::Method::POST, &format!("/logins/{ola}/deny"), None)
-        .await;
+    conf.control.post(&format!("/logins/{ola}/deny")).await;
     let r = poll(&ola).await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("access_denied"))
-    );
+    assert_oauth_error(&r, 400, "access_denied");
 
     let ivar = ciba(&conf, IVAR).await;
-    conf.advance(901_000).await;
+    conf.control.advance(901_000).await;
     let r = poll(&ivar).await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("expired_token"))
-    );
+    assert_oauth_error(&r, 400, "expired_token");
 
     let r = poll("no-such-request").await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("invalid_grant"))
-    );
+    assert_oauth_error(&r, 400, "invalid_grant");
     let body = json!({"grant_type": "authorization_code", "auth_req_id": "x"});
     let r = conf
         .call("POST", TOKEN_PATH, &form_headers, Some(body))
         .await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("unsupported_grant_type"))
-    );
+    assert_oauth_error(&r, 400, "unsupported_grant_type");
     let wrong = basic(CLIENT_ID, "wrong");
     let wrong_headers = [
         ("Authorization", wrong.as_str()),
@@ -705,10 +604,7 @@ async fn login_token_userinfo_and_discovery_conform() {
     let r = conf
         .call("POST", TOKEN_PATH, &wrong_headers, Some(body))
         .await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (401, Some("invalid_client"))
-    );
+    assert_oauth_error(&r, 401, "invalid_client");
     let (r, _) = conf
         .call_invalid(
             "POST",
@@ -717,10 +613,7 @@ async fn login_token_userinfo_and_discovery_conform() {
             Some(json!({"auth_req_id": kari})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.body["error"].as_str()),
-        (400, Some("invalid_request"))
-    );
+    assert_oauth_error(&r, 400, "invalid_request");
 
     let r = conf
         .call(
@@ -757,78 +650,60 @@ fn store_payment(reference: &str, phone: &str, value: u64) -> Value {
     body
 }
 
-/// ePayment calls: the merchant headers, plus an Idempotency-Key when given.
-struct EPayment<'a> {
-    conf: &'a Conformance,
-    bearer: String,
-}
-
-impl EPayment<'_> {
+/// Merchant calls with the token fetched at the start.
+impl Conformance {
+    /// The merchant headers, plus an Idempotency-Key when given.
     fn headers<'k>(&'k self, key: Option<&'k str>) -> Vec<(&'k str, &'k str)> {
-        let mut h = self.conf.merchant_headers(&self.bearer);
+        let mut h = self.merchant_headers(&self.bearer);
         if let Some(key) = key {
             h.push(("Idempotency-Key", key));
         }
         h
     }
 
-    async fn create(&self, key: &str, body: Value) -> Reply {
-        self.conf
-            .call("POST", PAYMENTS, &self.headers(Some(key)), Some(body))
+    async fn create(&self, key: &str, body: Value) -> Answer {
+        self.call("POST", PAYMENTS, &self.headers(Some(key)), Some(body))
             .await
     }
 
-    async fn get(&self, reference: &str) -> Reply {
+    async fn get(&self, reference: &str) -> Answer {
         let path = format!("{PAYMENTS}/{reference}");
-        self.conf
-            .call("GET", &path, &self.headers(None), None)
-            .await
+        self.call("GET", &path, &self.headers(None), None).await
     }
 
-    async fn events(&self, reference: &str) -> Reply {
+    async fn events(&self, reference: &str) -> Answer {
         let path = format!("{PAYMENTS}/{reference}/events");
-        self.conf
-            .call("GET", &path, &self.headers(None), None)
-            .await
+        self.call("GET", &path, &self.headers(None), None).await
     }
 
-    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Reply {
+    async fn modify(&self, reference: &str, op: &str, key: &str, body: Option<Value>) -> Answer {
         let path = format!("{PAYMENTS}/{reference}/{op}");
-        self.conf
-            .call("POST", &path, &self.headers(Some(key)), body)
+        self.call("POST", &path, &self.headers(Some(key)), body)
             .await
     }
 
-    async fn amount(&self, reference: &str, op: &str, key: &str, value: u64) -> Reply {
+    async fn amount(&self, reference: &str, op: &str, key: &str, value: u64) -> Answer {
         let body = json!({"modificationAmount": {"currency": "NOK", "value": value}});
         self.modify(reference, op, key, Some(body)).await
     }
 
-    async fn approve(&self, reference: &str, body: Option<Value>) -> Reply {
+    async fn approve(&self, reference: &str, body: Option<Value>) -> Answer {
         let path = format!("/epayment/v1/test/payments/{reference}/approve");
-        self.conf
-            .call("POST", &path, &self.headers(None), body)
-            .await
+        self.call("POST", &path, &self.headers(None), body).await
+    }
+
+    /// A payment to a customer who ignores it, created with the key `c-<reference>`.
+    async fn created(&self, reference: &str, value: u64) {
+        let body = store_payment(reference, IVAR, value);
+        let r = self.create(&format!("c-{reference}"), body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
     }
 
     /// A payment created and force-approved.
     async fn authorized(&self, reference: &str, value: u64) {
-        let r = self
-            .create(
-                &format!("c-{reference}"),
-                store_payment(reference, IVAR, value),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.body);
+        self.created(reference, value).await;
         let r = self.approve(reference, None).await;
         assert_eq!(r.status, 200, "{}", r.body);
-    }
-}
-
-async fn epayment(conf: &Conformance) -> EPayment<'_> {
-    EPayment {
-        bearer: format!("Bearer {}", conf.token().await),
-        conf,
     }
 }
 
@@ -837,40 +712,32 @@ async fn epayment_create_get_and_events_conform() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let ep = epayment(&conf).await;
 
-    let r = ep
+    let r = conf
         .create("k-minimal", minimal_payment("conf-minimal-1", IVAR, 1000))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["reference"], "conf-minimal-1");
-    let r = ep
+    let r = conf
         .create("k-receipt", store_payment("conf-receipt-1", IVAR, 24900))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     // The same key and body again is a replay of the first answer.
-    let r = ep
+    let r = conf
         .create("k-receipt", store_payment("conf-receipt-1", IVAR, 24900))
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
 
-    let r = ep.get("conf-receipt-1").await;
+    let r = conf.get("conf-receipt-1").await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["state"], "CREATED");
     assert_eq!(r.body["amount"]["value"], 24900);
-    let r = ep.events("conf-receipt-1").await;
+    let r = conf.events("conf-receipt-1").await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let names: Vec<&str> = r
-        .body
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    assert_eq!(names, ["CREATED"]);
+    assert_eq!(event_names(&r), ["CREATED"]);
 
     // A customer lanehub does not know passes the schema but is refused (7010).
-    let r = ep
+    let r = conf
         .create(
             "k-unknown",
             minimal_payment("conf-unknown-1", "4799999999", 1000),
@@ -880,7 +747,7 @@ async fn epayment_create_get_and_events_conform() {
     assert_eq!(r.error_code(), Some("7010"));
 
     // 409: the key again with another body, and a reference used by another payment.
-    let r = ep
+    let r = conf
         .create("k-receipt", store_payment("conf-receipt-1", IVAR, 25000))
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
@@ -888,7 +755,7 @@ async fn epayment_create_get_and_events_conform() {
         r.fields().first().map(String::as_str),
         Some("Idempotency-Key")
     );
-    let r = ep
+    let r = conf
         .create("k-other", minimal_payment("conf-receipt-1", IVAR, 1000))
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
@@ -896,15 +763,15 @@ async fn epayment_create_get_and_events_conform() {
 
     // 404 for an unknown reference (a documented deviation for get and events).
     for r in [
-        ep.get("conf-nothing-here").await,
-        ep.events("conf-nothing-here").await,
+        conf.get("conf-nothing-here").await,
+        conf.events("conf-nothing-here").await,
     ] {
         assert_eq!(r.status, 404, "{}", r.body);
         assert_eq!(r.fields().first().map(String::as_str), Some("reference"));
     }
 
     // Another merchant's serial number with this merchant's token: 403 from the API.
-    let mut headers = ep.headers(Some("k-msn"));
+    let mut headers = conf.headers(Some("k-msn"));
     headers.retain(|(k, _)| *k != "Merchant-Serial-Number");
     headers.push(("Merchant-Serial-Number", "999999"));
     let body = minimal_payment("conf-msn-1", IVAR, 1000);
@@ -913,17 +780,13 @@ async fn epayment_create_get_and_events_conform() {
     assert_eq!(r.fields(), ["Merchant-Serial-Number"]);
 
     // Bad or missing credentials: the gateway answers 401.
-    let bad = EPayment {
-        conf: &conf,
-        bearer: "Bearer not-a-token".into(),
-    };
-    assert_eq!(bad.get("conf-receipt-1").await.status, 401);
-    assert_eq!(
-        bad.create("k-x", minimal_payment("conf-bad-1", IVAR, 1000))
-            .await
-            .status,
-        401
-    );
+    let mut bad = conf.merchant_headers("Bearer not-a-token");
+    let path = format!("{PAYMENTS}/conf-receipt-1");
+    assert_eq!(conf.call("GET", &path, &bad, None).await.status, 401);
+    bad.push(("Idempotency-Key", "k-x"));
+    let body = minimal_payment("conf-bad-1", IVAR, 1000);
+    let r = conf.call("POST", PAYMENTS, &bad, Some(body)).await;
+    assert_eq!(r.status, 401);
     conf.stop().await;
 }
 
@@ -932,31 +795,15 @@ async fn epayment_validation_errors_conform() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let ep = epayment(&conf).await;
     // Each case has its own reference: the rate limit counts refused creates too.
     let valid = || store_payment("conf-invalid-0", IVAR, 24900);
-    let with = |pointer: &str, value: Value| {
-        let mut body = valid();
-        *body.pointer_mut(pointer).expect("the field exists") = value;
-        body
-    };
-    let without = |parent: &str, field: &str| {
-        let mut body = valid();
-        let obj = if parent.is_empty() {
-            Some(&mut body)
-        } else {
-            body.pointer_mut(parent)
-        };
-        obj.and_then(Value::as_object_mut)
-            .expect("an object")
-            .remove(field);
-        body
-    };
+    let with = |at: &str, value: Value| with_field(&valid(), at, value);
+    let without = |at: &str| without_field(&valid(), at);
     // Each body breaks the files in one place; the answer is a 400 naming that place.
     let cases: Vec<(Value, &str)> = vec![
-        (without("", "reference"), "reference"),
-        (without("", "amount"), "amount"),
-        (without("/amount", "value"), "amount.value"),
+        (without("/reference"), "reference"),
+        (without("/amount"), "amount"),
+        (without("/amount/value"), "amount.value"),
         (with("/amount/value", json!("249.00")), "amount.value"),
         (with("/amount/value", json!(249.5)), "amount.value"),
         (with("/amount/value", json!(-1)), "amount.value"),
@@ -987,7 +834,7 @@ async fn epayment_validation_errors_conform() {
         ),
         // The order-management Receipt, reached through the remote $ref.
         (
-            without("/receipt/orderLines/0", "totalAmount"),
+            without("/receipt/orderLines/0/totalAmount"),
             "receipt.orderLines[0].totalAmount",
         ),
         (
@@ -1001,7 +848,7 @@ async fn epayment_validation_errors_conform() {
             ),
             "receipt.orderLines[0].unitInfo.quantityUnit",
         ),
-        (without("/receipt", "bottomLine"), "receipt.bottomLine"),
+        (without("/receipt/bottomLine"), "receipt.bottomLine"),
         (
             with("/receipt/bottomLine/currency", json!("SEK")),
             "receipt.bottomLine.currency",
@@ -1013,7 +860,7 @@ async fn epayment_validation_errors_conform() {
             body["reference"] = json!(format!("conf-invalid-{i}"));
         }
         let key = format!("k-invalid-{i}");
-        let headers = ep.headers(Some(&key));
+        let headers = conf.headers(Some(&key));
         let (r, violations) = conf
             .call_invalid("POST", PAYMENTS, &headers, Some(body.clone()))
             .await;
@@ -1026,36 +873,25 @@ async fn epayment_validation_errors_conform() {
     }
 
     // Headers: no Idempotency-Key, and one longer than 50 characters.
-    let headers = ep.headers(None);
-    let (r, _) = conf
-        .call_invalid(
-            "POST",
-            PAYMENTS,
-            &headers,
-            Some(store_payment("conf-nokey-1", IVAR, 100)),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.fields().first().map(String::as_str)),
-        (400, Some("Idempotency-Key"))
-    );
     let long = "k".repeat(51);
-    let headers = ep.headers(Some(&long));
-    let (r, _) = conf
-        .call_invalid(
-            "POST",
-            PAYMENTS,
-            &headers,
-            Some(store_payment("conf-longkey-1", IVAR, 100)),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.fields().first().map(String::as_str)),
-        (400, Some("Idempotency-Key"))
-    );
+    for (key, reference) in [
+        (None, "conf-nokey-1"),
+        (Some(long.as_str()), "conf-longkey-1"),
+    ] {
+        let body = store_payment(reference, IVAR, 100);
+        let (r, _) = conf
+            .call_invalid("POST", PAYMENTS, &conf.headers(key), Some(body))
+            .await;
+        let first = r.fields().first().cloned();
+        assert_eq!(
+            (r.status, first.as_deref()),
+            (400, Some("Idempotency-Key")),
+            "{reference}"
+        );
+    }
     // Nothing was created by any of them.
     for reference in ["conf-invalid-1", "conf-nokey-1", "conf-longkey-1"] {
-        let r = ep.get(reference).await;
+        let r = conf.get(reference).await;
         assert_eq!(r.status, 404, "{reference}: {}", r.body);
     }
     conf.stop().await;
@@ -1066,81 +902,66 @@ async fn epayment_modifications_conform() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let ep = epayment(&conf).await;
 
     // Capture, then refund, of an authorised payment.
-    ep.authorized("conf-capture-1", 24900).await;
-    let r = ep.amount("conf-capture-1", "capture", "cap-1", 24900).await;
+    conf.authorized("conf-capture-1", 24900).await;
+    let r = conf
+        .amount("conf-capture-1", "capture", "cap-1", 24900)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["state"], "AUTHORIZED");
     assert_eq!(r.body["aggregate"]["capturedAmount"]["value"], 24900);
-    let r = ep.amount("conf-capture-1", "capture", "cap-2", 100).await;
+    let r = conf.amount("conf-capture-1", "capture", "cap-2", 100).await;
     assert_eq!(r.status, 400, "{}", r.body);
-    let r = ep.amount("conf-capture-1", "refund", "ref-1", 900).await;
+    let r = conf.amount("conf-capture-1", "refund", "ref-1", 900).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["aggregate"]["refundedAmount"]["value"], 900);
-    let r = ep.amount("conf-capture-1", "refund", "ref-2", 30000).await;
+    let r = conf
+        .amount("conf-capture-1", "refund", "ref-2", 30000)
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_code(), Some("6150"));
     // The same key with another amount is a conflict; with the same amount, a replay.
-    let r = ep.amount("conf-capture-1", "refund", "ref-1", 800).await;
+    let r = conf.amount("conf-capture-1", "refund", "ref-1", 800).await;
     assert_eq!(r.status, 409, "{}", r.body);
-    let r = ep.amount("conf-capture-1", "refund", "ref-1", 900).await;
+    let r = conf.amount("conf-capture-1", "refund", "ref-1", 900).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let events = ep.events("conf-capture-1").await;
-    let names: Vec<&str> = events
-        .body
-        .as_array()
-        .expect("a list")
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
+    let events = conf.events("conf-capture-1").await;
+    let names = event_names(&events);
     assert_eq!(names, ["CREATED", "AUTHORIZED", "CAPTURED", "REFUNDED"]);
 
     // Cancel without a body cancels an authorised payment; cancelTransactionOnly refuses to.
-    ep.authorized("conf-cancel-1", 5000).await;
+    conf.authorized("conf-cancel-1", 5000).await;
     let only = Some(json!({"cancelTransactionOnly": true}));
-    let r = ep
+    let r = conf
         .modify("conf-cancel-1", "cancel", "can-1", only.clone())
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_code(), Some("6060"));
-    let r = ep.modify("conf-cancel-1", "cancel", "can-2", None).await;
+    let r = conf.modify("conf-cancel-1", "cancel", "can-2", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["aggregate"]["cancelledAmount"]["value"], 5000);
     // cancelTransactionOnly on a payment not yet authorised terminates it.
-    let r = ep
-        .create(
-            "c-conf-cancel-2",
-            store_payment("conf-cancel-2", IVAR, 5000),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = ep
+    conf.created("conf-cancel-2", 5000).await;
+    let r = conf
         .modify("conf-cancel-2", "cancel", "can-3", only.clone())
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["state"], "TERMINATED");
-    let r = ep.amount("conf-cancel-2", "capture", "cap-3", 5000).await;
+    let r = conf.amount("conf-cancel-2", "capture", "cap-3", 5000).await;
     assert_eq!(r.status, 400, "{}", r.body);
 
     // Force approve: with the customer named, and refused once the payment is final.
-    let r = ep
-        .create(
-            "c-conf-approve-1",
-            store_payment("conf-approve-1", IVAR, 5000),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    let r = ep
+    conf.created("conf-approve-1", 5000).await;
+    let r = conf
         .approve(
             "conf-approve-1",
             Some(json!({"customer": {"phoneNumber": IVAR}})),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(ep.get("conf-approve-1").await.body["state"], "AUTHORIZED");
-    let r = ep.approve("conf-approve-1", None).await;
+    assert_eq!(conf.get("conf-approve-1").await.body["state"], "AUTHORIZED");
+    let r = conf.approve("conf-approve-1", None).await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert_eq!(r.error_code(), Some("10020"));
 
@@ -1152,13 +973,15 @@ async fn epayment_modifications_conform() {
         ("capture", amount()),
         ("refund", amount()),
     ] {
-        let r = ep.modify(missing, op, &format!("{op}-missing"), body).await;
+        let r = conf
+            .modify(missing, op, &format!("{op}-missing"), body)
+            .await;
         assert_eq!(r.status, 404, "{op}: {}", r.body);
     }
-    assert_eq!(ep.approve(missing, None).await.status, 404);
+    assert_eq!(conf.approve(missing, None).await.status, 404);
 
     // Broken modification bodies and paths, each on its own reference (rate limits).
-    let headers = ep.headers(Some("cap-bad"));
+    let headers = conf.headers(Some("cap-bad"));
     for (i, body) in [
         json!({}),
         json!({"modificationAmount": {"currency": "NOK", "value": "100"}}),
@@ -1181,7 +1004,7 @@ async fn epayment_modifications_conform() {
             r.body
         );
     }
-    let headers = ep.headers(Some("cap-bad-path"));
+    let headers = conf.headers(Some("cap-bad-path"));
     let bad_path = format!("{PAYMENTS}/bad!ref/capture");
     let (r, _) = conf
         .call_invalid("POST", &bad_path, &headers, amount())
@@ -1190,7 +1013,7 @@ async fn epayment_modifications_conform() {
         (r.status, r.fields().first().map(String::as_str)),
         (400, Some("reference"))
     );
-    let headers = ep.headers(None);
+    let headers = conf.headers(None);
     let (r, _) = conf
         .call_invalid(
             "GET",
@@ -1211,16 +1034,15 @@ async fn epayment_rate_limits_answer_429() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let ep = epayment(&conf).await;
-    ep.authorized("conf-limit-1", 10000).await;
+    conf.authorized("conf-limit-1", 10000).await;
     // Five captures a minute per reference; the sixth is throttled.
     for i in 0..5 {
-        let r = ep
+        let r = conf
             .amount("conf-limit-1", "capture", &format!("lim-{i}"), 100)
             .await;
         assert_eq!(r.status, 200, "{i}: {}", r.body);
     }
-    let r = ep.amount("conf-limit-1", "capture", "lim-5", 100).await;
+    let r = conf.amount("conf-limit-1", "capture", "lim-5", 100).await;
     assert_eq!(r.status, 429, "{}", r.body);
     let retry_after: u64 = r
         .header("retry-after")
@@ -1228,9 +1050,9 @@ async fn epayment_rate_limits_answer_429() {
         .expect("Retry-After in seconds");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     // Reads have their own, larger budget, and the window passes with the clock.
-    assert_eq!(ep.get("conf-limit-1").await.status, 200);
-    conf.advance(retry_after * 1000).await;
-    let r = ep.amount("conf-limit-1", "capture", "lim-5", 100).await;
+    assert_eq!(conf.get("conf-limit-1").await.status, 200);
+    conf.control.advance(retry_after * 1000).await;
+    let r = conf.amount("conf-limit-1", "capture", "lim-5", 100).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["aggregate"]["capturedAmount"]["value"], 600);
     conf.stop().await;
@@ -1241,8 +1063,7 @@ async fn webhooks_api_conforms() {
     let Some(conf) = Conformance::start().await else {
         return;
     };
-    let bearer = format!("Bearer {}", conf.token().await);
-    let headers = conf.merchant_headers(&bearer);
+    let headers = conf.headers(None);
     let register = |body: Value| conf.call("POST", WEBHOOKS, &headers, Some(body));
 
     let r = register(json!({

@@ -2,9 +2,15 @@
 //! satisfy their own schemas, broken messages fail with errors naming the field, every operation
 //! lanehub performs maps to its place in the files, and the remote `Receipt` reference resolves.
 
-use crate::common::openapi::{self, DEVIATIONS, Direction, Fix, Specs};
+use crate::common::openapi::{
+    self, ACCESS_TOKEN, CHECK_IN, DEVIATIONS, Direction, EPAYMENT, Fix, LOGIN, QR, Specs, USERINFO,
+    WEBHOOKS,
+};
+use crate::common::sim::store_payment;
 use lanehub::vipps::Operation;
 use serde_json::{Value, json};
+
+const PAYMENTS: &str = "/epayment/v1/payments";
 
 fn specs() -> Option<&'static Specs> {
     openapi::specs()
@@ -12,26 +18,7 @@ fn specs() -> Option<&'static Specs> {
 
 /// A payment as lanehub creates it in a store, with a receipt.
 fn payment_body() -> Value {
-    json!({
-        "amount": {"currency": "NOK", "value": 24900},
-        "paymentMethod": {"type": "WALLET"},
-        "customer": {"phoneNumber": "4791234567"},
-        "reference": "lane-01-000123-7f3a",
-        "userFlow": "PUSH_MESSAGE",
-        "customerInteraction": "CUSTOMER_PRESENT",
-        "paymentDescription": "Purchase at lane 1",
-        "receipt": {
-            "orderLines": [{
-                "name": "Milk 1 l",
-                "id": "7038010009457",
-                "totalAmount": 2490,
-                "totalAmountExcludingTax": 2214,
-                "totalTaxAmount": 276,
-                "taxPercentage": 12
-            }],
-            "bottomLine": {"currency": "NOK", "posId": "lane-01", "receiptNumber": "000123"}
-        }
-    })
+    store_payment("lane-01-000123-7f3a", "4791234567", 24900)
 }
 
 fn merchant_headers() -> Vec<(&'static str, &'static str)> {
@@ -51,6 +38,39 @@ fn payment_headers() -> Vec<(&'static str, &'static str)> {
     let mut h = merchant_headers();
     h.push(("Idempotency-Key", "7f3a2b1c-0000-4000-8000-000000000001"));
     h
+}
+
+/// The harness's verdict on a payment request with `headers` and `body`.
+fn check_payment(specs: &Specs, headers: &[(&str, &str)], body: &Value) -> Result<(), Vec<String>> {
+    specs.validate_request("POST", PAYMENTS, headers, Some(body))
+}
+
+/// The harness's verdict on a payment request with the usual headers and [`payment_body`]
+/// changed by `edit`.
+fn check_edited(specs: &Specs, edit: impl FnOnce(&mut Value)) -> Result<(), Vec<String>> {
+    let mut body = payment_body();
+    edit(&mut body);
+    check_payment(specs, &payment_headers(), &body)
+}
+
+/// Asserts that `verdict` is a rejection (`why` says why it must be) with an error that
+/// contains `field`.
+fn assert_names(verdict: Result<(), Vec<String>>, why: &str, field: &str) {
+    let errors = verdict.expect_err(why);
+    assert!(
+        errors.iter().any(|e| e.contains(field)),
+        "{why}: no error names {field}: {errors:?}"
+    );
+}
+
+/// A body change, what it must be rejected for and what the error must name.
+type Broken = (fn(&mut Value), &'static str, &'static str);
+
+/// Asserts of each case that the changed [`payment_body`] is rejected naming its field.
+fn assert_broken(specs: &Specs, cases: &[Broken]) {
+    for &(edit, why, field) in cases {
+        assert_names(check_edited(specs, edit), why, field);
+    }
 }
 
 #[test]
@@ -111,49 +131,29 @@ fn every_listed_invalid_example_exists() {
 #[test]
 fn a_valid_payment_request_passes() {
     let Some(specs) = specs() else { return };
-    let result = specs.validate_request(
-        "POST",
-        "/epayment/v1/payments",
-        &payment_headers(),
-        Some(&payment_body()),
-    );
-    assert_eq!(result, Ok(()));
+    assert_eq!(check_edited(specs, |_| {}), Ok(()));
 }
 
 #[test]
 fn a_broken_body_fails_with_an_error_naming_the_field() {
     let Some(specs) = specs() else { return };
-    let mut body = payment_body();
-    body["amount"]["value"] = json!("24900");
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &payment_headers(),
-            Some(&body),
-        )
-        .expect_err("a string amount must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("/amount/value")),
-        "{errors:?}"
-    );
-
-    let mut body = payment_body();
-    body.as_object_mut()
-        .expect("the body is an object")
-        .remove("reference");
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &payment_headers(),
-            Some(&body),
-        )
-        .expect_err("a missing reference must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("\"reference\"")),
-        "{errors:?}"
-    );
+    let cases: [Broken; 2] = [
+        (
+            |b| b["amount"]["value"] = json!("24900"),
+            "a string amount must be rejected",
+            "/amount/value",
+        ),
+        (
+            |b| {
+                b.as_object_mut()
+                    .expect("the body is an object")
+                    .remove("reference");
+            },
+            "a missing reference must be rejected",
+            "\"reference\"",
+        ),
+    ];
+    assert_broken(specs, &cases);
 }
 
 #[test]
@@ -163,22 +163,10 @@ fn missing_required_headers_and_credentials_are_named() {
         .into_iter()
         .filter(|(k, _)| *k != "Idempotency-Key" && *k != "Authorization")
         .collect();
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &headers,
-            Some(&payment_body()),
-        )
-        .expect_err("missing headers must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("`Idempotency-Key`")),
-        "{errors:?}"
-    );
-    assert!(
-        errors.iter().any(|e| e.contains("missing credentials")),
-        "{errors:?}"
-    );
+    let why = "missing headers must be rejected";
+    let verdict = check_payment(specs, &headers, &payment_body());
+    assert_names(verdict.clone(), why, "`Idempotency-Key`");
+    assert_names(verdict, why, "missing credentials");
 
     let mut headers = payment_headers();
     headers.retain(|(k, _)| *k != "Vipps-System-Name");
@@ -186,186 +174,159 @@ fn missing_required_headers_and_credentials_are_named() {
         "Vipps-System-Name",
         "a-system-name-longer-than-thirty-chars",
     ));
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &headers,
-            Some(&payment_body()),
-        )
-        .expect_err("a too long system name must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("`Vipps-System-Name`")),
-        "{errors:?}"
+    assert_names(
+        check_payment(specs, &headers, &payment_body()),
+        "a too long system name must be rejected",
+        "`Vipps-System-Name`",
     );
 }
 
 #[test]
 fn an_invalid_path_parameter_is_named() {
     let Some(specs) = specs() else { return };
-    let errors = specs
-        .validate_request(
-            "GET",
-            "/epayment/v1/payments/short",
-            &merchant_headers(),
-            None,
-        )
-        .expect_err("a reference under 8 characters must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("`reference`")),
-        "{errors:?}"
+    let path = format!("{PAYMENTS}/short");
+    assert_names(
+        specs.validate_request("GET", &path, &merchant_headers(), None),
+        "a reference under 8 characters must be rejected",
+        "`reference`",
     );
 }
 
-/// Where the files describe an operation: the file and the path template.
-type Place = Option<(&'static str, &'static str)>;
-
-/// One sample request per operation lanehub performs, and where the files describe it.
-const OPERATIONS: &[(Operation, &str, &str, Place)] = &[
+/// Each operation lanehub performs that the files describe: the file and the path template.
+const OPERATIONS: &[(Operation, &str, &str, &str)] = &[
     (
         Operation::AccessToken,
         "POST",
+        ACCESS_TOKEN,
         "/accesstoken/get",
-        Some((openapi::ACCESS_TOKEN, "/accesstoken/get")),
     ),
-    (
-        Operation::QrExchange,
-        "POST",
-        "/qr/v1/exchange",
-        Some((openapi::QR, "/v1/exchange")),
-    ),
-    (
-        Operation::CheckIn,
-        "POST",
-        "/point-of-sale/v1/loyalty-check-in",
-        Some((openapi::CHECK_IN, "/v1/loyalty-check-in")),
-    ),
-    // CIBA authentication is documented only in prose, not in any OpenAPI file.
-    (
-        Operation::LoginAuthenticate,
-        "POST",
-        "/vipps-login-ciba/api/backchannel/authentication",
-        None,
-    ),
+    (Operation::QrExchange, "POST", QR, "/v1/exchange"),
+    (Operation::CheckIn, "POST", CHECK_IN, "/v1/loyalty-check-in"),
     (
         Operation::LoginToken,
         "POST",
+        LOGIN,
         "/access-management-1.0/access/oauth2/token",
-        Some((openapi::LOGIN, "/access-management-1.0/access/oauth2/token")),
     ),
     (
         Operation::Userinfo,
         "GET",
-        "/vipps-userinfo-api/userinfo",
-        Some((openapi::USERINFO, "/vipps-userinfo-api/userinfo/")),
+        USERINFO,
+        "/vipps-userinfo-api/userinfo/",
     ),
     (
         Operation::Discovery,
         "GET",
+        LOGIN,
         "/access-management-1.0/access/.well-known/openid-configuration",
-        Some((
-            openapi::LOGIN,
-            "/access-management-1.0/access/.well-known/openid-configuration",
-        )),
     ),
     (
         Operation::PaymentCreate,
         "POST",
+        EPAYMENT,
         "/epayment/v1/payments",
-        Some((openapi::EPAYMENT, "/epayment/v1/payments")),
     ),
     (
         Operation::PaymentGet,
         "GET",
-        "/epayment/v1/payments/lane-01-000123-7f3a",
-        Some((openapi::EPAYMENT, "/epayment/v1/payments/{reference}")),
+        EPAYMENT,
+        "/epayment/v1/payments/{reference}",
     ),
     (
         Operation::PaymentEvents,
         "GET",
-        "/epayment/v1/payments/lane-01-000123-7f3a/events",
-        Some((
-            openapi::EPAYMENT,
-            "/epayment/v1/payments/{reference}/events",
-        )),
+        EPAYMENT,
+        "/epayment/v1/payments/{reference}/events",
     ),
     (
         Operation::PaymentCancel,
         "POST",
-        "/epayment/v1/payments/lane-01-000123-7f3a/cancel",
-        Some((
-            openapi::EPAYMENT,
-            "/epayment/v1/payments/{reference}/cancel",
-        )),
+        EPAYMENT,
+        "/epayment/v1/payments/{reference}/cancel",
     ),
     (
         Operation::PaymentCapture,
         "POST",
-        "/epayment/v1/payments/lane-01-000123-7f3a/capture",
-        Some((
-            openapi::EPAYMENT,
-            "/epayment/v1/payments/{reference}/capture",
-        )),
+        EPAYMENT,
+        "/epayment/v1/payments/{reference}/capture",
     ),
     (
         Operation::PaymentRefund,
         "POST",
-        "/epayment/v1/payments/lane-01-000123-7f3a/refund",
-        Some((
-            openapi::EPAYMENT,
-            "/epayment/v1/payments/{reference}/refund",
-        )),
+        EPAYMENT,
+        "/epayment/v1/payments/{reference}/refund",
     ),
     (
         Operation::PaymentApprove,
         "POST",
-        "/epayment/v1/test/payments/lane-01-000123-7f3a/approve",
-        Some((
-            openapi::EPAYMENT,
-            "/epayment/v1/test/payments/{reference}/approve",
-        )),
+        EPAYMENT,
+        "/epayment/v1/test/payments/{reference}/approve",
     ),
-    (
-        Operation::WebhookRegister,
-        "POST",
-        "/webhooks/v1/webhooks",
-        Some((openapi::WEBHOOKS, "/v1/webhooks")),
-    ),
-    (
-        Operation::WebhookList,
-        "GET",
-        "/webhooks/v1/webhooks",
-        Some((openapi::WEBHOOKS, "/v1/webhooks")),
-    ),
+    (Operation::WebhookRegister, "POST", WEBHOOKS, "/v1/webhooks"),
+    (Operation::WebhookList, "GET", WEBHOOKS, "/v1/webhooks"),
     (
         Operation::WebhookDelete,
         "DELETE",
-        "/webhooks/v1/webhooks/0f8fad5b-d9cb-469f-a165-70867728950e",
-        Some((openapi::WEBHOOKS, "/v1/webhooks/{id}")),
+        WEBHOOKS,
+        "/v1/webhooks/{id}",
     ),
 ];
+
+/// CIBA authentication is documented only in prose, not in any OpenAPI file.
+const CIBA: (Operation, &str, &str) = (
+    Operation::LoginAuthenticate,
+    "POST",
+    "/vipps-login-ciba/api/backchannel/authentication",
+);
+
+/// The path lanehub calls for `template` of `file`: below the file's server path, with sample
+/// path parameters and without a trailing slash.
+fn sample_path(file: &str, template: &str) -> String {
+    let server = match file {
+        QR => "/qr",
+        CHECK_IN => "/point-of-sale",
+        WEBHOOKS => "/webhooks",
+        _ => "",
+    };
+    let path = template
+        .replace("{reference}", "lane-01-000123-7f3a")
+        .replace("{id}", "0f8fad5b-d9cb-469f-a165-70867728950e");
+    format!("{server}{}", path.trim_end_matches('/'))
+}
 
 #[test]
 fn every_lanehub_operation_matches_its_place_in_the_files() {
     let Some(specs) = specs() else { return };
     for op in Operation::ALL {
         assert!(
-            OPERATIONS.iter().any(|(o, ..)| *o == op),
+            op == CIBA.0 || OPERATIONS.iter().any(|(o, ..)| *o == op),
             "{} has no sample request in this test",
             op.as_str()
         );
     }
-    for (op, method, path, expected) in OPERATIONS {
+    let (op, method, path) = CIBA;
+    assert_eq!(
+        Operation::from_request(method, path),
+        Some(op),
+        "{method} {path}"
+    );
+    assert!(specs.operation(method, path).is_none(), "{method} {path}");
+    for &(op, method, file, template) in OPERATIONS {
+        let path = sample_path(file, template);
         assert_eq!(
-            Operation::from_request(method, path),
-            Some(*op),
+            Operation::from_request(method, &path),
+            Some(op),
             "{method} {path}"
         );
         let found = specs
-            .operation(method, path)
+            .operation(method, &path)
             .map(|o| (o.file, o.template.clone()));
-        let expected = expected.map(|(f, t)| (f, t.to_owned()));
-        assert_eq!(found, expected, "{} ({method} {path})", op.as_str());
+        assert_eq!(
+            found,
+            Some((file, template.to_owned())),
+            "{} ({method} {path})",
+            op.as_str()
+        );
     }
     let get = specs
         .operation("GET", "/epayment/v1/payments/lane-01-000123-7f3a?x=1")
@@ -396,153 +357,119 @@ fn the_remote_receipt_reference_resolves_to_the_order_management_file() {
         "{:?}",
         defs.keys().collect::<Vec<_>>()
     );
-    let mut body = payment_body();
-    body["receipt"]["orderLines"] = json!([]);
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &payment_headers(),
-            Some(&body),
-        )
-        .expect_err("an empty receipt must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("/receipt/orderLines")),
-        "{errors:?}"
-    );
-    let mut body = payment_body();
-    body["receipt"]["orderLines"][0]["taxPercentage"] = json!(125);
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &payment_headers(),
-            Some(&body),
-        )
-        .expect_err("a tax percentage over 100 must be rejected");
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("/receipt/orderLines/0/taxPercentage")),
-        "{errors:?}"
-    );
+    let cases: [Broken; 2] = [
+        (
+            |b| b["receipt"]["orderLines"] = json!([]),
+            "an empty receipt must be rejected",
+            "/receipt/orderLines",
+        ),
+        (
+            |b| b["receipt"]["orderLines"][0]["taxPercentage"] = json!(125),
+            "a tax percentage over 100 must be rejected",
+            "/receipt/orderLines/0/taxPercentage",
+        ),
+    ];
+    assert_broken(specs, &cases);
 }
 
 #[test]
 fn nullable_fields_accept_null_and_nothing_else_extra() {
     let Some(specs) = specs() else { return };
-    let mut body = payment_body();
-    body["receipt"]["orderLines"][0]["discount"] = Value::Null;
-    body["metadata"] = Value::Null;
-    let ok = specs.validate_request(
-        "POST",
-        "/epayment/v1/payments",
-        &payment_headers(),
-        Some(&body),
-    );
-    assert_eq!(ok, Ok(()));
-    body["amount"] = Value::Null;
-    assert!(
-        specs
-            .validate_request(
-                "POST",
-                "/epayment/v1/payments",
-                &payment_headers(),
-                Some(&body)
-            )
-            .is_err()
-    );
+    let nulls = |b: &mut Value| {
+        b["receipt"]["orderLines"][0]["discount"] = Value::Null;
+        b["metadata"] = Value::Null;
+    };
+    assert_eq!(check_edited(specs, nulls), Ok(()));
+    let verdict = check_edited(specs, |b| {
+        nulls(b);
+        b["amount"] = Value::Null;
+    });
+    assert!(verdict.is_err());
 }
 
 #[test]
 fn customer_takes_exactly_one_identifier() {
     let Some(specs) = specs() else { return };
-    let mut body = payment_body();
-    body["customer"] =
-        json!({"phoneNumber": "4791234567", "personalQr": "https://qr.vipps.no/p/abc"});
-    let errors = specs
-        .validate_request(
-            "POST",
-            "/epayment/v1/payments",
-            &payment_headers(),
-            Some(&body),
-        )
-        .expect_err("two identifiers must be rejected");
-    assert!(errors.iter().any(|e| e.contains("/customer")), "{errors:?}");
-    body["customer"] = json!({"personalQr": "https://qr.vipps.no/p/abc"});
-    let ok = specs.validate_request(
-        "POST",
-        "/epayment/v1/payments",
-        &payment_headers(),
-        Some(&body),
-    );
-    assert_eq!(ok, Ok(()));
+    let verdict = check_edited(specs, |b| {
+        b["customer"] =
+            json!({"phoneNumber": "4791234567", "personalQr": "https://qr.vipps.no/p/abc"});
+    });
+    assert_names(verdict, "two identifiers must be rejected", "/customer");
+    let verdict = check_edited(specs, |b| {
+        b["customer"] = json!({"personalQr": "https://qr.vipps.no/p/abc"});
+    });
+    assert_eq!(verdict, Ok(()));
+}
+
+/// A response: method, path, status, content type and body.
+type Answer<'a> = (&'a str, &'a str, u16, Option<&'a str>, Option<Value>);
+
+/// The harness's verdict on `answer`.
+fn check_answer(specs: &Specs, answer: &Answer) -> Result<(), Vec<String>> {
+    let (method, path, status, content_type, body) = answer;
+    specs.validate_response(method, path, *status, *content_type, body.as_ref())
 }
 
 #[test]
 fn responses_are_checked_for_status_content_type_and_body() {
     let Some(specs) = specs() else { return };
-    let path = "/epayment/v1/payments";
     let created = json!({"reference": "lane-01-000123-7f3a"});
-    assert_eq!(
-        specs.validate_response("POST", path, 201, Some("application/json"), Some(&created)),
-        Ok(())
-    );
-    let errors = specs
-        .validate_response(
+    let json = Some("application/json");
+    let accepted: [Answer; 3] = [
+        ("POST", PAYMENTS, 201, json, Some(created.clone())),
+        // Gateway answers are accepted on any operation, whatever their body.
+        (
             "POST",
-            path,
-            201,
-            Some("application/json"),
-            Some(&json!({})),
-        )
-        .expect_err("a 201 without reference must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("\"reference\"")),
-        "{errors:?}"
-    );
-    let errors = specs
-        .validate_response("POST", path, 201, Some("text/plain"), Some(&created))
-        .expect_err("an undeclared content type must be rejected");
-    assert!(
-        errors.iter().any(|e| e.contains("text/plain")),
-        "{errors:?}"
-    );
-    let errors = specs
-        .validate_response("POST", path, 204, None, None)
-        .expect_err("an undeclared status must be rejected");
-    assert!(errors.iter().any(|e| e.contains("204")), "{errors:?}");
-    // Gateway answers are accepted on any operation, whatever their body.
-    let gateway = json!({"statusCode": 429, "message": "Rate limit is exceeded."});
-    assert_eq!(
-        specs.validate_response("POST", path, 429, Some("application/json"), Some(&gateway)),
-        Ok(())
-    );
-    let problem = json!({"type": "https://example.com/e", "title": "Bad Request", "status": 400,
-        "traceId": "abc"});
-    assert_eq!(
-        specs.validate_response(
+            PAYMENTS,
+            429,
+            json,
+            Some(json!({"statusCode": 429, "message": "Rate limit is exceeded."})),
+        ),
+        (
             "POST",
-            path,
+            PAYMENTS,
             400,
             Some("application/problem+json"),
-            Some(&problem)
+            Some(
+                json!({"type": "https://example.com/e", "title": "Bad Request", "status": 400,
+                "traceId": "abc"}),
+            ),
         ),
-        Ok(())
-    );
+    ];
+    for answer in &accepted {
+        assert_eq!(check_answer(specs, answer), Ok(()), "{answer:?}");
+    }
+    let refused: [(Answer, &str, &str); 3] = [
+        (
+            ("POST", PAYMENTS, 201, json, Some(json!({}))),
+            "a 201 without reference must be rejected",
+            "\"reference\"",
+        ),
+        (
+            ("POST", PAYMENTS, 201, Some("text/plain"), Some(created)),
+            "an undeclared content type must be rejected",
+            "text/plain",
+        ),
+        (
+            ("POST", PAYMENTS, 204, None, None),
+            "an undeclared status must be rejected",
+            "204",
+        ),
+    ];
+    for (answer, why, named) in &refused {
+        assert_names(check_answer(specs, answer), why, named);
+    }
 }
 
 #[test]
 fn listed_deviations_are_applied() {
     let Some(specs) = specs() else { return };
     let checkin = "/point-of-sale/v1/loyalty-check-in";
-    for body in [json!("0f8fad5b-d9cb"), json!({"id": "0f8fad5b-d9cb"})] {
-        assert_eq!(
-            specs.validate_response("POST", checkin, 200, Some("application/json"), Some(&body)),
-            Ok(()),
-            "{body}"
-        );
-    }
+    let capture = "/epayment/v1/payments/lane-01-000123-7f3a/capture";
+    let events = "/epayment/v1/payments/lane-01-000123-7f3a/events";
+    let token_path = "/access-management-1.0/access/oauth2/token";
+    let userinfo = "/vipps-userinfo-api/userinfo";
+    let json = Some("application/json");
     let modification = json!({
         "amount": {"currency": "NOK", "value": 24900},
         "state": "AUTHORIZED",
@@ -555,97 +482,92 @@ fn listed_deviations_are_applied() {
         "pspReference": "sim-1",
         "reference": "lane-01-000123-7f3a"
     });
-    let capture = "/epayment/v1/payments/lane-01-000123-7f3a/capture";
-    for ct in ["application/json", "application/problem+json"] {
-        assert_eq!(
-            specs.validate_response("POST", capture, 200, Some(ct), Some(&modification)),
-            Ok(()),
-            "{ct}"
-        );
-    }
-    let events = json!([{
-        "reference": "lane-01-000123-7f3a", "pspReference": "sim-1", "name": "CREATED",
-        "amount": {"currency": "NOK", "value": 24900}, "timestamp": "2024-01-01T10:00:00Z",
-        "idempotencyKey": null, "success": true
-    }]);
-    assert_eq!(
-        specs.validate_response(
-            "GET",
-            "/epayment/v1/payments/lane-01-000123-7f3a/events",
+    let answers: [Answer; 8] = [
+        ("POST", checkin, 200, json, Some(json!("0f8fad5b-d9cb"))),
+        (
+            "POST",
+            checkin,
             200,
-            Some("application/json"),
-            Some(&events)
+            json,
+            Some(json!({"id": "0f8fad5b-d9cb"})),
         ),
-        Ok(())
-    );
-    let token = json!({"access_token": "a.b.c", "token_type": "Bearer", "expires_in": 300,
-        "id_token": "eyJ.eyJ.sig"});
-    let token_path = "/access-management-1.0/access/oauth2/token";
-    assert_eq!(
-        specs.validate_response(
+        ("POST", capture, 200, json, Some(modification.clone())),
+        (
+            "POST",
+            capture,
+            200,
+            Some("application/problem+json"),
+            Some(modification),
+        ),
+        (
+            "GET",
+            events,
+            200,
+            json,
+            Some(json!([{
+                "reference": "lane-01-000123-7f3a", "pspReference": "sim-1", "name": "CREATED",
+                "amount": {"currency": "NOK", "value": 24900}, "timestamp": "2024-01-01T10:00:00Z",
+                "idempotencyKey": null, "success": true
+            }])),
+        ),
+        (
             "POST",
             token_path,
             200,
-            Some("application/json"),
-            Some(&token)
+            json,
+            Some(
+                json!({"access_token": "a.b.c", "token_type": "Bearer", "expires_in": 300,
+                "id_token": "eyJ.eyJ.sig"}),
+            ),
         ),
-        Ok(())
-    );
-    let pending = json!({"error": "authorization_pending"});
-    assert_eq!(
-        specs.validate_response(
+        (
             "POST",
             token_path,
             400,
-            Some("application/json"),
-            Some(&pending)
+            json,
+            Some(json!({"error": "authorization_pending"})),
         ),
-        Ok(())
-    );
-    let ciba_poll = json!({"grant_type": "urn:openid:params:grant-type:ciba",
-        "auth_req_id": "abc"});
-    assert_eq!(
-        specs.validate_request(
-            "POST",
-            token_path,
-            &[
-                ("Authorization", "Basic c2ltOnNlY3JldA=="),
-                ("Content-Type", "application/x-www-form-urlencoded")
-            ],
-            Some(&ciba_poll)
-        ),
-        Ok(())
-    );
-    let userinfo = json!({"sub": "c06c4afe", "phone_number": "4791234567", "name": "Ada"});
-    assert_eq!(
-        specs.validate_response(
+        (
             "GET",
-            "/vipps-userinfo-api/userinfo",
+            userinfo,
             200,
             Some("application/json;charset=UTF-8"),
-            Some(&userinfo)
+            Some(json!({"sub": "c06c4afe", "phone_number": "4791234567", "name": "Ada"})),
         ),
-        Ok(())
-    );
-    assert_eq!(
-        specs.validate_request(
+    ];
+    for answer in &answers {
+        assert_eq!(check_answer(specs, answer), Ok(()), "{answer:?}");
+    }
+
+    let ciba_poll = json!({"grant_type": "urn:openid:params:grant-type:ciba",
+        "auth_req_id": "abc"});
+    let form_headers = [
+        ("Authorization", "Basic c2ltOnNlY3JldA=="),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let cancel_body = json!({"cancelTransactionOnly": true});
+    let requests = [
+        ("POST", token_path, form_headers.to_vec(), Some(&ciba_poll)),
+        (
             "GET",
-            "/vipps-userinfo-api/userinfo",
-            &[("Authorization", "Bearer login.token")],
-            None
+            userinfo,
+            vec![("Authorization", "Bearer login.token")],
+            None,
         ),
-        Ok(())
-    );
-    let cancel = "/epayment/v1/payments/lane-01-000123-7f3a/cancel";
-    assert_eq!(
-        specs.validate_request(
+        (
             "POST",
-            cancel,
-            &payment_headers(),
-            Some(&json!({"cancelTransactionOnly": true}))
+            "/epayment/v1/payments/lane-01-000123-7f3a/cancel",
+            payment_headers(),
+            Some(&cancel_body),
         ),
-        Ok(())
-    );
+    ];
+    for (method, path, headers, body) in requests {
+        assert_eq!(
+            specs.validate_request(method, path, &headers, body),
+            Ok(()),
+            "{method} {path}"
+        );
+    }
 }
 
 #[test]

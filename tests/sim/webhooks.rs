@@ -12,11 +12,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::openapi;
-use crate::common::sim::serve_simulator;
+use crate::common::sim::{Answer, Merchant, SimControl, serve_simulator, store_payment};
 use crate::receiver::{Received, Receiver};
 
 const KARI: &str = "4791234567"; // approves after 2 s
 const IVAR: &str = "4790000002"; // ignores
+const WEBHOOKS: &str = "/webhooks/v1/webhooks";
 
 /// Polls `f` every 10 ms for up to 5 s: deliveries run on their own tasks.
 async fn until<T, F, Fut>(what: &str, mut f: F) -> T
@@ -35,34 +36,8 @@ where
 
 struct Sim {
     server: SimServer,
-    base: String,
-    http: reqwest::Client,
-    token: String,
-}
-
-struct Res {
-    status: u16,
-    body: Value,
-}
-
-impl Res {
-    fn fields(&self) -> Vec<String> {
-        self.body["extraDetails"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|d| d["name"].as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
-
-async fn split(res: reqwest::Response) -> Res {
-    let status = res.status().as_u16();
-    let bytes = res.bytes().await.expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Res { status, body }
+    merchant: Merchant,
+    control: SimControl,
 }
 
 const OTHER_MSN: &str = "654321";
@@ -79,53 +54,40 @@ async fn start(customize: impl FnOnce(&mut SimSettings)) -> Sim {
         });
         customize(&mut settings.sim);
     });
-    let base = server.base_url();
-    let http = reqwest::Client::new();
-    let mut sim = Sim {
+    Sim {
+        merchant: Merchant::new(server.base_url()).await,
+        control: SimControl::new(server.base_url()),
         server,
-        base,
-        http,
-        token: String::new(),
-    };
-    sim.token = sim
-        .token_for("sim-client", "sim-secret", "sim-subscription-key")
-        .await;
-    sim
+    }
 }
 
 impl Sim {
     async fn token_for(&self, id: &str, secret: &str, key: &str) -> String {
-        let res = self
+        let req = self
+            .merchant
             .http
-            .post(format!("{}/accesstoken/get", self.base))
+            .post(format!("{}/accesstoken/get", self.merchant.base))
             .header("client_id", id)
             .header("client_secret", secret)
-            .header("Ocp-Apim-Subscription-Key", key)
-            .send()
-            .await
-            .expect("token call");
-        split(res).await.body["access_token"]
+            .header("Ocp-Apim-Subscription-Key", key);
+        Answer::of(req).await.body["access_token"]
             .as_str()
             .expect("access_token")
             .to_owned()
     }
 
     fn call(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("Ocp-Apim-Subscription-Key", "sim-subscription-key")
-            .header("Merchant-Serial-Number", "123456")
+        self.merchant.call(method, path)
     }
 
-    async fn register(&self, url: &str, events: &[&str]) -> Res {
-        let res = self
-            .call(Method::POST, "/webhooks/v1/webhooks")
-            .json(&json!({"url": url, "events": events}))
-            .send()
-            .await
-            .expect("register call");
-        split(res).await
+    /// The merchant's registrations.
+    async fn list(&self) -> Answer {
+        Answer::of(self.call(Method::GET, WEBHOOKS)).await
+    }
+
+    async fn register(&self, url: &str, events: &[&str]) -> Answer {
+        let body = json!({"url": url, "events": events});
+        Answer::of(self.call(Method::POST, WEBHOOKS).json(&body)).await
     }
 
     /// Registers and returns (id, secret).
@@ -142,19 +104,8 @@ impl Sim {
         let res = self
             .call(Method::POST, "/epayment/v1/payments")
             .header("Idempotency-Key", format!("create-{reference}"))
-            .json(&json!({
-                "amount": {"currency": "NOK", "value": 1000},
-                "paymentMethod": {"type": "WALLET"},
-                "customer": {"phoneNumber": phone},
-                "reference": reference,
-                "userFlow": "PUSH_MESSAGE",
-                "customerInteraction": "CUSTOMER_PRESENT",
-                "paymentDescription": "Groceries"
-            }))
-            .send()
-            .await
-            .expect("create call");
-        assert_eq!(res.status(), 201);
+            .json(&store_payment(reference, phone, 1000));
+        assert_eq!(Answer::of(res).await.status, 201);
     }
 
     async fn modify(&self, reference: &str, op: &str, key: &str, body: Value) {
@@ -164,37 +115,20 @@ impl Sim {
                 &format!("/epayment/v1/payments/{reference}/{op}"),
             )
             .header("Idempotency-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .expect("modification call");
-        assert_eq!(res.status(), 200);
+            .json(&body);
+        assert_eq!(Answer::of(res).await.status, 200);
     }
 
     async fn advance(&self, ms: u64) {
-        let res = self
-            .http
-            .post(format!("{}/sim/v1/clock/advance", self.base))
-            .json(&json!({"ms": ms}))
-            .send()
-            .await
-            .expect("advance call");
-        assert_eq!(res.status(), 200);
+        self.control.advance(ms).await;
     }
 
     async fn deliveries(&self, query: &str) -> Vec<Value> {
-        let res = self
-            .http
-            .get(format!("{}/sim/v1/webhooks/deliveries{query}", self.base))
-            .send()
-            .await
-            .expect("deliveries call");
-        split(res)
-            .await
-            .body
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let log = self
+            .control
+            .get(&format!("/webhooks/deliveries{query}"))
+            .await;
+        log.as_array().cloned().unwrap_or_default()
     }
 }
 
@@ -214,13 +148,7 @@ async fn registration_api_validates_lists_and_deletes() {
     assert!(uuid::Uuid::parse_str(&id).is_ok());
     assert!(secret.len() >= 32);
 
-    let list = split(
-        sim.call(Method::GET, "/webhooks/v1/webhooks")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = sim.list().await;
     assert_eq!(list.status, 200);
     assert_eq!(
         list.body,
@@ -230,14 +158,12 @@ async fn registration_api_validates_lists_and_deletes() {
     let other = sim
         .token_for("other-client", "other-secret", "other-subscription-key")
         .await;
-    let theirs = split(
-        sim.http
-            .get(format!("{}/webhooks/v1/webhooks", sim.base))
+    let theirs = Answer::of(
+        sim.merchant
+            .http
+            .get(format!("{}{WEBHOOKS}", sim.merchant.base))
             .bearer_auth(&other)
-            .header("Ocp-Apim-Subscription-Key", "other-subscription-key")
-            .send()
-            .await
-            .unwrap(),
+            .header("Ocp-Apim-Subscription-Key", "other-subscription-key"),
     )
     .await;
     assert_eq!(theirs.body, json!({"webhooks": []}));
@@ -273,38 +199,25 @@ async fn registration_api_validates_lists_and_deletes() {
         ),
     ];
     for (body, field) in cases {
-        let res = split(
-            sim.call(Method::POST, "/webhooks/v1/webhooks")
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let res = Answer::of(sim.call(Method::POST, WEBHOOKS).json(&body)).await;
         assert_eq!(
             (res.status, res.fields()),
             (400, vec![field.to_owned()]),
             "{body}"
         );
-        assert_eq!(res.body["instance"], "/webhooks/v1/webhooks");
+        assert_eq!(res.body["instance"], WEBHOOKS);
     }
-    let res = split(
-        sim.call(Method::POST, "/webhooks/v1/webhooks")
+    let res = Answer::of(
+        sim.call(Method::POST, WEBHOOKS)
             .header("content-type", "application/json")
-            .body("{")
-            .send()
-            .await
-            .unwrap(),
+            .body("{"),
     )
     .await;
     assert_eq!((res.status, res.fields()), (400, vec!["body".to_owned()]));
-    let res = split(
-        sim.call(Method::POST, "/webhooks/v1/webhooks")
+    let res = Answer::of(
+        sim.call(Method::POST, WEBHOOKS)
             .header("Vipps-System-Name", "n".repeat(31))
-            .json(&json!({"url": url, "events": all_payment_events()}))
-            .send()
-            .await
-            .unwrap(),
+            .json(&json!({"url": url, "events": all_payment_events()})),
     )
     .await;
     assert_eq!(
@@ -334,21 +247,12 @@ async fn registration_api_validates_lists_and_deletes() {
     assert_eq!((res.status, res.fields()), (400, vec!["events".to_owned()]));
 
     // Delete.
-    let del = |id: String| {
-        sim.call(Method::DELETE, &format!("/webhooks/v1/webhooks/{id}"))
-            .send()
-    };
-    assert_eq!(del(id.clone()).await.unwrap().status(), 204);
-    assert_eq!(del(id.clone()).await.unwrap().status(), 404);
-    let res = split(del("not-a-uuid".into()).await.unwrap()).await;
+    let del = |id: String| Answer::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{id}")));
+    assert_eq!(del(id.clone()).await.status, 204);
+    assert_eq!(del(id.clone()).await.status, 404);
+    let res = del("not-a-uuid".into()).await;
     assert_eq!((res.status, res.fields()), (400, vec!["id".to_owned()]));
-    let list = split(
-        sim.call(Method::GET, "/webhooks/v1/webhooks")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = sim.list().await;
     assert!(
         list.body["webhooks"]
             .as_array()
@@ -356,30 +260,19 @@ async fn registration_api_validates_lists_and_deletes() {
             .iter()
             .all(|w| w["id"] != id.as_str())
     );
-    let res = sim
-        .call(Method::PUT, "/webhooks/v1/webhooks")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 405);
-    let unauthorised = sim
-        .http
-        .get(format!("{}/webhooks/v1/webhooks", sim.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unauthorised.status(), 401);
+    assert_eq!(
+        Answer::of(sim.call(Method::PUT, WEBHOOKS)).await.status,
+        405
+    );
+    let unauthorised = format!("{}{WEBHOOKS}", sim.merchant.base);
+    assert_eq!(
+        Answer::of(sim.merchant.http.get(unauthorised)).await.status,
+        401
+    );
 
     // The control API lists every merchant's registrations, without secrets.
-    let all = split(
-        sim.http
-            .get(format!("{}/sim/v1/webhooks", sim.base))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let all = all.body.as_array().unwrap().clone();
+    let all = sim.control.get("/webhooks").await;
+    let all = all.as_array().unwrap().clone();
     assert_eq!(all.len(), 5);
     assert!(
         all.iter()
@@ -616,32 +509,14 @@ async fn unreachable_receivers_are_given_up_after_retry_for() {
 async fn publish_serves_login_pings_and_deleted_registrations_get_nothing() {
     let sim = start(|_| {}).await;
     let rx = Receiver::start(0).await;
-    let (kept, secret) = sim
-        .registered(
-            &format!("{}/kept", rx.base),
-            &[
-                "login.merchant-initiated.ping.v1",
-                "epayments.payment.created.v1",
-            ],
-        )
-        .await;
-    let (gone, _) = sim
-        .registered(
-            &format!("{}/gone", rx.base),
-            &[
-                "login.merchant-initiated.ping.v1",
-                "epayments.payment.created.v1",
-            ],
-        )
-        .await;
-    assert_eq!(
-        sim.call(Method::DELETE, &format!("/webhooks/v1/webhooks/{gone}"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        204
-    );
+    let events = [
+        "login.merchant-initiated.ping.v1",
+        "epayments.payment.created.v1",
+    ];
+    let (kept, secret) = sim.registered(&format!("{}/kept", rx.base), &events).await;
+    let (gone, _) = sim.registered(&format!("{}/gone", rx.base), &events).await;
+    let deleted = Answer::of(sim.call(Method::DELETE, &format!("{WEBHOOKS}/{gone}"))).await;
+    assert_eq!(deleted.status, 204);
     // The Login simulator publishes pings through the same path.
     sim.server.simulator.state().webhooks.publish(
         "123456",
@@ -697,13 +572,7 @@ async fn answers_match_the_official_schemas() {
         .register("https://example.com/a", &all_payment_events())
         .await;
     assert!(register.is_valid(&res.body), "{}", res.body);
-    let list = split(
-        sim.call(Method::GET, "/webhooks/v1/webhooks")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let list = sim.list().await;
     assert!(query.is_valid(&list.body), "{}", list.body);
     let bad = sim
         .register("http://example.com/a", &all_payment_events())
