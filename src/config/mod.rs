@@ -749,19 +749,31 @@ pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 fn check_url(url: &str) -> Result<(), String> {
     const WANTED: &str = "an https URL (http only to a loopback host such as 127.0.0.1)";
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{WANTED}; `{url}`: {e}"))?;
-    let Some(host) = parsed.host_str() else {
+    if parsed.host_str().is_none() {
         return Err(format!("{WANTED}; `{url}` has no host"));
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!("{WANTED}, not `{url}`")),
+    }
+    if https_or_loopback_http(&parsed) {
+        Ok(())
+    } else {
+        Err(format!("{WANTED}, not `{url}`"))
+    }
+}
+
+/// Whether `url` is https, or plain http to a loopback host (`localhost`, 127.0.0.1, `[::1]`):
+/// the only callback addresses lanehub and its simulator accept.
+pub fn https_or_loopback_http(url: &reqwest::Url) -> bool {
+    let loopback = url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
     }
 }
 
