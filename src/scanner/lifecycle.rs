@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 /// A scanner's state, in the spirit of UnifiedPOS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ScannerState {
     Closed,
     Claimed,
@@ -19,12 +20,7 @@ pub enum ScannerState {
 
 impl ScannerState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ScannerState::Closed => "closed",
-            ScannerState::Claimed => "claimed",
-            ScannerState::Enabled => "enabled",
-            ScannerState::Offline => "offline",
-        }
+        self.into()
     }
 }
 

@@ -117,8 +117,9 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Why a scanner could not be started.
-#[derive(Debug, thiserror::Error)]
+/// Why a scanner could not be started; `kind()` is the variant's name in snake_case.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SpawnError {
     #[error("a hid scanner needs `protocol` (\"hid-pos\" or \"keyboard\")")]
     MissingProtocol,
@@ -130,16 +131,13 @@ pub enum SpawnError {
 
 impl SpawnError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            SpawnError::MissingProtocol => "missing_protocol",
-            SpawnError::MissingDevice => "missing_device",
-            SpawnError::Thread(_) => "thread",
-        }
+        self.into()
     }
 }
 
-/// Why `ScannerHandle::push` refused a text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why `ScannerHandle::push` refused a text; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PushError {
     #[error("a hid scanner reads its device; text cannot be pushed to it")]
     NotPushable,
@@ -155,13 +153,7 @@ pub enum PushError {
 
 impl PushError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            PushError::NotPushable => "not_pushable",
-            PushError::Stopped => "stopped",
-            PushError::TooLong { .. } => "too_long",
-            PushError::Full => "full",
-            PushError::Closed => "closed",
-        }
+        self.into()
     }
 }
 
