@@ -347,51 +347,36 @@ mod tests {
     }
 
     #[test]
-    fn clear_text_vipps_qr_with_an_invalid_number_keeps_the_raw_text() {
-        for text in [
-            "https://qr.vipps.no/28/2/01/031/47912?v=1",
-            "https://qr.vipps.no/28/2/01/031/47912345ab?v=1",
-            "https://qr.vipps.no/28/2/01/031/4791234567890123?v=1",
+    fn personal_qrs_without_a_number_go_to_the_exchange_whole() {
+        use PersonalQrForm::{ClearText, Other, Token};
+        for (form, text) in [
+            // Today's Vipps code with an invalid number keeps its raw text.
+            (ClearText, "https://qr.vipps.no/28/2/01/031/47912?v=1"),
+            (ClearText, "https://qr.vipps.no/28/2/01/031/47912345ab?v=1"),
+            (
+                ClearText,
+                "https://qr.vipps.no/28/2/01/031/4791234567890123?v=1",
+            ),
+            // Tokenised, for Vipps and MobilePay.
+            (Token, "https://qr.vipps.no/p/qwjhewqhueheuqwhuqwhe"),
+            (Token, "https://qr.vipps.no/p/AbC-12_x.y~z"),
+            // New shapes on a QR host.
+            (Other, "https://qr.vipps.no/c/9f8e7d6c5b4a?v=3"),
+            (Other, "https://qr.vipps.no/p/"),
+            (Other, "https://qr.vipps.no/p/abc/def"),
+            (Other, "https://qr.vipps.no/P/abc"),
+            (Other, "https://qr.vipps.no/r/abcdef"),
+            (Other, "https://qr.vipps.no/28/2/01/4791234567?v=1"),
+            (Other, "https://qr.vipps.no/28/x/01/031/4791234567?v=1"),
+            (Other, "https://qr.vipps.no/28/2/01/031/?v=1"),
+            (Other, "https://qr.vipps.no/?id=abc"),
+            (Other, "https://QR.MOBILEPAY.DK/u/AbC123"),
+            (Other, "https://qr.mobilepay.fi/x"),
         ] {
             let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::ClearText);
+            assert_eq!(q.form, form, "{text}");
             assert_eq!(q.clear_text_msisdn, None, "{text}");
             assert_eq!(q.raw, text);
-        }
-    }
-
-    #[test]
-    fn tokenised_qr_for_vipps_and_mobilepay() {
-        for text in [
-            "https://qr.vipps.no/p/qwjhewqhueheuqwhuqwhe",
-            "https://qr.vipps.no/p/AbC-12_x.y~z",
-        ] {
-            let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::Token);
-            assert_eq!(q.clear_text_msisdn, None);
-            assert_eq!(q.raw, text);
-        }
-    }
-
-    #[test]
-    fn new_shapes_on_a_qr_host_go_to_the_exchange_whole() {
-        for text in [
-            "https://qr.vipps.no/c/9f8e7d6c5b4a?v=3",
-            "https://qr.vipps.no/p/",
-            "https://qr.vipps.no/p/abc/def",
-            "https://qr.vipps.no/P/abc",
-            "https://qr.vipps.no/r/abcdef",
-            "https://qr.vipps.no/28/2/01/4791234567?v=1",
-            "https://qr.vipps.no/28/x/01/031/4791234567?v=1",
-            "https://qr.vipps.no/28/2/01/031/?v=1",
-            "https://qr.vipps.no/?id=abc",
-            "https://QR.MOBILEPAY.DK/u/AbC123",
-            "https://qr.mobilepay.fi/x",
-        ] {
-            let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::Other, "{text}");
-            assert_eq!(q.raw, text);
-            assert_eq!(q.clear_text_msisdn, None, "{text}");
         }
     }
 
