@@ -425,7 +425,8 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         })
 }
 
-fn initial_snapshot(lane: &LaneId) -> LaneSnapshot {
+/// A lane as terminals see it before its actor first runs: down and idle.
+pub(crate) fn initial_snapshot(lane: &LaneId) -> LaneSnapshot {
     LaneSnapshot {
         lane: lane.clone(),
         up: false,
