@@ -123,8 +123,9 @@ fn parse_pause_scale(raw: &str) -> Result<f64, String> {
     Ok(scale)
 }
 
-/// Why the demo cannot start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why the demo cannot start; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DemoError {
     #[error(
         "lanehub demo drives the embedded Vipps simulator's customers, but the configuration sets \
@@ -137,10 +138,7 @@ pub enum DemoError {
 
 impl DemoError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            DemoError::RemoteMode => "remote_mode",
-            DemoError::LaneCount(_) => "lane_count",
-        }
+        self.into()
     }
 }
 
