@@ -16,7 +16,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
-use crate::domain::Msisdn;
+use crate::domain::{LaneId, Msisdn};
 use crate::followup::EnrollmentFollower;
 use crate::followup::enrollment::{self, FollowSettings};
 use crate::http::extract::ApiTokens;
@@ -425,7 +425,8 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         })
 }
 
-fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
+/// A lane as terminals see it before its actor first runs: down and idle.
+pub(crate) fn initial_snapshot(lane: &LaneId) -> LaneSnapshot {
     LaneSnapshot {
         lane: lane.clone(),
         up: false,
@@ -435,6 +436,24 @@ fn initial_snapshot(lane: &crate::domain::LaneId) -> LaneSnapshot {
         message: None,
         scanners: vec![],
         terminal_connected: false,
+    }
+}
+
+/// A demo customer in the loyalty club as if imported, enrolled now (at `lane`, when it has one).
+pub(crate) fn demo_member(
+    phone_number: Msisdn,
+    name: String,
+    email: String,
+    lane: Option<LaneId>,
+) -> Member {
+    Member {
+        phone_number,
+        name,
+        email,
+        consents: vec![],
+        enrolled_at: chrono::Utc::now(),
+        enrolled_lane: lane,
+        source: MemberSource::Import,
     }
 }
 
@@ -455,15 +474,7 @@ fn seed_demo_members(
     actix_web::rt::spawn(async move {
         for (phone, name, email) in seed {
             if let Ok(None) = members.member(&phone).await {
-                let member = Member {
-                    phone_number: phone,
-                    name,
-                    email,
-                    consents: vec![],
-                    enrolled_at: chrono::Utc::now(),
-                    enrolled_lane: None,
-                    source: MemberSource::Import,
-                };
+                let member = demo_member(phone, name, email, None);
                 if let Err(e) = members.upsert_member(member).await {
                     tracing::warn!(error = %e, "could not seed a demo member");
                 }

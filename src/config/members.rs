@@ -25,8 +25,9 @@ pub struct MembersSettings {
 }
 
 /// Which membership provider lanes use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum MembersProvider {
     /// This store's own SQLite database.
     Sqlite,
@@ -38,11 +39,7 @@ pub enum MembersProvider {
 
 impl MembersProvider {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MembersProvider::Sqlite => "sqlite",
-            MembersProvider::Postgres => "postgres",
-            MembersProvider::Http => "http",
-        }
+        self.into()
     }
 }
 

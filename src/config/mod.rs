@@ -6,6 +6,7 @@
 //! cannot reach a log by accident.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -246,16 +247,12 @@ pub const MAX_JOURNAL_RETENTION: Duration = Duration::from_secs(3650 * 24 * 60 *
 
 /// A retention period: a duration like `duration`, but measured in days, up to ten years.
 fn retention<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let raw = String::deserialize(d)?;
-    let value = humantime::parse_duration(&raw).map_err(|e| {
-        serde::de::Error::custom(format!("`{raw}` is not a duration like \"90d\" ({e})"))
-    })?;
-    if value < MIN_JOURNAL_RETENTION || value > MAX_JOURNAL_RETENTION {
-        return Err(serde::de::Error::custom(format!(
-            "`{raw}` is not between 1 day and 3650 days"
-        )));
-    }
-    Ok(value)
+    bounded_duration(
+        d,
+        "90d",
+        MIN_JOURNAL_RETENTION..=MAX_JOURNAL_RETENTION,
+        "is not between 1 day and 3650 days",
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -415,14 +412,30 @@ pub struct ScannerSettings {
 pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    bounded_duration(
+        d,
+        "5s",
+        Duration::ZERO..=MAX_DURATION,
+        "is longer than 30 days",
+    )
+}
+
+/// A humantime duration within `bounds`; the errors show `example` as the expected form and say
+/// `out_of_bounds` of a value outside them.
+fn bounded_duration<'de, D: Deserializer<'de>>(
+    d: D,
+    example: &str,
+    bounds: RangeInclusive<Duration>,
+    out_of_bounds: &str,
+) -> Result<Duration, D::Error> {
     let raw = String::deserialize(d)?;
     let value = humantime::parse_duration(&raw).map_err(|e| {
-        serde::de::Error::custom(format!("`{raw}` is not a duration like \"5s\" ({e})"))
+        serde::de::Error::custom(format!(
+            "`{raw}` is not a duration like \"{example}\" ({e})"
+        ))
     })?;
-    if value > MAX_DURATION {
-        return Err(serde::de::Error::custom(format!(
-            "`{raw}` is longer than 30 days"
-        )));
+    if !bounds.contains(&value) {
+        return Err(serde::de::Error::custom(format!("`{raw}` {out_of_bounds}")));
     }
     Ok(value)
 }
@@ -736,19 +749,31 @@ pub const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 fn check_url(url: &str) -> Result<(), String> {
     const WANTED: &str = "an https URL (http only to a loopback host such as 127.0.0.1)";
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("{WANTED}; `{url}`: {e}"))?;
-    let Some(host) = parsed.host_str() else {
+    if parsed.host_str().is_none() {
         return Err(format!("{WANTED}; `{url}` has no host"));
-    };
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match parsed.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(format!("{WANTED}, not `{url}`")),
+    }
+    if https_or_loopback_http(&parsed) {
+        Ok(())
+    } else {
+        Err(format!("{WANTED}, not `{url}`"))
+    }
+}
+
+/// Whether `url` is https, or plain http to a loopback host (`localhost`, 127.0.0.1, `[::1]`):
+/// the only callback addresses lanehub and its simulator accept.
+pub fn https_or_loopback_http(url: &reqwest::Url) -> bool {
+    let loopback = url.host_str().is_some_and(|host| {
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
     }
 }
 

@@ -61,8 +61,8 @@ use crate::session::{OrderLine, PayRequest};
 use crate::sim::SimState;
 use crate::sim::customers::{Behaviour, Customer};
 use crate::sim::faults::FaultConfig;
-use crate::startup::Application;
-use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::startup::{Application, demo_member};
+use crate::store::{MembershipStore, Store};
 use crate::vipps::Operation;
 
 /// Lanes when `--lanes` is not given.
@@ -123,8 +123,9 @@ fn parse_pause_scale(raw: &str) -> Result<f64, String> {
     Ok(scale)
 }
 
-/// Why the demo cannot start.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why the demo cannot start; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DemoError {
     #[error(
         "lanehub demo drives the embedded Vipps simulator's customers, but the configuration sets \
@@ -137,10 +138,7 @@ pub enum DemoError {
 
 impl DemoError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            DemoError::RemoteMode => "remote_mode",
-            DemoError::LaneCount(_) => "lane_count",
-        }
+        self.into()
     }
 }
 
@@ -343,15 +341,7 @@ impl Demo {
                 let phone = cast.member(k);
                 self.put_customer(&phone, true, paying_customer());
                 let (name, email) = Cast::name(&phone);
-                let member = Member {
-                    phone_number: phone,
-                    name,
-                    email,
-                    consents: vec![],
-                    enrolled_at: chrono::Utc::now(),
-                    enrolled_lane: Some(lane.id.clone()),
-                    source: MemberSource::Import,
-                };
+                let member = demo_member(phone, name, email, Some(lane.id.clone()));
                 if let Err(e) = self.store.upsert_member(member).await {
                     tracing::warn!(lane = %lane.id, error = %e, "demo: could not seed a member");
                 }

@@ -2,8 +2,9 @@
 
 use super::*;
 
-/// What one checkout acts out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What one checkout acts out; its label is the variant's name in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Scenario {
     /// A club member pays.
     MemberPaid,
@@ -57,17 +58,7 @@ impl Scenario {
     }
 
     pub(super) fn label(self) -> &'static str {
-        match self {
-            Scenario::MemberPaid => "member_paid",
-            Scenario::EnrollThenPay => "enroll_then_pay",
-            Scenario::EnrollmentDeclined => "enrollment_declined",
-            Scenario::EnrollmentAbandoned => "enrollment_abandoned",
-            Scenario::NonMemberPaid => "non_member_paid",
-            Scenario::Declined => "declined",
-            Scenario::Expired => "expired",
-            Scenario::CashierCancel => "cashier_cancel",
-            Scenario::PaidByCard => "paid_by_card",
-        }
+        self.into()
     }
 
     pub(super) fn newcomer(self) -> bool {

@@ -4,6 +4,7 @@
 //! Phone numbers never print in full: `Display` masks them as `47******67`.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -25,6 +26,21 @@ impl InvalidValue {
     }
 }
 
+/// `s` when its length is in `length` and every byte passes `byte_ok`; otherwise an error naming
+/// `what` and the `expected` form.
+fn checked(
+    s: &str,
+    what: &'static str,
+    length: RangeInclusive<usize>,
+    byte_ok: impl Fn(u8) -> bool,
+    expected: &str,
+) -> Result<String, InvalidValue> {
+    if !length.contains(&s.len()) || !s.bytes().all(byte_ok) {
+        return Err(InvalidValue::new(what, expected));
+    }
+    Ok(s.to_owned())
+}
+
 macro_rules! string_serde {
     ($ty:ident) => {
         impl Serialize for $ty {
@@ -38,6 +54,43 @@ macro_rules! string_serde {
                 raw.parse().map_err(serde::de::Error::custom)
             }
         }
+    };
+}
+
+/// A string newtype that can only be built by [`checked`]: `as_str`, `FromStr`, `Display` as
+/// the text itself, and serde as a plain string.
+macro_rules! validated_string {
+    (
+        $(#[$meta:meta])*
+        pub struct $ty:ident;
+        what: $what:literal,
+        length: $length:expr,
+        bytes: $byte_ok:expr,
+        expected: $expected:literal $(,)?
+    ) => {
+        $(#[$meta])*
+        pub struct $ty(String);
+
+        impl $ty {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = InvalidValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                checked(s, $what, $length, $byte_ok, $expected).map(Self)
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        string_serde!($ty);
     };
 }
 
@@ -77,13 +130,14 @@ impl FromStr for Msisdn {
     type Err = InvalidValue;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let digits = s.strip_prefix('+').unwrap_or(s);
-        if !(10..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(InvalidValue::new(
-                "phone number",
-                "expected 10 to 15 digits with the country code, such as 4791234567",
-            ));
-        }
-        Ok(Self(digits.to_owned()))
+        checked(
+            digits,
+            "phone number",
+            10..=15,
+            |b| b.is_ascii_digit(),
+            "expected 10 to 15 digits with the country code, such as 4791234567",
+        )
+        .map(Self)
     }
 }
 
@@ -172,104 +226,35 @@ impl fmt::Display for Amount {
     }
 }
 
-/// A merchant's payment reference: `^[a-zA-Z0-9-]{8,64}$`, unique per merchant serial number.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PaymentReference(String);
-
-impl PaymentReference {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+validated_string! {
+    /// A merchant's payment reference: `^[a-zA-Z0-9-]{8,64}$`, unique per merchant serial number.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct PaymentReference;
+    what: "payment reference",
+    length: 8..=64,
+    bytes: |b| b.is_ascii_alphanumeric() || b == b'-',
+    expected: "expected 8 to 64 characters of a-z, A-Z, 0-9 and -",
 }
 
-impl FromStr for PaymentReference {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if !(8..=64).contains(&s.len())
-            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        {
-            return Err(InvalidValue::new(
-                "payment reference",
-                "expected 8 to 64 characters of a-z, A-Z, 0-9 and -",
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
+validated_string! {
+    /// A checkout lane's id from configuration: 1 to 32 characters of a-z, A-Z, 0-9, `-` and `_`.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct LaneId;
+    what: "lane id",
+    length: 1..=32,
+    bytes: |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_',
+    expected: "expected 1 to 32 characters of a-z, A-Z, 0-9, - and _",
 }
 
-impl fmt::Display for PaymentReference {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+validated_string! {
+    /// An ePayment `Idempotency-Key`: 1 to 50 printable ASCII characters.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct IdempotencyKey;
+    what: "idempotency key",
+    length: 1..=50,
+    bytes: |b| b.is_ascii_graphic(),
+    expected: "expected 1 to 50 printable ASCII characters",
 }
-
-string_serde!(PaymentReference);
-
-/// A checkout lane's id from configuration: 1 to 32 characters of a-z, A-Z, 0-9, `-` and `_`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LaneId(String);
-
-impl LaneId {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for LaneId {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if !(1..=32).contains(&s.len())
-            || !s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(InvalidValue::new(
-                "lane id",
-                "expected 1 to 32 characters of a-z, A-Z, 0-9, - and _",
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Display for LaneId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-string_serde!(LaneId);
-
-/// An ePayment `Idempotency-Key`: 1 to 50 printable ASCII characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-impl IdempotencyKey {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for IdempotencyKey {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if !(1..=50).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InvalidValue::new(
-                "idempotency key",
-                "expected 1 to 50 printable ASCII characters",
-            ));
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Display for IdempotencyKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-string_serde!(IdempotencyKey);
 
 #[cfg(test)]
 mod tests {
@@ -285,19 +270,36 @@ mod tests {
         assert!(!"4512345678".parse::<Msisdn>().unwrap().is_norwegian());
     }
 
-    #[test]
-    fn msisdn_rejects_bad_input() {
-        for bad in ["", "123", "47912345a7", "4791234567890123", "47 91234567"] {
-            assert!(bad.parse::<Msisdn>().is_err(), "{bad}");
+    /// `T` accepts every `valid` text and refuses every `invalid` one with `error`.
+    fn parses<T>(valid: &[&str], invalid: &[&str], error: &str)
+    where
+        T: FromStr<Err = InvalidValue> + fmt::Debug,
+    {
+        for text in valid {
+            assert!(text.parse::<T>().is_ok(), "{text}");
+        }
+        for text in invalid {
+            let err = text.parse::<T>().unwrap_err();
+            assert_eq!(err.to_string(), error, "{text}");
         }
     }
 
     #[test]
+    fn msisdn_rejects_bad_input() {
+        parses::<Msisdn>(
+            &[],
+            &["", "123", "47912345a7", "4791234567890123", "47 91234567"],
+            "invalid phone number: expected 10 to 15 digits with the country code, such as 4791234567",
+        );
+    }
+
+    #[test]
     fn reference_pattern() {
-        assert!("abcd-1234".parse::<PaymentReference>().is_ok());
-        assert!("short".parse::<PaymentReference>().is_err());
-        assert!("has space 123".parse::<PaymentReference>().is_err());
-        assert!("a".repeat(65).parse::<PaymentReference>().is_err());
+        parses::<PaymentReference>(
+            &["abcd-1234"],
+            &["short", "has space 123", &"a".repeat(65)],
+            "invalid payment reference: expected 8 to 64 characters of a-z, A-Z, 0-9 and -",
+        );
     }
 
     #[test]
@@ -314,10 +316,15 @@ mod tests {
 
     #[test]
     fn lane_id_and_key() {
-        assert!("lane-1".parse::<LaneId>().is_ok());
-        assert!("".parse::<LaneId>().is_err());
-        assert!("lane 1".parse::<LaneId>().is_err());
-        assert!("k".repeat(50).parse::<IdempotencyKey>().is_ok());
-        assert!("k".repeat(51).parse::<IdempotencyKey>().is_err());
+        parses::<LaneId>(
+            &["lane-1"],
+            &["", "lane 1"],
+            "invalid lane id: expected 1 to 32 characters of a-z, A-Z, 0-9, - and _",
+        );
+        parses::<IdempotencyKey>(
+            &[&"k".repeat(50)],
+            &[&"k".repeat(51)],
+            "invalid idempotency key: expected 1 to 50 printable ASCII characters",
+        );
     }
 }

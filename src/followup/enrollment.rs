@@ -395,6 +395,14 @@ mod tests {
         }
     }
 
+    /// A row for a token handed over alone: no number known yet.
+    fn no_number(started_at: DateTime<Utc>) -> LateEnrollment {
+        LateEnrollment {
+            msisdn: None,
+            ..row(started_at)
+        }
+    }
+
     /// The step for `row` started `age` ago.
     fn step_aged(
         age: Duration,
@@ -433,6 +441,14 @@ mod tests {
 
     fn save(phone: Msisdn, userinfo: Userinfo) -> Action {
         Action::SaveMember { phone, userinfo }
+    }
+
+    /// Userinfo is stored, then the member saved under the number `PHONE`.
+    fn stored_then_saved(userinfo: Userinfo) -> [Action; 2] {
+        [
+            Action::StoreUserinfo(userinfo.clone()),
+            save(phone(), userinfo),
+        ]
     }
 
     #[test]
@@ -541,39 +557,19 @@ mod tests {
         let other: Msisdn = "4791234567".parse().unwrap();
         let fetched = info(Some(other));
         let actions = young(Answer::Userinfo(Fetched::Info(fetched.clone())));
-        assert_eq!(
-            actions,
-            [
-                Action::StoreUserinfo(fetched.clone()),
-                save(phone(), fetched)
-            ]
-        );
+        assert_eq!(actions, stored_then_saved(fetched));
     }
 
     #[test]
     fn userinfo_for_a_token_handed_over_alone_gives_the_number() {
-        let no_number = |t| LateEnrollment {
-            msisdn: None,
-            ..row(t)
-        };
         let fetched = info(Some(phone()));
         let answer = Answer::Userinfo(Fetched::Info(fetched.clone()));
         let actions = step_aged(Duration::from_secs(5), no_number, answer);
-        assert_eq!(
-            actions,
-            [
-                Action::StoreUserinfo(fetched.clone()),
-                save(phone(), fetched)
-            ]
-        );
+        assert_eq!(actions, stored_then_saved(fetched));
     }
 
     #[test]
     fn userinfo_naming_no_number_waits_within_the_window_and_fails_past_it() {
-        let no_number = |t| LateEnrollment {
-            msisdn: None,
-            ..row(t)
-        };
         let answer = Answer::Userinfo(Fetched::Info(info(None)));
         let store = Action::StoreUserinfo(info(None));
         let young = step_aged(Duration::from_secs(5), no_number, answer.clone());
@@ -589,15 +585,28 @@ mod tests {
         );
     }
 
+    fn userinfo_failed(unauthorized: bool, error: &str) -> Answer {
+        Answer::Userinfo(Fetched::Failed {
+            unauthorized,
+            error: error.to_owned(),
+        })
+    }
+
+    /// Within the window `answer` is only logged as `retry`; at its end it is logged as `lost`
+    /// and the row fails.
+    fn assert_retried_within_the_window_only(answer: Answer, retry: Note, lost: Note) {
+        assert_eq!(young(answer.clone()), [Action::Log(retry)]);
+        assert_eq!(
+            late(answer),
+            [Action::Log(lost), resolved(Outcome::Failed, false)]
+        );
+    }
+
     #[test]
     fn userinfo_refused_with_401_fails_the_enrollment_at_once() {
         let error = "401".to_owned();
-        let answer = Answer::Userinfo(Fetched::Failed {
-            unauthorized: true,
-            error: error.clone(),
-        });
         assert_eq!(
-            young(answer),
+            young(userinfo_failed(true, &error)),
             [
                 Action::Log(Note::UserinfoLost { error }),
                 resolved(Outcome::Failed, false)
@@ -608,22 +617,12 @@ mod tests {
     #[test]
     fn userinfo_failing_otherwise_is_tried_again_within_the_window_only() {
         let error = "503".to_owned();
-        let answer = Answer::Userinfo(Fetched::Failed {
-            unauthorized: false,
-            error: error.clone(),
-        });
-        assert_eq!(
-            young(answer.clone()),
-            [Action::Log(Note::UserinfoFailed {
-                error: error.clone()
-            })]
-        );
-        assert_eq!(
-            late(answer),
-            [
-                Action::Log(Note::UserinfoLost { error }),
-                resolved(Outcome::Failed, false)
-            ]
+        assert_retried_within_the_window_only(
+            userinfo_failed(false, &error),
+            Note::UserinfoFailed {
+                error: error.clone(),
+            },
+            Note::UserinfoLost { error },
         );
     }
 
@@ -649,22 +648,16 @@ mod tests {
             phone: phone(),
             error: Some(error.clone()),
         };
-        assert_eq!(
-            young(answer.clone()),
-            [Action::Log(Note::MemberFailed {
+        assert_retried_within_the_window_only(
+            answer,
+            Note::MemberFailed {
                 phone: phone(),
-                error: error.clone()
-            })]
-        );
-        assert_eq!(
-            late(answer),
-            [
-                Action::Log(Note::MemberLost {
-                    phone: phone(),
-                    error
-                }),
-                resolved(Outcome::Failed, false)
-            ]
+                error: error.clone(),
+            },
+            Note::MemberLost {
+                phone: phone(),
+                error,
+            },
         );
     }
 

@@ -18,7 +18,12 @@ pub mod payments;
 
 pub use handover::EnrollmentFollower;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+
+use crate::shutdown::{Phase, Shutdown};
+use crate::store::StoreError;
 
 /// When a follow-up step is taken: the wall clock ages stored rows, the tokio clock (paused in
 /// tests) paces the calls to Vipps.
@@ -45,3 +50,26 @@ impl Now {
 
 /// Where a runner reads the time: [`Now::read`], or a fixed clock in a test.
 pub type Clock = fn() -> Now;
+
+/// Starts a runner on the current actix system: `sweep` every `interval` until lanehub starts
+/// stopping. A sweep that fails is logged as "could not {what}" and tried at the next tick.
+fn sweep_every(
+    interval: Duration,
+    shutdown: Shutdown,
+    what: &'static str,
+    mut sweep: impl AsyncFnMut() -> Result<(), StoreError> + 'static,
+) {
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.reached(Phase::Stopping) => return,
+            }
+            if let Err(e) = sweep().await {
+                tracing::warn!(error = %e, "could not {what}");
+            }
+        }
+    });
+}

@@ -375,16 +375,7 @@ mod tests {
 
     fn lane() -> LaneHandle {
         let id: LaneId = "1".parse().expect("a valid lane id");
-        let snapshot = LaneSnapshot {
-            lane: id.clone(),
-            up: false,
-            state: "idle".into(),
-            session: None,
-            last_session: None,
-            message: None,
-            scanners: vec![],
-            terminal_connected: false,
-        };
+        let snapshot = crate::startup::initial_snapshot(&id);
         LaneHandle::new(id, snapshot)
     }
 

@@ -25,7 +25,8 @@ const SCHEME: &str = "https://";
 const MAX_QR_LEN: usize = 1024;
 
 /// What a scan was, for the lane to act on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ScanKind {
     VippsQr(PersonalQr),
     Product(Barcode),
@@ -38,16 +39,13 @@ impl ScanKind {
 
     /// The metric label: `vipps_qr`, `product` or `unknown`.
     pub fn kind_label(&self) -> &'static str {
-        match self {
-            ScanKind::VippsQr(_) => "vipps_qr",
-            ScanKind::Product(_) => "product",
-            ScanKind::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 
 /// Which personal QR form was scanned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PersonalQrForm {
     /// `https://qr.vipps.no/28/2/01/031/<msisdn>?v=1`: today's Vipps code.
     ClearText,
@@ -60,11 +58,7 @@ pub enum PersonalQrForm {
 impl PersonalQrForm {
     /// `clear_text`, `token` or `other`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PersonalQrForm::ClearText => "clear_text",
-            PersonalQrForm::Token => "token",
-            PersonalQrForm::Other => "other",
-        }
+        self.into()
     }
 }
 
@@ -156,8 +150,9 @@ fn form_of(path: &str) -> Option<(PersonalQrForm, Option<Msisdn>)> {
     Some((PersonalQrForm::ClearText, number.parse().ok()))
 }
 
-/// The product barcode symbologies lanehub accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The product barcode symbologies lanehub accepts; `as_str` is the name in lowercase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum BarcodeFormat {
     Ean13,
     Ean8,
@@ -166,11 +161,7 @@ pub enum BarcodeFormat {
 
 impl BarcodeFormat {
     pub fn as_str(self) -> &'static str {
-        match self {
-            BarcodeFormat::Ean13 => "ean13",
-            BarcodeFormat::Ean8 => "ean8",
-            BarcodeFormat::UpcA => "upca",
-        }
+        self.into()
     }
 }
 
@@ -197,8 +188,9 @@ impl Barcode {
     }
 }
 
-/// Why a text is not a product barcode.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a text is not a product barcode; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum BarcodeError {
     #[error("a barcode has only digits")]
     NotDigits,
@@ -211,11 +203,7 @@ pub enum BarcodeError {
 impl BarcodeError {
     /// A short, bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            BarcodeError::NotDigits => "not_digits",
-            BarcodeError::WrongLength { .. } => "wrong_length",
-            BarcodeError::CheckDigit { .. } => "check_digit",
-        }
+        self.into()
     }
 }
 
@@ -359,51 +347,36 @@ mod tests {
     }
 
     #[test]
-    fn clear_text_vipps_qr_with_an_invalid_number_keeps_the_raw_text() {
-        for text in [
-            "https://qr.vipps.no/28/2/01/031/47912?v=1",
-            "https://qr.vipps.no/28/2/01/031/47912345ab?v=1",
-            "https://qr.vipps.no/28/2/01/031/4791234567890123?v=1",
+    fn personal_qrs_without_a_number_go_to_the_exchange_whole() {
+        use PersonalQrForm::{ClearText, Other, Token};
+        for (form, text) in [
+            // Today's Vipps code with an invalid number keeps its raw text.
+            (ClearText, "https://qr.vipps.no/28/2/01/031/47912?v=1"),
+            (ClearText, "https://qr.vipps.no/28/2/01/031/47912345ab?v=1"),
+            (
+                ClearText,
+                "https://qr.vipps.no/28/2/01/031/4791234567890123?v=1",
+            ),
+            // Tokenised, for Vipps and MobilePay.
+            (Token, "https://qr.vipps.no/p/qwjhewqhueheuqwhuqwhe"),
+            (Token, "https://qr.vipps.no/p/AbC-12_x.y~z"),
+            // New shapes on a QR host.
+            (Other, "https://qr.vipps.no/c/9f8e7d6c5b4a?v=3"),
+            (Other, "https://qr.vipps.no/p/"),
+            (Other, "https://qr.vipps.no/p/abc/def"),
+            (Other, "https://qr.vipps.no/P/abc"),
+            (Other, "https://qr.vipps.no/r/abcdef"),
+            (Other, "https://qr.vipps.no/28/2/01/4791234567?v=1"),
+            (Other, "https://qr.vipps.no/28/x/01/031/4791234567?v=1"),
+            (Other, "https://qr.vipps.no/28/2/01/031/?v=1"),
+            (Other, "https://qr.vipps.no/?id=abc"),
+            (Other, "https://QR.MOBILEPAY.DK/u/AbC123"),
+            (Other, "https://qr.mobilepay.fi/x"),
         ] {
             let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::ClearText);
+            assert_eq!(q.form, form, "{text}");
             assert_eq!(q.clear_text_msisdn, None, "{text}");
             assert_eq!(q.raw, text);
-        }
-    }
-
-    #[test]
-    fn tokenised_qr_for_vipps_and_mobilepay() {
-        for text in [
-            "https://qr.vipps.no/p/qwjhewqhueheuqwhuqwhe",
-            "https://qr.vipps.no/p/AbC-12_x.y~z",
-        ] {
-            let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::Token);
-            assert_eq!(q.clear_text_msisdn, None);
-            assert_eq!(q.raw, text);
-        }
-    }
-
-    #[test]
-    fn new_shapes_on_a_qr_host_go_to_the_exchange_whole() {
-        for text in [
-            "https://qr.vipps.no/c/9f8e7d6c5b4a?v=3",
-            "https://qr.vipps.no/p/",
-            "https://qr.vipps.no/p/abc/def",
-            "https://qr.vipps.no/P/abc",
-            "https://qr.vipps.no/r/abcdef",
-            "https://qr.vipps.no/28/2/01/4791234567?v=1",
-            "https://qr.vipps.no/28/x/01/031/4791234567?v=1",
-            "https://qr.vipps.no/28/2/01/031/?v=1",
-            "https://qr.vipps.no/?id=abc",
-            "https://QR.MOBILEPAY.DK/u/AbC123",
-            "https://qr.mobilepay.fi/x",
-        ] {
-            let q = qr(text);
-            assert_eq!(q.form, PersonalQrForm::Other, "{text}");
-            assert_eq!(q.raw, text);
-            assert_eq!(q.clear_text_msisdn, None, "{text}");
         }
     }
 

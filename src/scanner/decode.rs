@@ -44,17 +44,22 @@ impl fmt::Debug for Scan {
 }
 
 /// Why a report could not be decoded. The decoder has already recovered when it returns one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Its `kind()` label is the variant's name in snake_case unless the variant names another.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DecodeError {
     #[error("report has {got} bytes, expected {expected}")]
     WrongLength { expected: usize, got: usize },
     #[error("report id is {got:#04x}, expected {expected:#04x}")]
+    #[strum(serialize = "report_id")]
     UnexpectedReportId { expected: u8, got: u8 },
     #[error("report claims {count} data bytes, at most {max} fit")]
+    #[strum(serialize = "byte_count")]
     ImpossibleByteCount { count: u8, max: usize },
     #[error(
         "symbology identifier bytes {bytes:02x?} are neither an AIM id (`]` and two characters) nor empty"
     )]
+    #[strum(serialize = "symbology_id")]
     BadSymbologyId { bytes: [u8; 3] },
     #[error("symbology changed from {first} to {then} within one scan")]
     SymbologyChanged { first: String, then: String },
@@ -67,6 +72,7 @@ pub enum DecodeError {
     )]
     UnknownKeycode { keycode: u8, modifiers: u8 },
     #[error("modifiers {modifiers:#04x} (Ctrl, Alt or GUI) are not used by scanners")]
+    #[strum(serialize = "modifiers")]
     UnsupportedModifiers { modifiers: u8 },
     #[error("scan ended without any text")]
     EmptyScan,
@@ -75,18 +81,7 @@ pub enum DecodeError {
 impl DecodeError {
     /// A short, bounded label for metrics and logs.
     pub fn kind(&self) -> &'static str {
-        match self {
-            DecodeError::WrongLength { .. } => "wrong_length",
-            DecodeError::UnexpectedReportId { .. } => "report_id",
-            DecodeError::ImpossibleByteCount { .. } => "byte_count",
-            DecodeError::BadSymbologyId { .. } => "symbology_id",
-            DecodeError::SymbologyChanged { .. } => "symbology_changed",
-            DecodeError::NotUtf8 { .. } => "not_utf8",
-            DecodeError::TooLong { .. } => "too_long",
-            DecodeError::UnknownKeycode { .. } => "unknown_keycode",
-            DecodeError::UnsupportedModifiers { .. } => "modifiers",
-            DecodeError::EmptyScan => "empty_scan",
-        }
+        self.into()
     }
 }
 

@@ -25,8 +25,9 @@ const USAGE_KEYBOARD: u16 = 0x06;
 /// Pauses are sliced so a stop request ends them quickly.
 const PAUSE_SLICE: Duration = Duration::from_millis(50);
 
-/// Why a device could not be opened or read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a device could not be opened or read; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum DeviceError {
     #[error("cannot initialise hidapi: {0}")]
     Init(String),
@@ -40,12 +41,7 @@ pub enum DeviceError {
 
 impl DeviceError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            DeviceError::Init(_) => "init",
-            DeviceError::NotFound => "not_found",
-            DeviceError::Open(_) => "open",
-            DeviceError::Read(_) => "read",
-        }
+        self.into()
     }
 }
 

@@ -192,6 +192,12 @@ mod tests {
         r
     }
 
+    /// Feeds a scan's last report and returns the scan it completes.
+    fn last_report(d: &mut HidPosDecoder, aim: &[u8; 3], data: &[u8]) -> Scan {
+        let got = d.feed(&report(aim, data, false)).unwrap();
+        got.expect("the last report completes a scan")
+    }
+
     fn scan(text: &str, symbology: Option<&str>) -> Scan {
         Scan {
             text: text.to_owned(),
@@ -221,7 +227,7 @@ mod tests {
         assert_eq!(d.feed(&report(b"]Q1", &first, true)).unwrap(), None);
         assert!(d.in_scan());
         assert_eq!(d.feed(&report(b"]Q1", b"bc", true)).unwrap(), None);
-        let got = d.feed(&report(b"]Q1", b"d", false)).unwrap().unwrap();
+        let got = last_report(&mut d, b"]Q1", b"d");
         assert_eq!(got.text, format!("{}bcd", "a".repeat(56)));
         assert_eq!(got.symbology.as_deref(), Some("]Q1"));
     }
@@ -231,8 +237,7 @@ mod tests {
         let mut d = HidPosDecoder::new();
         let ae = "æ".as_bytes();
         assert_eq!(d.feed(&report(b"]Q1", &ae[..1], true)).unwrap(), None);
-        let got = d.feed(&report(b"]Q1", &ae[1..], false)).unwrap().unwrap();
-        assert_eq!(got.text, "æ");
+        assert_eq!(last_report(&mut d, b"]Q1", &ae[1..]).text, "æ");
     }
 
     #[test]
@@ -263,6 +268,11 @@ mod tests {
         }
     }
 
+    /// The decoder is in step again: a whole scan that follows decodes.
+    fn assert_next_scan_decodes(d: &mut HidPosDecoder) {
+        assert_eq!(last_report(d, b"]E0", b"12345670").text, "12345670");
+    }
+
     #[test]
     fn another_report_id_leaves_the_scan_in_progress_alone() {
         let mut d = HidPosDecoder::new();
@@ -276,8 +286,7 @@ mod tests {
                 got: 0x04
             }
         );
-        let got = d.feed(&report(b"]Q1", b"cd", false)).unwrap().unwrap();
-        assert_eq!(got.text, "abcd");
+        assert_eq!(last_report(&mut d, b"]Q1", b"cd").text, "abcd");
     }
 
     #[test]
@@ -287,11 +296,7 @@ mod tests {
         let short = report(b"]Q1", b"cd", true)[..20].to_vec();
         assert_eq!(d.feed(&short).unwrap_err().kind(), "wrong_length");
         assert_eq!(d.feed(&report(b"]Q1", b"ef", false)).unwrap(), None);
-        let got = d
-            .feed(&report(b"]E0", b"12345670", false))
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.text, "12345670");
+        assert_next_scan_decodes(&mut d);
     }
 
     #[test]
@@ -305,11 +310,7 @@ mod tests {
         assert_eq!(d.feed(&report(b"]Q1", b"tail", true)).unwrap(), None);
         assert_eq!(d.feed(&report(b"]Q1", b"end", false)).unwrap(), None);
         assert!(!d.in_scan());
-        let got = d
-            .feed(&report(b"]E0", b"12345670", false))
-            .unwrap()
-            .unwrap();
-        assert_eq!(got.text, "12345670");
+        assert_next_scan_decodes(&mut d);
     }
 
     #[test]
@@ -341,8 +342,7 @@ mod tests {
         assert_eq!(result.unwrap_err().kind(), "too_long");
         // The rest of the overlong scan is skipped up to its last report.
         assert_eq!(d.feed(&report(b"]Q1", &chunk, false)).unwrap(), None);
-        let got = d.feed(&report(b"]Q1", b"ok", false)).unwrap().unwrap();
-        assert_eq!(got.text, "ok");
+        assert_eq!(last_report(&mut d, b"]Q1", b"ok").text, "ok");
     }
 
     #[test]

@@ -353,6 +353,12 @@ mod tests {
             }
         }
 
+        /// Types `text` on the US layout and ends the scan with Enter.
+        fn type_scan(&mut self, text: &str) {
+            self.keys(&us_keys(text));
+            self.key(0, KEY_ENTER);
+        }
+
         /// Every scan decoded so far.
         fn scans(&self) -> Vec<Scan> {
             self.outcomes
@@ -395,8 +401,7 @@ mod tests {
     #[test]
     fn us_text_ends_with_enter() {
         let mut t = Typist::new(KeyboardLayout::Us);
-        t.keys(&us_keys("https://qr.vipps.no/28?v=1"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("https://qr.vipps.no/28?v=1");
         assert_eq!(t.scans(), vec![text("https://qr.vipps.no/28?v=1")]);
         assert!(t.errors().is_empty());
     }
@@ -474,8 +479,7 @@ mod tests {
     #[test]
     fn aim_prefix_is_split_off() {
         let mut t = Typist::new(KeyboardLayout::Us);
-        t.keys(&us_keys("]Q1https://qr.vipps.no"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("]Q1https://qr.vipps.no");
         let scans = t.scans();
         assert_eq!(scans[0].text, "https://qr.vipps.no");
         assert_eq!(scans[0].symbology.as_deref(), Some("]Q1"));
@@ -494,18 +498,31 @@ mod tests {
         );
     }
 
+    /// Reports that hold keys down: each press types once, whatever else the report says.
     #[test]
-    fn a_held_key_types_once_and_a_released_key_types_again() {
-        let mut t = Typist::new(KeyboardLayout::Us);
+    fn a_held_key_types_once_and_a_released_key_types_again_and_rollover_changes_nothing() {
         let a = 0x04;
-        t.report([0, 0, a, 0, 0, 0, 0, 0]);
-        t.report([0, 0, a, 0, 0, 0, 0, 0]); // still held
-        t.report([0, 0, a, 0x05, 0, 0, 0, 0]); // b added while a held
-        t.report([0, 0, 0x05, 0, 0, 0, 0, 0]); // a released
-        t.report([0, 0, 0x05, a, 0, 0, 0, 0]); // a pressed again
-        t.report([0; 8]);
-        t.key(0, KEY_ENTER);
-        assert_eq!(t.scans(), vec![text("aba")]);
+        let held_and_released = vec![
+            [0, 0, a, 0, 0, 0, 0, 0],
+            [0, 0, a, 0, 0, 0, 0, 0],    // still held
+            [0, 0, a, 0x05, 0, 0, 0, 0], // b added while a held
+            [0, 0, 0x05, 0, 0, 0, 0, 0], // a released
+            [0, 0, 0x05, a, 0, 0, 0, 0], // a pressed again
+        ];
+        let rollover = vec![
+            [0, 0, a, 0, 0, 0, 0, 0],
+            [0, 0, 1, 1, 1, 1, 1, 1],
+            [0, 0, a, 0, 0, 0, 0, 0], // still held, types nothing
+        ];
+        for (reports, typed) in [(held_and_released, "aba"), (rollover, "a")] {
+            let mut t = Typist::new(KeyboardLayout::Us);
+            for r in reports {
+                t.report(r);
+            }
+            t.report([0; 8]);
+            t.key(0, KEY_ENTER);
+            assert_eq!(t.scans(), vec![text(typed)]);
+        }
     }
 
     #[test]
@@ -514,16 +531,14 @@ mod tests {
         t.keys(&us_keys("123"));
         assert!(t.decoder.in_scan());
         t.now += DEFAULT_INTER_REPORT_TIMEOUT + Duration::from_millis(1);
-        t.keys(&us_keys("456"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("456");
         assert_eq!(t.scans(), vec![text("456")]);
 
         // Exactly the timeout is still in time.
         let mut t = Typist::new(KeyboardLayout::Us);
         t.keys(&us_keys("123"));
         t.now += DEFAULT_INTER_REPORT_TIMEOUT - Duration::from_millis(1);
-        t.keys(&us_keys("4"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("4");
         assert_eq!(t.scans(), vec![text("1234")]);
     }
 
@@ -550,10 +565,8 @@ mod tests {
                 modifiers: 0
             }))
         );
-        t.keys(&us_keys("34"));
-        t.key(0, KEY_ENTER); // ends the broken scan without reporting a fragment
-        t.keys(&us_keys("56"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("34"); // its Enter ends the broken scan without reporting a fragment
+        t.type_scan("56");
         assert_eq!(t.scans(), vec![text("56")]);
     }
 
@@ -563,14 +576,12 @@ mod tests {
         // A short report may have carried the first key of a scan: what follows at once is
         // not reported without it.
         let _ = t.decoder.feed(&[0, 0, 0x24], t.now);
-        t.keys(&us_keys("038010009457"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("038010009457");
         assert!(t.scans().is_empty());
         // A scan after a pause decodes.
         let _ = t.decoder.feed(&[0, 0, 0x24], t.now);
         t.now += DEFAULT_INTER_REPORT_TIMEOUT * 2;
-        t.keys(&us_keys("7038010009457"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("7038010009457");
         assert_eq!(t.scans(), vec![text("7038010009457")]);
     }
 
@@ -593,8 +604,7 @@ mod tests {
             assert_eq!(err.kind(), kind, "{err}");
             t.report([0; 8]);
             t.key(0, KEY_ENTER);
-            t.keys(&us_keys("12345670"));
-            t.key(0, KEY_ENTER);
+            t.type_scan("12345670");
             assert_eq!(t.scans().last(), Some(&text("12345670")), "{kind}");
         }
     }
@@ -607,20 +617,8 @@ mod tests {
 
         // An AIM id alone leaves no text either.
         let mut t = Typist::new(KeyboardLayout::Us);
-        t.keys(&us_keys("]Q1"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("]Q1");
         assert_eq!(t.errors(), vec!["empty_scan"]);
-    }
-
-    #[test]
-    fn rollover_reports_change_nothing() {
-        let mut t = Typist::new(KeyboardLayout::Us);
-        t.report([0, 0, 0x04, 0, 0, 0, 0, 0]);
-        t.report([0, 0, 1, 1, 1, 1, 1, 1]);
-        t.report([0, 0, 0x04, 0, 0, 0, 0, 0]); // still held, types nothing
-        t.report([0; 8]);
-        t.key(0, KEY_ENTER);
-        assert_eq!(t.scans(), vec![text("a")]);
     }
 
     #[test]
@@ -632,8 +630,7 @@ mod tests {
         t.key(0, KEY_ENTER);
         assert_eq!(t.errors(), vec!["too_long"]);
         assert!(t.scans().is_empty());
-        t.keys(&us_keys("1"));
-        t.key(0, KEY_ENTER);
+        t.type_scan("1");
         assert_eq!(t.scans(), vec![text("1")]);
     }
 }

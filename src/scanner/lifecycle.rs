@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 /// A scanner's state, in the spirit of UnifiedPOS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum ScannerState {
     Closed,
     Claimed,
@@ -19,12 +20,7 @@ pub enum ScannerState {
 
 impl ScannerState {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ScannerState::Closed => "closed",
-            ScannerState::Claimed => "claimed",
-            ScannerState::Enabled => "enabled",
-            ScannerState::Offline => "offline",
-        }
+        self.into()
     }
 }
 
@@ -255,8 +251,8 @@ mod tests {
     }
 
     #[test]
-    fn unplugged_device_goes_offline_and_backoff_restarts_after_a_good_read() {
-        let steps = run(&[
+    fn a_failed_read_goes_offline_and_only_a_good_read_restarts_the_backoff() {
+        let unplugged = [
             E::Started,
             E::Opened,
             E::ReadSucceeded,
@@ -267,25 +263,38 @@ mod tests {
             E::Opened,
             E::ReadSucceeded,
             E::ReadFailed,
-        ]);
-        assert_eq!(steps[3], (S::Offline, Step::Pause(ms(100))));
-        assert_eq!(steps[5], (S::Offline, Step::Pause(ms(200))));
-        assert_eq!(steps[8], (S::Enabled, Step::Read));
-        assert_eq!(steps[9], (S::Offline, Step::Pause(ms(100))));
-    }
-
-    #[test]
-    fn a_device_that_fails_right_after_opening_keeps_backing_off() {
-        let steps = run(&[
+        ];
+        let failing_right_after_opening = [
             E::Started,
             E::Opened,
             E::ReadFailed,
             E::PauseOver,
             E::Opened,
             E::ReadFailed,
-        ]);
-        assert_eq!(steps[2], (S::Offline, Step::Pause(ms(100))));
-        assert_eq!(steps[5], (S::Offline, Step::Pause(ms(200))));
+        ];
+        for (events, expected) in [
+            (
+                &unplugged[..],
+                &[
+                    (3, S::Offline, Step::Pause(ms(100))),
+                    (5, S::Offline, Step::Pause(ms(200))),
+                    (8, S::Enabled, Step::Read),
+                    (9, S::Offline, Step::Pause(ms(100))),
+                ][..],
+            ),
+            (
+                &failing_right_after_opening,
+                &[
+                    (2, S::Offline, Step::Pause(ms(100))),
+                    (5, S::Offline, Step::Pause(ms(200))),
+                ],
+            ),
+        ] {
+            let steps = run(events);
+            for &(i, state, step) in expected {
+                assert_eq!(steps[i], (state, step), "{events:?}, step {i}");
+            }
+        }
     }
 
     #[test]

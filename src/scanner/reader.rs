@@ -117,8 +117,9 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Why a scanner could not be started.
-#[derive(Debug, thiserror::Error)]
+/// Why a scanner could not be started; `kind()` is the variant's name in snake_case.
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SpawnError {
     #[error("a hid scanner needs `protocol` (\"hid-pos\" or \"keyboard\")")]
     MissingProtocol,
@@ -130,16 +131,13 @@ pub enum SpawnError {
 
 impl SpawnError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            SpawnError::MissingProtocol => "missing_protocol",
-            SpawnError::MissingDevice => "missing_device",
-            SpawnError::Thread(_) => "thread",
-        }
+        self.into()
     }
 }
 
-/// Why `ScannerHandle::push` refused a text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why `ScannerHandle::push` refused a text; `kind()` is the variant's name in snake_case.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PushError {
     #[error("a hid scanner reads its device; text cannot be pushed to it")]
     NotPushable,
@@ -155,13 +153,7 @@ pub enum PushError {
 
 impl PushError {
     pub fn kind(&self) -> &'static str {
-        match self {
-            PushError::NotPushable => "not_pushable",
-            PushError::Stopped => "stopped",
-            PushError::TooLong { .. } => "too_long",
-            PushError::Full => "full",
-            PushError::Closed => "closed",
-        }
+        self.into()
     }
 }
 
@@ -574,26 +566,25 @@ mod tests {
             .expect("scan channel open")
     }
 
-    fn hidpos_decoder() -> ReportDecoder {
-        ReportDecoder::new(
+    /// A reader of a HID POS scanner on `source`, with the test `config()`.
+    fn spawn_hidpos_reader(
+        role: ScannerRole,
+        source: FakeSource,
+        tx: mpsc::Sender<ScanReceived>,
+    ) -> ScannerHandle {
+        let decoder = ReportDecoder::new(
             HidProtocol::HidPos,
             KeyboardLayout::Us,
             DEFAULT_INTER_REPORT_TIMEOUT,
-        )
+        );
+        ScannerHandle::spawn_reader(role, source, decoder, tx, config()).unwrap()
     }
 
     #[tokio::test]
     async fn reader_forwards_scans_goes_offline_on_unplug_and_reopens_with_backoff() {
         let (source, plug, pauses) = fake_source();
         let (tx, mut rx) = mpsc::channel(SCAN_CHANNEL_CAPACITY);
-        let handle = ScannerHandle::spawn_reader(
-            ScannerRole::Cashier,
-            source,
-            hidpos_decoder(),
-            tx,
-            config(),
-        )
-        .unwrap();
+        let handle = spawn_hidpos_reader(ScannerRole::Cashier, source, tx);
         let mut states = handle.subscribe();
 
         // Not plugged in at start: offline, retried.
@@ -654,14 +645,7 @@ mod tests {
         let (dev, reports) = std_mpsc::channel();
         plug.send(Some(reports)).unwrap();
         let (tx, mut rx) = mpsc::channel(1);
-        let handle = ScannerHandle::spawn_reader(
-            ScannerRole::Customer,
-            source,
-            hidpos_decoder(),
-            tx,
-            config(),
-        )
-        .unwrap();
+        let handle = spawn_hidpos_reader(ScannerRole::Customer, source, tx);
         let mut states = handle.subscribe();
         for code in ["96385074", "73513537", "12345670"] {
             dev.send(Read::Report(hidpos_report(code.as_bytes())))

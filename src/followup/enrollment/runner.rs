@@ -10,10 +10,10 @@ use secrecy::SecretString;
 
 use super::{Action, Answer, Fetched, Late, Note, Pace, Poll, given_up, step};
 use crate::domain::LaneId;
-use crate::followup::{Clock, Now};
+use crate::followup::{Clock, Now, sweep_every};
 use crate::metrics::{self as m, LateEnrollmentOutcome as Outcome};
 use crate::session::LoginAccessToken;
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::{LateEnrollment, LateEnrollmentHandover, MembershipStore, Store, StoreError};
 use crate::vipps::VippsHandle;
 use crate::vipps::convert::{enrolled_member, userinfo as session_userinfo};
@@ -37,23 +37,18 @@ pub fn spawn(
     settings: FollowSettings,
     shutdown: Shutdown,
 ) {
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(settings.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut follower = Follower::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.reached(Phase::Stopping) => return,
-            }
-            if let Err(e) = follower
-                .sweep(&store, members.as_ref(), &vipps, settings.window)
-                .await
-            {
-                tracing::warn!(error = %e, "could not follow up late enrollments");
-            }
-        }
-    });
+    let mut follower = Follower::default();
+    let sweep = async move || {
+        follower
+            .sweep(&store, members.as_ref(), &vipps, settings.window)
+            .await
+    };
+    sweep_every(
+        settings.interval,
+        shutdown,
+        "follow up late enrollments",
+        sweep,
+    );
 }
 
 /// The follower's memory between sweeps: how far it has read the journal (`None` before the

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::{Action, Answer, Unconfirmed, step};
 use crate::domain::{LaneId, PaymentReference};
-use crate::followup::{Clock, Now};
+use crate::followup::{Clock, Now, sweep_every};
 use crate::session::{KeyedOperation, SessionId};
-use crate::shutdown::{Phase, Shutdown};
+use crate::shutdown::Shutdown;
 use crate::store::{PaymentIndexState, PaymentRecord, PaymentUpdate, Store, StoreError};
 use crate::vipps::models::{Aggregate, PaymentState};
 use crate::vipps::{VippsError, VippsHandle};
@@ -38,20 +38,14 @@ impl Default for Watch {
 
 /// Starts the watch on the current actix system; it ends when lanehub starts stopping.
 pub fn spawn(store: Store, vipps: VippsHandle, settings: WatchSettings, shutdown: Shutdown) {
-    actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(settings.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watch = Watch::default();
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                () = shutdown.reached(Phase::Stopping) => return,
-            }
-            if let Err(e) = watch.sweep(&store, &vipps, settings.window).await {
-                tracing::warn!(error = %e, "could not look for unconfirmed payments");
-            }
-        }
-    });
+    let mut watch = Watch::default();
+    let sweep = async move || watch.sweep(&store, &vipps, settings.window).await;
+    sweep_every(
+        settings.interval,
+        shutdown,
+        "look for unconfirmed payments",
+        sweep,
+    );
 }
 
 impl Watch {

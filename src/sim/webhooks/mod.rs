@@ -213,19 +213,13 @@ fn check_url(raw: &str) -> Result<reqwest::Url, String> {
     if host.is_empty() {
         return Err("The url must name a host.".into());
     }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(
+    if crate::config::https_or_loopback_http(&url) {
+        Ok(url)
+    } else {
+        Err(
             "The url must use HTTPS (the simulator also accepts http:// on 127.0.0.1, localhost and [::1])."
                 .into(),
-        ),
+        )
     }
 }
 
