@@ -64,6 +64,13 @@ impl Sim {
         res.json().await.expect("the control API answers JSON")
     }
 
+    /// Sets the simulator's faults for `operation`.
+    pub async fn faults(&self, operation: &str, faults: serde_json::Value) {
+        let path = format!("/sim/v1/faults/{operation}");
+        let status = self.control_put(&path, faults).await;
+        assert!(status.is_success(), "PUT {path}: {status}");
+    }
+
     /// PUT on the control API.
     pub async fn control_put(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
         self.http

@@ -446,14 +446,11 @@ async fn simulator_faults_retried_create_leaves_exactly_one_payment() {
     let (sim, handle) = sim_with_a_token().await;
     // A burst of 5xx, then a request that is processed but whose connection is dropped, then a
     // hung one (processed, never answered): each retry carries the same key.
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/payment_create",
-            json!({"serverErrorNext": 2, "dropNext": 1}),
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "payment_create",
+        json!({"serverErrorNext": 2, "dropNext": 1}),
+    )
+    .await;
     let r = reference("lane1-fault-0001");
     let request = payment_request(&r, 4200, "4791234567", "Faults");
     let created = handle
@@ -474,14 +471,11 @@ async fn simulator_faults_retried_create_leaves_exactly_one_payment() {
 #[actix_web::test]
 async fn simulator_429_burst_and_hangs() {
     let (sim, handle) = sim_with_a_token().await;
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/qr_exchange",
-            json!({"tooManyRequestsNext": 2, "retryAfterSecs": 1, "hangNext": 1, "hangMs": 5000}),
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "qr_exchange",
+        json!({"tooManyRequestsNext": 2, "retryAfterSecs": 1, "hangNext": 1, "hangMs": 5000}),
+    )
+    .await;
     let started = Instant::now();
     let qr = handle
         .exchange_qr("https://qr.vipps.no/28/2/01/031/4791234567?v=1")
@@ -505,11 +499,8 @@ async fn a_login_start_or_token_poll_whose_answer_was_lost_is_not_sent_again() {
         requested_expiry: None,
     };
     // Vipps starts the Login, but the answer is lost: a second start would be a second Login.
-    assert!(
-        sim.control_put("/sim/v1/faults/login_authenticate", json!({"dropNext": 1}))
-            .await
-            .is_success()
-    );
+    sim.faults("login_authenticate", json!({"dropNext": 1}))
+        .await;
     let e = handle.login_authenticate(&request).await.unwrap_err();
     assert_eq!(e.kind(), "connection", "{e}");
     let logins = sim
@@ -519,25 +510,19 @@ async fn a_login_start_or_token_poll_whose_answer_was_lost_is_not_sent_again() {
 
     // A 5xx may come after Vipps acted: also not repeated. A 429 says it did not: repeated.
     let id = AuthReqId(logins[0]["authReqId"].as_str().unwrap().to_owned());
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/login_token",
-            json!({"serverErrorNext": 1, "serverErrorStatus": 502})
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "login_token",
+        json!({"serverErrorNext": 1, "serverErrorStatus": 502}),
+    )
+    .await;
     let e = handle.login_token(&id).await.unwrap_err();
     assert_eq!(e.status(), Some(502), "{e}");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/login_token",
-            json!({"tooManyRequestsNext": 1, "retryAfterSecs": 0})
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "login_token",
+        json!({"tooManyRequestsNext": 1, "retryAfterSecs": 0}),
+    )
+    .await;
     assert!(matches!(
         handle.login_token(&id).await.unwrap(),
         LoginPoll::Pending
