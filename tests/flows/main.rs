@@ -39,7 +39,7 @@ impl TestApp {
     /// enrollments) and returns how many consent records the journal keeps.
     fn assert_no_login_token_stored(&self) -> i64 {
         let db = rusqlite::Connection::open(self.store.path()).unwrap();
-        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let count = |sql: &str| common::sql_int(&db, sql);
         let journalled = count(
             "SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'
                AND json_extract(payload, '$.login_token') IS NOT NULL",

@@ -506,6 +506,6 @@ async fn a_running_lanehub_prunes_sessions_closed_longer_ago_than_the_retention(
         2,
         "a session closed yesterday is kept"
     );
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| common::sql_int(&db, sql);
     assert_eq!(count("SELECT count(*) FROM sessions"), 1);
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use rusqlite::Connection;
 
 use crate::common::process::{failed, succeeded};
+use crate::common::sql_int;
 
 const HEADER: &str = "phone_number,name,email,consents,enrolled_at,enrolled_lane,source";
 
@@ -162,10 +163,7 @@ fn the_data_directory_database_and_backups_are_private_whatever_the_umask() {
     assert_eq!(mode(&written[0]), 0o600, "{out}");
     // The copy is a whole database.
     let conn = Connection::open(&written[0]).unwrap();
-    let members: i64 = conn
-        .query_row("SELECT count(*) FROM members", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(members, 1);
+    assert_eq!(sql_int(&conn, "SELECT count(*) FROM members"), 1);
 }
 
 #[test]
