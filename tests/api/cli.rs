@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 
 use crate::common::sim::merchant_token;
 
-use crate::common::process::{BIN, Process, announced_url};
+use crate::common::process::{BIN, Process, announced_url, succeeded};
 
 /// Starts the binary and returns it with the URLs it announced on stdout.
 fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Process, Vec<String>) {
@@ -25,6 +25,15 @@ fn start(args: &[&str], env: &[(&str, &str)], lines: usize) -> (Process, Vec<Str
     (Process::killed_at_end(child), urls)
 }
 
+/// A runtime for what these synchronous tests ask of the binary they started.
+fn runtime() -> tokio::runtime::Runtime {
+    lanehub::install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn version_is_printed() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
@@ -39,16 +48,9 @@ fn version_is_printed() {
 #[test]
 fn check_config_accepts_the_shipped_file() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/lanehub.toml");
-    let out = Command::new(BIN)
-        .args(["check-config", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
+    let args = ["check-config", path];
+    let stdout = succeeded(Command::new(BIN).args(args).output().unwrap(), args);
+    assert!(stdout.contains("configuration is valid"));
 }
 
 #[test]
@@ -77,12 +79,7 @@ fn run_serves_healthz_with_the_embedded_simulator() {
         ],
         2,
     );
-    lanehub::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let health = reqwest::get(format!("{}/healthz", urls[0])).await.unwrap();
         assert_eq!(health.status(), 200);
         let client = reqwest::Client::new();
@@ -93,12 +90,7 @@ fn run_serves_healthz_with_the_embedded_simulator() {
 #[test]
 fn sim_serves_the_simulator_alone() {
     let (_child, urls) = start(&["sim", "--listen", "127.0.0.1:0"], &[], 1);
-    lanehub::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let res = reqwest::get(format!("{}/sim/v1/customers", urls[0]))
             .await
             .unwrap();
@@ -454,12 +446,7 @@ fn check_vipps_passes_with_right_credentials_and_names_the_wrong_one() {
     }
 
     // Nothing was created at Vipps: no payment, no Login; check-ins only to a number nobody has.
-    lanehub::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let get = |path: &'static str| async move {
             reqwest::get(format!("{sim}{path}"))
                 .await
@@ -488,11 +475,7 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
     let (_sim, urls) = start(&["sim", "--listen", "127.0.0.1:0"], &[], 1);
     let sim = urls[0].as_str();
     let hook = "https://store.example/vipps/webhooks";
-    lanehub::install_crypto_provider();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let data = crate::common::temp_dir("check-vipps");
     let register = || {
         rt.block_on(async {
@@ -518,24 +501,23 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
         ("LANEHUB__STORE__DATA_DIR", data_dir),
     ];
 
-    let (code, report) = check_vipps(sim, &env);
+    // check-vipps's webhooks line starts with `mark` and says all of `says`; its exit code and report.
+    let webhooks = |mark: char, says: &[&str]| {
+        let (code, report) = check_vipps(sim, &env);
+        let webhooks = line(&report, "webhooks");
+        assert!(
+            webhooks.starts_with(mark) && says.iter().all(|s| webhooks.contains(s)),
+            "{report}"
+        );
+        (code, report)
+    };
+
+    let (code, report) = webhooks('⚠', &["none registered"]);
     assert_eq!(code, Some(0), "{report}");
-    let webhooks = line(&report, "webhooks");
-    assert!(
-        webhooks.starts_with('⚠') && webhooks.contains("none registered"),
-        "{report}"
-    );
 
     let id = register();
     // No lanehub database yet: one registration is taken to be lanehub's.
-    let (_, report) = check_vipps(sim, &env);
-    let webhooks = line(&report, "webhooks");
-    assert!(
-        webhooks.starts_with('✔')
-            && webhooks.contains("1 registration")
-            && webhooks.contains("no lanehub database"),
-        "{report}"
-    );
+    webhooks('✔', &["1 registration", "no lanehub database"]);
     // lanehub's database holds another registration's secret: this one is an orphan.
     let store = |held: &str| {
         let held = held.to_owned();
@@ -550,33 +532,20 @@ fn check_vipps_counts_the_webhook_registrations_for_the_public_url() {
         })
     };
     store("another-registration");
-    let (_, report) = check_vipps(sim, &env);
-    let webhooks = line(&report, "webhooks");
-    assert!(
-        webhooks.starts_with('⚠') && webhooks.contains("1 of them orphans"),
-        "{report}"
-    );
+    webhooks('⚠', &["1 of them orphans"]);
     store(&id);
-    let (_, report) = check_vipps(sim, &env);
-    let webhooks = line(&report, "webhooks");
+    let (_, report) = webhooks('✔', &[]);
     assert!(
-        webhooks.starts_with('✔') && webhooks.ends_with("no orphans (1 in all)"),
+        line(&report, "webhooks").ends_with("no orphans (1 in all)"),
         "{report}"
     );
 
     // A second one, as a registration whose answer was lost leaves: an orphan.
     register();
-    let (code, report) = check_vipps(sim, &env);
+    let (code, report) = webhooks('⚠', &["2 registrations", "orphans"]);
     assert_eq!(
         code,
         Some(0),
         "webhooks are not needed for payments: {report}"
-    );
-    let webhooks = line(&report, "webhooks");
-    assert!(
-        webhooks.starts_with('⚠')
-            && webhooks.contains("2 registrations")
-            && webhooks.contains("orphans"),
-        "{report}"
     );
 }

@@ -196,12 +196,7 @@ impl Api {
         }
         let res = req.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
         let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let content_type = super::content_type(&res).to_owned();
         let text = res.text().await.unwrap_or_default();
         (
             status,

@@ -77,6 +77,12 @@ pub fn content_type(res: &reqwest::Response) -> &str {
     value.and_then(|v| v.to_str().ok()).unwrap_or_default()
 }
 
+/// The one integer `sql` selects from the SQLite database `conn` (a count, a page number).
+pub fn sql_int(conn: &rusqlite::Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

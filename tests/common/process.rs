@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use lanehub::store::Store;
@@ -23,6 +23,22 @@ pub fn announced_url(stdout: &mut impl BufRead) -> String {
     let url = line.trim().rsplit(' ').next().unwrap_or_default();
     assert!(url.starts_with("http://"), "unexpected line: {line:?}");
     url.to_owned()
+}
+
+/// The stdout of a command that must have succeeded (`what` and its stderr say why not).
+pub fn succeeded(out: Output, what: impl std::fmt::Debug) -> String {
+    assert!(
+        out.status.success(),
+        "{what:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is UTF-8")
+}
+
+/// The stderr of a command that must have failed.
+pub fn failed(out: Output, what: impl std::fmt::Debug) -> String {
+    assert!(!out.status.success(), "{what:?} should fail");
+    String::from_utf8(out.stderr).expect("stderr is UTF-8")
 }
 
 /// A child process, killed (SIGKILL) when dropped so no test leaves one behind, and the file its

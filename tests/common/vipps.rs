@@ -64,6 +64,13 @@ impl Sim {
         res.json().await.expect("the control API answers JSON")
     }
 
+    /// Sets the simulator's faults for `operation`.
+    pub async fn faults(&self, operation: &str, faults: serde_json::Value) {
+        let path = format!("/sim/v1/faults/{operation}");
+        let status = self.control_put(&path, faults).await;
+        assert!(status.is_success(), "PUT {path}: {status}");
+    }
+
     /// PUT on the control API.
     pub async fn control_put(&self, path: &str, body: serde_json::Value) -> reqwest::StatusCode {
         self.http
@@ -263,6 +270,33 @@ pub fn payment_json(reference: &str, state: &str, value: u64, captured: u64) -> 
             "capturedAmount": amount(captured), "refundedAmount": amount(0)},
         "pspReference": "psp-1", "paymentMethod": {"type": "WALLET"}
     })
+}
+
+/// A Login request for `phone` with `scopes`, no binding message, expiring in a minute.
+pub fn login_request(phone: &str, scopes: &[&str]) -> lanehub::vipps::models::LoginRequest {
+    lanehub::vipps::models::LoginRequest {
+        phone_number: self::phone(phone),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        binding_message: None,
+        requested_expiry: Some(Duration::from_secs(60)),
+    }
+}
+
+/// An in-store payment request for `reference`: `øre` NOK from `phone`, for `description`.
+pub fn payment_request(
+    reference: &PaymentReference,
+    øre: u64,
+    phone: &str,
+    description: &str,
+) -> lanehub::vipps::models::CreatePaymentRequest {
+    let amount = lanehub::domain::Amount::nok(øre);
+    let phone = self::phone(phone);
+    lanehub::vipps::models::CreatePaymentRequest::in_store(
+        reference.clone(),
+        amount,
+        phone,
+        description,
+    )
 }
 
 pub fn key(s: &str) -> IdempotencyKey {

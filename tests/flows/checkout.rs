@@ -5,8 +5,7 @@ use super::*;
 
 #[actix_web::test]
 async fn member_checkout_is_checked_in_paid_and_refundable() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
 
     let ready = identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
     assert_eq!(ready["message"]["text"], "Member 47******67 welcomed");
@@ -96,12 +95,7 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
 
     // lanehub's own records agree: the session is closed, the payments index holds the amounts.
     hub.assert_journal_closed().await;
-    let indexed = hub
-        .store
-        .payment(&reference.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let indexed = hub.indexed(&reference).await;
     assert_eq!(
         (indexed.captured, indexed.refunded),
         (AMOUNT, 5000),
@@ -111,8 +105,7 @@ async fn member_checkout_is_checked_in_paid_and_refundable() {
 
 #[actix_web::test]
 async fn non_member_enrolls_then_pays_as_a_member() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     let phone: Msisdn = NON_MEMBER.parse().unwrap();
     assert!(hub.store.member(&phone).await.unwrap().is_none());
 
@@ -136,12 +129,7 @@ async fn non_member_enrolls_then_pays_as_a_member() {
     assert_eq!(enrolled["state"], "ready_for_payment");
     assert_eq!(enrolled["session"]["customer"]["member"], true);
 
-    let member = hub
-        .store
-        .member(&phone)
-        .await
-        .unwrap()
-        .expect("enrolled member stored");
+    let member = hub.stored_member(&phone, "the enrolled member").await;
     assert_eq!(member.name, "Ola Nordmann");
     assert_eq!(member.source, MemberSource::Enrollment);
     assert_eq!(
@@ -169,20 +157,14 @@ async fn non_member_enrolls_then_pays_as_a_member() {
         .await;
     assert_eq!(checkins[0]["isMember"], false, "{checkins}");
     assert_eq!(checkins[0]["shown"], "waiting_screen");
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
-    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
-    assert_eq!(logins[0]["state"], "completed");
+    hub.only_login(NON_MEMBER, "completed").await;
     assert_eq!(captured(&hub.sim.only_payment().await), AMOUNT);
     hub.assert_journal_closed().await;
 }
 
 #[actix_web::test]
 async fn non_member_declining_enrollment_still_pays() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     // Denies the Login, but approves the payment.
     hub.sim.behave(DECLINER, "approve", 150, "deny").await;
 
@@ -204,10 +186,7 @@ async fn non_member_declining_enrollment_still_pays() {
         hub.store.member(&phone).await.unwrap().is_none(),
         "not enrolled"
     );
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={DECLINER}"))
-        .await;
+    let logins = hub.logins(DECLINER).await;
     assert_eq!(logins[0]["state"], "denied", "{logins}");
     assert_eq!(captured(&hub.sim.only_payment().await), AMOUNT);
     hub.assert_journal_closed().await;
@@ -218,8 +197,7 @@ async fn a_login_scope_vipps_has_not_activated_tells_the_cashier_why_enrollment_
     // As in Vipps' test environment: delegatedConsents is not activated for the client.
     let mut settings = fast_settings();
     settings.sim.login_delegated_consents = false;
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(settings).await;
 
     identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
     hub.command("1", "enroll", json!({})).await;
@@ -232,10 +210,7 @@ async fn a_login_scope_vipps_has_not_activated_tells_the_cashier_why_enrollment_
         "{failed}"
     );
     assert_eq!(failed["state"], "ready_for_payment");
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
+    let logins = hub.logins(NON_MEMBER).await;
     assert_eq!(logins.as_array().map(Vec::len), Some(0), "{logins}");
     hub.pay("1").await;
     term.message("payment_approved").await;
@@ -244,8 +219,7 @@ async fn a_login_scope_vipps_has_not_activated_tells_the_cashier_why_enrollment_
 
 #[actix_web::test]
 async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     hub.sim.behave(NON_MEMBER, "approve", 150, "ignore").await;
     // Vipps starts the Login (the customer gets the request) but its answer never arrives.
     hub.sim
@@ -261,10 +235,7 @@ async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
          enroll again in a few minutes",
         "{failed}"
     );
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
+    let logins = hub.logins(NON_MEMBER).await;
     assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
 
     // Enrolling again at once: Vipps refuses while the first Login is open, and says so.
@@ -277,10 +248,7 @@ async fn a_login_start_whose_answer_was_lost_is_not_started_twice() {
          minutes",
         "{again}"
     );
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
+    let logins = hub.logins(NON_MEMBER).await;
     assert_eq!(logins.as_array().map(Vec::len), Some(1), "{logins}");
 }
 
@@ -289,17 +257,13 @@ async fn a_token_poll_whose_answer_was_lost_tells_the_cashier_to_enroll_again() 
     let mut settings = fast_settings();
     // The lane's next scheduled poll is 3 s away: the one the consent's ping triggers comes first.
     settings.sim.login_interval = Duration::from_secs(3);
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(settings).await;
     hub.sim.behave(NON_MEMBER, "approve", 150, "ignore").await;
 
     identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
     hub.command("1", "enroll", json!({})).await;
     term.message("enrollment_awaiting_consent").await;
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
+    let logins = hub.logins(NON_MEMBER).await;
     let id = logins[0]["authReqId"].as_str().unwrap().to_owned();
     // The customer consents; the poll that fetches the token loses its answer.
     hub.sim.faults("login_token", json!({"dropNext": 1})).await;
@@ -335,20 +299,16 @@ async fn the_default_login_scopes_enroll_where_delegated_consents_is_not_activat
             .iter()
             .any(|s| s == "delegatedConsents")
     );
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(settings).await;
 
     identify(&hub, &mut term, "1", NON_MEMBER, "non_member").await;
     hub.command("1", "enroll", json!({})).await;
     term.message("enrollment_completed").await;
     let phone: Msisdn = NON_MEMBER.parse().unwrap();
-    let member = hub.store.member(&phone).await.unwrap().expect("enrolled");
+    let member = hub.stored_member(&phone, "the enrolled member").await;
     assert_eq!(member.name, "Ola Nordmann");
     assert!(member.consents.is_empty(), "{:?}", member.consents);
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
+    let logins = hub.logins(NON_MEMBER).await;
     assert_eq!(
         logins[0]["scopes"],
         json!(["openid", "name", "phoneNumber", "email"])
@@ -357,8 +317,7 @@ async fn the_default_login_scopes_enroll_where_delegated_consents_is_not_activat
 
 #[actix_web::test]
 async fn declined_payment_is_reported_and_not_captured() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     identify(&hub, &mut term, "1", DECLINER, "non_member").await;
     hub.pay("1").await;
     let done = term.message("payment_declined").await;
@@ -372,8 +331,7 @@ async fn declined_payment_is_reported_and_not_captured() {
 
 #[actix_web::test]
 async fn payment_the_customer_ignores_expires() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     identify(&hub, &mut term, "1", IGNORER, "non_member").await;
     pay_and_wait_created(&hub, &mut term, "1").await;
 
@@ -398,8 +356,7 @@ async fn payment_the_customer_ignores_expires() {
 
 #[actix_web::test]
 async fn cashier_cancels_a_payment_not_yet_approved() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     // The member takes a minute to approve: the cashier cancels first.
     hub.sim.behave(MEMBER, "approve", 60_000, "consent").await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
@@ -418,8 +375,7 @@ async fn cashier_cancels_a_payment_not_yet_approved() {
 
 #[actix_web::test]
 async fn a_personal_qr_of_a_new_shape_goes_to_the_exchange() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     // A shape no integration knows yet; only the QR exchange understands it.
     let customer = hub.sim.get(&format!("/customers/{NON_MEMBER}")).await;
     let qr = customer["qrFutureUrl"].as_str().expect("a new-shape QR");
@@ -439,22 +395,11 @@ async fn a_personal_qr_of_a_new_shape_goes_to_the_exchange() {
 
 #[actix_web::test]
 async fn a_scanner_scan_the_lane_refuses_is_reported_to_the_terminal() {
-    use lanehub::config::{ScannerRole, ScannerSettings, ScannerSource};
-
     let mut settings = fast_settings();
-    settings.lanes[0].scanners = vec![ScannerSettings {
-        role: ScannerRole::Customer,
-        source: ScannerSource::Simulated,
-        vid: None,
-        pid: None,
-        serial: None,
-        path: None,
-        protocol: None,
-        layout: None,
-        inter_report_timeout: None,
-    }];
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    // A simulated customer scanner, as a configuration file names it.
+    let scanner = json!({"role": "customer", "source": "simulated"});
+    settings.lanes[0].scanners = vec![serde_json::from_value(scanner).unwrap()];
+    let (hub, mut term) = start_with_terminal(settings).await;
     let scan = |text: String| {
         let url = "/api/v1/lanes/1/test/scanner";
         hub.call(reqwest::Method::POST, url, Some(json!({ "text": text })))

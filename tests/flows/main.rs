@@ -39,7 +39,7 @@ impl TestApp {
     /// enrollments) and returns how many consent records the journal keeps.
     fn assert_no_login_token_stored(&self) -> i64 {
         let db = rusqlite::Connection::open(self.store.path()).unwrap();
-        let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let count = |sql: &str| common::sql_int(&db, sql);
         let journalled = count(
             "SELECT count(*) FROM journal WHERE kind = 'enrollment_consented'
                AND json_extract(payload, '$.login_token') IS NOT NULL",
@@ -55,6 +55,32 @@ impl TestApp {
 
     async fn terminal(&self, lane: &str) -> Terminal {
         Terminal::connect(&self.address, lane).await
+    }
+
+    /// The payments index's row of `reference`, which must be there.
+    async fn indexed(&self, reference: &str) -> lanehub::store::PaymentRecord {
+        let row = self.store.payment(&reference.parse().unwrap()).await;
+        row.unwrap()
+            .unwrap_or_else(|| panic!("{reference} is not indexed"))
+    }
+
+    /// The member `phone`, who must be in the club (`what` says who).
+    async fn stored_member(&self, phone: &Msisdn, what: &str) -> lanehub::store::Member {
+        let member = self.store.member(phone).await.unwrap();
+        member.unwrap_or_else(|| panic!("{what} is not stored"))
+    }
+
+    /// The Logins Vipps holds for `phone`.
+    async fn logins(&self, phone: &str) -> Value {
+        self.sim.get(&format!("/logins?phoneNumber={phone}")).await
+    }
+
+    /// Asserts Vipps holds one Login for `phone`, in `state`; that Login.
+    async fn only_login(&self, phone: &str, state: &str) -> Value {
+        let logins = self.logins(phone).await;
+        assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
+        assert_eq!(logins[0]["state"], state, "{logins}");
+        logins[0].clone()
     }
 }
 
@@ -205,6 +231,13 @@ impl Terminal {
             );
         }
     }
+}
+
+/// Starts lanehub on `settings` (see [`start`]) and opens lane 1's terminal.
+async fn start_with_terminal(settings: Settings) -> (TestApp, Terminal) {
+    let hub = start(settings).await;
+    let term = hub.terminal("1").await;
+    (hub, term)
 }
 
 /// Scans `phone`'s QR on `lane` and waits for the cashier's `expect` message.

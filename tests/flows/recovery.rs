@@ -6,8 +6,7 @@ use crate::late_enrollment::assert_enrolled_with_consents;
 
 #[actix_web::test]
 async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
 
     // The database refuses exactly the record that must precede the payment request.
@@ -47,14 +46,11 @@ async fn refuse_writes(hub: &TestApp, refuse: bool) {
     assert_eq!(status, 204, "{body}");
 }
 
-async fn readyz(hub: &TestApp) -> (u16, Value) {
-    hub.call(reqwest::Method::GET, "/readyz", None).await
-}
-
-#[actix_web::test]
-async fn a_payment_approved_while_the_store_is_full_is_captured_once_the_store_is_back() {
+/// lanehub with lane 1's terminal, where the member was identified and the payment sent; the
+/// member approves it after `delay_ms`.
+async fn member_paying_in(delay_ms: u64) -> (TestApp, Terminal) {
     let hub = start(fast_settings()).await;
-    hub.sim.behave(MEMBER, "approve", 600, "consent").await;
+    hub.sim.behave(MEMBER, "approve", delay_ms, "consent").await;
     let mut term = hub.terminal("1").await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
     hub.pay("1").await;
@@ -62,6 +58,16 @@ async fn a_payment_approved_while_the_store_is_full_is_captured_once_the_store_i
         s["state"] == "awaiting_payment"
     })
     .await;
+    (hub, term)
+}
+
+async fn readyz(hub: &TestApp) -> (u16, Value) {
+    hub.call(reqwest::Method::GET, "/readyz", None).await
+}
+
+#[actix_web::test]
+async fn a_payment_approved_while_the_store_is_full_is_captured_once_the_store_is_back() {
+    let (hub, mut term) = member_paying_in(600).await;
 
     // The disk fills while the customer decides; the customer approves.
     refuse_writes(&hub, true).await;
@@ -122,15 +128,7 @@ async fn a_payment_approved_while_the_store_is_full_is_captured_once_the_store_i
 
 #[actix_web::test]
 async fn a_cancel_while_the_store_is_full_is_carried_out_before_anything_final_is_shown() {
-    let hub = start(fast_settings()).await;
-    hub.sim.behave(MEMBER, "approve", 300, "consent").await;
-    let mut term = hub.terminal("1").await;
-    identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
-    hub.pay("1").await;
-    hub.wait_lane("1", "sent the payment", |s| {
-        s["state"] == "awaiting_payment"
-    })
-    .await;
+    let (hub, mut term) = member_paying_in(300).await;
     refuse_writes(&hub, true).await;
     hub.wait_lane("1", "waited for the store to capture", |s| {
         s["state"] == "awaiting_capture" && s["message"]["code"] == "store_unavailable"
@@ -416,20 +414,10 @@ async fn a_crash_right_after_the_customer_consented_still_enrolls_the_member() {
     );
     assert_eq!(enrolled["state"], "ready_for_payment");
 
-    let member = hub
-        .store
-        .member(&phone)
-        .await
-        .unwrap()
-        .expect("the consented member is stored");
+    let member = hub.stored_member(&phone, "the consented member").await;
     assert_enrolled_with_consents(&member);
     // One Login at Vipps, completed; it was never polled for again after the restart.
-    let logins = hub
-        .sim
-        .get(&format!("/logins?phoneNumber={NON_MEMBER}"))
-        .await;
-    assert_eq!(logins.as_array().unwrap().len(), 1, "{logins}");
-    assert_eq!(logins[0]["state"], "completed", "{logins}");
+    hub.only_login(NON_MEMBER, "completed").await;
 
     let (status, body) = hub.command("1", "reset", json!({})).await;
     assert_eq!(status, 200, "{body}");
@@ -518,6 +506,6 @@ async fn a_running_lanehub_prunes_sessions_closed_longer_ago_than_the_retention(
         2,
         "a session closed yesterday is kept"
     );
-    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| common::sql_int(&db, sql);
     assert_eq!(count("SELECT count(*) FROM sessions"), 1);
 }

@@ -4,20 +4,27 @@
 
 use super::*;
 
-#[actix_web::test]
-async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
+/// [`fast_settings`] that give up on a Vipps call after `retry_deadline` (retrying every 50 to
+/// 100 ms) and open the circuit at the first failure, for `cool_down`.
+fn giving_up_after(retry_deadline: Duration, cool_down: Duration) -> Settings {
     let mut settings = fast_settings();
-    settings.vipps.retry_deadline = ms(500);
+    settings.vipps.retry_deadline = retry_deadline;
     settings.vipps.retry_initial_backoff = ms(50);
     settings.vipps.retry_max_backoff = ms(100);
     settings.vipps.circuit_failure_threshold = 1;
-    // Long enough that the circuit is still open when the cashier presses pay on a slow machine.
-    settings.vipps.circuit_cool_down = ms(4_000);
+    settings.vipps.circuit_cool_down = cool_down;
+    settings
+}
+
+#[actix_web::test]
+async fn vipps_unavailable_sends_the_cashier_to_another_payment_method() {
+    // The cool-down is long enough that the circuit is still open when the cashier presses pay
+    // on a slow machine.
+    let mut settings = giving_up_after(ms(500), ms(4_000));
     // Access tokens expire soon, so that lanehub needs a new one while Vipps is down.
     let token_lifetime = ms(1_500);
     settings.sim.token_lifetime = token_lifetime;
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(settings).await;
     let qr = hub.sim.qr(MEMBER, true).await;
     // The webhook registration at start must not meet the faults below.
     hub.sim.wait_webhook_registered().await;
@@ -141,15 +148,9 @@ async fn check_in_failing_in_the_test_environment_never_stops_payments() {
 
 #[actix_web::test]
 async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_open() {
-    let mut settings = fast_settings();
+    let mut settings = giving_up_after(ms(2000), ms(1000));
     settings.vipps.request_timeout = ms(300);
-    settings.vipps.retry_deadline = ms(2000);
-    settings.vipps.retry_initial_backoff = ms(50);
-    settings.vipps.retry_max_backoff = ms(100);
-    settings.vipps.circuit_failure_threshold = 1;
-    settings.vipps.circuit_cool_down = ms(1000);
-    let hub = start(settings).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(settings).await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
 
     // Vipps creates the payment but its answer never comes; the timeout opens the circuit, so the
@@ -172,8 +173,7 @@ async fn a_create_that_may_have_reached_vipps_is_followed_while_the_circuit_is_o
 
 #[actix_web::test]
 async fn duplicate_out_of_order_and_forged_webhooks_still_make_one_payment_paid_once() {
-    let hub = start(fast_settings()).await;
-    let mut term = hub.terminal("1").await;
+    let (hub, mut term) = start_with_terminal(fast_settings()).await;
     // Every delivery is sent twice, and each is held back behind the next.
     hub.sim
         .faults(
@@ -315,18 +315,8 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
 
     let deadline = Instant::now() + PATIENCE;
     let (late_state, never_state) = loop {
-        let late_row = hub
-            .store
-            .payment(&late.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
-        let never_row = hub
-            .store
-            .payment(&never.parse().unwrap())
-            .await
-            .unwrap()
-            .unwrap();
+        let late_row = hub.indexed(&late).await;
+        let never_row = hub.indexed(&never).await;
         if late_row.state != "REQUESTED" && never_row.state != "REQUESTED" {
             break (late_row.state, never_row.state);
         }

@@ -20,9 +20,19 @@ fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The built-in defaults with the environment `pairs` on top.
+fn load_env(pairs: &[(&str, &str)]) -> Result<Settings, lanehub::config::ConfigError> {
+    Settings::load(None, env(pairs))
+}
+
+/// The built-in defaults with a file `name` holding `text` on top.
+fn load_file(name: &str, text: &str) -> Result<Settings, lanehub::config::ConfigError> {
+    Settings::load(Some(&temp_file(name, text)), Vec::new())
+}
+
 #[test]
 fn built_in_defaults_are_the_documented_ones() {
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(s.vipps.mode, VippsMode::Simulator);
     assert_eq!(s.api.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(s.vipps.client_id, "sim-client");
@@ -45,49 +55,38 @@ fn built_in_defaults_are_the_documented_ones() {
 
 #[test]
 fn simulator_profile_and_login_client_auth_take_their_documented_values() {
-    let s = Settings::load(
-        None,
-        env(&[
-            ("LANEHUB__SIM__PROFILE", "test-environment"),
-            ("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "client_secret_post"),
-        ]),
-    )
+    let s = load_env(&[
+        ("LANEHUB__SIM__PROFILE", "test-environment"),
+        ("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "client_secret_post"),
+    ])
     .unwrap();
     assert_eq!(s.sim.profile, SimProfile::TestEnvironment);
     assert_eq!(s.vipps.login_client_auth, LoginClientAuth::ClientSecretPost);
 
-    let err = Settings::load(None, env(&[("LANEHUB__SIM__PROFILE", "production")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__SIM__PROFILE", "production")]).unwrap_err();
     assert_eq!(err.key, "sim.profile");
     assert!(err.message.contains("test-environment"), "{err}");
-    let err = Settings::load(
-        None,
-        env(&[("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "private_key_jwt")]),
-    )
-    .unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__LOGIN_CLIENT_AUTH", "private_key_jwt")]).unwrap_err();
     assert_eq!(err.key, "vipps.login_client_auth");
     assert!(err.message.contains("client_secret_post"), "{err}");
 }
 
 #[test]
 fn a_file_overrides_only_what_it_names() {
-    let path = temp_file("partial.toml", "[api]\nlisten = \"127.0.0.2:9000\"\n");
-    let s = Settings::load(Some(&path), Vec::new()).unwrap();
+    let s = load_file("partial.toml", "[api]\nlisten = \"127.0.0.2:9000\"\n").unwrap();
     assert_eq!(s.api.listen.to_string(), "127.0.0.2:9000");
     assert_eq!(s.vipps.client_id, "sim-client");
 }
 
 #[test]
 fn environment_overrides_any_key_with_its_type() {
-    let s = Settings::load(
-        None,
-        env(&[
-            ("LANEHUB__VIPPS__CLIENT_SECRET", "from-env"),
-            ("LANEHUB__VIPPS__MERCHANT_SERIAL_NUMBER", "654321"),
-            ("LANEHUB__SIM__RATE_LIMITS", "false"),
-            ("LANEHUB__LANES__1__TOKEN", "a-long-lane-token-from-env"),
-            ("UNRELATED", "ignored"),
-        ]),
-    )
+    let s = load_env(&[
+        ("LANEHUB__VIPPS__CLIENT_SECRET", "from-env"),
+        ("LANEHUB__VIPPS__MERCHANT_SERIAL_NUMBER", "654321"),
+        ("LANEHUB__SIM__RATE_LIMITS", "false"),
+        ("LANEHUB__LANES__1__TOKEN", "a-long-lane-token-from-env"),
+        ("UNRELATED", "ignored"),
+    ])
     .unwrap();
     assert_eq!(s.vipps.client_secret.expose_secret(), "from-env");
     assert_eq!(s.vipps.merchant_serial_number, "654321");
@@ -109,33 +108,33 @@ fn unknown_key_in_file_names_file_and_key() {
 
 #[test]
 fn unknown_key_from_environment_names_the_variable() {
-    let err = Settings::load(None, env(&[("LANEHUB__API__LISTN", "x")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__API__LISTN", "x")]).unwrap_err();
     assert_eq!(err.origin, "environment variable LANEHUB__API__LISTN");
     assert_eq!(err.key, "api.listn");
 }
 
 #[test]
 fn wrong_values_name_key_and_problem() {
-    let path = temp_file(
+    let err = load_file(
         "bad-duration.toml",
         "[sim]\npayment_expiry = \"ten minutes\"\n",
-    );
-    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    )
+    .unwrap_err();
     assert_eq!(err.key, "sim.payment_expiry");
     assert!(err.to_string().contains("not a duration"), "{err}");
 
-    let err = Settings::load(None, env(&[("LANEHUB__VIPPS__MODE", "cloud")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__MODE", "cloud")]).unwrap_err();
     assert_eq!(err.key, "vipps.mode");
     assert_eq!(err.origin, "environment variable LANEHUB__VIPPS__MODE");
 
-    let err = Settings::load(None, env(&[("LANEHUB__API__LISTEN", "nowhere")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__API__LISTEN", "nowhere")]).unwrap_err();
     assert_eq!(err.key, "api.listen");
 
-    let path = temp_file(
+    let err = load_file(
         "bad-phone.toml",
         "[[sim.customers]]\nphone_number = \"12\"\nname = \"x\"\nemail = \"x\"\npayment = \"approve\"\npayment_delay = \"1s\"\nlogin = \"consent\"\nlogin_delay = \"1s\"\n",
-    );
-    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    )
+    .unwrap_err();
     assert_eq!(err.key, "sim.customers[0].phone_number");
     assert!(err.message.contains("phone number"), "{err}");
 }
@@ -164,46 +163,35 @@ fn missing_file_is_named() {
 
 #[test]
 fn remote_mode_refuses_demo_tokens() {
-    let err = Settings::load(None, env(&[("LANEHUB__VIPPS__MODE", "remote")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__MODE", "remote")]).unwrap_err();
     assert_eq!(err.key, "api.admin_token");
     assert!(err.message.contains("lanes[0].token"), "{err}");
 
-    let ok = Settings::load(
-        None,
-        env(&[
-            ("LANEHUB__VIPPS__MODE", "remote"),
-            ("LANEHUB__API__ADMIN_TOKEN", "a-real-admin-token-1234"),
-            ("LANEHUB__LANES__0__TOKEN", "a-real-lane-token-0001"),
-            ("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0002"),
-        ]),
-    );
+    let ok = load_env(&[
+        ("LANEHUB__VIPPS__MODE", "remote"),
+        ("LANEHUB__API__ADMIN_TOKEN", "a-real-admin-token-1234"),
+        ("LANEHUB__LANES__0__TOKEN", "a-real-lane-token-0001"),
+        ("LANEHUB__LANES__1__TOKEN", "a-real-lane-token-0002"),
+    ]);
     assert!(ok.is_ok(), "{ok:?}");
 }
 
 #[test]
 fn semantic_checks() {
-    let err = Settings::load(
-        None,
-        env(&[("LANEHUB__VIPPS__MERCHANT_SERIAL_NUMBER", "12")]),
-    )
-    .unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__MERCHANT_SERIAL_NUMBER", "12")]).unwrap_err();
     assert_eq!(err.key, "vipps.merchant_serial_number");
 
-    let path = temp_file(
+    let err = load_file(
         "dup-lanes.toml",
         "[[lanes]]\nid = \"a\"\ntoken = \"0123456789abcdef\"\n[[lanes]]\nid = \"a\"\ntoken = \"0123456789abcdeg\"\n",
-    );
-    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    )
+    .unwrap_err();
     assert_eq!(err.key, "lanes[1].id");
 }
 
 #[test]
 fn secrets_do_not_print() {
-    let s = Settings::load(
-        None,
-        env(&[("LANEHUB__VIPPS__CLIENT_SECRET", "super-secret-value")]),
-    )
-    .unwrap();
+    let s = load_env(&[("LANEHUB__VIPPS__CLIENT_SECRET", "super-secret-value")]).unwrap();
     let debug = format!("{s:?}");
     assert!(!debug.contains("super-secret-value"));
     assert!(!debug.contains("sim-subscription-key"));
@@ -212,51 +200,31 @@ fn secrets_do_not_print() {
 
 #[test]
 fn shutdown_deadline_and_registration_backoff_have_documented_defaults() {
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(s.supervisor.shutdown_deadline.as_secs(), 30);
     assert_eq!(s.vipps.webhook_registration_backoff.as_secs(), 5);
     assert_eq!(s.vipps.webhook_registration_max_backoff.as_secs(), 300);
 
-    let s = Settings::load(
-        None,
-        env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "1500ms")]),
-    )
-    .unwrap();
+    let s = load_env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "1500ms")]).unwrap();
     assert_eq!(s.supervisor.shutdown_deadline.as_millis(), 1500);
 
-    let err = Settings::load(
-        None,
-        env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "soon")]),
-    )
-    .unwrap_err();
+    let err = load_env(&[("LANEHUB__SUPERVISOR__SHUTDOWN_DEADLINE", "soon")]).unwrap_err();
     assert_eq!(err.key, "supervisor.shutdown_deadline");
     assert!(err.message.contains("not a duration"), "{err}");
 
-    let err = Settings::load(
-        None,
-        env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_MAX_BACKOFF", "1s")]),
-    )
-    .unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_MAX_BACKOFF", "1s")]).unwrap_err();
     assert_eq!(err.key, "vipps.webhook_registration_max_backoff");
-    let err = Settings::load(
-        None,
-        env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_BACKOFF", "0s")]),
-    )
-    .unwrap_err();
+    let err = load_env(&[("LANEHUB__VIPPS__WEBHOOK_REGISTRATION_BACKOFF", "0s")]).unwrap_err();
     assert_eq!(err.key, "vipps.webhook_registration_backoff");
 }
 
 #[test]
 fn late_enrollment_follow_up_has_documented_defaults_and_refuses_zero() {
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(s.supervisor.late_enrollment_interval.as_secs(), 5);
     assert_eq!(s.supervisor.late_enrollment_window.as_secs(), 600);
 
-    let s = Settings::load(
-        None,
-        env(&[("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL", "250ms")]),
-    )
-    .unwrap();
+    let s = load_env(&[("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL", "250ms")]).unwrap();
     assert_eq!(s.supervisor.late_enrollment_interval.as_millis(), 250);
 
     for key in [
@@ -265,7 +233,7 @@ fn late_enrollment_follow_up_has_documented_defaults_and_refuses_zero() {
         "unconfirmed_payment_interval",
     ] {
         let var = format!("LANEHUB__SUPERVISOR__{}", key.to_uppercase());
-        let err = Settings::load(None, env(&[(var.as_str(), "0s")])).unwrap_err();
+        let err = load_env(&[(var.as_str(), "0s")]).unwrap_err();
         assert_eq!(err.key, format!("supervisor.{key}"), "{err}");
         assert!(err.message.contains("above 0"), "{err}");
     }
@@ -273,17 +241,14 @@ fn late_enrollment_follow_up_has_documented_defaults_and_refuses_zero() {
 
 #[test]
 fn a_duration_past_thirty_days_is_refused_instead_of_overflowing_a_timer() {
-    let err = Settings::load(
-        None,
-        env(&[(
-            "LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL",
-            "100000000y",
-        )]),
-    )
+    let err = load_env(&[(
+        "LANEHUB__SUPERVISOR__LATE_ENROLLMENT_INTERVAL",
+        "100000000y",
+    )])
     .unwrap_err();
     assert_eq!(err.key, "supervisor.late_enrollment_interval", "{err}");
     assert!(err.message.contains("longer than 30 days"), "{err}");
-    let s = Settings::load(None, env(&[("LANEHUB__SIM__WEBHOOK_RETRY_FOR", "30d")]));
+    let s = load_env(&[("LANEHUB__SIM__WEBHOOK_RETRY_FOR", "30d")]);
     assert!(s.is_ok(), "{s:?}");
 }
 
@@ -336,13 +301,10 @@ fn remote_mode_takes_https_or_http_to_loopback_only() {
         assert!(ok.is_ok(), "{url}: {ok:?}");
     }
     // The webhook URL follows the same rule in every mode.
-    let err = Settings::load(
-        None,
-        env(&[(
-            "LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL",
-            "http://127.evil.example/hook",
-        )]),
-    )
+    let err = load_env(&[(
+        "LANEHUB__VIPPS__WEBHOOK_PUBLIC_URL",
+        "http://127.evil.example/hook",
+    )])
     .unwrap_err();
     assert_eq!(err.key, "vipps.webhook_public_url", "{err}");
 }
@@ -358,7 +320,7 @@ fn remote_mode_refuses_test_hooks() {
     )
     .unwrap_err();
     assert_eq!(err.key, "api.test_hooks", "{err}");
-    let ok = Settings::load(None, env(&[("LANEHUB__API__TEST_HOOKS", "true")]));
+    let ok = load_env(&[("LANEHUB__API__TEST_HOOKS", "true")]);
     assert!(
         ok.is_ok(),
         "test hooks stay possible with the simulator: {ok:?}"
@@ -391,7 +353,7 @@ fn a_lane_token_shared_with_the_admin_or_another_lane_is_refused() {
 
 #[test]
 fn listening_beyond_loopback_refuses_demo_tokens() {
-    let err = Settings::load(None, env(&[("LANEHUB__API__LISTEN", "0.0.0.0:8080")])).unwrap_err();
+    let err = load_env(&[("LANEHUB__API__LISTEN", "0.0.0.0:8080")]).unwrap_err();
     assert_eq!(err.key, "api.listen", "{err}");
     assert!(
         err.message.contains("api.admin_token") && err.message.contains("lanes[1].token"),
@@ -401,7 +363,7 @@ fn listening_beyond_loopback_refuses_demo_tokens() {
     let mut pairs = REAL_TOKENS.to_vec();
     pairs.pop();
     pairs.push(("LANEHUB__API__LISTEN", "192.168.10.5:8080"));
-    let err = Settings::load(None, env(&pairs)).unwrap_err();
+    let err = load_env(&pairs).unwrap_err();
     assert_eq!(err.key, "api.listen", "{err}");
     assert!(err.message.contains("lanes[1].token"), "{err}");
 
@@ -414,7 +376,7 @@ fn listening_beyond_loopback_refuses_demo_tokens() {
 
 #[test]
 fn request_limits_have_documented_defaults_and_bounds() {
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(s.api.max_connections, 512);
     assert_eq!(s.api.body_timeout.as_secs(), 5);
     assert_eq!(s.api.max_websockets_per_lane, 4);
@@ -428,7 +390,7 @@ fn request_limits_have_documented_defaults_and_bounds() {
         ("LANEHUB__API__BODY_TIMEOUT", "0s", "api.body_timeout"),
         ("LANEHUB__API__BODY_TIMEOUT", "11s", "api.body_timeout"),
     ] {
-        let err = Settings::load(None, env(&[(var, value)])).unwrap_err();
+        let err = load_env(&[(var, value)]).unwrap_err();
         assert_eq!(err.key, key, "{var}={value}: {err}");
     }
 }
@@ -457,8 +419,7 @@ fn no_config_error_prints_a_secret() {
     ];
     let mut errors = vec![];
     for (i, text) in files.iter().enumerate() {
-        let path = temp_file(&format!("secret-{i}.toml"), text);
-        errors.push(Settings::load(Some(&path), Vec::new()).unwrap_err());
+        errors.push(load_file(&format!("secret-{i}.toml"), text).unwrap_err());
     }
     for pairs in [
         vec![("LANEHUB__API__ADMIN_TOKEN", "short-secret")],
@@ -481,7 +442,7 @@ fn no_config_error_prints_a_secret() {
             ("LANEHUB__VIPPS__MODE", SECRET),
         ],
     ] {
-        errors.push(Settings::load(None, env(&pairs)).unwrap_err());
+        errors.push(load_env(&pairs).unwrap_err());
     }
     for err in &errors {
         for text in [err.to_string(), format!("{err:?}")] {
@@ -495,8 +456,7 @@ fn no_config_error_prints_a_secret() {
     assert_eq!(errors[4].key, "api.admin_token", "{}", errors[4]);
     assert_eq!(errors[12].key, "api.listen", "{}", errors[12]);
     // A misplaced key named like a secret is still reported as unknown.
-    let path = temp_file("secret-misplaced.toml", "[api]\ntoken = \"x\"\n");
-    let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+    let err = load_file("secret-misplaced.toml", "[api]\ntoken = \"x\"\n").unwrap_err();
     assert_eq!(err.key, "api.token", "{err}");
     assert!(err.message.contains("unknown field"), "{err}");
 }
@@ -523,9 +483,9 @@ fn database_settings_read_only_store_and_log() {
 #[test]
 fn journal_retention_defaults_to_90_days_and_is_bounded() {
     let day = 24 * 60 * 60;
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(s.store.journal_retention.as_secs(), 90 * day);
-    let s = Settings::load(None, env(&[("LANEHUB__STORE__JOURNAL_RETENTION", "400d")])).unwrap();
+    let s = load_env(&[("LANEHUB__STORE__JOURNAL_RETENTION", "400d")]).unwrap();
     assert_eq!(s.store.journal_retention.as_secs(), 400 * day);
 
     for (value, problem) in [
@@ -533,19 +493,15 @@ fn journal_retention_defaults_to_90_days_and_is_bounded() {
         ("3651d", "not between 1 day and 3650 days"),
         ("soon", "not a duration like \"90d\""),
     ] {
-        let err =
-            Settings::load(None, env(&[("LANEHUB__STORE__JOURNAL_RETENTION", value)])).unwrap_err();
+        let err = load_env(&[("LANEHUB__STORE__JOURNAL_RETENTION", value)]).unwrap_err();
         assert_eq!(err.key, "store.journal_retention", "{err}");
         assert!(err.message.contains(problem), "{value}: {err}");
     }
     // The enrollment follower reads closed sessions' journals within its window.
-    let err = Settings::load(
-        None,
-        env(&[
-            ("LANEHUB__STORE__JOURNAL_RETENTION", "2d"),
-            ("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_WINDOW", "3d"),
-        ]),
-    )
+    let err = load_env(&[
+        ("LANEHUB__STORE__JOURNAL_RETENTION", "2d"),
+        ("LANEHUB__SUPERVISOR__LATE_ENROLLMENT_WINDOW", "3d"),
+    ])
     .unwrap_err();
     assert_eq!(err.key, "store.journal_retention", "{err}");
     assert!(err.message.contains("late_enrollment_window"), "{err}");
@@ -553,16 +509,16 @@ fn journal_retention_defaults_to_90_days_and_is_bounded() {
 
 #[test]
 fn login_scopes_default_without_delegated_consents_and_bad_ones_are_named() {
-    let s = Settings::load(None, Vec::new()).unwrap();
+    let s = load_env(&[]).unwrap();
     assert_eq!(
         s.vipps.login_scopes,
         ["openid", "name", "phoneNumber", "email"]
     );
-    let ok = temp_file(
+    let s = load_file(
         "scopes-ok.toml",
         "[vipps]\nlogin_scopes = [\"openid\", \"name\", \"delegatedConsents\"]\n",
-    );
-    let s = Settings::load(Some(&ok), Vec::new()).unwrap();
+    )
+    .unwrap();
     assert_eq!(s.vipps.login_scopes.last().unwrap(), "delegatedConsents");
     for (name, scopes, want) in [
         ("no-openid.toml", "[\"name\"]", "must include \"openid\""),
@@ -572,8 +528,7 @@ fn login_scopes_default_without_delegated_consents_and_bad_ones_are_named() {
             "`name email` is not a scope name",
         ),
     ] {
-        let path = temp_file(name, &format!("[vipps]\nlogin_scopes = {scopes}\n"));
-        let err = Settings::load(Some(&path), Vec::new()).unwrap_err();
+        let err = load_file(name, &format!("[vipps]\nlogin_scopes = {scopes}\n")).unwrap_err();
         assert_eq!(err.key, "vipps.login_scopes", "{err}");
         assert!(err.message.contains(want), "{err}");
     }

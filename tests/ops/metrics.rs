@@ -202,40 +202,44 @@ fn per_lane_series_exist_at_zero_for_each_initialised_lane() {
         at(format!(
             "lanehub_payment_pending_since_timestamp_seconds{{lane=\"{lane}\"}}"
         ));
-        for reason in metrics::RestartReason::LABELS {
-            at(format!(
-                "lanehub_lane_restarts_total{{lane=\"{lane}\",reason=\"{reason}\"}}"
-            ));
-        }
-        for state in metrics::SESSION_STATES {
-            at(format!(
-                "lanehub_lane_session_state{{lane=\"{lane}\",state=\"{state}\"}}"
-            ));
-        }
-        for kind in metrics::SCAN_KINDS {
-            at(format!(
-                "lanehub_scans_total{{lane=\"{lane}\",kind=\"{kind}\"}}"
-            ));
-        }
-        for outcome in metrics::SESSION_OUTCOMES {
-            at(format!(
-                "lanehub_sessions_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
-            ));
-        }
-        for result in metrics::MEMBERSHIP_RESULTS {
-            at(format!(
-                "lanehub_membership_checks_total{{lane=\"{lane}\",result=\"{result}\"}}"
-            ));
-        }
-        for outcome in metrics::ENROLLMENT_OUTCOMES {
-            at(format!(
-                "lanehub_enrollments_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
-            ));
-        }
-        for outcome in metrics::SESSION_OUTCOMES {
-            at(format!(
-                "lanehub_payments_total{{lane=\"{lane}\",outcome=\"{outcome}\"}}"
-            ));
+        // Each labelled per-lane series, for every value of its second label.
+        let labelled: [(&str, &str, &[&str]); 7] = [
+            (
+                "lanehub_lane_restarts_total",
+                "reason",
+                metrics::RestartReason::LABELS,
+            ),
+            (
+                "lanehub_lane_session_state",
+                "state",
+                metrics::SESSION_STATES,
+            ),
+            ("lanehub_scans_total", "kind", metrics::SCAN_KINDS),
+            (
+                "lanehub_sessions_total",
+                "outcome",
+                metrics::SESSION_OUTCOMES,
+            ),
+            (
+                "lanehub_membership_checks_total",
+                "result",
+                metrics::MEMBERSHIP_RESULTS,
+            ),
+            (
+                "lanehub_enrollments_total",
+                "outcome",
+                metrics::ENROLLMENT_OUTCOMES,
+            ),
+            (
+                "lanehub_payments_total",
+                "outcome",
+                metrics::SESSION_OUTCOMES,
+            ),
+        ];
+        for (name, label, values) in labelled {
+            for v in values {
+                at(format!("{name}{{lane=\"{lane}\",{label}=\"{v}\"}}"));
+            }
         }
     }
     // A lane nobody initialised has no series.

@@ -9,7 +9,8 @@
 
 use serde_json::{Value, json};
 
-use crate::common::process::Rig;
+use crate::common::app::Api;
+use crate::common::process::{Process, Rig};
 use crate::common::snapshot::{captured, ids};
 use crate::common::{AMOUNT, DECLINER, NON_MEMBER};
 
@@ -83,14 +84,8 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     // Captures are held before Vipps sees them, long enough to kill lanehub meanwhile.
     let held = json!({"latencyMs": 60_000});
     rig.sim.faults("payment_capture", held).await;
-    let (lanehub, api) = rig.lanehub(&[]).await;
-    rig.checkout(&api, "1", NON_MEMBER).await;
-    let capturing = api
-        .wait_lane("1", "started the capture", |s| {
-            s["state"] == "awaiting_capture"
-        })
-        .await;
-    let (session, reference) = ids(&capturing);
+    let (lanehub, _, session, reference) =
+        checked_out_until(&rig, "awaiting_capture", "started the capture").await;
     lanehub.kill();
     let payment = rig.sim.payment(&reference).await;
     assert_eq!(
@@ -106,6 +101,25 @@ async fn killed_after_approval_before_the_capture_reached_vipps() {
     rig.assert_journal("1", &session, &reference, "paid", AMOUNT)
         .await;
     lanehub.kill();
+}
+
+/// Starts lanehub and checks the non-member out on lane 1 until the lane is in `state` (`what`
+/// says what that means); lanehub, its API, the session id and the payment reference.
+async fn checked_out_until(rig: &Rig, state: &str, what: &str) -> (Process, Api, String, String) {
+    let (lanehub, api) = rig.lanehub(&[]).await;
+    rig.checkout(&api, "1", NON_MEMBER).await;
+    let there = api.wait_lane("1", what, |s| s["state"] == state).await;
+    let (session, reference) = ids(&there);
+    (lanehub, api, session, reference)
+}
+
+/// Kills `lanehub` and starts it again; asserts lane 1 comes up idle: the outcome stays.
+async fn restarted_idle(rig: &Rig, lanehub: Process) -> Process {
+    lanehub.kill();
+    let (lanehub, api) = rig.lanehub(&[]).await;
+    let snapshot = api.wait_lane("1", "up", |s| s["up"] == true).await;
+    assert_eq!(snapshot["state"], "idle", "{snapshot}");
+    lanehub
 }
 
 /// The cashier is never told a final outcome while lanehub cannot write: no code in `seen` other
@@ -128,14 +142,8 @@ async fn a_full_disk_while_the_customer_approves_never_tells_the_cashier_a_wrong
     rig.sim
         .behave(NON_MEMBER, "approve", 1_500, "consent")
         .await;
-    let (lanehub, api) = rig.lanehub(&[]).await;
-    rig.checkout(&api, "1", NON_MEMBER).await;
-    let paying = api
-        .wait_lane("1", "sent the payment", |s| {
-            s["state"] == "awaiting_payment"
-        })
-        .await;
-    let (session, reference) = ids(&paying);
+    let (lanehub, api, session, reference) =
+        checked_out_until(&rig, "awaiting_payment", "sent the payment").await;
 
     // The disk fills while the customer decides; the customer approves.
     rig.disk().fill();
@@ -176,10 +184,7 @@ async fn a_full_disk_while_the_customer_approves_never_tells_the_cashier_a_wrong
         .await;
 
     // A crash after the outcome: the next start says the same.
-    lanehub.kill();
-    let (lanehub, api) = rig.lanehub(&[]).await;
-    let snapshot = api.wait_lane("1", "up", |s| s["up"] == true).await;
-    assert_eq!(snapshot["state"], "idle", "{snapshot}");
+    let lanehub = restarted_idle(&rig, lanehub).await;
     assert_eq!(rig.sim.payments().await.len(), 1);
     assert_eq!(captured(&rig.sim.payment(&reference).await), AMOUNT);
     lanehub.kill();
@@ -192,14 +197,8 @@ async fn a_cancel_while_the_disk_is_full_is_carried_out_and_stays_the_outcome_af
     };
     rig.sim.behave(NON_MEMBER, "approve", 300, "consent").await;
     // A crash before the customer acts: the disk fills while lanehub is down.
-    let (lanehub, api) = rig.lanehub(&[]).await;
-    rig.checkout(&api, "1", NON_MEMBER).await;
-    let paying = api
-        .wait_lane("1", "sent the payment", |s| {
-            s["state"] == "awaiting_payment"
-        })
-        .await;
-    let (session, reference) = ids(&paying);
+    let (lanehub, _, session, reference) =
+        checked_out_until(&rig, "awaiting_payment", "sent the payment").await;
     lanehub.kill();
     rig.disk().fill();
     rig.sim
@@ -235,10 +234,7 @@ async fn a_cancel_while_the_disk_is_full_is_carried_out_and_stays_the_outcome_af
         .await;
 
     // A crash after the outcome: nothing is captured on the next start.
-    lanehub.kill();
-    let (lanehub, api) = rig.lanehub(&[]).await;
-    let snapshot = api.wait_lane("1", "up", |s| s["up"] == true).await;
-    assert_eq!(snapshot["state"], "idle", "{snapshot}");
+    let lanehub = restarted_idle(&rig, lanehub).await;
     assert_eq!(captured(&rig.sim.payment(&reference).await), 0);
     lanehub.kill();
 }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::common::app::{Api, assert_closed_with, payment_body};
 use crate::common::process::{BIN, Process, Rig};
 use crate::common::snapshot::captured;
-use crate::common::{AMOUNT, DECLINER, NON_MEMBER, PATIENCE, POLL};
+use crate::common::{AMOUNT, DECLINER, NON_MEMBER, PATIENCE, POLL, sql_int};
 
 const SHUTTING_DOWN: &str = "lanehub is shutting down";
 
@@ -265,13 +265,10 @@ async fn a_database_with_a_damaged_page_exits_with_status_4_and_is_left_alone() 
     let page_size: i64 = conn
         .pragma_query_value(None, "page_size", |r| r.get(0))
         .unwrap();
-    let root: i64 = conn
-        .query_row(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'journal'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let root = sql_int(
+        &conn,
+        "SELECT rootpage FROM sqlite_master WHERE name = 'journal'",
+    );
     drop(conn);
     let mut bytes = std::fs::read(&path).unwrap();
     let at = ((root - 1) * page_size) as usize;

@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 use rusqlite::Connection;
 
+use crate::common::process::{failed, succeeded};
+use crate::common::sql_int;
+
 const HEADER: &str = "phone_number,name,email,consents,enrolled_at,enrolled_lane,source";
 
 struct Env {
@@ -35,8 +38,12 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_lanehub"))
-            .args(args)
+        self.with_config(&mut Command::new(env!("CARGO_BIN_EXE_lanehub")), args)
+    }
+
+    /// Runs `cmd args…` with this configuration and nothing from the caller's.
+    fn with_config(&self, cmd: &mut Command, args: &[&str]) -> Output {
+        cmd.args(args)
             .arg("--config")
             .arg(&self.config)
             .env_remove("LANEHUB_CONFIG")
@@ -48,39 +55,19 @@ impl Env {
     /// Runs lanehub under `umask 000`, the most permissive a caller could leave.
     #[cfg(unix)]
     fn ok_with_open_umask(&self, args: &[&str]) -> String {
-        let out = Command::new("sh")
-            .arg("-c")
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
             .arg(r#"umask 000 && exec "$0" "$@""#)
-            .arg(env!("CARGO_BIN_EXE_lanehub"))
-            .args(args)
-            .arg("--config")
-            .arg(&self.config)
-            .env_remove("LANEHUB_CONFIG")
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+            .arg(env!("CARGO_BIN_EXE_lanehub"));
+        succeeded(self.with_config(&mut sh, args), args)
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(self.run(args), args)
     }
 
     fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "{args:?} should fail");
-        String::from_utf8(out.stderr).unwrap()
+        failed(self.run(args), args)
     }
 }
 
@@ -176,10 +163,7 @@ fn the_data_directory_database_and_backups_are_private_whatever_the_umask() {
     assert_eq!(mode(&written[0]), 0o600, "{out}");
     // The copy is a whole database.
     let conn = Connection::open(&written[0]).unwrap();
-    let members: i64 = conn
-        .query_row("SELECT count(*) FROM members", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(members, 1);
+    assert_eq!(sql_int(&conn, "SELECT count(*) FROM members"), 1);
 }
 
 #[test]
@@ -272,15 +256,7 @@ fn database_commands_work_with_the_packaged_configuration() {
                 .output()
                 .unwrap()
         };
-        let ok = |args: &[&str]| {
-            let out = run(args);
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let ok = |args: &[&str]| succeeded(run(args), args);
         let members = dir.path().join("members.csv");
         std::fs::write(
             &members,

@@ -181,33 +181,46 @@ async fn keys_payments_and_settings_survive_reopen() {
     );
 }
 
+/// `tasks` tasks at once, task `t` appending `per_task` records `{"task": t, "i": i}` to the
+/// session `place(t)` names; the sequence numbers each task was given, in task order.
+async fn append_at_once(
+    store: &Store,
+    tasks: usize,
+    per_task: usize,
+    place: fn(usize) -> (LaneId, String),
+) -> Vec<Vec<u64>> {
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let (lane, session) = place(t);
+                let mut seqs = Vec::new();
+                for i in 0..per_task {
+                    let record = json!({"task": t, "i": i});
+                    let seq = store.append(&lane, &session, "step", record).await;
+                    seqs.push(seq.unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    for h in handles {
+        acknowledged.push(h.await.unwrap());
+    }
+    acknowledged
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_get_distinct_increasing_seqs() {
     const TASKS: usize = 64;
     const PER_TASK: usize = 8;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    let mut handles = Vec::new();
-    for t in 0..TASKS {
-        let store = store.clone();
-        handles.push(tokio::spawn(async move {
-            // Two tasks share each session, so sessions interleave too.
-            let lane = lane(&format!("lane-{}", t % 4));
-            let session = format!("s{}", t / 2);
-            let mut seqs = Vec::new();
-            for i in 0..PER_TASK {
-                let seq = store
-                    .append(&lane, &session, "step", json!({"task": t, "i": i}))
-                    .await
-                    .unwrap();
-                seqs.push(seq);
-            }
-            seqs
-        }));
-    }
+    // Two tasks share each session, so sessions interleave too.
+    let place = |t: usize| (lane(&format!("lane-{}", t % 4)), format!("s{}", t / 2));
     let mut all = HashSet::new();
-    for h in handles {
-        let seqs = h.await.unwrap();
+    for seqs in append_at_once(&store, TASKS, PER_TASK, place).await {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         for s in seqs {
             assert!(all.insert(s), "seq {s} was handed out twice");
@@ -225,33 +238,51 @@ async fn concurrent_appends_get_distinct_increasing_seqs() {
     assert_eq!(stored, TASKS * PER_TASK);
 }
 
+/// Opens a store on `data` and starts appending `total` records `{"i": i}` to session s1 of
+/// lane-1; returns once 50 are acknowledged: the store, the lane and the writer, which returns
+/// the records' sequence numbers in order.
+async fn store_with_a_writer(
+    data: &std::path::Path,
+    total: u64,
+) -> (Store, LaneId, tokio::task::JoinHandle<Vec<u64>>) {
+    let store = Store::open(data).await.unwrap();
+    let l = lane("lane-1");
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let (writing, lane) = (store.clone(), l.clone());
+    let writer = tokio::spawn(async move {
+        let mut started = Some(started_tx);
+        let mut seqs = Vec::new();
+        for i in 0..total {
+            let seq = writing.append(&lane, "s1", "step", json!({"i": i}));
+            seqs.push(seq.await.unwrap());
+            if i == 49 {
+                started.take().unwrap().send(()).unwrap();
+            }
+        }
+        seqs
+    });
+    started_rx.await.unwrap();
+    (store, l, writer)
+}
+
+/// Asserts the backup at `dest` holds a prefix of what the writer committed (`live_seqs`), in
+/// order, with at least the 50 records acknowledged before it started; how many it holds.
+async fn assert_a_prefix_of(dest: &std::path::Path, l: &LaneId, live_seqs: &[u64]) -> usize {
+    let copy = Store::open_file(dest, OpenMode::Existing).await.unwrap();
+    let records = copy.session_records(l, "s1").await.unwrap();
+    assert!(records.len() >= 50, "{}", records.len());
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r.seq, live_seqs[i]);
+        assert_eq!(r.payload, json!({"i": i}));
+    }
+    records.len()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_while_a_writer_runs_is_a_consistent_database() {
     const TOTAL: u64 = 300;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("data")).await.unwrap();
-    let l = lane("lane-1");
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let writer = {
-        let (store, l) = (store.clone(), l.clone());
-        tokio::spawn(async move {
-            let mut started = Some(started_tx);
-            let mut seqs = Vec::new();
-            for i in 0..TOTAL {
-                seqs.push(
-                    store
-                        .append(&l, "s1", "step", json!({"i": i}))
-                        .await
-                        .unwrap(),
-                );
-                if i == 49 {
-                    started.take().unwrap().send(()).unwrap();
-                }
-            }
-            seqs
-        })
-    };
-    started_rx.await.unwrap();
+    let (_store, l, writer) = store_with_a_writer(&dir.path().join("data"), TOTAL).await;
     // A separate connection, as `lanehub backup` would use, while the store thread writes.
     let settings = lanehub::config::StoreSettings {
         name: String::new(),
@@ -269,19 +300,10 @@ async fn backup_while_a_writer_runs_is_a_consistent_database() {
     assert_eq!(report.schema_version, SCHEMA_VERSION);
     let live_seqs = writer.await.unwrap();
 
-    let copy = Store::open_file(&dest, OpenMode::Existing).await.unwrap();
-    let records = copy.session_records(&l, "s1").await.unwrap();
     // At least the 50 appends acknowledged before the backup started, and exactly a prefix of
     // what the writer committed, in order: a snapshot, not a torn copy.
-    assert!(
-        records.len() >= 50 && records.len() as u64 <= TOTAL,
-        "{}",
-        records.len()
-    );
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq, live_seqs[i]);
-        assert_eq!(r.payload, json!({"i": i}));
-    }
+    let copied = assert_a_prefix_of(&dest, &l, &live_seqs).await;
+    assert!(copied as u64 <= TOTAL, "{copied}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,29 +312,8 @@ async fn many_concurrent_appends_all_land_in_order_and_survive_reopen() {
     const PER_TASK: usize = 3;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).await.unwrap();
-    let handles: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                let lane = lane(&format!("lane-{}", t % 10));
-                let mut seqs = Vec::new();
-                for i in 0..PER_TASK {
-                    let record = json!({"task": t, "i": i});
-                    seqs.push(
-                        store
-                            .append(&lane, &format!("s{t}"), "step", record)
-                            .await
-                            .unwrap(),
-                    );
-                }
-                seqs
-            })
-        })
-        .collect();
-    let mut acknowledged = Vec::new();
-    for h in handles {
-        acknowledged.push(h.await.unwrap());
-    }
+    let place = |t: usize| (lane(&format!("lane-{}", t % 10)), format!("s{t}"));
+    let acknowledged = append_at_once(&store, TASKS, PER_TASK, place).await;
     drop(store);
 
     // Everything acknowledged is in the file, each session's records in the order written.
@@ -334,25 +335,7 @@ async fn many_concurrent_appends_all_land_in_order_and_survive_reopen() {
 async fn backup_through_the_handle_while_writes_are_in_flight() {
     const TOTAL: u64 = 200;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("data")).await.unwrap();
-    let l = lane("lane-1");
-    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let writer = {
-        let (store, l) = (store.clone(), l.clone());
-        tokio::spawn(async move {
-            let mut started = Some(started_tx);
-            let mut seqs = Vec::new();
-            for i in 0..TOTAL {
-                let seq = store.append(&l, "s1", "step", json!({"i": i}));
-                seqs.push(seq.await.unwrap());
-                if i == 49 {
-                    started.take().unwrap().send(()).unwrap();
-                }
-            }
-            seqs
-        })
-    };
-    started_rx.await.unwrap();
+    let (store, l, writer) = store_with_a_writer(&dir.path().join("data"), TOTAL).await;
     let dest = dir.path().join("backup.db");
     let report = store.backup(&dest).await.unwrap();
     assert_eq!(report.schema_version, SCHEMA_VERSION);
@@ -363,12 +346,6 @@ async fn backup_through_the_handle_while_writes_are_in_flight() {
         "writes went on around the backup"
     );
 
-    let copy = Store::open_file(&dest, OpenMode::Existing).await.unwrap();
-    let records = copy.session_records(&l, "s1").await.unwrap();
     // A prefix of what the writer committed, with at least what was acknowledged before.
-    assert!(records.len() >= 50, "{}", records.len());
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r.seq, live_seqs[i]);
-        assert_eq!(r.payload, json!({"i": i}));
-    }
+    assert_a_prefix_of(&dest, &l, &live_seqs).await;
 }

@@ -51,6 +51,15 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Gives `path` to `user`.
+fn chown(user: &str, path: &std::path::Path) {
+    let status = Command::new("chown")
+        .args([&format!("{user}:"), path.to_str().unwrap()])
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown {user} {} failed", path.display());
+}
+
 fn is_root() -> bool {
     let out = Command::new("id").arg("-u").output().expect("`id -u` runs");
     String::from_utf8_lossy(&out.stdout).trim() == "0"
@@ -94,11 +103,7 @@ impl PgServer {
         let run_as = is_root().then(|| "postgres".to_owned());
         if let Some(user) = &run_as {
             // PostgreSQL will not run as root: its directory belongs to its own user.
-            let status = Command::new("chown")
-                .args([&format!("{user}:"), dir.path().to_str().unwrap()])
-                .status()
-                .expect("chown runs");
-            assert!(status.success(), "chown of the PostgreSQL directory failed");
+            chown(user, dir.path());
         }
         let server = PgServer {
             bin,
@@ -232,11 +237,7 @@ impl PgServer {
         let key = dir.join("server.key");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         if let Some(user) = &self.run_as {
-            let status = Command::new("chown")
-                .args([&format!("{user}:"), key.to_str().unwrap()])
-                .status()
-                .expect("chown runs");
-            assert!(status.success());
+            chown(user, &key);
         }
     }
 
@@ -244,17 +245,25 @@ impl PgServer {
         self.dir.path().join("data")
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// `program` of this server's binaries, run as the server's user.
+    fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
-        let output = match &self.run_as {
-            Some(user) => Command::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&path)
-                .args(args)
-                .output(),
-            None => Command::new(&path).args(args).output(),
+        match &self.run_as {
+            Some(user) => {
+                let mut cmd = Command::new("runuser");
+                cmd.args(["-u", user, "--"]).arg(&path);
+                cmd
+            }
+            None => Command::new(&path),
         }
-        .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let output = self
+            .command(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
         let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
         assert!(
             output.status.success(),
@@ -292,16 +301,8 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let path = self.bin.join("pg_ctl");
         let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
-        let _ = match &self.run_as {
-            Some(user) => Command::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&path)
-                .args(args)
-                .output(),
-            None => Command::new(&path).args(args).output(),
-        };
+        let _ = self.command("pg_ctl").args(args).output();
     }
 }
 
@@ -690,21 +691,25 @@ mod crm_server {
         }
     }
 
-    fn authorised(req: &HttpRequest) -> bool {
-        req.headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(&format!("Bearer {TOKEN}"))
+    fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+        req.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
-    async fn answer_for(state: &State) -> Option<HttpResponse> {
+    fn authorised(req: &HttpRequest) -> bool {
+        header(req, "authorization") == Some(&format!("Bearer {TOKEN}"))
+    }
+
+    /// The answer to any request while the CRM is down or the token is wrong; `None` to serve it.
+    async fn refusal(req: &HttpRequest, state: &State) -> Option<HttpResponse> {
         match state.mode() {
             Mode::Unavailable => Some(HttpResponse::ServiceUnavailable().finish()),
             Mode::Hang => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 Some(HttpResponse::GatewayTimeout().finish())
             }
-            Mode::Up | Mode::RefusePuts | Mode::PutsUnavailable => None,
+            Mode::Up | Mode::RefusePuts | Mode::PutsUnavailable => {
+                (!authorised(req)).then(|| HttpResponse::Unauthorized().finish())
+            }
         }
     }
 
@@ -713,11 +718,8 @@ mod crm_server {
         phone: web::Path<String>,
         state: web::Data<State>,
     ) -> HttpResponse {
-        if let Some(answer) = answer_for(&state).await {
+        if let Some(answer) = refusal(&req, &state).await {
             return answer;
-        }
-        if !authorised(&req) {
-            return HttpResponse::Unauthorized().finish();
         }
         match state.members.lock().unwrap().get(phone.as_str()) {
             Some(m) => HttpResponse::Ok().json(m),
@@ -731,11 +733,8 @@ mod crm_server {
         body: web::Json<Value>,
         state: web::Data<State>,
     ) -> HttpResponse {
-        if let Some(answer) = answer_for(&state).await {
+        if let Some(answer) = refusal(&req, &state).await {
             return answer;
-        }
-        if !authorised(&req) {
-            return HttpResponse::Unauthorized().finish();
         }
         match state.mode() {
             Mode::RefusePuts => {
@@ -744,10 +743,7 @@ mod crm_server {
             Mode::PutsUnavailable => return HttpResponse::ServiceUnavailable().finish(),
             _ => {}
         }
-        let key = req
-            .headers()
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
+        let key = header(&req, "idempotency-key")
             .unwrap_or_default()
             .to_owned();
         let body = body.into_inner();
@@ -775,11 +771,8 @@ mod crm_server {
         query: web::Query<HashMap<String, String>>,
         state: web::Data<State>,
     ) -> HttpResponse {
-        if let Some(answer) = answer_for(&state).await {
+        if let Some(answer) = refusal(&req, &state).await {
             return answer;
-        }
-        if !authorised(&req) {
-            return HttpResponse::Unauthorized().finish();
         }
         let limit: usize = query
             .get("limit")
@@ -824,18 +817,25 @@ use lanehub::store::Store;
 const CRM_TIMEOUT: Duration = Duration::from_millis(300);
 
 fn crm(base_url: &str, store: &Store) -> CrmMembers {
-    CrmMembers::new(
-        base_url,
-        crm_server::TOKEN.to_owned().into(),
-        CRM_TIMEOUT,
-        "oslo",
-        store.clone(),
-        Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(100),
-        },
-    )
-    .unwrap()
+    let backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_millis(100),
+    };
+    crm_with(base_url, store, crm_server::TOKEN, backoff)
+}
+
+/// The CRM provider for the store "oslo" with `token` and delivery `backoff`.
+fn crm_with(base_url: &str, store: &Store, token: &str, backoff: Backoff) -> CrmMembers {
+    let token = token.to_owned().into();
+    CrmMembers::new(base_url, token, CRM_TIMEOUT, "oslo", store.clone(), backoff).unwrap()
+}
+
+/// The CRM provider at `base_url` on a new store; the store's directory (removed when dropped).
+async fn crm_on_a_new_store(base_url: &str) -> (tempfile::TempDir, Store, CrmMembers) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).await.unwrap();
+    let crm = crm(base_url, &store);
+    (dir, store, crm)
 }
 
 /// Runs the delivery task's steps until the outbox is empty (or holds only refused entries),
@@ -854,9 +854,7 @@ async fn deliver(crm: &CrmMembers, attempts: usize) {
 #[actix_web::test]
 async fn crm_lookups_answer_member_non_member_or_unknown_within_the_timeout() {
     let (url, state) = crm_server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
-    let crm = crm(&url, &store);
+    let (_dir, store, crm) = crm_on_a_new_store(&url).await;
     state.members.lock().unwrap().insert(
         "4791234567".into(),
         serde_json::json!({
@@ -886,15 +884,8 @@ async fn crm_lookups_answer_member_non_member_or_unknown_within_the_timeout() {
     }
     // A wrong token is no answer either.
     state.set(Mode::Up);
-    let wrong = CrmMembers::new(
-        &url,
-        "not-the-token".to_owned().into(),
-        CRM_TIMEOUT,
-        "oslo",
-        store.clone(),
-        lanehub::members::crm::DELIVERY_BACKOFF,
-    )
-    .unwrap();
+    let backoff = lanehub::members::crm::DELIVERY_BACKOFF;
+    let wrong = crm_with(&url, &store, "not-the-token", backoff);
     let e = wrong.member(&kari).await.unwrap_err();
     assert!(e.to_string().contains("401"), "{e}");
 }
@@ -902,9 +893,7 @@ async fn crm_lookups_answer_member_non_member_or_unknown_within_the_timeout() {
 #[actix_web::test]
 async fn crm_enrollments_go_through_the_outbox_in_order_and_survive_an_outage() {
     let (url, state) = crm_server::start();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).await.unwrap();
-    let crm = crm(&url, &store);
+    let (_dir, store, crm) = crm_on_a_new_store(&url).await;
     let ola = member("4798765432", "Ola", "2");
 
     // The CRM is down: the enrollment is stored at once, and Ola counts as a member here.
@@ -1114,6 +1103,24 @@ mod app {
             panic!("lane 1's events do not open");
         }
 
+        /// Scans `qr` at lane 1.
+        pub async fn scan(&self, qr: &str) -> (u16, Value) {
+            self.post("/api/v1/lanes/1/scans", json!({ "text": qr }))
+                .await
+        }
+
+        /// Scans Ola's QR, waits (at most `limit`) until lane 1 finds him no member, enrolls him
+        /// and waits until the cashier is told he is enrolled.
+        pub async fn enroll_ola(&self, events: &mut Events, limit: Duration) {
+            self.scan(OLA_QR).await;
+            events.until_message("non_member", limit).await;
+            let (status, answer) = self.post("/api/v1/lanes/1/enroll", Value::Null).await;
+            assert_eq!(status, 200, "{answer}");
+            events
+                .until_message("enrollment_completed", Duration::from_secs(20))
+                .await;
+        }
+
         pub async fn pay(&self) -> (u16, Value) {
             self.post(
                 "/api/v1/lanes/1/payment",
@@ -1163,10 +1170,18 @@ mod app {
     }
 }
 
-#[actix_web::test]
-async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
+/// The store "oslo" with a CRM answering in `mode` as its members provider: the CRM's state,
+/// the data directory (removed when dropped), lanehub and lane 1's events.
+async fn lanehub_with_crm(
+    mode: Mode,
+) -> (
+    Arc<crm_server::State>,
+    tempfile::TempDir,
+    app::Running,
+    app::Events,
+) {
     let (url, state) = crm_server::start();
-    state.set(Mode::Hang);
+    state.set(mode);
     let dir = tempfile::tempdir().unwrap();
     let mut settings = app::settings(dir.path(), "oslo");
     settings.members.provider = MembersProvider::Http;
@@ -1174,15 +1189,16 @@ async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
     settings.members.http_token = crm_server::TOKEN.to_owned().into();
     settings.members.http_timeout = CRM_TIMEOUT;
     let lanehub = app::spawn(settings);
-    let mut events = lanehub.events().await;
+    let events = lanehub.events().await;
+    (state, dir, lanehub, events)
+}
+
+#[actix_web::test]
+async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
+    let (_state, _dir, lanehub, mut events) = lanehub_with_crm(Mode::Hang).await;
 
     let started = tokio::time::Instant::now();
-    let (status, _) = lanehub
-        .post(
-            "/api/v1/lanes/1/scans",
-            serde_json::json!({"text": app::KARI_QR}),
-        )
-        .await;
+    let (status, _) = lanehub.scan(app::KARI_QR).await;
     assert_eq!(status, 200);
     let lane = events
         .until_message("membership_unknown", Duration::from_secs(5))
@@ -1214,33 +1230,11 @@ async fn a_crm_that_does_not_answer_never_blocks_the_payment() {
 
 #[actix_web::test]
 async fn an_enrollment_at_a_lane_reaches_the_crm_after_it_comes_back() {
-    let (url, state) = crm_server::start();
-    state.set(Mode::PutsUnavailable);
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = app::settings(dir.path(), "oslo");
-    settings.members.provider = MembersProvider::Http;
-    settings.members.http_base_url = url;
-    settings.members.http_token = crm_server::TOKEN.to_owned().into();
-    settings.members.http_timeout = CRM_TIMEOUT;
-    let lanehub = app::spawn(settings);
-    let mut events = lanehub.events().await;
+    let (state, _dir, lanehub, mut events) = lanehub_with_crm(Mode::PutsUnavailable).await;
 
-    lanehub
-        .post(
-            "/api/v1/lanes/1/scans",
-            serde_json::json!({"text": app::OLA_QR}),
-        )
-        .await;
-    events
-        .until_message("non_member", Duration::from_secs(5))
-        .await;
-    let (status, answer) = lanehub
-        .post("/api/v1/lanes/1/enroll", serde_json::Value::Null)
-        .await;
-    assert_eq!(status, 200, "{answer}");
     // The cashier is told "enrolled" while the CRM refuses to store anything.
-    events
-        .until_message("enrollment_completed", Duration::from_secs(20))
+    lanehub
+        .enroll_ola(&mut events, Duration::from_secs(5))
         .await;
     assert!(state.puts().is_empty());
     // Ola is a member at this store already, for his next checkout.
@@ -1248,12 +1242,7 @@ async fn an_enrollment_at_a_lane_reaches_the_crm_after_it_comes_back() {
         .post("/api/v1/lanes/1/reset", serde_json::Value::Null)
         .await;
     assert_eq!(status, 200, "{answer}");
-    lanehub
-        .post(
-            "/api/v1/lanes/1/scans",
-            serde_json::json!({"text": app::OLA_QR}),
-        )
-        .await;
+    lanehub.scan(app::OLA_QR).await;
     events
         .until_message("member_welcomed", Duration::from_secs(5))
         .await;
@@ -1295,30 +1284,12 @@ async fn a_customer_enrolled_at_one_lanehub_is_a_member_at_another_sharing_postg
 
     // Ola is no member anywhere yet; he enrolls in Oslo.
     let mut oslo_events = oslo.events().await;
-    oslo.post(
-        "/api/v1/lanes/1/scans",
-        serde_json::json!({"text": app::OLA_QR}),
-    )
-    .await;
-    oslo_events
-        .until_message("non_member", Duration::from_secs(10))
-        .await;
-    let (status, answer) = oslo
-        .post("/api/v1/lanes/1/enroll", serde_json::Value::Null)
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    oslo_events
-        .until_message("enrollment_completed", Duration::from_secs(20))
+    oslo.enroll_ola(&mut oslo_events, Duration::from_secs(10))
         .await;
 
     // In Bergen he is welcomed as a member, and the club knows where he joined.
     let mut bergen_events = bergen.events().await;
-    bergen
-        .post(
-            "/api/v1/lanes/1/scans",
-            serde_json::json!({"text": app::OLA_QR}),
-        )
-        .await;
+    bergen.scan(app::OLA_QR).await;
     bergen_events
         .until_message("member_welcomed", Duration::from_secs(10))
         .await;
@@ -1365,22 +1336,42 @@ const CLUB_CSV: &str = "phone_number,name,email,consents,enrolled_at,enrolled_la
 4798765432,Ola Nordmann,,,2024-05-02T10:00:00Z,,import
 ";
 
+/// The store "oslo" on `data` with the members `provider` and its `settings`.
+fn members_env<'a>(
+    data: &'a std::path::Path,
+    provider: &'a str,
+    settings: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("LANEHUB__STORE__DATA_DIR", data.to_str().unwrap()),
+        ("LANEHUB__STORE__NAME", "oslo"),
+        ("LANEHUB__MEMBERS__PROVIDER", provider),
+    ];
+    env.extend_from_slice(settings);
+    env
+}
+
+/// `lanehub members import` of [`CLUB_CSV`], written to `dir`, which must succeed; its stdout.
+fn import_club(dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let csv = dir.join("club.csv");
+    std::fs::write(&csv, CLUB_CSV).unwrap();
+    let (ok, out, err) = lanehub(&["members", "import", csv.to_str().unwrap()], env);
+    assert!(ok, "{out}{err}");
+    out
+}
+
 #[tokio::test]
 async fn members_import_and_export_work_on_the_shared_postgres_club() {
     let Some(pg) = PgServer::start() else { return };
     let url = pg.database("club").await;
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("club.csv");
-    std::fs::write(&csv, CLUB_CSV).unwrap();
     let data = dir.path().join("data");
-    let env = [
-        ("LANEHUB__STORE__DATA_DIR", data.to_str().unwrap()),
-        ("LANEHUB__STORE__NAME", "oslo"),
-        ("LANEHUB__MEMBERS__PROVIDER", "postgres"),
-        ("LANEHUB__MEMBERS__POSTGRES_URL", url.as_str()),
-    ];
-    let (ok, out, err) = lanehub(&["members", "import", csv.to_str().unwrap()], &env);
-    assert!(ok, "{out}{err}");
+    let env = members_env(
+        &data,
+        "postgres",
+        &[("LANEHUB__MEMBERS__POSTGRES_URL", url.as_str())],
+    );
+    let out = import_club(dir.path(), &env);
     assert!(out.contains("2 new"), "{out}");
     let club = PostgresMembers::new(&url, "test").unwrap();
     assert_eq!(club.member_count().await.unwrap(), 2);
@@ -1403,21 +1394,19 @@ async fn members_import_and_export_work_on_the_shared_postgres_club() {
 #[test]
 fn members_import_with_the_crm_provider_queues_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("club.csv");
-    std::fs::write(&csv, CLUB_CSV).unwrap();
     let data = dir.path().join("data");
-    let env = [
-        ("LANEHUB__STORE__DATA_DIR", data.to_str().unwrap()),
-        ("LANEHUB__STORE__NAME", "oslo"),
-        ("LANEHUB__MEMBERS__PROVIDER", "http"),
-        (
-            "LANEHUB__MEMBERS__HTTP_BASE_URL",
-            "https://crm.example/loyalty/v1",
-        ),
-        ("LANEHUB__MEMBERS__HTTP_TOKEN", "hunter2token"),
-    ];
-    let (ok, out, err) = lanehub(&["members", "import", csv.to_str().unwrap()], &env);
-    assert!(ok, "{out}{err}");
+    let env = members_env(
+        &data,
+        "http",
+        &[
+            (
+                "LANEHUB__MEMBERS__HTTP_BASE_URL",
+                "https://crm.example/loyalty/v1",
+            ),
+            ("LANEHUB__MEMBERS__HTTP_TOKEN", "hunter2token"),
+        ],
+    );
+    let out = import_club(dir.path(), &env);
     assert!(out.contains("queued 2 members"), "{out}");
     let (ok, out, err) = lanehub(&["members", "outbox"], &env);
     assert!(ok, "{err}");
@@ -1460,48 +1449,31 @@ async fn members_export_with_the_crm_provider_reads_every_page_of_the_crms_listi
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let env = [
-        (
-            "LANEHUB__STORE__DATA_DIR",
-            data.to_str().unwrap().to_owned(),
-        ),
-        ("LANEHUB__STORE__NAME", "oslo".to_owned()),
-        ("LANEHUB__MEMBERS__PROVIDER", "http".to_owned()),
-        ("LANEHUB__MEMBERS__HTTP_BASE_URL", url.clone()),
-        ("LANEHUB__MEMBERS__HTTP_TOKEN", crm_server::TOKEN.to_owned()),
-    ];
-    // The CLI blocks: run it off the test's runtime, which serves the CRM.
-    let out = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        lanehub(&["members", "export"], &env)
-    })
-    .await
-    .unwrap();
-    let (ok, out, err) = out;
+    // `lanehub members export` with `token`; the CLI blocks: it runs off the test's runtime,
+    // which serves the CRM.
+    let export = |token: &str| {
+        let env = [
+            (
+                "LANEHUB__STORE__DATA_DIR",
+                data.to_str().unwrap().to_owned(),
+            ),
+            ("LANEHUB__STORE__NAME", "oslo".to_owned()),
+            ("LANEHUB__MEMBERS__PROVIDER", "http".to_owned()),
+            ("LANEHUB__MEMBERS__HTTP_BASE_URL", url.clone()),
+            ("LANEHUB__MEMBERS__HTTP_TOKEN", token.to_owned()),
+        ];
+        tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            lanehub(&["members", "export"], &env)
+        })
+    };
+    let (ok, out, err) = export(crm_server::TOKEN).await.unwrap();
     assert!(ok, "{err}");
     assert_eq!(out.lines().count(), count + 1, "a header and every member");
     assert!(out.contains("4790000000,Member 0") && out.contains(&format!("4790{:06}", count - 1)));
 
     // A wrong token is named, never printed.
-    let bad = [
-        (
-            "LANEHUB__STORE__DATA_DIR",
-            data.to_str().unwrap().to_owned(),
-        ),
-        ("LANEHUB__STORE__NAME", "oslo".to_owned()),
-        ("LANEHUB__MEMBERS__PROVIDER", "http".to_owned()),
-        ("LANEHUB__MEMBERS__HTTP_BASE_URL", url.clone()),
-        (
-            "LANEHUB__MEMBERS__HTTP_TOKEN",
-            "not-the-crm-token".to_owned(),
-        ),
-    ];
-    let (ok, _, err) = tokio::task::spawn_blocking(move || {
-        let env: Vec<(&str, &str)> = bad.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        lanehub(&["members", "export"], &env)
-    })
-    .await
-    .unwrap();
+    let (ok, _, err) = export("not-the-crm-token").await.unwrap();
     assert!(!ok && err.contains("401"), "{err}");
     assert!(!err.contains("not-the-crm-token"), "{err}");
 }

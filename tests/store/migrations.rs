@@ -6,63 +6,20 @@ use lanehub::store::{MembershipStore, SCHEMA_VERSION, Store, schema};
 use rusqlite::Connection;
 use serde_json::json;
 
-/// The schema v1 SQL exactly as lanehub shipped it. Never edit: it stands for files in the field.
-const V1_FIXTURE: &str = "
-CREATE TABLE journal (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    lane        TEXT NOT NULL,
-    session     TEXT NOT NULL,
-    kind        TEXT NOT NULL,
-    payload     TEXT NOT NULL,
-    recorded_at TEXT NOT NULL
-);
-CREATE INDEX journal_by_session ON journal (lane, session, seq);
-CREATE TABLE sessions (
-    lane        TEXT NOT NULL,
-    session     TEXT NOT NULL,
-    opened_seq  INTEGER NOT NULL,
-    closed_seq  INTEGER,
-    outcome     TEXT,
-    PRIMARY KEY (lane, session)
-);
-CREATE TABLE payments (
-    reference     TEXT PRIMARY KEY,
-    lane          TEXT NOT NULL,
-    session       TEXT NOT NULL,
-    currency      TEXT NOT NULL,
-    amount_minor  INTEGER NOT NULL,
-    state         TEXT NOT NULL,
-    captured_minor INTEGER NOT NULL DEFAULT 0,
-    refunded_minor INTEGER NOT NULL DEFAULT 0,
-    created_at    TEXT NOT NULL,
-    updated_at    TEXT NOT NULL
-);
-CREATE TABLE idempotency_keys (
-    lane        TEXT NOT NULL,
-    session     TEXT NOT NULL,
-    operation   TEXT NOT NULL,
-    key         TEXT NOT NULL,
-    reference   TEXT,
-    created_at  TEXT NOT NULL,
-    PRIMARY KEY (lane, session, operation)
-);
-CREATE TABLE settings (
-    key         TEXT PRIMARY KEY,
-    value       TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE TABLE members (
-    phone_number  TEXT PRIMARY KEY,
-    name          TEXT NOT NULL,
-    email         TEXT NOT NULL,
-    consents      TEXT NOT NULL,
-    enrolled_at   TEXT NOT NULL,
-    enrolled_lane TEXT,
-    source        TEXT NOT NULL CHECK (source IN ('enrollment', 'import'))
-);
-PRAGMA application_id = 1280198722;
-PRAGMA user_version = 1;
-";
+use crate::common::sql_int;
+
+/// SHA-256 of the schema v1 SQL as lanehub shipped it, whitespace normalised. Never edit: it
+/// stands for the files in the field, which a change to v1 would not migrate (add a migration).
+const V1_SHA256: &str = "ca545fb85df8d75a0e519f77ed60e63db85c95bd29170ceb40f0dee0fab244cc";
+
+/// A database as lanehub wrote it with schema v1: the shipped step (pinned by [`V1_SHA256`]) and
+/// the version stamps.
+fn v1_database() -> String {
+    format!(
+        "{}\nPRAGMA application_id = 1280198722;\nPRAGMA user_version = 1;\n",
+        schema::MIGRATIONS[0].sql
+    )
+}
 
 const V1_RECORDS: &str = r#"
 INSERT INTO journal VALUES (1, 'lane-1', 's1', 'started', '{"step":1}', '2024-05-01T10:00:00Z');
@@ -87,11 +44,14 @@ fn lane(s: &str) -> LaneId {
 }
 
 #[test]
-fn the_fixture_matches_the_shipped_v1_step() {
-    let normalise = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-    let shipped = normalise(schema::MIGRATIONS[0].sql);
-    assert!(
-        normalise(V1_FIXTURE).starts_with(&shipped),
+fn the_v1_step_is_the_one_shipped() {
+    use sha2::Digest;
+    let normalised = schema::MIGRATIONS[0].sql.split_whitespace();
+    let normalised = normalised.collect::<Vec<_>>().join(" ");
+    let digest = sha2::Sha256::digest(normalised.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex, V1_SHA256,
         "schema v1 was edited; add a new migration instead"
     );
     assert_eq!(schema::APPLICATION_ID, 1280198722);
@@ -102,7 +62,7 @@ async fn a_v1_database_opens_with_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(lanehub::store::DATABASE_FILE);
     let conn = Connection::open(&path).unwrap();
-    conn.execute_batch(V1_FIXTURE).unwrap();
+    conn.execute_batch(&v1_database()).unwrap();
     conn.execute_batch(V1_RECORDS).unwrap();
     drop(conn);
 
@@ -165,24 +125,18 @@ async fn a_v1_database_opens_with_every_record() {
 
     // The v2 step ran: its index is there.
     let conn = Connection::open(&path).unwrap();
-    let indexes: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'sessions_open'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let indexes = sql_int(
+        &conn,
+        "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'sessions_open'",
+    );
     assert_eq!(indexes, 1);
     // The v3 step ran: late enrollments and the payments-by-state index are there.
-    let v3: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master
-             WHERE (type = 'table' AND name = 'late_enrollments')
-                OR (type = 'index' AND name = 'payments_state')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let v3 = sql_int(
+        &conn,
+        "SELECT count(*) FROM sqlite_master
+         WHERE (type = 'table' AND name = 'late_enrollments')
+            OR (type = 'index' AND name = 'payments_state')",
+    );
     assert_eq!(v3, 2);
 }
 

@@ -35,6 +35,22 @@ fn handle_for(base_url: &str, settings: VippsActorSettings) -> VippsHandle {
     VippsHandle::start(&vipps, settings).unwrap()
 }
 
+/// The simulator with its defaults and a fast handle for it that holds an access token.
+async fn sim_with_a_token() -> (Sim, VippsHandle) {
+    let sim = Sim::start(|_| {});
+    let handle = handle_for(&sim.vipps.base_url, fast());
+    handle.access_token().await.unwrap();
+    (sim, handle)
+}
+
+/// Asserts `err` says `api` is unavailable (its circuit open, or retries given up).
+fn assert_unavailable(err: &VippsError, api: Api) {
+    assert!(
+        matches!(err, VippsError::Unavailable { api: a, .. } if *a == api),
+        "{err}"
+    );
+}
+
 /// A scripted Vipps that answers tokens and reads of any payment.
 fn scripted_vipps() -> Scripted {
     Scripted::start(|seen| match seen.path.as_str() {
@@ -193,12 +209,7 @@ async fn server_errors_and_hangs_are_retried_with_the_same_key() {
         Reply::Hang,
         ok(423, json!({})),
     ]);
-    let request = CreatePaymentRequest::in_store(
-        reference("lane1-0000001"),
-        Amount::nok(100),
-        phone("4791234567"),
-        "Retry me",
-    );
+    let request = payment_request(&reference("lane1-0000001"), 100, "4791234567", "Retry me");
     let created = handle
         .create_payment(&key("create-lane1-0000001"), &request)
         .await
@@ -386,16 +397,7 @@ async fn connection_errors_open_the_circuit() {
         .unwrap_err();
     // Three failed token fetches open the access-token circuit within the one call, which then
     // fails fast; ePayment itself was never reached, so its circuit stays closed.
-    assert!(
-        matches!(
-            err,
-            VippsError::Unavailable {
-                api: Api::AccessToken,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_unavailable(&err, Api::AccessToken);
     let status = handle.status().await.unwrap();
     assert!(status.circuit_open(Api::AccessToken));
     assert!(!status.circuit_open(Api::Epayment));
@@ -426,23 +428,9 @@ async fn check_in_failing_everywhere_never_stops_payments() {
         .check_in(&phone("4791234567"), true)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            VippsError::Unavailable {
-                api: Api::CheckIn,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_unavailable(&err, Api::CheckIn);
     let r = reference("lane1-health-0001");
-    let request = CreatePaymentRequest::in_store(
-        r.clone(),
-        Amount::nok(100),
-        phone("4791234567"),
-        "Groceries",
-    );
+    let request = payment_request(&r, 100, "4791234567", "Groceries");
     handle
         .create_payment(&key("k-health-1"), &request)
         .await
@@ -455,22 +443,16 @@ async fn check_in_failing_everywhere_never_stops_payments() {
 
 #[actix_web::test]
 async fn simulator_faults_retried_create_leaves_exactly_one_payment() {
-    let sim = Sim::start(|_| {});
-    let handle = handle_for(&sim.vipps.base_url, fast());
-    handle.access_token().await.unwrap();
+    let (sim, handle) = sim_with_a_token().await;
     // A burst of 5xx, then a request that is processed but whose connection is dropped, then a
     // hung one (processed, never answered): each retry carries the same key.
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/payment_create",
-            json!({"serverErrorNext": 2, "dropNext": 1}),
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "payment_create",
+        json!({"serverErrorNext": 2, "dropNext": 1}),
+    )
+    .await;
     let r = reference("lane1-fault-0001");
-    let request =
-        CreatePaymentRequest::in_store(r.clone(), Amount::nok(4200), phone("4791234567"), "Faults");
+    let request = payment_request(&r, 4200, "4791234567", "Faults");
     let created = handle
         .create_payment(&key("create-lane1-fault-0001"), &request)
         .await
@@ -488,17 +470,12 @@ async fn simulator_faults_retried_create_leaves_exactly_one_payment() {
 
 #[actix_web::test]
 async fn simulator_429_burst_and_hangs() {
-    let sim = Sim::start(|_| {});
-    let handle = handle_for(&sim.vipps.base_url, fast());
-    handle.access_token().await.unwrap();
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/qr_exchange",
-            json!({"tooManyRequestsNext": 2, "retryAfterSecs": 1, "hangNext": 1, "hangMs": 5000}),
-        )
-        .await
-        .is_success()
-    );
+    let (sim, handle) = sim_with_a_token().await;
+    sim.faults(
+        "qr_exchange",
+        json!({"tooManyRequestsNext": 2, "retryAfterSecs": 1, "hangNext": 1, "hangMs": 5000}),
+    )
+    .await;
     let started = Instant::now();
     let qr = handle
         .exchange_qr("https://qr.vipps.no/28/2/01/031/4791234567?v=1")
@@ -522,11 +499,8 @@ async fn a_login_start_or_token_poll_whose_answer_was_lost_is_not_sent_again() {
         requested_expiry: None,
     };
     // Vipps starts the Login, but the answer is lost: a second start would be a second Login.
-    assert!(
-        sim.control_put("/sim/v1/faults/login_authenticate", json!({"dropNext": 1}))
-            .await
-            .is_success()
-    );
+    sim.faults("login_authenticate", json!({"dropNext": 1}))
+        .await;
     let e = handle.login_authenticate(&request).await.unwrap_err();
     assert_eq!(e.kind(), "connection", "{e}");
     let logins = sim
@@ -536,25 +510,19 @@ async fn a_login_start_or_token_poll_whose_answer_was_lost_is_not_sent_again() {
 
     // A 5xx may come after Vipps acted: also not repeated. A 429 says it did not: repeated.
     let id = AuthReqId(logins[0]["authReqId"].as_str().unwrap().to_owned());
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/login_token",
-            json!({"serverErrorNext": 1, "serverErrorStatus": 502})
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "login_token",
+        json!({"serverErrorNext": 1, "serverErrorStatus": 502}),
+    )
+    .await;
     let e = handle.login_token(&id).await.unwrap_err();
     assert_eq!(e.status(), Some(502), "{e}");
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        sim.control_put(
-            "/sim/v1/faults/login_token",
-            json!({"tooManyRequestsNext": 1, "retryAfterSecs": 0})
-        )
-        .await
-        .is_success()
-    );
+    sim.faults(
+        "login_token",
+        json!({"tooManyRequestsNext": 1, "retryAfterSecs": 0}),
+    )
+    .await;
     assert!(matches!(
         handle.login_token(&id).await.unwrap(),
         LoginPoll::Pending
@@ -577,12 +545,7 @@ async fn poll_login_until_consent_and_denial() {
         }
     });
     let handle = handle_for(&sim.vipps.base_url, fast());
-    let request = |p: &str| LoginRequest {
-        phone_number: phone(p),
-        scopes: vec!["name".into(), "phoneNumber".into()],
-        binding_message: None,
-        requested_expiry: Some(Duration::from_secs(60)),
-    };
+    let request = |p: &str| login_request(p, &["name", "phoneNumber"]);
     let auth = handle
         .login_authenticate(&request("4798765432"))
         .await

@@ -14,11 +14,17 @@ use serde_json::json;
 // ---------------------------------------------------------------------------------------------
 // Against the simulator
 
-#[actix_web::test]
-async fn access_token_from_the_simulator() {
+/// The simulator with its defaults, a client for it and an access token.
+async fn connected() -> (Sim, VippsClient, AccessToken) {
     let sim = Sim::start(|_| {});
     let client = VippsClient::new(&sim.vipps).unwrap();
     let token = client.fetch_token().await.unwrap();
+    (sim, client, token)
+}
+
+#[actix_web::test]
+async fn access_token_from_the_simulator() {
+    let (_sim, _client, token) = connected().await;
     assert_eq!(token.expires_in(), Duration::from_secs(3600));
     assert!(
         !format!("{token:?}").contains("sim."),
@@ -85,9 +91,7 @@ async fn a_stale_token_is_refused_with_401() {
 
 #[actix_web::test]
 async fn qr_exchange_and_check_in() {
-    let sim = Sim::start(|_| {});
-    let client = VippsClient::new(&sim.vipps).unwrap();
-    let token = client.fetch_token().await.unwrap();
+    let (sim, client, token) = connected().await;
 
     let qr = client
         .exchange_qr(&token, "https://qr.vipps.no/28/2/01/031/4791234567?v=1")
@@ -173,12 +177,7 @@ async fn login_until_userinfo(client_auth: LoginClientAuth) {
 async fn login_denied_and_unknown_user() {
     let sim = Sim::start(|_| {});
     let client = VippsClient::new(&sim.vipps).unwrap();
-    let request = |p: &str| LoginRequest {
-        phone_number: phone(p),
-        scopes: vec!["name".into()],
-        binding_message: None,
-        requested_expiry: Some(Duration::from_secs(60)),
-    };
+    let request = |p: &str| login_request(p, &["name"]);
     let auth = client
         .login_authenticate(&request("4790000001"))
         .await
@@ -197,16 +196,9 @@ async fn login_denied_and_unknown_user() {
 
 #[actix_web::test]
 async fn payment_create_capture_refund() {
-    let sim = Sim::start(|_| {});
-    let client = VippsClient::new(&sim.vipps).unwrap();
-    let token = client.fetch_token().await.unwrap();
+    let (sim, client, token) = connected().await;
     let r = reference("lane1-test-0001");
-    let create = CreatePaymentRequest::in_store(
-        r.clone(),
-        Amount::nok(23990),
-        phone("4791234567"),
-        "Purchase at Demo Store",
-    );
+    let create = payment_request(&r, 23990, "4791234567", "Purchase at Demo Store");
     let created = client
         .create_payment(&token, &key("create-lane1-test-0001"), &create)
         .await
@@ -272,14 +264,11 @@ async fn payment_create_capture_refund() {
 
 #[actix_web::test]
 async fn payment_cancel_and_final_errors() {
-    let sim = Sim::start(|_| {});
-    let client = VippsClient::new(&sim.vipps).unwrap();
-    let token = client.fetch_token().await.unwrap();
+    let (_sim, client, token) = connected().await;
 
     // The customer who ignores requests: the cashier cancels.
     let r = reference("lane1-test-0002");
-    let create =
-        CreatePaymentRequest::in_store(r.clone(), Amount::nok(5000), phone("4790000002"), "Abort");
+    let create = payment_request(&r, 5000, "4790000002", "Abort");
     client
         .create_payment(&token, &key("create-lane1-test-0002"), &create)
         .await
@@ -314,9 +303,7 @@ async fn payment_cancel_and_final_errors() {
 
 #[actix_web::test]
 async fn webhooks_register_list_delete() {
-    let sim = Sim::start(|_| {});
-    let client = VippsClient::new(&sim.vipps).unwrap();
-    let token = client.fetch_token().await.unwrap();
+    let (_sim, client, token) = connected().await;
     let registered = client
         .register_webhook(
             &token,

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use actix_http::Request;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::{App, test, web};
 use lanehub::domain::{Amount, LaneId, PaymentReference};
 use lanehub::http::webhooks::{WebhookReceiver, routes};
@@ -89,17 +91,26 @@ async fn setup_for(url: &str) -> (Store, Lanes, web::Data<WebhookReceiver>) {
     (store, lanes, web::Data::new(receiver))
 }
 
-#[actix_web::test]
-async fn deliveries_are_verified_deduplicated_and_refused_when_forged() {
-    let (store, lanes, receiver) = setup().await;
-    let app = test::init_service(
+/// lanehub's webhook routes over `store`, `lanes` and `receiver`.
+async fn service(
+    store: Store,
+    lanes: Lanes,
+    receiver: web::Data<WebhookReceiver>,
+) -> impl Service<Request, Response = ServiceResponse, Error = actix_web::Error> {
+    test::init_service(
         App::new()
             .app_data(web::Data::new(lanes))
             .app_data(web::Data::new(store))
             .app_data(receiver)
             .configure(routes),
     )
-    .await;
+    .await
+}
+
+#[actix_web::test]
+async fn deliveries_are_verified_deduplicated_and_refused_when_forged() {
+    let (store, lanes, receiver) = setup().await;
+    let app = service(store, lanes, receiver).await;
     let now = SystemTime::now();
     let good = body("lh-1-0123456789abcdef", "AUTHORIZED");
 
@@ -177,14 +188,7 @@ async fn the_signed_host_is_the_normalised_one() {
     // lower case without the port.
     let url = "https://Store.Example.NO:443/vipps/webhooks";
     let (store, lanes, receiver) = setup_for(url).await;
-    let app = test::init_service(
-        App::new()
-            .app_data(web::Data::new(lanes))
-            .app_data(web::Data::new(store))
-            .app_data(receiver)
-            .configure(routes),
-    )
-    .await;
+    let app = service(store, lanes, receiver).await;
     let good = body("lh-1-0123456789abcdef", "AUTHORIZED");
     let res = test::call_service(
         &app,
@@ -198,14 +202,7 @@ async fn the_signed_host_is_the_normalised_one() {
 async fn without_a_registered_secret_deliveries_wait() {
     let (store, lanes, _) = setup().await;
     let receiver = web::Data::new(WebhookReceiver::new(URL, Duration::from_secs(300)).unwrap());
-    let app = test::init_service(
-        App::new()
-            .app_data(web::Data::new(lanes))
-            .app_data(web::Data::new(store))
-            .app_data(receiver)
-            .configure(routes),
-    )
-    .await;
+    let app = service(store, lanes, receiver).await;
     let good = body("lh-1-0123456789abcdef", "AUTHORIZED");
     let res = test::call_service(&app, signed(&good, SECRET, SystemTime::now()).to_request()).await;
     assert_eq!(
