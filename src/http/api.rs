@@ -4,7 +4,6 @@
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
 use super::extract::{Body, Caller, SocketCaller};
@@ -12,12 +11,10 @@ use super::limits::HttpLimits;
 use super::problem::{ApiError, Problem};
 use super::resource;
 use crate::domain::{Amount, LaneId, PaymentReference};
-use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::refund::RefundError;
 use crate::session::{OrderLine, PayRequest};
-use crate::shutdown::{Phase, SHUTTING_DOWN};
 use crate::startup::AppState;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
@@ -425,84 +422,22 @@ async fn lane_events(
              close one or try again later"
         ))
     })?;
-    let (response, mut session, mut stream) =
+    let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::InvalidBody {
             field: None,
             detail: format!("not a WebSocket upgrade: {e}"),
         })?;
     // Counted before the snapshot is taken, so the snapshot already shows the terminal.
     let socket = socket.connected();
-    let (seq, snapshot, mut events) = handle.subscribe();
-    let heartbeat = state.heartbeat;
-    let mut phase = state.shutdown.subscribe();
-    actix_web::rt::spawn(async move {
-        let first = LaneEvent {
-            seq,
-            kind: LaneEventKind::Snapshot,
-            snapshot,
-            data: None,
-        };
-        let mut alive = send(&mut session, &first).await;
-        let mut heartbeat = tokio::time::interval(heartbeat);
-        let mut missed = 0u8;
-        let mut going_away = false;
-        while alive {
-            tokio::select! {
-                event = events.recv() => match event {
-                    // The lane's last event before lanehub stops: the terminal is told, then let go.
-                    Ok(e) if e.kind == LaneEventKind::Shutdown => {
-                        let _ = send(&mut session, &e).await;
-                        going_away = true;
-                        alive = false;
-                    }
-                    Ok(e) => alive = send(&mut session, &e).await,
-                    Err(RecvError::Lagged(_)) => {
-                        // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
-                        let (seq, snapshot, rx) = handle.subscribe();
-                        events = rx;
-                        alive = send(&mut session, &LaneEvent { seq, kind: LaneEventKind::Snapshot, snapshot, data: None }).await;
-                    }
-                    Err(RecvError::Closed) => alive = false,
-                },
-                msg = stream.recv() => match msg {
-                    Some(Ok(actix_ws::Message::Ping(bytes))) => alive = session.pong(&bytes).await.is_ok(),
-                    Some(Ok(actix_ws::Message::Pong(_))) => missed = 0,
-                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => alive = false,
-                    Some(Ok(_)) => {}
-                },
-                _ = heartbeat.tick() => {
-                    missed += 1;
-                    alive = missed <= 2 && session.ping(b"lanehub").await.is_ok();
-                }
-                // Stopping without the lane's last event (a terminal that lagged past it, or one
-                // that connected after it): what was published goes out first.
-                _ = phase.wait_for(|p| *p == Phase::Stopping) => {
-                    while let Ok(e) = events.try_recv() {
-                        if !send(&mut session, &e).await {
-                            break;
-                        }
-                    }
-                    going_away = true;
-                    alive = false;
-                }
-            }
-        }
-        // The terminal counts as gone before the close handshake, which may never finish.
-        drop(socket);
-        let reason = going_away.then(|| actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: Some(SHUTTING_DOWN.to_owned()),
-        });
-        let _ = session.close(reason).await;
-    });
+    actix_web::rt::spawn(super::socket::serve(
+        handle,
+        socket,
+        session,
+        stream,
+        state.heartbeat,
+        state.shutdown.subscribe(),
+    ));
     Ok(response)
-}
-
-async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
-    match serde_json::to_string(event) {
-        Ok(text) => session.text(text).await.is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// A refund from the back office.
