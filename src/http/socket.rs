@@ -21,12 +21,7 @@ pub(super) async fn serve(
     mut phase: watch::Receiver<Phase>,
 ) {
     let (seq, snapshot, mut events) = handle.subscribe();
-    let first = LaneEvent {
-        seq,
-        kind: LaneEventKind::Snapshot,
-        snapshot,
-        data: None,
-    };
+    let first = LaneEvent::new(seq, LaneEventKind::Snapshot, snapshot, None);
     let mut alive = send(&mut session, &first).await;
     let mut heartbeat = tokio::time::interval(heartbeat);
     let mut missed = 0u8;
@@ -45,7 +40,8 @@ pub(super) async fn serve(
                     // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
                     let (seq, snapshot, rx) = handle.subscribe();
                     events = rx;
-                    alive = send(&mut session, &LaneEvent { seq, kind: LaneEventKind::Snapshot, snapshot, data: None }).await;
+                    let fresh = LaneEvent::new(seq, LaneEventKind::Snapshot, snapshot, None);
+                    alive = send(&mut session, &fresh).await;
                 }
                 Err(RecvError::Closed) => alive = false,
             },
@@ -82,8 +78,5 @@ pub(super) async fn serve(
 }
 
 async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
-    match serde_json::to_string(event) {
-        Ok(text) => session.text(text).await.is_ok(),
-        Err(_) => false,
-    }
+    session.text(event.text()).await.is_ok()
 }
