@@ -142,9 +142,35 @@ impl From<CommandError> for ApiError {
     }
 }
 
-async fn command(handle: &LaneHandle, cmd: LaneCommand) -> Result<HttpResponse, ApiError> {
-    let snapshot = handle.command(cmd).await?;
-    Ok(HttpResponse::Ok().json(snapshot))
+/// A cashier command as a terminal gives it, over HTTP or on the lane WebSocket: both go
+/// through [`TerminalCommand::run`], so both answer alike.
+#[derive(Debug)]
+pub enum TerminalCommand {
+    Scan(ScanBody),
+    Pay(PaymentBody),
+    Enroll,
+    Cancel,
+    Reset,
+}
+
+impl TerminalCommand {
+    /// Checks the command's body and has the lane carry it out; the lane as it is after.
+    pub async fn run(self, handle: &LaneHandle) -> Result<LaneSnapshot, ApiError> {
+        let cmd = match self {
+            TerminalCommand::Scan(body) => LaneCommand::Scan {
+                text: body.validate()?,
+            },
+            TerminalCommand::Pay(body) => LaneCommand::Pay(body.validate()?),
+            TerminalCommand::Enroll => LaneCommand::Enroll,
+            TerminalCommand::Cancel => LaneCommand::Cancel,
+            TerminalCommand::Reset => LaneCommand::Reset,
+        };
+        Ok(handle.command(cmd).await?)
+    }
+}
+
+async fn command(handle: &LaneHandle, cmd: TerminalCommand) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(cmd.run(handle).await?))
 }
 
 /// Every lane the caller may see: all of them for the admin token, its own for a lane token.
@@ -210,8 +236,7 @@ async fn post_scan(
     body: Body<ScanBody>,
 ) -> Result<HttpResponse, ApiError> {
     let handle = lane_for(&lanes, &caller, &lane)?;
-    let text = body.0.validate()?;
-    command(&handle, LaneCommand::Scan { text }).await
+    command(&handle, TerminalCommand::Scan(body.0)).await
 }
 
 impl ScanBody {
@@ -262,19 +287,19 @@ macro_rules! lane_command {
 lane_command!(
     post_enroll,
     "/api/v1/lanes/{lane}/enroll",
-    LaneCommand::Enroll,
+    TerminalCommand::Enroll,
     "Starts enrollment of the identified non-member (Vipps Login from phone number)."
 );
 lane_command!(
     post_cancel,
     "/api/v1/lanes/{lane}/cancel",
-    LaneCommand::Cancel,
+    TerminalCommand::Cancel,
     "Cancels the checkout; a payment not yet authorised is cancelled at Vipps."
 );
 lane_command!(
     post_reset,
     "/api/v1/lanes/{lane}/reset",
-    LaneCommand::Reset,
+    TerminalCommand::Reset,
     "Ends the session and returns the lane to idle (refused while a payment is in flight)."
 );
 
@@ -387,8 +412,7 @@ async fn post_payment(
     body: Body<PaymentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let handle = lane_for(&lanes, &caller, &lane)?;
-    let pay = body.0.validate()?;
-    command(&handle, LaneCommand::Pay(pay)).await
+    command(&handle, TerminalCommand::Pay(body.0)).await
 }
 
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each

@@ -76,6 +76,22 @@ impl ApiError {
         }
     }
 
+    /// The problem this error is answered with, over HTTP or on the lane WebSocket.
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code();
+        let field = match self {
+            ApiError::InvalidBody { field, .. } => field.clone(),
+            _ => None,
+        };
+        Problem {
+            kind: self.kind().to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field,
+        }
+    }
+
     pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
         ApiError::InvalidBody {
             field: Some(field.into()),
@@ -103,19 +119,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let field = match self {
-            ApiError::InvalidBody { field, .. } => field.clone(),
-            _ => None,
-        };
-        let problem = Problem {
-            kind: self.kind().to_owned(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            field,
-        };
-        let mut res = HttpResponse::build(status);
+        let mut res = HttpResponse::build(self.status_code());
         res.content_type("application/problem+json");
         match self {
             ApiError::Unauthorized => {
@@ -126,6 +130,6 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(problem)
+        res.json(self.problem())
     }
 }
