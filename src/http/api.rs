@@ -416,13 +416,15 @@ async fn post_payment(
 }
 
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
-/// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=` (this
-/// route only: every other answers 401 to a token in the URL).
+/// with a `seq` one higher than the last. The terminal may send its commands on it too, as JSON
+/// text `{"id", "command", "body"}`, each answered `{"kind": "answer", "id", "status", "body"}`
+/// as HTTP would answer it (see docs/terminal-api.md). Browsers may pass the token as
+/// `?access_token=` (this route only: every other answers 401 to a token in the URL).
 #[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(
     ("lane" = String, Path, description = LANE, example = "1"),
     ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers (browsers)"),
 ), responses(
-    (status = 101, description = "Switching to a WebSocket of LaneEvent JSON text messages"),
+    (status = 101, description = "Switching to a WebSocket of LaneEvent JSON text messages, and answers to the commands the terminal sends on it"),
     (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
     (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
