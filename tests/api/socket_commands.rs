@@ -2,9 +2,9 @@
 //! and in order, bad messages answered naming the problem with the socket kept open, and a
 //! socket that takes commands for its own lane only.
 
-use std::time::Duration;
+use std::ops::{Deref, DerefMut};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -12,41 +12,34 @@ use crate::common::ADMIN;
 use crate::common::app::{Api, TestApp, fast_settings, start};
 use crate::common::snapshot::{code, state, typed};
 use crate::terminal::{LANE1, MEMBER_QR, post};
+use crate::websocket::{Events, scan_lane_1};
 
-/// How long a test waits for a message before failing.
-const DEADLINE: Duration = Duration::from_secs(15);
+/// A terminal that sends its commands on the lane's WebSocket; it reads as [`Events`] does.
+struct Terminal(Events);
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+impl Deref for Terminal {
+    type Target = Events;
 
-/// A terminal that sends its commands on the lane's WebSocket.
-struct Terminal {
-    socket: Socket,
-    /// Every message received so far, events and answers, in order.
-    seen: Vec<Value>,
+    fn deref(&self) -> &Events {
+        &self.0
+    }
+}
+
+impl DerefMut for Terminal {
+    fn deref_mut(&mut self) -> &mut Events {
+        &mut self.0
+    }
 }
 
 impl Terminal {
     /// Connects to `lane`'s WebSocket with `token`; returns once the first snapshot arrived.
     async fn connect(app: &Api, lane: &str, token: &str) -> Terminal {
-        let url = format!(
-            "{}/api/v1/lanes/{lane}/events?access_token={token}",
-            app.address.replacen("http", "ws", 1)
-        );
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("the WebSocket opens");
-        let mut terminal = Terminal {
-            socket,
-            seen: vec![],
-        };
-        let first = terminal.next().await;
-        assert_eq!(first["kind"], "snapshot", "the first message: {first}");
-        terminal
+        Terminal(Events::connect(app, lane, token).await)
     }
 
     async fn send(&mut self, message: Message) {
-        self.socket.send(message).await.expect("the socket is open");
+        let sent = self.0.socket.send(message).await;
+        sent.expect("the socket is open");
     }
 
     /// Sends `command` with `id` (and `body`, if any).
@@ -58,43 +51,9 @@ impl Terminal {
         self.send(Message::text(message.to_string())).await;
     }
 
-    /// The next message, event or answer (pings are answered by the client library).
-    async fn next(&mut self) -> Value {
-        let next = tokio::time::timeout(DEADLINE, async {
-            loop {
-                match self.socket.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        return serde_json::from_str::<Value>(&text).expect("messages are JSON");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    other => panic!("the WebSocket ended: {other:?}"),
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no message within {DEADLINE:?}; seen: {:#?}", self.seen));
-        self.seen.push(next.clone());
-        next
-    }
-
     /// Reads on until the next answer; returns it.
     async fn answer(&mut self) -> Value {
-        loop {
-            let message = self.next().await;
-            if message["kind"] == "answer" {
-                return message;
-            }
-        }
-    }
-
-    /// Reads on until an event carries the cashier message `code`.
-    async fn until_message(&mut self, code: &str) -> Value {
-        loop {
-            let message = self.next().await;
-            if message["kind"] != "answer" && message["snapshot"]["message"]["code"] == code {
-                return message;
-            }
-        }
+        self.until("an answer", |m| m["kind"] == "answer").await
     }
 }
 
@@ -372,13 +331,8 @@ async fn a_lane_socket_takes_commands_for_its_own_lane_only() {
         );
     }
     // Over HTTP the lane token is refused lane 2 alike.
-    let (status, problem) = post(
-        &app,
-        "/api/v1/lanes/2/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
+    let scan = json!({"text": MEMBER_QR});
+    let (status, problem) = post(&app, "/api/v1/lanes/2/scans", LANE1, scan).await;
     assert_eq!((status, &problem["type"]), (403, &json!("forbidden")));
     // Lane 2 saw nothing.
     let lane2 = app.lane("2").await;
@@ -389,27 +343,17 @@ async fn a_lane_socket_takes_commands_for_its_own_lane_only() {
     terminal.send(Message::text(own.to_string())).await;
     let answer = terminal.answer().await;
     assert_eq!((parts(&answer).0, parts(&answer).1), (&json!("y"), 200));
-    assert_eq!(code(&app.lane("1").await), "customer_scanned");
+    assert_eq!(code(parts(&answer).2), "customer_scanned", "{answer}");
+    assert!(typed(&app.lane("1").await).session.is_some());
 }
 
 #[actix_web::test]
 async fn a_store_that_cannot_be_written_is_answered_as_over_http() {
     let (app, mut terminal) = app_with_terminal().await;
-    let (status, body) = app
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/test/store",
-            Some(json!({"refuseWrites": true})),
-        )
+    let refuse = json!({"refuseWrites": true});
+    app.ok(reqwest::Method::POST, "/api/v1/test/store", Some(refuse))
         .await;
-    assert_eq!(status, 204, "{body}");
-    let (http_status, http_problem) = post(
-        &app,
-        "/api/v1/lanes/1/scans",
-        LANE1,
-        json!({"text": MEMBER_QR}),
-    )
-    .await;
+    let (http_status, http_problem) = scan_lane_1(&app, MEMBER_QR).await;
     assert_eq!(
         (http_status, &http_problem["type"]),
         (503, &json!("store_unavailable")),
