@@ -218,27 +218,6 @@ pub struct ScanBody {
     pub text: String,
 }
 
-/// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
-/// A customer's Vipps QR starts a checkout; a product barcode is passed on as a `scan` event.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/scans", params(("lane" = String, Path, description = LANE, example = "1")), request_body = ScanBody, responses(
-    (status = 200, description = "The lane after the scan", body = LaneSnapshot),
-    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
-))]
-async fn post_scan(
-    caller: Caller,
-    lanes: web::Data<Lanes>,
-    lane: web::Path<String>,
-    body: Body<ScanBody>,
-) -> Result<HttpResponse, ApiError> {
-    let handle = lane_for(&lanes, &caller, &lane)?;
-    command(&handle, TerminalCommand::Scan(body.0)).await
-}
-
 impl ScanBody {
     /// The scan text, if it is non-blank, short enough and free of control characters but tab.
     pub fn validate(self) -> Result<String, ApiError> {
@@ -262,11 +241,17 @@ impl ScanBody {
     }
 }
 
-macro_rules! lane_command {
-    ($name:ident, $path:literal, $cmd:expr, $doc:literal) => {
-        #[doc = $doc]
-        #[utoipa::path(post, path = $path, params(("lane" = String, Path, description = LANE, example = "1")), responses(
-                    (status = 200, description = "The lane after the command", body = LaneSnapshot),
+/// The lane commands' endpoints, one line each: the OpenAPI entry, and a handler that maps HTTP
+/// onto [`TerminalCommand::run`]. A command with a body names it (`with body: Type, BAD_REQUEST`).
+macro_rules! lane_commands {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident = $path:literal, $(with $body:ident: $ty:ty, $bad:expr,)? $ok:literal => $cmd:expr;
+    )+) => {$(
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, params(("lane" = String, Path, description = LANE, example = "1")), $(request_body = $ty,)? responses(
+                    (status = 200, description = $ok, body = LaneSnapshot),
+                    $((status = 400, description = $bad, body = Problem, content_type = "application/problem+json"),)?
                     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
                     (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
                     (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
@@ -277,31 +262,29 @@ macro_rules! lane_command {
             caller: Caller,
             lanes: web::Data<Lanes>,
             lane: web::Path<String>,
+            $($body: Body<$ty>,)?
         ) -> Result<HttpResponse, ApiError> {
             let handle = lane_for(&lanes, &caller, &lane)?;
             command(&handle, $cmd).await
         }
-    };
+    )+};
 }
 
-lane_command!(
-    post_enroll,
-    "/api/v1/lanes/{lane}/enroll",
-    TerminalCommand::Enroll,
-    "Starts enrollment of the identified non-member (Vipps Login from phone number)."
-);
-lane_command!(
-    post_cancel,
-    "/api/v1/lanes/{lane}/cancel",
-    TerminalCommand::Cancel,
-    "Cancels the checkout; a payment not yet authorised is cancelled at Vipps."
-);
-lane_command!(
-    post_reset,
-    "/api/v1/lanes/{lane}/reset",
-    TerminalCommand::Reset,
-    "Ends the session and returns the lane to idle (refused while a payment is in flight)."
-);
+lane_commands! {
+    /// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
+    /// A customer's Vipps QR starts a checkout; a product barcode is passed on as a `scan` event.
+    post_scan = "/api/v1/lanes/{lane}/scans", with body: ScanBody, BAD_REQUEST,
+        "The lane after the scan" => TerminalCommand::Scan(body.0);
+    /// Sends the payment request to the identified customer's phone.
+    post_payment = "/api/v1/lanes/{lane}/payment", with body: PaymentBody, BAD_REQUEST,
+        "The lane with the payment requested" => TerminalCommand::Pay(body.0);
+    /// Starts enrollment of the identified non-member (Vipps Login from phone number).
+    post_enroll = "/api/v1/lanes/{lane}/enroll", "The lane after the command" => TerminalCommand::Enroll;
+    /// Cancels the checkout; a payment not yet authorised is cancelled at Vipps.
+    post_cancel = "/api/v1/lanes/{lane}/cancel", "The lane after the command" => TerminalCommand::Cancel;
+    /// Ends the session and returns the lane to idle (refused while a payment is in flight).
+    post_reset = "/api/v1/lanes/{lane}/reset", "The lane after the command" => TerminalCommand::Reset;
+}
 
 /// One order line of a receipt; all money in minor units.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -393,26 +376,6 @@ impl PaymentBody {
             .map_err(|p| ApiError::invalid(p.field, p.reason))?;
         Ok(pay)
     }
-}
-
-/// Sends the payment request to the identified customer's phone.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/payment", params(("lane" = String, Path, description = LANE, example = "1")), request_body = PaymentBody, responses(
-    (status = 200, description = "The lane with the payment requested", body = LaneSnapshot),
-    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
-))]
-async fn post_payment(
-    caller: Caller,
-    lanes: web::Data<Lanes>,
-    lane: web::Path<String>,
-    body: Body<PaymentBody>,
-) -> Result<HttpResponse, ApiError> {
-    let handle = lane_for(&lanes, &caller, &lane)?;
-    command(&handle, TerminalCommand::Pay(body.0)).await
 }
 
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
@@ -549,6 +512,14 @@ async fn post_refund(
     }))
 }
 
+/// A test hook answers 404 unless `api.test_hooks` is on, and takes the admin token only.
+fn test_hook(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()
+}
+
 /// Feeds text to the lane's simulated scanner, as a hardware scanner would (nobody gets an
 /// answer; the terminal sees events). Admin token, and only with `api.test_hooks`.
 async fn post_test_scanner(
@@ -558,10 +529,7 @@ async fn post_test_scanner(
     lane: web::Path<String>,
     body: Body<ScanBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     let handle = lane_for(&lanes, &caller, &lane)?;
     if handle.inject_scan(body.0.text).await {
         Ok(HttpResponse::Accepted().finish())
@@ -586,10 +554,7 @@ async fn post_test_store(
     state: web::Data<AppState>,
     body: Body<TestStoreBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     state.store.refuse_writes(body.0.refuse_writes);
     tracing::warn!(
         refuse_writes = body.0.refuse_writes,
@@ -607,10 +572,7 @@ async fn post_test_panic(
     state: web::Data<AppState>,
     lane: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     let handle = lane_for(&lanes, &caller, &lane)?;
     if handle.inject_panic() {
         Ok(HttpResponse::Accepted().finish())
