@@ -15,7 +15,7 @@ use crate::terminal::{LANE1, MEMBER_QR, post};
 use crate::websocket::{Events, scan_lane_1};
 
 /// A terminal that sends its commands on the lane's WebSocket; it reads as [`Events`] does.
-struct Terminal(Events);
+pub struct Terminal(Events);
 
 impl Deref for Terminal {
     type Target = Events;
@@ -33,7 +33,7 @@ impl DerefMut for Terminal {
 
 impl Terminal {
     /// Connects to `lane`'s WebSocket with `token`; returns once the first snapshot arrived.
-    async fn connect(app: &Api, lane: &str, token: &str) -> Terminal {
+    pub async fn connect(app: &Api, lane: &str, token: &str) -> Terminal {
         Terminal(Events::connect(app, lane, token).await)
     }
 
@@ -43,7 +43,7 @@ impl Terminal {
     }
 
     /// Sends `command` with `id` (and `body`, if any).
-    async fn command(&mut self, id: &str, command: &str, body: Option<Value>) {
+    pub async fn command(&mut self, id: &str, command: &str, body: Option<Value>) {
         let mut message = json!({"id": id, "command": command});
         if let Some(body) = body {
             message["body"] = body;
@@ -52,7 +52,7 @@ impl Terminal {
     }
 
     /// Reads on until the next answer; returns it.
-    async fn answer(&mut self) -> Value {
+    pub async fn answer(&mut self) -> Value {
         self.until("an answer", |m| m["kind"] == "answer").await
     }
 }
