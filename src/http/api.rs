@@ -4,7 +4,6 @@
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::error::RecvError;
 use utoipa::{OpenApi, ToSchema};
 
 use super::extract::{Body, Caller, SocketCaller};
@@ -12,12 +11,10 @@ use super::limits::HttpLimits;
 use super::problem::{ApiError, Problem};
 use super::resource;
 use crate::domain::{Amount, LaneId, PaymentReference};
-use crate::lane::view::LaneEventKind;
 use crate::lane::view::{LaneEvent, LaneSnapshot, MoneyDto};
 use crate::lane::{CommandError, LaneCommand, LaneHandle, Lanes};
 use crate::refund::RefundError;
 use crate::session::{OrderLine, PayRequest};
-use crate::shutdown::{Phase, SHUTTING_DOWN};
 use crate::startup::AppState;
 use crate::vipps::models::{MAX_AMOUNT_MINOR_UNITS, PaymentState};
 
@@ -145,9 +142,35 @@ impl From<CommandError> for ApiError {
     }
 }
 
-async fn command(handle: &LaneHandle, cmd: LaneCommand) -> Result<HttpResponse, ApiError> {
-    let snapshot = handle.command(cmd).await?;
-    Ok(HttpResponse::Ok().json(snapshot))
+/// A cashier command as a terminal gives it, over HTTP or on the lane WebSocket: both go
+/// through [`TerminalCommand::run`], so both answer alike.
+#[derive(Debug)]
+pub enum TerminalCommand {
+    Scan(ScanBody),
+    Pay(PaymentBody),
+    Enroll,
+    Cancel,
+    Reset,
+}
+
+impl TerminalCommand {
+    /// Checks the command's body and has the lane carry it out; the lane as it is after.
+    pub async fn run(self, handle: &LaneHandle) -> Result<LaneSnapshot, ApiError> {
+        let cmd = match self {
+            TerminalCommand::Scan(body) => LaneCommand::Scan {
+                text: body.validate()?,
+            },
+            TerminalCommand::Pay(body) => LaneCommand::Pay(body.validate()?),
+            TerminalCommand::Enroll => LaneCommand::Enroll,
+            TerminalCommand::Cancel => LaneCommand::Cancel,
+            TerminalCommand::Reset => LaneCommand::Reset,
+        };
+        Ok(handle.command(cmd).await?)
+    }
+}
+
+async fn command(handle: &LaneHandle, cmd: TerminalCommand) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(cmd.run(handle).await?))
 }
 
 /// Every lane the caller may see: all of them for the admin token, its own for a lane token.
@@ -195,28 +218,6 @@ pub struct ScanBody {
     pub text: String,
 }
 
-/// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
-/// A customer's Vipps QR starts a checkout; a product barcode is passed on as a `scan` event.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/scans", params(("lane" = String, Path, description = LANE, example = "1")), request_body = ScanBody, responses(
-    (status = 200, description = "The lane after the scan", body = LaneSnapshot),
-    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
-))]
-async fn post_scan(
-    caller: Caller,
-    lanes: web::Data<Lanes>,
-    lane: web::Path<String>,
-    body: Body<ScanBody>,
-) -> Result<HttpResponse, ApiError> {
-    let handle = lane_for(&lanes, &caller, &lane)?;
-    let text = body.0.validate()?;
-    command(&handle, LaneCommand::Scan { text }).await
-}
-
 impl ScanBody {
     /// The scan text, if it is non-blank, short enough and free of control characters but tab.
     pub fn validate(self) -> Result<String, ApiError> {
@@ -240,11 +241,17 @@ impl ScanBody {
     }
 }
 
-macro_rules! lane_command {
-    ($name:ident, $path:literal, $cmd:expr, $doc:literal) => {
-        #[doc = $doc]
-        #[utoipa::path(post, path = $path, params(("lane" = String, Path, description = LANE, example = "1")), responses(
-                    (status = 200, description = "The lane after the command", body = LaneSnapshot),
+/// The lane commands' endpoints, one line each: the OpenAPI entry, and a handler that maps HTTP
+/// onto [`TerminalCommand::run`]. A command with a body names it (`with body: Type, BAD_REQUEST`).
+macro_rules! lane_commands {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident = $path:literal, $(with $body:ident: $ty:ty, $bad:expr,)? $ok:literal => $cmd:expr;
+    )+) => {$(
+        $(#[doc = $doc])*
+        #[utoipa::path(post, path = $path, params(("lane" = String, Path, description = LANE, example = "1")), $(request_body = $ty,)? responses(
+                    (status = 200, description = $ok, body = LaneSnapshot),
+                    $((status = 400, description = $bad, body = Problem, content_type = "application/problem+json"),)?
                     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
                     (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
                     (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
@@ -255,31 +262,29 @@ macro_rules! lane_command {
             caller: Caller,
             lanes: web::Data<Lanes>,
             lane: web::Path<String>,
+            $($body: Body<$ty>,)?
         ) -> Result<HttpResponse, ApiError> {
             let handle = lane_for(&lanes, &caller, &lane)?;
             command(&handle, $cmd).await
         }
-    };
+    )+};
 }
 
-lane_command!(
-    post_enroll,
-    "/api/v1/lanes/{lane}/enroll",
-    LaneCommand::Enroll,
-    "Starts enrollment of the identified non-member (Vipps Login from phone number)."
-);
-lane_command!(
-    post_cancel,
-    "/api/v1/lanes/{lane}/cancel",
-    LaneCommand::Cancel,
-    "Cancels the checkout; a payment not yet authorised is cancelled at Vipps."
-);
-lane_command!(
-    post_reset,
-    "/api/v1/lanes/{lane}/reset",
-    LaneCommand::Reset,
-    "Ends the session and returns the lane to idle (refused while a payment is in flight)."
-);
+lane_commands! {
+    /// A scan read by the terminal itself; accepted on every lane whatever its own scanners are.
+    /// A customer's Vipps QR starts a checkout; a product barcode is passed on as a `scan` event.
+    post_scan = "/api/v1/lanes/{lane}/scans", with body: ScanBody, BAD_REQUEST,
+        "The lane after the scan" => TerminalCommand::Scan(body.0);
+    /// Sends the payment request to the identified customer's phone.
+    post_payment = "/api/v1/lanes/{lane}/payment", with body: PaymentBody, BAD_REQUEST,
+        "The lane with the payment requested" => TerminalCommand::Pay(body.0);
+    /// Starts enrollment of the identified non-member (Vipps Login from phone number).
+    post_enroll = "/api/v1/lanes/{lane}/enroll", "The lane after the command" => TerminalCommand::Enroll;
+    /// Cancels the checkout; a payment not yet authorised is cancelled at Vipps.
+    post_cancel = "/api/v1/lanes/{lane}/cancel", "The lane after the command" => TerminalCommand::Cancel;
+    /// Ends the session and returns the lane to idle (refused while a payment is in flight).
+    post_reset = "/api/v1/lanes/{lane}/reset", "The lane after the command" => TerminalCommand::Reset;
+}
 
 /// One order line of a receipt; all money in minor units.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -373,35 +378,16 @@ impl PaymentBody {
     }
 }
 
-/// Sends the payment request to the identified customer's phone.
-#[utoipa::path(post, path = "/api/v1/lanes/{lane}/payment", params(("lane" = String, Path, description = LANE, example = "1")), request_body = PaymentBody, responses(
-    (status = 200, description = "The lane with the payment requested", body = LaneSnapshot),
-    (status = 400, description = BAD_REQUEST, body = Problem, content_type = "application/problem+json"),
-    (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
-    (status = 404, description = NOT_FOUND, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = CONFLICT, body = Problem, content_type = "application/problem+json"),
-    (status = 503, description = UNAVAILABLE, body = Problem, content_type = "application/problem+json"),
-))]
-async fn post_payment(
-    caller: Caller,
-    lanes: web::Data<Lanes>,
-    lane: web::Path<String>,
-    body: Body<PaymentBody>,
-) -> Result<HttpResponse, ApiError> {
-    let handle = lane_for(&lanes, &caller, &lane)?;
-    let pay = body.0.validate()?;
-    command(&handle, LaneCommand::Pay(pay)).await
-}
-
 /// The lane's live events as a WebSocket: a `snapshot` event on connect, then every change, each
-/// with a `seq` one higher than the last. Browsers may pass the token as `?access_token=` (this
-/// route only: every other answers 401 to a token in the URL).
+/// with a `seq` one higher than the last. The terminal may send its commands on it too, as JSON
+/// text `{"id", "command", "body"}`, each answered `{"kind": "answer", "id", "status", "body"}`
+/// as HTTP would answer it (see docs/terminal-api.md). Browsers may pass the token as
+/// `?access_token=` (this route only: every other answers 401 to a token in the URL).
 #[utoipa::path(get, path = "/api/v1/lanes/{lane}/events", params(
     ("lane" = String, Path, description = LANE, example = "1"),
     ("access_token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers (browsers)"),
 ), responses(
-    (status = 101, description = "Switching to a WebSocket of LaneEvent JSON text messages"),
+    (status = 101, description = "Switching to a WebSocket of LaneEvent JSON text messages, and answers to the commands the terminal sends on it"),
     (status = 400, description = "Not a WebSocket upgrade request", body = Problem, content_type = "application/problem+json"),
     (status = 401, description = UNAUTHORIZED, body = Problem, content_type = "application/problem+json"),
     (status = 403, description = FORBIDDEN, body = Problem, content_type = "application/problem+json"),
@@ -425,84 +411,22 @@ async fn lane_events(
              close one or try again later"
         ))
     })?;
-    let (response, mut session, mut stream) =
+    let (response, session, stream) =
         actix_ws::handle(&req, body).map_err(|e| ApiError::InvalidBody {
             field: None,
             detail: format!("not a WebSocket upgrade: {e}"),
         })?;
     // Counted before the snapshot is taken, so the snapshot already shows the terminal.
     let socket = socket.connected();
-    let (seq, snapshot, mut events) = handle.subscribe();
-    let heartbeat = state.heartbeat;
-    let mut phase = state.shutdown.subscribe();
-    actix_web::rt::spawn(async move {
-        let first = LaneEvent {
-            seq,
-            kind: LaneEventKind::Snapshot,
-            snapshot,
-            data: None,
-        };
-        let mut alive = send(&mut session, &first).await;
-        let mut heartbeat = tokio::time::interval(heartbeat);
-        let mut missed = 0u8;
-        let mut going_away = false;
-        while alive {
-            tokio::select! {
-                event = events.recv() => match event {
-                    // The lane's last event before lanehub stops: the terminal is told, then let go.
-                    Ok(e) if e.kind == LaneEventKind::Shutdown => {
-                        let _ = send(&mut session, &e).await;
-                        going_away = true;
-                        alive = false;
-                    }
-                    Ok(e) => alive = send(&mut session, &e).await,
-                    Err(RecvError::Lagged(_)) => {
-                        // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
-                        let (seq, snapshot, rx) = handle.subscribe();
-                        events = rx;
-                        alive = send(&mut session, &LaneEvent { seq, kind: LaneEventKind::Snapshot, snapshot, data: None }).await;
-                    }
-                    Err(RecvError::Closed) => alive = false,
-                },
-                msg = stream.recv() => match msg {
-                    Some(Ok(actix_ws::Message::Ping(bytes))) => alive = session.pong(&bytes).await.is_ok(),
-                    Some(Ok(actix_ws::Message::Pong(_))) => missed = 0,
-                    Some(Ok(actix_ws::Message::Close(_))) | None | Some(Err(_)) => alive = false,
-                    Some(Ok(_)) => {}
-                },
-                _ = heartbeat.tick() => {
-                    missed += 1;
-                    alive = missed <= 2 && session.ping(b"lanehub").await.is_ok();
-                }
-                // Stopping without the lane's last event (a terminal that lagged past it, or one
-                // that connected after it): what was published goes out first.
-                _ = phase.wait_for(|p| *p == Phase::Stopping) => {
-                    while let Ok(e) = events.try_recv() {
-                        if !send(&mut session, &e).await {
-                            break;
-                        }
-                    }
-                    going_away = true;
-                    alive = false;
-                }
-            }
-        }
-        // The terminal counts as gone before the close handshake, which may never finish.
-        drop(socket);
-        let reason = going_away.then(|| actix_ws::CloseReason {
-            code: actix_ws::CloseCode::Away,
-            description: Some(SHUTTING_DOWN.to_owned()),
-        });
-        let _ = session.close(reason).await;
-    });
+    actix_web::rt::spawn(super::socket::serve(
+        handle,
+        socket,
+        session,
+        stream,
+        state.heartbeat,
+        state.shutdown.subscribe(),
+    ));
     Ok(response)
-}
-
-async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
-    match serde_json::to_string(event) {
-        Ok(text) => session.text(text).await.is_ok(),
-        Err(_) => false,
-    }
 }
 
 /// A refund from the back office.
@@ -588,6 +512,14 @@ async fn post_refund(
     }))
 }
 
+/// A test hook answers 404 unless `api.test_hooks` is on, and takes the admin token only.
+fn test_hook(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    if !state.test_hooks {
+        return Err(ApiError::NotFound("no such endpoint".into()));
+    }
+    caller.require_admin()
+}
+
 /// Feeds text to the lane's simulated scanner, as a hardware scanner would (nobody gets an
 /// answer; the terminal sees events). Admin token, and only with `api.test_hooks`.
 async fn post_test_scanner(
@@ -597,10 +529,7 @@ async fn post_test_scanner(
     lane: web::Path<String>,
     body: Body<ScanBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     let handle = lane_for(&lanes, &caller, &lane)?;
     if handle.inject_scan(body.0.text).await {
         Ok(HttpResponse::Accepted().finish())
@@ -625,10 +554,7 @@ async fn post_test_store(
     state: web::Data<AppState>,
     body: Body<TestStoreBody>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     state.store.refuse_writes(body.0.refuse_writes);
     tracing::warn!(
         refuse_writes = body.0.refuse_writes,
@@ -646,10 +572,7 @@ async fn post_test_panic(
     state: web::Data<AppState>,
     lane: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.test_hooks {
-        return Err(ApiError::NotFound("no such endpoint".into()));
-    }
-    caller.require_admin()?;
+    test_hook(&state, &caller)?;
     let handle = lane_for(&lanes, &caller, &lane)?;
     if handle.inject_panic() {
         Ok(HttpResponse::Accepted().finish())

@@ -172,53 +172,69 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            // serde would take an array for a struct, field by position; no body here is one.
-            let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-            if first.is_some_and(|&b| b != b'{') {
-                return Err(ApiError::InvalidBody {
-                    field: None,
-                    detail: "the body must be a JSON object".into(),
-                });
-            }
-            parse_json(&bytes).map(Body)
+            parse_object(&bytes, "the body").map(Body)
         })
     }
+}
+
+/// Parses a JSON object (`what` names it in the error otherwise), naming the path of the
+/// first offending field.
+pub fn parse_object<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
+    // serde would take an array for a struct, field by position; nothing taken here is one.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|&b| b != b'{') {
+        return Err(ApiError::InvalidBody {
+            field: None,
+            detail: format!("{what} must be a JSON object"),
+        });
+    }
+    parse_json(bytes)
 }
 
 /// Parses JSON, naming the path of the first offending field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::InvalidBody {
-                field: None,
-                detail: format!("malformed JSON: {inner}"),
-            };
-        }
-        let path = e.path().to_string();
-        // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
-        // still quotes the key.
-        let parent =
-            (path != "." && path != "?" && !path.split('.').any(str::is_empty)).then_some(path);
-        // A missing or unknown field is reported at its parent; name the field itself.
-        let message = inner.to_string();
-        let named = ["missing field `", "unknown field `"]
-            .iter()
-            .find_map(|prefix| message.strip_prefix(prefix))
-            .and_then(|rest| rest.split('`').next())
-            .filter(|n| !n.is_empty());
-        let field = match (parent, named) {
-            (Some(p), Some(n)) if !p.ends_with(n) => Some(format!("{p}.{n}")),
-            (None, Some(n)) => Some(n.to_owned()),
-            (parent, _) => parent,
+    serde_path_to_error::deserialize(de).map_err(named)
+}
+
+/// Reads `T` from JSON already parsed, naming the path of the first offending field as
+/// [`parse_json`] does.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(named)
+}
+
+/// A deserialisation error as the API answers it: the offending field's dotted path, and what
+/// is wrong with it.
+fn named(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::InvalidBody {
+            field: None,
+            detail: format!("malformed JSON: {inner}"),
         };
-        let detail = match &field {
-            Some(f) => format!("field `{f}`: {inner}"),
-            None => format!("the body is not of the expected shape: {inner}"),
-        };
-        ApiError::InvalidBody { field, detail }
-    })
+    }
+    let path = e.path().to_string();
+    // A path with an empty key (`{"": 1}`) has no dotted name to report; the detail then
+    // still quotes the key.
+    let parent =
+        (path != "." && path != "?" && !path.split('.').any(str::is_empty)).then_some(path);
+    // A missing or unknown field is reported at its parent; name the field itself.
+    let message = inner.to_string();
+    let named = ["missing field `", "unknown field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next())
+        .filter(|n| !n.is_empty());
+    let field = match (parent, named) {
+        (Some(p), Some(n)) if !p.ends_with(n) => Some(format!("{p}.{n}")),
+        (None, Some(n)) => Some(n.to_owned()),
+        (parent, _) => parent,
+    };
+    let detail = match &field {
+        Some(f) => format!("field `{f}`: {inner}"),
+        None => format!("the body is not of the expected shape: {inner}"),
+    };
+    ApiError::InvalidBody { field, detail }
 }
 
 #[cfg(test)]

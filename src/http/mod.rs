@@ -6,6 +6,7 @@ pub mod extract;
 pub mod limits;
 pub mod ops;
 pub mod problem;
+pub mod socket;
 pub mod ui;
 pub mod webhooks;
 

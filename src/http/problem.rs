@@ -27,6 +27,9 @@ pub enum ApiError {
     /// A lane token on another lane, or on one that does not exist: the same answer for both.
     #[error("a lane token acts on its own lane only")]
     OtherLane,
+    /// A command on a lane WebSocket that names another lane than the socket's.
+    #[error("this WebSocket takes commands for lane {0} only")]
+    OtherSocketLane(String),
     #[error("only the admin token may do this")]
     AdminOnly,
     #[error("{0}")]
@@ -62,7 +65,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::Unauthorized => "unauthorized",
-            ApiError::OtherLane | ApiError::AdminOnly => "forbidden",
+            ApiError::OtherLane | ApiError::OtherSocketLane(_) | ApiError::AdminOnly => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::InvalidBody { .. } => "invalid_body",
@@ -73,6 +76,22 @@ impl ApiError {
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::BadGateway(_) => "vipps_error",
             ApiError::BodyTimeout(_) => "body_timeout",
+        }
+    }
+
+    /// The problem this error is answered with, over HTTP or on the lane WebSocket.
+    pub fn problem(&self) -> Problem {
+        let status = self.status_code();
+        let field = match self {
+            ApiError::InvalidBody { field, .. } => field.clone(),
+            _ => None,
+        };
+        Problem {
+            kind: self.kind().to_owned(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            field,
         }
     }
 
@@ -88,7 +107,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::OtherLane | ApiError::AdminOnly => StatusCode::FORBIDDEN,
+            ApiError::OtherLane | ApiError::OtherSocketLane(_) | ApiError::AdminOnly => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::InvalidBody { .. } => StatusCode::BAD_REQUEST,
@@ -103,19 +124,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let field = match self {
-            ApiError::InvalidBody { field, .. } => field.clone(),
-            _ => None,
-        };
-        let problem = Problem {
-            kind: self.kind().to_owned(),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: self.to_string(),
-            field,
-        };
-        let mut res = HttpResponse::build(status);
+        let mut res = HttpResponse::build(self.status_code());
         res.content_type("application/problem+json");
         match self {
             ApiError::Unauthorized => {
@@ -126,6 +135,6 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        res.json(problem)
+        res.json(self.problem())
     }
 }

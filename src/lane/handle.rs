@@ -88,7 +88,8 @@ impl CommandError {
 pub struct LaneSlot {
     pub id: LaneId,
     snapshot: watch::Sender<LaneSnapshot>,
-    /// Shared, so a lane's buffer of events costs a pointer per slot, not a snapshot.
+    /// Shared, so a lane's buffer of events costs a pointer per slot, not a snapshot, and each
+    /// event is serialised once for all the lane's WebSockets (`LaneEvent::text`).
     events: broadcast::Sender<Arc<LaneEvent>>,
     /// The last event's sequence number. Held while numbering and sending an event, so events
     /// reach subscribers in `seq` order and a subscription starts exactly after a known `seq`.
@@ -181,12 +182,8 @@ impl LaneHandle {
             .expect("nothing panics while holding the seq lock");
         *seq += 1;
         // No subscribers is fine: the snapshot is kept for the next one.
-        let _ = self.0.events.send(Arc::new(LaneEvent {
-            seq: *seq,
-            kind,
-            snapshot: self.snapshot(),
-            data,
-        }));
+        let event = LaneEvent::new(*seq, kind, self.snapshot(), data);
+        let _ = self.0.events.send(Arc::new(event));
     }
 
     fn actor(&self) -> Option<Addr<LaneActor>> {
@@ -400,6 +397,23 @@ mod tests {
         let third = lane.open_socket(2).expect("a freed place is taken again");
         drop((second, third));
         assert_eq!(lane.0.sockets.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn an_event_is_serialised_once_for_all_its_subscribers() {
+        let lane = lane();
+        let (_, _, mut first) = lane.subscribe();
+        let (_, _, mut second) = lane.subscribe();
+        lane.emit(LaneEventKind::Changed, None);
+        let (first, second) = (first.try_recv().unwrap(), second.try_recv().unwrap());
+        let (a, b) = (first.text(), second.text());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "both sockets send the one text");
+        let sent: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(sent, serde_json::to_value(&*first).unwrap());
+        assert_eq!(
+            (&sent["kind"], &sent["seq"]),
+            (&"changed".into(), &1.into())
+        );
     }
 
     #[tokio::test(start_paused = true)]

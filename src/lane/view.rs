@@ -2,6 +2,9 @@
 //! over the lane's WebSocket, and the commands a terminal may give. Phone numbers appear only
 //! masked (`47******67`).
 
+use std::sync::OnceLock;
+
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -116,6 +119,37 @@ pub struct LaneEvent {
     /// `check_in` `{code, text}`; null for the others.
     #[schema(value_type = Option<Object>)]
     pub data: Option<serde_json::Value>,
+    /// The event as JSON text, made by the first WebSocket that sends it and shared by the rest.
+    #[serde(skip)]
+    text: OnceLock<ByteString>,
+}
+
+impl LaneEvent {
+    pub fn new(
+        seq: u64,
+        kind: LaneEventKind,
+        snapshot: LaneSnapshot,
+        data: Option<serde_json::Value>,
+    ) -> Self {
+        LaneEvent {
+            seq,
+            kind,
+            snapshot,
+            data,
+            text: OnceLock::new(),
+        }
+    }
+
+    /// The event as JSON text, serialised once however many terminals it goes to.
+    pub fn text(&self) -> ByteString {
+        self.text
+            .get_or_init(|| {
+                // Strings, numbers and a JSON value: nothing in an event can fail to serialise.
+                let text = serde_json::to_string(self).expect("a lane event serialises");
+                ByteString::from(text)
+            })
+            .clone()
+    }
 }
 
 /// What a lane event is about.

@@ -5,5 +5,6 @@ mod common;
 
 mod cli;
 mod health;
+mod socket_commands;
 mod terminal;
 mod websocket;

@@ -17,6 +17,7 @@ use crate::common::app::{Api, spawn_app_with, test_settings, wait_seeded};
 use crate::common::content_type;
 use crate::common::process::announced_url;
 use crate::common::{ADMIN, MEMBER, temp_dir};
+use crate::socket_commands::Terminal;
 use crate::websocket::{Events, app_with_terminal, lanes_up, scan_lane_1, scan_on_lane_1};
 
 pub const LANE1: &str = "demo-lane-1-token";
@@ -418,7 +419,9 @@ async fn bad_bodies_get_400_naming_the_field() {
             Some("amount.value"),
         ),
     ];
-    for (path, body, field) in cases {
+    // The same bodies as commands on the lane's WebSocket get the same problems.
+    let mut terminal = Terminal::connect(&app, "1", LANE1).await;
+    for (i, (path, body, field)) in cases.into_iter().enumerate() {
         let (status, ct, problem) =
             call(&app, Method::POST, path, Some(ADMIN), Some(body.clone())).await;
         assert_problem(status, &ct, &problem, 400, "invalid_body");
@@ -427,6 +430,18 @@ async fn bad_bodies_get_400_naming_the_field() {
             field,
             "{path} {body} → {problem}"
         );
+        let command = [(pay, "pay"), (scan, "scan")]
+            .into_iter()
+            .find_map(|(p, command)| (p == path).then_some(command));
+        if let Some(command) = command.filter(|_| body.is_object()) {
+            let id = i.to_string();
+            terminal.command(&id, command, Some(body.clone())).await;
+            let answer = terminal.answer().await;
+            assert_eq!(answer["id"], id, "{body} → {answer}");
+            for key in ["type", "status", "field"] {
+                assert_eq!(answer["body"][key], problem[key], "{body} → {answer}");
+            }
+        }
     }
 
     // Not JSON, the wrong content type, or too big: 400 (never a 500), nothing named.

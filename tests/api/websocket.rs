@@ -21,7 +21,7 @@ type Socket =
 
 /// A terminal's view of a lane's WebSocket.
 pub struct Events {
-    socket: Socket,
+    pub socket: Socket,
     /// Every event received so far, in order.
     pub seen: Vec<Value>,
 }
