@@ -21,6 +21,7 @@ use super::{
 use crate::config::SimMerchant;
 use crate::domain::Msisdn;
 use crate::sim::SimState;
+use crate::sim::customers::Customer;
 use crate::sim::problem::Problem;
 
 const AUTHENTICATION_PATH: &str = "/vipps-login-ciba/api/backchannel/authentication";
@@ -159,6 +160,29 @@ fn merchant(state: &SimState, id: &str, secret: &str) -> Option<SimMerchant> {
         .cloned()
 }
 
+/// What both CIBA endpoints check first: the client's credentials, the `Vipps-System-*`
+/// headers, and the form (each parameter once).
+fn client_and_params(
+    state: &SimState,
+    req: &HttpRequest,
+    form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
+) -> Result<(SimMerchant, Params), actix_web::Error> {
+    let client = client_from_basic(state, req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
+    check_system_headers(req)?;
+    let params = Params::new(form?.into_inner())?;
+    Ok((client, params))
+}
+
+/// The simulated customer with `phone`, if there is one.
+fn customer(state: &SimState, phone: &Msisdn) -> Option<Customer> {
+    state
+        .customers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(phone)
+        .cloned()
+}
+
 /// Form parameters; each may be given once.
 struct Params(Vec<(String, String)>);
 
@@ -287,17 +311,9 @@ async fn authenticate(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
-    check_system_headers(&req)?;
-    let params = Params::new(form?.into_inner())?;
+    let (client, params) = client_and_params(&state, &req, form)?;
     let request = parse_authentication(&params, delegated_consents_activated(&state.settings))?;
-    let known = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&request.phone)
-        .is_some();
-    if !known {
+    if customer(&state, &request.phone).is_none() {
         return Err(Problem::oauth(
             StatusCode::BAD_REQUEST,
             "unknown_user_id",
@@ -359,9 +375,7 @@ async fn token(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
-    check_system_headers(&req)?;
-    let params = Params::new(form?.into_inner())?;
+    let (client, params) = client_and_params(&state, &req, form)?;
     let grant_type = params.required("grant_type")?;
     if grant_type != CIBA_GRANT {
         return Err(Problem::oauth(
@@ -390,12 +404,7 @@ async fn token(
         tracing::debug!(phone = %login.phone, "LoginTokenIssued");
         login.clone()
     };
-    let customer = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&login.phone)
-        .cloned();
+    let customer = customer(&state, &login.phone);
     let issuer = discovery::issuer(&req);
     let access_token = format!("sim-login.{}", uuid::Uuid::new_v4().simple());
     let wall = state.clock.wall();
@@ -488,36 +497,22 @@ mod tests {
                 vec![("login_hint", "urn:msisdn:47"), ("scope", "openid")],
                 "invalid_request",
             ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ab-123")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ABCD")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ABCDEFGHI")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "59")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "901")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "1e2")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("id_token_hint", "x")],
-                "invalid_request",
-            ),
         ];
         for (pairs, want) in cases {
+            assert_eq!(error_of(&params(&pairs)), want, "{pairs:?}");
+        }
+        // A valid request but for one more parameter.
+        let valid = [hint, ("scope", "openid")];
+        for (extra, want) in [
+            (("binding_message", "ab-123"), "invalid_binding_message"),
+            (("binding_message", "ABCD"), "invalid_binding_message"),
+            (("binding_message", "ABCDEFGHI"), "invalid_binding_message"),
+            (("requested_expiry", "59"), "invalid_request"),
+            (("requested_expiry", "901"), "invalid_request"),
+            (("requested_expiry", "1e2"), "invalid_request"),
+            (("id_token_hint", "x"), "invalid_request"),
+        ] {
+            let pairs = [valid.as_slice(), &[extra]].concat();
             assert_eq!(error_of(&params(&pairs)), want, "{pairs:?}");
         }
     }
