@@ -66,7 +66,7 @@ impl Payments {
     /// Every payment, oldest first.
     pub fn all(&self) -> Vec<&Payment> {
         let mut all: Vec<&Payment> = self.by_key.values().collect();
-        all.sort_by_key(|p| p.created_at);
+        all.sort_by_key(|p| p.created.instant);
         all
     }
 
@@ -162,10 +162,7 @@ fn lock_customers(state: &SimState) -> MutexGuard<'_, Customers> {
 }
 
 fn now(state: &SimState) -> Now {
-    Now {
-        instant: state.clock.now(),
-        wall: state.clock.wall(),
-    }
+    state.clock.moment()
 }
 
 pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {

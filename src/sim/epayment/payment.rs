@@ -30,19 +30,7 @@ pub const PROCESSING_WINDOW: Duration = Duration::from_secs(1);
 const TEST_CARD_BIN: &str = "540185";
 
 /// The time an operation happens at, on the simulator's clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub instant: Instant,
-    pub wall: DateTime<Utc>,
-}
-
-impl Now {
-    /// The wall-clock time of `at`, an instant not after `self`.
-    fn wall_at(&self, at: Instant) -> DateTime<Utc> {
-        let ago = self.instant.saturating_duration_since(at);
-        self.wall - chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::zero())
-    }
-}
+pub use crate::sim::clock::Now;
 
 fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -347,10 +335,8 @@ pub struct Payment {
     pub redirect_url: Option<String>,
     /// The token in `redirectUrl`, which force approve may be given.
     pub redirect_token: Option<String>,
-    pub created_at: Instant,
-    pub created_wall: DateTime<Utc>,
-    pub expires_at: Instant,
-    pub expires_wall: DateTime<Utc>,
+    pub created: Now,
+    pub expires: Now,
     pub aggregate: Aggregate,
     pub sub: Option<String>,
     pub events: Vec<Event>,
@@ -387,15 +373,15 @@ pub struct Creation {
 impl Payment {
     /// A new payment in CREATED, with its CREATED event.
     pub fn new(request: NewPayment, c: Creation, now: &Now) -> Payment {
-        let (expires_at, expires_wall) = match request.expires_at {
+        let expires = match request.expires_at {
             Some(at) => {
                 let ahead = (at - now.wall).to_std().unwrap_or(Duration::ZERO);
-                (now.instant + ahead, at)
+                Now {
+                    instant: now.instant + ahead,
+                    wall: at,
+                }
             }
-            None => (
-                now.instant + c.expiry,
-                now.wall + chrono::Duration::from_std(c.expiry).unwrap_or(chrono::Duration::zero()),
-            ),
+            None => now.after(c.expiry),
         };
         let token = c.redirect_token;
         let redirect_url = match request.user_flow {
@@ -414,10 +400,8 @@ impl Payment {
             plan: c.plan,
             redirect_token: redirect_url.as_ref().map(|_| token),
             redirect_url,
-            created_at: now.instant,
-            created_wall: now.wall,
-            expires_at,
-            expires_wall,
+            created: *now,
+            expires,
             aggregate: Aggregate::default(),
             sub: None,
             events: Vec::new(),
@@ -467,7 +451,7 @@ impl Payment {
     }
 
     fn acts_before_expiry(&self) -> Option<CustomerPlan> {
-        self.plan.filter(|p| p.acts_at <= self.expires_at)
+        self.plan.filter(|p| p.acts_at <= self.expires.instant)
     }
 
     /// Whether the customer is approving right now (see [`PROCESSING_WINDOW`]).
@@ -493,7 +477,7 @@ impl Payment {
             Some(PaymentBehaviour::Approve) => Some(Due::Approve),
             Some(PaymentBehaviour::Decline) => Some(Due::Decline),
             Some(PaymentBehaviour::Ignore) | None => {
-                (now >= self.expires_at).then_some(Due::Expire)
+                (now >= self.expires.instant).then_some(Due::Expire)
             }
         }
     }
@@ -505,7 +489,7 @@ impl Payment {
             return false;
         };
         let at = match (due, self.plan) {
-            (Due::Expire, _) | (_, None) => self.expires_at,
+            (Due::Expire, _) | (_, None) => self.expires.instant,
             (_, Some(plan)) => plan.acts_at,
         };
         let when = Now {
@@ -782,8 +766,8 @@ impl Payment {
         v["customerInteraction"] = json!(self.request.customer_interaction);
         v["paymentDescription"] = json!(self.request.payment_description);
         v["receipt"] = json!(self.request.receipt);
-        v["createdAt"] = json!(timestamp(self.created_wall));
-        v["expiresAt"] = json!(timestamp(self.expires_wall));
+        v["createdAt"] = json!(timestamp(self.created.wall));
+        v["expiresAt"] = json!(timestamp(self.expires.wall));
         v["customerBehaviour"] = json!(self.plan.map(|p| p.behaviour));
         if with_events {
             let events: Vec<Value> = self.events.iter().map(|e| self.event_json(e)).collect();
@@ -1012,7 +996,7 @@ mod tests {
     async fn due_events_carry_the_time_they_became_due() {
         let t0 = Instant::now();
         let mut p = new_payment(1000, Some(PaymentBehaviour::Ignore), t0);
-        let created = p.created_wall;
+        let created = p.created.wall;
         let later = Now {
             instant: t0 + Duration::from_secs(3600),
             wall: created + chrono::Duration::seconds(3600),

@@ -15,12 +15,12 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::{
-    ACCESS_TOKEN_LIFETIME, AccessGrant, Login, LoginState, PollError, discovery, secs_ceil,
-    userinfo,
+    ACCESS_TOKEN_LIFETIME, AccessGrant, Asked, Login, PollError, discovery, secs_ceil, userinfo,
 };
 use crate::config::SimMerchant;
 use crate::domain::Msisdn;
 use crate::sim::SimState;
+use crate::sim::clock::Now;
 use crate::sim::customers::Customer;
 use crate::sim::problem::Problem;
 
@@ -340,23 +340,19 @@ async fn authenticate(
     }
     let auth_req_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(phone = %request.phone, scopes = ?request.scopes, "LoginStarted");
-    logins.insert(Login {
-        auth_req_id: auth_req_id.clone(),
-        seq: 0,
+    let asked = Asked {
+        phone: request.phone,
         client_id: client.client_id.clone(),
         merchant_serial_number: client.merchant_serial_number.clone(),
-        phone: request.phone,
         scopes: request.scopes,
         binding_message: request.binding_message,
-        created_at: now,
-        created_wall: state.clock.wall(),
-        expires_in,
-        interval,
-        state: LoginState::Pending,
-        changed_at: None,
-        last_poll: None,
-        polls: 0,
-    });
+    };
+    let created = Now {
+        instant: now,
+        wall: state.clock.wall(),
+    };
+    let login = Login::new(auth_req_id.clone(), asked, created, expires_in, interval);
+    logins.insert(login);
     drop(logins);
     Ok(HttpResponse::Ok().json(json!({
         "auth_req_id": auth_req_id,
@@ -392,7 +388,7 @@ async fn token(
         let login = logins
             .get_mut(auth_req_id)
             // Another client's request is as unknown as a made-up one.
-            .filter(|l| l.client_id == client.client_id)
+            .filter(|l| l.asked.client_id == client.client_id)
             .ok_or_else(|| {
                 Problem::oauth(
                     StatusCode::BAD_REQUEST,
@@ -401,10 +397,10 @@ async fn token(
                 )
             })?;
         login.poll(now).map_err(poll_problem)?;
-        tracing::debug!(phone = %login.phone, "LoginTokenIssued");
+        tracing::debug!(phone = %login.asked.phone, "LoginTokenIssued");
         login.clone()
     };
-    let customer = customer(&state, &login.phone);
+    let customer = customer(&state, &login.asked.phone);
     let issuer = discovery::issuer(&req);
     let access_token = format!("sim-login.{}", uuid::Uuid::new_v4().simple());
     let wall = state.clock.wall();
@@ -412,7 +408,7 @@ async fn token(
     let id_token = userinfo::id_token(&issuer, &client.client_id, &login, wall, lifetime_secs);
     {
         let mut logins = super::lock(&state);
-        let choices = logins.consent_choices(&login.phone);
+        let choices = logins.consent_choices(&login.asked.phone);
         let claims = userinfo::claims(&login, customer.as_ref(), choices, &client.name);
         logins.insert_token(
             access_token.clone(),
@@ -431,7 +427,7 @@ async fn token(
             "token_type": "Bearer",
             "expires_in": lifetime_secs,
             "id_token": id_token,
-            "scope": login.scopes.join(" "),
+            "scope": login.asked.scopes.join(" "),
         })))
 }
 
