@@ -192,6 +192,27 @@ impl Login {
 }
 
 #[cfg(test)]
+impl Login {
+    /// A pending request from client `c` of merchant 123456 to log 4791234567 in with `scopes`,
+    /// expiring in 600 s, to be polled every 5 s.
+    pub(crate) fn example(now: Instant, scopes: &[&str]) -> Login {
+        let asked = Asked {
+            phone: "4791234567".parse().unwrap(),
+            client_id: "c".into(),
+            merchant_serial_number: "123456".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            binding_message: None,
+        };
+        let now = Now {
+            instant: now,
+            wall: chrono::Utc::now(),
+        };
+        let (expiry, interval) = (Duration::from_secs(600), Duration::from_secs(5));
+        Login::new("id".into(), asked, now, expiry, interval)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -273,26 +294,5 @@ mod tests {
                 "invalid_grant"
             ]
         );
-    }
-}
-
-#[cfg(test)]
-impl Login {
-    /// A pending request from client `c` of merchant 123456 to log 4791234567 in with `scopes`,
-    /// expiring in 600 s, to be polled every 5 s.
-    pub(crate) fn example(now: Instant, scopes: &[&str]) -> Login {
-        let asked = Asked {
-            phone: "4791234567".parse().unwrap(),
-            client_id: "c".into(),
-            merchant_serial_number: "123456".into(),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            binding_message: None,
-        };
-        let now = Now {
-            instant: now,
-            wall: chrono::Utc::now(),
-        };
-        let (expiry, interval) = (Duration::from_secs(600), Duration::from_secs(5));
-        Login::new("id".into(), asked, now, expiry, interval)
     }
 }
