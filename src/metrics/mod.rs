@@ -137,7 +137,8 @@ pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] =
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why metrics could not be installed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum MetricsError {
     /// A recorder that is not lanehub's is already installed in this process.
     #[error("another metrics recorder is already installed in this process")]
@@ -151,13 +152,9 @@ pub enum MetricsError {
 }
 
 impl MetricsError {
-    /// A short, bounded label for logs.
+    /// A short, bounded label for logs: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            MetricsError::OtherRecorder => "other_recorder",
-            MetricsError::Build(_) => "build",
-            MetricsError::Upkeep(_) => "upkeep",
-        }
+        self.into()
     }
 }
 

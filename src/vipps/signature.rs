@@ -25,7 +25,8 @@ pub struct SignedHeaders {
 }
 
 /// Why a delivery's signature was refused; `kind()` is the metric label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SignatureError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),
@@ -40,14 +41,9 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
+    /// The variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            SignatureError::MissingHeader(_) => "missing_header",
-            SignatureError::MalformedAuthorization => "malformed_authorization",
-            SignatureError::ContentHashMismatch => "content_hash_mismatch",
-            SignatureError::BadSignature => "bad_signature",
-            SignatureError::StaleDate => "stale_date",
-        }
+        self.into()
     }
 }
 
