@@ -128,9 +128,12 @@ impl<'a> Request<'a> {
         self
     }
 
-    fn form(mut self, form: &'a [(&'static str, String)]) -> Self {
-        self.body = Body::Form(form);
-        self
+    /// A Login (CIBA) call: `form` posted with the client's credentials.
+    fn login(op: Operation, path: &str, form: &'a [(&'static str, String)]) -> Self {
+        Request {
+            body: Body::Form(form),
+            ..Request::post(op, path, Auth::Login)
+        }
     }
 }
 
@@ -335,12 +338,8 @@ impl VippsClient {
         request: &LoginRequest,
     ) -> Result<LoginAuthentication, VippsError> {
         let form = request.form().map_err(VippsError::InvalidRequest)?;
-        let request = Request::post(
-            Operation::LoginAuthenticate,
-            "/vipps-login-ciba/api/backchannel/authentication",
-            Auth::Login,
-        )
-        .form(&form);
+        let path = "/vipps-login-ciba/api/backchannel/authentication";
+        let request = Request::login(Operation::LoginAuthenticate, path, &form);
         self.exchange(request, |raw| {
             raw.json::<LoginAuthenticationResponse>().map(Into::into)
         })
@@ -355,12 +354,8 @@ impl VippsClient {
             ("grant_type", "urn:openid:params:grant-type:ciba".to_owned()),
             ("auth_req_id", auth_req_id.as_str().to_owned()),
         ];
-        let request = Request::post(
-            Operation::LoginToken,
-            "/access-management-1.0/access/oauth2/token",
-            Auth::Login,
-        )
-        .form(&form);
+        let path = "/access-management-1.0/access/oauth2/token";
+        let request = Request::login(Operation::LoginToken, path, &form);
         self.exchange(request, |raw| {
             if raw.is_success() {
                 return raw
