@@ -137,7 +137,8 @@ pub const RATE_LIMIT_WAIT_BUCKETS: &[f64] =
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why metrics could not be installed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum MetricsError {
     /// A recorder that is not lanehub's is already installed in this process.
     #[error("another metrics recorder is already installed in this process")]
@@ -151,13 +152,9 @@ pub enum MetricsError {
 }
 
 impl MetricsError {
-    /// A short, bounded label for logs.
+    /// A short, bounded label for logs: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            MetricsError::OtherRecorder => "other_recorder",
-            MetricsError::Build(_) => "build",
-            MetricsError::Upkeep(_) => "upkeep",
-        }
+        self.into()
     }
 }
 
@@ -657,22 +654,17 @@ mod tests {
             init_static();
             init_lane(&l1);
         });
-        assert_eq!(
-            sample(&text, "lanehub_scans_total{lane=\"1\",kind=\"vipps_qr\"}"),
-            Some(1.0)
-        );
-        assert_eq!(sample(&text, "lanehub_lane_up{lane=\"1\"}"), Some(1.0));
-        assert_eq!(
-            sample(
-                &text,
-                "lanehub_payments_captured_minor_units_total{currency=\"NOK\"}"
+        for (series, value) in [
+            ("lanehub_scans_total{lane=\"1\",kind=\"vipps_qr\"}", 1.0),
+            ("lanehub_lane_up{lane=\"1\"}", 1.0),
+            (
+                "lanehub_payments_captured_minor_units_total{currency=\"NOK\"}",
+                12_345.0,
             ),
-            Some(12_345.0)
-        );
-        assert_eq!(
-            sample(&text, "lanehub_scans_total{lane=\"1\",kind=\"product\"}"),
-            Some(0.0)
-        );
+            ("lanehub_scans_total{lane=\"1\",kind=\"product\"}", 0.0),
+        ] {
+            assert_eq!(sample(&text, series), Some(value), "{series}");
+        }
     }
 
     #[test]
@@ -730,27 +722,16 @@ mod tests {
 
     #[test]
     fn request_outcomes_follow_the_http_status() {
-        assert_eq!(RequestOutcome::from_status(201), RequestOutcome::Ok);
-        assert_eq!(
-            RequestOutcome::from_status(400),
-            RequestOutcome::ClientError
-        );
-        assert_eq!(
-            RequestOutcome::from_status(403),
-            RequestOutcome::Unauthorized
-        );
-        assert_eq!(
-            RequestOutcome::from_status(423),
-            RequestOutcome::ClientError
-        );
-        assert_eq!(
-            RequestOutcome::from_status(429),
-            RequestOutcome::RateLimited
-        );
-        assert_eq!(
-            RequestOutcome::from_status(503),
-            RequestOutcome::ServerError
-        );
+        for (status, outcome) in [
+            (201, RequestOutcome::Ok),
+            (400, RequestOutcome::ClientError),
+            (403, RequestOutcome::Unauthorized),
+            (423, RequestOutcome::ClientError),
+            (429, RequestOutcome::RateLimited),
+            (503, RequestOutcome::ServerError),
+        ] {
+            assert_eq!(RequestOutcome::from_status(status), outcome, "{status}");
+        }
     }
 
     #[test]

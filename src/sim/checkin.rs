@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::SimState;
 use super::auth::{self, MsnHeader};
-use super::problem::Problem;
+use super::problem::{Problem, body_reason};
 use crate::config::SimProfile;
 
 /// Largest request body accepted.
@@ -119,16 +119,7 @@ pub(super) fn control_routes(cfg: &mut web::ServiceConfig) {
 }
 
 fn body_error(err: &JsonPayloadError) -> InvalidParam {
-    let reason = match err {
-        JsonPayloadError::ContentType => "Content-Type must be application/json".to_owned(),
-        JsonPayloadError::Deserialize(e) => format!("the body is not valid JSON: {e}"),
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            format!("the body is larger than {limit} bytes")
-        }
-        other => format!("the body could not be read: {other}"),
-    };
-    InvalidParam::new("body", reason)
+    InvalidParam::new("body", body_reason(err))
 }
 
 /// The spec's validation error: `{type, title, status, detail, instance, invalidParams}`.

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 #[derive(Debug, Default)]
@@ -23,6 +24,14 @@ impl SimClock {
         chrono::Utc::now() + offset
     }
 
+    /// Now on both clocks.
+    pub fn moment(&self) -> Now {
+        Now {
+            instant: self.now(),
+            wall: self.wall(),
+        }
+    }
+
     /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
@@ -31,6 +40,34 @@ impl SimClock {
 
     pub fn offset(&self) -> Duration {
         Duration::from_millis(self.offset_ms.load(Ordering::SeqCst))
+    }
+}
+
+/// A moment on both of the simulator's clocks: when an operation happens, or when something
+/// was created or expires.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub instant: Instant,
+    pub wall: DateTime<Utc>,
+}
+
+impl Now {
+    /// The wall-clock time of `at`, an instant before or after this moment.
+    pub fn wall_at(&self, at: Instant) -> DateTime<Utc> {
+        let wall = |d: Duration| chrono::Duration::from_std(d).unwrap_or_default();
+        if at >= self.instant {
+            self.wall + wall(at - self.instant)
+        } else {
+            self.wall - wall(self.instant - at)
+        }
+    }
+
+    /// The moment `d` after this one.
+    pub fn after(&self, d: Duration) -> Now {
+        Now {
+            instant: self.instant + d,
+            wall: self.wall_at(self.instant + d),
+        }
     }
 }
 

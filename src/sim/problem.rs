@@ -5,6 +5,7 @@
 //! - Login and access token: OAuth `{error, error_description}`.
 //! - The API gateway (401 before any API sees the request): `{statusCode, message}`.
 
+use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
@@ -157,5 +158,19 @@ impl Problem {
             "Rate limit is exceeded. Try again later.",
         )
         .with_header("retry-after", retry_after_secs.max(1))
+    }
+}
+
+/// Why a JSON body could not be read (wrong content type, syntax error, too large), as the QR and
+/// check-in APIs word it in `invalidParams`.
+pub fn body_reason(err: &JsonPayloadError) -> String {
+    match err {
+        JsonPayloadError::ContentType => "Content-Type must be application/json".to_owned(),
+        JsonPayloadError::Deserialize(e) => format!("the body is not valid JSON: {e}"),
+        JsonPayloadError::Overflow { limit }
+        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+            format!("the body is larger than {limit} bytes")
+        }
+        other => format!("the body could not be read: {other}"),
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::SimState;
 use super::auth::{self, MsnHeader};
-use super::problem::Problem;
+use super::problem::{Problem, body_reason};
 use crate::domain::Msisdn;
 
 /// Largest request body accepted; a QR code is a few hundred bytes at most.
@@ -65,16 +65,7 @@ fn bad_request(name: &str, reason: &str) -> Problem {
 
 /// Maps a body that is not JSON (wrong content type, syntax error, too large) to the error shape.
 fn body_problem(err: &JsonPayloadError) -> Problem {
-    let reason = match err {
-        JsonPayloadError::ContentType => "Content-Type must be application/json".to_owned(),
-        JsonPayloadError::Deserialize(e) => format!("the body is not valid JSON: {e}"),
-        JsonPayloadError::Overflow { limit }
-        | JsonPayloadError::OverflowKnownLength { limit, .. } => {
-            format!("the body is larger than {limit} bytes")
-        }
-        other => format!("the body could not be read: {other}"),
-    };
-    bad_request("body", &reason)
+    bad_request("body", &body_reason(err))
 }
 
 /// What a scanned personal QR code holds.

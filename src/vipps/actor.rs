@@ -99,18 +99,27 @@ pub enum AuthState {
         waiters: Vec<oneshot::Sender<TokenResult>>,
     },
     Valid {
-        token: AccessToken,
-        generation: u64,
-        expires_at: Instant,
+        held: HeldToken,
         refresh_at: Instant,
     },
     /// A new token is being fetched; the current one is handed out until it expires.
     Refreshing {
-        token: AccessToken,
-        generation: u64,
-        expires_at: Instant,
+        held: HeldToken,
         waiters: Vec<oneshot::Sender<TokenResult>>,
     },
+}
+
+/// The token handed out while it is valid or being refreshed.
+pub struct HeldToken {
+    token: AccessToken,
+    generation: u64,
+    expires_at: Instant,
+}
+
+impl HeldToken {
+    fn ticket(&self) -> TokenTicket {
+        TokenTicket::Ready(self.token.clone(), self.generation)
+    }
 }
 
 /// What a caller gets when it asks for a token.
@@ -124,45 +133,18 @@ impl AuthState {
     fn get(&mut self, now: Instant, max_waiters: usize) -> (Result<TokenTicket, ()>, bool) {
         let state = std::mem::replace(self, AuthState::Missing);
         let (next, ticket, fetch) = match state {
-            AuthState::Valid {
-                token,
-                generation,
-                expires_at,
-                refresh_at,
-            } if now < expires_at => {
-                let ticket = Ok(TokenTicket::Ready(token.clone(), generation));
+            AuthState::Valid { held, refresh_at } if now < held.expires_at => {
+                let ticket = Ok(held.ticket());
                 if now < refresh_at {
-                    let next = AuthState::Valid {
-                        token,
-                        generation,
-                        expires_at,
-                        refresh_at,
-                    };
-                    (next, ticket, false)
+                    (AuthState::Valid { held, refresh_at }, ticket, false)
                 } else {
-                    let next = AuthState::Refreshing {
-                        token,
-                        generation,
-                        expires_at,
-                        waiters: Vec::new(),
-                    };
-                    (next, ticket, true)
+                    let waiters = Vec::new();
+                    (AuthState::Refreshing { held, waiters }, ticket, true)
                 }
             }
-            AuthState::Refreshing {
-                token,
-                generation,
-                expires_at,
-                waiters,
-            } if now < expires_at => {
-                let ticket = Ok(TokenTicket::Ready(token.clone(), generation));
-                let next = AuthState::Refreshing {
-                    token,
-                    generation,
-                    expires_at,
-                    waiters,
-                };
-                (next, ticket, false)
+            AuthState::Refreshing { held, waiters } if now < held.expires_at => {
+                let ticket = Ok(held.ticket());
+                (AuthState::Refreshing { held, waiters }, ticket, false)
             }
             AuthState::Refreshing { mut waiters, .. } | AuthState::Fetching { mut waiters } => {
                 let ticket = if waiters.len() >= max_waiters {
@@ -197,12 +179,7 @@ impl AuthState {
         let state = std::mem::replace(self, AuthState::Missing);
         let (waiters, current) = match state {
             AuthState::Fetching { waiters } => (waiters, None),
-            AuthState::Refreshing {
-                token,
-                generation,
-                expires_at,
-                waiters,
-            } => (waiters, Some((token, generation, expires_at))),
+            AuthState::Refreshing { held, waiters } => (waiters, Some(held)),
             // A fetch nobody waits for any more (the token was refused meanwhile).
             AuthState::Missing | AuthState::Valid { .. } => (Vec::new(), None),
         };
@@ -215,26 +192,22 @@ impl AuthState {
                 for w in waiters {
                     let _ = w.send(Ok((token.clone(), generation)));
                 }
-                *self = AuthState::Valid {
+                let held = HeldToken {
                     token,
                     generation,
                     expires_at,
-                    refresh_at,
                 };
+                *self = AuthState::Valid { held, refresh_at };
             }
             Err(e) => {
                 for w in waiters {
                     let _ = w.send(Err(e.clone()));
                 }
-                if let Some((token, generation, expires_at)) = current
-                    && now < expires_at
+                if let Some(held) = current
+                    && now < held.expires_at
                 {
-                    *self = AuthState::Valid {
-                        token,
-                        generation,
-                        expires_at,
-                        refresh_at: (now + REFRESH_RETRY).min(expires_at),
-                    };
+                    let refresh_at = (now + REFRESH_RETRY).min(held.expires_at);
+                    *self = AuthState::Valid { held, refresh_at };
                 }
             }
         }
@@ -244,12 +217,10 @@ impl AuthState {
     fn rejected(&mut self, generation: u64) {
         let state = std::mem::replace(self, AuthState::Missing);
         *self = match state {
-            AuthState::Valid { generation: g, .. } if g == generation => AuthState::Missing,
-            AuthState::Refreshing {
-                generation: g,
-                waiters,
-                ..
-            } if g == generation => AuthState::Fetching { waiters },
+            AuthState::Valid { held, .. } if held.generation == generation => AuthState::Missing,
+            AuthState::Refreshing { held, waiters } if held.generation == generation => {
+                AuthState::Fetching { waiters }
+            }
             other => other,
         };
     }
@@ -257,8 +228,8 @@ impl AuthState {
     /// Whether a token can be handed out at `now` without waiting for a fetch.
     fn usable(&self, now: Instant) -> bool {
         match self {
-            AuthState::Valid { expires_at, .. } | AuthState::Refreshing { expires_at, .. } => {
-                now < *expires_at
+            AuthState::Valid { held, .. } | AuthState::Refreshing { held, .. } => {
+                now < held.expires_at
             }
             AuthState::Missing | AuthState::Fetching { .. } => false,
         }
@@ -615,6 +586,31 @@ mod tests {
         AccessToken::new(SecretString::from(s), Duration::from_secs(secs))
     }
 
+    /// At `now`, holding token `a` good for `lifetime_secs` as fetch number `generation`.
+    fn holding(now: Instant, lifetime_secs: u64, generation: u64) -> AuthState {
+        let mut auth = AuthState::Missing;
+        let _ = auth.get(now, 10);
+        let token = token("a", lifetime_secs);
+        auth.fetched(Ok(token), now, now, generation, REFRESH_BEFORE);
+        auth
+    }
+
+    const REFRESH_BEFORE: Duration = Duration::from_secs(300);
+
+    /// What the fetch sent to a caller that had to wait for it.
+    fn delivered(ticket: Result<TokenTicket, ()>) -> TokenResult {
+        let Ok(TokenTicket::Wait(mut rx)) = ticket else {
+            panic!("the caller waits for the fetch")
+        };
+        rx.try_recv().expect("the fetch's result was sent")
+    }
+
+    fn timeout() -> VippsError {
+        VippsError::Timeout {
+            operation: Operation::AccessToken,
+        }
+    }
+
     #[test]
     fn one_fetch_for_many_callers_and_refresh_ahead_of_expiry() {
         let now = Instant::now();
@@ -622,12 +618,9 @@ mod tests {
         let (t1, fetch1) = auth.get(now, 10);
         let (t2, fetch2) = auth.get(now, 10);
         assert!(fetch1 && !fetch2, "one fetch however many ask");
-        auth.fetched(Ok(token("a", 3600)), now, now, 1, Duration::from_secs(300));
+        auth.fetched(Ok(token("a", 3600)), now, now, 1, REFRESH_BEFORE);
         for t in [t1, t2] {
-            let Ok(TokenTicket::Wait(mut rx)) = t else {
-                panic!("callers wait for the fetch")
-            };
-            assert_eq!(rx.try_recv().unwrap().unwrap().1, 1);
+            assert_eq!(delivered(t).unwrap().1, 1);
         }
         // Before the refresh point: ready, no fetch.
         let (t, fetch) = auth.get(now + Duration::from_secs(3299), 10);
@@ -647,9 +640,7 @@ mod tests {
     #[test]
     fn a_short_lifetime_refreshes_at_half() {
         let now = Instant::now();
-        let mut auth = AuthState::Missing;
-        let _ = auth.get(now, 10);
-        auth.fetched(Ok(token("a", 4)), now, now, 1, Duration::from_secs(300));
+        let mut auth = holding(now, 4, 1);
         assert!(!auth.get(now + Duration::from_millis(1999), 10).1);
         assert!(auth.get(now + Duration::from_secs(2), 10).1);
     }
@@ -657,9 +648,7 @@ mod tests {
     #[test]
     fn rejection_drops_only_the_refused_generation() {
         let now = Instant::now();
-        let mut auth = AuthState::Missing;
-        let _ = auth.get(now, 10);
-        auth.fetched(Ok(token("a", 3600)), now, now, 7, Duration::from_secs(300));
+        let mut auth = holding(now, 3600, 7);
         auth.rejected(6);
         assert_eq!(auth.label(), "valid");
         auth.rejected(7);
@@ -676,20 +665,9 @@ mod tests {
         let (second, _) = auth.get(now, 2);
         let (third, _) = auth.get(now, 2);
         assert!(third.is_err());
-        auth.fetched(
-            Err(VippsError::Timeout {
-                operation: Operation::AccessToken,
-            }),
-            now,
-            now,
-            1,
-            Duration::from_secs(300),
-        );
+        auth.fetched(Err(timeout()), now, now, 1, REFRESH_BEFORE);
         for t in [first, second] {
-            let Ok(TokenTicket::Wait(mut rx)) = t else {
-                panic!("waiting")
-            };
-            assert_eq!(rx.try_recv().unwrap().unwrap_err().kind(), "timeout");
+            assert_eq!(delivered(t).unwrap_err().kind(), "timeout");
         }
         assert_eq!(auth.label(), "missing");
     }
@@ -697,15 +675,10 @@ mod tests {
     #[test]
     fn a_failed_refresh_keeps_the_current_token() {
         let now = Instant::now();
-        let mut auth = AuthState::Missing;
-        let _ = auth.get(now, 10);
-        auth.fetched(Ok(token("a", 600)), now, now, 1, Duration::from_secs(300));
+        let mut auth = holding(now, 600, 1);
         let at = now + Duration::from_secs(400);
         assert!(auth.get(at, 10).1, "refresh starts");
-        let timeout = VippsError::Timeout {
-            operation: Operation::AccessToken,
-        };
-        auth.fetched(Err(timeout), at, at, 2, Duration::from_secs(300));
+        auth.fetched(Err(timeout()), at, at, 2, REFRESH_BEFORE);
         let (t, fetch) = auth.get(at, 10);
         assert!(matches!(t, Ok(TokenTicket::Ready(_, 1))) && !fetch);
         assert!(auth.get(at + REFRESH_RETRY, 10).1, "and tries again later");

@@ -149,6 +149,24 @@ mod tests {
         })
     }
 
+    /// A circuit that three failures at `now` opened.
+    fn opened(now: Instant) -> Circuit {
+        let mut c = circuit();
+        for _ in 0..3 {
+            c.record(Outcome::Failure, now);
+        }
+        c
+    }
+
+    /// A circuit that failures opened, at the end of its cool-down, with its one probe admitted.
+    fn probing() -> (Circuit, Instant) {
+        let now = Instant::now();
+        let mut c = opened(now);
+        let later = now + Duration::from_secs(10);
+        assert_eq!(c.admit(later), Ok(Admission::Probe));
+        (c, later)
+    }
+
     #[test]
     fn opens_after_consecutive_failures_only() {
         let now = Instant::now();
@@ -174,13 +192,7 @@ mod tests {
 
     #[test]
     fn half_open_lets_one_probe_and_closes_on_success() {
-        let now = Instant::now();
-        let mut c = circuit();
-        for _ in 0..3 {
-            c.record(Outcome::Failure, now);
-        }
-        let later = now + Duration::from_secs(10);
-        assert_eq!(c.admit(later), Ok(Admission::Probe));
+        let (mut c, later) = probing();
         assert!(c.admit(later).is_err(), "only one probe at a time");
         assert!(c.is_open());
         assert_eq!(
@@ -192,13 +204,7 @@ mod tests {
 
     #[test]
     fn a_failed_probe_reopens_and_a_lost_probe_is_replaced() {
-        let now = Instant::now();
-        let mut c = circuit();
-        for _ in 0..3 {
-            c.record(Outcome::Failure, now);
-        }
-        let t1 = now + Duration::from_secs(10);
-        assert_eq!(c.admit(t1), Ok(Admission::Probe));
+        let (mut c, t1) = probing();
         assert_eq!(c.record(Outcome::Failure, t1), None);
         assert_eq!(c.admit(t1), Err(Duration::from_secs(10)));
 
@@ -214,10 +220,7 @@ mod tests {
     #[test]
     fn stragglers_do_not_close_an_open_circuit() {
         let now = Instant::now();
-        let mut c = circuit();
-        for _ in 0..3 {
-            c.record(Outcome::Failure, now);
-        }
+        let mut c = opened(now);
         assert_eq!(c.record(Outcome::Success, now), None);
         assert!(c.admit(now).is_err());
     }

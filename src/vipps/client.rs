@@ -71,8 +71,70 @@ enum Auth<'a> {
 
 enum Body<'a> {
     Empty,
-    Json(Vec<u8>),
+    /// The encoded JSON, or why it could not be encoded (reported when the request is sent).
+    Json(Result<Vec<u8>, String>),
     Form(&'a [(&'static str, String)]),
+}
+
+/// One call as it will be sent: built with [`Request::get`] / [`Request::post`] and the setters.
+struct Request<'a> {
+    op: Operation,
+    method: Method,
+    path: String,
+    auth: Auth<'a>,
+    idempotency_key: Option<&'a IdempotencyKey>,
+    body: Body<'a>,
+}
+
+impl<'a> Request<'a> {
+    fn new(op: Operation, method: Method, path: impl Into<String>, auth: Auth<'a>) -> Self {
+        Request {
+            op,
+            method,
+            path: path.into(),
+            auth,
+            idempotency_key: None,
+            body: Body::Empty,
+        }
+    }
+
+    fn get(op: Operation, path: impl Into<String>, auth: Auth<'a>) -> Self {
+        Request::new(op, Method::GET, path, auth)
+    }
+
+    fn post(op: Operation, path: impl Into<String>, auth: Auth<'a>) -> Self {
+        Request::new(op, Method::POST, path, auth)
+    }
+
+    /// A merchant call on one ePayment payment: `/epayment/v1/payments/{reference}{suffix}`.
+    fn payment(
+        op: Operation,
+        method: Method,
+        token: &'a AccessToken,
+        reference: &PaymentReference,
+        suffix: &str,
+    ) -> Self {
+        let path = format!("/epayment/v1/payments/{reference}{suffix}");
+        Request::new(op, method, path, Auth::Merchant(token))
+    }
+
+    fn idempotency_key(mut self, key: &'a IdempotencyKey) -> Self {
+        self.idempotency_key = Some(key);
+        self
+    }
+
+    fn json<T: serde::Serialize + ?Sized>(mut self, value: &T) -> Self {
+        self.body = Body::Json(serde_json::to_vec(value).map_err(|e| e.to_string()));
+        self
+    }
+
+    /// A Login (CIBA) call: `form` posted with the client's credentials.
+    fn login(op: Operation, path: &str, form: &'a [(&'static str, String)]) -> Self {
+        Request {
+            body: Body::Form(form),
+            ..Request::post(op, path, Auth::Login)
+        }
+    }
 }
 
 /// An answer before interpretation.
@@ -198,17 +260,8 @@ impl VippsClient {
     /// `POST /accesstoken/get`: a new merchant access token. Cache it (the actor does).
     pub async fn fetch_token(&self) -> Result<AccessToken, VippsError> {
         let op = Operation::AccessToken;
-        self.observe(op, async {
-            let raw = self
-                .send(
-                    op,
-                    Method::POST,
-                    "/accesstoken/get",
-                    Auth::TokenRequest,
-                    None,
-                    Body::Empty,
-                )
-                .await?;
+        let request = Request::post(op, "/accesstoken/get", Auth::TokenRequest);
+        self.exchange(request, |raw| {
             let r: AccessTokenResponse = raw.json()?;
             let expires_in = parse_secs(&r.expires_in).map_err(|message| VippsError::Decode {
                 operation: op,
@@ -229,24 +282,16 @@ impl VippsClient {
         token: &AccessToken,
         qr_code: &str,
     ) -> Result<QrExchange, VippsError> {
-        let op = Operation::QrExchange;
         if qr_code.trim().is_empty() {
             return Err(VippsError::InvalidRequest("the QR code is empty".into()));
         }
-        self.observe(op, async {
-            let body = json_body(&QrExchangeRequest { qr_code })?;
-            self.send(
-                op,
-                Method::POST,
-                "/qr/v1/exchange",
-                Auth::Merchant(token),
-                None,
-                body,
-            )
-            .await?
-            .json()
-        })
-        .await
+        let request = Request::post(
+            Operation::QrExchange,
+            "/qr/v1/exchange",
+            Auth::Merchant(token),
+        )
+        .json(&QrExchangeRequest { qr_code });
+        self.call(request).await
     }
 
     /// `POST /point-of-sale/v1/loyalty-check-in`: shows the check-in (member) or waiting
@@ -263,21 +308,16 @@ impl VippsClient {
                 "check-in accepts Norwegian numbers (47 and 8 digits) only, not {phone_number}"
             )));
         }
-        self.observe(op, async {
-            let body = json_body(&CheckInRequest {
-                phone_number: phone_number.as_str(),
-                is_member,
-            })?;
-            let raw = self
-                .send(
-                    op,
-                    Method::POST,
-                    "/point-of-sale/v1/loyalty-check-in",
-                    Auth::Merchant(token),
-                    None,
-                    body,
-                )
-                .await?;
+        let request = Request::post(
+            op,
+            "/point-of-sale/v1/loyalty-check-in",
+            Auth::Merchant(token),
+        )
+        .json(&CheckInRequest {
+            phone_number: phone_number.as_str(),
+            is_member,
+        });
+        self.exchange(request, |raw| {
             if !raw.is_success() {
                 return Err(raw.into_error());
             }
@@ -297,44 +337,26 @@ impl VippsClient {
         &self,
         request: &LoginRequest,
     ) -> Result<LoginAuthentication, VippsError> {
-        let op = Operation::LoginAuthenticate;
         let form = request.form().map_err(VippsError::InvalidRequest)?;
-        self.observe(op, async {
-            let raw = self
-                .send(
-                    op,
-                    Method::POST,
-                    "/vipps-login-ciba/api/backchannel/authentication",
-                    Auth::Login,
-                    None,
-                    Body::Form(&form),
-                )
-                .await?;
+        let path = "/vipps-login-ciba/api/backchannel/authentication";
+        let request = Request::login(Operation::LoginAuthenticate, path, &form);
+        self.exchange(request, |raw| {
             raw.json::<LoginAuthenticationResponse>().map(Into::into)
         })
         .await
     }
 
     /// One poll of `POST /access-management-1.0/access/oauth2/token` for a Login request. Pending,
-    /// slow-down, denial and expiry are outcomes, not errors. Succeeds at most once per request.
+    /// slow-down, denial and expiry are outcomes, not errors (and are measured as `ok`: Vipps
+    /// answering as it should). Succeeds at most once per request.
     pub async fn login_token(&self, auth_req_id: &AuthReqId) -> Result<LoginPoll, VippsError> {
-        let op = Operation::LoginToken;
         let form = [
             ("grant_type", "urn:openid:params:grant-type:ciba".to_owned()),
             ("auth_req_id", auth_req_id.as_str().to_owned()),
         ];
-        let started = Instant::now();
-        let result = async {
-            let raw = self
-                .send(
-                    op,
-                    Method::POST,
-                    "/access-management-1.0/access/oauth2/token",
-                    Auth::Login,
-                    None,
-                    Body::Form(&form),
-                )
-                .await?;
+        let path = "/access-management-1.0/access/oauth2/token";
+        let request = Request::login(Operation::LoginToken, path, &form);
+        self.exchange(request, |raw| {
             if raw.is_success() {
                 return raw
                     .json::<LoginTokenResponse>()
@@ -350,50 +372,27 @@ impl VippsClient {
                 }
             }
             Err(raw.into_error())
-        }
-        .await;
-        // A pending or declined poll is Vipps answering as it should.
-        let outcome = match &result {
-            Ok(_) => RequestOutcome::Ok,
-            Err(e) => e.request_outcome(),
-        };
-        record(op, started, outcome);
-        result
+        })
+        .await
     }
 
     /// `GET /vipps-userinfo-api/userinfo` with the Login access token (no subscription key).
     pub async fn userinfo(&self, login_token: &LoginToken) -> Result<Userinfo, VippsError> {
-        let op = Operation::Userinfo;
-        self.observe(op, async {
-            self.send(
-                op,
-                Method::GET,
-                "/vipps-userinfo-api/userinfo",
-                Auth::LoginBearer(login_token),
-                None,
-                Body::Empty,
-            )
-            .await?
-            .json()
-        })
+        self.call(Request::get(
+            Operation::Userinfo,
+            "/vipps-userinfo-api/userinfo",
+            Auth::LoginBearer(login_token),
+        ))
         .await
     }
 
     /// `GET /access-management-1.0/access/.well-known/openid-configuration`.
     pub async fn discovery(&self) -> Result<OpenIdConfiguration, VippsError> {
-        let op = Operation::Discovery;
-        self.observe(op, async {
-            self.send(
-                op,
-                Method::GET,
-                "/access-management-1.0/access/.well-known/openid-configuration",
-                Auth::Public,
-                None,
-                Body::Empty,
-            )
-            .await?
-            .json()
-        })
+        self.call(Request::get(
+            Operation::Discovery,
+            "/access-management-1.0/access/.well-known/openid-configuration",
+            Auth::Public,
+        ))
         .await
     }
 
@@ -407,22 +406,15 @@ impl VippsClient {
         key: &IdempotencyKey,
         request: &CreatePaymentRequest,
     ) -> Result<CreatePaymentResponse, VippsError> {
-        let op = Operation::PaymentCreate;
         request.validate().map_err(VippsError::InvalidRequest)?;
-        self.observe(op, async {
-            let body = json_body(request)?;
-            self.send(
-                op,
-                Method::POST,
-                "/epayment/v1/payments",
-                Auth::Merchant(token),
-                Some(key),
-                body,
-            )
-            .await?
-            .json()
-        })
-        .await
+        let request = Request::post(
+            Operation::PaymentCreate,
+            "/epayment/v1/payments",
+            Auth::Merchant(token),
+        )
+        .idempotency_key(key)
+        .json(request);
+        self.call(request).await
     }
 
     /// `GET /epayment/v1/payments/{reference}`.
@@ -431,19 +423,13 @@ impl VippsClient {
         token: &AccessToken,
         reference: &PaymentReference,
     ) -> Result<Payment, VippsError> {
-        let op = Operation::PaymentGet;
-        self.observe(op, async {
-            self.send(
-                op,
-                Method::GET,
-                &format!("/epayment/v1/payments/{reference}"),
-                Auth::Merchant(token),
-                None,
-                Body::Empty,
-            )
-            .await?
-            .json()
-        })
+        self.call(Request::payment(
+            Operation::PaymentGet,
+            Method::GET,
+            token,
+            reference,
+            "",
+        ))
         .await
     }
 
@@ -453,19 +439,13 @@ impl VippsClient {
         token: &AccessToken,
         reference: &PaymentReference,
     ) -> Result<Vec<PaymentEvent>, VippsError> {
-        let op = Operation::PaymentEvents;
-        self.observe(op, async {
-            self.send(
-                op,
-                Method::GET,
-                &format!("/epayment/v1/payments/{reference}/events"),
-                Auth::Merchant(token),
-                None,
-                Body::Empty,
-            )
-            .await?
-            .json()
-        })
+        self.call(Request::payment(
+            Operation::PaymentEvents,
+            Method::GET,
+            token,
+            reference,
+            "/events",
+        ))
         .await
     }
 
@@ -478,23 +458,18 @@ impl VippsClient {
         key: &IdempotencyKey,
         cancel_transaction_only: bool,
     ) -> Result<ModificationResponse, VippsError> {
-        let op = Operation::PaymentCancel;
-        self.observe(op, async {
-            let body = json_body(&CancelRequest {
-                cancel_transaction_only,
-            })?;
-            self.send(
-                op,
-                Method::POST,
-                &format!("/epayment/v1/payments/{reference}/cancel"),
-                Auth::Merchant(token),
-                Some(key),
-                body,
-            )
-            .await?
-            .json()
-        })
-        .await
+        let request = Request::payment(
+            Operation::PaymentCancel,
+            Method::POST,
+            token,
+            reference,
+            "/cancel",
+        )
+        .idempotency_key(key)
+        .json(&CancelRequest {
+            cancel_transaction_only,
+        });
+        self.call(request).await
     }
 
     /// `POST …/capture`. Check `aggregate.captured_amount` in the answer.
@@ -505,15 +480,14 @@ impl VippsClient {
         key: &IdempotencyKey,
         amount: Amount,
     ) -> Result<ModificationResponse, VippsError> {
-        self.modify(
+        let request = Request::payment(
             Operation::PaymentCapture,
-            "capture",
+            Method::POST,
             token,
             reference,
-            key,
-            amount,
-        )
-        .await
+            "/capture",
+        );
+        self.modify(request.idempotency_key(key), amount).await
     }
 
     /// `POST …/refund`.
@@ -524,24 +498,20 @@ impl VippsClient {
         key: &IdempotencyKey,
         amount: Amount,
     ) -> Result<ModificationResponse, VippsError> {
-        self.modify(
+        let request = Request::payment(
             Operation::PaymentRefund,
-            "refund",
+            Method::POST,
             token,
             reference,
-            key,
-            amount,
-        )
-        .await
+            "/refund",
+        );
+        self.modify(request.idempotency_key(key), amount).await
     }
 
+    /// Capture and refund: `request` with the amount as its body, which Vipps caps.
     async fn modify(
         &self,
-        op: Operation,
-        action: &str,
-        token: &AccessToken,
-        reference: &PaymentReference,
-        key: &IdempotencyKey,
+        request: Request<'_>,
         amount: Amount,
     ) -> Result<ModificationResponse, VippsError> {
         if amount.value > MAX_AMOUNT_MINOR_UNITS {
@@ -550,21 +520,9 @@ impl VippsClient {
                 amount.value
             )));
         }
-        self.observe(op, async {
-            let body = json_body(&ModificationRequest {
-                modification_amount: amount,
-            })?;
-            self.send(
-                op,
-                Method::POST,
-                &format!("/epayment/v1/payments/{reference}/{action}"),
-                Auth::Merchant(token),
-                Some(key),
-                body,
-            )
-            .await?
-            .json()
-        })
+        self.call(request.json(&ModificationRequest {
+            modification_amount: amount,
+        }))
         .await
     }
 
@@ -575,23 +533,13 @@ impl VippsClient {
         reference: &PaymentReference,
         phone_number: &Msisdn,
     ) -> Result<(), VippsError> {
-        let op = Operation::PaymentApprove;
-        self.observe(op, async {
-            let body = json_body(&serde_json::json!({
+        let path = format!("/epayment/v1/test/payments/{reference}/approve");
+        let request = Request::post(Operation::PaymentApprove, path, Auth::Merchant(token)).json(
+            &serde_json::json!({
                 "customer": {"phoneNumber": phone_number.as_str()}
-            }))?;
-            self.send(
-                op,
-                Method::POST,
-                &format!("/epayment/v1/test/payments/{reference}/approve"),
-                Auth::Merchant(token),
-                None,
-                body,
-            )
-            .await?
-            .empty()
-        })
-        .await
+            }),
+        );
+        self.exchange(request, Raw::empty).await
     }
 
     // -----------------------------------------------------------------------------------------
@@ -603,102 +551,83 @@ impl VippsClient {
         token: &AccessToken,
         request: &RegisterWebhookRequest,
     ) -> Result<RegisteredWebhook, VippsError> {
-        let op = Operation::WebhookRegister;
         if request.events.is_empty() {
             return Err(VippsError::InvalidRequest(
                 "a webhook needs at least one event".into(),
             ));
         }
-        self.observe(op, async {
-            let body = json_body(request)?;
-            self.send(
-                op,
-                Method::POST,
-                "/webhooks/v1/webhooks",
-                Auth::Merchant(token),
-                None,
-                body,
-            )
-            .await?
-            .json()
-        })
-        .await
+        let request = Request::post(
+            Operation::WebhookRegister,
+            "/webhooks/v1/webhooks",
+            Auth::Merchant(token),
+        )
+        .json(request);
+        self.call(request).await
     }
 
     /// `GET /webhooks/v1/webhooks`.
     pub async fn list_webhooks(&self, token: &AccessToken) -> Result<Vec<Webhook>, VippsError> {
-        let op = Operation::WebhookList;
-        self.observe(op, async {
-            let list: WebhookList = self
-                .send(
-                    op,
-                    Method::GET,
-                    "/webhooks/v1/webhooks",
-                    Auth::Merchant(token),
-                    None,
-                    Body::Empty,
-                )
-                .await?
-                .json()?;
-            Ok(list.webhooks)
-        })
-        .await
+        let request = Request::get(
+            Operation::WebhookList,
+            "/webhooks/v1/webhooks",
+            Auth::Merchant(token),
+        );
+        let list: WebhookList = self.call(request).await?;
+        Ok(list.webhooks)
     }
 
     /// `DELETE /webhooks/v1/webhooks/{id}`.
     pub async fn delete_webhook(&self, token: &AccessToken, id: &str) -> Result<(), VippsError> {
-        let op = Operation::WebhookDelete;
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(VippsError::InvalidRequest(format!(
                 "webhook id `{id}` is not a UUID"
             )));
         }
-        self.observe(op, async {
-            self.send(
-                op,
-                Method::DELETE,
-                &format!("/webhooks/v1/webhooks/{id}"),
-                Auth::Merchant(token),
-                None,
-                Body::Empty,
-            )
-            .await?
-            .empty()
-        })
-        .await
+        let path = format!("/webhooks/v1/webhooks/{id}");
+        let request = Request::new(
+            Operation::WebhookDelete,
+            Method::DELETE,
+            path,
+            Auth::Merchant(token),
+        );
+        self.exchange(request, Raw::empty).await
     }
 
     // -----------------------------------------------------------------------------------------
     // Plumbing
 
-    /// Runs one call and records its duration and outcome.
-    async fn observe<T>(
+    /// Sends `request` and decodes a success body as `T`.
+    async fn call<T: DeserializeOwned>(&self, request: Request<'_>) -> Result<T, VippsError> {
+        self.exchange(request, Raw::json).await
+    }
+
+    /// Sends `request`, reads the answer with `read`, and records the call's duration and
+    /// outcome (a request that cannot be encoded or sent counts too).
+    async fn exchange<T>(
         &self,
-        op: Operation,
-        call: impl Future<Output = Result<T, VippsError>>,
+        request: Request<'_>,
+        read: impl FnOnce(Raw) -> Result<T, VippsError>,
     ) -> Result<T, VippsError> {
+        let op = request.op;
         let started = Instant::now();
-        let result = call.await;
-        record(
-            op,
-            started,
-            match &result {
-                Ok(_) => RequestOutcome::Ok,
-                Err(e) => e.request_outcome(),
-            },
-        );
+        let result = self.send(request).await.and_then(read);
+        let outcome = match &result {
+            Ok(_) => RequestOutcome::Ok,
+            Err(e) => e.request_outcome(),
+        };
+        crate::metrics::vipps_request(op, outcome, started.elapsed());
         result
     }
 
-    async fn send(
-        &self,
-        op: Operation,
-        method: Method,
-        path: &str,
-        auth: Auth<'_>,
-        idempotency_key: Option<&IdempotencyKey>,
-        body: Body<'_>,
-    ) -> Result<Raw, VippsError> {
+    async fn send(&self, request: Request<'_>) -> Result<Raw, VippsError> {
+        let Request {
+            op,
+            method,
+            path,
+            auth,
+            idempotency_key,
+            body,
+        } = request;
         let inner = &self.inner;
         let mut req = inner
             .http
@@ -745,9 +674,13 @@ impl VippsClient {
                 .header(reqwest::header::CONTENT_LENGTH, "0")
                 .body(Vec::new()),
             Body::Empty => req,
-            Body::Json(bytes) => req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes),
+            Body::Json(bytes) => {
+                let bytes = bytes.map_err(|e| {
+                    VippsError::InvalidRequest(format!("cannot encode the request: {e}"))
+                })?;
+                req.header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(bytes)
+            }
             Body::Form(form) if form_credentials => {
                 let id = inner.client_id.to_str().unwrap_or_default().to_owned();
                 let secret = inner.client_secret.expose_secret().to_owned();
@@ -779,14 +712,4 @@ impl VippsClient {
             retry_after,
         })
     }
-}
-
-fn json_body<T: serde::Serialize + ?Sized>(value: &T) -> Result<Body<'static>, VippsError> {
-    serde_json::to_vec(value)
-        .map(Body::Json)
-        .map_err(|e| VippsError::InvalidRequest(format!("cannot encode the request: {e}")))
-}
-
-fn record(op: Operation, started: Instant, outcome: RequestOutcome) {
-    crate::metrics::vipps_request(op, outcome, started.elapsed());
 }

@@ -447,10 +447,12 @@ pub enum UserFlow {
     Qr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CustomerInteraction {
     CustomerPresent,
+    /// The spec's default when a request leaves it out.
+    #[default]
     CustomerNotPresent,
 }
 
@@ -605,8 +607,9 @@ pub struct CreatePaymentResponse {
 }
 
 /// A payment's state. After capture, refund or cancel it stays `Authorized`: read `aggregate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentState {
     Created,
     Authorized,
@@ -618,13 +621,7 @@ pub enum PaymentState {
 impl PaymentState {
     /// The name Vipps gives the state, e.g. `AUTHORIZED`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentState::Created => "CREATED",
-            PaymentState::Authorized => "AUTHORIZED",
-            PaymentState::Aborted => "ABORTED",
-            PaymentState::Expired => "EXPIRED",
-            PaymentState::Terminated => "TERMINATED",
-        }
+        self.into()
     }
 
     /// Whether the customer or the merchant can still change the state.
@@ -682,6 +679,22 @@ pub enum PaymentEventName {
     Refunded,
     Authorized,
     Terminated,
+}
+
+impl PaymentEventName {
+    /// The Webhooks API event this is delivered as.
+    pub fn webhook_event(self) -> &'static str {
+        match self {
+            PaymentEventName::Created => "epayments.payment.created.v1",
+            PaymentEventName::Aborted => "epayments.payment.aborted.v1",
+            PaymentEventName::Expired => "epayments.payment.expired.v1",
+            PaymentEventName::Cancelled => "epayments.payment.cancelled.v1",
+            PaymentEventName::Captured => "epayments.payment.captured.v1",
+            PaymentEventName::Refunded => "epayments.payment.refunded.v1",
+            PaymentEventName::Authorized => "epayments.payment.authorized.v1",
+            PaymentEventName::Terminated => "epayments.payment.terminated.v1",
+        }
+    }
 }
 
 /// One entry of a payment's event log. The spec requires `paymentAction` but names the field

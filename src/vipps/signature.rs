@@ -25,7 +25,8 @@ pub struct SignedHeaders {
 }
 
 /// Why a delivery's signature was refused; `kind()` is the metric label.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum SignatureError {
     #[error("missing header {0}")]
     MissingHeader(&'static str),
@@ -40,14 +41,9 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
+    /// The variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            SignatureError::MissingHeader(_) => "missing_header",
-            SignatureError::MalformedAuthorization => "malformed_authorization",
-            SignatureError::ContentHashMismatch => "content_hash_mismatch",
-            SignatureError::BadSignature => "bad_signature",
-            SignatureError::StaleDate => "stale_date",
-        }
+        self.into()
     }
 }
 
@@ -184,82 +180,83 @@ mod tests {
         );
     }
 
+    /// `verify`'s arguments, so that each case below changes one of the official vector's.
+    #[derive(Clone, Copy)]
+    struct Args<'a> {
+        secret: &'a str,
+        path: &'a str,
+        date: Option<&'a str>,
+        authorization: Option<&'a str>,
+        body: &'a str,
+    }
+
+    impl Args<'_> {
+        fn verify(self) -> Result<(), SignatureError> {
+            let hash = "lNlsp1XA03N34HrQsVzPgJKtC+r7l/RBF4V3JQUWMj4=";
+            verify(
+                self.secret,
+                self.path,
+                HOST,
+                self.date,
+                Some(hash),
+                self.authorization,
+                self.body.as_bytes(),
+            )
+        }
+    }
+
     #[test]
     fn official_test_vector_verifies_and_tampering_fails() {
         let auth = format!("{AUTH_PREFIX}agAiSyogQbDHpeucoNwYz+yAr5nJ+v+zasdkSbqzv+U=");
-        let hash = "lNlsp1XA03N34HrQsVzPgJKtC+r7l/RBF4V3JQUWMj4=";
-        let ok = verify(
-            SECRET,
-            PATH,
-            HOST,
-            Some(DATE),
-            Some(hash),
-            Some(&auth),
-            BODY.as_bytes(),
-        );
-        assert_eq!(ok, Ok(()));
+        let official = Args {
+            secret: SECRET,
+            path: PATH,
+            date: Some(DATE),
+            authorization: Some(&auth),
+            body: BODY,
+        };
+        assert_eq!(official.verify(), Ok(()));
 
         let tampered = BODY.replace("hello", "jello");
-        assert_eq!(
-            verify(
-                SECRET,
-                PATH,
-                HOST,
-                Some(DATE),
-                Some(hash),
-                Some(&auth),
-                tampered.as_bytes()
+        for (args, want) in [
+            (
+                Args {
+                    body: &tampered,
+                    ..official
+                },
+                SignatureError::ContentHashMismatch,
             ),
-            Err(SignatureError::ContentHashMismatch)
-        );
-        assert_eq!(
-            verify(
-                "other",
-                PATH,
-                HOST,
-                Some(DATE),
-                Some(hash),
-                Some(&auth),
-                BODY.as_bytes()
+            (
+                Args {
+                    secret: "other",
+                    ..official
+                },
+                SignatureError::BadSignature,
             ),
-            Err(SignatureError::BadSignature)
-        );
-        assert_eq!(
-            verify(
-                SECRET,
-                "/other",
-                HOST,
-                Some(DATE),
-                Some(hash),
-                Some(&auth),
-                BODY.as_bytes()
+            (
+                Args {
+                    path: "/other",
+                    ..official
+                },
+                SignatureError::BadSignature,
             ),
-            Err(SignatureError::BadSignature)
-        );
-        assert_eq!(
-            verify(
-                SECRET,
-                PATH,
-                HOST,
-                None,
-                Some(hash),
-                Some(&auth),
-                BODY.as_bytes()
+            (
+                Args {
+                    date: None,
+                    ..official
+                },
+                SignatureError::MissingHeader("x-ms-date"),
             ),
-            Err(SignatureError::MissingHeader("x-ms-date"))
-        );
-        assert_eq!(
-            verify(
-                SECRET,
-                PATH,
-                HOST,
-                Some(DATE),
-                Some(hash),
-                Some("Bearer x"),
-                BODY.as_bytes()
+            (
+                Args {
+                    authorization: Some("Bearer x"),
+                    ..official
+                },
+                SignatureError::MalformedAuthorization,
             ),
-            Err(SignatureError::MalformedAuthorization)
-        );
+        ] {
+            assert_eq!(args.verify(), Err(want));
+        }
     }
 
     #[test]

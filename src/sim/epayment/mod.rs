@@ -66,7 +66,7 @@ impl Payments {
     /// Every payment, oldest first.
     pub fn all(&self) -> Vec<&Payment> {
         let mut all: Vec<&Payment> = self.by_key.values().collect();
-        all.sort_by_key(|p| p.created_at);
+        all.sort_by_key(|p| p.created.instant);
         all
     }
 
@@ -111,6 +111,26 @@ impl Payments {
         }
     }
 
+    /// Runs a write under its idempotency key: replays the stored answer to an earlier request
+    /// with the same key and body, refuses the key with another body, and otherwise answers
+    /// with `write`, storing that answer for the retries to come.
+    fn idempotent(
+        &mut self,
+        scope: Scope,
+        fingerprint: Fingerprint,
+        now: Instant,
+        write: impl FnOnce(&mut Payments) -> Result<Answer, Problem>,
+    ) -> Result<HttpResponse, Problem> {
+        match self.idempotency.lookup(&scope, &fingerprint) {
+            Lookup::Replay(answer) => return Ok(answer.response()),
+            Lookup::Conflict => return Err(idempotency_conflict(scope.operation, &scope.key)),
+            Lookup::New => {}
+        }
+        let answer = write(self).unwrap_or_else(Answer::from);
+        self.idempotency.store(scope, fingerprint, &answer, now);
+        Ok(answer.response())
+    }
+
     fn insert(&mut self, p: Payment) {
         let key = (p.msn.clone(), p.reference().clone());
         self.pending.insert(key.clone());
@@ -142,10 +162,7 @@ fn lock_customers(state: &SimState) -> MutexGuard<'_, Customers> {
 }
 
 fn now(state: &SimState) -> Now {
-    Now {
-        instant: state.clock.now(),
-        wall: state.clock.wall(),
-    }
+    state.clock.moment()
 }
 
 pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
@@ -155,9 +172,18 @@ pub(super) fn api_routes(cfg: &mut web::ServiceConfig) {
             .service(resource("/payments").route(web::post().to(create_payment)))
             .service(resource("/payments/{reference}").route(web::get().to(get_payment)))
             .service(resource("/payments/{reference}/events").route(web::get().to(get_events)))
-            .service(resource("/payments/{reference}/cancel").route(web::post().to(cancel)))
-            .service(resource("/payments/{reference}/capture").route(web::post().to(capture)))
-            .service(resource("/payments/{reference}/refund").route(web::post().to(refund)))
+            .service(
+                resource("/payments/{reference}/cancel")
+                    .route(modify_route(Operation::PaymentCancel)),
+            )
+            .service(
+                resource("/payments/{reference}/capture")
+                    .route(modify_route(Operation::PaymentCapture)),
+            )
+            .service(
+                resource("/payments/{reference}/refund")
+                    .route(modify_route(Operation::PaymentRefund)),
+            )
             .service(
                 resource("/test/payments/{reference}/approve").route(web::post().to(force_approve)),
             )
@@ -357,24 +383,72 @@ fn invalid_qr() -> Invalid {
     )
 }
 
+/// What every idempotent ePayment write starts from: the merchant, the body as sent and as
+/// JSON, and the time.
+struct Write {
+    msn: String,
+    bytes: web::Bytes,
+    parsed: Result<Option<Value>, Invalid>,
+    now: Now,
+}
+
+impl Write {
+    async fn read(
+        state: &SimState,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<Write, Problem> {
+        let merchant = auth::authorize(state, req, MsnHeader::Required).map_err(msn_forbidden)?;
+        let bytes = request::read_body(payload).await?;
+        let parsed = request::parse_json(&bytes);
+        Ok(Write {
+            msn: merchant.merchant_serial_number,
+            bytes,
+            parsed,
+            now: now(state),
+        })
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        Fingerprint::of(self.parsed.as_ref().ok(), &self.bytes)
+    }
+}
+
+/// The headers a write must carry, checked after its rate limit; the `Idempotency-Key` it
+/// carries scoped to the merchant, `op` and `reference`.
+fn write_scope(
+    req: &HttpRequest,
+    bytes: &[u8],
+    msn: &str,
+    op: Operation,
+    reference: String,
+) -> Result<Scope, Problem> {
+    check_system_headers(req)?;
+    check_content_type(req, bytes)?;
+    Ok(Scope {
+        msn: msn.to_owned(),
+        operation: op,
+        reference,
+        key: idempotency_key(req)?,
+    })
+}
+
 /// `POST /epayment/v1/payments`.
 async fn create_payment(
     state: web::Data<SimState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Required).map_err(msn_forbidden)?;
-    let msn = merchant.merchant_serial_number;
-    let bytes = request::read_body(payload).await?;
-    let parsed = request::parse_json(&bytes);
-    let now = now(&state);
-    let limit_reference = parsed
+    let write = Write::read(&state, &req, payload).await?;
+    let limit_reference = write
+        .parsed
         .as_ref()
         .ok()
         .and_then(|v| v.as_ref()?.get("reference")?.as_str().map(str::to_owned));
-    let validated = parsed
+    let validated = write
+        .parsed
         .clone()
-        .and_then(|body| request::create_payment(body, now.wall));
+        .and_then(|body| request::create_payment(body, write.now.wall));
     // Customers are read before the payments lock is taken, never inside it.
     let customer = match &validated {
         Ok(NewPayment {
@@ -383,31 +457,31 @@ async fn create_payment(
         _ => None,
     }
     .transpose();
-    let fingerprint = Fingerprint::of(parsed.as_ref().ok(), &bytes);
+    let fingerprint = write.fingerprint();
 
     let mut payments = lock(&state);
     if let Some(reference) = &limit_reference {
         let on = state.settings.rate_limits;
-        payments.limit(on, &msn, Operation::PaymentCreate, reference, now.instant)?;
+        payments.limit(
+            on,
+            &write.msn,
+            Operation::PaymentCreate,
+            reference,
+            write.now.instant,
+        )?;
     }
-    check_system_headers(&req)?;
-    check_content_type(&req, &bytes)?;
-    let key = idempotency_key(&req)?;
-    let scope = Scope {
-        msn: msn.clone(),
-        operation: Operation::PaymentCreate,
-        reference: String::new(),
-        key: key.clone(),
-    };
-    match payments.idempotency.lookup(&scope, &fingerprint) {
-        Lookup::Replay(answer) => return Ok(answer.response()),
-        Lookup::Conflict => return Err(idempotency_conflict(Operation::PaymentCreate, &key)),
-        Lookup::New => {}
-    }
-    let answer = (|| -> Result<Answer, Problem> {
+    let scope = write_scope(
+        &req,
+        &write.bytes,
+        &write.msn,
+        Operation::PaymentCreate,
+        String::new(),
+    )?;
+    let key = scope.key.clone();
+    payments.idempotent(scope, fingerprint, write.now.instant, |payments| {
         let new = validated?;
         let customer = customer?;
-        if payments.get(&msn, &new.reference).is_some() {
+        if payments.get(&write.msn, &new.reference).is_some() {
             return Err(Problem::epayment(
                 StatusCode::CONFLICT,
                 "Reference already exists",
@@ -421,10 +495,10 @@ async fn create_payment(
         }
         let plan = customer.as_ref().map(|(_, b)| CustomerPlan {
             behaviour: b.payment,
-            acts_at: now.instant + b.payment_delay,
+            acts_at: write.now.instant + b.payment_delay,
         });
         let creation = Creation {
-            msn: msn.clone(),
+            msn: write.msn.clone(),
             customer: customer.map(|(phone, _)| phone),
             plan,
             // 17 digits with room for 100 events per payment.
@@ -433,7 +507,7 @@ async fn create_payment(
             redirect_token: uuid::Uuid::new_v4().simple().to_string(),
             idempotency_key: key.clone(),
         };
-        let p = Payment::new(new, creation, &now);
+        let p = Payment::new(new, creation, &write.now);
         publish(&state.webhooks, &p, 0);
         let mut body = json!({"reference": p.reference()});
         if let Some(url) = &p.redirect_url {
@@ -442,12 +516,7 @@ async fn create_payment(
         tracing::debug!(reference = %p.reference(), "payment created");
         payments.insert(p);
         Ok(Answer::json(StatusCode::CREATED, body))
-    })()
-    .unwrap_or_else(Answer::from);
-    payments
-        .idempotency
-        .store(scope, fingerprint, &answer, now.instant);
-    Ok(answer.response())
+    })
 }
 
 /// The shared start of get and events: authorised, rate-limited, time applied.
@@ -503,31 +572,14 @@ async fn get_events(
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn cancel(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    reference: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, Problem> {
-    modify(state, req, reference, payload, Operation::PaymentCancel).await
-}
-
-async fn capture(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    reference: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, Problem> {
-    modify(state, req, reference, payload, Operation::PaymentCapture).await
-}
-
-async fn refund(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    reference: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, Problem> {
-    modify(state, req, reference, payload, Operation::PaymentRefund).await
+/// The route of one modification: `POST …/cancel`, `…/capture` or `…/refund`.
+fn modify_route(op: Operation) -> actix_web::Route {
+    web::post().to(
+        move |state: web::Data<SimState>,
+              req: HttpRequest,
+              raw: web::Path<String>,
+              payload: web::Payload| modify(state, req, raw, payload, op),
+    )
 }
 
 /// Cancel, capture and refund: rate limit, idempotency, the state machine, events.
@@ -541,32 +593,22 @@ async fn modify(
     payload: web::Payload,
     op: Operation,
 ) -> Result<HttpResponse, Problem> {
-    let merchant = auth::authorize(&state, &req, MsnHeader::Required).map_err(msn_forbidden)?;
-    let msn = merchant.merchant_serial_number;
-    let bytes = request::read_body(payload).await?;
-    let parsed = request::parse_json(&bytes);
-    let now = now(&state);
+    let write = Write::read(&state, &req, payload).await?;
 
     let mut payments = lock(&state);
-    payments.limit(state.settings.rate_limits, &msn, op, &raw, now.instant)?;
-    check_system_headers(&req)?;
-    check_content_type(&req, &bytes)?;
-    let key = idempotency_key(&req)?;
-    let scope = Scope {
-        msn: msn.clone(),
-        operation: op,
-        reference: raw.to_string(),
-        key: key.clone(),
-    };
-    let fingerprint = Fingerprint::of(parsed.as_ref().ok(), &bytes);
-    match payments.idempotency.lookup(&scope, &fingerprint) {
-        Lookup::Replay(answer) => return Ok(answer.response()),
-        Lookup::Conflict => return Err(idempotency_conflict(op, &key)),
-        Lookup::New => {}
-    }
-    let answer = (|| -> Result<Answer, Problem> {
+    payments.limit(
+        state.settings.rate_limits,
+        &write.msn,
+        op,
+        &raw,
+        write.now.instant,
+    )?;
+    let scope = write_scope(&req, &write.bytes, &write.msn, op, raw.to_string())?;
+    let key = scope.key.clone();
+    let fingerprint = write.fingerprint();
+    payments.idempotent(scope, fingerprint, write.now.instant, |payments| {
         let reference = path_reference(&raw)?;
-        let body = parsed?;
+        let body = write.parsed?;
         enum Input {
             Cancel(bool),
             Amount(crate::domain::Amount),
@@ -575,17 +617,17 @@ async fn modify(
             Operation::PaymentCancel => Input::Cancel(request::cancel(body)?),
             _ => Input::Amount(request::modification(body)?),
         };
-        let pkey = (msn.clone(), reference);
-        payments.settle(&pkey, &now, &state.webhooks);
+        let pkey = (write.msn.clone(), reference);
+        payments.settle(&pkey, &write.now, &state.webhooks);
         let p = payments
             .by_key
             .get_mut(&pkey)
             .ok_or_else(|| unknown_reference(&raw))?;
         let before = p.events.len();
         let result = match (op, input) {
-            (_, Input::Cancel(only)) => p.cancel(&now, only, &key),
-            (Operation::PaymentCapture, Input::Amount(a)) => p.capture(&now, a, &key),
-            (_, Input::Amount(a)) => p.refund(&now, a, &key),
+            (_, Input::Cancel(only)) => p.cancel(&write.now, only, &key),
+            (Operation::PaymentCapture, Input::Amount(a)) => p.capture(&write.now, a, &key),
+            (_, Input::Amount(a)) => p.refund(&write.now, a, &key),
         };
         // Failed attempts append events too (test refund amounts); publish whatever happened.
         publish(&state.webhooks, p, before);
@@ -598,12 +640,7 @@ async fn modify(
         };
         payments.untrack_if_final(&pkey);
         Ok(answer)
-    })()
-    .unwrap_or_else(Answer::from);
-    payments
-        .idempotency
-        .store(scope, fingerprint, &answer, now.instant);
-    Ok(answer.response())
+    })
 }
 
 /// `POST /epayment/v1/test/payments/{reference}/approve`: the test environment's force approve.
@@ -642,22 +679,16 @@ async fn force_approve(
     if let Some(token) = &body.token
         && p.redirect_token.as_ref() != Some(token)
     {
-        return Err(Problem::epayment(
-            StatusCode::BAD_REQUEST,
-            "Approve not allowed",
+        return Err(approve_refused(
             "The token is not the one in this payment's redirectUrl.",
-            &[("token", "Does not match the payment.")],
-            Some(10020),
+            ("token", "Does not match the payment."),
         ));
     }
     match (&p.customer, approver) {
         (Some(owner), Some(other)) if *owner != other => {
-            return Err(Problem::epayment(
-                StatusCode::BAD_REQUEST,
-                "Approve not allowed",
+            return Err(approve_refused(
                 "The payment was requested from another customer.",
-                &[("customer", "Not the payment's customer.")],
-                Some(10020),
+                ("customer", "Not the payment's customer."),
             ));
         }
         (None, Some(approver)) => p.customer = Some(approver),
@@ -669,6 +700,17 @@ async fn force_approve(
     payments.untrack_if_final(&key);
     result.map_err(|e| payment_problem(&e))?;
     Ok(HttpResponse::Ok().finish())
+}
+
+/// Force approve's 400 (code 10020) naming the field that does not fit the payment.
+fn approve_refused(detail: &str, invalid: (&str, &str)) -> Problem {
+    Problem::epayment(
+        StatusCode::BAD_REQUEST,
+        "Approve not allowed",
+        detail,
+        &[invalid],
+        Some(10020),
+    )
 }
 
 /// Applies whatever is due: customers approve or decline, unanswered payments expire.
@@ -709,14 +751,8 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
 pub(super) fn control_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/payments", web::get().to(control_list))
         .route("/payments/{reference}", web::get().to(control_get))
-        .route(
-            "/payments/{reference}/approve",
-            web::post().to(control_approve),
-        )
-        .route(
-            "/payments/{reference}/decline",
-            web::post().to(control_decline),
-        );
+        .route("/payments/{reference}/approve", control_act_route(true))
+        .route("/payments/{reference}/decline", control_act_route(false));
 }
 
 fn control_problem(status: StatusCode, detail: &str, invalid: &[(&str, &str)]) -> Problem {
@@ -805,20 +841,13 @@ async fn control_get(
     Ok(HttpResponse::Ok().json(p.control_view(true)))
 }
 
-async fn control_approve(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    raw: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
-    control_act(&state, &req, &raw, true)
-}
-
-async fn control_decline(
-    state: web::Data<SimState>,
-    req: HttpRequest,
-    raw: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
-    control_act(&state, &req, &raw, false)
+/// `POST /sim/v1/payments/{reference}/approve` (`approve`) or `…/decline`.
+fn control_act_route(approve: bool) -> actix_web::Route {
+    web::post().to(
+        move |state: web::Data<SimState>, req: HttpRequest, raw: web::Path<String>| async move {
+            control_act(&state, &req, &raw, approve)
+        },
+    )
 }
 
 /// Acts as the payment's customer now, whatever their behaviour says. A test amount makes the

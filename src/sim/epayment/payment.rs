@@ -30,27 +30,26 @@ pub const PROCESSING_WINDOW: Duration = Duration::from_secs(1);
 const TEST_CARD_BIN: &str = "540185";
 
 /// The time an operation happens at, on the simulator's clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub instant: Instant,
-    pub wall: DateTime<Utc>,
-}
-
-impl Now {
-    /// The wall-clock time of `at`, an instant not after `self`.
-    fn wall_at(&self, at: Instant) -> DateTime<Utc> {
-        let ago = self.instant.saturating_duration_since(at);
-        self.wall - chrono::Duration::from_std(ago).unwrap_or(chrono::Duration::zero())
-    }
-}
+pub use crate::sim::clock::Now;
 
 fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// The payment's state, exactly as the live API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum State {
     Created,
     Authorized,
@@ -60,82 +59,20 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 5] = [
-        State::Created,
-        State::Authorized,
-        State::Aborted,
-        State::Expired,
-        State::Terminated,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            State::Created => "CREATED",
-            State::Authorized => "AUTHORIZED",
-            State::Aborted => "ABORTED",
-            State::Expired => "EXPIRED",
-            State::Terminated => "TERMINATED",
-        }
+        self.into()
     }
 
     pub fn parse(raw: &str) -> Option<State> {
-        State::ALL.into_iter().find(|s| s.as_str() == raw)
+        raw.parse().ok()
     }
 }
 
-/// The name of an event in the log and in webhooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EventName {
-    Created,
-    Aborted,
-    Expired,
-    Cancelled,
-    Captured,
-    Refunded,
-    Authorized,
-    Terminated,
-}
+/// The name of an event in the log and in webhooks: the wire's own.
+pub use crate::vipps::models::PaymentEventName as EventName;
 
-impl EventName {
-    /// The Webhooks API event this is delivered as.
-    pub fn webhook_event(self) -> &'static str {
-        match self {
-            EventName::Created => "epayments.payment.created.v1",
-            EventName::Aborted => "epayments.payment.aborted.v1",
-            EventName::Expired => "epayments.payment.expired.v1",
-            EventName::Cancelled => "epayments.payment.cancelled.v1",
-            EventName::Captured => "epayments.payment.captured.v1",
-            EventName::Refunded => "epayments.payment.refunded.v1",
-            EventName::Authorized => "epayments.payment.authorized.v1",
-            EventName::Terminated => "epayments.payment.terminated.v1",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentMethodType {
-    Wallet,
-    Card,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum UserFlow {
-    PushMessage,
-    NativeRedirect,
-    WebRedirect,
-    Qr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum CustomerInteraction {
-    CustomerPresent,
-    #[default]
-    CustomerNotPresent,
-}
+/// The request's enums, as the wire (and lanehub's client) names them.
+pub use crate::vipps::models::{CustomerInteraction, PaymentMethodType, UserFlow};
 
 /// How the merchant named the customer: exactly one of the three.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +139,8 @@ impl CardFailure {
 }
 
 /// Why an operation on a payment was refused. `code()` is the live API's `ErrorCode`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PaymentError {
     #[error(
         "The amount you tried to capture is not reserved. The user must accept the payment before capture can be done."
@@ -285,25 +223,9 @@ impl PaymentError {
         }
     }
 
-    /// A short, bounded label for logs and metrics.
+    /// A short, bounded label for logs and metrics: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            PaymentError::CaptureBeforeReservation => "capture_before_reservation",
-            PaymentError::CaptureAmountTooHigh { .. } => "capture_amount_too_high",
-            PaymentError::CaptureCancelled => "capture_cancelled",
-            PaymentError::CannotCapture(_) => "cannot_capture",
-            PaymentError::RefundBeforeReservation => "refund_before_reservation",
-            PaymentError::NotEnoughRefundable { .. } => "not_enough_refundable",
-            PaymentError::RefundNotPossible => "refund_not_possible",
-            PaymentError::RefundPeriodExpired => "refund_period_expired",
-            PaymentError::CancelWhileProcessing => "cancel_while_processing",
-            PaymentError::CancelAuthorized => "cancel_authorized",
-            PaymentError::CancelCaptured => "cancel_captured",
-            PaymentError::CancelNotReserved(_) => "cancel_not_reserved",
-            PaymentError::CurrencyMismatch { .. } => "currency_mismatch",
-            PaymentError::ApproveNotAllowed(_) => "approve_not_allowed",
-            PaymentError::ApproveFailed(_) => "approve_failed",
-        }
+        self.into()
     }
 }
 
@@ -347,10 +269,8 @@ pub struct Payment {
     pub redirect_url: Option<String>,
     /// The token in `redirectUrl`, which force approve may be given.
     pub redirect_token: Option<String>,
-    pub created_at: Instant,
-    pub created_wall: DateTime<Utc>,
-    pub expires_at: Instant,
-    pub expires_wall: DateTime<Utc>,
+    pub created: Now,
+    pub expires: Now,
     pub aggregate: Aggregate,
     pub sub: Option<String>,
     pub events: Vec<Event>,
@@ -387,15 +307,15 @@ pub struct Creation {
 impl Payment {
     /// A new payment in CREATED, with its CREATED event.
     pub fn new(request: NewPayment, c: Creation, now: &Now) -> Payment {
-        let (expires_at, expires_wall) = match request.expires_at {
+        let expires = match request.expires_at {
             Some(at) => {
                 let ahead = (at - now.wall).to_std().unwrap_or(Duration::ZERO);
-                (now.instant + ahead, at)
+                Now {
+                    instant: now.instant + ahead,
+                    wall: at,
+                }
             }
-            None => (
-                now.instant + c.expiry,
-                now.wall + chrono::Duration::from_std(c.expiry).unwrap_or(chrono::Duration::zero()),
-            ),
+            None => now.after(c.expiry),
         };
         let token = c.redirect_token;
         let redirect_url = match request.user_flow {
@@ -414,10 +334,8 @@ impl Payment {
             plan: c.plan,
             redirect_token: redirect_url.as_ref().map(|_| token),
             redirect_url,
-            created_at: now.instant,
-            created_wall: now.wall,
-            expires_at,
-            expires_wall,
+            created: *now,
+            expires,
             aggregate: Aggregate::default(),
             sub: None,
             events: Vec::new(),
@@ -466,8 +384,13 @@ impl Payment {
         });
     }
 
+    /// Logs a merchant's cancel, capture or refund made with idempotency `key`.
+    fn push_keyed(&mut self, name: EventName, value: u64, now: &Now, key: &str, success: bool) {
+        self.push(name, value, now.wall, Some(key.into()), success);
+    }
+
     fn acts_before_expiry(&self) -> Option<CustomerPlan> {
-        self.plan.filter(|p| p.acts_at <= self.expires_at)
+        self.plan.filter(|p| p.acts_at <= self.expires.instant)
     }
 
     /// Whether the customer is approving right now (see [`PROCESSING_WINDOW`]).
@@ -493,7 +416,7 @@ impl Payment {
             Some(PaymentBehaviour::Approve) => Some(Due::Approve),
             Some(PaymentBehaviour::Decline) => Some(Due::Decline),
             Some(PaymentBehaviour::Ignore) | None => {
-                (now >= self.expires_at).then_some(Due::Expire)
+                (now >= self.expires.instant).then_some(Due::Expire)
             }
         }
     }
@@ -505,7 +428,7 @@ impl Payment {
             return false;
         };
         let at = match (due, self.plan) {
-            (Due::Expire, _) | (_, None) => self.expires_at,
+            (Due::Expire, _) | (_, None) => self.expires.instant,
             (_, Some(plan)) => plan.acts_at,
         };
         let when = Now {
@@ -595,13 +518,7 @@ impl Payment {
             State::Created => {
                 self.state = State::Terminated;
                 let value = self.request.amount.value;
-                self.push(
-                    EventName::Terminated,
-                    value,
-                    now.wall,
-                    Some(key.into()),
-                    true,
-                );
+                self.push_keyed(EventName::Terminated, value, now, key, true);
                 Ok(())
             }
             State::Authorized if transaction_only => Err(PaymentError::CancelAuthorized),
@@ -613,13 +530,7 @@ impl Payment {
                 }
                 if remaining > 0 {
                     self.aggregate.cancelled += remaining;
-                    self.push(
-                        EventName::Cancelled,
-                        remaining,
-                        now.wall,
-                        Some(key.into()),
-                        true,
-                    );
+                    self.push_keyed(EventName::Cancelled, remaining, now, key, true);
                 }
                 Ok(())
             }
@@ -647,13 +558,7 @@ impl Payment {
             return Err(PaymentError::CaptureAmountTooHigh { remaining });
         }
         self.aggregate.captured += amount.value;
-        self.push(
-            EventName::Captured,
-            amount.value,
-            now.wall,
-            Some(key.into()),
-            true,
-        );
+        self.push_keyed(EventName::Captured, amount.value, now, key, true);
         Ok(())
     }
 
@@ -676,25 +581,15 @@ impl Payment {
             124 => Some(PaymentError::RefundPeriodExpired),
             _ => None,
         };
-        if let Some(e) = failure {
-            self.push(
-                EventName::Refunded,
-                amount.value,
-                now.wall,
-                Some(key.into()),
-                false,
-            );
-            return Err(e);
+        let success = failure.is_none();
+        self.push_keyed(EventName::Refunded, amount.value, now, key, success);
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                self.aggregate.refunded += amount.value;
+                Ok(())
+            }
         }
-        self.aggregate.refunded += amount.value;
-        self.push(
-            EventName::Refunded,
-            amount.value,
-            now.wall,
-            Some(key.into()),
-            true,
-        );
-        Ok(())
     }
 
     fn aggregate_json(&self) -> Value {
@@ -782,8 +677,8 @@ impl Payment {
         v["customerInteraction"] = json!(self.request.customer_interaction);
         v["paymentDescription"] = json!(self.request.payment_description);
         v["receipt"] = json!(self.request.receipt);
-        v["createdAt"] = json!(timestamp(self.created_wall));
-        v["expiresAt"] = json!(timestamp(self.expires_wall));
+        v["createdAt"] = json!(timestamp(self.created.wall));
+        v["expiresAt"] = json!(timestamp(self.expires.wall));
         v["customerBehaviour"] = json!(self.plan.map(|p| p.behaviour));
         if with_events {
             let events: Vec<Value> = self.events.iter().map(|e| self.event_json(e)).collect();
@@ -803,6 +698,12 @@ mod tests {
             instant: t,
             wall: Utc::now(),
         }
+    }
+
+    /// A 1000 øre payment created now, whose customer has no plan; and now.
+    fn unplanned() -> (Payment, Now) {
+        let t0 = Instant::now();
+        (new_payment(1000, None, t0), now(t0))
     }
 
     fn new_payment(value: u64, behaviour: Option<PaymentBehaviour>, t0: Instant) -> Payment {
@@ -885,9 +786,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn capture_refund_cancel_move_the_aggregate_not_the_state() {
-        let t0 = Instant::now();
-        let n = now(t0);
-        let mut p = new_payment(1000, None, t0);
+        let (mut p, n) = unplanned();
         assert_eq!(
             p.capture(&n, Amount::nok(1), "c"),
             Err(PaymentError::CaptureBeforeReservation)
@@ -985,19 +884,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn test_refund_amounts_fail_with_a_failed_event() {
-        let t0 = Instant::now();
-        let n = now(t0);
-        let mut p = new_payment(1000, None, t0);
+        let (mut p, n) = unplanned();
         p.approve(&n).unwrap();
         p.capture(&n, Amount::nok(1000), "c").unwrap();
-        assert_eq!(
-            p.refund(&n, Amount::nok(123), "r"),
-            Err(PaymentError::RefundNotPossible)
-        );
-        assert_eq!(
-            p.refund(&n, Amount::nok(124), "r2"),
-            Err(PaymentError::RefundPeriodExpired)
-        );
+        // Test amounts: 123 øre cannot be refunded, 124 øre is past the refund period.
+        for (value, key, want) in [
+            (123, "r", PaymentError::RefundNotPossible),
+            (124, "r2", PaymentError::RefundPeriodExpired),
+        ] {
+            assert_eq!(p.refund(&n, Amount::nok(value), key), Err(want));
+        }
         assert_eq!(p.aggregate.refunded, 0);
         assert_eq!(
             names(&p)[3..],
@@ -1012,7 +908,7 @@ mod tests {
     async fn due_events_carry_the_time_they_became_due() {
         let t0 = Instant::now();
         let mut p = new_payment(1000, Some(PaymentBehaviour::Ignore), t0);
-        let created = p.created_wall;
+        let created = p.created.wall;
         let later = Now {
             instant: t0 + Duration::from_secs(3600),
             wall: created + chrono::Duration::seconds(3600),

@@ -432,21 +432,18 @@ fn check_metadata(m: &BTreeMap<String, String>) -> Result<(), Invalid> {
         ));
     }
     for (k, v) in m {
-        if k.chars().count() > 100 {
-            return Err(Invalid::coded(
-                format!("metadata.{k}"),
-                "A metadata key is at most 100 characters.",
-                "Metadata key length exceeded",
-                4120,
-            ));
-        }
-        if v.chars().count() > 500 {
-            return Err(Invalid::coded(
-                format!("metadata.{k}"),
-                "A metadata value is at most 500 characters.",
-                "Metadata value length exceeded",
-                4130,
-            ));
+        for (what, text, max, title, code) in [
+            ("key", k, 100, "Metadata key length exceeded", 4120),
+            ("value", v, 500, "Metadata value length exceeded", 4130),
+        ] {
+            if text.chars().count() > max {
+                return Err(Invalid::coded(
+                    format!("metadata.{k}"),
+                    format!("A metadata {what} is at most {max} characters."),
+                    title,
+                    code,
+                ));
+            }
         }
     }
     Ok(())

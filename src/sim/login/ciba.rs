@@ -15,12 +15,13 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::{
-    ACCESS_TOKEN_LIFETIME, AccessGrant, Login, LoginState, PollError, discovery, secs_ceil,
-    userinfo,
+    ACCESS_TOKEN_LIFETIME, AccessGrant, Asked, Login, PollError, discovery, secs_ceil, userinfo,
 };
 use crate::config::SimMerchant;
 use crate::domain::Msisdn;
 use crate::sim::SimState;
+use crate::sim::clock::Now;
+use crate::sim::customers::Customer;
 use crate::sim::problem::Problem;
 
 const AUTHENTICATION_PATH: &str = "/vipps-login-ciba/api/backchannel/authentication";
@@ -159,6 +160,29 @@ fn merchant(state: &SimState, id: &str, secret: &str) -> Option<SimMerchant> {
         .cloned()
 }
 
+/// What both CIBA endpoints check first: the client's credentials, the `Vipps-System-*`
+/// headers, and the form (each parameter once).
+fn client_and_params(
+    state: &SimState,
+    req: &HttpRequest,
+    form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
+) -> Result<(SimMerchant, Params), actix_web::Error> {
+    let client = client_from_basic(state, req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
+    check_system_headers(req)?;
+    let params = Params::new(form?.into_inner())?;
+    Ok((client, params))
+}
+
+/// The simulated customer with `phone`, if there is one.
+fn customer(state: &SimState, phone: &Msisdn) -> Option<Customer> {
+    state
+        .customers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(phone)
+        .cloned()
+}
+
 /// Form parameters; each may be given once.
 struct Params(Vec<(String, String)>);
 
@@ -287,17 +311,9 @@ async fn authenticate(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
-    check_system_headers(&req)?;
-    let params = Params::new(form?.into_inner())?;
+    let (client, params) = client_and_params(&state, &req, form)?;
     let request = parse_authentication(&params, delegated_consents_activated(&state.settings))?;
-    let known = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&request.phone)
-        .is_some();
-    if !known {
+    if customer(&state, &request.phone).is_none() {
         return Err(Problem::oauth(
             StatusCode::BAD_REQUEST,
             "unknown_user_id",
@@ -324,23 +340,19 @@ async fn authenticate(
     }
     let auth_req_id = uuid::Uuid::new_v4().to_string();
     tracing::debug!(phone = %request.phone, scopes = ?request.scopes, "LoginStarted");
-    logins.insert(Login {
-        auth_req_id: auth_req_id.clone(),
-        seq: 0,
+    let asked = Asked {
+        phone: request.phone,
         client_id: client.client_id.clone(),
         merchant_serial_number: client.merchant_serial_number.clone(),
-        phone: request.phone,
         scopes: request.scopes,
         binding_message: request.binding_message,
-        created_at: now,
-        created_wall: state.clock.wall(),
-        expires_in,
-        interval,
-        state: LoginState::Pending,
-        changed_at: None,
-        last_poll: None,
-        polls: 0,
-    });
+    };
+    let created = Now {
+        instant: now,
+        wall: state.clock.wall(),
+    };
+    let login = Login::new(auth_req_id.clone(), asked, created, expires_in, interval);
+    logins.insert(login);
     drop(logins);
     Ok(HttpResponse::Ok().json(json!({
         "auth_req_id": auth_req_id,
@@ -359,9 +371,7 @@ async fn token(
     req: HttpRequest,
     form: Result<web::Form<Vec<(String, String)>>, actix_web::Error>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = client_from_basic(&state, &req, form.as_ref().ok().map(|f| f.0.as_slice()))?;
-    check_system_headers(&req)?;
-    let params = Params::new(form?.into_inner())?;
+    let (client, params) = client_and_params(&state, &req, form)?;
     let grant_type = params.required("grant_type")?;
     if grant_type != CIBA_GRANT {
         return Err(Problem::oauth(
@@ -378,7 +388,7 @@ async fn token(
         let login = logins
             .get_mut(auth_req_id)
             // Another client's request is as unknown as a made-up one.
-            .filter(|l| l.client_id == client.client_id)
+            .filter(|l| l.asked.client_id == client.client_id)
             .ok_or_else(|| {
                 Problem::oauth(
                     StatusCode::BAD_REQUEST,
@@ -387,15 +397,10 @@ async fn token(
                 )
             })?;
         login.poll(now).map_err(poll_problem)?;
-        tracing::debug!(phone = %login.phone, "LoginTokenIssued");
+        tracing::debug!(phone = %login.asked.phone, "LoginTokenIssued");
         login.clone()
     };
-    let customer = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&login.phone)
-        .cloned();
+    let customer = customer(&state, &login.asked.phone);
     let issuer = discovery::issuer(&req);
     let access_token = format!("sim-login.{}", uuid::Uuid::new_v4().simple());
     let wall = state.clock.wall();
@@ -403,7 +408,7 @@ async fn token(
     let id_token = userinfo::id_token(&issuer, &client.client_id, &login, wall, lifetime_secs);
     {
         let mut logins = super::lock(&state);
-        let choices = logins.consent_choices(&login.phone);
+        let choices = logins.consent_choices(&login.asked.phone);
         let claims = userinfo::claims(&login, customer.as_ref(), choices, &client.name);
         logins.insert_token(
             access_token.clone(),
@@ -422,7 +427,7 @@ async fn token(
             "token_type": "Bearer",
             "expires_in": lifetime_secs,
             "id_token": id_token,
-            "scope": login.scopes.join(" "),
+            "scope": login.asked.scopes.join(" "),
         })))
 }
 
@@ -488,36 +493,22 @@ mod tests {
                 vec![("login_hint", "urn:msisdn:47"), ("scope", "openid")],
                 "invalid_request",
             ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ab-123")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ABCD")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("binding_message", "ABCDEFGHI")],
-                "invalid_binding_message",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "59")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "901")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("requested_expiry", "1e2")],
-                "invalid_request",
-            ),
-            (
-                vec![hint, ("scope", "openid"), ("id_token_hint", "x")],
-                "invalid_request",
-            ),
         ];
         for (pairs, want) in cases {
+            assert_eq!(error_of(&params(&pairs)), want, "{pairs:?}");
+        }
+        // A valid request but for one more parameter.
+        let valid = [hint, ("scope", "openid")];
+        for (extra, want) in [
+            (("binding_message", "ab-123"), "invalid_binding_message"),
+            (("binding_message", "ABCD"), "invalid_binding_message"),
+            (("binding_message", "ABCDEFGHI"), "invalid_binding_message"),
+            (("requested_expiry", "59"), "invalid_request"),
+            (("requested_expiry", "901"), "invalid_request"),
+            (("requested_expiry", "1e2"), "invalid_request"),
+            (("id_token_hint", "x"), "invalid_request"),
+        ] {
+            let pairs = [valid.as_slice(), &[extra]].concat();
             assert_eq!(error_of(&params(&pairs)), want, "{pairs:?}");
         }
     }

@@ -68,7 +68,7 @@ async fn list(state: web::Data<SimState>, filter: web::Query<Filter>) -> HttpRes
             filter
                 .phone_number
                 .as_deref()
-                .is_none_or(|p| l.phone.as_str() == p)
+                .is_none_or(|p| l.asked.phone.as_str() == p)
         })
         .filter(|l| filter.state.is_none_or(|s| l.state == s))
         .map(LoginView::from)
@@ -99,7 +99,8 @@ async fn decide(state: &SimState, id: &str, decision: Decision) -> Result<HttpRe
             );
             problem(StatusCode::CONFLICT, &detail, &[])
         })?;
-        let ping = (decision == Decision::Consent).then(|| login.merchant_serial_number.clone());
+        let ping =
+            (decision == Decision::Consent).then(|| login.asked.merchant_serial_number.clone());
         (LoginView::from(&*login), ping)
     };
     if let Some(msn) = ping {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::domain::Msisdn;
+use crate::sim::clock::Now;
 
 /// A duration as whole seconds, rounded up so a client that waits that long is never early.
 pub fn secs_ceil(d: Duration) -> u64 {
@@ -75,19 +76,27 @@ impl PollError {
     }
 }
 
+/// Who asked to log whom in, and for what. Serialized as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Asked {
+    /// In full: the control API is test tooling.
+    #[serde(rename = "phoneNumber")]
+    pub phone: Msisdn,
+    pub client_id: String,
+    pub merchant_serial_number: String,
+    pub scopes: Vec<String>,
+    pub binding_message: Option<String>,
+}
+
 /// One Login request.
 #[derive(Debug, Clone)]
 pub struct Login {
     pub auth_req_id: String,
     /// Creation order, for stable listings.
     pub seq: u64,
-    pub client_id: String,
-    pub merchant_serial_number: String,
-    pub phone: Msisdn,
-    pub scopes: Vec<String>,
-    pub binding_message: Option<String>,
-    pub created_at: Instant,
-    pub created_wall: chrono::DateTime<chrono::Utc>,
+    pub asked: Asked,
+    pub created: Now,
     pub expires_in: Duration,
     pub interval: Duration,
     pub state: LoginState,
@@ -99,14 +108,35 @@ pub struct Login {
 }
 
 impl Login {
+    /// A pending request created at `now`; its `seq` is given when it is stored.
+    pub fn new(
+        auth_req_id: String,
+        asked: Asked,
+        now: Now,
+        expires_in: Duration,
+        interval: Duration,
+    ) -> Login {
+        Login {
+            auth_req_id,
+            seq: 0,
+            asked,
+            created: now,
+            expires_in,
+            interval,
+            state: LoginState::Pending,
+            changed_at: None,
+            last_poll: None,
+            polls: 0,
+        }
+    }
+
     pub fn expires_at(&self) -> Instant {
-        self.created_at + self.expires_in
+        self.created.instant + self.expires_in
     }
 
     /// The wall-clock time of `at`, for listings.
     pub fn wall(&self, at: Instant) -> chrono::DateTime<chrono::Utc> {
-        let since = at.saturating_duration_since(self.created_at);
-        self.created_wall + chrono::Duration::from_std(since).unwrap_or_default()
+        self.created.wall_at(at)
     }
 
     /// Expires an open request whose time is up. Returns whether it expired now.
@@ -162,6 +192,27 @@ impl Login {
 }
 
 #[cfg(test)]
+impl Login {
+    /// A pending request from client `c` of merchant 123456 to log 4791234567 in with `scopes`,
+    /// expiring in 600 s, to be polled every 5 s.
+    pub(crate) fn example(now: Instant, scopes: &[&str]) -> Login {
+        let asked = Asked {
+            phone: "4791234567".parse().unwrap(),
+            client_id: "c".into(),
+            merchant_serial_number: "123456".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            binding_message: None,
+        };
+        let now = Now {
+            instant: now,
+            wall: chrono::Utc::now(),
+        };
+        let (expiry, interval) = (Duration::from_secs(600), Duration::from_secs(5));
+        Login::new("id".into(), asked, now, expiry, interval)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -169,23 +220,7 @@ mod tests {
     const EXPIRY: Duration = Duration::from_secs(600);
 
     fn login(t0: Instant) -> Login {
-        Login {
-            auth_req_id: "id".into(),
-            seq: 0,
-            client_id: "c".into(),
-            merchant_serial_number: "123456".into(),
-            phone: "4791234567".parse().unwrap(),
-            scopes: vec!["openid".into()],
-            binding_message: None,
-            created_at: t0,
-            created_wall: chrono::Utc::now(),
-            expires_in: EXPIRY,
-            interval: INTERVAL,
-            state: LoginState::Pending,
-            changed_at: None,
-            last_poll: None,
-            polls: 0,
-        }
+        Login::example(t0, &["openid"])
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use super::SimState;
 use crate::config::LoginBehaviour;
 use crate::domain::Msisdn;
-pub use flow::{Decision, Login, LoginState, PollError, secs_ceil};
+pub use flow::{Asked, Decision, Login, LoginState, PollError, secs_ceil};
 
 /// The webhook event published when a customer consents.
 pub const PING_EVENT: &str = "login.merchant-initiated.ping.v1";
@@ -97,7 +97,11 @@ impl Logins {
     /// The request to `phone` still waiting for the customer at `now`, if any.
     pub fn pending_for(&mut self, phone: &Msisdn, now: Instant) -> Option<&Login> {
         let mut found = None;
-        for login in self.requests.values_mut().filter(|l| &l.phone == phone) {
+        for login in self
+            .requests
+            .values_mut()
+            .filter(|l| &l.asked.phone == phone)
+        {
             login.expire_if_due(now);
             if login.state == LoginState::Pending {
                 found = Some(login.auth_req_id.clone());
@@ -189,7 +193,7 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
             .requests
             .values()
             .filter(|l| l.state == LoginState::Pending)
-            .map(|l| l.phone.clone())
+            .map(|l| l.asked.phone.clone())
             .collect()
     };
     if pending.is_empty() {
@@ -216,11 +220,11 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
             if login.state != LoginState::Pending {
                 continue;
             }
-            let Some(&(behaviour, delay)) = behaviours.get(&login.phone) else {
+            let Some(&(behaviour, delay)) = behaviours.get(&login.asked.phone) else {
                 continue;
             };
             // The customer answers exactly `delay` after the request, even if ticks are late.
-            let due = login.created_at + delay;
+            let due = login.created.instant + delay;
             if due > now {
                 continue;
             }
@@ -232,10 +236,10 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
             if login.decide(decision, due).is_err() {
                 continue;
             }
-            tracing::debug!(phone = %login.phone, ?decision, "LoginAnswered");
+            tracing::debug!(phone = %login.asked.phone, ?decision, "LoginAnswered");
             if decision == Decision::Consent {
                 pings.push((
-                    login.merchant_serial_number.clone(),
+                    login.asked.merchant_serial_number.clone(),
                     login.auth_req_id.clone(),
                 ));
             }
@@ -251,12 +255,8 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
 #[serde(rename_all = "camelCase")]
 pub struct LoginView {
     pub auth_req_id: String,
-    /// In full: the control API is test tooling.
-    pub phone_number: String,
-    pub client_id: String,
-    pub merchant_serial_number: String,
-    pub scopes: Vec<String>,
-    pub binding_message: Option<String>,
+    #[serde(flatten)]
+    pub asked: Asked,
     pub state: LoginState,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub expires_at: chrono::DateTime<chrono::Utc>,
@@ -272,13 +272,9 @@ impl From<&Login> for LoginView {
     fn from(l: &Login) -> Self {
         LoginView {
             auth_req_id: l.auth_req_id.clone(),
-            phone_number: l.phone.as_str().to_owned(),
-            client_id: l.client_id.clone(),
-            merchant_serial_number: l.merchant_serial_number.clone(),
-            scopes: l.scopes.clone(),
-            binding_message: l.binding_message.clone(),
+            asked: l.asked.clone(),
             state: l.state,
-            created_at: l.created_wall,
+            created_at: l.created.wall,
             expires_at: l.wall(l.expires_at()),
             expires_in: secs_ceil(l.expires_in),
             interval: secs_ceil(l.interval),

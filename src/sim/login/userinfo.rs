@@ -176,9 +176,9 @@ pub(super) fn claims(
     choices: ConsentChoices,
     merchant: &str,
 ) -> Value {
-    let has = |scope: &str| login.scopes.iter().any(|s| s == scope);
+    let has = |scope: &str| login.asked.scopes.iter().any(|s| s == scope);
     let mut c = Map::new();
-    c.insert("sub".into(), sub_for(&login.phone).into());
+    c.insert("sub".into(), sub_for(&login.asked.phone).into());
     if let Some(customer) = customer {
         if has("name") {
             let name = customer.name.trim();
@@ -193,21 +193,21 @@ pub(super) fn claims(
         }
     }
     if has("phoneNumber") {
-        c.insert("phone_number".into(), login.phone.as_str().into());
+        c.insert("phone_number".into(), login.asked.phone.as_str().into());
         c.insert("phone_number_verified".into(), true.into());
     }
     if has("address") {
-        c.insert("address".into(), address(&login.phone));
+        c.insert("address".into(), address(&login.asked.phone));
         c.insert("other_addresses".into(), json!([]));
     }
     if has("birthDate") {
-        c.insert("birthdate".into(), birthdate(&login.phone).into());
+        c.insert("birthdate".into(), birthdate(&login.asked.phone).into());
     }
     if has("delegatedConsents") {
         let at = login
             .changed_at
             .map(|t| login.wall(t))
-            .unwrap_or(login.created_wall)
+            .unwrap_or(login.created.wall)
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         c.insert(
             "delegatedConsents".into(),
@@ -230,12 +230,12 @@ pub(super) fn id_token(
     let iat = now.timestamp();
     let auth_time = login
         .changed_at
-        .map_or(login.created_wall, |t| login.wall(t))
+        .map_or(login.created.wall, |t| login.wall(t))
         .timestamp();
     let header = json!({"alg": "none", "typ": "JWT"});
     let payload = json!({
         "iss": issuer,
-        "sub": sub_for(&login.phone),
+        "sub": sub_for(&login.asked.phone),
         "aud": [client_id],
         "iat": iat,
         "exp": iat + i64::try_from(lifetime_secs).unwrap_or(i64::MAX / 2),
@@ -249,26 +249,13 @@ pub(super) fn id_token(
 mod tests {
     use super::*;
     use crate::sim::login::LoginState;
-    use std::time::Duration;
     use tokio::time::Instant;
 
     fn login(scopes: &[&str]) -> Login {
         Login {
-            auth_req_id: "id".into(),
-            seq: 0,
-            client_id: "c".into(),
-            merchant_serial_number: "123456".into(),
-            phone: "4791234567".parse().unwrap(),
-            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-            binding_message: None,
-            created_at: Instant::now(),
-            created_wall: chrono::Utc::now(),
-            expires_in: Duration::from_secs(600),
-            interval: Duration::from_secs(5),
             state: LoginState::Completed,
-            changed_at: None,
-            last_poll: None,
             polls: 1,
+            ..Login::example(Instant::now(), scopes)
         }
     }
 
