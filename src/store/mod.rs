@@ -34,6 +34,7 @@ mod members;
 mod outbox;
 mod payments;
 mod retention;
+mod rows;
 pub mod schema;
 mod settings;
 

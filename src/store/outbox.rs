@@ -7,10 +7,10 @@
 //! refused, until the operator retries it (`lanehub members outbox retry`).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::error::{Result, StoreError};
-use super::{Store, format_time, parse_time};
+use super::{Store, format_time, parse_time, rows};
 use crate::domain::Msisdn;
 
 /// The longest error text kept with an entry.
@@ -43,62 +43,32 @@ pub struct OutboxStats {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// The columns `entry` reads, then the rest of the query; a macro so `concat!` builds each
+/// query at compile time.
 macro_rules! select_outbox {
-    () => {
-        "SELECT id, phone_number, body, idempotency_key, created_at, attempts, next_attempt_at,
-                last_error, refused_at
-         FROM crm_outbox"
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, phone_number, body, idempotency_key, created_at, attempts, next_attempt_at,
+                    last_error, refused_at
+             FROM crm_outbox",
+            $tail
+        )
     };
 }
 
-struct RawEntry {
-    id: i64,
-    phone_number: String,
-    body: String,
-    idempotency_key: String,
-    created_at: String,
-    attempts: i64,
-    next_attempt_at: String,
-    last_error: Option<String>,
-    refused_at: Option<String>,
-}
-
-fn raw(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
-    Ok(RawEntry {
+fn entry(row: &Row<'_>) -> Result<OutboxEntry> {
+    Ok(OutboxEntry {
         id: row.get(0)?,
-        phone_number: row.get(1)?,
-        body: row.get(2)?,
+        phone_number: rows::parsed(row, 1, "outbox phone number")?,
+        body: rows::json(row, 2, "outbox body")?,
         idempotency_key: row.get(3)?,
-        created_at: row.get(4)?,
-        attempts: row.get(5)?,
-        next_attempt_at: row.get(6)?,
+        created_at: rows::time(row, 4, "outbox created_at")?,
+        attempts: u32::try_from(row.get::<_, i64>(5)?)
+            .map_err(|e| StoreError::corrupt("outbox attempts", e))?,
+        next_attempt_at: rows::time(row, 6, "outbox next_attempt_at")?,
         last_error: row.get(7)?,
-        refused_at: row.get(8)?,
+        refused_at: rows::time_opt(row, 8, "outbox refused_at")?,
     })
-}
-
-impl RawEntry {
-    fn parse(self) -> Result<OutboxEntry> {
-        Ok(OutboxEntry {
-            id: self.id,
-            phone_number: self
-                .phone_number
-                .parse()
-                .map_err(|e| StoreError::corrupt("outbox phone number", e))?,
-            body: serde_json::from_str(&self.body)
-                .map_err(|e| StoreError::corrupt("outbox body", e))?,
-            idempotency_key: self.idempotency_key,
-            created_at: parse_time("outbox created_at", &self.created_at)?,
-            attempts: u32::try_from(self.attempts)
-                .map_err(|e| StoreError::corrupt("outbox attempts", e))?,
-            next_attempt_at: parse_time("outbox next_attempt_at", &self.next_attempt_at)?,
-            last_error: self.last_error,
-            refused_at: self
-                .refused_at
-                .map(|r| parse_time("outbox refused_at", &r))
-                .transpose()?,
-        })
-    }
 }
 
 pub(crate) fn push(
@@ -124,33 +94,19 @@ pub(crate) fn push(
 
 /// The oldest entry waiting for delivery: entries go out in the order they were written.
 pub(crate) fn head(conn: &Connection) -> Result<Option<OutboxEntry>> {
-    conn.prepare_cached(concat!(
-        select_outbox!(),
-        " WHERE refused_at IS NULL ORDER BY id LIMIT 1"
-    ))?
-    .query_row([], raw)
-    .optional()?
-    .map(RawEntry::parse)
-    .transpose()
+    let sql = select_outbox!(" WHERE refused_at IS NULL ORDER BY id LIMIT 1");
+    rows::query(conn, sql, [], entry)
 }
 
 /// The newest entry for this phone number still waiting for delivery.
 pub(crate) fn waiting_for(conn: &Connection, phone: &Msisdn) -> Result<Option<OutboxEntry>> {
-    conn.prepare_cached(concat!(
-        select_outbox!(),
-        " WHERE refused_at IS NULL AND phone_number = ?1 ORDER BY id DESC LIMIT 1"
-    ))?
-    .query_row([phone.as_str()], raw)
-    .optional()?
-    .map(RawEntry::parse)
-    .transpose()
+    let sql =
+        select_outbox!(" WHERE refused_at IS NULL AND phone_number = ?1 ORDER BY id DESC LIMIT 1");
+    rows::query(conn, sql, [phone.as_str()], entry)
 }
 
 pub(crate) fn list(conn: &Connection) -> Result<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(concat!(select_outbox!(), " ORDER BY id"))?;
-    let rows = stmt.query_map([], raw)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawEntry::parse))
-        .collect()
+    rows::query(conn, select_outbox!(" ORDER BY id"), [], entry)
 }
 
 pub(crate) fn delivered(conn: &Connection, id: i64) -> Result<()> {
@@ -284,12 +240,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
+    use crate::store::schema;
 
     #[test]
     fn entries_go_out_oldest_first_and_refused_ones_wait_for_a_retry() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, conn) = schema::scratch();
         let now: DateTime<Utc> = "2025-01-01T10:00:00Z".parse().unwrap();
         let kari: Msisdn = "4791234567".parse().unwrap();
         let ola: Msisdn = "4798765432".parse().unwrap();
