@@ -33,6 +33,15 @@ pub struct OutboxEntry {
     pub refused_at: Option<DateTime<Utc>>,
 }
 
+/// What follows an attempt that did not deliver an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The attempt failed; the entry is tried again at this time.
+    RetryAt(DateTime<Utc>),
+    /// The CRM refused the entry for good (at this time): kept, marked refused.
+    RefusedAt(DateTime<Utc>),
+}
+
 /// The outbox at a glance, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -119,21 +128,30 @@ fn clip(error: &str) -> String {
     error.chars().take(MAX_ERROR).collect()
 }
 
-pub(crate) fn failed(conn: &Connection, id: i64, error: &str, next: DateTime<Utc>) -> Result<()> {
+/// Counts an attempt that did not deliver entry `id` and keeps its error; `then` says whether
+/// it is tried again or kept as refused.
+pub(crate) fn undelivered(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    then: Undelivered,
+) -> Result<()> {
+    let (next, refused) = match then {
+        Undelivered::RetryAt(next) => (Some(next), None),
+        Undelivered::RefusedAt(now) => (None, Some(now)),
+    };
     conn.prepare_cached(
-        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2,
+                               next_attempt_at = coalesce(?3, next_attempt_at),
+                               refused_at = coalesce(?4, refused_at)
          WHERE id = ?1",
     )?
-    .execute(params![id, clip(error), format_time(&next)])?;
-    Ok(())
-}
-
-pub(crate) fn refused(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2, refused_at = ?3
-         WHERE id = ?1",
-    )?
-    .execute(params![id, clip(error), format_time(&now)])?;
+    .execute(params![
+        id,
+        clip(error),
+        next.as_ref().map(format_time),
+        refused.as_ref().map(format_time)
+    ])?;
     Ok(())
 }
 
@@ -211,24 +229,14 @@ impl Store {
         self.call(move |conn| delivered(conn, id))
     }
 
-    /// An attempt failed; the entry is tried again at `next`.
-    pub fn outbox_failed(
+    /// An attempt did not deliver the entry: it is tried again or kept as refused.
+    pub fn outbox_undelivered(
         &self,
         id: i64,
         error: String,
-        next: DateTime<Utc>,
+        then: Undelivered,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.call(move |conn| failed(conn, id, &error, next))
-    }
-
-    /// The CRM refused the entry for good: kept, marked refused.
-    pub fn outbox_refused(
-        &self,
-        id: i64,
-        error: String,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.call(move |conn| refused(conn, id, &error, now))
+        self.call(move |conn| undelivered(conn, id, &error, then))
     }
 
     /// Counts for the outbox metrics.
@@ -251,11 +259,11 @@ mod tests {
         let first = push(&conn, &kari, &serde_json::json!({"n": 1}), "k1", now).unwrap();
         let second = push(&conn, &ola, &serde_json::json!({"n": 2}), "k2", now).unwrap();
         assert_eq!(head(&conn).unwrap().unwrap().id, first);
-        failed(&conn, first, "503", now).unwrap();
+        undelivered(&conn, first, "503", Undelivered::RetryAt(now)).unwrap();
         let entry = head(&conn).unwrap().unwrap();
         assert_eq!((entry.id, entry.attempts), (first, 1));
         assert_eq!(entry.last_error.as_deref(), Some("503"));
-        refused(&conn, first, "422", now).unwrap();
+        undelivered(&conn, first, "422", Undelivered::RefusedAt(now)).unwrap();
         assert_eq!(head(&conn).unwrap().unwrap().id, second);
         assert_eq!(waiting_for(&conn, &kari).unwrap(), None);
         assert_eq!(waiting_for(&conn, &ola).unwrap().unwrap().id, second);
