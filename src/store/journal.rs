@@ -62,8 +62,7 @@ pub(crate) fn append(
     kind: &str,
     payload: &str,
 ) -> Result<u64> {
-    check_session(session)?;
-    check_label("record kind", kind, 32)?;
+    check_write(session, "record kind", kind)?;
     if kind == CLOSED_KIND {
         return Err(StoreError::invalid(
             "record kind",
@@ -142,12 +141,18 @@ pub(crate) fn close(
     session: &str,
     outcome: &str,
 ) -> Result<u64> {
-    check_session(session)?;
-    check_label("session outcome", outcome, 32)?;
+    check_write(session, "session outcome", outcome)?;
     let payload = serde_json::json!({ "outcome": outcome }).to_string();
     atomically(conn, |conn| {
         insert(conn, lane, session, CLOSED_KIND, &payload, Some(outcome))
     })
+}
+
+/// What a write checks first: the session id, then its label (a record kind or a session
+/// outcome, at most 32 characters).
+fn check_write(session: &str, what: &'static str, label: &str) -> Result<()> {
+    check_session(session)?;
+    check_label(what, label, 32)
 }
 
 fn insert(

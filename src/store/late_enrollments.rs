@@ -51,8 +51,8 @@ pub struct LateEnrollmentHandover {
     pub userinfo: Option<serde_json::Value>,
 }
 
-/// The columns `late_enrollment` reads, then the rest of the query; a macro so `concat!` builds each
-/// query at compile time.
+/// The columns `late_enrollment` reads, then the rest of the query; a macro so `concat!`
+/// builds each query at compile time.
 macro_rules! select {
     ($tail:literal) => {
         concat!(
