@@ -6,7 +6,6 @@
 //! in logs.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
@@ -47,9 +46,23 @@ pub struct Consent {
     pub text: String,
 }
 
-/// How a member came into the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a member came into the store. Its name (`as_str`, `Display`, serde) is the text the
+/// `source` column holds.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum MemberSource {
     /// Enrolled at a lane through Vipps Login.
     Enrollment,
@@ -59,30 +72,20 @@ pub enum MemberSource {
 
 impl MemberSource {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MemberSource::Enrollment => "enrollment",
-            MemberSource::Import => "import",
-        }
+        self.into()
     }
 }
 
 impl FromStr for MemberSource {
     type Err = StoreError;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "enrollment" => Ok(MemberSource::Enrollment),
-            "import" => Ok(MemberSource::Import),
-            _ => Err(StoreError::invalid(
-                "member source",
-                "expected `enrollment` or `import`",
-            )),
-        }
-    }
-}
-
-impl fmt::Display for MemberSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        <Self as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid("member source", "expected `enrollment` or `import`")
+            })
     }
 }
 
@@ -323,6 +326,24 @@ pub(crate) mod tests {
             enrolled_lane: Some("lane-1".parse().unwrap()),
             source: MemberSource::Enrollment,
         }
+    }
+
+    #[test]
+    fn a_source_is_named_as_the_file_and_json_hold_it() {
+        for (source, name) in [
+            (MemberSource::Enrollment, "enrollment"),
+            (MemberSource::Import, "import"),
+        ] {
+            assert_eq!(source.as_str(), name);
+            assert_eq!(source.to_string(), name);
+            assert_eq!(serde_json::to_value(source).unwrap(), name);
+            assert_eq!(name.parse::<MemberSource>().unwrap(), source);
+        }
+        let err = "Import".parse::<MemberSource>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid member source: expected `enrollment` or `import`"
+        );
     }
 
     #[test]
