@@ -26,7 +26,7 @@ use crate::domain::{LaneId, Msisdn};
 use crate::metrics::OutboxDelivery;
 use crate::store::{
     Consent, Member, MemberSource, MembershipStore, OutboxEntry, Store, StoreError, StoreFuture,
-    Upserted,
+    Undelivered, Upserted,
 };
 
 /// How long the delivery task waits with nothing due before it looks again, so a retry the
@@ -363,14 +363,20 @@ impl CrmMembers {
                     attempts = entry.attempts + 1, error = %reason, retry_in = ?wait,
                     "enrollment not delivered to the CRM; it stays in the outbox");
                 let next = now + chrono::Duration::from_std(wait).unwrap_or_default();
-                inner.store.outbox_failed(entry.id, reason, next).await
+                inner
+                    .store
+                    .outbox_undelivered(entry.id, reason, Undelivered::RetryAt(next))
+                    .await
             }
             Attempt::Refused { reason } => {
                 crate::metrics::outbox_delivery(OutboxDelivery::Refused);
                 tracing::error!(entry = entry.id, phone = %entry.phone_number, error = %reason,
                     "the CRM refused an enrollment; it is kept as refused until retried \
                      (`lanehub members outbox`)");
-                inner.store.outbox_refused(entry.id, reason, now).await
+                inner
+                    .store
+                    .outbox_undelivered(entry.id, reason, Undelivered::RefusedAt(now))
+                    .await
             }
         };
         if let Err(e) = written {

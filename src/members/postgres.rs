@@ -23,7 +23,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::sync::OnceCell;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::domain::{LaneId, Msisdn};
@@ -170,6 +170,26 @@ impl ConnectSpec {
 #[derive(Debug)]
 struct Unverified(Arc<CryptoProvider>);
 
+/// A handshake-signature check of `ServerCertVerifier` (TLS 1.2 and 1.3 have one each, alike
+/// but for the rustls function that checks), with the provider's algorithms.
+macro_rules! verify_with {
+    ($method:ident, $check:path) => {
+        fn $method(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            $check(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+    };
+}
+
 impl ServerCertVerifier for Unverified {
     fn verify_server_cert(
         &self,
@@ -182,33 +202,14 @@ impl ServerCertVerifier for Unverified {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
+    verify_with!(
+        verify_tls12_signature,
+        rustls::crypto::verify_tls12_signature
+    );
+    verify_with!(
+        verify_tls13_signature,
+        rustls::crypto::verify_tls13_signature
+    );
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
@@ -297,6 +298,16 @@ impl PostgresMembers {
         self.pool.get().await.map_err(|e| pg_error(chain(&e)))
     }
 
+    /// Every row `sql` returns, on a connection from the pool.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.client().await?;
+        client.query(sql, params).await.map_err(pg_error)
+    }
+
     /// Whether the connection to the database is encrypted (TLS).
     pub async fn encrypted(&self) -> Result<bool, StoreError> {
         let client = self.client().await?;
@@ -325,14 +336,8 @@ impl PostgresMembers {
 
     /// The schema versions applied, in order, with the store that applied each.
     pub async fn migrations(&self) -> Result<Vec<(u32, String)>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT version, applied_by FROM lanehub_schema_migrations ORDER BY version",
-                &[],
-            )
-            .await
-            .map_err(pg_error)?;
+        let sql = "SELECT version, applied_by FROM lanehub_schema_migrations ORDER BY version";
+        let rows = self.query(sql, &[]).await?;
         Ok(rows
             .iter()
             .map(|r| (r.get::<_, i32>(0).unsigned_abs(), r.get(1)))
@@ -516,11 +521,8 @@ impl MembershipStore for PostgresMembers {
     fn members(&self) -> StoreFuture<Vec<Member>> {
         let this = self.clone();
         Box::pin(async move {
-            let client = this.client().await?;
-            let rows = client
-                .query(&format!("{SELECT_MEMBERS} ORDER BY phone_number"), &[])
-                .await
-                .map_err(pg_error)?;
+            let sql = format!("{SELECT_MEMBERS} ORDER BY phone_number");
+            let rows = this.query(&sql, &[]).await?;
             rows.iter().map(parse_row).collect()
         })
     }

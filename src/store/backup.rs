@@ -137,8 +137,7 @@ mod tests {
 
     #[test]
     fn copies_into_a_new_file_or_a_directory_and_never_overwrites() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("src.db"), OpenMode::Create).unwrap();
+        let (dir, conn) = schema::scratch();
         conn.execute_batch("INSERT INTO settings VALUES ('k', 'v', 't')")
             .unwrap();
         let dest = dir.path().join("copy.db");

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
 
 use super::error::{Result, StoreError};
-use super::{atomically, check_label, check_session, format_time, parse_time};
+use super::{atomically, check_label, check_session, format_time, parse_time, rows};
 use crate::domain::LaneId;
 
 /// The kind of the terminal record written by `close_session`.
@@ -62,8 +62,7 @@ pub(crate) fn append(
     kind: &str,
     payload: &str,
 ) -> Result<u64> {
-    check_session(session)?;
-    check_label("record kind", kind, 32)?;
+    check_write(session, "record kind", kind)?;
     if kind == CLOSED_KIND {
         return Err(StoreError::invalid(
             "record kind",
@@ -142,12 +141,18 @@ pub(crate) fn close(
     session: &str,
     outcome: &str,
 ) -> Result<u64> {
-    check_session(session)?;
-    check_label("session outcome", outcome, 32)?;
+    check_write(session, "session outcome", outcome)?;
     let payload = serde_json::json!({ "outcome": outcome }).to_string();
     atomically(conn, |conn| {
         insert(conn, lane, session, CLOSED_KIND, &payload, Some(outcome))
     })
+}
+
+/// What a write checks first: the session id, then its label (a record kind or a session
+/// outcome, at most 32 characters).
+fn check_write(session: &str, what: &'static str, label: &str) -> Result<()> {
+    check_session(session)?;
+    check_label(what, label, 32)
 }
 
 fn insert(
@@ -201,13 +206,9 @@ pub(crate) fn session_records(
     lane: &LaneId,
     session: &str,
 ) -> Result<Vec<JournalRecord>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
-         WHERE lane = ?1 AND session = ?2 ORDER BY seq",
-    )?;
-    let rows = stmt.query_map(params![lane.as_str(), session], raw_record)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawRecord::parse))
-        .collect()
+    let sql = "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
+               WHERE lane = ?1 AND session = ?2 ORDER BY seq";
+    rows::query(conn, sql, params![lane.as_str(), session], record)
 }
 
 /// The sessions without a `closed` record, of one lane or of all lanes, each with its records.
@@ -221,10 +222,9 @@ pub(crate) fn open_sessions(
          WHERE s.closed_seq IS NULL AND (?1 IS NULL OR s.lane = ?1)
          ORDER BY s.opened_seq, j.seq",
     )?;
-    let rows = stmt.query_map(params![lane.map(LaneId::as_str)], raw_record)?;
     let mut out: Vec<SessionJournal> = Vec::new();
-    for row in rows {
-        let record = row.map_err(StoreError::from).and_then(RawRecord::parse)?;
+    for record in stmt.query_and_then(params![lane.map(LaneId::as_str)], record)? {
+        let record = record?;
         match out.last_mut() {
             Some(s) if s.lane == record.lane && s.session == record.session => {
                 s.records.push(record)
@@ -237,15 +237,6 @@ pub(crate) fn open_sessions(
         }
     }
     Ok(out)
-}
-
-struct RawRecord {
-    seq: i64,
-    lane: String,
-    session: String,
-    kind: String,
-    payload: String,
-    recorded_at: String,
 }
 
 /// The `seq` just before the first record written at or after `since` (0 if there is none
@@ -289,44 +280,23 @@ pub(crate) fn records_of_kind_since(
     let high: i64 = conn
         .prepare_cached("SELECT coalesce(max(seq), 0) FROM journal")?
         .query_row([], |r| r.get(0))?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
-         WHERE seq > ?1 AND seq <= ?2 AND kind = ?3 ORDER BY seq",
-    )?;
-    let records = stmt
-        .query_map(params![after, high, kind], raw_record)?
-        .map(|r| r.map_err(StoreError::from).and_then(RawRecord::parse))
-        .collect::<Result<Vec<_>>>()?;
+    let sql = "SELECT seq, lane, session, kind, payload, recorded_at FROM journal
+               WHERE seq > ?1 AND seq <= ?2 AND kind = ?3 ORDER BY seq";
+    let records = rows::query(conn, sql, params![after, high, kind], record)?;
     Ok((to_seq(high)?, records))
 }
 
-fn raw_record(row: &Row<'_>) -> rusqlite::Result<RawRecord> {
-    Ok(RawRecord {
-        seq: row.get(0)?,
-        lane: row.get(1)?,
+fn record(row: &Row<'_>) -> Result<JournalRecord> {
+    let seq: i64 = row.get(0)?;
+    Ok(JournalRecord {
+        seq: to_seq(seq)?,
+        lane: rows::parsed(row, 1, "journal lane")?,
         session: row.get(2)?,
         kind: row.get(3)?,
-        payload: row.get(4)?,
-        recorded_at: row.get(5)?,
+        payload: serde_json::from_str(&row.get::<_, String>(4)?)
+            .map_err(|e| StoreError::corrupt("journal payload", format!("record {seq}: {e}")))?,
+        recorded_at: rows::time(row, 5, "journal timestamp")?,
     })
-}
-
-impl RawRecord {
-    fn parse(self) -> Result<JournalRecord> {
-        Ok(JournalRecord {
-            seq: to_seq(self.seq)?,
-            lane: self
-                .lane
-                .parse()
-                .map_err(|e| StoreError::corrupt("journal lane", e))?,
-            session: self.session,
-            kind: self.kind,
-            payload: serde_json::from_str(&self.payload).map_err(|e| {
-                StoreError::corrupt("journal payload", format!("record {}: {e}", self.seq))
-            })?,
-            recorded_at: parse_time("journal timestamp", &self.recorded_at)?,
-        })
-    }
 }
 
 fn to_seq(seq: i64) -> Result<u64> {
@@ -336,13 +306,7 @@ fn to_seq(seq: i64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
-
-    fn db() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
-        (dir, conn)
-    }
+    use crate::store::schema::scratch;
 
     fn lane(s: &str) -> LaneId {
         s.parse().unwrap()
@@ -350,7 +314,7 @@ mod tests {
 
     #[test]
     fn records_come_back_in_order_and_close_ends_the_session() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         let l1 = lane("lane-1");
         let a = append(&mut conn, &l1, "s1", "started", r#"{"n":1}"#).unwrap();
         let b = append(&mut conn, &lane("lane-2"), "s1", "started", "{}").unwrap();
@@ -384,7 +348,7 @@ mod tests {
 
     #[test]
     fn seq_before_finds_the_last_record_older_than_a_time_by_binary_search() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         let l = lane("1");
         let base = Utc::now() - chrono::Duration::hours(1);
         let mut seqs = vec![];
@@ -411,7 +375,7 @@ mod tests {
         assert_eq!(before(21).unwrap(), seqs[19], "record 20 is gone");
         assert_eq!(before(49).unwrap(), seqs[48]);
         assert_eq!(before(60).unwrap(), seqs[49], "every record is older");
-        let (_empty_dir, empty) = db();
+        let (_empty_dir, empty) = scratch();
         assert_eq!(seq_before(&empty, Utc::now()).unwrap(), 0);
     }
 
@@ -470,7 +434,7 @@ mod tests {
 
     #[test]
     fn userinfo_erases_the_token_of_its_own_enrollment_only() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         // An earlier enrollment of the session that was given up with its token: the
         // enrollment follower still needs that one.
         write(&mut conn, "s1", &started("first"));
@@ -508,7 +472,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         let l = lane("l");
         for (session, kind) in [("", "k"), ("s 1", "k"), ("s", ""), ("s", "has space")] {
             let err = append(&mut conn, &l, session, kind, "{}").unwrap_err();
@@ -521,7 +485,7 @@ mod tests {
 
     #[test]
     fn payload_as_decodes_or_names_the_record() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         let l = lane("l");
         append(&mut conn, &l, "s", "amount", r#"{"value":5}"#).unwrap();
         let r = &session_records(&conn, &l, "s").unwrap()[0];

@@ -12,12 +12,12 @@
 //! nobody will use it).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::{Result, StoreError};
 use super::journal::{self, Enrollment};
-use super::{check_label, check_session, format_time, parse_time};
+use super::{check_label, check_session, format_time, rows};
 use crate::domain::{LaneId, Msisdn};
 
 /// The outcomes a late enrollment can be resolved with (the schema's CHECK lists them too).
@@ -51,12 +51,16 @@ pub struct LateEnrollmentHandover {
     pub userinfo: Option<serde_json::Value>,
 }
 
-/// The columns `raw` reads; a macro so `concat!` builds each query at compile time.
+/// The columns `late_enrollment` reads, then the rest of the query; a macro so `concat!`
+/// builds each query at compile time.
 macro_rules! select {
-    () => {
-        "SELECT auth_req_id, lane, session, msisdn, started_at, login_token, userinfo, outcome,
-                updated_at
-         FROM late_enrollments"
+    ($tail:literal) => {
+        concat!(
+            "SELECT auth_req_id, lane, session, msisdn, started_at, login_token, userinfo, outcome,
+                    updated_at
+             FROM late_enrollments",
+            $tail
+        )
     };
 }
 fn check_auth_req_id(id: &str) -> Result<()> {
@@ -164,89 +168,36 @@ pub(crate) fn resolve(
 
 /// The late enrollments without an outcome, oldest first.
 pub(crate) fn unresolved(conn: &Connection) -> Result<Vec<LateEnrollment>> {
-    let mut stmt = conn.prepare_cached(concat!(
-        select!(),
-        " WHERE outcome IS NULL ORDER BY started_at, auth_req_id"
-    ))?;
-    let rows = stmt.query_map([], raw)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(Raw::parse))
-        .collect()
+    let sql = select!(" WHERE outcome IS NULL ORDER BY started_at, auth_req_id");
+    rows::query(conn, sql, [], late_enrollment)
 }
 
 /// One late enrollment by `auth_req_id`.
 pub(crate) fn get(conn: &Connection, auth_req_id: &str) -> Result<Option<LateEnrollment>> {
-    conn.prepare_cached(concat!(select!(), " WHERE auth_req_id = ?1"))?
-        .query_row(params![auth_req_id], raw)
-        .optional()?
-        .map(Raw::parse)
-        .transpose()
+    let sql = select!(" WHERE auth_req_id = ?1");
+    rows::query(conn, sql, params![auth_req_id], late_enrollment)
 }
 
-struct Raw {
-    auth_req_id: String,
-    lane: String,
-    session: Option<String>,
-    msisdn: Option<String>,
-    started_at: String,
-    login_token: Option<String>,
-    userinfo: Option<String>,
-    outcome: Option<String>,
-    updated_at: String,
-}
-
-fn raw(row: &Row<'_>) -> rusqlite::Result<Raw> {
-    Ok(Raw {
+fn late_enrollment(row: &Row<'_>) -> Result<LateEnrollment> {
+    let userinfo = rows::json_opt(row, 6, "late enrollment userinfo")?;
+    Ok(LateEnrollment {
+        lane: rows::parsed(row, 1, "late enrollment lane")?,
+        msisdn: rows::parsed_opt(row, 3, "late enrollment phone number")?,
+        started_at: rows::time(row, 4, "late enrollment start")?,
+        updated_at: rows::time(row, 8, "late enrollment update")?,
+        login_token: row.get::<_, Option<String>>(5)?.map(SecretString::from),
         auth_req_id: row.get(0)?,
-        lane: row.get(1)?,
         session: row.get(2)?,
-        msisdn: row.get(3)?,
-        started_at: row.get(4)?,
-        login_token: row.get(5)?,
-        userinfo: row.get(6)?,
+        userinfo,
         outcome: row.get(7)?,
-        updated_at: row.get(8)?,
     })
-}
-
-impl Raw {
-    fn parse(self) -> Result<LateEnrollment> {
-        let userinfo = self
-            .userinfo
-            .map(|u| serde_json::from_str(&u))
-            .transpose()
-            .map_err(|e| StoreError::corrupt("late enrollment userinfo", e))?;
-        Ok(LateEnrollment {
-            lane: self
-                .lane
-                .parse()
-                .map_err(|e| StoreError::corrupt("late enrollment lane", e))?,
-            msisdn: self
-                .msisdn
-                .map(|m| m.parse())
-                .transpose()
-                .map_err(|e| StoreError::corrupt("late enrollment phone number", e))?,
-            started_at: parse_time("late enrollment start", &self.started_at)?,
-            updated_at: parse_time("late enrollment update", &self.updated_at)?,
-            login_token: self.login_token.map(SecretString::from),
-            auth_req_id: self.auth_req_id,
-            session: self.session,
-            userinfo,
-            outcome: self.outcome,
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
+    use crate::store::schema::scratch;
     use chrono::Duration;
-
-    fn db() -> (tempfile::TempDir, Connection) {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
-        (dir, conn)
-    }
 
     fn handover(id: &str) -> LateEnrollmentHandover {
         LateEnrollmentHandover {
@@ -262,7 +213,7 @@ mod tests {
 
     #[test]
     fn a_handover_only_fills_what_is_missing_in_either_order() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         let earlier = Utc::now() - Duration::seconds(30);
         // The lane's late token comes first: no session or phone number yet.
         let token = LateEnrollmentHandover {
@@ -301,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_token_keeps_a_row_from_being_resolved_as_not_consented() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         hand_over(&conn, &handover("a1"), true).unwrap();
         hand_over(&conn, &handover("a2"), true).unwrap();
         assert_eq!(unresolved(&conn).unwrap().len(), 2);
@@ -336,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_token_is_dropped_once_userinfo_or_an_outcome_makes_it_unneeded() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         let with_token = |id: &str| LateEnrollmentHandover {
             login_token: Some(SecretString::from("tok")),
             ..handover(id)
@@ -376,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_handover_from_the_journal_erases_the_journal_copy_of_the_token() {
-        let (_dir, mut conn) = db();
+        let (_dir, mut conn) = scratch();
         let lane: LaneId = "1".parse().unwrap();
         let started = serde_json::json!({
             "kind": "enrollment_started", "msisdn": "4798765432", "auth_req_id": "a1"
@@ -404,7 +355,7 @@ mod tests {
 
     #[test]
     fn every_declared_outcome_is_one_the_table_accepts() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         for outcome in LATE_ENROLLMENT_OUTCOMES {
             hand_over(&conn, &handover(outcome), true).unwrap();
             assert!(
@@ -418,7 +369,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_refused_by_name() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         let err = hand_over(&conn, &handover(""), true).unwrap_err();
         assert!(err.to_string().contains("auth_req_id"), "{err}");
         let bad_session = LateEnrollmentHandover {
@@ -435,7 +386,7 @@ mod tests {
 
     #[test]
     fn the_token_never_shows_in_debug() {
-        let (_dir, conn) = db();
+        let (_dir, conn) = scratch();
         let token = LateEnrollmentHandover {
             login_token: Some(SecretString::from("very-secret-token")),
             ..handover("a1")

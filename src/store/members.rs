@@ -6,17 +6,16 @@
 //! in logs.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 use serde::{Deserialize, Serialize};
 
 use super::error::{Result, StoreError};
-use super::{atomically, format_time, parse_time};
+use super::{atomically, format_time, rows};
 use crate::domain::{LaneId, Msisdn};
 
 /// The longest name and e-mail address a member record accepts.
@@ -47,9 +46,23 @@ pub struct Consent {
     pub text: String,
 }
 
-/// How a member came into the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a member came into the store. Its name (`as_str`, `Display`, serde) is the text the
+/// `source` column holds.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum MemberSource {
     /// Enrolled at a lane through Vipps Login.
     Enrollment,
@@ -59,30 +72,20 @@ pub enum MemberSource {
 
 impl MemberSource {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MemberSource::Enrollment => "enrollment",
-            MemberSource::Import => "import",
-        }
+        self.into()
     }
 }
 
 impl FromStr for MemberSource {
     type Err = StoreError;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "enrollment" => Ok(MemberSource::Enrollment),
-            "import" => Ok(MemberSource::Import),
-            _ => Err(StoreError::invalid(
-                "member source",
-                "expected `enrollment` or `import`",
-            )),
-        }
-    }
-}
-
-impl fmt::Display for MemberSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        <Self as strum::VariantArray>::VARIANTS
+            .iter()
+            .copied()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| {
+                StoreError::invalid("member source", "expected `enrollment` or `import`")
+            })
     }
 }
 
@@ -209,21 +212,22 @@ impl MembershipStore for InMemoryMembers {
     }
 }
 
-/// The columns `raw_member` reads; a macro so `concat!` builds each query at compile time.
+/// The columns `member` reads, then the rest of the query; a macro so `concat!` builds each
+/// query at compile time.
 macro_rules! select_members {
-    () => {
-        "SELECT phone_number, name, email, consents, enrolled_at, enrolled_lane, source
-         FROM members"
+    ($tail:literal) => {
+        concat!(
+            "SELECT phone_number, name, email, consents, enrolled_at, enrolled_lane, source
+             FROM members",
+            $tail
+        )
     };
 }
 
 /// The member with this phone number.
 pub(crate) fn get(conn: &Connection, phone: &Msisdn) -> Result<Option<Member>> {
-    let mut stmt = conn.prepare_cached(concat!(select_members!(), " WHERE phone_number = ?1"))?;
-    stmt.query_row([phone.as_str()], raw_member)
-        .optional()?
-        .map(RawMember::parse)
-        .transpose()
+    let sql = select_members!(" WHERE phone_number = ?1");
+    rows::query(conn, sql, [phone.as_str()], member)
 }
 
 /// Inserts or replaces one member (one write after the lookup, atomic on its own).
@@ -279,10 +283,7 @@ fn upsert_in(conn: &Connection, member: &Member) -> Result<Upserted> {
 
 /// Every member, ordered by phone number.
 pub(crate) fn list(conn: &Connection) -> Result<Vec<Member>> {
-    let mut stmt = conn.prepare_cached(concat!(select_members!(), " ORDER BY phone_number"))?;
-    let rows = stmt.query_map([], raw_member)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawMember::parse))
-        .collect()
+    rows::query(conn, select_members!(" ORDER BY phone_number"), [], member)
 }
 
 /// How many members there are.
@@ -293,57 +294,22 @@ pub(crate) fn count(conn: &Connection) -> Result<u64> {
     u64::try_from(n).map_err(|_| StoreError::corrupt("member count", n))
 }
 
-struct RawMember {
-    phone_number: String,
-    name: String,
-    email: String,
-    consents: String,
-    enrolled_at: String,
-    enrolled_lane: Option<String>,
-    source: String,
-}
-
-fn raw_member(row: &Row<'_>) -> rusqlite::Result<RawMember> {
-    Ok(RawMember {
-        phone_number: row.get(0)?,
+fn member(row: &Row<'_>) -> Result<Member> {
+    Ok(Member {
+        phone_number: rows::parsed(row, 0, "member phone number")?,
         name: row.get(1)?,
         email: row.get(2)?,
-        consents: row.get(3)?,
-        enrolled_at: row.get(4)?,
-        enrolled_lane: row.get(5)?,
-        source: row.get(6)?,
+        consents: rows::json(row, 3, "member consents")?,
+        enrolled_at: rows::time(row, 4, "member enrolled_at")?,
+        enrolled_lane: rows::parsed_opt(row, 5, "member enrolled_lane")?,
+        source: rows::parsed(row, 6, "member source")?,
     })
-}
-
-impl RawMember {
-    fn parse(self) -> Result<Member> {
-        Ok(Member {
-            phone_number: self
-                .phone_number
-                .parse()
-                .map_err(|e| StoreError::corrupt("member phone number", e))?,
-            name: self.name,
-            email: self.email,
-            consents: serde_json::from_str(&self.consents)
-                .map_err(|e| StoreError::corrupt("member consents", e))?,
-            enrolled_at: parse_time("member enrolled_at", &self.enrolled_at)?,
-            enrolled_lane: self
-                .enrolled_lane
-                .map(|l| l.parse())
-                .transpose()
-                .map_err(|e| StoreError::corrupt("member enrolled_lane", e))?,
-            source: self
-                .source
-                .parse()
-                .map_err(|e| StoreError::corrupt("member source", e))?,
-        })
-    }
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
+    use crate::store::schema;
 
     pub(crate) fn member(phone: &str, name: &str) -> Member {
         Member {
@@ -363,9 +329,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_source_is_named_as_the_file_and_json_hold_it() {
+        for (source, name) in [
+            (MemberSource::Enrollment, "enrollment"),
+            (MemberSource::Import, "import"),
+        ] {
+            assert_eq!(source.as_str(), name);
+            assert_eq!(source.to_string(), name);
+            assert_eq!(serde_json::to_value(source).unwrap(), name);
+            assert_eq!(name.parse::<MemberSource>().unwrap(), source);
+        }
+        let err = "Import".parse::<MemberSource>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid member source: expected `enrollment` or `import`"
+        );
+    }
+
+    #[test]
     fn sqlite_upsert_get_list_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, conn) = schema::scratch();
         let kari = member("4791234567", "Kari");
         assert_eq!(upsert(&conn, &kari).unwrap(), Upserted::Inserted);
         assert_eq!(upsert(&conn, &kari).unwrap(), Upserted::Unchanged);

@@ -34,6 +34,7 @@ mod members;
 mod outbox;
 mod payments;
 mod retention;
+mod rows;
 pub mod schema;
 mod settings;
 
@@ -59,7 +60,7 @@ pub use members::{
     Consent, ImportCounts, InMemoryMembers, Member, MemberSource, MembershipStore, StoreFuture,
     Upserted,
 };
-pub use outbox::{OutboxEntry, OutboxStats};
+pub use outbox::{OutboxEntry, OutboxStats, Undelivered};
 pub use payments::{
     NewIdempotencyKey, NewPayment, PaymentIndexState, PaymentRecord, PaymentUpdate,
 };

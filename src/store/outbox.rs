@@ -7,10 +7,10 @@
 //! refused, until the operator retries it (`lanehub members outbox retry`).
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::error::{Result, StoreError};
-use super::{Store, format_time, parse_time};
+use super::{Store, format_time, parse_time, rows};
 use crate::domain::Msisdn;
 
 /// The longest error text kept with an entry.
@@ -33,6 +33,15 @@ pub struct OutboxEntry {
     pub refused_at: Option<DateTime<Utc>>,
 }
 
+/// What follows an attempt that did not deliver an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The attempt failed; the entry is tried again at this time.
+    RetryAt(DateTime<Utc>),
+    /// The CRM refused the entry for good (at this time): kept, marked refused.
+    RefusedAt(DateTime<Utc>),
+}
+
 /// The outbox at a glance, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutboxStats {
@@ -43,62 +52,32 @@ pub struct OutboxStats {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// The columns `entry` reads, then the rest of the query; a macro so `concat!` builds each
+/// query at compile time.
 macro_rules! select_outbox {
-    () => {
-        "SELECT id, phone_number, body, idempotency_key, created_at, attempts, next_attempt_at,
-                last_error, refused_at
-         FROM crm_outbox"
+    ($tail:literal) => {
+        concat!(
+            "SELECT id, phone_number, body, idempotency_key, created_at, attempts, next_attempt_at,
+                    last_error, refused_at
+             FROM crm_outbox",
+            $tail
+        )
     };
 }
 
-struct RawEntry {
-    id: i64,
-    phone_number: String,
-    body: String,
-    idempotency_key: String,
-    created_at: String,
-    attempts: i64,
-    next_attempt_at: String,
-    last_error: Option<String>,
-    refused_at: Option<String>,
-}
-
-fn raw(row: &Row<'_>) -> rusqlite::Result<RawEntry> {
-    Ok(RawEntry {
+fn entry(row: &Row<'_>) -> Result<OutboxEntry> {
+    Ok(OutboxEntry {
         id: row.get(0)?,
-        phone_number: row.get(1)?,
-        body: row.get(2)?,
+        phone_number: rows::parsed(row, 1, "outbox phone number")?,
+        body: rows::json(row, 2, "outbox body")?,
         idempotency_key: row.get(3)?,
-        created_at: row.get(4)?,
-        attempts: row.get(5)?,
-        next_attempt_at: row.get(6)?,
+        created_at: rows::time(row, 4, "outbox created_at")?,
+        attempts: u32::try_from(row.get::<_, i64>(5)?)
+            .map_err(|e| StoreError::corrupt("outbox attempts", e))?,
+        next_attempt_at: rows::time(row, 6, "outbox next_attempt_at")?,
         last_error: row.get(7)?,
-        refused_at: row.get(8)?,
+        refused_at: rows::time_opt(row, 8, "outbox refused_at")?,
     })
-}
-
-impl RawEntry {
-    fn parse(self) -> Result<OutboxEntry> {
-        Ok(OutboxEntry {
-            id: self.id,
-            phone_number: self
-                .phone_number
-                .parse()
-                .map_err(|e| StoreError::corrupt("outbox phone number", e))?,
-            body: serde_json::from_str(&self.body)
-                .map_err(|e| StoreError::corrupt("outbox body", e))?,
-            idempotency_key: self.idempotency_key,
-            created_at: parse_time("outbox created_at", &self.created_at)?,
-            attempts: u32::try_from(self.attempts)
-                .map_err(|e| StoreError::corrupt("outbox attempts", e))?,
-            next_attempt_at: parse_time("outbox next_attempt_at", &self.next_attempt_at)?,
-            last_error: self.last_error,
-            refused_at: self
-                .refused_at
-                .map(|r| parse_time("outbox refused_at", &r))
-                .transpose()?,
-        })
-    }
 }
 
 pub(crate) fn push(
@@ -124,33 +103,19 @@ pub(crate) fn push(
 
 /// The oldest entry waiting for delivery: entries go out in the order they were written.
 pub(crate) fn head(conn: &Connection) -> Result<Option<OutboxEntry>> {
-    conn.prepare_cached(concat!(
-        select_outbox!(),
-        " WHERE refused_at IS NULL ORDER BY id LIMIT 1"
-    ))?
-    .query_row([], raw)
-    .optional()?
-    .map(RawEntry::parse)
-    .transpose()
+    let sql = select_outbox!(" WHERE refused_at IS NULL ORDER BY id LIMIT 1");
+    rows::query(conn, sql, [], entry)
 }
 
 /// The newest entry for this phone number still waiting for delivery.
 pub(crate) fn waiting_for(conn: &Connection, phone: &Msisdn) -> Result<Option<OutboxEntry>> {
-    conn.prepare_cached(concat!(
-        select_outbox!(),
-        " WHERE refused_at IS NULL AND phone_number = ?1 ORDER BY id DESC LIMIT 1"
-    ))?
-    .query_row([phone.as_str()], raw)
-    .optional()?
-    .map(RawEntry::parse)
-    .transpose()
+    let sql =
+        select_outbox!(" WHERE refused_at IS NULL AND phone_number = ?1 ORDER BY id DESC LIMIT 1");
+    rows::query(conn, sql, [phone.as_str()], entry)
 }
 
 pub(crate) fn list(conn: &Connection) -> Result<Vec<OutboxEntry>> {
-    let mut stmt = conn.prepare_cached(concat!(select_outbox!(), " ORDER BY id"))?;
-    let rows = stmt.query_map([], raw)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawEntry::parse))
-        .collect()
+    rows::query(conn, select_outbox!(" ORDER BY id"), [], entry)
 }
 
 pub(crate) fn delivered(conn: &Connection, id: i64) -> Result<()> {
@@ -163,21 +128,30 @@ fn clip(error: &str) -> String {
     error.chars().take(MAX_ERROR).collect()
 }
 
-pub(crate) fn failed(conn: &Connection, id: i64, error: &str, next: DateTime<Utc>) -> Result<()> {
+/// Counts an attempt that did not deliver entry `id` and keeps its error; `then` says whether
+/// it is tried again or kept as refused.
+pub(crate) fn undelivered(
+    conn: &Connection,
+    id: i64,
+    error: &str,
+    then: Undelivered,
+) -> Result<()> {
+    let (next, refused) = match then {
+        Undelivered::RetryAt(next) => (Some(next), None),
+        Undelivered::RefusedAt(now) => (None, Some(now)),
+    };
     conn.prepare_cached(
-        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3
+        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2,
+                               next_attempt_at = coalesce(?3, next_attempt_at),
+                               refused_at = coalesce(?4, refused_at)
          WHERE id = ?1",
     )?
-    .execute(params![id, clip(error), format_time(&next)])?;
-    Ok(())
-}
-
-pub(crate) fn refused(conn: &Connection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
-    conn.prepare_cached(
-        "UPDATE crm_outbox SET attempts = attempts + 1, last_error = ?2, refused_at = ?3
-         WHERE id = ?1",
-    )?
-    .execute(params![id, clip(error), format_time(&now)])?;
+    .execute(params![
+        id,
+        clip(error),
+        next.as_ref().map(format_time),
+        refused.as_ref().map(format_time)
+    ])?;
     Ok(())
 }
 
@@ -255,24 +229,14 @@ impl Store {
         self.call(move |conn| delivered(conn, id))
     }
 
-    /// An attempt failed; the entry is tried again at `next`.
-    pub fn outbox_failed(
+    /// An attempt did not deliver the entry: it is tried again or kept as refused.
+    pub fn outbox_undelivered(
         &self,
         id: i64,
         error: String,
-        next: DateTime<Utc>,
+        then: Undelivered,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.call(move |conn| failed(conn, id, &error, next))
-    }
-
-    /// The CRM refused the entry for good: kept, marked refused.
-    pub fn outbox_refused(
-        &self,
-        id: i64,
-        error: String,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<()>> + Send + 'static {
-        self.call(move |conn| refused(conn, id, &error, now))
+        self.call(move |conn| undelivered(conn, id, &error, then))
     }
 
     /// Counts for the outbox metrics.
@@ -284,23 +248,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
+    use crate::store::schema;
 
     #[test]
     fn entries_go_out_oldest_first_and_refused_ones_wait_for_a_retry() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, conn) = schema::scratch();
         let now: DateTime<Utc> = "2025-01-01T10:00:00Z".parse().unwrap();
         let kari: Msisdn = "4791234567".parse().unwrap();
         let ola: Msisdn = "4798765432".parse().unwrap();
         let first = push(&conn, &kari, &serde_json::json!({"n": 1}), "k1", now).unwrap();
         let second = push(&conn, &ola, &serde_json::json!({"n": 2}), "k2", now).unwrap();
         assert_eq!(head(&conn).unwrap().unwrap().id, first);
-        failed(&conn, first, "503", now).unwrap();
+        undelivered(&conn, first, "503", Undelivered::RetryAt(now)).unwrap();
         let entry = head(&conn).unwrap().unwrap();
         assert_eq!((entry.id, entry.attempts), (first, 1));
         assert_eq!(entry.last_error.as_deref(), Some("503"));
-        refused(&conn, first, "422", now).unwrap();
+        undelivered(&conn, first, "422", Undelivered::RefusedAt(now)).unwrap();
         assert_eq!(head(&conn).unwrap().unwrap().id, second);
         assert_eq!(waiting_for(&conn, &kari).unwrap(), None);
         assert_eq!(waiting_for(&conn, &ola).unwrap().unwrap().id, second);

@@ -116,8 +116,7 @@ mod tests {
 
     #[test]
     fn closed_sessions_past_the_cut_off_go_and_everything_else_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, mut conn) = schema::scratch();
         let now = Utc::now();
         let old = now - Duration::days(100);
         session(&mut conn, "old-closed-1", old, false);
@@ -218,8 +217,7 @@ mod tests {
 
     #[test]
     fn resolved_late_enrollments_past_the_cut_off_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, mut conn) = schema::scratch();
         let now = Utc::now();
         for id in ["old-resolved", "old-unresolved", "recent-resolved"] {
             let handover = LateEnrollmentHandover {

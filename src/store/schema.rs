@@ -404,6 +404,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A new database in a temporary directory, for unit tests; the directory goes when the
+/// returned `TempDir` is dropped.
+#[cfg(test)]
+pub(crate) fn scratch() -> (tempfile::TempDir, Connection) {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+    (dir, conn)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,12 +41,11 @@ pub(crate) fn delete(conn: &Connection, key: &str) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::schema::{self, OpenMode};
+    use crate::store::schema;
 
     #[test]
     fn put_get_replace_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = schema::open(&dir.path().join("t.db"), OpenMode::Create).unwrap();
+        let (_dir, conn) = schema::scratch();
         assert_eq!(get(&conn, "webhook.id").unwrap(), None);
         put(&conn, "webhook.id", "a").unwrap();
         put(&conn, "webhook.id", "b").unwrap();
