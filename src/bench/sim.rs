@@ -318,7 +318,7 @@ impl EmbeddedSim {
             loop {
                 interval.tick().await;
                 let now = ticking.clock.now();
-                ticking.tick(now);
+                crate::sim::webhooks::tick_producing(&ticking, now).await;
                 tick_tx.send_replace(now);
             }
         });

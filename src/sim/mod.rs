@@ -112,11 +112,17 @@ impl Simulator {
 
     /// All routes: the Vipps APIs (behind fault injection) and the control API under `/sim/v1`.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let back_pressure = || actix_web::middleware::from_fn(webhooks::back_pressure);
         cfg.app_data(web::Data::from(self.state.clone()))
-            .service(web::scope("/sim/v1").configure(control::routes))
+            .service(
+                web::scope("/sim/v1")
+                    .wrap(back_pressure())
+                    .configure(control::routes),
+            )
             .service(
                 web::scope("")
                     .wrap(actix_web::middleware::from_fn(faults::middleware))
+                    .wrap(back_pressure())
                     .configure(auth::api_routes)
                     .configure(qr::api_routes)
                     .configure(checkin::api_routes)
@@ -147,7 +153,7 @@ impl Simulator {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 interval.tick().await;
-                state.tick(state.clock.now());
+                webhooks::tick_producing(&state, state.clock.now()).await;
             }
         });
         tracing::info!(%addr, "Vipps simulator listening");
