@@ -3,9 +3,11 @@
 //! or, with `--json`, one JSON object on stdout, and leaves logs on stderr.
 //!
 //! - `bench --lanes N --duration S`: lanes through complete checkouts against the floor of the
-//!   same Vipps calls made directly (see [`lanes`]).
+//!   same Vipps calls made directly (see [`lanes`]), back to back, or with `--rate R` as
+//!   checkouts arrive (see [`arrivals`]).
 //! - `bench vipps`: the Vipps actor alone (see [`vipps`]).
 
+pub mod arrivals;
 pub mod lanes;
 pub mod report;
 pub mod sim;
@@ -15,7 +17,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 
-/// `lanehub bench [--lanes N --duration S] | lanehub bench vipps …`.
+/// `lanehub bench [--lanes N --duration S [--rate R]] | lanehub bench vipps …`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
