@@ -235,19 +235,28 @@ mod tests {
         assert_ne!(a, other);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn an_arrival_with_no_idle_lane_waits_for_the_next_one() {
-        let start = Instant::now();
+    /// One lane's open loop at 1,000 arrivals per second for `window_ms`: its work, the
+    /// running dispatcher, and how many arrivals the schedule holds.
+    fn one_lane(
+        seed: u64,
+        window_ms: u64,
+        drain: Duration,
+    ) -> (Work, tokio::task::JoinHandle<Offered>, u64) {
         let schedule = Schedule {
             rate: 1_000.0,
-            seed: 1,
+            seed,
         };
-        let window = Duration::from_millis(20);
+        let window = Duration::from_millis(window_ms);
         let expected = schedule.arrivals(window).count() as u64;
-        assert!(expected > 2);
-        let (mut works, dispatch) = pace(Some(schedule), 1, start, window, Duration::from_secs(1));
+        let (mut works, dispatch) = pace(Some(schedule), 1, Instant::now(), window, drain);
         let dispatch = tokio::spawn(dispatch.expect("an open loop"));
-        let mut lane = works.remove(0);
+        (works.remove(0), dispatch, expected)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_arrival_with_no_idle_lane_waits_for_the_next_one() {
+        let (mut lane, dispatch, expected) = one_lane(1, 20, Duration::from_secs(1));
+        assert!(expected > 2);
         let mut arrivals = vec![];
         while let Some(arrived) = lane.next().await {
             arrivals.push(arrived);
@@ -267,18 +276,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn arrivals_still_waiting_after_the_drain_are_abandoned() {
-        let start = Instant::now();
-        let schedule = Schedule {
-            rate: 1_000.0,
-            seed: 2,
-        };
-        let window = Duration::from_millis(50);
-        let expected = schedule.arrivals(window).count() as u64;
-        let (mut works, dispatch) =
-            pace(Some(schedule), 1, start, window, Duration::from_millis(5));
-        let dispatch = tokio::spawn(dispatch.expect("an open loop"));
+        let (mut lane, dispatch, expected) = one_lane(2, 50, Duration::from_millis(5));
         // The only lane takes its first arrival and never finishes.
-        let first = works[0].next().await;
+        let first = lane.next().await;
         assert!(first.is_some());
         let offered = dispatch.await.unwrap();
         assert_eq!(offered.arrivals, expected);

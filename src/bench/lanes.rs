@@ -105,7 +105,8 @@ pub struct LanesBenchArgs {
 }
 
 /// Why the benchmark could not run (a missed target is a result, not an error).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum LanesBenchError {
     #[error("cannot listen on loopback: {0}")]
     Listen(#[source] std::io::Error),
@@ -134,18 +135,9 @@ pub enum LanesBenchError {
 }
 
 impl LanesBenchError {
-    /// A short, bounded label.
+    /// A short, bounded label: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            LanesBenchError::Listen(_) => "listen",
-            LanesBenchError::DataDir { .. } => "data_dir",
-            LanesBenchError::Start(_) => "start",
-            LanesBenchError::Vipps { .. } => "vipps",
-            LanesBenchError::Store(_) => "store",
-            LanesBenchError::Value(_) => "value",
-            LanesBenchError::Runtime(_) => "runtime",
-            LanesBenchError::Task(_) => "task",
-        }
+        self.into()
     }
 }
 
