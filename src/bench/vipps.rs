@@ -523,19 +523,27 @@ enum Call {
     QrExchange,
 }
 
+/// How long `call` took; its failure (named `what`) ends the benchmark.
+async fn timed<T>(
+    what: &'static str,
+    call: impl Future<Output = Result<T, VippsError>>,
+) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    call.await.map_err(during(what))?;
+    Ok(started.elapsed())
+}
+
 async fn plain_call(
     client: &VippsClient,
     token: &AccessToken,
     references: &[PaymentReference],
     call: Call,
 ) -> Result<Duration, BenchError> {
-    let started = Instant::now();
+    let what = "a plain client call";
     match call {
-        Call::PaymentGet(i) => client.get_payment(token, &references[i]).await.map(drop),
-        Call::QrExchange => client.exchange_qr(token, QR_CODE).await.map(drop),
+        Call::PaymentGet(i) => timed(what, client.get_payment(token, &references[i])).await,
+        Call::QrExchange => timed(what, client.exchange_qr(token, QR_CODE)).await,
     }
-    .map_err(during("a plain client call"))?;
-    Ok(started.elapsed())
 }
 
 async fn actor_call(
@@ -543,13 +551,11 @@ async fn actor_call(
     references: &[PaymentReference],
     call: Call,
 ) -> Result<Duration, BenchError> {
-    let started = Instant::now();
+    let what = "an actor call";
     match call {
-        Call::PaymentGet(i) => handle.get_payment(&references[i]).await.map(drop),
-        Call::QrExchange => handle.exchange_qr(QR_CODE).await.map(drop),
+        Call::PaymentGet(i) => timed(what, handle.get_payment(&references[i])).await,
+        Call::QrExchange => timed(what, handle.exchange_qr(QR_CODE)).await,
     }
-    .map_err(during("an actor call"))?;
-    Ok(started.elapsed())
 }
 
 async fn latency_part(

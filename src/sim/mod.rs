@@ -147,15 +147,7 @@ impl Simulator {
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        let state = self.state.clone();
-        let ticker = actix_web::rt::spawn(async move {
-            let mut interval = tokio::time::interval(TICK);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                webhooks::tick_producing(&state, state.clock.now()).await;
-            }
-        });
+        let ticker = spawn_ticker(self.state.clone(), TICK, |_| {});
         tracing::info!(%addr, "Vipps simulator listening");
         Ok(SimServer {
             addr,
@@ -164,4 +156,23 @@ impl Simulator {
             ticker,
         })
     }
+}
+
+/// Ticks `state` every `every` (a tick waits for room in the webhook queues it filled), then
+/// tells `after` the instant ticked. Must run inside an actix system.
+pub fn spawn_ticker(
+    state: Arc<SimState>,
+    every: Duration,
+    mut after: impl FnMut(Instant) + 'static,
+) -> tokio::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let now = state.clock.now();
+            webhooks::tick_producing(&state, now).await;
+            after(now);
+        }
+    })
 }
