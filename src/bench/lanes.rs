@@ -166,7 +166,8 @@ struct Done {
     /// From the arrival to the end: the wait for an idle lane (open loop), then the scan (floor:
     /// the QR exchange) to the end.
     checkout: Duration,
-    /// From the arrival to the scan: zero back to back, the wait for a lane in the open loop.
+    /// From the arrival to the scan: zero back to back, the wait for a lane in the open loop
+    /// (and the client threads' delay in starting it).
     lane_wait: Duration,
     /// Per step of [`STEPS`]; `None` when the simulator did not see the step.
     steps: Option<[Duration; 3]>,

@@ -30,7 +30,8 @@ pub struct SideReport {
     pub unfinished: u64,
     /// How long a checkout took, from its arrival (the scan, back to back) to the end.
     pub checkout: Percentiles,
-    /// From the arrival to the scan: the wait for an idle lane (open loop).
+    /// From the arrival to the scan: the wait for an idle lane (open loop), with the delay of
+    /// the benchmark's own dispatcher and client threads in waking the lane.
     pub lane_wait: Percentiles,
     /// What the open loop's arrivals offered; `None` back to back.
     pub offered: Option<Offered>,
