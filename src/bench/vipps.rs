@@ -523,39 +523,33 @@ enum Call {
     QrExchange,
 }
 
-/// How long `call` took; its failure (named `what`) ends the benchmark.
-async fn timed<T>(
-    what: &'static str,
-    call: impl Future<Output = Result<T, VippsError>>,
+/// The way a call of the latency part goes.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Plain(&'a VippsClient, &'a AccessToken),
+    Actor(&'a VippsHandle),
+}
+
+/// How long `call` took on `path`; a failure ends the benchmark.
+async fn timed_call(
+    path: Path<'_>,
+    references: &[PaymentReference],
+    call: Call,
 ) -> Result<Duration, BenchError> {
     let started = Instant::now();
-    call.await.map_err(during(what))?;
+    let result = match (path, call) {
+        (Path::Plain(c, t), Call::PaymentGet(i)) => {
+            c.get_payment(t, &references[i]).await.map(drop)
+        }
+        (Path::Plain(c, t), Call::QrExchange) => c.exchange_qr(t, QR_CODE).await.map(drop),
+        (Path::Actor(h), Call::PaymentGet(i)) => h.get_payment(&references[i]).await.map(drop),
+        (Path::Actor(h), Call::QrExchange) => h.exchange_qr(QR_CODE).await.map(drop),
+    };
+    result.map_err(during(match path {
+        Path::Plain(..) => "a plain client call",
+        Path::Actor(_) => "an actor call",
+    }))?;
     Ok(started.elapsed())
-}
-
-async fn plain_call(
-    client: &VippsClient,
-    token: &AccessToken,
-    references: &[PaymentReference],
-    call: Call,
-) -> Result<Duration, BenchError> {
-    let what = "a plain client call";
-    match call {
-        Call::PaymentGet(i) => timed(what, client.get_payment(token, &references[i])).await,
-        Call::QrExchange => timed(what, client.exchange_qr(token, QR_CODE)).await,
-    }
-}
-
-async fn actor_call(
-    handle: &VippsHandle,
-    references: &[PaymentReference],
-    call: Call,
-) -> Result<Duration, BenchError> {
-    let what = "an actor call";
-    match call {
-        Call::PaymentGet(i) => timed(what, handle.get_payment(&references[i])).await,
-        Call::QrExchange => timed(what, handle.exchange_qr(QR_CODE)).await,
-    }
 }
 
 async fn latency_part(
@@ -571,6 +565,7 @@ async fn latency_part(
     // Per path, per operation (0: get, 1: QR).
     let mut plain: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut actor: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let (via_plain, via_actor) = (Path::Plain(client, token), Path::Actor(handle));
     for k in 0..warmup + samples {
         let op = k % 2;
         let call = if op == 0 {
@@ -580,11 +575,11 @@ async fn latency_part(
         };
         // Swap which path goes first every other pair, so each operation sees both orders.
         let (p, a) = if (k / 2) % 2 == 0 {
-            let p = plain_call(client, token, references, call).await?;
-            (p, actor_call(handle, references, call).await?)
+            let p = timed_call(via_plain, references, call).await?;
+            (p, timed_call(via_actor, references, call).await?)
         } else {
-            let a = actor_call(handle, references, call).await?;
-            (plain_call(client, token, references, call).await?, a)
+            let a = timed_call(via_actor, references, call).await?;
+            (timed_call(via_plain, references, call).await?, a)
         };
         if k >= warmup {
             plain[op].push(p);
