@@ -82,8 +82,9 @@ pub enum Command {
         #[arg(long, env = "LANEHUB_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Benchmarks against the simulator: `bench --lanes N --duration S` (lanes through whole
-    /// checkouts against the floor of the same Vipps calls), `bench vipps` (the Vipps actor).
+    /// Benchmarks against the simulator: `bench --lanes N --duration S [--rate R]` (lanes through
+    /// whole checkouts against the floor of the same Vipps calls, back to back or arriving at R
+    /// per second), `bench vipps` (the Vipps actor).
     Bench(crate::bench::BenchArgs),
 }
 

@@ -1,6 +1,9 @@
-//! `lanehub bench --lanes N --duration S`: N lanes run complete checkouts against the simulator
-//! (no added latency) for S seconds, then the same Vipps calls are made for S seconds by a plain
-//! client loop with the same concurrency: the floor that lanehub's overhead is measured against.
+//! `lanehub bench --lanes N --duration S [--rate R]`: N lanes run complete checkouts against the
+//! simulator (no added latency) for S seconds, then the same Vipps calls are made for S seconds
+//! by a plain client loop with the same concurrency: the floor that lanehub's overhead is
+//! measured against. Without `--rate` every lane checks out back to back (closed loop); with it
+//! checkouts arrive at R per second on idle lanes, the same arrivals on both sides (open loop,
+//! see [`super::arrivals`]).
 //!
 //! - lanehub: the real `Application` (Vipps actor, one actor per lane, journal, terminal API,
 //!   webhook receiver) in remote mode against a simulator served here. One virtual terminal per
@@ -31,6 +34,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
+use super::arrivals::{Offered, Schedule, Work, pace, parse_rate};
 pub use super::report::*;
 use super::sim::{EmbeddedSim, LaneProbe, StepTimes, lane_phone};
 use super::vipps::Percentiles;
@@ -72,10 +76,11 @@ const FLOOR_MSN: &str = "654321";
 /// Failure messages kept for the report.
 const MAX_FAILURES_KEPT: usize = 5;
 
-/// `lanehub bench --lanes N --duration SECONDS [--json]`.
+/// `lanehub bench --lanes N --duration SECONDS [--rate PER_SECOND [--seed N]] [--json]`.
 #[derive(Debug, Args)]
 pub struct LanesBenchArgs {
-    /// Lanes running checkouts at once (and the floor's concurrency).
+    /// Lanes (and the floor's concurrency): all busy back to back, or those the arrivals find
+    /// idle with `--rate`.
     #[arg(long, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LANES)))]
     pub lanes: u32,
@@ -83,6 +88,13 @@ pub struct LanesBenchArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub duration: u64,
+    /// Open loop: checkouts arriving per second in total (Poisson), each on an idle lane chosen
+    /// at random; an arrival that finds none waits for the next idle lane.
+    #[arg(long, value_name = "PER_SECOND", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Seed of the open loop's arrivals (default: a random one, printed in the report).
+    #[arg(long, requires = "rate")]
+    pub seed: Option<u64>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -93,7 +105,8 @@ pub struct LanesBenchArgs {
 }
 
 /// Why the benchmark could not run (a missed target is a result, not an error).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum LanesBenchError {
     #[error("cannot listen on loopback: {0}")]
     Listen(#[source] std::io::Error),
@@ -122,18 +135,9 @@ pub enum LanesBenchError {
 }
 
 impl LanesBenchError {
-    /// A short, bounded label.
+    /// A short, bounded label: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            LanesBenchError::Listen(_) => "listen",
-            LanesBenchError::DataDir { .. } => "data_dir",
-            LanesBenchError::Start(_) => "start",
-            LanesBenchError::Vipps { .. } => "vipps",
-            LanesBenchError::Store(_) => "store",
-            LanesBenchError::Value(_) => "value",
-            LanesBenchError::Runtime(_) => "runtime",
-            LanesBenchError::Task(_) => "task",
-        }
+        self.into()
     }
 }
 
@@ -159,8 +163,12 @@ fn rss_kib() -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct Done {
     ended: Instant,
-    /// From the scan (floor: the QR exchange) to the end.
+    /// From the arrival to the end: the wait for an idle lane (open loop), then the scan (floor:
+    /// the QR exchange) to the end.
     checkout: Duration,
+    /// From the arrival to the scan: zero back to back, the wait for a lane in the open loop
+    /// (and the client threads' delay in starting it).
+    lane_wait: Duration,
     /// Per step of [`STEPS`]; `None` when the simulator did not see the step.
     steps: Option<[Duration; 3]>,
 }
@@ -176,10 +184,11 @@ struct LaneResult {
 }
 
 impl LaneResult {
-    fn done(&mut self, started: Instant, paid: Instant, ended: Instant, seen: StepTimes) {
+    fn done(&mut self, arrived: Instant, [started, paid, ended]: [Instant; 3], seen: StepTimes) {
         self.done.push(Done {
             ended,
-            checkout: ended.saturating_duration_since(started),
+            checkout: ended.saturating_duration_since(arrived),
+            lane_wait: started.saturating_duration_since(arrived),
             steps: steps(started, paid, ended, seen),
         });
     }
@@ -207,14 +216,22 @@ fn steps(
     ])
 }
 
-fn summarise(results: Vec<LaneResult>, start: Instant, window: Duration) -> SideReport {
+fn summarise(
+    results: Vec<LaneResult>,
+    start: Instant,
+    window: Duration,
+    offered: Option<Offered>,
+) -> SideReport {
     let end = start + window;
     let mut report = SideReport {
         window,
+        offered,
+        unfinished: offered.map_or(0, |o| o.abandoned),
         ..SideReport::default()
     };
     let mut samples: [Vec<Duration>; 3] = Default::default();
     let mut checkouts = Vec::new();
+    let mut waits = Vec::new();
     let mut reads = 0u64;
     for r in results {
         report.completed += r.done.len() as u64;
@@ -229,6 +246,7 @@ fn summarise(results: Vec<LaneResult>, start: Instant, window: Duration) -> Side
         for done in r.done.into_iter().filter(|d| d.ended <= end) {
             report.flows += 1;
             checkouts.push(done.checkout);
+            waits.push(done.lane_wait);
             for (i, d) in done.steps.into_iter().flatten().enumerate() {
                 samples[i].push(d);
             }
@@ -237,6 +255,7 @@ fn summarise(results: Vec<LaneResult>, start: Instant, window: Duration) -> Side
     report.reads_per_flow = reads as f64 / report.completed.max(1) as f64;
     report.steps = std::array::from_fn(|i| Percentiles::of(&samples[i]));
     report.checkout = Percentiles::of(&checkouts);
+    report.lane_wait = Percentiles::of(&waits);
     report
 }
 
@@ -336,17 +355,18 @@ impl Terminal {
         Ok([scanned, paid, ended])
     }
 
-    async fn run(self, stop: Instant) -> LaneResult {
+    async fn run(self, mut work: Work) -> LaneResult {
         let mut result = LaneResult::default();
+        let stop = work.stop();
         let (_, _, mut rx) = self.lane.subscribe();
-        while Instant::now() < stop {
+        while let Some(arrived) = work.next().await {
             // What is left of the previous checkout (late webhooks) does not answer this one.
             while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
             self.probe.take(self.index);
             match self.checkout(&mut rx, stop).await {
-                Ok([scanned, paid, ended]) => {
+                Ok(times) => {
                     let seen = self.probe.take(self.index);
-                    result.done(scanned, paid, ended, seen);
+                    result.done(arrived, times, seen);
                 }
                 Err(e) if e == NO_EVENT && Instant::now() >= stop + DRAIN_LIMIT => {
                     result.unfinished += 1;
@@ -357,6 +377,7 @@ impl Terminal {
                     self.settle(&mut rx).await;
                 }
             }
+            work.done();
         }
         result
     }
@@ -463,21 +484,21 @@ impl FloorLane {
         Ok(([started, paid, Instant::now()], reads))
     }
 
-    async fn run(mut self, stop: Instant) -> LaneResult {
+    async fn run(mut self, mut work: Work) -> LaneResult {
         let mut result = LaneResult::default();
-        for n in 1u64.. {
-            if Instant::now() >= stop {
-                break;
-            }
+        let mut n = 0u64;
+        while let Some(arrived) = work.next().await {
+            n += 1;
             self.probe.take(self.index);
             match self.checkout(n).await {
-                Ok(([started, paid, ended], reads)) => {
+                Ok((times, reads)) => {
                     let seen = self.probe.take(self.index);
-                    result.done(started, paid, ended, seen);
+                    result.done(arrived, times, seen);
                     result.reads += reads;
                 }
                 Err(e) => result.fail(format!("floor lane {}: {e}", self.index)),
             }
+            work.done();
         }
         result
     }
@@ -528,6 +549,10 @@ async fn run_in(
 ) -> Result<LanesReport, LanesBenchError> {
     let lanes = usize::try_from(args.lanes).unwrap_or(usize::MAX);
     let window = Duration::from_secs(args.duration);
+    let schedule = args.rate.map(|rate| Schedule {
+        rate,
+        seed: args.seed.unwrap_or_else(rand::random),
+    });
     let run_id = uuid::Uuid::new_v4().simple().to_string();
 
     // The simulator, with a second merchant for the floor and one customer per lane.
@@ -648,9 +673,9 @@ async fn run_in(
         probe.all_calls(),
     );
     let start = Instant::now();
-    let stop = start + window;
+    let (works, dispatch) = pace(schedule, lanes, start, window, DRAIN_LIMIT);
     let mut tasks = Vec::with_capacity(lanes);
-    for (index, lane) in handles.iter().enumerate() {
+    for ((index, lane), work) in handles.iter().enumerate().zip(works) {
         let index = lane_index(lane.id().as_str()).unwrap_or(index);
         let terminal = Terminal {
             index,
@@ -662,16 +687,13 @@ async fn run_in(
             qr: clear_text_qr(index),
             probe: probe.clone(),
         };
-        tasks.push(clients.spawn(terminal.run(stop)));
+        tasks.push(clients.spawn(terminal.run(work)));
     }
-    let mut results = Vec::with_capacity(lanes);
-    for task in tasks {
-        results.push(task.await?);
-    }
+    let (results, offered) = finish(&clients, tasks, dispatch).await?;
     let counts = sim.counter.snapshot().since(before.0);
     let reads = probe.calls(Operation::PaymentGet) - before.1;
     let cpu = cpu_seconds() - before.2;
-    let mut lanehub = summarise(results, start, window);
+    let mut lanehub = summarise(results, start, window, offered);
     lanehub.cpu_seconds = cpu;
     lanehub.http_responses = counts.responses;
     lanehub.http_429 = counts.too_many_requests;
@@ -690,9 +712,9 @@ async fn run_in(
     let reads_per_flow = lanehub.reads_per_flow.round().max(1.0) as u64;
     let before = (sim.counter.snapshot(), cpu_seconds(), probe.all_calls());
     let start = Instant::now();
-    let stop = start + window;
+    let (works, dispatch) = pace(schedule, lanes, start, window, DRAIN_LIMIT);
     let mut tasks = Vec::with_capacity(lanes);
-    for (index, lane) in handles.iter().enumerate() {
+    for ((index, lane), work) in handles.iter().enumerate().zip(works) {
         let floor = FloorLane {
             index: lane_index(lane.id().as_str()).unwrap_or(index),
             client: floor_client.clone(),
@@ -702,15 +724,12 @@ async fn run_in(
             ticks: sim.ticks.clone(),
             reads: reads_per_flow,
         };
-        tasks.push(clients.spawn(floor.run(stop)));
+        tasks.push(clients.spawn(floor.run(work)));
     }
-    let mut results = Vec::with_capacity(lanes);
-    for task in tasks {
-        results.push(task.await?);
-    }
+    let (results, offered) = finish(&clients, tasks, dispatch).await?;
     let counts = sim.counter.snapshot().since(before.0);
     let cpu = cpu_seconds() - before.1;
-    let mut floor = summarise(results, start, window);
+    let mut floor = summarise(results, start, window, offered);
     floor.cpu_seconds = cpu;
     floor.http_responses = counts.responses;
     floor.http_429 = counts.too_many_requests;
@@ -722,6 +741,7 @@ async fn run_in(
     Ok(LanesReport {
         lanes: args.lanes,
         duration: window,
+        schedule,
         lanehub,
         floor,
         rss_before_kib,
@@ -731,6 +751,24 @@ async fn run_in(
         lane_threads,
         data_dir,
     })
+}
+
+/// Runs the open loop's dispatcher (if any) beside the lanes' tasks and collects what they saw.
+async fn finish(
+    clients: &tokio::runtime::Runtime,
+    tasks: Vec<tokio::task::JoinHandle<LaneResult>>,
+    dispatch: Option<impl Future<Output = Offered> + Send + 'static>,
+) -> Result<(Vec<LaneResult>, Option<Offered>), LanesBenchError> {
+    let dispatch = dispatch.map(|d| clients.spawn(d));
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await?);
+    }
+    let offered = match dispatch {
+        Some(d) => Some(d.await?),
+        None => None,
+    };
+    Ok((results, offered))
 }
 
 /// The clear-text Vipps QR of lane `index`'s customer (lanehub still exchanges it).

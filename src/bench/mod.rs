@@ -3,9 +3,11 @@
 //! or, with `--json`, one JSON object on stdout, and leaves logs on stderr.
 //!
 //! - `bench --lanes N --duration S`: lanes through complete checkouts against the floor of the
-//!   same Vipps calls made directly (see [`lanes`]).
+//!   same Vipps calls made directly (see [`lanes`]), back to back, or with `--rate R` as
+//!   checkouts arrive (see [`arrivals`]).
 //! - `bench vipps`: the Vipps actor alone (see [`vipps`]).
 
+pub mod arrivals;
 pub mod lanes;
 pub mod report;
 pub mod sim;
@@ -15,7 +17,7 @@ use clap::{Args, Subcommand};
 
 use crate::config::Settings;
 
-/// `lanehub bench [--lanes N --duration S] | lanehub bench vipps …`.
+/// `lanehub bench [--lanes N --duration S [--rate R]] | lanehub bench vipps …`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -35,26 +37,29 @@ pub enum BenchCommand {
 
 /// Runs the chosen benchmark with `settings` (the defaults plus the environment's overrides).
 pub fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
+    let system = actix_web::rt::System::new();
     match args.command {
-        Some(BenchCommand::Vipps(vipps_args)) => {
-            let report =
-                actix_web::rt::System::new().block_on(vipps::run(settings, &vipps_args))?;
-            if vipps_args.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{}", report.to_table());
-            }
+        Some(BenchCommand::Vipps(a)) => {
+            let report = system.block_on(vipps::run(settings, &a))?;
+            show(a.json, || report.to_json(), || report.to_table());
         }
         None => {
-            let lanes_args = args.lanes;
-            let report =
-                actix_web::rt::System::new().block_on(lanes::run(settings, &lanes_args))?;
-            if lanes_args.json {
-                println!("{}", report.to_json());
-            } else {
-                print!("{}", report.to_table());
-            }
+            let report = system.block_on(lanes::run(settings, &args.lanes))?;
+            show(args.lanes.json, || report.to_json(), || report.to_table());
         }
     }
     Ok(())
+}
+
+/// Prints a report as one JSON object, or as a table.
+fn show(
+    json: bool,
+    to_json: impl FnOnce() -> serde_json::Value,
+    to_table: impl FnOnce() -> String,
+) {
+    if json {
+        println!("{}", to_json());
+    } else {
+        print!("{}", to_table());
+    }
 }

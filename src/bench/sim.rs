@@ -311,16 +311,8 @@ impl EmbeddedSim {
         actix_web::rt::spawn(server);
         let state = sim.state().clone();
         let (tick_tx, ticks) = watch::channel(state.clock.now());
-        let ticking = state.clone();
-        let ticker = actix_web::rt::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                let now = ticking.clock.now();
-                ticking.tick(now);
-                tick_tx.send_replace(now);
-            }
+        let ticker = crate::sim::spawn_ticker(state.clone(), tick, move |now| {
+            tick_tx.send_replace(now);
         });
         Ok(EmbeddedSim {
             base_url: format!("http://{addr}"),

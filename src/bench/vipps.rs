@@ -28,7 +28,7 @@ use crate::config::Settings;
 use crate::domain::{Amount, IdempotencyKey, InvalidValue, Msisdn, PaymentReference};
 use crate::sim::TICK;
 use crate::vipps::models::{AccessToken, CreatePaymentRequest};
-use crate::vipps::{VippsClient, VippsError, VippsHandle};
+use crate::vipps::{VippsActorSettings, VippsClient, VippsError, VippsHandle};
 
 /// A personal QR the simulator exchanges for a fixed phone number.
 const QR_CODE: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
@@ -71,7 +71,8 @@ pub struct VippsBenchArgs {
 }
 
 /// Why the benchmark could not run (a missed target is a result, not an error).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum BenchError {
     #[error("cannot serve the simulator on loopback: {0}")]
     Listen(#[source] std::io::Error),
@@ -88,14 +89,9 @@ pub enum BenchError {
 }
 
 impl BenchError {
-    /// A short, bounded label.
+    /// A short, bounded label: the variant's name in snake case.
     pub fn kind(&self) -> &'static str {
-        match self {
-            BenchError::Listen(_) => "listen",
-            BenchError::Vipps { .. } => "vipps",
-            BenchError::Value(_) => "value",
-            BenchError::Task(_) => "task",
-        }
+        self.into()
     }
 }
 
@@ -459,19 +455,34 @@ async fn run_parts(
     let lat = create_payments(&client, &token, &customer, "lat", latency_refs).await?;
     let cap = create_payments(&client, &token, &customer, "cap", ceiling_refs).await?;
 
-    let mut actor_settings = vipps.actor_settings();
-    actor_settings.max_requests_per_second = LATENCY_PART_CEILING;
-    let handle = VippsHandle::with_client(client.clone(), actor_settings, probe_timeout);
+    let (handle, _) =
+        ready_actor(client.clone(), vipps, LATENCY_PART_CEILING, probe_timeout).await?;
     let latency = latency_part(sim, &client, &token, &handle, &lat, warmup, samples).await?;
 
-    let mut actor_settings = vipps.actor_settings();
-    actor_settings.max_requests_per_second = args.ceiling;
-    let handle = VippsHandle::with_client(client, actor_settings, probe_timeout);
+    let (handle, actor_settings) = ready_actor(client, vipps, args.ceiling, probe_timeout).await?;
     let ceiling = ceiling_part(sim, &handle, &cap, args, offered).await?;
     let mut ceiling = ceiling;
     ceiling.max_waiters = actor_settings.max_waiters;
     ceiling.max_rate_limit_wait = actor_settings.max_rate_limit_wait;
     Ok(VippsBenchReport { latency, ceiling })
+}
+
+/// The actor in front of `client` with the global ceiling `ceiling`, its own token already
+/// fetched (not part of any call measured).
+async fn ready_actor(
+    client: VippsClient,
+    vipps: &crate::config::VippsSettings,
+    ceiling: u32,
+    probe_timeout: Duration,
+) -> Result<(VippsHandle, VippsActorSettings), BenchError> {
+    let mut settings = vipps.actor_settings();
+    settings.max_requests_per_second = ceiling;
+    let handle = VippsHandle::with_client(client, settings, probe_timeout);
+    handle
+        .access_token()
+        .await
+        .map_err(during("the actor's token fetch"))?;
+    Ok((handle, settings))
 }
 
 /// Creates `count` payments with distinct references (at most `CREATE_CONCURRENCY` at once).
@@ -512,32 +523,32 @@ enum Call {
     QrExchange,
 }
 
-async fn plain_call(
-    client: &VippsClient,
-    token: &AccessToken,
-    references: &[PaymentReference],
-    call: Call,
-) -> Result<Duration, BenchError> {
-    let started = Instant::now();
-    match call {
-        Call::PaymentGet(i) => client.get_payment(token, &references[i]).await.map(drop),
-        Call::QrExchange => client.exchange_qr(token, QR_CODE).await.map(drop),
-    }
-    .map_err(during("a plain client call"))?;
-    Ok(started.elapsed())
+/// The way a call of the latency part goes.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Plain(&'a VippsClient, &'a AccessToken),
+    Actor(&'a VippsHandle),
 }
 
-async fn actor_call(
-    handle: &VippsHandle,
+/// How long `call` took on `path`; a failure ends the benchmark.
+async fn timed_call(
+    path: Path<'_>,
     references: &[PaymentReference],
     call: Call,
 ) -> Result<Duration, BenchError> {
     let started = Instant::now();
-    match call {
-        Call::PaymentGet(i) => handle.get_payment(&references[i]).await.map(drop),
-        Call::QrExchange => handle.exchange_qr(QR_CODE).await.map(drop),
-    }
-    .map_err(during("an actor call"))?;
+    let result = match (path, call) {
+        (Path::Plain(c, t), Call::PaymentGet(i)) => {
+            c.get_payment(t, &references[i]).await.map(drop)
+        }
+        (Path::Plain(c, t), Call::QrExchange) => c.exchange_qr(t, QR_CODE).await.map(drop),
+        (Path::Actor(h), Call::PaymentGet(i)) => h.get_payment(&references[i]).await.map(drop),
+        (Path::Actor(h), Call::QrExchange) => h.exchange_qr(QR_CODE).await.map(drop),
+    };
+    result.map_err(during(match path {
+        Path::Plain(..) => "a plain client call",
+        Path::Actor(_) => "an actor call",
+    }))?;
     Ok(started.elapsed())
 }
 
@@ -550,15 +561,11 @@ async fn latency_part(
     warmup: usize,
     samples: usize,
 ) -> Result<LatencyReport, BenchError> {
-    // The actor fetches its own token; not part of any call measured.
-    handle
-        .access_token()
-        .await
-        .map_err(during("the actor's token fetch"))?;
     let before = sim.counter.snapshot();
     // Per path, per operation (0: get, 1: QR).
     let mut plain: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
     let mut actor: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let (via_plain, via_actor) = (Path::Plain(client, token), Path::Actor(handle));
     for k in 0..warmup + samples {
         let op = k % 2;
         let call = if op == 0 {
@@ -568,11 +575,11 @@ async fn latency_part(
         };
         // Swap which path goes first every other pair, so each operation sees both orders.
         let (p, a) = if (k / 2) % 2 == 0 {
-            let p = plain_call(client, token, references, call).await?;
-            (p, actor_call(handle, references, call).await?)
+            let p = timed_call(via_plain, references, call).await?;
+            (p, timed_call(via_actor, references, call).await?)
         } else {
-            let a = actor_call(handle, references, call).await?;
-            (plain_call(client, token, references, call).await?, a)
+            let a = timed_call(via_actor, references, call).await?;
+            (timed_call(via_plain, references, call).await?, a)
         };
         if k >= warmup {
             plain[op].push(p);
@@ -608,10 +615,6 @@ async fn ceiling_part(
     args: &VippsBenchArgs,
     offered: usize,
 ) -> Result<CeilingReport, BenchError> {
-    handle
-        .access_token()
-        .await
-        .map_err(during("the actor's token fetch"))?;
     let offered_rps = args.ceiling.saturating_mul(OFFERED_FACTOR);
     let before = sim.counter.snapshot();
     // Open loop: one call per period whatever the answers do; a late tick is caught up at once.

@@ -112,11 +112,17 @@ impl Simulator {
 
     /// All routes: the Vipps APIs (behind fault injection) and the control API under `/sim/v1`.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        let back_pressure = || actix_web::middleware::from_fn(webhooks::back_pressure);
         cfg.app_data(web::Data::from(self.state.clone()))
-            .service(web::scope("/sim/v1").configure(control::routes))
+            .service(
+                web::scope("/sim/v1")
+                    .wrap(back_pressure())
+                    .configure(control::routes),
+            )
             .service(
                 web::scope("")
                     .wrap(actix_web::middleware::from_fn(faults::middleware))
+                    .wrap(back_pressure())
                     .configure(auth::api_routes)
                     .configure(qr::api_routes)
                     .configure(checkin::api_routes)
@@ -141,15 +147,7 @@ impl Simulator {
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(server);
-        let state = self.state.clone();
-        let ticker = actix_web::rt::spawn(async move {
-            let mut interval = tokio::time::interval(TICK);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                interval.tick().await;
-                state.tick(state.clock.now());
-            }
-        });
+        let ticker = spawn_ticker(self.state.clone(), TICK, |_| {});
         tracing::info!(%addr, "Vipps simulator listening");
         Ok(SimServer {
             addr,
@@ -158,4 +156,23 @@ impl Simulator {
             ticker,
         })
     }
+}
+
+/// Ticks `state` every `every` (a tick waits for room in the webhook queues it filled), then
+/// tells `after` the instant ticked. Must run inside an actix system.
+pub fn spawn_ticker(
+    state: Arc<SimState>,
+    every: Duration,
+    mut after: impl FnMut(Instant) + 'static,
+) -> tokio::task::JoinHandle<()> {
+    actix_web::rt::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let now = state.clock.now();
+            webhooks::tick_producing(&state, now).await;
+            after(now);
+        }
+    })
 }

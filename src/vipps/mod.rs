@@ -16,7 +16,8 @@ pub mod registration;
 pub mod signature;
 
 /// Every webhook event of Vipps' that lanehub knows, by its name on the wire: the one list the
-/// registration, the receiver's metric labels and the simulator use.
+/// receiver's metric labels and the simulator use. lanehub subscribes to
+/// [`SUBSCRIBED_WEBHOOK_EVENTS`] of them.
 pub const WEBHOOK_EVENTS: [&str; 9] = [
     "epayments.payment.created.v1",
     "epayments.payment.authorized.v1",
@@ -26,6 +27,19 @@ pub const WEBHOOK_EVENTS: [&str; 9] = [
     "epayments.payment.captured.v1",
     "epayments.payment.refunded.v1",
     "epayments.payment.terminated.v1",
+    "login.merchant-initiated.ping.v1",
+];
+
+/// The events lanehub registers for: those that tell it something it does not already know.
+/// The customer approving, declining or letting the request expire happens on the phone, and a
+/// Login consent in the Vipps app. Created, captured, cancelled, terminated (cancelled before
+/// approval) and refunded follow lanehub's own calls, whose answers already say so; a lane reads
+/// a payment back only while it waits for the customer, so those deliveries would cost a request
+/// and a read each and change nothing.
+pub const SUBSCRIBED_WEBHOOK_EVENTS: [&str; 4] = [
+    "epayments.payment.authorized.v1",
+    "epayments.payment.aborted.v1",
+    "epayments.payment.expired.v1",
     "login.merchant-initiated.ping.v1",
 ];
 
@@ -236,6 +250,13 @@ mod tests {
             Some(Operation::PaymentCreate)
         );
         assert_eq!(Operation::from_request("GET", "/sim/v1/payments"), None);
+    }
+
+    #[test]
+    fn lanehub_subscribes_to_known_events_only() {
+        for event in SUBSCRIBED_WEBHOOK_EVENTS {
+            assert!(WEBHOOK_EVENTS.contains(&event), "{event}");
+        }
     }
 
     #[test]

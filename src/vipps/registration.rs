@@ -1,17 +1,17 @@
-//! lanehub's webhook registration at Vipps: one registration for lanehub's URL whose secret it
-//! holds, found again at every start, orphans deleted, never registered twice after a lost answer
-//! (Vipps cannot de-duplicate a registration).
+//! lanehub's webhook registration at Vipps: one registration for lanehub's URL and
+//! [`SUBSCRIBED_WEBHOOK_EVENTS`] whose secret it holds, found again at every start; orphans and
+//! registrations for other events are deleted, and nothing is registered twice after a lost
+//! answer (Vipps cannot de-duplicate a registration).
 
 use secrecy::SecretString;
 
 use crate::backoff::Backoff;
 use crate::shutdown::{Phase, Shutdown};
 use crate::store::{Store, StoreError};
+use crate::vipps::SUBSCRIBED_WEBHOOK_EVENTS;
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::models::RegisterWebhookRequest;
 
-/// The events lanehub subscribes to.
-pub const EVENTS: &[&str] = &crate::vipps::WEBHOOK_EVENTS;
 const SECRET_KEY: &str = "webhook.secret";
 const ID_KEY: &str = "webhook.id";
 const URL_KEY: &str = "webhook.url";
@@ -67,11 +67,13 @@ pub async fn held_registration(store: &Store, url: &str) -> Result<Option<String
     Ok(id.filter(|_| held && stored_url.as_deref() == Some(url)))
 }
 
-/// Reuses the registration for `url` whose id and secret are stored, or registers anew. Every
-/// other registration for `url` is an orphan (a registration whose answer was lost, or whose
-/// secret was): lanehub cannot verify its deliveries, which would fail for days, so it is
-/// deleted. Runs from the listing each time, so a registration whose answer was lost is found and
-/// removed before the next one, never registered beside it.
+/// Reuses the registration for `url` whose id and secret are stored when it asks for exactly
+/// [`SUBSCRIBED_WEBHOOK_EVENTS`], or registers anew. Every other registration for `url` is
+/// deleted: an orphan (a registration whose answer was lost, or whose secret was) because lanehub
+/// cannot verify its deliveries, which would fail for days; one for other events (an older
+/// lanehub's) because Vipps cannot change a registration's events. Runs from the listing each
+/// time, so a registration whose answer was lost is found and removed before the next one, never
+/// registered beside it.
 async fn ensure_registered(
     vipps: &VippsHandle,
     store: &Store,
@@ -86,12 +88,16 @@ async fn ensure_registered(
         let reusable = kept.is_none()
             && stored_id.as_deref() == Some(w.id.as_str())
             && stored_url.as_deref() == Some(url)
-            && EVENTS.iter().all(|e| w.events.iter().any(|x| x == e));
+            && subscribed(&w.events);
         if reusable && let Some(secret) = stored_secret.take() {
             kept = Some(secret);
             continue;
         }
-        tracing::warn!(url, id = %w.id, "deleting a webhook registration for lanehub's URL whose secret lanehub does not hold");
+        if stored_id.as_deref() == Some(w.id.as_str()) && !subscribed(&w.events) {
+            tracing::info!(url, id = %w.id, events = ?w.events, "replacing lanehub's webhook registration: it asks for other events");
+        } else {
+            tracing::warn!(url, id = %w.id, "deleting a webhook registration for lanehub's URL whose secret lanehub does not hold");
+        }
         vipps.delete_webhook(&w.id).await?;
     }
     if let Some(secret) = kept {
@@ -100,7 +106,10 @@ async fn ensure_registered(
     let registered = vipps
         .register_webhook(&RegisterWebhookRequest {
             url: url.to_owned(),
-            events: EVENTS.iter().map(|e| (*e).to_owned()).collect(),
+            events: SUBSCRIBED_WEBHOOK_EVENTS
+                .iter()
+                .map(|e| (*e).to_owned())
+                .collect(),
         })
         .await?;
     store
@@ -111,10 +120,34 @@ async fn ensure_registered(
     Ok(registered.secret)
 }
 
+/// Whether a registration asks for exactly the events lanehub subscribes to, in any order.
+fn subscribed(events: &[String]) -> bool {
+    let mut theirs: Vec<&str> = events.iter().map(String::as_str).collect();
+    theirs.sort_unstable();
+    theirs.dedup();
+    let mut ours = SUBSCRIBED_WEBHOOK_EVENTS;
+    ours.sort_unstable();
+    theirs == ours
+}
+
 #[cfg(test)]
 mod tests {
-    use super::Backoff;
+    use super::{Backoff, SUBSCRIBED_WEBHOOK_EVENTS, subscribed};
     use std::time::Duration;
+
+    #[test]
+    fn only_the_subscribed_events_exactly_are_reused() {
+        let mut events: Vec<String> = SUBSCRIBED_WEBHOOK_EVENTS
+            .iter()
+            .rev()
+            .map(|e| (*e).to_owned())
+            .collect();
+        assert!(subscribed(&events), "in any order");
+        events.push("epayments.payment.captured.v1".into());
+        assert!(!subscribed(&events), "more events");
+        events.truncate(2);
+        assert!(!subscribed(&events), "fewer events");
+    }
 
     #[test]
     fn registration_backoff_doubles_up_to_its_cap() {

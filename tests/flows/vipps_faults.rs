@@ -235,17 +235,22 @@ async fn duplicate_out_of_order_and_forged_webhooks_still_make_one_payment_paid_
         "the cashier was told something untrue: {:?}",
         term.seen
     );
-    // The faults really applied: the authorisation reached lanehub more than once.
-    let deliveries = hub
-        .sim
-        .get(&format!(
-            "/webhooks/deliveries?reference={reference}&event=epayments.payment.authorized.v1"
-        ))
-        .await;
-    assert!(
-        deliveries.as_array().is_some_and(|d| d.len() >= 2),
-        "duplicated AUTHORIZED deliveries: {deliveries}"
-    );
+    // The faults really applied: the authorisation reached lanehub more than once. Held back for
+    // a next delivery that never comes, it leaves 500 ms later, perhaps after polling saw it.
+    let path =
+        format!("/webhooks/deliveries?reference={reference}&event=epayments.payment.authorized.v1");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let deliveries = hub.sim.get(&path).await;
+        if deliveries.as_array().is_some_and(|d| d.len() >= 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "duplicated AUTHORIZED deliveries: {deliveries}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// A payment whose create was journalled, whose session ended "did not reach Vipps", and which

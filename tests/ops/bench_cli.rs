@@ -1,7 +1,7 @@
 //! `lanehub bench` through the real binary. `bench --lanes N --duration S --json`: a short run
 //! prints one JSON object with every figure, both sides complete checkouts and every number is
-//! finite. `bench vipps`: every figure, every offered call accounted for, no 429. No timing is
-//! asserted.
+//! finite; with `--rate` (open loop) both sides run the same arrivals. `bench vipps`: every
+//! figure, every offered call accounted for, no 429. No timing is asserted.
 
 use std::process::{Command, Output};
 
@@ -16,6 +16,24 @@ fn lanehub(args: &[&str]) -> Output {
         .expect("the lanehub binary runs")
 }
 
+/// Runs a benchmark that must succeed and returns the one JSON object it printed.
+fn json_report(args: &[&str]) -> Value {
+    let out = lanehub(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed: {stderr}");
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+    report
+}
+
+/// Runs a command line that must be refused and returns what it said.
+fn refused(args: &[&str]) -> String {
+    let out = lanehub(args);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn number(v: &Value, path: &str) -> f64 {
     v.pointer(path)
         .and_then(Value::as_f64)
@@ -24,7 +42,7 @@ fn number(v: &Value, path: &str) -> f64 {
 
 #[test]
 fn a_short_vipps_bench_reports_every_figure_and_no_429() {
-    let out = lanehub(&[
+    let report = json_report(&[
         "bench",
         "vipps",
         "--requests",
@@ -35,11 +53,6 @@ fn a_short_vipps_bench_reports_every_figure_and_no_429() {
         "20",
         "--json",
     ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
 
     for path in [
         "/latency/plain/p50_us",
@@ -85,20 +98,13 @@ fn a_short_vipps_bench_reports_every_figure_and_no_429() {
 
 #[test]
 fn a_zero_ceiling_is_refused_with_its_name() {
-    let out = lanehub(&["bench", "vipps", "--ceiling", "0"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["bench", "vipps", "--ceiling", "0"]);
     assert!(stderr.contains("--ceiling"), "{stderr}");
 }
 
 #[test]
 fn a_short_lanes_bench_reports_every_figure() {
-    let out = lanehub(&["bench", "--lanes", "3", "--duration", "1", "--json"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed: {stderr}");
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
-    let report: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {stdout}"));
+    let report = json_report(&["bench", "--lanes", "3", "--duration", "1", "--json"]);
 
     for path in [
         "/flows_per_second",
@@ -151,8 +157,58 @@ fn a_short_lanes_bench_reports_every_figure() {
 
 #[test]
 fn a_lanes_bench_without_lanes_is_refused_with_its_name() {
-    let out = lanehub(&["bench", "--lanes", "0", "--duration", "1"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&["bench", "--lanes", "0", "--duration", "1"]);
     assert!(stderr.contains("--lanes"), "{stderr}");
+}
+
+#[test]
+fn a_short_open_loop_runs_the_same_arrivals_on_both_sides() {
+    let report = json_report(&[
+        "bench",
+        "--lanes",
+        "3",
+        "--rate",
+        "5",
+        "--duration",
+        "2",
+        "--seed",
+        "16",
+        "--json",
+    ]);
+
+    assert_eq!(report["mode"], "open", "{report}");
+    assert_eq!(number(&report, "/seed"), 16.0);
+    assert_eq!(number(&report, "/rate_per_second"), 5.0);
+    let arrivals = number(&report, "/lanehub/arrivals");
+    assert!(arrivals > 0.0, "{report}");
+    assert_eq!(number(&report, "/floor/arrivals"), arrivals, "{report}");
+    assert_eq!(number(&report, "/offered_per_second"), arrivals / 2.0);
+    for side in ["lanehub", "floor"] {
+        for field in ["failed", "unfinished"] {
+            assert_eq!(
+                number(&report, &format!("/{side}/{field}")),
+                0.0,
+                "{side} {field}: {report}"
+            );
+        }
+        // Every arrival ended paid (inside the window or in the drain).
+        let completed = number(&report, &format!("/{side}/completed"));
+        assert_eq!(completed, arrivals, "{side}: {report}");
+        number(&report, &format!("/{side}/arrivals_queued"));
+        number(&report, &format!("/{side}/lane_wait/p99_ms"));
+    }
+    for path in ["/added_latency_p99_ms", "/cpu_seconds_per_flow"] {
+        assert!(number(&report, path).is_finite(), "{path}: {report}");
+    }
+}
+
+#[test]
+fn a_rate_that_is_not_a_positive_number_is_refused_with_its_name() {
+    for rate in ["0", "abc", "inf"] {
+        let stderr = refused(&["bench", "--lanes", "1", "--rate", rate, "--duration", "1"]);
+        assert!(
+            stderr.contains("--rate") && stderr.contains("checkouts per second"),
+            "--rate {rate}: {stderr}"
+        );
+    }
 }

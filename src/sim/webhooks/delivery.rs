@@ -1,4 +1,4 @@
-//! One registration's delivery task: it takes events from its bounded queue one at a time, signs
+//! One registration's delivery task: it takes events from its queue one at a time, signs
 //! each POST as Vipps does ([`crate::vipps::signature::sign`]), and retries a failure with
 //! exponential backoff until it succeeds or `webhook_retry_for` has passed, so a failing event
 //! holds back every later event of that registration.
@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::queue::Queue;
 use crate::sim::SimState;
 use crate::vipps::signature;
 
@@ -69,8 +70,6 @@ pub enum Outcome {
     GaveUp,
     /// A forged sending the receiver refused, as it should; never retried.
     Refused,
-    /// The registration's queue was full; the event was never sent.
-    Dropped,
 }
 
 /// A record of one delivery attempt, for the control API.
@@ -102,12 +101,7 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
 
 /// The task behind one registration. Ends when the registration is deleted (its queue closes or
 /// the task is aborted).
-pub async fn run(
-    state: Arc<SimState>,
-    target: Target,
-    mut queue: mpsc::Receiver<Delivery>,
-    wake: Arc<Notify>,
-) {
+pub async fn run(state: Arc<SimState>, target: Target, queue: Arc<Queue>, wake: Arc<Notify>) {
     let mut held: Option<Delivery> = None;
     loop {
         let delivery = match held.take() {
@@ -119,8 +113,8 @@ pub async fn run(
         };
         let delivery = if state.faults.roll_webhook_out_of_order() {
             let next = match queue.try_recv() {
-                Ok(d) => Some(d),
-                Err(_) => tokio::time::timeout(OUT_OF_ORDER_WAIT, queue.recv())
+                Some(d) => Some(d),
+                None => tokio::time::timeout(OUT_OF_ORDER_WAIT, queue.recv())
                     .await
                     .ok()
                     .flatten(),

@@ -1,26 +1,33 @@
 //! Webhooks API (`/webhooks/v1/webhooks`: register, list, delete), signed, ordered, retried
 //! deliveries, and the control routes `/sim/v1/webhooks…`.
 //!
-//! Each registration owns one delivery task ([`delivery::run`]) fed by a bounded queue of
-//! [`QUEUE_CAPACITY`]; [`Webhooks::publish`] only enqueues (never blocks, never awaits), so it may
-//! be called under other locks. The registry's own mutex is a leaf: nothing else is locked while
-//! it is held, and it is never held across an `.await`.
+//! Each registration owns one delivery task ([`delivery::run`]) fed by its [`queue::Queue`];
+//! [`Webhooks::publish`] only enqueues (never blocks, never awaits, never drops), so it may be
+//! called under other locks, and the producer waits for room afterwards ([`back_pressure`] for
+//! requests, [`queue::producing`] for the ticker). The registry's own mutex is a leaf: nothing
+//! else is locked while it is held, and it is never held across an `.await`.
 
 pub mod delivery;
+pub mod queue;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use self::delivery::{Attempt, Delivery, Outcome, Target};
+use self::delivery::{Attempt, Delivery, Target};
+pub use self::queue::QUEUE_CAPACITY;
+use self::queue::{Queue, producing};
 use super::SimState;
 use super::auth::{self, MsnHeader};
 use super::epayment::request::{self, Invalid};
@@ -31,8 +38,6 @@ use super::problem::Problem;
 pub const EVENTS: [&str; 9] = crate::vipps::WEBHOOK_EVENTS;
 /// At most this many registrations per event and merchant (the spec's limit).
 pub const MAX_PER_EVENT: usize = 5;
-/// Deliveries waiting per registration; past it new events are dropped and recorded as such.
-pub const QUEUE_CAPACITY: usize = 1024;
 /// Delivery attempts kept for the control API; the oldest go first.
 pub const MAX_RECORDED_ATTEMPTS: usize = 10_000;
 
@@ -58,7 +63,7 @@ struct Registration {
     msn: String,
     url: String,
     events: Vec<String>,
-    queue: mpsc::Sender<Delivery>,
+    queue: Arc<Queue>,
     wake: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -69,10 +74,11 @@ impl Webhooks {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `payload` as event `event` for every registration of merchant `msn` that asked for it.
+    /// Queues `payload` as event `event` for every registration of merchant `msn` that asked
+    /// for it, after everything published before. A queue left over its capacity makes the
+    /// producer wait for room once it is done (see [`queue`]).
     pub fn publish(&self, msn: &str, event: &str, payload: Value) {
         let mut inner = self.lock();
-        let mut dropped = vec![];
         let mut next = inner.next_delivery;
         for reg in inner
             .registrations
@@ -80,36 +86,13 @@ impl Webhooks {
             .filter(|r| r.msn == msn && r.events.iter().any(|e| e == event))
         {
             next += 1;
-            let d = Delivery {
+            reg.queue.push(Delivery {
                 id: next,
                 event: event.to_owned(),
                 payload: payload.clone(),
-            };
-            if let Err(e) = reg.queue.try_send(d) {
-                tracing::warn!(webhook = %reg.id, event, "webhook queue full; delivery dropped");
-                dropped.push((reg.id.clone(), reg.url.clone(), next, e.to_string()));
-            }
+            });
         }
         inner.next_delivery = next;
-        for (webhook_id, url, delivery_id, error) in dropped {
-            push_attempt(
-                &mut inner,
-                Attempt {
-                    delivery_id,
-                    webhook_id,
-                    event: event.to_owned(),
-                    url,
-                    attempt: 0,
-                    status: None,
-                    error: Some(error),
-                    outcome: Outcome::Dropped,
-                    duplicate: false,
-                    forged: false,
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    payload: payload.clone(),
-                },
-            );
-        }
     }
 
     /// Records a delivery attempt.
@@ -291,16 +274,21 @@ async fn register(
     }
     let id = uuid::Uuid::new_v4().to_string();
     let secret = new_secret();
-    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let queue = Arc::new(Queue::default());
     let wake = Arc::new(Notify::new());
     let target = Target::new(id.clone(), url, secret.clone());
-    let task = actix_web::rt::spawn(delivery::run(state.clone(), target, rx, wake.clone()));
+    let task = actix_web::rt::spawn(delivery::run(
+        state.clone(),
+        target,
+        queue.clone(),
+        wake.clone(),
+    ));
     inner.registrations.push(Registration {
         id: id.clone(),
         msn,
         url: raw_url,
         events,
-        queue: tx,
+        queue,
         wake,
         task,
     });
@@ -350,8 +338,23 @@ async fn delete(
             problem(p, &req)
         })?;
     let reg = inner.registrations.remove(at);
+    reg.queue.close();
     reg.task.abort();
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// Middleware: a request that published events into a queue left over capacity is answered
+/// once that queue has room again.
+pub(super) async fn back_pressure(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    Ok(producing(next.call(req)).await?.map_into_boxed_body())
+}
+
+/// Runs one tick of the simulator as a producer: it waits for room in the queues it filled.
+pub async fn tick_producing(state: &Arc<SimState>, now: Instant) {
+    producing(async { state.tick(now) }).await;
 }
 
 /// Wakes retries waiting on the simulator's clock when the control API moved it.
@@ -378,12 +381,16 @@ async fn control_list(state: web::Data<SimState>) -> HttpResponse {
         .registrations
         .iter()
         .map(|r| {
+            let q = r.queue.view();
             json!({
                 "id": r.id,
                 "msn": r.msn,
                 "url": r.url,
                 "events": r.events,
-                "queued": QUEUE_CAPACITY - r.queue.capacity(),
+                "queued": q.queued,
+                "queueCapacity": QUEUE_CAPACITY,
+                "peakQueued": q.peak,
+                "producerWaits": q.waits,
             })
         })
         .collect();
