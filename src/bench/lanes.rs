@@ -95,6 +95,10 @@ pub struct LanesBenchArgs {
     /// Seed of the open loop's arrivals (default: a random one, printed in the report).
     #[arg(long, requires = "rate")]
     pub seed: Option<u64>,
+    /// How the virtual terminals send their commands: over the lane WebSocket they hold for
+    /// the lane's events, or as HTTP requests to the terminal API.
+    #[arg(long, value_enum, default_value_t = CommandLink::Socket)]
+    pub commands: CommandLink,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -102,6 +106,16 @@ pub struct LanesBenchArgs {
     /// directory, removed afterwards). The journal is written durably, so its disk matters.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+}
+
+/// How a virtual terminal sends its commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum CommandLink {
+    /// JSON messages on the lane WebSocket, answered on it.
+    Socket,
+    /// `POST /api/v1/lanes/{lane}/scans` and `…/payment`.
+    Http,
 }
 
 /// Why the benchmark could not run (a missed target is a result, not an error).
@@ -263,12 +277,109 @@ fn summarise(
 struct Terminal {
     index: usize,
     lane: LaneHandle,
-    http: reqwest::Client,
-    scans: String,
-    payment: String,
-    bearer: String,
+    link: Link,
     qr: String,
     probe: Arc<LaneProbe>,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+/// Where a terminal's commands go. Its events are read from the lane's broadcast in both cases:
+/// a real terminal parses them on its own device, so that work is not lanehub's.
+enum Link {
+    Http {
+        http: reqwest::Client,
+        /// `…/api/v1/lanes/{lane}/`
+        base: String,
+        bearer: String,
+    },
+    Socket {
+        socket: Box<Socket>,
+        sent: u64,
+    },
+}
+
+impl Link {
+    /// The lane's WebSocket, opened with the admin token.
+    async fn socket(url: String, bearer: String) -> Result<Link, String> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| format!("lane WebSocket: {e}"))?;
+        let auth = bearer
+            .parse()
+            .map_err(|e| format!("lane WebSocket: {e}"))?;
+        request.headers_mut().insert("authorization", auth);
+        // Small messages both ways: Nagle's algorithm would hold each back for an ACK.
+        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+            .await
+            .map_err(|e| format!("lane WebSocket: {e}"))?;
+        Ok(Link::Socket {
+            socket: Box::new(socket),
+            sent: 0,
+        })
+    }
+
+    /// Sends `command` and waits for its answer; anything but 200 is an error.
+    async fn send(&mut self, command: &'static str, body: Value) -> Result<(), String> {
+        match self {
+            Link::Http { http, base, bearer } => {
+                let path = if command == "pay" { "payment" } else { "scans" };
+                let answer = http
+                    .post(format!("{base}{path}"))
+                    .header("authorization", bearer.as_str())
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("terminal API: {e}"))?;
+                let status = answer.status();
+                // The body (the lane's snapshot) is read so the connection can be reused.
+                let text = answer
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("terminal API: {e}"))?;
+                if status.is_success() {
+                    return Ok(());
+                }
+                Err(format!(
+                    "terminal API answered {status}: {}",
+                    String::from_utf8_lossy(&text)
+                ))
+            }
+            Link::Socket { socket, sent } => {
+                use futures_util::{SinkExt, StreamExt};
+                use tokio_tungstenite::tungstenite::Message;
+                *sent += 1;
+                let message = json!({"id": sent.to_string(), "command": command, "body": body});
+                socket
+                    .send(Message::text(message.to_string()))
+                    .await
+                    .map_err(|e| format!("lane WebSocket: {e}"))?;
+                // Answers come in order, after the events their command caused; the events
+                // are skipped here (they are read from the broadcast).
+                while let Some(frame) = socket.next().await {
+                    let frame = frame.map_err(|e| format!("lane WebSocket: {e}"))?;
+                    let Message::Text(text) = frame else { continue };
+                    if !text.starts_with(r#"{"kind":"answer""#) {
+                        continue;
+                    }
+                    #[derive(serde::Deserialize)]
+                    struct Answer {
+                        status: u16,
+                    }
+                    let answer: Answer = serde_json::from_str(&text)
+                        .map_err(|e| format!("lane WebSocket answer: {e}"))?;
+                    if answer.status == 200 {
+                        return Ok(());
+                    }
+                    return Err(format!("lane WebSocket answered {text}"));
+                }
+                Err("the lane WebSocket closed".into())
+            }
+        }
+    }
 }
 
 /// Why a lanehub checkout did not end paid.
@@ -278,31 +389,6 @@ fn ended_code(e: &LaneEvent) -> Option<&str> {
 }
 
 impl Terminal {
-    async fn post(&self, url: &str, body: Value) -> Result<(), String> {
-        let answer = self
-            .http
-            .post(url)
-            .header("authorization", &self.bearer)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("terminal API: {e}"))?;
-        let status = answer.status();
-        // The body (the lane's snapshot) is read so the connection can be reused.
-        let text = answer
-            .bytes()
-            .await
-            .map_err(|e| format!("terminal API: {e}"))?;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "terminal API answered {status}: {}",
-                String::from_utf8_lossy(&text)
-            ))
-        }
-    }
-
     /// Waits for events until `done` says the checkout reached what it waits for; an ended
     /// session that `done` did not accept is an error.
     async fn until(
@@ -329,13 +415,14 @@ impl Terminal {
     }
 
     async fn checkout(
-        &self,
+        &mut self,
         rx: &mut broadcast::Receiver<Arc<LaneEvent>>,
         stop: Instant,
     ) -> Result<[Instant; 3], String> {
         let deadline = (Instant::now() + FLOW_LIMIT).min(stop + DRAIN_LIMIT);
         let scanned = Instant::now();
-        self.post(&self.scans, json!({"text": self.qr})).await?;
+        let scan = json!({"text": self.qr});
+        self.link.send("scan", scan).await?;
         let (mut ready, mut checked_in) = (false, false);
         self.until(rx, deadline, |e| {
             checked_in |= e.kind == LaneEventKind::CheckIn;
@@ -348,14 +435,14 @@ impl Terminal {
             "amount": {"value": AMOUNT, "currency": "NOK"},
             "description": "lanehub bench",
         });
-        self.post(&self.payment, pay).await?;
+        self.link.send("pay", pay).await?;
         let ended = self
             .until(rx, deadline, |e| ended_code(e) == Some("payment_approved"))
             .await?;
         Ok([scanned, paid, ended])
     }
 
-    async fn run(self, mut work: Work) -> LaneResult {
+    async fn run(mut self, mut work: Work) -> LaneResult {
         let mut result = LaneResult::default();
         let stop = work.stop();
         let (_, _, mut rx) = self.lane.subscribe();
@@ -666,6 +753,31 @@ async fn run_in(
         .pool_max_idle_per_host(usize::MAX)
         .build()
         .map_err(|e| LanesBenchError::Start(format!("HTTP client: {e}")))?;
+    // The terminals' links are opened before the clock starts, on the clients' runtime.
+    let bearer = format!("Bearer {admin}");
+    let mut links = Vec::with_capacity(lanes);
+    for lane in &handles {
+        let base = format!("http://{api}/api/v1/lanes/{}/", lane.id());
+        links.push(match args.commands {
+            CommandLink::Http => clients.spawn(std::future::ready(Ok(Link::Http {
+                http: http.clone(),
+                base,
+                bearer: bearer.clone(),
+            }))),
+            CommandLink::Socket => clients.spawn(Link::socket(
+                format!("ws://{api}/api/v1/lanes/{}/events", lane.id()),
+                bearer.clone(),
+            )),
+        });
+    }
+    let mut opened = Vec::with_capacity(lanes);
+    for link in links {
+        let link = link
+            .await
+            .map_err(|e| LanesBenchError::Start(format!("terminal link: {e}")))?
+            .map_err(LanesBenchError::Start)?;
+        opened.push(link);
+    }
     let before = (
         sim.counter.snapshot(),
         probe.calls(Operation::PaymentGet),
@@ -675,15 +787,12 @@ async fn run_in(
     let start = Instant::now();
     let (works, dispatch) = pace(schedule, lanes, start, window, DRAIN_LIMIT);
     let mut tasks = Vec::with_capacity(lanes);
-    for ((index, lane), work) in handles.iter().enumerate().zip(works) {
+    for (((index, lane), work), link) in handles.iter().enumerate().zip(works).zip(opened) {
         let index = lane_index(lane.id().as_str()).unwrap_or(index);
         let terminal = Terminal {
             index,
             lane: lane.clone(),
-            http: http.clone(),
-            scans: format!("http://{api}/api/v1/lanes/{}/scans", lane.id()),
-            payment: format!("http://{api}/api/v1/lanes/{}/payment", lane.id()),
-            bearer: format!("Bearer {admin}"),
+            link,
             qr: clear_text_qr(index),
             probe: probe.clone(),
         };
@@ -749,6 +858,7 @@ async fn run_in(
         rss_after_kib,
         client_threads,
         lane_threads,
+        commands: args.commands,
         data_dir,
     })
 }

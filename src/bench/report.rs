@@ -112,6 +112,7 @@ pub struct LanesReport {
     pub rss_after_kib: u64,
     pub client_threads: usize,
     pub lane_threads: usize,
+    pub commands: super::lanes::CommandLink,
     pub data_dir: PathBuf,
 }
 
@@ -237,6 +238,7 @@ impl LanesReport {
                 "vipps_max_requests_per_second": BENCH_CEILING,
                 "client_threads": self.client_threads,
                 "lane_threads": self.lane_threads,
+                "terminal_commands": <&str>::from(self.commands),
                 "journal": self.data_dir.display().to_string(),
             },
             "targets": self.targets(),
