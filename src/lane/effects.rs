@@ -75,7 +75,7 @@ fn note(
     reference: &PaymentReference,
 ) -> Option<Note> {
     let update = PaymentUpdate {
-        state: Some(payment_state.as_str().to_owned()),
+        state: Some(crate::followup::payments::index_state(payment_state)),
         captured: Some(agg.captured_amount.value),
         refunded: Some(agg.refunded_amount.value),
     };

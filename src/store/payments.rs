@@ -81,8 +81,9 @@ pub struct PaymentRecord {
     pub lane: LaneId,
     pub session: String,
     pub amount: Amount,
-    /// The last known state, e.g. `CREATED`, `AUTHORIZED`, `ABORTED`.
-    pub state: String,
+    /// The last known state. Text in the file that names none of the states is refused as
+    /// corrupt when read: lanehub never wrote any other.
+    pub state: PaymentIndexState,
     /// Minor units captured so far (from the payment's `aggregate`).
     pub captured: u64,
     /// Minor units refunded so far.
@@ -94,16 +95,16 @@ pub struct PaymentRecord {
 /// A change to a recorded payment; `None` keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PaymentUpdate {
-    pub state: Option<String>,
+    pub state: Option<PaymentIndexState>,
     pub captured: Option<u64>,
     pub refunded: Option<u64>,
 }
 
 impl PaymentUpdate {
     /// An update of the state alone.
-    pub fn state(state: impl Into<String>) -> Self {
+    pub fn state(state: PaymentIndexState) -> Self {
         Self {
-            state: Some(state.into()),
+            state: Some(state),
             ..Self::default()
         }
     }
@@ -145,10 +146,9 @@ pub(crate) fn record_payment(
     lane: &LaneId,
     session: &str,
     amount: Amount,
-    state: &str,
+    state: PaymentIndexState,
 ) -> Result<()> {
     check_session(session)?;
-    check_label("payment state", state, 32)?;
     let value = to_sql_amount(amount.value)?;
     if let Some(existing) = select(conn, reference)? {
         if existing.lane == *lane && existing.session == session && existing.amount == amount {
@@ -170,7 +170,7 @@ pub(crate) fn record_payment(
         session,
         amount.currency.as_str(),
         value,
-        state,
+        state.as_str(),
         now
     ])?;
     Ok(())
@@ -182,9 +182,6 @@ pub(crate) fn update_payment(
     reference: &PaymentReference,
     update: &PaymentUpdate,
 ) -> Result<PaymentRecord> {
-    if let Some(state) = &update.state {
-        check_label("payment state", state, 32)?;
-    }
     let captured = update.captured.map(to_sql_amount).transpose()?;
     let refunded = update.refunded.map(to_sql_amount).transpose()?;
     let changed = conn
@@ -197,7 +194,7 @@ pub(crate) fn update_payment(
         )?
         .execute(params![
             reference.as_str(),
-            update.state,
+            update.state.map(PaymentIndexState::as_str),
             captured,
             refunded,
             format_time(&Utc::now())
@@ -302,7 +299,10 @@ impl RawPayment {
                     .map_err(|e| StoreError::corrupt("payment currency", e))?,
                 minor("payment amount", self.amount)?,
             ),
-            state: self.state,
+            state: self
+                .state
+                .parse()
+                .map_err(|e| StoreError::corrupt("payment state", e))?,
             captured: minor("captured amount", self.captured)?,
             refunded: minor("refunded amount", self.refunded)?,
             created_at: parse_time("payment created_at", &self.created_at)?,
@@ -399,14 +399,16 @@ mod tests {
         let (_dir, conn) = db();
         let r: PaymentReference = "lane-1-0001".parse().unwrap();
         let lane: LaneId = "lane-1".parse().unwrap();
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        let created = PaymentIndexState::Created;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), created).unwrap();
         // A retry of the same record is fine; other details are a conflict.
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
-        let err = record_payment(&conn, &r, &lane, "s1", Amount::nok(1), "CREATED").unwrap_err();
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), created).unwrap();
+        let err = record_payment(&conn, &r, &lane, "s1", Amount::nok(1), created).unwrap_err();
         assert_eq!(err.kind(), "payment_conflict");
 
-        let p = update_payment(&conn, &r, &PaymentUpdate::state("AUTHORIZED")).unwrap();
-        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 0));
+        let authorized = PaymentUpdate::state(PaymentIndexState::Authorized);
+        let p = update_payment(&conn, &r, &authorized).unwrap();
+        assert_eq!((p.state, p.captured), (PaymentIndexState::Authorized, 0));
         let p = update_payment(
             &conn,
             &r,
@@ -416,16 +418,40 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 23990));
+        assert_eq!(
+            (p.state, p.captured),
+            (PaymentIndexState::Authorized, 23990)
+        );
         assert_eq!(payments(&conn).unwrap(), vec![p.clone()]);
         assert_eq!(payment(&conn, &r).unwrap(), Some(p));
 
         let unknown: PaymentReference = "nope-nope".parse().unwrap();
-        let err = update_payment(&conn, &unknown, &PaymentUpdate::state("X")).unwrap_err();
+        let err = update_payment(&conn, &unknown, &authorized).unwrap_err();
         assert_eq!(err.kind(), "unknown_payment");
-        let err =
-            record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C").unwrap_err();
+        let err = record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), created)
+            .unwrap_err();
         assert_eq!(err.kind(), "invalid_input");
+    }
+
+    #[test]
+    fn states_are_stored_by_name_and_an_unknown_name_in_the_file_is_corrupt() {
+        let (_dir, conn) = db();
+        let r: PaymentReference = "lane-1-0001".parse().unwrap();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        let requested = PaymentIndexState::Requested;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        let not_created = PaymentUpdate::state(PaymentIndexState::NotCreated);
+        update_payment(&conn, &r, &not_created).unwrap();
+        let stored: String = conn
+            .query_row("SELECT state FROM payments", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, "NOT_CREATED");
+
+        conn.execute("UPDATE payments SET state = 'RESERVED'", [])
+            .unwrap();
+        let err = payment(&conn, &r).unwrap_err();
+        assert_eq!(err.kind(), "corrupt");
+        assert!(err.to_string().contains("`RESERVED`"), "{err}");
     }
 
     #[test]
@@ -459,10 +485,11 @@ mod tests {
             "lane-1-000b".parse().unwrap(),
         );
         for r in [&a, &b] {
-            let state = PaymentIndexState::Requested.as_str();
+            let state = PaymentIndexState::Requested;
             record_payment(&conn, r, &lane, "s1", Amount::nok(100), state).unwrap();
         }
-        update_payment(&conn, &b, &PaymentUpdate::state("NOT_CREATED")).unwrap();
+        let not_created = PaymentUpdate::state(PaymentIndexState::NotCreated);
+        update_payment(&conn, &b, &not_created).unwrap();
         let listed = |state| -> Vec<_> {
             let rows = payments_in_state(&conn, state).unwrap();
             rows.into_iter().map(|p| p.reference).collect()
