@@ -108,6 +108,13 @@ impl PaymentUpdate {
             ..Self::default()
         }
     }
+
+    /// Whether applying it would change `payment`'s row.
+    pub fn changes(&self, payment: &PaymentRecord) -> bool {
+        self.state.is_some_and(|s| s != payment.state)
+            || self.captured.is_some_and(|c| c != payment.captured)
+            || self.refunded.is_some_and(|r| r != payment.refunded)
+    }
 }
 
 /// A payment to record together with the journal record that requests it
@@ -176,12 +183,21 @@ pub(crate) fn record_payment(
     Ok(())
 }
 
-/// Applies `update` and returns the payment as stored afterwards.
+/// Applies `update` and returns the payment as stored afterwards. An update that changes
+/// nothing writes nothing (`updated_at` stays): most answers and webhooks repeat what the index
+/// already holds, and a write would cost the store a sync for nothing.
 pub(crate) fn update_payment(
     conn: &Connection,
     reference: &PaymentReference,
     update: &PaymentUpdate,
 ) -> Result<PaymentRecord> {
+    let unknown = || StoreError::UnknownPayment {
+        reference: reference.to_string(),
+    };
+    let stored = select(conn, reference)?.ok_or_else(unknown)?;
+    if !update.changes(&stored) {
+        return Ok(stored);
+    }
     let captured = update.captured.map(to_sql_amount).transpose()?;
     let refunded = update.refunded.map(to_sql_amount).transpose()?;
     let changed = conn
@@ -200,13 +216,9 @@ pub(crate) fn update_payment(
             format_time(&Utc::now())
         ])?;
     if changed == 0 {
-        return Err(StoreError::UnknownPayment {
-            reference: reference.to_string(),
-        });
+        return Err(unknown());
     }
-    select(conn, reference)?.ok_or_else(|| StoreError::UnknownPayment {
-        reference: reference.to_string(),
-    })
+    select(conn, reference)?.ok_or_else(unknown)
 }
 
 /// One payment by reference.
@@ -431,6 +443,56 @@ mod tests {
         let err = record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), created)
             .unwrap_err();
         assert_eq!(err.kind(), "invalid_input");
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_writes_nothing() {
+        let (_dir, conn) = db();
+        let r: PaymentReference = "lane-1-0001".parse().unwrap();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        let requested = PaymentIndexState::Requested;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        let captured = PaymentUpdate {
+            state: Some(PaymentIndexState::Authorized),
+            captured: Some(100),
+            refunded: Some(0),
+        };
+        let writes = conn.total_changes();
+        let first = update_payment(&conn, &r, &captured).unwrap();
+        assert_eq!(conn.total_changes(), writes + 1, "a change is written");
+        assert_eq!(
+            (first.state, first.captured),
+            (PaymentIndexState::Authorized, 100)
+        );
+        // The same answer again, and parts of it: the row stays as it is, its time too.
+        let same_state = PaymentUpdate::state(PaymentIndexState::Authorized);
+        for again in [captured.clone(), same_state, PaymentUpdate::default()] {
+            assert!(!again.changes(&first), "{again:?}");
+            assert_eq!(update_payment(&conn, &r, &again).unwrap(), first);
+            assert_eq!(conn.total_changes(), writes + 1, "{again:?} wrote");
+        }
+        // Any one field that differs is written.
+        for change in [
+            PaymentUpdate::state(PaymentIndexState::Terminated),
+            PaymentUpdate {
+                captured: Some(50),
+                ..Default::default()
+            },
+            PaymentUpdate {
+                refunded: Some(20),
+                ..Default::default()
+            },
+        ] {
+            let writes = conn.total_changes();
+            assert!(change.changes(&payment(&conn, &r).unwrap().unwrap()));
+            update_payment(&conn, &r, &change).unwrap();
+            assert_eq!(conn.total_changes(), writes + 1, "{change:?} not written");
+        }
+        let last = payment(&conn, &r).unwrap().unwrap();
+        assert_eq!(
+            (last.state, last.captured, last.refunded),
+            (PaymentIndexState::Terminated, 50, 20)
+        );
     }
 
     #[test]
