@@ -406,6 +406,16 @@ mod tests {
         (dir, conn)
     }
 
+    /// A database holding one payment of 1 kr, `REQUESTED`.
+    fn requested_payment() -> (tempfile::TempDir, Connection, PaymentReference) {
+        let (dir, conn) = db();
+        let r: PaymentReference = "lane-1-0001".parse().unwrap();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        let requested = PaymentIndexState::Requested;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        (dir, conn, r)
+    }
+
     #[test]
     fn payment_is_recorded_updated_and_listed() {
         let (_dir, conn) = db();
@@ -447,11 +457,7 @@ mod tests {
 
     #[test]
     fn an_update_that_changes_nothing_writes_nothing() {
-        let (_dir, conn) = db();
-        let r: PaymentReference = "lane-1-0001".parse().unwrap();
-        let lane: LaneId = "lane-1".parse().unwrap();
-        let requested = PaymentIndexState::Requested;
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        let (_dir, conn, r) = requested_payment();
         let captured = PaymentUpdate {
             state: Some(PaymentIndexState::Authorized),
             captured: Some(100),
@@ -497,11 +503,7 @@ mod tests {
 
     #[test]
     fn states_are_stored_by_name_and_an_unknown_name_in_the_file_is_corrupt() {
-        let (_dir, conn) = db();
-        let r: PaymentReference = "lane-1-0001".parse().unwrap();
-        let lane: LaneId = "lane-1".parse().unwrap();
-        let requested = PaymentIndexState::Requested;
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        let (_dir, conn, r) = requested_payment();
         let not_created = PaymentUpdate::state(PaymentIndexState::NotCreated);
         update_payment(&conn, &r, &not_created).unwrap();
         let stored: String = conn
