@@ -31,8 +31,8 @@ pub(super) fn on_customer_qr(
                 vipps_degraded: false,
                 store_down: false,
                 owed: None,
+                start_journalled: false,
             };
-            cx.persist(&ctx, JournalRecord::SessionStarted);
             cx.notify(TerminalEvent::CustomerScanned);
             Step::To(exchange_qr(ctx, qr, clear_text, cx))
         }
@@ -98,12 +98,13 @@ pub(super) fn replace_customer(
     clear_text: Option<Msisdn>,
     cx: &mut Cx,
 ) -> Step {
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         qr: qr.clone(),
         // The previous customer's check-in answer becomes stale.
         check_in: CheckIn::NotSent,
         ..ctx
     };
+    cx.journal_start(&mut ctx);
     cx.persist(&ctx, JournalRecord::CustomerReplaced);
     cx.notify(TerminalEvent::CustomerReplaced);
     Step::To(exchange_qr(ctx, qr, clear_text, cx))
@@ -168,13 +169,20 @@ pub(super) fn membership_known(
     membership: Membership,
     cx: &mut Cx,
 ) -> State {
-    cx.persist(
-        &ctx,
+    let identified = msisdn.clone();
+    let record = if ctx.start_journalled {
         JournalRecord::CustomerIdentified {
-            msisdn: msisdn.clone(),
+            msisdn: identified,
             membership,
-        },
-    );
+        }
+    } else {
+        JournalRecord::SessionStartedIdentified {
+            msisdn: identified,
+            membership,
+        }
+    };
+    ctx.start_journalled = true;
+    cx.persist(&ctx, record);
     cx.emit(Effect::Record(Fact::MembershipChecked {
         result: membership,
     }));

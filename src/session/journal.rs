@@ -32,6 +32,14 @@ pub enum JournalRecord {
         msisdn: Msisdn,
         membership: Membership,
     },
+    /// A new checkout's start and its customer's identification in one write. The start waits
+    /// for the customer: nothing before it changes anything at Vipps, so a crash before it loses
+    /// nothing. Journals of older versions hold `SessionStarted` and `CustomerIdentified`
+    /// instead, as does a session whose customer was replaced or that ended before identified.
+    SessionStartedIdentified {
+        msisdn: Msisdn,
+        membership: Membership,
+    },
     EnrollmentStarted {
         msisdn: Msisdn,
         auth_req_id: String,
@@ -91,6 +99,7 @@ impl JournalRecord {
             JournalRecord::SessionStarted => "session_started",
             JournalRecord::CustomerReplaced => "customer_replaced",
             JournalRecord::CustomerIdentified { .. } => "customer_identified",
+            JournalRecord::SessionStartedIdentified { .. } => "session_started_identified",
             JournalRecord::EnrollmentStarted { .. } => "enrollment_started",
             JournalRecord::EnrollmentConsented { .. } => "enrollment_consented",
             JournalRecord::EnrollmentUserinfo { .. } => "enrollment_userinfo",
@@ -134,6 +143,7 @@ impl JournalRecord {
             JournalRecord::SessionStarted
             | JournalRecord::CustomerReplaced
             | JournalRecord::CustomerIdentified { .. }
+            | JournalRecord::SessionStartedIdentified { .. }
             | JournalRecord::EnrollmentStarted { .. }
             | JournalRecord::EnrollmentConsented { .. }
             | JournalRecord::EnrollmentUserinfo { .. }
@@ -194,7 +204,8 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
                 facts.membership = Membership::Unknown;
                 facts.enrollment = None;
             }
-            JournalRecord::CustomerIdentified { membership, .. } => {
+            JournalRecord::CustomerIdentified { membership, .. }
+            | JournalRecord::SessionStartedIdentified { membership, .. } => {
                 facts.membership = *membership;
             }
             JournalRecord::EnrollmentStarted {
@@ -319,6 +330,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         vipps_degraded: false,
         store_down: false,
         owed: None,
+        start_journalled: true,
     };
     if let Some(open) = facts.payment {
         let payment = Payment {

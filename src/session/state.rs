@@ -126,6 +126,9 @@ pub(super) struct Ctx {
     pub store_down: bool,
     /// The state's keyed call was not sent (its journal write failed) and is owed.
     pub owed: Option<super::store_fault::Owed>,
+    /// Whether the journal holds the session's start. A new checkout journals it with its
+    /// customer's identification, in one record (`SessionStartedIdentified`).
+    pub start_journalled: bool,
 }
 
 /// The best-effort check-in, followed beside the main flow.

@@ -129,6 +129,15 @@ impl<'a> Cx<'a> {
         });
     }
 
+    /// Journals the session's start unless the journal has it: a session whose customer is
+    /// replaced, or that ends, before its first customer was identified.
+    pub(super) fn journal_start(&mut self, ctx: &mut Ctx) {
+        if !ctx.start_journalled {
+            ctx.start_journalled = true;
+            self.persist(ctx, JournalRecord::SessionStarted);
+        }
+    }
+
     pub(super) fn notify(&mut self, event: TerminalEvent) {
         self.emit(Effect::NotifyTerminal(event));
     }
@@ -805,7 +814,8 @@ pub(super) fn vipps_answered(ctx: &mut Ctx, cx: &mut Cx) {
 }
 
 /// Ends the session: journal, payment fact, terminal, then `SessionEnded`.
-pub(super) fn end(ctx: Ctx, outcome: Outcome, payment: Option<&Payment>, cx: &mut Cx) -> State {
+pub(super) fn end(mut ctx: Ctx, outcome: Outcome, payment: Option<&Payment>, cx: &mut Cx) -> State {
+    cx.journal_start(&mut ctx);
     cx.persist(
         &ctx,
         JournalRecord::SessionEnded {

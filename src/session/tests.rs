@@ -73,6 +73,16 @@ fn notified(fx: &[Effect], pred: impl Fn(&TerminalEvent) -> bool) -> bool {
         .any(|e| matches!(e, Effect::NotifyTerminal(t) if pred(t)))
 }
 
+/// Every record the effects journal, in order.
+fn journalled(fx: &[Effect]) -> Vec<JournalRecord> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Persist { record, .. } => Some(record.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn persisted(fx: &[Effect], kind: &str) -> Option<JournalRecord> {
     fx.iter().find_map(|e| match e {
         Effect::Persist { record, .. } if record.kind() == kind => Some(record.clone()),
@@ -180,18 +190,24 @@ impl Lane {
     fn identified(member: bool) -> Self {
         let mut lane = Self::new();
         lane.scan(CLEAR_QR, Some("4791234567"), 1);
-        let call = lane.call("exchange");
-        lane.feed(Event::QrExchanged {
-            call,
-            msisdn: msisdn("4791234567"),
-        });
-        let call = lane.call("lookup");
-        lane.feed(Event::MembershipKnown {
-            call,
-            is_member: member,
-        });
+        lane.exchanged("4791234567").looked_up(member);
         assert_eq!(lane.label(), "ready_for_payment");
         lane
+    }
+
+    /// The pending QR exchange answers `number`.
+    fn exchanged(&mut self, number: &str) -> &mut Self {
+        let call = self.call("exchange");
+        self.feed(Event::QrExchanged {
+            call,
+            msisdn: msisdn(number),
+        })
+    }
+
+    /// The pending membership lookup answers.
+    fn looked_up(&mut self, is_member: bool) -> &mut Self {
+        let call = self.call("lookup");
+        self.feed(Event::MembershipKnown { call, is_member })
     }
 
     /// ReadyForPayment (non-member) → AwaitingConsent, Login interval 5 s, expiry 600 s.
@@ -301,9 +317,8 @@ fn a_customer_qr_starts_a_session_and_exchanges_the_complete_text() {
     lane.scan(CLEAR_QR, Some("4791234567"), 1);
     assert_eq!(lane.label(), "awaiting_qr_exchange");
     assert_eq!(lane.session.session_id(), Some(&sid(1)));
-    assert!(
-        matches!(&lane.fx[0], Effect::Persist { record: JournalRecord::SessionStarted, session } if *session == sid(1))
-    );
+    // The start is journalled with the customer, once identified.
+    assert_eq!(journalled(&lane.fx), []);
     assert!(lane.fx.contains(&Effect::ExchangeQr {
         call: lane.call("exchange"),
         qr: CLEAR_QR.into()
@@ -311,6 +326,77 @@ fn a_customer_qr_starts_a_session_and_exchanges_the_complete_text() {
     assert_eq!(
         lane.session.next_deadline(),
         Some(lane.now + lane.cfg.qr_exchange_timeout)
+    );
+}
+
+#[test]
+fn a_new_checkout_journals_its_start_and_its_customer_in_one_record() {
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.exchanged("4791234567");
+    assert_eq!(journalled(&lane.fx), [], "a read journals nothing");
+    lane.looked_up(true);
+    assert_eq!(
+        journalled(&lane.fx),
+        [JournalRecord::SessionStartedIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::Member,
+        }]
+    );
+    assert!(
+        matches!(&lane.fx[0], Effect::Persist { session, .. } if *session == sid(1)),
+        "{:?}",
+        lane.fx
+    );
+    // A later customer of the same session is journalled as such.
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(journalled(&lane.fx), [JournalRecord::CustomerReplaced]);
+    lane.exchanged("4798765432");
+    lane.looked_up(false);
+    assert_eq!(
+        journalled(&lane.fx),
+        [JournalRecord::CustomerIdentified {
+            msisdn: msisdn("4798765432"),
+            membership: Membership::NonMember,
+        }]
+    );
+}
+
+#[test]
+fn a_session_replaced_or_ended_before_its_customer_is_known_journals_its_start_first() {
+    // Replaced during the QR exchange: the start, then the replacement.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(
+        journalled(&lane.fx),
+        [
+            JournalRecord::SessionStarted,
+            JournalRecord::CustomerReplaced
+        ]
+    );
+    lane.exchanged("4798765432");
+    lane.looked_up(true);
+    assert_eq!(
+        journalled(&lane.fx),
+        [JournalRecord::CustomerIdentified {
+            msisdn: msisdn("4798765432"),
+            membership: Membership::Member,
+        }]
+    );
+    // Cancelled during the membership lookup: the start, then the end.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.exchanged("4791234567");
+    lane.feed(Event::Cancel);
+    assert_eq!(
+        journalled(&lane.fx),
+        [
+            JournalRecord::SessionStarted,
+            JournalRecord::SessionEnded {
+                outcome: Outcome::Cancelled
+            }
+        ]
     );
 }
 
@@ -2140,6 +2226,25 @@ fn requested(attempt: u32) -> JournalRecord {
     }
 }
 
+fn member_identified() -> JournalRecord {
+    JournalRecord::CustomerIdentified {
+        msisdn: msisdn("4791234567"),
+        membership: Membership::Member,
+    }
+}
+
+/// A session whose member was identified, as journalled by older versions (two records) and by
+/// this one (one record).
+fn started_member_journals() -> [Vec<JournalRecord>; 2] {
+    [
+        vec![JournalRecord::SessionStarted, member_identified()],
+        vec![JournalRecord::SessionStartedIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::Member,
+        }],
+    ]
+}
+
 fn recover(records: &[JournalRecord]) -> Lane {
     let mut lane = Lane::new();
     let t = Session::recover(lane_id(), sid(7), records, lane.now, &lane.cfg);
@@ -2151,19 +2256,22 @@ fn recover(records: &[JournalRecord]) -> Lane {
 
 #[test]
 fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_keys() {
-    let identified = JournalRecord::CustomerIdentified {
-        msisdn: msisdn("4791234567"),
-        membership: Membership::Member,
-    };
-    let records = vec![JournalRecord::SessionStarted, identified, requested(1)];
-    let mut lane = recover(&records);
-    assert_eq!(lane.label(), "awaiting_payment");
-    assert_eq!(lane.session.session_id(), Some(&sid(7)));
-    assert_eq!(lane.session.membership(), Some(Membership::Member));
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
     let key = key_of(7, KeyedOperation::Capture);
-    assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
+    for started in started_member_journals() {
+        let records = [started, vec![requested(1)]].concat();
+        let mut lane = recover(&records);
+        assert_eq!(lane.label(), "awaiting_payment");
+        assert_eq!(lane.session.session_id(), Some(&sid(7)));
+        assert_eq!(lane.session.membership(), Some(Membership::Member));
+        let read = lane.call("read");
+        lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+        assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
+    }
+    let records = vec![
+        JournalRecord::SessionStarted,
+        member_identified(),
+        requested(1),
+    ];
 
     // Not found after a restart: never created again.
     let mut lane = recover(&records);
@@ -2254,15 +2362,11 @@ fn recovery_of_the_rest() {
     lane.feed(Event::LoginDenied { call });
     assert_eq!(lane.label(), "ready_for_payment");
     // Nothing in flight: closed as interrupted.
-    let lane = recover(&[
-        JournalRecord::SessionStarted,
-        JournalRecord::CustomerIdentified {
-            msisdn: msisdn("4791234567"),
-            membership: Membership::Member,
-        },
-    ]);
-    assert!(lane.session.is_idle());
-    assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+    for started in started_member_journals() {
+        let lane = recover(&started);
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+    }
 }
 
 fn kari() -> Userinfo {
