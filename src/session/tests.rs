@@ -21,6 +21,15 @@ fn sid(n: u32) -> SessionId {
         .expect("test session id is valid")
 }
 
+/// `qr` scanned, for session `n` if it starts one.
+fn qr_scanned(qr: &str, clear: Option<&str>, n: u32) -> Event {
+    Event::CustomerQrScanned {
+        qr: qr.into(),
+        clear_text: clear.map(msisdn),
+        session_id: sid(n),
+    }
+}
+
 fn lane_id() -> LaneId {
     "lane_1".parse().expect("test lane id is valid")
 }
@@ -73,6 +82,13 @@ fn notified(fx: &[Effect], pred: impl Fn(&TerminalEvent) -> bool) -> bool {
         .any(|e| matches!(e, Effect::NotifyTerminal(t) if pred(t)))
 }
 
+fn identified(number: &str, membership: Membership) -> JournalRecord {
+    JournalRecord::CustomerIdentified {
+        msisdn: msisdn(number),
+        membership,
+    }
+}
+
 /// Every record the effects journal, in order.
 fn journalled(fx: &[Effect]) -> Vec<JournalRecord> {
     fx.iter()
@@ -81,6 +97,12 @@ fn journalled(fx: &[Effect]) -> Vec<JournalRecord> {
             _ => None,
         })
         .collect()
+}
+
+/// Whether the effects record a payment's end.
+fn payment_finished(fx: &[Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
 }
 
 fn persisted(fx: &[Effect], kind: &str) -> Option<JournalRecord> {
@@ -162,6 +184,13 @@ impl Lane {
         self.tick()
     }
 
+    /// The next token poll goes out and is answered with `answer`.
+    fn poll_answered(&mut self, answer: impl FnOnce(CallId) -> Event) {
+        self.tick_deadline();
+        let call = self.call("poll_login");
+        self.feed(answer(call));
+    }
+
     fn call(&self, kind: &str) -> CallId {
         call_in(&self.fx, kind).unwrap_or_else(|| panic!("no {kind} call in {:#?}", self.fx))
     }
@@ -171,11 +200,7 @@ impl Lane {
     }
 
     fn scan(&mut self, qr: &str, clear: Option<&str>, n: u32) -> &mut Self {
-        self.feed(Event::CustomerQrScanned {
-            qr: qr.into(),
-            clear_text: clear.map(msisdn),
-            session_id: sid(n),
-        })
+        self.feed(qr_scanned(qr, clear, n))
     }
 
     /// `identified()`, with the check-in answered.
@@ -214,15 +239,20 @@ impl Lane {
     fn consent() -> Self {
         let mut lane = Self::ready(false);
         lane.feed(Event::Enroll);
-        let call = lane.call("start_login");
-        lane.feed(Event::LoginStarted {
+        lane.login_started();
+        assert_eq!(lane.label(), "awaiting_consent");
+        lane
+    }
+
+    /// The Login start answers: `req-1`, interval 5 s, expiry 600 s.
+    fn login_started(&mut self) -> &mut Self {
+        let call = self.call("start_login");
+        self.feed(Event::LoginStarted {
             call,
             auth_req_id: "req-1".into(),
             interval: Duration::from_secs(5),
             expires_in: Duration::from_secs(600),
-        });
-        assert_eq!(lane.label(), "awaiting_consent");
-        lane
+        })
     }
 
     /// The customer consented (the token poll succeeded): userinfo is asked for.
@@ -274,6 +304,16 @@ impl Lane {
             aggregate,
         })
     }
+
+    /// The pending cancel answers.
+    fn cancel_answered(&mut self, state: PaymentState, aggregate: Aggregate) -> &mut Self {
+        let call = self.call("cancel");
+        self.feed(Event::PaymentCancelled {
+            call,
+            state,
+            aggregate,
+        })
+    }
 }
 
 fn token() -> LoginAccessToken {
@@ -305,6 +345,19 @@ fn rejected() -> CallError {
 fn unavailable() -> CallError {
     CallError::Unavailable {
         detail: "circuit open".into(),
+    }
+}
+
+/// The token poll's answer: denied.
+fn denied(call: CallId) -> Event {
+    Event::LoginDenied { call }
+}
+
+/// The token poll's answer: failed with `error()`.
+fn failed(error: fn() -> CallError) -> impl FnOnce(CallId) -> Event {
+    move |call| Event::LoginFailed {
+        call,
+        error: error(),
     }
 }
 
@@ -355,10 +408,7 @@ fn a_new_checkout_journals_its_start_and_its_customer_in_one_record() {
     lane.looked_up(false);
     assert_eq!(
         journalled(&lane.fx),
-        [JournalRecord::CustomerIdentified {
-            msisdn: msisdn("4798765432"),
-            membership: Membership::NonMember,
-        }]
+        [identified("4798765432", Membership::NonMember)]
     );
 }
 
@@ -379,10 +429,7 @@ fn a_session_replaced_or_ended_before_its_customer_is_known_journals_its_start_f
     lane.looked_up(true);
     assert_eq!(
         journalled(&lane.fx),
-        [JournalRecord::CustomerIdentified {
-            msisdn: msisdn("4798765432"),
-            membership: Membership::Member,
-        }]
+        [identified("4798765432", Membership::Member)]
     );
     // Cancelled during the membership lookup: the start, then the end.
     let mut lane = Lane::new();
@@ -404,11 +451,7 @@ fn a_session_replaced_or_ended_before_its_customer_is_known_journals_its_start_f
 fn an_exchanged_number_is_looked_up() {
     let mut lane = Lane::new();
     lane.scan(TOKEN_QR, None, 1);
-    let call = lane.call("exchange");
-    lane.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4512345678"),
-    });
+    lane.exchanged("4512345678");
     assert_eq!(lane.label(), "awaiting_membership");
     assert!(lane.fx.contains(&Effect::LookupMembership {
         call: lane.call("lookup"),
@@ -447,50 +490,27 @@ fn a_failed_exchange_falls_back_to_the_clear_text_number() {
 
 #[test]
 fn a_failed_exchange_without_a_number_ends_the_session() {
+    let not_recognised = Outcome::Failed {
+        reason: FailReason::QrNotRecognised,
+    };
+    let failed = |detail: &str| Outcome::Failed {
+        reason: FailReason::IdentificationFailed {
+            detail: detail.into(),
+        },
+    };
+    let refused = |status, detail: &str| {
+        Some(CallError::Rejected {
+            status,
+            detail: detail.into(),
+        })
+    };
     let cases = [
-        (
-            Some(rejected()),
-            Outcome::Failed {
-                reason: FailReason::QrNotRecognised,
-            },
-        ),
-        (
-            Some(CallError::Rejected {
-                status: 404,
-                detail: "unknown QR".into(),
-            }),
-            Outcome::Failed {
-                reason: FailReason::QrNotRecognised,
-            },
-        ),
-        (
-            Some(CallError::Rejected {
-                status: 403,
-                detail: "forbidden".into(),
-            }),
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "forbidden".into(),
-                },
-            },
-        ),
-        (
-            Some(unknown()),
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "timeout".into(),
-                },
-            },
-        ),
+        (Some(rejected()), not_recognised.clone()),
+        (refused(404, "unknown QR"), not_recognised),
+        (refused(403, "forbidden"), failed("forbidden")),
+        (Some(unknown()), failed("timeout")),
         (Some(unavailable()), Outcome::Unavailable),
-        (
-            None,
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "the QR exchange did not answer in time".into(),
-                },
-            },
-        ),
+        (None, failed("the QR exchange did not answer in time")),
     ];
     for (error, expected) in cases {
         let mut lane = Lane::new();
@@ -511,12 +531,7 @@ fn a_failed_exchange_without_a_number_ends_the_session() {
             persisted(&lane.fx, "session_ended"),
             Some(JournalRecord::SessionEnded { outcome: expected })
         );
-        assert!(
-            !lane
-                .fx
-                .iter()
-                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
-        );
+        assert!(!payment_finished(&lane.fx));
     }
 }
 
@@ -569,11 +584,7 @@ fn known_membership_checks_in_and_makes_the_customer_ready() {
     // A lookup that never answers makes membership unknown.
     let mut lane = Lane::new();
     lane.scan(CLEAR_QR, Some("4791234567"), 1);
-    let call = lane.call("exchange");
-    lane.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4791234567"),
-    });
+    lane.exchanged("4791234567");
     lane.tick_deadline();
     assert_eq!(lane.session.membership(), Some(Membership::Unknown));
 }
@@ -625,30 +636,22 @@ fn check_in_is_best_effort_and_recorded_in_any_state() {
 fn the_same_qr_again_is_ignored() {
     let mut lane = Lane::ready(true);
     assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: CLEAR_QR.into(),
-            clear_text: Some(msisdn("4791234567")),
-            session_id: sid(2),
-        }),
+        lane.refused(qr_scanned(CLEAR_QR, Some("4791234567"), 2)),
         Disposition::Ignored(IgnoreReason::DuplicateQr)
     );
     // Another text with the same clear-text number is the same customer.
     assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: format!("{CLEAR_QR}&x=1"),
-            clear_text: Some(msisdn("4791234567")),
-            session_id: sid(2),
-        }),
+        lane.refused(qr_scanned(
+            &format!("{CLEAR_QR}&x=1"),
+            Some("4791234567"),
+            2
+        )),
         Disposition::Ignored(IgnoreReason::DuplicateQr)
     );
     let mut lane = Lane::new();
     lane.scan(TOKEN_QR, None, 1);
     assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: TOKEN_QR.into(),
-            clear_text: None,
-            session_id: sid(2),
-        }),
+        lane.refused(qr_scanned(TOKEN_QR, None, 2)),
         Disposition::Ignored(IgnoreReason::DuplicateQr)
     );
 }
@@ -702,11 +705,7 @@ fn another_customers_qr_before_payment_replaces_the_customer() {
 #[test]
 fn another_customers_qr_after_pay_is_rejected() {
     let mut lane = Lane::paying();
-    let d = lane.refused(Event::CustomerQrScanned {
-        qr: OTHER_QR.into(),
-        clear_text: Some(msisdn("4798765432")),
-        session_id: sid(2),
-    });
+    let d = lane.refused(qr_scanned(OTHER_QR, Some("4798765432"), 2));
     assert_eq!(d, Disposition::Rejected(Rejection::PaymentInProgress));
     assert!(notified(&lane.refused_fx, |t| matches!(
         t,
@@ -717,11 +716,7 @@ fn another_customers_qr_after_pay_is_rejected() {
     )));
     // The paying customer's own QR is just a duplicate.
     assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: CLEAR_QR.into(),
-            clear_text: None,
-            session_id: sid(2),
-        }),
+        lane.refused(qr_scanned(CLEAR_QR, None, 2)),
         Disposition::Ignored(IgnoreReason::DuplicateQr)
     );
 }
@@ -738,13 +733,7 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
             |e| matches!(e, Effect::StartLogin { msisdn: m, .. } if *m == msisdn("4791234567"))
         )
     );
-    let call = lane.call("start_login");
-    lane.feed(Event::LoginStarted {
-        call,
-        auth_req_id: "req-1".into(),
-        interval: Duration::from_secs(5),
-        expires_in: Duration::from_secs(600),
-    });
+    lane.login_started();
     assert_eq!(
         persisted(&lane.fx, "enrollment_started"),
         Some(JournalRecord::EnrollmentStarted {
@@ -777,17 +766,7 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     );
     lane.tick_deadline();
     let poll = lane.call("poll_login");
-    let userinfo = Userinfo {
-        name: Some("Kari Nordmann".into()),
-        email: Some("kari@example.com".into()),
-        phone_number: Some(msisdn("4791234567")),
-        consents: vec![Consent {
-            id: "email".into(),
-            accepted: true,
-            required: false,
-            text: None,
-        }],
-    };
+    let userinfo = kari();
     lane.feed(Event::LoginConsented {
         call: poll,
         auth_req_id: "req-1".into(),
@@ -863,46 +842,20 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
 fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
     type Ending = fn(&mut Lane);
     let cases: [(&str, Ending, &str); 9] = [
-        (
-            "denied",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginDenied { call });
-            },
-            "denied",
-        ),
+        ("denied", |l| l.poll_answered(denied), "denied"),
         (
             "expired answer",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginExpired { call });
-            },
+            |l| l.poll_answered(|call| Event::LoginExpired { call }),
             "expired",
         ),
         (
             "poll rejected",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: rejected(),
-                });
-            },
+            |l| l.poll_answered(failed(rejected)),
             "failed",
         ),
         (
             "poll unavailable",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: unavailable(),
-                });
-            },
+            |l| l.poll_answered(failed(unavailable)),
             "unavailable",
         ),
         (
@@ -956,16 +909,9 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
         (
             "lost poll is retried, then denied",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: unknown(),
-                });
+                l.poll_answered(failed(unknown));
                 assert_eq!(l.label(), "awaiting_consent");
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginDenied { call });
+                l.poll_answered(denied);
             },
             "denied",
         ),
@@ -1094,11 +1040,7 @@ fn enroll_is_refused_with_a_reason() {
     );
     let mut unknown_membership = Lane::new();
     unknown_membership.scan(CLEAR_QR, Some("4791234567"), 1);
-    let call = unknown_membership.call("exchange");
-    unknown_membership.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4791234567"),
-    });
+    unknown_membership.exchanged("4791234567");
     let call = unknown_membership.call("lookup");
     unknown_membership.feed(Event::MembershipLookupFailed {
         call,
@@ -1751,12 +1693,7 @@ fn cancel_before_authorisation_terminates_the_payment() {
         lane.refused(Event::Cancel),
         Disposition::Rejected(Rejection::CancelAlreadyRequested)
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Terminated,
-        aggregate: agg(0, 0, 0),
-    });
+    lane.cancel_answered(PaymentState::Terminated, agg(0, 0, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 }
 
@@ -1783,23 +1720,13 @@ fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
             .iter()
             .any(|e| matches!(e, Effect::CapturePayment { .. }))
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 0, 10_000),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 0, 10_000));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 
     // Already captured: the cancel came too late, and the session says so.
     let mut lane = Lane::paying();
     lane.feed(Event::Cancel);
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 10_000, 0),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 10_000, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 }
 
@@ -1858,12 +1785,7 @@ fn cancel_and_reset_without_a_payment_end_the_session_at_once() {
         lane.feed(event);
         assert!(lane.session.is_idle());
         assert_eq!(ended_with(&lane.fx), Some(outcome));
-        assert!(
-            !lane
-                .fx
-                .iter()
-                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
-        );
+        assert!(!payment_finished(&lane.fx));
     }
 }
 
@@ -2085,12 +2007,7 @@ fn a_cancel_while_a_capture_is_owed_is_journalled_and_carried_out_before_the_out
         None,
         "never captured after a cancel"
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 0, 10_000),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 0, 10_000));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 }
 
@@ -2226,18 +2143,14 @@ fn requested(attempt: u32) -> JournalRecord {
     }
 }
 
-fn member_identified() -> JournalRecord {
-    JournalRecord::CustomerIdentified {
-        msisdn: msisdn("4791234567"),
-        membership: Membership::Member,
-    }
-}
-
 /// A session whose member was identified, as journalled by older versions (two records) and by
 /// this one (one record).
 fn started_member_journals() -> [Vec<JournalRecord>; 2] {
     [
-        vec![JournalRecord::SessionStarted, member_identified()],
+        vec![
+            JournalRecord::SessionStarted,
+            identified("4791234567", Membership::Member),
+        ],
         vec![JournalRecord::SessionStartedIdentified {
             msisdn: msisdn("4791234567"),
             membership: Membership::Member,
@@ -2269,7 +2182,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
     }
     let records = vec![
         JournalRecord::SessionStarted,
-        member_identified(),
+        identified("4791234567", Membership::Member),
         requested(1),
     ];
 
