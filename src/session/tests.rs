@@ -9,6 +9,7 @@ use crate::domain::{Amount, LaneId, Msisdn, PaymentReference};
 
 const CLEAR_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
 const TOKEN_QR: &str = "https://qr.vipps.no/p/abcdef123456";
+const DUPLICATE: Disposition = Disposition::Ignored(IgnoreReason::DuplicateQr);
 const OTHER_QR: &str = "https://qr.vipps.no/28/2/01/031/4798765432?v=1";
 
 fn msisdn(s: &str) -> Msisdn {
@@ -103,6 +104,19 @@ fn journalled(fx: &[Effect]) -> Vec<JournalRecord> {
 fn payment_finished(fx: &[Effect]) -> bool {
     fx.iter()
         .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
+}
+
+/// Where the effects journal `record` for session 1.
+fn journalled_at(fx: &[Effect], record: &JournalRecord) -> Option<usize> {
+    fx.iter().position(|e| {
+        matches!(e, Effect::Persist { session, record: r } if *session == sid(1) && r == record)
+    })
+}
+
+/// Where the effects ask for the payment's creation.
+fn create_at(fx: &[Effect]) -> Option<usize> {
+    fx.iter()
+        .position(|e| matches!(e, Effect::CreatePayment { .. }))
 }
 
 fn persisted(fx: &[Effect], kind: &str) -> Option<JournalRecord> {
@@ -211,6 +225,13 @@ impl Lane {
         lane
     }
 
+    /// A token QR scanned: its exchange is pending.
+    fn exchanging() -> Self {
+        let mut lane = Self::new();
+        lane.scan(TOKEN_QR, None, 1);
+        lane
+    }
+
     /// Idle → ReadyForPayment for 4791234567, check-in pending.
     fn identified(member: bool) -> Self {
         let mut lane = Self::new();
@@ -258,25 +279,22 @@ impl Lane {
     /// The customer consented (the token poll succeeded): userinfo is asked for.
     fn awaiting_userinfo() -> Self {
         let mut lane = Self::consent();
-        lane.tick_deadline();
-        let poll = lane.call("poll_login");
-        lane.feed(Event::LoginConsented {
-            call: poll,
-            auth_req_id: "req-1".into(),
-            token: token(),
-        });
+        lane.poll_answered(token_granted);
         lane
     }
 
     /// Token poll `poll` succeeds, then userinfo answers with `userinfo`.
     fn consented(&mut self, poll: CallId, userinfo: Userinfo) -> &mut Self {
-        self.feed(Event::LoginConsented {
-            call: poll,
-            auth_req_id: "req-1".into(),
-            token: token(),
-        });
+        self.feed(token_granted(poll));
         let call = self.call("userinfo");
         self.feed(Event::UserinfoFetched { call, userinfo })
+    }
+
+    /// The next token poll succeeds; userinfo answers without details.
+    fn consented_without_details(&mut self) -> &mut Self {
+        self.tick_deadline();
+        let call = self.call("poll_login");
+        self.consented(call, no_details())
     }
 
     /// A member's payment of 100.00 NOK, created at base + 0.
@@ -303,6 +321,31 @@ impl Lane {
             state,
             aggregate,
         })
+    }
+
+    /// `qr` scanned during the session; what the session did with it.
+    fn rescan(&mut self, qr: &str, clear: Option<&str>) -> Disposition {
+        self.refused(qr_scanned(qr, clear, 2))
+    }
+
+    /// The pending read-back answers.
+    fn read_answered(&mut self, state: PaymentState, aggregate: Aggregate) -> &mut Self {
+        let read = self.call("read");
+        self.status(read, state, aggregate)
+    }
+
+    /// The pending capture fails with `error`.
+    fn capture_failed(&mut self, error: CallError) -> &mut Self {
+        let call = self.call("capture");
+        self.feed(Event::CaptureFailed { call, error })
+    }
+
+    /// Pay for 1 kr; why the session refused it.
+    fn pay_rejection(&mut self) -> Option<Rejection> {
+        match self.refused(Event::Pay(pay(100))) {
+            Disposition::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }
     }
 
     /// The pending cancel answers.
@@ -345,6 +388,15 @@ fn rejected() -> CallError {
 fn unavailable() -> CallError {
     CallError::Unavailable {
         detail: "circuit open".into(),
+    }
+}
+
+/// The token poll's answer: the customer consented to `req-1`.
+fn token_granted(call: CallId) -> Event {
+    Event::LoginConsented {
+        call,
+        auth_req_id: "req-1".into(),
+        token: token(),
     }
 }
 
@@ -635,25 +687,15 @@ fn check_in_is_best_effort_and_recorded_in_any_state() {
 #[test]
 fn the_same_qr_again_is_ignored() {
     let mut lane = Lane::ready(true);
-    assert_eq!(
-        lane.refused(qr_scanned(CLEAR_QR, Some("4791234567"), 2)),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(CLEAR_QR, Some("4791234567")), DUPLICATE);
     // Another text with the same clear-text number is the same customer.
     assert_eq!(
-        lane.refused(qr_scanned(
-            &format!("{CLEAR_QR}&x=1"),
-            Some("4791234567"),
-            2
-        )),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
+        lane.rescan(&format!("{CLEAR_QR}&x=1"), Some("4791234567")),
+        DUPLICATE
     );
     let mut lane = Lane::new();
     lane.scan(TOKEN_QR, None, 1);
-    assert_eq!(
-        lane.refused(qr_scanned(TOKEN_QR, None, 2)),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(TOKEN_QR, None), DUPLICATE);
 }
 
 #[test]
@@ -715,10 +757,7 @@ fn another_customers_qr_after_pay_is_rejected() {
         }
     )));
     // The paying customer's own QR is just a duplicate.
-    assert_eq!(
-        lane.refused(qr_scanned(CLEAR_QR, None, 2)),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(CLEAR_QR, None), DUPLICATE);
 }
 
 // ---- enrollment ------------------------------------------------------------------------------
@@ -749,43 +788,25 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     );
     lane.advance(Duration::from_secs(4)).tick();
     assert!(call_in(&lane.fx, "poll_login").is_none());
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginPending { call: poll });
+    lane.poll_answered(|call| Event::LoginPending { call });
     assert_eq!(
         lane.session.next_deadline(),
         Some(lane.now + Duration::from_secs(5))
     );
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
     // slow_down: 5 s more.
-    lane.feed(Event::LoginSlowDown { call: poll });
+    lane.poll_answered(|call| Event::LoginSlowDown { call });
     assert_eq!(
         lane.session.next_deadline(),
         Some(lane.now + Duration::from_secs(10))
     );
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
     let userinfo = kari();
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    lane.poll_answered(token_granted);
     // The consent (with the token Vipps hands out only once) is journalled before userinfo.
     assert_eq!(lane.label(), "awaiting_member_store");
-    let consent = lane
-        .fx
-        .iter()
-        .position(|e| {
-            *e == Effect::Persist {
-                session: sid(1),
-                record: JournalRecord::EnrollmentConsented {
-                    login_token: Some(token()),
-                },
-            }
-        })
-        .expect("consent journalled");
+    let consented = JournalRecord::EnrollmentConsented {
+        login_token: Some(token()),
+    };
+    let consent = journalled_at(&lane.fx, &consented).expect("consent journalled");
     let fetch = lane
         .fx
         .iter()
@@ -799,18 +820,10 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     });
     assert_eq!(lane.label(), "awaiting_member_store");
     // The userinfo is journalled before the member is stored.
-    let journalled = lane
-        .fx
-        .iter()
-        .position(|e| {
-            *e == Effect::Persist {
-                session: sid(1),
-                record: JournalRecord::EnrollmentUserinfo {
-                    userinfo: userinfo.clone(),
-                },
-            }
-        })
-        .expect("userinfo journalled");
+    let fetched = JournalRecord::EnrollmentUserinfo {
+        userinfo: userinfo.clone(),
+    };
+    let journalled = journalled_at(&lane.fx, &fetched).expect("userinfo journalled");
     let store = lane
         .fx
         .iter()
@@ -861,9 +874,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
         (
             "store failed",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.consented(call, no_details());
+                l.consented_without_details();
                 let call = l.call("store");
                 l.feed(Event::MemberStoreFailed {
                     call,
@@ -875,9 +886,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
         (
             "store timed out",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.consented(call, no_details());
+                l.consented_without_details();
                 l.tick_deadline();
             },
             "failed",
@@ -1090,11 +1099,7 @@ fn pay_journals_then_creates_with_derived_names() {
             )
         })
         .expect("payment journalled");
-    let create = lane
-        .fx
-        .iter()
-        .position(|e| matches!(e, Effect::CreatePayment { .. }))
-        .expect("payment created");
+    let create = create_at(&lane.fx).expect("payment created");
     assert!(persist < create, "Persist must come before CreatePayment");
     assert_eq!(
         lane.fx[persist],
@@ -1144,6 +1149,10 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
         vat_percent: 15,
         vat_amount: 261,
     };
+    let with_line = |line: OrderLine, amount| PayRequest {
+        order_lines: Some(vec![line]),
+        ..pay(amount)
+    };
     let cases: Vec<(PayRequest, &str)> = vec![
         (pay(0), "amount"),
         (
@@ -1190,13 +1199,13 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
             "receiptNumber",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     total: 1_999,
                     ..line.clone()
-                }]),
-                ..pay(1_999)
-            },
+                },
+                1_999,
+            ),
             "orderLines[0].totalAmount",
         ),
         (
@@ -1208,43 +1217,43 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
         ),
         (pay(65_000_001), "amount.value"),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     vat_percent: 101,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "taxPercentage",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     vat_amount: 2_001,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "taxAmount",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     quantity: 0,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "quantity",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     name: " ".into(),
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "name",
         ),
     ];
@@ -1260,10 +1269,7 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
             other => panic!("expected an invalid payment, got {other:?}"),
         }
     }
-    let valid = PayRequest {
-        order_lines: Some(vec![line]),
-        ..pay(2_000)
-    };
+    let valid = with_line(line, 2_000);
     assert_eq!(valid.validate(), Ok(()));
 }
 
@@ -1276,36 +1282,35 @@ fn pay_is_refused_without_an_identified_customer_and_only_one_payment_per_sessio
     let mut identifying = Lane::new();
     identifying.scan(TOKEN_QR, None, 1);
     assert_eq!(
-        identifying.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::CustomerNotIdentified)
+        identifying.pay_rejection(),
+        Some(Rejection::CustomerNotIdentified)
     );
     // A second Pay in every payment state.
     let mut lane = Lane::ready(true);
     lane.feed(Event::Pay(pay(100)));
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     let call = lane.call("create");
     lane.feed(Event::PaymentCreated { call });
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(100, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(100, 0, 0));
     assert_eq!(lane.label(), "awaiting_capture");
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     let mut cancelling = Lane::paying();
     cancelling.feed(Event::Cancel);
     assert_eq!(cancelling.label(), "awaiting_cancel");
     assert_eq!(
-        cancelling.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        cancelling.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
 }
 
@@ -1323,35 +1328,19 @@ fn pay_during_consent_abandons_the_enrollment_but_waits_for_a_member_being_saved
             })
         })
         .expect("enrollment abandoned");
-    let create = lane
-        .fx
-        .iter()
-        .position(|e| matches!(e, Effect::CreatePayment { .. }))
-        .expect("created");
+    let create = create_at(&lane.fx).expect("created");
     assert!(abandoned < create);
 
     let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let call = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    lane.poll_answered(token_granted);
     // Also while userinfo is on its way.
-    assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::EnrollmentFinishing)
-    );
+    assert_eq!(lane.pay_rejection(), Some(Rejection::EnrollmentFinishing));
     let call = lane.call("userinfo");
     lane.feed(Event::UserinfoFetched {
         call,
         userinfo: no_details(),
     });
-    assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::EnrollmentFinishing)
-    );
+    assert_eq!(lane.pay_rejection(), Some(Rejection::EnrollmentFinishing));
 }
 
 #[test]
@@ -1555,8 +1544,7 @@ fn an_unknown_create_is_read_back_and_retried_with_the_same_key() {
     ));
     // Timed out this time: read back; found, so it is followed like any payment.
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Created, agg(0, 0, 0));
     assert_eq!(lane.label(), "awaiting_payment");
 
     // Never found after every attempt.
@@ -1612,8 +1600,7 @@ fn a_payment_is_never_failed_before_its_expiry() {
     let (mut lane, _) = Lane::reading();
     lane.at(lane.cfg.payment_expiry + lane.cfg.payment_margin)
         .tick();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Expired, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Expired, agg(0, 0, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Expired));
 
     // Nothing ever answers: given up after the final window.
@@ -1638,34 +1625,23 @@ fn capture_problems_are_read_back_and_retried_with_the_same_key() {
     let key = key_of(1, KeyedOperation::Capture);
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
-    let call = lane.call("capture");
-    lane.feed(Event::CaptureFailed {
-        call,
-        error: unknown(),
-    });
+    lane.capture_failed(unknown());
     assert_eq!(lane.label(), "awaiting_payment");
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert!(lane.fx.iter().any(
         |e| matches!(e, Effect::CapturePayment { idempotency_key, .. } if *idempotency_key == key)
     ));
     // No answer at all this time: read back at the capture deadline, and it was captured.
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 10_000, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 10_000, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 
     // A 4xx: no more captures; the read-back decides.
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
-    let call = lane.call("capture");
-    lane.feed(Event::CaptureFailed {
-        call,
-        error: rejected(),
-    });
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.capture_failed(rejected());
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert!(matches!(
         ended_with(&lane.fx),
         Some(Outcome::Failed {
@@ -1706,8 +1682,7 @@ fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
         call,
         error: rejected(),
     });
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert_eq!(lane.label(), "awaiting_cancel");
     let key = key_of(1, KeyedOperation::CancelFull);
     assert!(
@@ -1761,24 +1736,8 @@ fn cancel_and_reset_without_a_payment_end_the_session_at_once() {
         (|| Lane::ready(true), Event::Reset, Outcome::Closed),
         (Lane::consent, Event::Cancel, Outcome::Cancelled),
         (Lane::consent, Event::Reset, Outcome::Closed),
-        (
-            || {
-                let mut lane = Lane::new();
-                lane.scan(TOKEN_QR, None, 1);
-                lane
-            },
-            Event::Cancel,
-            Outcome::Cancelled,
-        ),
-        (
-            || {
-                let mut lane = Lane::new();
-                lane.scan(TOKEN_QR, None, 1);
-                lane
-            },
-            Event::Reset,
-            Outcome::Closed,
-        ),
+        (Lane::exchanging, Event::Cancel, Outcome::Cancelled),
+        (Lane::exchanging, Event::Reset, Outcome::Closed),
     ];
     for (build, event, outcome) in cases {
         let mut lane = build();
@@ -1852,8 +1811,7 @@ fn vipps_unavailable_is_told_once_and_the_payment_still_followed() {
     });
     assert!(lane.fx.is_empty(), "told once: {:?}", lane.fx);
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Created, agg(0, 0, 0));
     assert!(notified(&lane.fx, |t| *t == TerminalEvent::VippsAvailable));
 }
 
@@ -2176,8 +2134,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
         assert_eq!(lane.label(), "awaiting_payment");
         assert_eq!(lane.session.session_id(), Some(&sid(7)));
         assert_eq!(lane.session.membership(), Some(Membership::Member));
-        let read = lane.call("read");
-        lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+        lane.read_answered(PaymentState::Authorized, agg(4_200, 0, 0));
         assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
     }
     let records = vec![
@@ -2217,8 +2174,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
         },
         capture,
     ]);
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 4_200, 0));
+    lane.read_answered(PaymentState::Authorized, agg(4_200, 4_200, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 
     // A cashier cancel was in flight: an authorised payment is cancelled in full.
@@ -2229,8 +2185,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
         attempt: 1,
     };
     let mut lane = recover(&[requested(1), cancel]);
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(4_200, 0, 0));
     assert!(lane.fx.iter().any(|e| matches!(
         e,
         Effect::CancelPayment {
@@ -2514,11 +2469,7 @@ fn a_token_from_a_poll_that_had_timed_out_is_still_taken() {
         }),
         Disposition::Ignored(IgnoreReason::StaleAnswer)
     );
-    lane.feed(Event::LoginConsented {
-        call: first,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    lane.feed(token_granted(first));
     assert_eq!(lane.disposition, Disposition::Applied);
     assert_eq!(lane.label(), "awaiting_member_store");
     assert!(persisted(&lane.fx, "enrollment_consented").is_some());
