@@ -225,6 +225,25 @@ pub(super) struct Follow {
     pub give_up_at: Option<Instant>,
 }
 
+/// The session context of a state, borrowed as the state is: every state but `Idle` has one.
+macro_rules! session_ctx {
+    ($state:expr) => {
+        match $state {
+            State::Idle => None,
+            State::AwaitingQrExchange { ctx, .. }
+            | State::AwaitingMembership { ctx, .. }
+            | State::ReadyForPayment { ctx, .. }
+            | State::AwaitingLoginStart { ctx, .. }
+            | State::AwaitingConsent { ctx, .. }
+            | State::AwaitingMemberStore { ctx, .. }
+            | State::AwaitingPaymentCreation { ctx, .. }
+            | State::AwaitingPayment { ctx, .. }
+            | State::AwaitingCapture { ctx, .. }
+            | State::AwaitingCancel { ctx, .. } => Some(ctx),
+        }
+    };
+}
+
 impl State {
     pub(super) fn label(&self) -> &'static str {
         match self {
@@ -243,35 +262,11 @@ impl State {
     }
 
     pub(super) fn ctx(&self) -> Option<&Ctx> {
-        match self {
-            State::Idle => None,
-            State::AwaitingQrExchange { ctx, .. }
-            | State::AwaitingMembership { ctx, .. }
-            | State::ReadyForPayment { ctx, .. }
-            | State::AwaitingLoginStart { ctx, .. }
-            | State::AwaitingConsent { ctx, .. }
-            | State::AwaitingMemberStore { ctx, .. }
-            | State::AwaitingPaymentCreation { ctx, .. }
-            | State::AwaitingPayment { ctx, .. }
-            | State::AwaitingCapture { ctx, .. }
-            | State::AwaitingCancel { ctx, .. } => Some(ctx),
-        }
+        session_ctx!(self)
     }
 
     pub(super) fn ctx_mut(&mut self) -> Option<&mut Ctx> {
-        match self {
-            State::Idle => None,
-            State::AwaitingQrExchange { ctx, .. }
-            | State::AwaitingMembership { ctx, .. }
-            | State::ReadyForPayment { ctx, .. }
-            | State::AwaitingLoginStart { ctx, .. }
-            | State::AwaitingConsent { ctx, .. }
-            | State::AwaitingMemberStore { ctx, .. }
-            | State::AwaitingPaymentCreation { ctx, .. }
-            | State::AwaitingPayment { ctx, .. }
-            | State::AwaitingCapture { ctx, .. }
-            | State::AwaitingCancel { ctx, .. } => Some(ctx),
-        }
+        session_ctx!(self)
     }
 
     pub(super) fn customer(&self) -> Option<&Customer> {

@@ -29,7 +29,7 @@ use super::identify::{membership_known, on_customer_qr, qr_exchange_failed};
 use super::ids::CallId;
 use super::journal::JournalRecord;
 use super::pay::{create_failed, payment_created, payment_not_found, payment_seen, poll_if_due};
-use super::pay::{create_outcome_unknown, follow_due, on_pay, read_back, send_cancel};
+use super::pay::{create_outcome_unknown, follow_due, following, on_pay, read_back, send_cancel};
 use super::state::{CancelIntent, CheckIn, Ctx, Finishing, Payment, Session, State};
 use super::store_fault::{
     cancel_owed, journalled, on_journal_write_failed, on_store_failed, on_store_writable, owes,
@@ -713,13 +713,7 @@ pub(super) fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
                 follow.next_poll = now;
             }
             vipps_failed(&mut ctx, &error, true, cx);
-            poll_if_due(&payment, &mut follow, cx);
-            State::AwaitingPayment {
-                ctx,
-                customer,
-                payment,
-                follow,
-            }
+            following(ctx, customer, payment, follow, cx)
         }
         (
             State::AwaitingCapture {
