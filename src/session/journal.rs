@@ -17,7 +17,7 @@ use super::effect::{
 use super::enroll::{RECOVERED_LOGIN_INTERVAL, fetch_userinfo, poll_login, store_member};
 use super::event::{LoginAccessToken, Userinfo};
 use super::ids::{KeyedOperation, SessionId};
-use super::pay::{new_follow, poll_if_due};
+use super::pay::{following, new_follow};
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
 use super::step::{Cx, end};
 
@@ -356,13 +356,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         let mut follow = new_follow(&payment, cx.now, cx);
         // Recovery may happen long after creation: the safety net counts from now.
         follow.deadline = cx.now + cx.cfg.payment_expiry + cx.cfg.payment_margin;
-        poll_if_due(&payment, &mut follow, cx);
-        return State::AwaitingPayment {
-            ctx,
-            customer,
-            payment,
-            follow,
-        };
+        return following(ctx, customer, payment, follow, cx);
     }
     if let Some(open) = facts.enrollment {
         let customer = Customer {
