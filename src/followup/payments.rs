@@ -143,7 +143,7 @@ mod tests {
             lane: "1".parse().unwrap(),
             session: "0123456789abcdef".into(),
             amount: Amount::nok(100),
-            state: "REQUESTED".into(),
+            state: PaymentIndexState::Requested,
             captured: 0,
             refunded: 0,
             created_at,

@@ -75,7 +75,7 @@ fn note(
     reference: &PaymentReference,
 ) -> Option<Note> {
     let update = PaymentUpdate {
-        state: Some(payment_state.as_str().to_owned()),
+        state: Some(crate::followup::payments::index_state(payment_state)),
         captured: Some(agg.captured_amount.value),
         refunded: Some(agg.refunded_amount.value),
     };
@@ -207,21 +207,11 @@ async fn read_payment(
     call: CallId,
     reference: PaymentReference,
 ) -> (Option<Event>, Option<Note>) {
-    match deps.vipps.get_payment(&reference).await {
-        Ok(p) => {
-            let event = Event::PaymentStatus {
-                call,
-                state: state(p.state),
-                aggregate: aggregate(&p.aggregate),
-            };
-            (Some(event), note(p.state, &p.aggregate, &reference))
-        }
-        Err(e) if e.status() == Some(404) => (Some(Event::PaymentNotFound { call }), None),
-        Err(e) => {
-            let error = call_error(&e);
-            (Some(Event::PaymentReadFailed { call, error }), None)
-        }
-    }
+    let answer = match deps.vipps.get_payment(&reference).await {
+        Err(e) if e.status() == Some(404) => return (Some(Event::PaymentNotFound { call }), None),
+        answer => answer.map(|p| (p.state, p.aggregate)),
+    };
+    answered(PaymentCall::Read, call, reference, answer)
 }
 
 async fn capture(
@@ -231,20 +221,9 @@ async fn capture(
     key: &IdempotencyKey,
     amount: Amount,
 ) -> (Option<Event>, Option<Note>) {
-    match deps.vipps.capture_payment(&reference, key, amount).await {
-        Ok(m) => {
-            let event = Event::PaymentCaptured {
-                call,
-                state: state(m.state),
-                aggregate: aggregate(&m.aggregate),
-            };
-            (Some(event), note(m.state, &m.aggregate, &reference))
-        }
-        Err(e) => {
-            let error = call_error(&e);
-            (Some(Event::CaptureFailed { call, error }), None)
-        }
-    }
+    let answer = deps.vipps.capture_payment(&reference, key, amount).await;
+    let answer = answer.map(|m| (m.state, m.aggregate));
+    answered(PaymentCall::Capture, call, reference, answer)
 }
 
 async fn cancel(
@@ -254,24 +233,61 @@ async fn cancel(
     key: &IdempotencyKey,
     transaction_only: bool,
 ) -> (Option<Event>, Option<Note>) {
-    match deps
+    let answer = deps
         .vipps
         .cancel_payment(&reference, key, transaction_only)
-        .await
-    {
-        Ok(m) => {
-            let event = Event::PaymentCancelled {
-                call,
-                state: state(m.state),
-                aggregate: aggregate(&m.aggregate),
-            };
-            (Some(event), note(m.state, &m.aggregate, &reference))
-        }
+        .await;
+    let answer = answer.map(|m| (m.state, m.aggregate));
+    answered(PaymentCall::Cancel, call, reference, answer)
+}
+
+/// The payment calls whose answer says where the payment stands.
+#[derive(Clone, Copy)]
+enum PaymentCall {
+    Read,
+    Capture,
+    Cancel,
+}
+
+/// A payment call's answer as the session's event, with the payments index's note when Vipps
+/// said where the payment stands.
+fn answered(
+    kind: PaymentCall,
+    call: CallId,
+    reference: PaymentReference,
+    answer: Result<(models::PaymentState, models::Aggregate), VippsError>,
+) -> (Option<Event>, Option<Note>) {
+    let (payment_state, agg) = match answer {
+        Ok(answer) => answer,
         Err(e) => {
             let error = call_error(&e);
-            (Some(Event::CancelFailed { call, error }), None)
+            let event = match kind {
+                PaymentCall::Read => Event::PaymentReadFailed { call, error },
+                PaymentCall::Capture => Event::CaptureFailed { call, error },
+                PaymentCall::Cancel => Event::CancelFailed { call, error },
+            };
+            return (Some(event), None);
         }
-    }
+    };
+    let (state, aggregate) = (state(payment_state), aggregate(&agg));
+    let event = match kind {
+        PaymentCall::Read => Event::PaymentStatus {
+            call,
+            state,
+            aggregate,
+        },
+        PaymentCall::Capture => Event::PaymentCaptured {
+            call,
+            state,
+            aggregate,
+        },
+        PaymentCall::Cancel => Event::PaymentCancelled {
+            call,
+            state,
+            aggregate,
+        },
+    };
+    (Some(event), note(payment_state, &agg, &reference))
 }
 
 async fn lookup(deps: &EffectDeps, call: CallId, msisdn: &Msisdn) -> Event {

@@ -424,7 +424,7 @@ mod tests {
         );
         assert_eq!(
             store.payment(&reference).await.unwrap().map(|p| p.state),
-            Some(PaymentIndexState::Requested.as_str().to_owned())
+            Some(PaymentIndexState::Requested)
         );
     }
 }

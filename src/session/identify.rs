@@ -32,8 +32,8 @@ pub(super) fn on_customer_qr(
                 store_down: false,
                 owed: None,
                 enrollment: None,
+                start_journalled: false,
             };
-            cx.persist(&ctx, JournalRecord::SessionStarted);
             cx.notify(TerminalEvent::CustomerScanned);
             Step::To(exchange_qr(ctx, qr, clear_text, cx))
         }
@@ -103,13 +103,14 @@ pub(super) fn replace_customer(
     clear_text: Option<Msisdn>,
     cx: &mut Cx,
 ) -> Step {
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         qr: qr.clone(),
         // The previous customer's check-in answer and enrollment become stale.
         check_in: CheckIn::NotSent,
         enrollment: None,
         ..ctx
     };
+    cx.journal_start(&mut ctx);
     cx.persist(&ctx, JournalRecord::CustomerReplaced);
     cx.notify(TerminalEvent::CustomerReplaced);
     Step::To(exchange_qr(ctx, qr, clear_text, cx))
@@ -174,13 +175,20 @@ pub(super) fn membership_known(
     membership: Membership,
     cx: &mut Cx,
 ) -> State {
-    cx.persist(
-        &ctx,
+    let identified = msisdn.clone();
+    let record = if ctx.start_journalled {
         JournalRecord::CustomerIdentified {
-            msisdn: msisdn.clone(),
+            msisdn: identified,
             membership,
-        },
-    );
+        }
+    } else {
+        JournalRecord::SessionStartedIdentified {
+            msisdn: identified,
+            membership,
+        }
+    };
+    ctx.start_journalled = true;
+    cx.persist(&ctx, record);
     cx.emit(Effect::Record(Fact::MembershipChecked {
         result: membership,
     }));

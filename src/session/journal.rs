@@ -17,7 +17,7 @@ use super::effect::{
 use super::enroll::{RECOVERED_LOGIN_INTERVAL, fetch_userinfo, poll_login, store_member};
 use super::event::{LoginAccessToken, Userinfo};
 use super::ids::{KeyedOperation, SessionId};
-use super::pay::{new_follow, poll_if_due};
+use super::pay::{following, new_follow};
 use super::state::{CancelIntent, CheckIn, Ctx, Customer, Login, Payment, Session, State};
 use super::step::{Cx, end};
 
@@ -29,6 +29,14 @@ pub enum JournalRecord {
     /// A different customer's QR replaced the customer before payment.
     CustomerReplaced,
     CustomerIdentified {
+        msisdn: Msisdn,
+        membership: Membership,
+    },
+    /// A new checkout's start and its customer's identification in one write. The start waits
+    /// for the customer: nothing before it changes anything at Vipps, so a crash before it loses
+    /// nothing. Journals of older versions hold `SessionStarted` and `CustomerIdentified`
+    /// instead, as does a session whose customer was replaced or that ended before identified.
+    SessionStartedIdentified {
         msisdn: Msisdn,
         membership: Membership,
     },
@@ -91,6 +99,7 @@ impl JournalRecord {
             JournalRecord::SessionStarted => "session_started",
             JournalRecord::CustomerReplaced => "customer_replaced",
             JournalRecord::CustomerIdentified { .. } => "customer_identified",
+            JournalRecord::SessionStartedIdentified { .. } => "session_started_identified",
             JournalRecord::EnrollmentStarted { .. } => "enrollment_started",
             JournalRecord::EnrollmentConsented { .. } => "enrollment_consented",
             JournalRecord::EnrollmentUserinfo { .. } => "enrollment_userinfo",
@@ -134,6 +143,7 @@ impl JournalRecord {
             JournalRecord::SessionStarted
             | JournalRecord::CustomerReplaced
             | JournalRecord::CustomerIdentified { .. }
+            | JournalRecord::SessionStartedIdentified { .. }
             | JournalRecord::EnrollmentStarted { .. }
             | JournalRecord::EnrollmentConsented { .. }
             | JournalRecord::EnrollmentUserinfo { .. }
@@ -198,7 +208,8 @@ fn read_facts(records: &[JournalRecord]) -> Facts {
                 facts.enrollment = None;
                 facts.enrolled = None;
             }
-            JournalRecord::CustomerIdentified { membership, .. } => {
+            JournalRecord::CustomerIdentified { membership, .. }
+            | JournalRecord::SessionStartedIdentified { membership, .. } => {
                 facts.membership = *membership;
             }
             JournalRecord::EnrollmentStarted {
@@ -325,6 +336,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         store_down: false,
         owed: None,
         enrollment: facts.enrolled.clone(),
+        start_journalled: true,
     };
     if let Some(open) = facts.payment {
         let payment = Payment {
@@ -350,13 +362,7 @@ fn recovered_state(id: SessionId, facts: Facts, cx: &mut Cx) -> State {
         let mut follow = new_follow(&payment, cx.now, cx);
         // Recovery may happen long after creation: the safety net counts from now.
         follow.deadline = cx.now + cx.cfg.payment_expiry + cx.cfg.payment_margin;
-        poll_if_due(&payment, &mut follow, cx);
-        return State::AwaitingPayment {
-            ctx,
-            customer,
-            payment,
-            follow,
-        };
+        return following(ctx, customer, payment, follow, cx);
     }
     if let Some(open) = facts.enrollment {
         let customer = Customer {

@@ -140,7 +140,7 @@ pub(super) fn payment_created(
             reference: payment.reference.clone(),
         },
     );
-    let mut follow = new_follow(&payment, payment.created_at + cx.cfg.payment_first_poll, cx);
+    let follow = new_follow(&payment, payment.created_at + cx.cfg.payment_first_poll, cx);
     if payment.cancel != CancelIntent::None {
         // The cashier cancelled while the create was in flight.
         return send_cancel(ctx, customer, payment, follow, false, cx);
@@ -148,13 +148,7 @@ pub(super) fn payment_created(
     cx.notify(TerminalEvent::PaymentAwaitingCustomer {
         amount: payment.amount,
     });
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
+    following(ctx, customer, payment, follow, cx)
 }
 
 pub(super) fn create_failed(
@@ -201,7 +195,18 @@ pub(super) fn create_outcome_unknown(
     cx: &mut Cx,
 ) -> State {
     payment.maybe_created = true;
-    let mut follow = new_follow(&payment, cx.now, cx);
+    let follow = new_follow(&payment, cx.now, cx);
+    following(ctx, customer, payment, follow, cx)
+}
+
+/// Following the payment, with a read-back now if one is due.
+pub(super) fn following(
+    ctx: Ctx,
+    customer: Customer,
+    payment: Payment,
+    mut follow: Follow,
+    cx: &mut Cx,
+) -> State {
     poll_if_due(&payment, &mut follow, cx);
     State::AwaitingPayment {
         ctx,
@@ -275,13 +280,7 @@ pub(super) fn follow_due(
     if follow.read.is_some_and(|r| now >= r.timeout_at) {
         follow.read = None;
     }
-    poll_if_due(&payment, &mut follow, cx);
-    State::AwaitingPayment {
-        ctx,
-        customer,
-        payment,
-        follow,
-    }
+    following(ctx, customer, payment, follow, cx)
 }
 
 pub(super) fn payment_not_found(
@@ -349,13 +348,7 @@ pub(super) fn payment_seen(
                 follow.reread = false;
                 follow.next_poll = cx.now;
             }
-            poll_if_due(&payment, &mut follow, cx);
-            State::AwaitingPayment {
-                ctx,
-                customer,
-                payment,
-                follow,
-            }
+            following(ctx, customer, payment, follow, cx)
         }
         PaymentState::Authorized => {
             if aggregate.captured == amount {
@@ -370,23 +363,21 @@ pub(super) fn payment_seen(
             if aggregate.cancelled > 0 {
                 return end(ctx, Outcome::Cancelled, Some(&payment), cx);
             }
-            let detail = |p: &Payment, what: &str| {
-                p.last_error
+            // Out of attempts: the last error says why, else that they ran out.
+            let exhausted = |ctx, payment: Payment, what, reason: fn(String) -> FailReason, cx| {
+                let detail = payment
+                    .last_error
                     .clone()
-                    .unwrap_or_else(|| format!("{what} attempts exhausted"))
+                    .unwrap_or_else(|| format!("{what} attempts exhausted"));
+                end(ctx, fail(reason(detail)), Some(&payment), cx)
             };
             match payment.cancel {
                 CancelIntent::None => {
                     if payment.capture_attempts < cx.cfg.max_capture_attempts {
                         send_capture(ctx, customer, payment, follow, cx)
                     } else {
-                        let detail = detail(&payment, "capture");
-                        end(
-                            ctx,
-                            fail(FailReason::CaptureFailed { detail }),
-                            Some(&payment),
-                            cx,
-                        )
+                        let reason = |detail| FailReason::CaptureFailed { detail };
+                        exhausted(ctx, payment, "capture", reason, cx)
                     }
                 }
                 // Decision: the cashier cancelled and the customer is at the till, so an
@@ -399,13 +390,8 @@ pub(super) fn payment_seen(
                     if attempts < cx.cfg.max_cancel_attempts {
                         send_cancel(ctx, customer, payment, follow, true, cx)
                     } else {
-                        let detail = detail(&payment, "cancel");
-                        end(
-                            ctx,
-                            fail(FailReason::CancelFailed { detail }),
-                            Some(&payment),
-                            cx,
-                        )
+                        let reason = |detail| FailReason::CancelFailed { detail };
+                        exhausted(ctx, payment, "cancel", reason, cx)
                     }
                 }
             }

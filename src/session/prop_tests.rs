@@ -499,7 +499,11 @@ impl Driver {
             match e {
                 Effect::Persist { session, record } => {
                     prop_assert_eq!(Some(session), sid);
-                    if record.kind() == "session_started" {
+                    if matches!(
+                        record,
+                        JournalRecord::SessionStarted
+                            | JournalRecord::SessionStartedIdentified { .. }
+                    ) {
                         self.started += 1;
                     }
                 }

@@ -128,6 +128,9 @@ pub(super) struct Ctx {
     pub owed: Option<super::store_fault::Owed>,
     /// How this customer's enrollment ended, once it has.
     pub enrollment: Option<EnrollmentOutcome>,
+    /// Whether the journal holds the session's start. A new checkout journals it with its
+    /// customer's identification, in one record (`SessionStartedIdentified`).
+    pub start_journalled: bool,
 }
 
 /// The best-effort check-in, followed beside the main flow.
@@ -224,6 +227,25 @@ pub(super) struct Follow {
     pub give_up_at: Option<Instant>,
 }
 
+/// The session context of a state, borrowed as the state is: every state but `Idle` has one.
+macro_rules! session_ctx {
+    ($state:expr) => {
+        match $state {
+            State::Idle => None,
+            State::AwaitingQrExchange { ctx, .. }
+            | State::AwaitingMembership { ctx, .. }
+            | State::ReadyForPayment { ctx, .. }
+            | State::AwaitingLoginStart { ctx, .. }
+            | State::AwaitingConsent { ctx, .. }
+            | State::AwaitingMemberStore { ctx, .. }
+            | State::AwaitingPaymentCreation { ctx, .. }
+            | State::AwaitingPayment { ctx, .. }
+            | State::AwaitingCapture { ctx, .. }
+            | State::AwaitingCancel { ctx, .. } => Some(ctx),
+        }
+    };
+}
+
 impl State {
     pub(super) fn label(&self) -> &'static str {
         match self {
@@ -242,35 +264,11 @@ impl State {
     }
 
     pub(super) fn ctx(&self) -> Option<&Ctx> {
-        match self {
-            State::Idle => None,
-            State::AwaitingQrExchange { ctx, .. }
-            | State::AwaitingMembership { ctx, .. }
-            | State::ReadyForPayment { ctx, .. }
-            | State::AwaitingLoginStart { ctx, .. }
-            | State::AwaitingConsent { ctx, .. }
-            | State::AwaitingMemberStore { ctx, .. }
-            | State::AwaitingPaymentCreation { ctx, .. }
-            | State::AwaitingPayment { ctx, .. }
-            | State::AwaitingCapture { ctx, .. }
-            | State::AwaitingCancel { ctx, .. } => Some(ctx),
-        }
+        session_ctx!(self)
     }
 
     pub(super) fn ctx_mut(&mut self) -> Option<&mut Ctx> {
-        match self {
-            State::Idle => None,
-            State::AwaitingQrExchange { ctx, .. }
-            | State::AwaitingMembership { ctx, .. }
-            | State::ReadyForPayment { ctx, .. }
-            | State::AwaitingLoginStart { ctx, .. }
-            | State::AwaitingConsent { ctx, .. }
-            | State::AwaitingMemberStore { ctx, .. }
-            | State::AwaitingPaymentCreation { ctx, .. }
-            | State::AwaitingPayment { ctx, .. }
-            | State::AwaitingCapture { ctx, .. }
-            | State::AwaitingCancel { ctx, .. } => Some(ctx),
-        }
+        session_ctx!(self)
     }
 
     pub(super) fn customer(&self) -> Option<&Customer> {

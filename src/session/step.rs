@@ -29,7 +29,7 @@ use super::identify::{membership_known, on_customer_qr, qr_exchange_failed};
 use super::ids::CallId;
 use super::journal::JournalRecord;
 use super::pay::{create_failed, payment_created, payment_not_found, payment_seen, poll_if_due};
-use super::pay::{create_outcome_unknown, follow_due, on_pay, read_back, send_cancel};
+use super::pay::{create_outcome_unknown, follow_due, following, on_pay, read_back, send_cancel};
 use super::state::{CancelIntent, CheckIn, Ctx, Finishing, Payment, Session, State};
 use super::store_fault::{
     cancel_owed, journalled, on_journal_write_failed, on_store_failed, on_store_writable, owes,
@@ -127,6 +127,15 @@ impl<'a> Cx<'a> {
             session: ctx.id.clone(),
             record,
         });
+    }
+
+    /// Journals the session's start unless the journal has it: a session whose customer is
+    /// replaced, or that ends, before its first customer was identified.
+    pub(super) fn journal_start(&mut self, ctx: &mut Ctx) {
+        if !ctx.start_journalled {
+            ctx.start_journalled = true;
+            self.persist(ctx, JournalRecord::SessionStarted);
+        }
     }
 
     pub(super) fn notify(&mut self, event: TerminalEvent) {
@@ -704,13 +713,7 @@ pub(super) fn on_answer(state: State, event: Event, cx: &mut Cx) -> Step {
                 follow.next_poll = now;
             }
             vipps_failed(&mut ctx, &error, true, cx);
-            poll_if_due(&payment, &mut follow, cx);
-            State::AwaitingPayment {
-                ctx,
-                customer,
-                payment,
-                follow,
-            }
+            following(ctx, customer, payment, follow, cx)
         }
         (
             State::AwaitingCapture {
@@ -805,7 +808,8 @@ pub(super) fn vipps_answered(ctx: &mut Ctx, cx: &mut Cx) {
 }
 
 /// Ends the session: journal, payment fact, terminal, then `SessionEnded`.
-pub(super) fn end(ctx: Ctx, outcome: Outcome, payment: Option<&Payment>, cx: &mut Cx) -> State {
+pub(super) fn end(mut ctx: Ctx, outcome: Outcome, payment: Option<&Payment>, cx: &mut Cx) -> State {
+    cx.journal_start(&mut ctx);
     cx.persist(
         &ctx,
         JournalRecord::SessionEnded {

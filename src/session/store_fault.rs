@@ -51,50 +51,31 @@ fn store_down(ctx: &mut Ctx, cx: &mut Cx) {
 }
 
 /// The answer to a keyed call that was not sent because its journal record was not written.
-pub(super) fn on_journal_write_failed(state: State, cx: &mut Cx) -> Step {
-    match state {
+pub(super) fn on_journal_write_failed(mut state: State, cx: &mut Cx) -> Step {
+    // The attempt was never sent: it does not count.
+    let (ctx, deadline) = match &mut state {
         State::AwaitingPaymentCreation {
-            mut ctx,
-            customer,
-            mut payment,
-            call,
+            ctx,
+            payment,
+            deadline,
             ..
         } => {
             payment.create_attempts = payment.create_attempts.saturating_sub(1);
-            let deadline = owe(&mut ctx, cx);
-            Step::To(State::AwaitingPaymentCreation {
-                ctx,
-                customer,
-                payment,
-                call,
-                deadline,
-            })
+            (ctx, deadline)
         }
         State::AwaitingCapture {
-            mut ctx,
-            customer,
-            mut payment,
-            follow,
-            call,
+            ctx,
+            payment,
+            deadline,
             ..
         } => {
             payment.capture_attempts = payment.capture_attempts.saturating_sub(1);
-            let deadline = owe(&mut ctx, cx);
-            Step::To(State::AwaitingCapture {
-                ctx,
-                customer,
-                payment,
-                follow,
-                call,
-                deadline,
-            })
+            (ctx, deadline)
         }
         State::AwaitingCancel {
-            mut ctx,
-            customer,
-            mut payment,
-            follow,
-            call,
+            ctx,
+            payment,
+            deadline,
             ..
         } => {
             payment.cancel = match payment.cancel {
@@ -106,19 +87,13 @@ pub(super) fn on_journal_write_failed(state: State, cx: &mut Cx) -> Step {
                     attempts: attempts.saturating_sub(1),
                 },
             };
-            let deadline = owe(&mut ctx, cx);
-            Step::To(State::AwaitingCancel {
-                ctx,
-                customer,
-                payment,
-                follow,
-                call,
-                deadline,
-            })
+            (ctx, deadline)
         }
         // Only keyed calls wait for their record; no other state sends one.
-        _ => Step::Invalid,
-    }
+        _ => return Step::Invalid,
+    };
+    *deadline = owe(ctx, cx);
+    Step::To(state)
 }
 
 /// Sends the owed call again, journal first (the state's deadline was its retry time).

@@ -9,6 +9,7 @@ use crate::domain::{Amount, LaneId, Msisdn, PaymentReference};
 
 const CLEAR_QR: &str = "https://qr.vipps.no/28/2/01/031/4791234567?v=1";
 const TOKEN_QR: &str = "https://qr.vipps.no/p/abcdef123456";
+const DUPLICATE: Disposition = Disposition::Ignored(IgnoreReason::DuplicateQr);
 const OTHER_QR: &str = "https://qr.vipps.no/28/2/01/031/4798765432?v=1";
 
 fn msisdn(s: &str) -> Msisdn {
@@ -19,6 +20,15 @@ fn sid(n: u32) -> SessionId {
     format!("session{n:04}")
         .parse()
         .expect("test session id is valid")
+}
+
+/// `qr` scanned, for session `n` if it starts one.
+fn qr_scanned(qr: &str, clear: Option<&str>, n: u32) -> Event {
+    Event::CustomerQrScanned {
+        qr: qr.into(),
+        clear_text: clear.map(msisdn),
+        session_id: sid(n),
+    }
 }
 
 fn lane_id() -> LaneId {
@@ -71,6 +81,42 @@ fn ended_with(fx: &[Effect]) -> Option<Outcome> {
 fn notified(fx: &[Effect], pred: impl Fn(&TerminalEvent) -> bool) -> bool {
     fx.iter()
         .any(|e| matches!(e, Effect::NotifyTerminal(t) if pred(t)))
+}
+
+fn identified(number: &str, membership: Membership) -> JournalRecord {
+    JournalRecord::CustomerIdentified {
+        msisdn: msisdn(number),
+        membership,
+    }
+}
+
+/// Every record the effects journal, in order.
+fn journalled(fx: &[Effect]) -> Vec<JournalRecord> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Persist { record, .. } => Some(record.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the effects record a payment's end.
+fn payment_finished(fx: &[Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
+}
+
+/// Where the effects journal `record` for session 1.
+fn journalled_at(fx: &[Effect], record: &JournalRecord) -> Option<usize> {
+    fx.iter().position(|e| {
+        matches!(e, Effect::Persist { session, record: r } if *session == sid(1) && r == record)
+    })
+}
+
+/// Where the effects ask for the payment's creation.
+fn create_at(fx: &[Effect]) -> Option<usize> {
+    fx.iter()
+        .position(|e| matches!(e, Effect::CreatePayment { .. }))
 }
 
 fn persisted(fx: &[Effect], kind: &str) -> Option<JournalRecord> {
@@ -152,6 +198,13 @@ impl Lane {
         self.tick()
     }
 
+    /// The next token poll goes out and is answered with `answer`.
+    fn poll_answered(&mut self, answer: impl FnOnce(CallId) -> Event) {
+        self.tick_deadline();
+        let call = self.call("poll_login");
+        self.feed(answer(call));
+    }
+
     fn call(&self, kind: &str) -> CallId {
         call_in(&self.fx, kind).unwrap_or_else(|| panic!("no {kind} call in {:#?}", self.fx))
     }
@@ -161,11 +214,7 @@ impl Lane {
     }
 
     fn scan(&mut self, qr: &str, clear: Option<&str>, n: u32) -> &mut Self {
-        self.feed(Event::CustomerQrScanned {
-            qr: qr.into(),
-            clear_text: clear.map(msisdn),
-            session_id: sid(n),
-        })
+        self.feed(qr_scanned(qr, clear, n))
     }
 
     /// `identified()`, with the check-in answered.
@@ -176,61 +225,76 @@ impl Lane {
         lane
     }
 
+    /// A token QR scanned: its exchange is pending.
+    fn exchanging() -> Self {
+        let mut lane = Self::new();
+        lane.scan(TOKEN_QR, None, 1);
+        lane
+    }
+
     /// Idle → ReadyForPayment for 4791234567, check-in pending.
     fn identified(member: bool) -> Self {
         let mut lane = Self::new();
         lane.scan(CLEAR_QR, Some("4791234567"), 1);
-        let call = lane.call("exchange");
-        lane.feed(Event::QrExchanged {
-            call,
-            msisdn: msisdn("4791234567"),
-        });
-        let call = lane.call("lookup");
-        lane.feed(Event::MembershipKnown {
-            call,
-            is_member: member,
-        });
+        lane.exchanged("4791234567").looked_up(member);
         assert_eq!(lane.label(), "ready_for_payment");
         lane
+    }
+
+    /// The pending QR exchange answers `number`.
+    fn exchanged(&mut self, number: &str) -> &mut Self {
+        let call = self.call("exchange");
+        self.feed(Event::QrExchanged {
+            call,
+            msisdn: msisdn(number),
+        })
+    }
+
+    /// The pending membership lookup answers.
+    fn looked_up(&mut self, is_member: bool) -> &mut Self {
+        let call = self.call("lookup");
+        self.feed(Event::MembershipKnown { call, is_member })
     }
 
     /// ReadyForPayment (non-member) → AwaitingConsent, Login interval 5 s, expiry 600 s.
     fn consent() -> Self {
         let mut lane = Self::ready(false);
         lane.feed(Event::Enroll);
-        let call = lane.call("start_login");
-        lane.feed(Event::LoginStarted {
+        lane.login_started();
+        assert_eq!(lane.label(), "awaiting_consent");
+        lane
+    }
+
+    /// The Login start answers: `req-1`, interval 5 s, expiry 600 s.
+    fn login_started(&mut self) -> &mut Self {
+        let call = self.call("start_login");
+        self.feed(Event::LoginStarted {
             call,
             auth_req_id: "req-1".into(),
             interval: Duration::from_secs(5),
             expires_in: Duration::from_secs(600),
-        });
-        assert_eq!(lane.label(), "awaiting_consent");
-        lane
+        })
     }
 
     /// The customer consented (the token poll succeeded): userinfo is asked for.
     fn awaiting_userinfo() -> Self {
         let mut lane = Self::consent();
-        lane.tick_deadline();
-        let poll = lane.call("poll_login");
-        lane.feed(Event::LoginConsented {
-            call: poll,
-            auth_req_id: "req-1".into(),
-            token: token(),
-        });
+        lane.poll_answered(token_granted);
         lane
     }
 
     /// Token poll `poll` succeeds, then userinfo answers with `userinfo`.
     fn consented(&mut self, poll: CallId, userinfo: Userinfo) -> &mut Self {
-        self.feed(Event::LoginConsented {
-            call: poll,
-            auth_req_id: "req-1".into(),
-            token: token(),
-        });
+        self.feed(token_granted(poll));
         let call = self.call("userinfo");
         self.feed(Event::UserinfoFetched { call, userinfo })
+    }
+
+    /// The next token poll succeeds; userinfo answers without details.
+    fn consented_without_details(&mut self) -> &mut Self {
+        self.tick_deadline();
+        let call = self.call("poll_login");
+        self.consented(call, no_details())
     }
 
     /// A member's payment of 100.00 NOK, created at base + 0.
@@ -253,6 +317,41 @@ impl Lane {
 
     fn status(&mut self, call: CallId, state: PaymentState, aggregate: Aggregate) -> &mut Self {
         self.feed(Event::PaymentStatus {
+            call,
+            state,
+            aggregate,
+        })
+    }
+
+    /// `qr` scanned during the session; what the session did with it.
+    fn rescan(&mut self, qr: &str, clear: Option<&str>) -> Disposition {
+        self.refused(qr_scanned(qr, clear, 2))
+    }
+
+    /// The pending read-back answers.
+    fn read_answered(&mut self, state: PaymentState, aggregate: Aggregate) -> &mut Self {
+        let read = self.call("read");
+        self.status(read, state, aggregate)
+    }
+
+    /// The pending capture fails with `error`.
+    fn capture_failed(&mut self, error: CallError) -> &mut Self {
+        let call = self.call("capture");
+        self.feed(Event::CaptureFailed { call, error })
+    }
+
+    /// Pay for 1 kr; why the session refused it.
+    fn pay_rejection(&mut self) -> Option<Rejection> {
+        match self.refused(Event::Pay(pay(100))) {
+            Disposition::Rejected(rejection) => Some(rejection),
+            _ => None,
+        }
+    }
+
+    /// The pending cancel answers.
+    fn cancel_answered(&mut self, state: PaymentState, aggregate: Aggregate) -> &mut Self {
+        let call = self.call("cancel");
+        self.feed(Event::PaymentCancelled {
             call,
             state,
             aggregate,
@@ -292,6 +391,28 @@ fn unavailable() -> CallError {
     }
 }
 
+/// The token poll's answer: the customer consented to `req-1`.
+fn token_granted(call: CallId) -> Event {
+    Event::LoginConsented {
+        call,
+        auth_req_id: "req-1".into(),
+        token: token(),
+    }
+}
+
+/// The token poll's answer: denied.
+fn denied(call: CallId) -> Event {
+    Event::LoginDenied { call }
+}
+
+/// The token poll's answer: failed with `error()`.
+fn failed(error: fn() -> CallError) -> impl FnOnce(CallId) -> Event {
+    move |call| Event::LoginFailed {
+        call,
+        error: error(),
+    }
+}
+
 // ---- identification -------------------------------------------------------------------------
 
 #[test]
@@ -301,9 +422,8 @@ fn a_customer_qr_starts_a_session_and_exchanges_the_complete_text() {
     lane.scan(CLEAR_QR, Some("4791234567"), 1);
     assert_eq!(lane.label(), "awaiting_qr_exchange");
     assert_eq!(lane.session.session_id(), Some(&sid(1)));
-    assert!(
-        matches!(&lane.fx[0], Effect::Persist { record: JournalRecord::SessionStarted, session } if *session == sid(1))
-    );
+    // The start is journalled with the customer, once identified.
+    assert_eq!(journalled(&lane.fx), []);
     assert!(lane.fx.contains(&Effect::ExchangeQr {
         call: lane.call("exchange"),
         qr: CLEAR_QR.into()
@@ -315,14 +435,75 @@ fn a_customer_qr_starts_a_session_and_exchanges_the_complete_text() {
 }
 
 #[test]
+fn a_new_checkout_journals_its_start_and_its_customer_in_one_record() {
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.exchanged("4791234567");
+    assert_eq!(journalled(&lane.fx), [], "a read journals nothing");
+    lane.looked_up(true);
+    assert_eq!(
+        journalled(&lane.fx),
+        [JournalRecord::SessionStartedIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::Member,
+        }]
+    );
+    assert!(
+        matches!(&lane.fx[0], Effect::Persist { session, .. } if *session == sid(1)),
+        "{:?}",
+        lane.fx
+    );
+    // A later customer of the same session is journalled as such.
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(journalled(&lane.fx), [JournalRecord::CustomerReplaced]);
+    lane.exchanged("4798765432");
+    lane.looked_up(false);
+    assert_eq!(
+        journalled(&lane.fx),
+        [identified("4798765432", Membership::NonMember)]
+    );
+}
+
+#[test]
+fn a_session_replaced_or_ended_before_its_customer_is_known_journals_its_start_first() {
+    // Replaced during the QR exchange: the start, then the replacement.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.scan(OTHER_QR, Some("4798765432"), 2);
+    assert_eq!(
+        journalled(&lane.fx),
+        [
+            JournalRecord::SessionStarted,
+            JournalRecord::CustomerReplaced
+        ]
+    );
+    lane.exchanged("4798765432");
+    lane.looked_up(true);
+    assert_eq!(
+        journalled(&lane.fx),
+        [identified("4798765432", Membership::Member)]
+    );
+    // Cancelled during the membership lookup: the start, then the end.
+    let mut lane = Lane::new();
+    lane.scan(CLEAR_QR, Some("4791234567"), 1);
+    lane.exchanged("4791234567");
+    lane.feed(Event::Cancel);
+    assert_eq!(
+        journalled(&lane.fx),
+        [
+            JournalRecord::SessionStarted,
+            JournalRecord::SessionEnded {
+                outcome: Outcome::Cancelled
+            }
+        ]
+    );
+}
+
+#[test]
 fn an_exchanged_number_is_looked_up() {
     let mut lane = Lane::new();
     lane.scan(TOKEN_QR, None, 1);
-    let call = lane.call("exchange");
-    lane.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4512345678"),
-    });
+    lane.exchanged("4512345678");
     assert_eq!(lane.label(), "awaiting_membership");
     assert!(lane.fx.contains(&Effect::LookupMembership {
         call: lane.call("lookup"),
@@ -361,50 +542,27 @@ fn a_failed_exchange_falls_back_to_the_clear_text_number() {
 
 #[test]
 fn a_failed_exchange_without_a_number_ends_the_session() {
+    let not_recognised = Outcome::Failed {
+        reason: FailReason::QrNotRecognised,
+    };
+    let failed = |detail: &str| Outcome::Failed {
+        reason: FailReason::IdentificationFailed {
+            detail: detail.into(),
+        },
+    };
+    let refused = |status, detail: &str| {
+        Some(CallError::Rejected {
+            status,
+            detail: detail.into(),
+        })
+    };
     let cases = [
-        (
-            Some(rejected()),
-            Outcome::Failed {
-                reason: FailReason::QrNotRecognised,
-            },
-        ),
-        (
-            Some(CallError::Rejected {
-                status: 404,
-                detail: "unknown QR".into(),
-            }),
-            Outcome::Failed {
-                reason: FailReason::QrNotRecognised,
-            },
-        ),
-        (
-            Some(CallError::Rejected {
-                status: 403,
-                detail: "forbidden".into(),
-            }),
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "forbidden".into(),
-                },
-            },
-        ),
-        (
-            Some(unknown()),
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "timeout".into(),
-                },
-            },
-        ),
+        (Some(rejected()), not_recognised.clone()),
+        (refused(404, "unknown QR"), not_recognised),
+        (refused(403, "forbidden"), failed("forbidden")),
+        (Some(unknown()), failed("timeout")),
         (Some(unavailable()), Outcome::Unavailable),
-        (
-            None,
-            Outcome::Failed {
-                reason: FailReason::IdentificationFailed {
-                    detail: "the QR exchange did not answer in time".into(),
-                },
-            },
-        ),
+        (None, failed("the QR exchange did not answer in time")),
     ];
     for (error, expected) in cases {
         let mut lane = Lane::new();
@@ -425,12 +583,7 @@ fn a_failed_exchange_without_a_number_ends_the_session() {
             persisted(&lane.fx, "session_ended"),
             Some(JournalRecord::SessionEnded { outcome: expected })
         );
-        assert!(
-            !lane
-                .fx
-                .iter()
-                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
-        );
+        assert!(!payment_finished(&lane.fx));
     }
 }
 
@@ -483,11 +636,7 @@ fn known_membership_checks_in_and_makes_the_customer_ready() {
     // A lookup that never answers makes membership unknown.
     let mut lane = Lane::new();
     lane.scan(CLEAR_QR, Some("4791234567"), 1);
-    let call = lane.call("exchange");
-    lane.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4791234567"),
-    });
+    lane.exchanged("4791234567");
     lane.tick_deadline();
     assert_eq!(lane.session.membership(), Some(Membership::Unknown));
 }
@@ -538,33 +687,15 @@ fn check_in_is_best_effort_and_recorded_in_any_state() {
 #[test]
 fn the_same_qr_again_is_ignored() {
     let mut lane = Lane::ready(true);
-    assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: CLEAR_QR.into(),
-            clear_text: Some(msisdn("4791234567")),
-            session_id: sid(2),
-        }),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(CLEAR_QR, Some("4791234567")), DUPLICATE);
     // Another text with the same clear-text number is the same customer.
     assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: format!("{CLEAR_QR}&x=1"),
-            clear_text: Some(msisdn("4791234567")),
-            session_id: sid(2),
-        }),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
+        lane.rescan(&format!("{CLEAR_QR}&x=1"), Some("4791234567")),
+        DUPLICATE
     );
     let mut lane = Lane::new();
     lane.scan(TOKEN_QR, None, 1);
-    assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: TOKEN_QR.into(),
-            clear_text: None,
-            session_id: sid(2),
-        }),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(TOKEN_QR, None), DUPLICATE);
 }
 
 #[test]
@@ -616,11 +747,7 @@ fn another_customers_qr_before_payment_replaces_the_customer() {
 #[test]
 fn another_customers_qr_after_pay_is_rejected() {
     let mut lane = Lane::paying();
-    let d = lane.refused(Event::CustomerQrScanned {
-        qr: OTHER_QR.into(),
-        clear_text: Some(msisdn("4798765432")),
-        session_id: sid(2),
-    });
+    let d = lane.refused(qr_scanned(OTHER_QR, Some("4798765432"), 2));
     assert_eq!(d, Disposition::Rejected(Rejection::PaymentInProgress));
     assert!(notified(&lane.refused_fx, |t| matches!(
         t,
@@ -630,14 +757,7 @@ fn another_customers_qr_after_pay_is_rejected() {
         }
     )));
     // The paying customer's own QR is just a duplicate.
-    assert_eq!(
-        lane.refused(Event::CustomerQrScanned {
-            qr: CLEAR_QR.into(),
-            clear_text: None,
-            session_id: sid(2),
-        }),
-        Disposition::Ignored(IgnoreReason::DuplicateQr)
-    );
+    assert_eq!(lane.rescan(CLEAR_QR, None), DUPLICATE);
 }
 
 // ---- enrollment ------------------------------------------------------------------------------
@@ -652,13 +772,7 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
             |e| matches!(e, Effect::StartLogin { msisdn: m, .. } if *m == msisdn("4791234567"))
         )
     );
-    let call = lane.call("start_login");
-    lane.feed(Event::LoginStarted {
-        call,
-        auth_req_id: "req-1".into(),
-        interval: Duration::from_secs(5),
-        expires_in: Duration::from_secs(600),
-    });
+    lane.login_started();
     assert_eq!(
         persisted(&lane.fx, "enrollment_started"),
         Some(JournalRecord::EnrollmentStarted {
@@ -674,53 +788,25 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     );
     lane.advance(Duration::from_secs(4)).tick();
     assert!(call_in(&lane.fx, "poll_login").is_none());
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    lane.feed(Event::LoginPending { call: poll });
+    lane.poll_answered(|call| Event::LoginPending { call });
     assert_eq!(
         lane.session.next_deadline(),
         Some(lane.now + Duration::from_secs(5))
     );
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
     // slow_down: 5 s more.
-    lane.feed(Event::LoginSlowDown { call: poll });
+    lane.poll_answered(|call| Event::LoginSlowDown { call });
     assert_eq!(
         lane.session.next_deadline(),
         Some(lane.now + Duration::from_secs(10))
     );
-    lane.tick_deadline();
-    let poll = lane.call("poll_login");
-    let userinfo = Userinfo {
-        name: Some("Kari Nordmann".into()),
-        email: Some("kari@example.com".into()),
-        phone_number: Some(msisdn("4791234567")),
-        consents: vec![Consent {
-            id: "email".into(),
-            accepted: true,
-            required: false,
-            text: None,
-        }],
-    };
-    lane.feed(Event::LoginConsented {
-        call: poll,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    let userinfo = kari();
+    lane.poll_answered(token_granted);
     // The consent (with the token Vipps hands out only once) is journalled before userinfo.
     assert_eq!(lane.label(), "awaiting_member_store");
-    let consent = lane
-        .fx
-        .iter()
-        .position(|e| {
-            *e == Effect::Persist {
-                session: sid(1),
-                record: JournalRecord::EnrollmentConsented {
-                    login_token: Some(token()),
-                },
-            }
-        })
-        .expect("consent journalled");
+    let consented = JournalRecord::EnrollmentConsented {
+        login_token: Some(token()),
+    };
+    let consent = journalled_at(&lane.fx, &consented).expect("consent journalled");
     let fetch = lane
         .fx
         .iter()
@@ -734,18 +820,10 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
     });
     assert_eq!(lane.label(), "awaiting_member_store");
     // The userinfo is journalled before the member is stored.
-    let journalled = lane
-        .fx
-        .iter()
-        .position(|e| {
-            *e == Effect::Persist {
-                session: sid(1),
-                record: JournalRecord::EnrollmentUserinfo {
-                    userinfo: userinfo.clone(),
-                },
-            }
-        })
-        .expect("userinfo journalled");
+    let fetched = JournalRecord::EnrollmentUserinfo {
+        userinfo: userinfo.clone(),
+    };
+    let journalled = journalled_at(&lane.fx, &fetched).expect("userinfo journalled");
     let store = lane
         .fx
         .iter()
@@ -777,54 +855,26 @@ fn enrollment_polls_at_the_interval_and_stores_the_new_member() {
 fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
     type Ending = fn(&mut Lane);
     let cases: [(&str, Ending, &str); 9] = [
-        (
-            "denied",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginDenied { call });
-            },
-            "denied",
-        ),
+        ("denied", |l| l.poll_answered(denied), "denied"),
         (
             "expired answer",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginExpired { call });
-            },
+            |l| l.poll_answered(|call| Event::LoginExpired { call }),
             "expired",
         ),
         (
             "poll rejected",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: rejected(),
-                });
-            },
+            |l| l.poll_answered(failed(rejected)),
             "failed",
         ),
         (
             "poll unavailable",
-            |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: unavailable(),
-                });
-            },
+            |l| l.poll_answered(failed(unavailable)),
             "unavailable",
         ),
         (
             "store failed",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.consented(call, no_details());
+                l.consented_without_details();
                 let call = l.call("store");
                 l.feed(Event::MemberStoreFailed {
                     call,
@@ -836,9 +886,7 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
         (
             "store timed out",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.consented(call, no_details());
+                l.consented_without_details();
                 l.tick_deadline();
             },
             "failed",
@@ -870,16 +918,9 @@ fn enrollment_that_does_not_succeed_leaves_a_non_member_ready_for_payment() {
         (
             "lost poll is retried, then denied",
             |l| {
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginFailed {
-                    call,
-                    error: unknown(),
-                });
+                l.poll_answered(failed(unknown));
                 assert_eq!(l.label(), "awaiting_consent");
-                l.tick_deadline();
-                let call = l.call("poll_login");
-                l.feed(Event::LoginDenied { call });
+                l.poll_answered(denied);
             },
             "denied",
         ),
@@ -1008,11 +1049,7 @@ fn enroll_is_refused_with_a_reason() {
     );
     let mut unknown_membership = Lane::new();
     unknown_membership.scan(CLEAR_QR, Some("4791234567"), 1);
-    let call = unknown_membership.call("exchange");
-    unknown_membership.feed(Event::QrExchanged {
-        call,
-        msisdn: msisdn("4791234567"),
-    });
+    unknown_membership.exchanged("4791234567");
     let call = unknown_membership.call("lookup");
     unknown_membership.feed(Event::MembershipLookupFailed {
         call,
@@ -1062,11 +1099,7 @@ fn pay_journals_then_creates_with_derived_names() {
             )
         })
         .expect("payment journalled");
-    let create = lane
-        .fx
-        .iter()
-        .position(|e| matches!(e, Effect::CreatePayment { .. }))
-        .expect("payment created");
+    let create = create_at(&lane.fx).expect("payment created");
     assert!(persist < create, "Persist must come before CreatePayment");
     assert_eq!(
         lane.fx[persist],
@@ -1116,6 +1149,10 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
         vat_percent: 15,
         vat_amount: 261,
     };
+    let with_line = |line: OrderLine, amount| PayRequest {
+        order_lines: Some(vec![line]),
+        ..pay(amount)
+    };
     let cases: Vec<(PayRequest, &str)> = vec![
         (pay(0), "amount"),
         (
@@ -1162,13 +1199,13 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
             "receiptNumber",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     total: 1_999,
                     ..line.clone()
-                }]),
-                ..pay(1_999)
-            },
+                },
+                1_999,
+            ),
             "orderLines[0].totalAmount",
         ),
         (
@@ -1180,43 +1217,43 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
         ),
         (pay(65_000_001), "amount.value"),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     vat_percent: 101,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "taxPercentage",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     vat_amount: 2_001,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "taxAmount",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     quantity: 0,
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "quantity",
         ),
         (
-            PayRequest {
-                order_lines: Some(vec![OrderLine {
+            with_line(
+                OrderLine {
                     name: " ".into(),
                     ..line.clone()
-                }]),
-                ..pay(2_000)
-            },
+                },
+                2_000,
+            ),
             "name",
         ),
     ];
@@ -1232,10 +1269,7 @@ fn an_invalid_payment_is_refused_naming_the_problem() {
             other => panic!("expected an invalid payment, got {other:?}"),
         }
     }
-    let valid = PayRequest {
-        order_lines: Some(vec![line]),
-        ..pay(2_000)
-    };
+    let valid = with_line(line, 2_000);
     assert_eq!(valid.validate(), Ok(()));
 }
 
@@ -1248,36 +1282,35 @@ fn pay_is_refused_without_an_identified_customer_and_only_one_payment_per_sessio
     let mut identifying = Lane::new();
     identifying.scan(TOKEN_QR, None, 1);
     assert_eq!(
-        identifying.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::CustomerNotIdentified)
+        identifying.pay_rejection(),
+        Some(Rejection::CustomerNotIdentified)
     );
     // A second Pay in every payment state.
     let mut lane = Lane::ready(true);
     lane.feed(Event::Pay(pay(100)));
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     let call = lane.call("create");
     lane.feed(Event::PaymentCreated { call });
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(100, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(100, 0, 0));
     assert_eq!(lane.label(), "awaiting_capture");
     assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        lane.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
     let mut cancelling = Lane::paying();
     cancelling.feed(Event::Cancel);
     assert_eq!(cancelling.label(), "awaiting_cancel");
     assert_eq!(
-        cancelling.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::PaymentAlreadyRequested)
+        cancelling.pay_rejection(),
+        Some(Rejection::PaymentAlreadyRequested)
     );
 }
 
@@ -1295,35 +1328,19 @@ fn pay_during_consent_abandons_the_enrollment_but_waits_for_a_member_being_saved
             })
         })
         .expect("enrollment abandoned");
-    let create = lane
-        .fx
-        .iter()
-        .position(|e| matches!(e, Effect::CreatePayment { .. }))
-        .expect("created");
+    let create = create_at(&lane.fx).expect("created");
     assert!(abandoned < create);
 
     let mut lane = Lane::consent();
-    lane.tick_deadline();
-    let call = lane.call("poll_login");
-    lane.feed(Event::LoginConsented {
-        call,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    lane.poll_answered(token_granted);
     // Also while userinfo is on its way.
-    assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::EnrollmentFinishing)
-    );
+    assert_eq!(lane.pay_rejection(), Some(Rejection::EnrollmentFinishing));
     let call = lane.call("userinfo");
     lane.feed(Event::UserinfoFetched {
         call,
         userinfo: no_details(),
     });
-    assert_eq!(
-        lane.refused(Event::Pay(pay(100))),
-        Disposition::Rejected(Rejection::EnrollmentFinishing)
-    );
+    assert_eq!(lane.pay_rejection(), Some(Rejection::EnrollmentFinishing));
 }
 
 #[test]
@@ -1527,8 +1544,7 @@ fn an_unknown_create_is_read_back_and_retried_with_the_same_key() {
     ));
     // Timed out this time: read back; found, so it is followed like any payment.
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Created, agg(0, 0, 0));
     assert_eq!(lane.label(), "awaiting_payment");
 
     // Never found after every attempt.
@@ -1584,8 +1600,7 @@ fn a_payment_is_never_failed_before_its_expiry() {
     let (mut lane, _) = Lane::reading();
     lane.at(lane.cfg.payment_expiry + lane.cfg.payment_margin)
         .tick();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Expired, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Expired, agg(0, 0, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Expired));
 
     // Nothing ever answers: given up after the final window.
@@ -1610,34 +1625,23 @@ fn capture_problems_are_read_back_and_retried_with_the_same_key() {
     let key = key_of(1, KeyedOperation::Capture);
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
-    let call = lane.call("capture");
-    lane.feed(Event::CaptureFailed {
-        call,
-        error: unknown(),
-    });
+    lane.capture_failed(unknown());
     assert_eq!(lane.label(), "awaiting_payment");
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert!(lane.fx.iter().any(
         |e| matches!(e, Effect::CapturePayment { idempotency_key, .. } if *idempotency_key == key)
     ));
     // No answer at all this time: read back at the capture deadline, and it was captured.
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 10_000, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 10_000, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 
     // A 4xx: no more captures; the read-back decides.
     let (mut lane, read) = Lane::reading();
     lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
-    let call = lane.call("capture");
-    lane.feed(Event::CaptureFailed {
-        call,
-        error: rejected(),
-    });
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.capture_failed(rejected());
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert!(matches!(
         ended_with(&lane.fx),
         Some(Outcome::Failed {
@@ -1665,12 +1669,7 @@ fn cancel_before_authorisation_terminates_the_payment() {
         lane.refused(Event::Cancel),
         Disposition::Rejected(Rejection::CancelAlreadyRequested)
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Terminated,
-        aggregate: agg(0, 0, 0),
-    });
+    lane.cancel_answered(PaymentState::Terminated, agg(0, 0, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 }
 
@@ -1683,8 +1682,7 @@ fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
         call,
         error: rejected(),
     });
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(10_000, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(10_000, 0, 0));
     assert_eq!(lane.label(), "awaiting_cancel");
     let key = key_of(1, KeyedOperation::CancelFull);
     assert!(
@@ -1697,23 +1695,13 @@ fn an_authorisation_that_races_the_cancel_is_cancelled_in_full() {
             .iter()
             .any(|e| matches!(e, Effect::CapturePayment { .. }))
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 0, 10_000),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 0, 10_000));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 
     // Already captured: the cancel came too late, and the session says so.
     let mut lane = Lane::paying();
     lane.feed(Event::Cancel);
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 10_000, 0),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 10_000, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 }
 
@@ -1748,36 +1736,15 @@ fn cancel_and_reset_without_a_payment_end_the_session_at_once() {
         (|| Lane::ready(true), Event::Reset, Outcome::Closed),
         (Lane::consent, Event::Cancel, Outcome::Cancelled),
         (Lane::consent, Event::Reset, Outcome::Closed),
-        (
-            || {
-                let mut lane = Lane::new();
-                lane.scan(TOKEN_QR, None, 1);
-                lane
-            },
-            Event::Cancel,
-            Outcome::Cancelled,
-        ),
-        (
-            || {
-                let mut lane = Lane::new();
-                lane.scan(TOKEN_QR, None, 1);
-                lane
-            },
-            Event::Reset,
-            Outcome::Closed,
-        ),
+        (Lane::exchanging, Event::Cancel, Outcome::Cancelled),
+        (Lane::exchanging, Event::Reset, Outcome::Closed),
     ];
     for (build, event, outcome) in cases {
         let mut lane = build();
         lane.feed(event);
         assert!(lane.session.is_idle());
         assert_eq!(ended_with(&lane.fx), Some(outcome));
-        assert!(
-            !lane
-                .fx
-                .iter()
-                .any(|e| matches!(e, Effect::Record(Fact::PaymentFinished { .. })))
-        );
+        assert!(!payment_finished(&lane.fx));
     }
 }
 
@@ -1844,8 +1811,7 @@ fn vipps_unavailable_is_told_once_and_the_payment_still_followed() {
     });
     assert!(lane.fx.is_empty(), "told once: {:?}", lane.fx);
     lane.tick_deadline();
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Created, agg(0, 0, 0));
+    lane.read_answered(PaymentState::Created, agg(0, 0, 0));
     assert!(notified(&lane.fx, |t| *t == TerminalEvent::VippsAvailable));
 }
 
@@ -1999,12 +1965,7 @@ fn a_cancel_while_a_capture_is_owed_is_journalled_and_carried_out_before_the_out
         None,
         "never captured after a cancel"
     );
-    let call = lane.call("cancel");
-    lane.feed(Event::PaymentCancelled {
-        call,
-        state: PaymentState::Authorized,
-        aggregate: agg(10_000, 0, 10_000),
-    });
+    lane.cancel_answered(PaymentState::Authorized, agg(10_000, 0, 10_000));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Cancelled));
 }
 
@@ -2140,6 +2101,21 @@ fn requested(attempt: u32) -> JournalRecord {
     }
 }
 
+/// A session whose member was identified, as journalled by older versions (two records) and by
+/// this one (one record).
+fn started_member_journals() -> [Vec<JournalRecord>; 2] {
+    [
+        vec![
+            JournalRecord::SessionStarted,
+            identified("4791234567", Membership::Member),
+        ],
+        vec![JournalRecord::SessionStartedIdentified {
+            msisdn: msisdn("4791234567"),
+            membership: Membership::Member,
+        }],
+    ]
+}
+
 fn recover(records: &[JournalRecord]) -> Lane {
     let mut lane = Lane::new();
     let t = Session::recover(lane_id(), sid(7), records, lane.now, &lane.cfg);
@@ -2151,19 +2127,21 @@ fn recover(records: &[JournalRecord]) -> Lane {
 
 #[test]
 fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_keys() {
-    let identified = JournalRecord::CustomerIdentified {
-        msisdn: msisdn("4791234567"),
-        membership: Membership::Member,
-    };
-    let records = vec![JournalRecord::SessionStarted, identified, requested(1)];
-    let mut lane = recover(&records);
-    assert_eq!(lane.label(), "awaiting_payment");
-    assert_eq!(lane.session.session_id(), Some(&sid(7)));
-    assert_eq!(lane.session.membership(), Some(Membership::Member));
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
     let key = key_of(7, KeyedOperation::Capture);
-    assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
+    for started in started_member_journals() {
+        let records = [started, vec![requested(1)]].concat();
+        let mut lane = recover(&records);
+        assert_eq!(lane.label(), "awaiting_payment");
+        assert_eq!(lane.session.session_id(), Some(&sid(7)));
+        assert_eq!(lane.session.membership(), Some(Membership::Member));
+        lane.read_answered(PaymentState::Authorized, agg(4_200, 0, 0));
+        assert!(lane.fx.iter().any(|e| matches!(e, Effect::CapturePayment { idempotency_key, amount, .. } if *idempotency_key == key && *amount == Amount::nok(4_200))));
+    }
+    let records = vec![
+        JournalRecord::SessionStarted,
+        identified("4791234567", Membership::Member),
+        requested(1),
+    ];
 
     // Not found after a restart: never created again.
     let mut lane = recover(&records);
@@ -2196,8 +2174,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
         },
         capture,
     ]);
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 4_200, 0));
+    lane.read_answered(PaymentState::Authorized, agg(4_200, 4_200, 0));
     assert_eq!(ended_with(&lane.fx), Some(Outcome::Paid));
 
     // A cashier cancel was in flight: an authorised payment is cancelled in full.
@@ -2208,8 +2185,7 @@ fn recovery_reads_a_payment_in_flight_back_and_finishes_it_with_the_journalled_k
         attempt: 1,
     };
     let mut lane = recover(&[requested(1), cancel]);
-    let read = lane.call("read");
-    lane.status(read, PaymentState::Authorized, agg(4_200, 0, 0));
+    lane.read_answered(PaymentState::Authorized, agg(4_200, 0, 0));
     assert!(lane.fx.iter().any(|e| matches!(
         e,
         Effect::CancelPayment {
@@ -2254,15 +2230,11 @@ fn recovery_of_the_rest() {
     lane.feed(Event::LoginDenied { call });
     assert_eq!(lane.label(), "ready_for_payment");
     // Nothing in flight: closed as interrupted.
-    let lane = recover(&[
-        JournalRecord::SessionStarted,
-        JournalRecord::CustomerIdentified {
-            msisdn: msisdn("4791234567"),
-            membership: Membership::Member,
-        },
-    ]);
-    assert!(lane.session.is_idle());
-    assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+    for started in started_member_journals() {
+        let lane = recover(&started);
+        assert!(lane.session.is_idle());
+        assert_eq!(ended_with(&lane.fx), Some(Outcome::Interrupted));
+    }
 }
 
 fn kari() -> Userinfo {
@@ -2497,11 +2469,7 @@ fn a_token_from_a_poll_that_had_timed_out_is_still_taken() {
         }),
         Disposition::Ignored(IgnoreReason::StaleAnswer)
     );
-    lane.feed(Event::LoginConsented {
-        call: first,
-        auth_req_id: "req-1".into(),
-        token: token(),
-    });
+    lane.feed(token_granted(first));
     assert_eq!(lane.disposition, Disposition::Applied);
     assert_eq!(lane.label(), "awaiting_member_store");
     assert!(persisted(&lane.fx, "enrollment_consented").is_some());

@@ -444,14 +444,7 @@ impl Store {
         self.call(move |conn| {
             let seq = journal::append(conn, &lane, &session, &kind, &payload?)?;
             if let Some(p) = &side.payment {
-                payments::record_payment(
-                    conn,
-                    &p.reference,
-                    &lane,
-                    &session,
-                    p.amount,
-                    p.state.as_str(),
-                )?;
+                payments::record_payment(conn, &p.reference, &lane, &session, p.amount, p.state)?;
             }
             if let Some(k) = &side.idempotency_key {
                 payments::record_idempotency_key(
@@ -605,12 +598,11 @@ impl Store {
         lane: &LaneId,
         session: &str,
         amount: Amount,
-        state: &str,
+        state: PaymentIndexState,
     ) -> impl Future<Output = Result<()>> + Send + 'static {
-        let (reference, lane) = (reference.clone(), lane.clone());
-        let (session, state) = (session.to_owned(), state.to_owned());
+        let (reference, lane, session) = (reference.clone(), lane.clone(), session.to_owned());
         self.call(move |conn| {
-            payments::record_payment(conn, &reference, &lane, &session, amount, &state)
+            payments::record_payment(conn, &reference, &lane, &session, amount, state)
         })
     }
 
@@ -1168,8 +1160,8 @@ mod tests {
         let payment = payment.unwrap().unwrap();
         assert_eq!((payment.lane, payment.session.as_str()), (l.clone(), "s1"));
         assert_eq!(
-            (payment.amount, payment.state.as_str()),
-            (Amount::nok(23990), "REQUESTED")
+            (payment.amount, payment.state),
+            (Amount::nok(23990), PaymentIndexState::Requested)
         );
         let key = store.idempotency_key(&l, "s1", "create").await.unwrap();
         assert_eq!(key, Some("key-1".parse().unwrap()));

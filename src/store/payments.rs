@@ -81,8 +81,9 @@ pub struct PaymentRecord {
     pub lane: LaneId,
     pub session: String,
     pub amount: Amount,
-    /// The last known state, e.g. `CREATED`, `AUTHORIZED`, `ABORTED`.
-    pub state: String,
+    /// The last known state. Text in the file that names none of the states is refused as
+    /// corrupt when read: lanehub never wrote any other.
+    pub state: PaymentIndexState,
     /// Minor units captured so far (from the payment's `aggregate`).
     pub captured: u64,
     /// Minor units refunded so far.
@@ -94,18 +95,25 @@ pub struct PaymentRecord {
 /// A change to a recorded payment; `None` keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PaymentUpdate {
-    pub state: Option<String>,
+    pub state: Option<PaymentIndexState>,
     pub captured: Option<u64>,
     pub refunded: Option<u64>,
 }
 
 impl PaymentUpdate {
     /// An update of the state alone.
-    pub fn state(state: impl Into<String>) -> Self {
+    pub fn state(state: PaymentIndexState) -> Self {
         Self {
-            state: Some(state.into()),
+            state: Some(state),
             ..Self::default()
         }
+    }
+
+    /// Whether applying it would change `payment`'s row.
+    pub fn changes(&self, payment: &PaymentRecord) -> bool {
+        self.state.is_some_and(|s| s != payment.state)
+            || self.captured.is_some_and(|c| c != payment.captured)
+            || self.refunded.is_some_and(|r| r != payment.refunded)
     }
 }
 
@@ -145,10 +153,9 @@ pub(crate) fn record_payment(
     lane: &LaneId,
     session: &str,
     amount: Amount,
-    state: &str,
+    state: PaymentIndexState,
 ) -> Result<()> {
     check_session(session)?;
-    check_label("payment state", state, 32)?;
     let value = to_sql_amount(amount.value)?;
     if let Some(existing) = select(conn, reference)? {
         if existing.lane == *lane && existing.session == session && existing.amount == amount {
@@ -170,20 +177,26 @@ pub(crate) fn record_payment(
         session,
         amount.currency.as_str(),
         value,
-        state,
+        state.as_str(),
         now
     ])?;
     Ok(())
 }
 
-/// Applies `update` and returns the payment as stored afterwards.
+/// Applies `update` and returns the payment as stored afterwards. An update that changes
+/// nothing writes nothing (`updated_at` stays): most answers and webhooks repeat what the index
+/// already holds, and a write would cost the store a sync for nothing.
 pub(crate) fn update_payment(
     conn: &Connection,
     reference: &PaymentReference,
     update: &PaymentUpdate,
 ) -> Result<PaymentRecord> {
-    if let Some(state) = &update.state {
-        check_label("payment state", state, 32)?;
+    let unknown = || StoreError::UnknownPayment {
+        reference: reference.to_string(),
+    };
+    let stored = select(conn, reference)?.ok_or_else(unknown)?;
+    if !update.changes(&stored) {
+        return Ok(stored);
     }
     let captured = update.captured.map(to_sql_amount).transpose()?;
     let refunded = update.refunded.map(to_sql_amount).transpose()?;
@@ -197,19 +210,15 @@ pub(crate) fn update_payment(
         )?
         .execute(params![
             reference.as_str(),
-            update.state,
+            update.state.map(PaymentIndexState::as_str),
             captured,
             refunded,
             format_time(&Utc::now())
         ])?;
     if changed == 0 {
-        return Err(StoreError::UnknownPayment {
-            reference: reference.to_string(),
-        });
+        return Err(unknown());
     }
-    select(conn, reference)?.ok_or_else(|| StoreError::UnknownPayment {
-        reference: reference.to_string(),
-    })
+    select(conn, reference)?.ok_or_else(unknown)
 }
 
 /// One payment by reference.
@@ -302,7 +311,10 @@ impl RawPayment {
                     .map_err(|e| StoreError::corrupt("payment currency", e))?,
                 minor("payment amount", self.amount)?,
             ),
-            state: self.state,
+            state: self
+                .state
+                .parse()
+                .map_err(|e| StoreError::corrupt("payment state", e))?,
             captured: minor("captured amount", self.captured)?,
             refunded: minor("refunded amount", self.refunded)?,
             created_at: parse_time("payment created_at", &self.created_at)?,
@@ -394,19 +406,31 @@ mod tests {
         (dir, conn)
     }
 
+    /// A database holding one payment of 1 kr, `REQUESTED`.
+    fn requested_payment() -> (tempfile::TempDir, Connection, PaymentReference) {
+        let (dir, conn) = db();
+        let r: PaymentReference = "lane-1-0001".parse().unwrap();
+        let lane: LaneId = "lane-1".parse().unwrap();
+        let requested = PaymentIndexState::Requested;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(100), requested).unwrap();
+        (dir, conn, r)
+    }
+
     #[test]
     fn payment_is_recorded_updated_and_listed() {
         let (_dir, conn) = db();
         let r: PaymentReference = "lane-1-0001".parse().unwrap();
         let lane: LaneId = "lane-1".parse().unwrap();
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
+        let created = PaymentIndexState::Created;
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), created).unwrap();
         // A retry of the same record is fine; other details are a conflict.
-        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), "CREATED").unwrap();
-        let err = record_payment(&conn, &r, &lane, "s1", Amount::nok(1), "CREATED").unwrap_err();
+        record_payment(&conn, &r, &lane, "s1", Amount::nok(23990), created).unwrap();
+        let err = record_payment(&conn, &r, &lane, "s1", Amount::nok(1), created).unwrap_err();
         assert_eq!(err.kind(), "payment_conflict");
 
-        let p = update_payment(&conn, &r, &PaymentUpdate::state("AUTHORIZED")).unwrap();
-        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 0));
+        let authorized = PaymentUpdate::state(PaymentIndexState::Authorized);
+        let p = update_payment(&conn, &r, &authorized).unwrap();
+        assert_eq!((p.state, p.captured), (PaymentIndexState::Authorized, 0));
         let p = update_payment(
             &conn,
             &r,
@@ -416,16 +440,82 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((p.state.as_str(), p.captured), ("AUTHORIZED", 23990));
+        assert_eq!(
+            (p.state, p.captured),
+            (PaymentIndexState::Authorized, 23990)
+        );
         assert_eq!(payments(&conn).unwrap(), vec![p.clone()]);
         assert_eq!(payment(&conn, &r).unwrap(), Some(p));
 
         let unknown: PaymentReference = "nope-nope".parse().unwrap();
-        let err = update_payment(&conn, &unknown, &PaymentUpdate::state("X")).unwrap_err();
+        let err = update_payment(&conn, &unknown, &authorized).unwrap_err();
         assert_eq!(err.kind(), "unknown_payment");
-        let err =
-            record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), "C").unwrap_err();
+        let err = record_payment(&conn, &unknown, &lane, "s", Amount::nok(u64::MAX), created)
+            .unwrap_err();
         assert_eq!(err.kind(), "invalid_input");
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_writes_nothing() {
+        let (_dir, conn, r) = requested_payment();
+        let captured = PaymentUpdate {
+            state: Some(PaymentIndexState::Authorized),
+            captured: Some(100),
+            refunded: Some(0),
+        };
+        let writes = conn.total_changes();
+        let first = update_payment(&conn, &r, &captured).unwrap();
+        assert_eq!(conn.total_changes(), writes + 1, "a change is written");
+        assert_eq!(
+            (first.state, first.captured),
+            (PaymentIndexState::Authorized, 100)
+        );
+        // The same answer again, and parts of it: the row stays as it is, its time too.
+        let same_state = PaymentUpdate::state(PaymentIndexState::Authorized);
+        for again in [captured.clone(), same_state, PaymentUpdate::default()] {
+            assert!(!again.changes(&first), "{again:?}");
+            assert_eq!(update_payment(&conn, &r, &again).unwrap(), first);
+            assert_eq!(conn.total_changes(), writes + 1, "{again:?} wrote");
+        }
+        // Any one field that differs is written.
+        for change in [
+            PaymentUpdate::state(PaymentIndexState::Terminated),
+            PaymentUpdate {
+                captured: Some(50),
+                ..Default::default()
+            },
+            PaymentUpdate {
+                refunded: Some(20),
+                ..Default::default()
+            },
+        ] {
+            let writes = conn.total_changes();
+            assert!(change.changes(&payment(&conn, &r).unwrap().unwrap()));
+            update_payment(&conn, &r, &change).unwrap();
+            assert_eq!(conn.total_changes(), writes + 1, "{change:?} not written");
+        }
+        let last = payment(&conn, &r).unwrap().unwrap();
+        assert_eq!(
+            (last.state, last.captured, last.refunded),
+            (PaymentIndexState::Terminated, 50, 20)
+        );
+    }
+
+    #[test]
+    fn states_are_stored_by_name_and_an_unknown_name_in_the_file_is_corrupt() {
+        let (_dir, conn, r) = requested_payment();
+        let not_created = PaymentUpdate::state(PaymentIndexState::NotCreated);
+        update_payment(&conn, &r, &not_created).unwrap();
+        let stored: String = conn
+            .query_row("SELECT state FROM payments", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(stored, "NOT_CREATED");
+
+        conn.execute("UPDATE payments SET state = 'RESERVED'", [])
+            .unwrap();
+        let err = payment(&conn, &r).unwrap_err();
+        assert_eq!(err.kind(), "corrupt");
+        assert!(err.to_string().contains("`RESERVED`"), "{err}");
     }
 
     #[test]
@@ -459,10 +549,11 @@ mod tests {
             "lane-1-000b".parse().unwrap(),
         );
         for r in [&a, &b] {
-            let state = PaymentIndexState::Requested.as_str();
+            let state = PaymentIndexState::Requested;
             record_payment(&conn, r, &lane, "s1", Amount::nok(100), state).unwrap();
         }
-        update_payment(&conn, &b, &PaymentUpdate::state("NOT_CREATED")).unwrap();
+        let not_created = PaymentUpdate::state(PaymentIndexState::NotCreated);
+        update_payment(&conn, &b, &not_created).unwrap();
         let listed = |state| -> Vec<_> {
             let rows = payments_in_state(&conn, state).unwrap();
             rows.into_iter().map(|p| p.reference).collect()

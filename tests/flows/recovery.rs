@@ -308,7 +308,15 @@ async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_cr
     let lane: lanehub::domain::LaneId = "1".parse().unwrap();
     let (session, _) = journal_payment_requested(&store, &lane, vec![]).await;
     drop(store);
+    recover_a_create_that_never_left(data, &session).await;
+}
 
+/// Starts lanehub on `data`, whose open `session` requested a payment that never reached Vipps,
+/// and checks what the recovered session did; the lane as it ended.
+async fn recover_a_create_that_never_left(
+    data: tempfile::TempDir,
+    session: &lanehub::session::SessionId,
+) -> Value {
     // At start the lane reads the payment back, finds none, and never creates it afresh: the
     // cashier is sent to another payment method rather than risk a second charge later.
     let hub = start_on(fast_settings(), data).await;
@@ -325,6 +333,7 @@ async fn a_crash_after_the_create_key_was_written_but_before_the_request_left_cr
     );
     assert!(hub.sim.payments().await.is_empty());
     hub.assert_journal_closed().await;
+    ended
 }
 
 #[actix_web::test]
@@ -508,4 +517,55 @@ async fn a_running_lanehub_prunes_sessions_closed_longer_ago_than_the_retention(
     );
     let count = |sql: &str| common::sql_int(&db, sql);
     assert_eq!(count("SELECT count(*) FROM sessions"), 1);
+}
+
+#[actix_web::test]
+async fn journals_of_this_and_of_older_versions_recover_the_identified_customer() {
+    use lanehub::domain::Amount;
+    use lanehub::session::{JournalRecord, KeyedOperation, Membership, SessionId};
+    let phone: lanehub::domain::Msisdn = MEMBER.parse().unwrap();
+    let identified = Membership::Member;
+    // Older versions journal a checkout's start and its customer apart; this one in one record.
+    let journals = [
+        vec![
+            JournalRecord::SessionStarted,
+            JournalRecord::CustomerIdentified {
+                msisdn: phone.clone(),
+                membership: identified,
+            },
+        ],
+        vec![JournalRecord::SessionStartedIdentified {
+            msisdn: phone.clone(),
+            membership: identified,
+        }],
+    ];
+    for started in journals {
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).await.unwrap();
+        let lane: lanehub::domain::LaneId = "1".parse().unwrap();
+        let session = SessionId::from_uuid(uuid::Uuid::new_v4());
+        let reference = lanehub::session::payment_reference(&lane, &session);
+        // A create that never reached Vipps.
+        let requested = JournalRecord::PaymentRequested {
+            idempotency_key: KeyedOperation::Create.key(&session, &reference),
+            reference,
+            amount: Amount::nok(AMOUNT),
+            msisdn: phone.clone(),
+            description: "Groceries".into(),
+            receipt_number: None,
+            attempt: 1,
+        };
+        for record in started.iter().chain([&requested]) {
+            let kind = record.kind();
+            store
+                .append(&lane, session.as_str(), kind, record)
+                .await
+                .unwrap();
+        }
+        drop(store);
+
+        // The session ends with its customer as the journal knew them.
+        let ended = recover_a_create_that_never_left(data, &session).await;
+        assert_eq!(ended["lastSession"]["customer"]["member"], true, "{ended}");
+    }
 }

@@ -3,6 +3,7 @@
 //! after its session gave up.
 
 use super::*;
+use lanehub::store::PaymentIndexState;
 
 /// [`fast_settings`] that give up on a Vipps call after `retry_deadline` (retrying every 50 to
 /// 100 ms) and open the circuit at the first failure, for `cool_down`.
@@ -270,7 +271,7 @@ async fn seed_unconfirmed(store: &Store, lane: &lanehub::domain::LaneId) -> Stri
             lane,
             session.as_str(),
             Amount::nok(AMOUNT),
-            "REQUESTED",
+            PaymentIndexState::Requested,
         )
         .await
         .unwrap();
@@ -322,7 +323,8 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
     let (late_state, never_state) = loop {
         let late_row = hub.indexed(&late).await;
         let never_row = hub.indexed(&never).await;
-        if late_row.state != "REQUESTED" && never_row.state != "REQUESTED" {
+        let requested = PaymentIndexState::Requested;
+        if late_row.state != requested && never_row.state != requested {
             break (late_row.state, never_row.state);
         }
         assert!(
@@ -341,8 +343,8 @@ async fn a_payment_that_reaches_vipps_after_its_session_gave_up_is_cancelled() {
             || (at_vipps["state"] == "AUTHORIZED" && cancelled == Some(AMOUNT)),
         "the late payment is cancelled: {at_vipps}"
     );
-    assert_eq!(late_state, at_vipps["state"].as_str().unwrap());
+    assert_eq!(late_state.as_str(), at_vipps["state"].as_str().unwrap());
     assert_eq!(captured(&at_vipps), 0);
     // The other one never came: after the window it is known not to exist.
-    assert_eq!(never_state, "NOT_CREATED");
+    assert_eq!(never_state, PaymentIndexState::NotCreated);
 }

@@ -5,7 +5,9 @@
 use std::collections::HashSet;
 
 use lanehub::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
-use lanehub::store::{CLOSED_KIND, OpenMode, PaymentUpdate, SCHEMA_VERSION, Store};
+use lanehub::store::{
+    CLOSED_KIND, OpenMode, PaymentIndexState, PaymentUpdate, SCHEMA_VERSION, Store,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
@@ -105,7 +107,13 @@ async fn keys_payments_and_settings_survive_reopen() {
         .await
         .unwrap();
     store
-        .record_payment(&reference, &l, "s1", Amount::nok(23990), "CREATED")
+        .record_payment(
+            &reference,
+            &l,
+            "s1",
+            Amount::nok(23990),
+            PaymentIndexState::Created,
+        )
         .await
         .unwrap();
     store.put_setting("webhook.id", "7b6f3c2a").await.unwrap();
@@ -141,7 +149,7 @@ async fn keys_payments_and_settings_survive_reopen() {
         .update_payment(
             &reference,
             PaymentUpdate {
-                state: Some("AUTHORIZED".into()),
+                state: Some(PaymentIndexState::Authorized),
                 captured: Some(23990),
                 refunded: None,
             },

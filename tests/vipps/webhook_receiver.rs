@@ -68,7 +68,7 @@ async fn setup_for(url: &str) -> (Store, Lanes, web::Data<WebhookReceiver>) {
             &lane,
             "0123456789abcdef",
             Amount::nok(100),
-            "CREATED",
+            lanehub::store::PaymentIndexState::Created,
         )
         .await
         .unwrap();

@@ -209,7 +209,7 @@ async fn record(
     aggregate: Option<&Aggregate>,
 ) -> bool {
     let update = PaymentUpdate {
-        state: Some(state.as_str().to_owned()),
+        state: Some(state),
         captured: aggregate.map(|a| a.captured_amount.value),
         refunded: aggregate.map(|a| a.refunded_amount.value),
     };
