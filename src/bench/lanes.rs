@@ -282,9 +282,8 @@ struct Terminal {
     probe: Arc<LaneProbe>,
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Where a terminal's commands go. Its events are read from the lane's broadcast in both cases:
 /// a real terminal parses them on its own device, so that work is not lanehub's.
@@ -308,9 +307,7 @@ impl Link {
         let mut request = url
             .into_client_request()
             .map_err(|e| format!("lane WebSocket: {e}"))?;
-        let auth = bearer
-            .parse()
-            .map_err(|e| format!("lane WebSocket: {e}"))?;
+        let auth = bearer.parse().map_err(|e| format!("lane WebSocket: {e}"))?;
         request.headers_mut().insert("authorization", auth);
         // Small messages both ways: Nagle's algorithm would hold each back for an ACK.
         let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
