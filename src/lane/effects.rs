@@ -13,7 +13,7 @@ use crate::session::{
 use crate::store::{Member, MembershipStore, PaymentUpdate, Store};
 use crate::vipps::actor::VippsHandle;
 use crate::vipps::convert::{
-    aggregate, call_error, create_request, enrolled_member, login_access_token, state, userinfo,
+    aggregate, call_error, create_request, enrolled_member, login_access_token, userinfo,
 };
 use crate::vipps::error::VippsError;
 use crate::vipps::models::{self, AuthReqId, LoginPoll, LoginRequest, LoginToken};
@@ -269,7 +269,7 @@ fn answered(
             return (Some(event), None);
         }
     };
-    let (state, aggregate) = (state(payment_state), aggregate(&agg));
+    let (state, aggregate) = (payment_state, aggregate(&agg));
     let event = match kind {
         PaymentCall::Read => Event::PaymentStatus {
             call,

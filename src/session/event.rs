@@ -469,9 +469,11 @@ impl PayRequest {
     }
 }
 
-/// ePayment's payment state. After capture, cancel or refund it stays `Authorized`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// ePayment's payment state, as the wire names it (`vipps::models` uses this one too). After
+/// capture, cancel or refund it stays `Authorized`: read `aggregate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentState {
     Created,
     Authorized,
@@ -481,14 +483,14 @@ pub enum PaymentState {
 }
 
 impl PaymentState {
+    /// The name Vipps gives the state, e.g. `AUTHORIZED`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentState::Created => "CREATED",
-            PaymentState::Authorized => "AUTHORIZED",
-            PaymentState::Aborted => "ABORTED",
-            PaymentState::Expired => "EXPIRED",
-            PaymentState::Terminated => "TERMINATED",
-        }
+        self.into()
+    }
+
+    /// Whether the customer or the merchant can still change the state.
+    pub fn is_final(self) -> bool {
+        !matches!(self, PaymentState::Created)
     }
 }
 

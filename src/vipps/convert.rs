@@ -5,9 +5,7 @@
 use secrecy::SecretString;
 
 use crate::domain::{LaneId, Msisdn};
-use crate::session::{
-    Aggregate, CallError, CreatePaymentRequest, LoginAccessToken, PaymentState, Userinfo,
-};
+use crate::session::{Aggregate, CallError, CreatePaymentRequest, LoginAccessToken, Userinfo};
 use crate::store::{Consent, Member, MemberSource};
 use crate::vipps::error::VippsError;
 use crate::vipps::models::{self, LoginToken};
@@ -28,16 +26,6 @@ pub fn call_error(e: &VippsError) -> CallError {
         }
         VippsError::DeadlineExceeded { attempts: 0, .. } => CallError::Unavailable { detail },
         _ => CallError::Unknown { detail },
-    }
-}
-
-pub fn state(s: models::PaymentState) -> PaymentState {
-    match s {
-        models::PaymentState::Created => PaymentState::Created,
-        models::PaymentState::Authorized => PaymentState::Authorized,
-        models::PaymentState::Aborted => PaymentState::Aborted,
-        models::PaymentState::Expired => PaymentState::Expired,
-        models::PaymentState::Terminated => PaymentState::Terminated,
     }
 }
 

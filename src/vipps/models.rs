@@ -606,29 +606,7 @@ pub struct CreatePaymentResponse {
     pub redirect_url: Option<String>,
 }
 
-/// A payment's state. After capture, refund or cancel it stays `Authorized`: read `aggregate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentState {
-    Created,
-    Authorized,
-    Aborted,
-    Expired,
-    Terminated,
-}
-
-impl PaymentState {
-    /// The name Vipps gives the state, e.g. `AUTHORIZED`.
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    /// Whether the customer or the merchant can still change the state.
-    pub fn is_final(self) -> bool {
-        !matches!(self, PaymentState::Created)
-    }
-}
+pub use crate::session::PaymentState;
 
 /// What happened to a payment's money so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -178,7 +178,7 @@ async fn cancel(
     payment: &PaymentRecord,
     seen_in: PaymentState,
 ) -> Result<(PaymentState, Aggregate), VippsError> {
-    let op = KeyedOperation::LateCancel(crate::vipps::convert::state(seen_in));
+    let op = KeyedOperation::LateCancel(seen_in);
     let session: SessionId = payment
         .session
         .parse()
