@@ -130,7 +130,7 @@ impl Application {
             .lanes
             .iter()
             .map(|lane| LaneSpec {
-                handle: LaneHandle::new(lane.id.clone(), initial_snapshot(&lane.id)),
+                handle: LaneHandle::new(lane.id.clone(), LaneSnapshot::before_start(&lane.id)),
                 deps: EffectDeps {
                     lane: lane.id.clone(),
                     vipps: vipps.clone(),
@@ -423,20 +423,6 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
                 key.display()
             )
         })
-}
-
-/// A lane as terminals see it before its actor first runs: down and idle.
-pub(crate) fn initial_snapshot(lane: &LaneId) -> LaneSnapshot {
-    LaneSnapshot {
-        lane: lane.clone(),
-        up: false,
-        state: "idle".into(),
-        session: None,
-        last_session: None,
-        message: None,
-        scanners: vec![],
-        terminal_connected: false,
-    }
 }
 
 /// A demo customer in the loyalty club as if imported, enrolled now (at `lane`, when it has one).

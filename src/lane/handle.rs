@@ -372,7 +372,7 @@ mod tests {
 
     fn lane() -> LaneHandle {
         let id: LaneId = "1".parse().expect("a valid lane id");
-        let snapshot = crate::startup::initial_snapshot(&id);
+        let snapshot = LaneSnapshot::before_start(&id);
         LaneHandle::new(id, snapshot)
     }
 

@@ -31,6 +31,22 @@ pub struct LaneSnapshot {
     pub terminal_connected: bool,
 }
 
+impl LaneSnapshot {
+    /// A lane as terminals see it before its actor first runs: down and idle.
+    pub fn before_start(lane: &LaneId) -> Self {
+        LaneSnapshot {
+            lane: lane.clone(),
+            up: false,
+            state: "idle".into(),
+            session: None,
+            last_session: None,
+            message: None,
+            scanners: vec![],
+            terminal_connected: false,
+        }
+    }
+}
+
 /// A checkout: the one in progress, or the one that ended last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

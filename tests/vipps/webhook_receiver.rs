@@ -75,16 +75,7 @@ async fn setup_for(url: &str) -> (Store, Lanes, web::Data<WebhookReceiver>) {
     let lanes = Lanes::default();
     lanes.insert(LaneHandle::new(
         lane.clone(),
-        LaneSnapshot {
-            lane,
-            up: false,
-            state: "idle".into(),
-            session: None,
-            last_session: None,
-            message: None,
-            scanners: vec![],
-            terminal_connected: false,
-        },
+        LaneSnapshot::before_start(&lane),
     ));
     let receiver = WebhookReceiver::new(url, Duration::from_secs(300)).unwrap();
     receiver.set_secret(SecretString::from(SECRET));
