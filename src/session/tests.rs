@@ -2765,21 +2765,12 @@ fn paying_while_the_customer_has_not_consented_shows_the_enrollment_abandoned() 
 
 #[test]
 fn a_recovered_payment_shows_how_its_enrollment_ended() {
-    let enrolled = recover(&[
-        JournalRecord::SessionStarted,
-        JournalRecord::CustomerIdentified {
-            msisdn: msisdn("4791234567"),
-            membership: Membership::NonMember,
-        },
-        JournalRecord::EnrollmentStarted {
-            msisdn: msisdn("4791234567"),
-            auth_req_id: "req-1".into(),
-        },
+    let enrolled = recover(&enrollment_journal(&[
         JournalRecord::EnrollmentFinished {
             outcome: EnrollmentOutcome::Enrolled,
         },
         requested(1),
-    ]);
+    ]));
     assert_eq!(enrolled.label(), "awaiting_payment");
     assert_eq!(enrollment_shown(&enrolled), Some("enrolled"));
     assert_eq!(enrolled.session.is_member(), Some(true));
