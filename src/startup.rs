@@ -254,6 +254,9 @@ impl Application {
         // count only says so in the log.
         .workers(workers)
         .max_connections(per_worker)
+        // Lane events are small WebSocket frames pushed one after another: with Nagle's
+        // algorithm each waited for the terminal's delayed ACK (up to 40 ms).
+        .tcp_nodelay(true)
         .on_connect(move |_, extensions| {
             extensions.insert(connections.opened());
         });
