@@ -285,6 +285,13 @@ struct Terminal {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// An open lane WebSocket: commands go into `sink`; a reader task reads every frame (as a
+/// terminal does, so pings are answered) and passes on the answers: (status, text).
+struct OpenSocket {
+    sink: futures_util::stream::SplitSink<Socket, tokio_tungstenite::tungstenite::Message>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(u16, String)>,
+}
+
 /// Where a terminal's commands go. Its events are read from the lane's broadcast in both cases:
 /// a real terminal parses them on its own device, so that work is not lanehub's.
 enum Link {
@@ -295,7 +302,10 @@ enum Link {
         bearer: String,
     },
     Socket {
-        socket: Box<Socket>,
+        url: String,
+        bearer: String,
+        /// `None` after a failure: opened again for the next command.
+        socket: Option<OpenSocket>,
         sent: u64,
     },
 }
@@ -303,18 +313,11 @@ enum Link {
 impl Link {
     /// The lane's WebSocket, opened with the admin token.
     async fn socket(url: String, bearer: String) -> Result<Link, String> {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| format!("lane WebSocket: {e}"))?;
-        let auth = bearer.parse().map_err(|e| format!("lane WebSocket: {e}"))?;
-        request.headers_mut().insert("authorization", auth);
-        // Small messages both ways: Nagle's algorithm would hold each back for an ACK.
-        let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-            .await
-            .map_err(|e| format!("lane WebSocket: {e}"))?;
+        let socket = Some(open_socket(&url, &bearer).await?);
         Ok(Link::Socket {
-            socket: Box::new(socket),
+            url,
+            bearer,
+            socket,
             sent: 0,
         })
     }
@@ -345,37 +348,86 @@ impl Link {
                     String::from_utf8_lossy(&text)
                 ))
             }
-            Link::Socket { socket, sent } => {
-                use futures_util::{SinkExt, StreamExt};
-                use tokio_tungstenite::tungstenite::Message;
-                *sent += 1;
-                let message = json!({"id": sent.to_string(), "command": command, "body": body});
-                socket
-                    .send(Message::text(message.to_string()))
+            Link::Socket {
+                url,
+                bearer,
+                socket: slot,
+                sent,
+            } => {
+                let socket = match slot {
+                    Some(socket) => socket,
+                    None => slot.insert(open_socket(url, bearer).await?),
+                };
+                // A refusal keeps the socket; a broken one is opened again for the next command.
+                ask(socket, command, body, sent)
                     .await
-                    .map_err(|e| format!("lane WebSocket: {e}"))?;
-                // Answers come in order, after the events their command caused; the events
-                // are skipped here (they are read from the broadcast).
-                while let Some(frame) = socket.next().await {
-                    let frame = frame.map_err(|e| format!("lane WebSocket: {e}"))?;
-                    let Message::Text(text) = frame else { continue };
-                    if !text.starts_with(r#"{"kind":"answer""#) {
-                        continue;
-                    }
-                    #[derive(serde::Deserialize)]
-                    struct Answer {
-                        status: u16,
-                    }
-                    let answer: Answer = serde_json::from_str(&text)
-                        .map_err(|e| format!("lane WebSocket answer: {e}"))?;
-                    if answer.status == 200 {
-                        return Ok(());
-                    }
-                    return Err(format!("lane WebSocket answered {text}"));
-                }
-                Err("the lane WebSocket closed".into())
+                    .unwrap_or_else(|broken| {
+                        *slot = None;
+                        Err(broken)
+                    })
             }
         }
+    }
+}
+
+/// Opens the lane's WebSocket with `bearer` and starts reading it.
+async fn open_socket(url: &str, bearer: &str) -> Result<OpenSocket, String> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| format!("lane WebSocket: {e}"))?;
+    let auth = bearer.parse().map_err(|e| format!("lane WebSocket: {e}"))?;
+    request.headers_mut().insert("authorization", auth);
+    // Small messages both ways: Nagle's algorithm would hold each back for an ACK.
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        .await
+        .map_err(|e| format!("lane WebSocket: {e}"))?;
+    let (sink, mut stream) = socket.split();
+    let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            status: u16,
+        }
+        // Events are read from the lane's broadcast; only answers are parsed here.
+        while let Some(Ok(frame)) = stream.next().await {
+            let Message::Text(text) = frame else { continue };
+            if !text.starts_with(r#"{"kind":"answer""#) {
+                continue;
+            }
+            let status = serde_json::from_str::<Answer>(&text).map_or(0, |a| a.status);
+            if tx.send((status, text.to_string())).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(OpenSocket { sink, answers })
+}
+
+/// Sends `command` on `socket` and waits for its answer: `Ok(Err(_))` for an answer other than
+/// 200, `Err(_)` when the socket broke.
+async fn ask(
+    socket: &mut OpenSocket,
+    command: &'static str,
+    body: Value,
+    sent: &mut u64,
+) -> Result<Result<(), String>, String> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    *sent += 1;
+    let message = json!({"id": sent.to_string(), "command": command, "body": body});
+    socket
+        .sink
+        .send(Message::text(message.to_string()))
+        .await
+        .map_err(|e| format!("lane WebSocket: {e}"))?;
+    // Answers come in order, one per command.
+    match socket.answers.recv().await {
+        Some((200, _)) => Ok(Ok(())),
+        Some((_, text)) => Ok(Err(format!("lane WebSocket answered {text}"))),
+        None => Err("the lane WebSocket closed".into()),
     }
 }
 
@@ -688,6 +740,8 @@ async fn run_in(
     settings.vipps.max_waiters = settings.vipps.max_waiters.max(lanes * 8);
     settings.api.listen = api;
     settings.api.admin_token = SecretString::from(admin.clone());
+    // Every terminal holds its lane's WebSocket open; HTTP requests and webhooks need room too.
+    settings.api.max_connections = settings.api.max_connections.max(2 * lanes + 512);
     settings.store.data_dir = data_dir.clone();
     settings.lanes = (1..=lanes)
         .map(|i| {
