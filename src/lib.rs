@@ -33,3 +33,18 @@ pub fn install_crypto_provider() {
     // Err means another provider is already installed, which is just as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// An error's kind: its variant's name in snake case, a bounded label for logs and metrics.
+/// Every error that derives `strum::IntoStaticStr` (with `serialize_all = "snake_case"`) has it.
+pub trait ErrorKind {
+    fn kind(&self) -> &'static str;
+}
+
+impl<T> ErrorKind for T
+where
+    for<'a> &'a T: Into<&'static str>,
+{
+    fn kind(&self) -> &'static str {
+        self.into()
+    }
+}

@@ -148,13 +148,6 @@ pub enum LanesBenchError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl LanesBenchError {
-    /// A short, bounded label: the variant's name in snake case.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Process figures
 

@@ -88,13 +88,6 @@ pub enum BenchError {
     Task(#[from] tokio::task::JoinError),
 }
 
-impl BenchError {
-    /// A short, bounded label: the variant's name in snake case.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 fn during(step: &'static str) -> impl FnOnce(VippsError) -> BenchError {
     move |source| BenchError::Vipps { step, source }
 }

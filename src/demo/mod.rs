@@ -136,12 +136,6 @@ pub enum DemoError {
     LaneCount(u16),
 }
 
-impl DemoError {
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// A lane the demo opens, with the token a terminal signs in with.
 #[derive(Debug, Clone)]
 pub struct DemoLane {
@@ -365,6 +359,7 @@ impl Demo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     fn defaults() -> Settings {
         Settings::load(None, Vec::new()).expect("the built-in defaults load")

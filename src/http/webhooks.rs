@@ -15,6 +15,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::ErrorKind;
 use crate::domain::PaymentReference;
 use crate::lane::Lanes;
 use crate::metrics as m;

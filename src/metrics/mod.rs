@@ -151,13 +151,6 @@ pub enum MetricsError {
     Upkeep(#[source] std::io::Error),
 }
 
-impl MetricsError {
-    /// A short, bounded label for logs: the variant's name in snake case.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// The installed recorder: renders the text served at `GET /metrics`. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct MetricsHandle {

@@ -200,13 +200,6 @@ pub enum BarcodeError {
     CheckDigit { expected: u8, found: u8 },
 }
 
-impl BarcodeError {
-    /// A short, bounded label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 impl FromStr for Barcode {
     type Err = BarcodeError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -78,13 +78,6 @@ pub enum DecodeError {
     EmptyScan,
 }
 
-impl DecodeError {
-    /// A short, bounded label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// Splits a leading AIM symbology identifier (`]`, a symbology letter, a modifier character)
 /// off `text`.
 pub(crate) fn split_aim(text: &str) -> (Option<&str>, &str) {

@@ -39,12 +39,6 @@ pub enum DeviceError {
     Read(String),
 }
 
-impl DeviceError {
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// One HID interface as `scanner list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HidDeviceSummary {

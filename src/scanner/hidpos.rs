@@ -179,6 +179,7 @@ fn aim_label(aim: Option<[u8; 3]>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     /// A well-formed report carrying `data` (at most 56 bytes).
     fn report(aim: &[u8; 3], data: &[u8], more: bool) -> Vec<u8> {

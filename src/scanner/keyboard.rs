@@ -311,6 +311,7 @@ fn keypad_char(layout: KeyboardLayout, key: u8) -> Option<char> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     const SHIFT: u8 = LEFT_SHIFT;
     const ALTGR: u8 = RIGHT_ALT;
@@ -370,7 +371,7 @@ mod tests {
         fn errors(&self) -> Vec<&'static str> {
             self.outcomes
                 .iter()
-                .filter_map(|o| o.as_ref().err().map(DecodeError::kind))
+                .filter_map(|o| o.as_ref().err().map(ErrorKind::kind))
                 .collect()
         }
     }

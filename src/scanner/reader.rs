@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::ErrorKind;
 use crate::config::{ScannerRole, ScannerSettings, ScannerSource};
 use crate::scanner::classify::{ScanKind, classify};
 use crate::scanner::decode::{DecodeError, MAX_SCAN_BYTES, ReportDecoder, Scan};
@@ -129,12 +130,6 @@ pub enum SpawnError {
     Thread(#[source] std::io::Error),
 }
 
-impl SpawnError {
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 /// Why `ScannerHandle::push` refused a text; `kind()` is the variant's name in snake_case.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
@@ -149,12 +144,6 @@ pub enum PushError {
     Full,
     #[error("the lane no longer receives scans")]
     Closed,
-}
-
-impl PushError {
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
 }
 
 /// One running scanner: its state, its counters, and for simulated and terminal scanners a way

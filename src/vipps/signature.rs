@@ -40,13 +40,6 @@ pub enum SignatureError {
     StaleDate,
 }
 
-impl SignatureError {
-    /// The variant's name in snake case.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
-}
-
 const AUTH_PREFIX: &str = "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=";
 
 /// base64(SHA-256(body)).

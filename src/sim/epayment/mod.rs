@@ -31,6 +31,7 @@ use super::customers::{Behaviour, Customers};
 use super::problem::Problem;
 use super::ratelimit::{self, Limit, RateLimiter};
 use super::webhooks::Webhooks;
+use crate::ErrorKind;
 use crate::domain::{IdempotencyKey, Msisdn, PaymentReference};
 use crate::vipps::Operation;
 

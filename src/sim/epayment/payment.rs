@@ -222,11 +222,6 @@ impl PaymentError {
             PaymentError::ApproveFailed(_) => "Approve failed",
         }
     }
-
-    /// A short, bounded label for logs and metrics: the variant's name in snake case.
-    pub fn kind(&self) -> &'static str {
-        self.into()
-    }
 }
 
 /// One entry of the event log.
