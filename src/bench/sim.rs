@@ -307,8 +307,7 @@ impl EmbeddedSim {
         .disable_signals()
         .listen(listener)?
         .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let handle = crate::sim::spawn_server(server);
         let state = sim.state().clone();
         let (tick_tx, ticks) = watch::channel(state.clock.now());
         let ticker = crate::sim::spawn_ticker(state.clone(), tick, move |now| {

@@ -145,8 +145,7 @@ impl Simulator {
         .disable_signals()
         .listen(listener)?
         .run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let handle = spawn_server(server);
         let ticker = spawn_ticker(self.state.clone(), TICK, |_| {});
         tracing::info!(%addr, "Vipps simulator listening");
         Ok(SimServer {
@@ -156,6 +155,13 @@ impl Simulator {
             ticker,
         })
     }
+}
+
+/// Runs an HTTP server in the background on the current actix system; the handle stops it.
+pub fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle {
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    handle
 }
 
 /// Ticks `state` every `every` (a tick waits for room in the webhook queues it filled), then
