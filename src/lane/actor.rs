@@ -430,6 +430,22 @@ impl LaneActor {
     }
 
     fn recover(&mut self, open: Vec<crate::store::SessionJournal>, ctx: &mut Context<Self>) {
+        // A checkout is journalled with its customer, so one the previous incarnation showed
+        // before it failed may have left no trace: nothing of it reached Vipps, and the terminal
+        // is told it was interrupted rather than see it vanish.
+        let shown = self.spec.handle.snapshot().session;
+        if let Some(mut view) =
+            shown.filter(|v| v.outcome.is_none() && !open.iter().any(|j| j.session == v.id))
+        {
+            tracing::info!(lane = %self.lane(), session = %view.id, "a checkout not yet journalled ended with the lane's failure");
+            let ended = TerminalEvent::SessionEnded {
+                outcome: Outcome::Interrupted,
+                amount: None,
+            };
+            self.message = Some(cashier_message(&ended));
+            view.outcome = Some(Outcome::Interrupted.label().to_owned());
+            self.last_session = Some(view);
+        }
         // Only the newest open session can be in flight; older ones were left by a crash between
         // ending and closing, and are closed here with the outcome they journalled.
         for journal in open {
