@@ -2733,17 +2733,9 @@ fn the_enrollment_view_follows_the_session_and_keeps_its_outcome_until_the_custo
     assert_eq!(enrollment_shown(&lane), None);
     lane.feed(Event::Enroll);
     assert_eq!(enrollment_shown(&lane), Some("starting"));
-    let call = lane.call("start_login");
-    lane.feed(Event::LoginStarted {
-        call,
-        auth_req_id: "req-1".into(),
-        interval: Duration::from_secs(5),
-        expires_in: Duration::from_secs(600),
-    });
+    lane.login_started();
     assert_eq!(enrollment_shown(&lane), Some("awaiting_consent"));
-    lane.tick_deadline();
-    let call = lane.call("poll_login");
-    lane.feed(Event::LoginDenied { call });
+    lane.poll_answered(|call| Event::LoginDenied { call });
     assert_eq!(lane.label(), "ready_for_payment");
     assert_eq!(enrollment_shown(&lane), Some("denied"));
     // The outcome stays while the customer pays …
