@@ -79,9 +79,11 @@ fn settings() -> Settings {
     s.vipps.circuit_cool_down = ms(500);
     // The panics below are the test's, not a broken lane's: room for all of them.
     s.supervisor.max_restarts = 50;
-    // A create processed after its session gave up is looked for, and cancelled, quickly.
+    // A create processed after its session gave up is looked for, and cancelled, quickly. The
+    // window leaves room for a hung create (1.5 s) on a loaded CI machine: a create that lands
+    // after it is, by design, no longer looked for.
     s.supervisor.unconfirmed_payment_interval = ms(200);
-    s.supervisor.unconfirmed_payment_window = Duration::from_secs(5);
+    s.supervisor.unconfirmed_payment_window = Duration::from_secs(15);
     s.lanes = (1..=LANES)
         .map(|lane| LaneSettings {
             id: lane.to_string().parse().expect("a lane id"),
@@ -462,10 +464,13 @@ async fn checkouts_end_truthfully_under_vipps_faults_and_lane_panics() {
                 assert_eq!(amount(&p, "capturedAmount"), 0, "{p}");
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "told \"did not reach Vipps\", yet left open at Vipps: {p}"
-            );
+            if Instant::now() >= deadline {
+                let index = store.payments().await.expect("the payments index reads");
+                let ours = index.iter().find(|r| r.reference.as_str() == reference);
+                panic!(
+                    "told \"did not reach Vipps\", yet left open at Vipps: {p}; index: {ours:?}"
+                );
+            }
             tokio::time::sleep(POLL).await;
         }
     }
