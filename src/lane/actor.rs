@@ -19,7 +19,7 @@ use super::messages::{
 };
 use super::pipeline::{Work, spawn_pipeline};
 use super::view::{
-    CashierMessage, CustomerView, LaneEventKind, LaneSnapshot, PaymentView, ScannerView,
+    CashierMessage, CustomerView, Ending, LaneEventKind, LaneSnapshot, PaymentView, ScannerView,
     SessionView,
 };
 use crate::config::{ScannerSettings, ScannerSource};
@@ -124,6 +124,8 @@ impl LaneActor {
 
     fn apply(&mut self, t: Transition, ctx: &mut Context<Self>) -> Disposition {
         let before = self.session.snapshot();
+        let message_before = self.message.clone();
+        let mut ended = None;
         self.session = t.session;
         let after = self.session.snapshot();
         if after.session_id.is_some() && after.session_id != before.session_id {
@@ -167,19 +169,67 @@ impl LaneActor {
                     self.ended(&outcome, duration);
                     self.last_session = self.session_view(&before, Some(outcome.label()));
                     changed = true;
+                    let (durable, on_disk) = tokio::sync::oneshot::channel();
                     self.work(Work::Close {
-                        session,
+                        session: session.clone(),
                         outcome: outcome.label(),
+                        durable: Some(durable),
                     });
+                    ended = Some((session, on_disk));
                 }
                 call => self.work(Work::Call(call)),
             }
+        }
+        // Only a payment's outcome is held: it is what the cashier hands over goods on, and what
+        // a recovery could contradict. A checkout without one ends at once.
+        if let Some((session, on_disk)) = ended.filter(|_| before.payment.is_some()) {
+            self.hold_end(session, &before, message_before, on_disk, ctx);
         }
         self.schedule(ctx);
         if changed {
             self.publish(LaneEventKind::Changed, None);
         }
         t.disposition
+    }
+
+    /// Keeps the end of `session`'s payment from terminals until its journal records are on disk.
+    fn hold_end(
+        &mut self,
+        session: SessionId,
+        before: &session::Snapshot,
+        shown_message: Option<CashierMessage>,
+        on_disk: tokio::sync::oneshot::Receiver<()>,
+        ctx: &mut Context<Self>,
+    ) {
+        let told_message = std::mem::replace(&mut self.message, shown_message);
+        self.spec.handle.hold_end(Ending {
+            session: session.as_str().to_owned(),
+            state: before.state,
+            view: self.session_view(before, None),
+            message: self.message.clone(),
+            told: self.last_session.take(),
+            told_message,
+        });
+        ctx.spawn(
+            async move { on_disk.await.is_ok() }
+                .into_actor(self)
+                .map(move |durable, act, _| act.tell_end(&session, durable)),
+        );
+    }
+
+    /// Tells terminals how the held checkout ended, now that the journal holds it.
+    fn tell_end(&mut self, session: &SessionId, durable: bool) {
+        let Some(ending) = self.spec.handle.take_end(Some(session.as_str())) else {
+            return;
+        };
+        if !durable {
+            // Only a full pipeline or backlog loses a close (counted there); the cashier is
+            // not left without an outcome for it.
+            tracing::error!(lane = %self.lane(), %session, "the end of a checkout was not saved; told anyway");
+        }
+        self.last_session = ending.told;
+        self.message = ending.told_message;
+        self.publish(LaneEventKind::Changed, None);
     }
 
     fn work(&mut self, work: Work) {
@@ -247,11 +297,14 @@ impl LaneActor {
 
     fn snapshot(&self) -> LaneSnapshot {
         let s = self.session.snapshot();
-        let session = self.session_view(&s, None);
+        let (state, session) = match self.spec.handle.ending() {
+            Some(held) if s.session_id.is_none() => (held.state, held.view),
+            _ => (s.state, self.session_view(&s, None)),
+        };
         LaneSnapshot {
             lane: self.lane().clone(),
             up: true,
-            state: s.state.to_owned(),
+            state: state.to_owned(),
             session,
             last_session: self.last_session.clone(),
             message: self.message.clone(),
@@ -282,6 +335,10 @@ impl LaneActor {
             }
             // Nothing new starts while it could not be journalled.
             ScanKind::VippsQr(_) if !self.spec.deps.store.is_writable() => Err(store_unavailable()),
+            // The last checkout's end is not on disk yet: it stays on screen until it is.
+            ScanKind::VippsQr(_) if self.spec.handle.is_ending() => Err(CommandError::NotAllowed(
+                "the last checkout is still being saved: scan again in a moment".into(),
+            )),
             ScanKind::VippsQr(qr) => {
                 let event = Event::CustomerQrScanned {
                     qr: qr.raw,
@@ -433,10 +490,21 @@ impl LaneActor {
         // A checkout is journalled with its customer, so one the previous incarnation showed
         // before it failed may have left no trace: nothing of it reached Vipps, and the terminal
         // is told it was interrupted rather than see it vanish.
+        // One whose end the previous incarnation held is told as it ended once its end is on
+        // disk (the writer finishes its queue after the actor is gone); while open it is
+        // recovered below.
         let shown = self.spec.handle.snapshot().session;
-        if let Some(mut view) =
-            shown.filter(|v| v.outcome.is_none() && !open.iter().any(|j| j.session == v.id))
-        {
+        let held = self.spec.handle.take_end(None);
+        let not_open =
+            |v: &SessionView| v.outcome.is_none() && !open.iter().any(|j| j.session == v.id);
+        if let Some(ending) = held.filter(|e| {
+            shown
+                .as_ref()
+                .is_some_and(|v| v.id == e.session && not_open(v))
+        }) {
+            self.last_session = ending.told;
+            self.message = ending.told_message;
+        } else if let Some(mut view) = shown.filter(not_open) {
             tracing::info!(lane = %self.lane(), session = %view.id, "a checkout not yet journalled ended with the lane's failure");
             let ended = TerminalEvent::SessionEnded {
                 outcome: Outcome::Interrupted,
@@ -467,6 +535,7 @@ impl LaneActor {
                 self.work(Work::Close {
                     session: session_id,
                     outcome,
+                    durable: None,
                 });
                 continue;
             }

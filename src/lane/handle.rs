@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::actor::LaneActor;
 use super::messages::{InjectPanic, InjectScan, VippsSignal};
-use super::view::{LaneEvent, LaneEventKind, LaneSnapshot};
+use super::view::{Ending, LaneEvent, LaneEventKind, LaneSnapshot};
 use crate::domain::LaneId;
 
 /// How many events a slow WebSocket subscriber may lag before it must resync from a snapshot.
@@ -101,6 +101,9 @@ pub struct LaneSlot {
     terminals: AtomicUsize,
     terminal_events: Mutex<TerminalEvents>,
     up: AtomicBool,
+    /// A checkout whose end is not durable yet; kept here so the next incarnation, after a
+    /// failure, still knows what the last one was about to tell.
+    ending: Mutex<Option<Ending>>,
     /// Set once lanehub drains for shutdown; every incarnation then refuses new checkouts.
     draining: AtomicBool,
 }
@@ -123,6 +126,7 @@ impl LaneHandle {
             terminals: AtomicUsize::new(0),
             terminal_events: Mutex::new(TerminalEvents::default()),
             up: AtomicBool::new(false),
+            ending: Mutex::new(None),
             draining: AtomicBool::new(false),
         }))
     }
@@ -226,6 +230,29 @@ impl LaneHandle {
             None,
         );
         crate::metrics::lane_up(&self.0.id, up);
+    }
+
+    /// The checkout whose end waits for the disk, if any.
+    pub fn ending(&self) -> Option<Ending> {
+        self.0.ending.lock().expect("lane slot lock").clone()
+    }
+
+    pub fn is_ending(&self) -> bool {
+        self.0.ending.lock().expect("lane slot lock").is_some()
+    }
+
+    /// Holds what the lane is about to tell of a checkout's end until it is durable.
+    pub fn hold_end(&self, ending: Ending) {
+        *self.0.ending.lock().expect("lane slot lock") = Some(ending);
+    }
+
+    /// Takes the held end of `session` (any when `None`).
+    pub fn take_end(&self, session: Option<&str>) -> Option<Ending> {
+        let mut held = self.0.ending.lock().expect("lane slot lock");
+        if session.is_some_and(|s| held.as_ref().is_none_or(|e| e.session != s)) {
+            return None;
+        }
+        held.take()
     }
 
     pub fn is_up(&self) -> bool {

@@ -5,12 +5,14 @@
 //! the session wrote before it is durable; if that write fails a keyed call is not sent and
 //! answers `Event::JournalWriteFailed` (the session owes it and tries again). Any other record
 //! whose write fails is kept and written again, in order, before anything newer, until the
-//! store takes it: nothing the session journalled is dropped. Reads never wait for the disk.
+//! store takes it: nothing the session journalled is dropped. Reads never wait for the disk. A
+//! session's close answers its `durable` once it is on disk: only then is the terminal told how
+//! the checkout ended.
 
 use std::time::Duration;
 
 use actix::Recipient;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::effects::{EffectDeps, call};
 use super::messages::CallAnswered;
@@ -39,8 +41,25 @@ pub enum Work {
     Close {
         session: SessionId,
         outcome: &'static str,
+        /// Answered once the close (and the `session_ended` before it) is durable.
+        durable: Option<oneshot::Sender<()>>,
     },
     Call(Effect),
+}
+
+/// A session's close: its outcome, and who waits for it to be durable.
+#[derive(Debug)]
+struct Closing {
+    outcome: &'static str,
+    durable: Option<oneshot::Sender<()>>,
+}
+
+impl Closing {
+    fn written(self) {
+        if let Some(durable) = self.durable {
+            let _ = durable.send(());
+        }
+    }
 }
 
 /// Whether a journal record reached the disk: `None` while it is queued.
@@ -53,11 +72,11 @@ enum Write {
         record: JournalRecord,
         done: watch::Sender<Option<bool>>,
         /// The session's close, written with its `session_ended` record.
-        close: Option<&'static str>,
+        close: Option<Closing>,
     },
     Close {
         session: SessionId,
-        outcome: &'static str,
+        close: Closing,
     },
     /// Keeps the payments index in step with what Vipps answered (best effort).
     Note {
@@ -91,7 +110,14 @@ pub fn spawn_pipeline(deps: EffectDeps, answers: Recipient<CallAnswered>) -> mps
                         close: None,
                     }
                 }
-                Work::Close { session, outcome } => Write::Close { session, outcome },
+                Work::Close {
+                    session,
+                    outcome,
+                    durable,
+                } => Write::Close {
+                    session,
+                    close: Closing { outcome, durable },
+                },
                 Work::Call(effect) => {
                     let after = latest.clone().filter(|_| follows_journal(&effect));
                     actix::spawn(perform(
@@ -211,8 +237,8 @@ async fn write_in_order(deps: EffectDeps, mut writes: mpsc::Receiver<Write>) {
                 match writes.try_recv() {
                     Ok(Write::Close {
                         session: closing,
-                        outcome,
-                    }) if closing == session => close = Some(outcome),
+                        close: closing_with,
+                    }) if closing == session => close = Some(closing_with),
                     Ok(other) => next = Some(other),
                     Err(_) => {}
                 }
@@ -277,9 +303,20 @@ async fn write_one(deps: &EffectDeps, write: Write) -> Result<(), Write> {
             record,
             done,
             close,
-        } => match persist(&deps.store, &deps.lane, &session, &record, close).await {
+        } => match persist(
+            &deps.store,
+            &deps.lane,
+            &session,
+            &record,
+            close.as_ref().map(|c| c.outcome),
+        )
+        .await
+        {
             Ok(()) => {
                 done.send_replace(Some(true));
+                if let Some(close) = close {
+                    close.written();
+                }
                 Ok(())
             }
             Err(()) => Err(Write::Record {
@@ -289,16 +326,19 @@ async fn write_one(deps: &EffectDeps, write: Write) -> Result<(), Write> {
                 close,
             }),
         },
-        Write::Close { session, outcome } => {
+        Write::Close { session, close } => {
             match deps
                 .store
-                .close_session(&deps.lane, session.as_str(), outcome)
+                .close_session(&deps.lane, session.as_str(), close.outcome)
                 .await
             {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    close.written();
+                    Ok(())
+                }
                 Err(e) => {
                     tracing::error!(lane = %deps.lane, error = %e, "could not close the session in the journal; kept to try again");
-                    Err(Write::Close { session, outcome })
+                    Err(Write::Close { session, close })
                 }
             }
         }

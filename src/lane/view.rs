@@ -47,6 +47,21 @@ impl LaneSnapshot {
     }
 }
 
+/// A checkout with a payment that ended but whose end is not on disk yet. Until it is,
+/// terminals keep seeing the checkout as it was: a restart meanwhile recovers it from the
+/// journal, so no restart can contradict the outcome the cashier is told.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ending {
+    pub session: String,
+    /// The checkout as terminals saw it before it ended.
+    pub state: &'static str,
+    pub view: Option<SessionView>,
+    pub message: Option<CashierMessage>,
+    /// What they are told once the end is durable.
+    pub told: Option<SessionView>,
+    pub told_message: Option<CashierMessage>,
+}
+
 /// A checkout: the one in progress, or the one that ended last.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -4,21 +4,37 @@
 use super::*;
 use crate::late_enrollment::assert_enrolled_with_consents;
 
-#[actix_web::test]
-async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
+/// Makes the database refuse journal records of `kind`, as a failing disk would, until
+/// [`accept_records`].
+fn refuse_records(hub: &TestApp, kind: &str) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(hub.store.path()).unwrap();
+    db.execute_batch(&format!(
+        "CREATE TRIGGER refuse_{kind} BEFORE INSERT ON journal WHEN NEW.kind = '{kind}'
+         BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;"
+    ))
+    .unwrap();
+    db
+}
+
+fn accept_records(db: &rusqlite::Connection, kind: &str) {
+    db.execute_batch(&format!("DROP TRIGGER refuse_{kind}"))
+        .unwrap();
+}
+
+/// A member on lane 1 pays while the database refuses journal records of `kind`.
+async fn member_pays_while_refusing(kind: &str) -> (TestApp, Terminal, rusqlite::Connection) {
     let (hub, mut term) = start_with_terminal(fast_settings()).await;
     identify(&hub, &mut term, "1", MEMBER, "member_welcomed").await;
-
-    // The database refuses exactly the record that must precede the payment request.
-    let db = rusqlite::Connection::open(hub.store.path()).unwrap();
-    db.execute_batch(
-        "CREATE TRIGGER refuse_payment BEFORE INSERT ON journal
-         WHEN NEW.kind = 'payment_requested'
-         BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;",
-    )
-    .unwrap();
+    let db = refuse_records(&hub, kind);
     let (status, body) = hub.pay("1").await;
     assert_eq!(status, 200, "{body}");
+    (hub, term, db)
+}
+
+#[actix_web::test]
+async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
+    // The database refuses exactly the record that must precede the payment request.
+    let (hub, mut term, db) = member_pays_while_refusing("payment_requested").await;
     // A store fault, not Vipps': nothing is final and the session waits.
     let waiting = term.message("store_unavailable").await;
     assert_eq!(waiting["state"], "awaiting_payment_creation");
@@ -28,10 +44,62 @@ async fn a_payment_whose_journal_record_cannot_be_written_is_never_sent() {
     );
 
     // The database takes the record again: the same checkout carries on by itself and pays.
-    db.execute_batch("DROP TRIGGER refuse_payment").unwrap();
+    accept_records(&db, "payment_requested");
     term.message("payment_approved").await;
     assert_eq!(captured(&hub.sim.only_payment().await), AMOUNT);
     term.assert_saw(&["store_unavailable", "payment_requested", "payment_approved"]);
+}
+
+#[actix_web::test]
+async fn a_checkout_is_told_ended_only_once_its_end_is_on_disk() {
+    // The database refuses the record of the checkout's end, and only that one.
+    let (hub, mut term, db) = member_pays_while_refusing("session_ended").await;
+    hub.sim
+        .wait_payments("the payment captured", |p| {
+            p.len() == 1 && captured(&p[0]) == AMOUNT
+        })
+        .await;
+    // Paid at Vipps, but a restart now would recover the checkout from the journal: the lane
+    // still shows it as it was, tells no outcome and starts no other checkout.
+    let deadline = Instant::now() + PATIENCE;
+    while hub
+        .metric("lanehub_store_errors_total", &[("kind", "constraint")])
+        .await
+        .is_none_or(|n| n < 1.0)
+    {
+        assert!(Instant::now() < deadline, "the end was never refused");
+        tokio::time::sleep(POLL).await;
+    }
+    let lane = hub.lane("1").await;
+    assert_eq!(lane["state"], "awaiting_capture", "{lane}");
+    assert!(lane["lastSession"].is_null(), "{lane}");
+    assert_ne!(lane["message"]["code"], "payment_approved", "{lane}");
+    let (status, body) = hub.scan("1", &hub.sim.qr(NON_MEMBER, false).await).await;
+    assert_eq!(status, 409, "{body}");
+
+    // The lane fails meanwhile: its next incarnation recovers the checkout from the journal and
+    // holds its end too.
+    let (status, _) = hub
+        .call(reqwest::Method::POST, "/api/v1/lanes/1/test/panic", None)
+        .await;
+    assert_eq!(status, 202);
+    term.event("down").await;
+    term.event("up").await;
+    let recovered = term.message("session_recovered").await;
+    assert_eq!(recovered["session"]["id"], lane["session"]["id"]);
+    assert!(recovered["lastSession"].is_null(), "{recovered}");
+
+    // The end reaches the disk: only now is the cashier told.
+    accept_records(&db, "session_ended");
+    term.message("payment_approved").await;
+    let lane = hub.lane("1").await;
+    assert_eq!(
+        (&lane["state"], &lane["lastSession"]["outcome"]),
+        (&json!("idle"), &json!("paid")),
+        "{lane}"
+    );
+    assert_eq!(captured(&hub.sim.only_payment().await), AMOUNT);
+    hub.assert_journal_closed().await;
 }
 
 /// Makes every store write fail as on a full disk, or stops doing so (test hook).
