@@ -416,7 +416,7 @@ fn write_config(dir: &Path, sim: &str) -> PathBuf {
          [vipps]\nmode = \"remote\"\nbase_url = \"{sim}\"\nwebhook_public_url = \"\"\n\
          request_timeout = \"3s\"\nretry_deadline = \"5s\"\ncircuit_cool_down = \"1s\"\n\n\
          [session]\npayment_first_poll = \"100ms\"\npayment_poll_interval = \"200ms\"\n\n\
-         [supervisor]\nlane_threads = 2\n\n\
+         [supervisor]\nlane_threads = 2\nunconfirmed_payment_interval = \"500ms\"\n\n\
          [store]\ndata_dir = \"{}\"\n",
         dir.display()
     );
@@ -524,6 +524,26 @@ async fn checkouts_survive_random_sigkills() {
         assert!(
             Instant::now() < deadline,
             "never settled: open sessions {open:?}, busy lanes {busy:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    // A create that reached Vipps only after its checkout ended is lanehub's watch's to cancel
+    // (every `unconfirmed_payment_interval`): wait for it before looking at Vipps.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let open: Vec<Value> = client
+            .sim
+            .payments()
+            .await
+            .into_iter()
+            .filter(|p| !is_final(p))
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "payments left unfinished at Vipps: {open:?}"
         );
         tokio::time::sleep(POLL).await;
     }
