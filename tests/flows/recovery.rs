@@ -61,19 +61,7 @@ async fn a_checkout_is_told_ended_only_once_its_end_is_on_disk() {
         .await;
     // Paid at Vipps, but a restart now would recover the checkout from the journal: the lane
     // still shows it as it was, tells no outcome and starts no other checkout.
-    let deadline = Instant::now() + PATIENCE;
-    while hub
-        .metric("lanehub_store_errors_total", &[("kind", "constraint")])
-        .await
-        .is_none_or(|n| n < 1.0)
-    {
-        assert!(Instant::now() < deadline, "the end was never refused");
-        tokio::time::sleep(POLL).await;
-    }
-    let lane = hub.lane("1").await;
-    assert_eq!(lane["state"], "awaiting_capture", "{lane}");
-    assert!(lane["lastSession"].is_null(), "{lane}");
-    assert_ne!(lane["message"]["code"], "payment_approved", "{lane}");
+    let lane = held_after_refusals(&hub, 0.0, "awaiting_capture").await;
     let (status, body) = hub.scan("1", &hub.sim.qr(NON_MEMBER, false).await).await;
     assert_eq!(status, 409, "{body}");
 
@@ -85,9 +73,12 @@ async fn a_checkout_is_told_ended_only_once_its_end_is_on_disk() {
     assert_eq!(status, 202);
     term.event("down").await;
     term.event("up").await;
+    let before = refused_writes(&hub).await;
     let recovered = term.message("session_recovered").await;
     assert_eq!(recovered["session"]["id"], lane["session"]["id"]);
     assert!(recovered["lastSession"].is_null(), "{recovered}");
+    // (A recovered payment is read back from `awaiting_payment`, which it shows until saved.)
+    held_after_refusals(&hub, before, "awaiting_payment").await;
 
     // The end reaches the disk: only now is the cashier told.
     accept_records(&db, "session_ended");
@@ -100,6 +91,29 @@ async fn a_checkout_is_told_ended_only_once_its_end_is_on_disk() {
     );
     assert_eq!(captured(&hub.sim.only_payment().await), AMOUNT);
     hub.assert_journal_closed().await;
+}
+
+/// How many store writes the database refused with a constraint (the tests' triggers).
+async fn refused_writes(hub: &TestApp) -> f64 {
+    hub.metric("lanehub_store_errors_total", &[("kind", "constraint")])
+        .await
+        .unwrap_or(0.0)
+}
+
+/// Waits until the database refused more than `than` writes (lane 1's end), then checks that
+/// lane 1 still shows its paid checkout as it was (in `state`), without an outcome; its
+/// snapshot then.
+async fn held_after_refusals(hub: &TestApp, than: f64, state: &str) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    while refused_writes(hub).await <= than {
+        assert!(Instant::now() < deadline, "the end was never refused");
+        tokio::time::sleep(POLL).await;
+    }
+    let lane = hub.lane("1").await;
+    assert_eq!(lane["state"], state, "{lane}");
+    assert!(lane["lastSession"].is_null(), "{lane}");
+    assert_ne!(lane["message"]["code"], "payment_approved", "{lane}");
+    lane
 }
 
 /// Makes every store write fail as on a full disk, or stops doing so (test hook).
