@@ -206,7 +206,6 @@ impl LaneActor {
             session: session.as_str().to_owned(),
             state: before.state,
             view: self.session_view(before, None),
-            message: self.message.clone(),
             told: self.last_session.take(),
             told_message,
         });
@@ -297,8 +296,8 @@ impl LaneActor {
 
     fn snapshot(&self) -> LaneSnapshot {
         let s = self.session.snapshot();
-        let (state, session) = match self.spec.handle.ending() {
-            Some(held) if s.session_id.is_none() => (held.state, held.view),
+        let (state, session) = match self.spec.handle.held_view() {
+            Some(held) if s.session_id.is_none() => held,
             _ => (s.state, self.session_view(&s, None)),
         };
         LaneSnapshot {

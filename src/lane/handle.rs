@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::actor::LaneActor;
 use super::messages::{InjectPanic, InjectScan, VippsSignal};
-use super::view::{Ending, LaneEvent, LaneEventKind, LaneSnapshot};
+use super::view::{Ending, LaneEvent, LaneEventKind, LaneSnapshot, SessionView};
 use crate::domain::LaneId;
 
 /// How many events a slow WebSocket subscriber may lag before it must resync from a snapshot.
@@ -232,9 +232,10 @@ impl LaneHandle {
         crate::metrics::lane_up(&self.0.id, up);
     }
 
-    /// The checkout whose end waits for the disk, if any.
-    pub fn ending(&self) -> Option<Ending> {
-        self.0.ending.lock().expect("lane slot lock").clone()
+    /// The state and view of the checkout whose end waits for the disk, if any.
+    pub fn held_view(&self) -> Option<(&'static str, Option<SessionView>)> {
+        let held = self.0.ending.lock().expect("lane slot lock");
+        held.as_ref().map(|e| (e.state, e.view.clone()))
     }
 
     pub fn is_ending(&self) -> bool {

@@ -56,7 +56,6 @@ pub struct Ending {
     /// The checkout as terminals saw it before it ended.
     pub state: &'static str,
     pub view: Option<SessionView>,
-    pub message: Option<CashierMessage>,
     /// What they are told once the end is durable.
     pub told: Option<SessionView>,
     pub told_message: Option<CashierMessage>,
