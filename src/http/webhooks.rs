@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::ErrorKind;
@@ -21,7 +22,7 @@ use crate::lane::Lanes;
 use crate::metrics as m;
 use crate::session::Event;
 use crate::store::Store;
-use crate::vipps::models::PaymentWebhookEvent;
+use crate::vipps::models::{PaymentEventName, PaymentWebhookEvent};
 use crate::vipps::signature;
 
 /// Largest delivery accepted; Vipps' payloads are well under 2 KB.
@@ -138,11 +139,9 @@ async fn receive(
         }
     };
     if !receiver.first_time(&body) {
-        let name = json["name"]
-            .as_str()
-            .map(epayment_event)
-            .unwrap_or_default();
-        verdict(&name, m::WebhookVerdict::Duplicate);
+        let name = PaymentEventName::deserialize(&json["name"])
+            .map_or("", PaymentEventName::webhook_event);
+        verdict(name, m::WebhookVerdict::Duplicate);
         return HttpResponse::Ok().finish();
     }
     if let Some(auth_req_id) = json["auth_req_id"].as_str() {
@@ -165,17 +164,12 @@ async fn receive(
             return HttpResponse::BadRequest().finish();
         }
     };
-    let name = epayment_event(&format!("{:?}", event.name));
+    let name = event.name.webhook_event();
     match route(&event.reference, &lanes, &store).await {
-        true => verdict(&name, m::WebhookVerdict::Accepted),
-        false => verdict(&name, m::WebhookVerdict::UnknownReference),
+        true => verdict(name, m::WebhookVerdict::Accepted),
+        false => verdict(name, m::WebhookVerdict::UnknownReference),
     }
     HttpResponse::Ok().finish()
-}
-
-/// `AUTHORIZED` → `epayments.payment.authorized.v1`.
-fn epayment_event(name: &str) -> String {
-    format!("epayments.payment.{}.v1", name.to_lowercase())
 }
 
 /// Signals the lane that owns `reference`; false if no lane does.
