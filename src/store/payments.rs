@@ -198,27 +198,26 @@ pub(crate) fn update_payment(
     if !update.changes(&stored) {
         return Ok(stored);
     }
-    let captured = update.captured.map(to_sql_amount).transpose()?;
-    let refunded = update.refunded.map(to_sql_amount).transpose()?;
-    let changed = conn
-        .prepare_cached(
-            "UPDATE payments SET state = coalesce(?2, state),
-                                 captured_minor = coalesce(?3, captured_minor),
-                                 refunded_minor = coalesce(?4, refunded_minor),
-                                 updated_at = ?5
-             WHERE reference = ?1",
-        )?
-        .execute(params![
-            reference.as_str(),
-            update.state.map(PaymentIndexState::as_str),
-            captured,
-            refunded,
-            format_time(&Utc::now())
-        ])?;
-    if changed == 0 {
-        return Err(unknown());
-    }
-    select(conn, reference)?.ok_or_else(unknown)
+    let updated = PaymentRecord {
+        state: update.state.unwrap_or(stored.state),
+        captured: update.captured.unwrap_or(stored.captured),
+        refunded: update.refunded.unwrap_or(stored.refunded),
+        updated_at: Utc::now(),
+        ..stored
+    };
+    // The row was read in this same transaction on the store's only writer: it is there.
+    conn.prepare_cached(
+        "UPDATE payments SET state = ?2, captured_minor = ?3, refunded_minor = ?4, updated_at = ?5
+         WHERE reference = ?1",
+    )?
+    .execute(params![
+        reference.as_str(),
+        updated.state.as_str(),
+        to_sql_amount(updated.captured)?,
+        to_sql_amount(updated.refunded)?,
+        format_time(&updated.updated_at)
+    ])?;
+    Ok(updated)
 }
 
 /// One payment by reference.
