@@ -16,7 +16,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::{Settings, VippsMode};
-use crate::domain::{LaneId, Msisdn};
+use crate::domain::Msisdn;
 use crate::followup::EnrollmentFollower;
 use crate::followup::enrollment::{self, FollowSettings};
 use crate::http::extract::ApiTokens;
@@ -27,7 +27,7 @@ use crate::lane::view::LaneSnapshot;
 use crate::lane::{LaneHandle, LaneSpec, Lanes};
 use crate::shutdown::{self, Phase, Shutdown};
 use crate::sim::{SimServer, Simulator};
-use crate::store::{Member, MemberSource, MembershipStore, Store};
+use crate::store::{Member, MembershipStore, Store};
 use crate::supervisor::{RestartBudget, Supervisor};
 use crate::vipps::actor::VippsHandle;
 
@@ -428,24 +428,6 @@ fn tls_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
         })
 }
 
-/// A demo customer in the loyalty club as if imported, enrolled now (at `lane`, when it has one).
-pub(crate) fn demo_member(
-    phone_number: Msisdn,
-    name: String,
-    email: String,
-    lane: Option<LaneId>,
-) -> Member {
-    Member {
-        phone_number,
-        name,
-        email,
-        consents: vec![],
-        enrolled_at: chrono::Utc::now(),
-        enrolled_lane: lane,
-        source: MemberSource::Import,
-    }
-}
-
 /// In simulator mode the virtual customers marked `member` are in the club, so the demo's member
 /// checkout works on a fresh data directory.
 fn seed_demo_members(
@@ -463,7 +445,7 @@ fn seed_demo_members(
     actix_web::rt::spawn(async move {
         for (phone, name, email) in seed {
             if let Ok(None) = members.member(&phone).await {
-                let member = demo_member(phone, name, email, None);
+                let member = Member::imported(phone, name, email, None);
                 if let Err(e) = members.upsert_member(member).await {
                     tracing::warn!(error = %e, "could not seed a demo member");
                 }

@@ -47,7 +47,7 @@ use crate::lane::view::{LaneEvent, LaneEventKind};
 use crate::procfs::ProcessStats;
 use crate::sim::SimState;
 use crate::sim::customers::{Behaviour, Customer};
-use crate::store::{Member, MemberSource, StoreError};
+use crate::store::{Member, StoreError};
 use crate::vipps::models::{AccessToken, CreatePaymentRequest, PaymentState};
 use crate::vipps::{Operation, VippsClient, VippsError};
 
@@ -773,14 +773,12 @@ async fn run_in(
 
     // Every customer is in the club, in one transaction.
     let members: Vec<Member> = (0..lanes)
-        .map(|i| Member {
-            phone_number: lane_phone(i),
-            name: format!("Bench Customer {i}"),
-            email: format!("bench.{i}@example.com"),
-            consents: vec![],
-            enrolled_at: chrono::Utc::now(),
-            enrolled_lane: None,
-            source: MemberSource::Import,
+        .map(|i| {
+            let (name, email) = (
+                format!("Bench Customer {i}"),
+                format!("bench.{i}@example.com"),
+            );
+            Member::imported(lane_phone(i), name, email, None)
         })
         .collect();
     store.import_members(members).await?;

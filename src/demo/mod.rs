@@ -61,8 +61,8 @@ use crate::session::{OrderLine, PayRequest};
 use crate::sim::SimState;
 use crate::sim::customers::{Behaviour, Customer};
 use crate::sim::faults::FaultConfig;
-use crate::startup::{Application, demo_member};
-use crate::store::{MembershipStore, Store};
+use crate::startup::Application;
+use crate::store::{Member, MembershipStore, Store};
 use crate::vipps::Operation;
 
 /// Lanes when `--lanes` is not given.
@@ -335,7 +335,7 @@ impl Demo {
                 let phone = cast.member(k);
                 self.put_customer(&phone, true, paying_customer());
                 let (name, email) = Cast::name(&phone);
-                let member = demo_member(phone, name, email, Some(lane.id.clone()));
+                let member = Member::imported(phone, name, email, Some(lane.id.clone()));
                 if let Err(e) = self.store.upsert_member(member).await {
                     tracing::warn!(lane = %lane.id, error = %e, "demo: could not seed a member");
                 }

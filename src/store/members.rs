@@ -90,6 +90,24 @@ impl FromStr for MemberSource {
 }
 
 impl Member {
+    /// A member as if imported, without consents, enrolled now (at `lane`, when there is one).
+    pub fn imported(
+        phone_number: Msisdn,
+        name: String,
+        email: String,
+        lane: Option<LaneId>,
+    ) -> Self {
+        Member {
+            phone_number,
+            name,
+            email,
+            consents: vec![],
+            enrolled_at: Utc::now(),
+            enrolled_lane: lane,
+            source: MemberSource::Import,
+        }
+    }
+
     /// Checks the free-text fields; the typed fields are valid by construction.
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name).map_err(|reason| StoreError::invalid("name", reason))?;
