@@ -52,8 +52,7 @@ pub(super) async fn serve(
         .aggregate_continuations()
         .max_continuation_size(MAX_MESSAGE_BYTES);
     let mut answers = FuturesOrdered::new();
-    let (seq, snapshot, mut events) = handle.subscribe();
-    let first = LaneEvent::new(seq, LaneEventKind::Snapshot, snapshot, None);
+    let (first, mut events) = subscribe(&handle);
     let mut socket_is = open_if(send(&mut session, &first).await);
     let mut heartbeat = tokio::time::interval(heartbeat);
     let mut missed = 0u8;
@@ -161,13 +160,19 @@ async fn relay(
         Ok(e) => open_if(send(session, &e).await),
         Err(RecvError::Lagged(_)) => {
             // The terminal fell behind: send a fresh snapshot; the seq gap tells it.
-            let (seq, snapshot, rx) = handle.subscribe();
+            let (fresh, rx) = subscribe(handle);
             *events = rx;
-            let fresh = LaneEvent::new(seq, LaneEventKind::Snapshot, snapshot, None);
             open_if(send(session, &fresh).await)
         }
         Err(RecvError::Closed) => Socket::Closed,
     }
+}
+
+/// The lane's events from now on, and the snapshot event a terminal starts from.
+fn subscribe(handle: &LaneHandle) -> (LaneEvent, broadcast::Receiver<Arc<LaneEvent>>) {
+    let (seq, snapshot, events) = handle.subscribe();
+    let snapshot = LaneEvent::new(seq, LaneEventKind::Snapshot, snapshot, None);
+    (snapshot, events)
 }
 
 async fn send(session: &mut actix_ws::Session, event: &LaneEvent) -> bool {
