@@ -7,9 +7,9 @@
 //!
 //! - lanehub: the real `Application` (Vipps actor, one actor per lane, journal, terminal API,
 //!   webhook receiver) in remote mode against a simulator served here. One virtual terminal per
-//!   lane scans the customer's QR and sends the payment command over the terminal API (HTTP), and
-//!   follows the lane's event stream (what the terminal WebSocket forwards) until the session
-//!   ends. Customers are club members who approve at once; webhooks are delivered at once.
+//!   lane scans the customer's QR and sends the payment command over its lane WebSocket (or over
+//!   HTTP with `--commands http`), and follows the lane's event stream (what the terminal
+//!   WebSocket forwards) until the session ends. Customers are club members who approve at once; webhooks are delivered at once.
 //! - floor: per lane, `VippsClient` calls in the order lanehub makes them (token once, QR
 //!   exchange, check-in, create, the same number of status reads as lanehub made per checkout,
 //!   capture) on a second merchant (so no webhooks are sent for it). Instead of a webhook it is
