@@ -9,10 +9,10 @@
 //! own; a `Store` job of several writes is made atomic by the job's savepoint.
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use super::error::{Result, StoreError};
-use super::{check_label, check_session, format_time, parse_time};
+use super::{check_label, check_session, format_time, rows};
 use crate::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
 
 /// The states the payments index records: Vipps' own, and two of lanehub's for a payment Vipps
@@ -137,7 +137,7 @@ pub struct NewIdempotencyKey {
     pub reference: Option<PaymentReference>,
 }
 
-/// The columns `raw_payment` reads; a macro so `concat!` builds each query at compile time.
+/// The columns `payment_row` reads; a macro so `concat!` builds each query at compile time.
 macro_rules! select_payments {
     () => {
         "SELECT reference, lane, session, currency, amount_minor, state,
@@ -230,13 +230,8 @@ pub(crate) fn payment(
 
 /// Every recorded payment, oldest first.
 pub(crate) fn payments(conn: &Connection) -> Result<Vec<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(concat!(
-        select_payments!(),
-        " ORDER BY created_at, reference"
-    ))?;
-    let rows = stmt.query_map([], raw_payment)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
-        .collect()
+    let sql = concat!(select_payments!(), " ORDER BY created_at, reference");
+    rows::query(conn, sql, [], payment_row)
 }
 
 /// The payments whose last known state is `state`, oldest first.
@@ -244,82 +239,38 @@ pub(crate) fn payments_in_state(
     conn: &Connection,
     state: PaymentIndexState,
 ) -> Result<Vec<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(concat!(
+    let sql = concat!(
         select_payments!(),
         " WHERE state = ?1 ORDER BY created_at, reference"
-    ))?;
-    let rows = stmt.query_map([state.as_str()], raw_payment)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(RawPayment::parse))
-        .collect()
+    );
+    rows::query(conn, sql, [state.as_str()], payment_row)
 }
 
 fn select(conn: &Connection, reference: &PaymentReference) -> Result<Option<PaymentRecord>> {
-    let mut stmt = conn.prepare_cached(concat!(select_payments!(), " WHERE reference = ?1"))?;
-    stmt.query_row([reference.as_str()], raw_payment)
-        .optional()?
-        .map(RawPayment::parse)
-        .transpose()
+    let sql = concat!(select_payments!(), " WHERE reference = ?1");
+    rows::query(conn, sql, [reference.as_str()], payment_row)
 }
 
-struct RawPayment {
-    reference: String,
-    lane: String,
-    session: String,
-    currency: String,
-    amount: i64,
-    state: String,
-    captured: i64,
-    refunded: i64,
-    created_at: String,
-    updated_at: String,
-}
-
-fn raw_payment(row: &Row<'_>) -> rusqlite::Result<RawPayment> {
-    Ok(RawPayment {
-        reference: row.get(0)?,
-        lane: row.get(1)?,
+/// One row of `select_payments!`.
+fn payment_row(row: &Row<'_>) -> Result<PaymentRecord> {
+    let minor = |i: usize, what: &'static str| {
+        let v: i64 = row.get(i)?;
+        u64::try_from(v).map_err(|_| StoreError::corrupt(what, format!("{v} is negative")))
+    };
+    Ok(PaymentRecord {
+        reference: rows::parsed(row, 0, "payment reference")?,
+        lane: rows::parsed(row, 1, "payment lane")?,
         session: row.get(2)?,
-        currency: row.get(3)?,
-        amount: row.get(4)?,
-        state: row.get(5)?,
-        captured: row.get(6)?,
-        refunded: row.get(7)?,
-        created_at: row.get(8)?,
-        updated_at: row.get(9)?,
+        amount: Amount::new(
+            rows::parsed(row, 3, "payment currency")?,
+            minor(4, "payment amount")?,
+        ),
+        state: rows::parsed(row, 5, "payment state")?,
+        captured: minor(6, "captured amount")?,
+        refunded: minor(7, "refunded amount")?,
+        created_at: rows::time(row, 8, "payment created_at")?,
+        updated_at: rows::time(row, 9, "payment updated_at")?,
     })
-}
-
-impl RawPayment {
-    fn parse(self) -> Result<PaymentRecord> {
-        let minor = |what: &'static str, v: i64| {
-            u64::try_from(v).map_err(|_| StoreError::corrupt(what, format!("{v} is negative")))
-        };
-        Ok(PaymentRecord {
-            reference: self
-                .reference
-                .parse()
-                .map_err(|e| StoreError::corrupt("payment reference", e))?,
-            lane: self
-                .lane
-                .parse()
-                .map_err(|e| StoreError::corrupt("payment lane", e))?,
-            session: self.session,
-            amount: Amount::new(
-                self.currency
-                    .parse()
-                    .map_err(|e| StoreError::corrupt("payment currency", e))?,
-                minor("payment amount", self.amount)?,
-            ),
-            state: self
-                .state
-                .parse()
-                .map_err(|e| StoreError::corrupt("payment state", e))?,
-            captured: minor("captured amount", self.captured)?,
-            refunded: minor("refunded amount", self.refunded)?,
-            created_at: parse_time("payment created_at", &self.created_at)?,
-            updated_at: parse_time("payment updated_at", &self.updated_at)?,
-        })
-    }
 }
 
 fn to_sql_amount(value: u64) -> Result<i64> {
@@ -381,17 +332,11 @@ fn lookup_key(
     session: &str,
     operation: &str,
 ) -> Result<Option<IdempotencyKey>> {
-    let raw: Option<String> = conn
-        .prepare_cached(
-            "SELECT key FROM idempotency_keys WHERE lane = ?1 AND session = ?2 AND operation = ?3",
-        )?
-        .query_row(params![lane.as_str(), session, operation], |r| r.get(0))
-        .optional()?;
-    raw.map(|k| {
-        k.parse()
-            .map_err(|e| StoreError::corrupt("idempotency key", e))
+    let sql =
+        "SELECT key FROM idempotency_keys WHERE lane = ?1 AND session = ?2 AND operation = ?3";
+    rows::query(conn, sql, params![lane.as_str(), session, operation], |r| {
+        rows::parsed(r, 0, "idempotency key")
     })
-    .transpose()
 }
 
 #[cfg(test)]
