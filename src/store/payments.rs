@@ -17,7 +17,18 @@ use crate::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
 
 /// The states the payments index records: Vipps' own, and two of lanehub's for a payment Vipps
 /// never confirmed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentIndexState {
     /// Asked for, its create not yet confirmed by Vipps (the first state of every payment).
     Requested,
@@ -31,33 +42,11 @@ pub enum PaymentIndexState {
 }
 
 impl PaymentIndexState {
-    pub const ALL: [PaymentIndexState; 7] = [
-        PaymentIndexState::Requested,
-        PaymentIndexState::NotCreated,
-        PaymentIndexState::Created,
-        PaymentIndexState::Authorized,
-        PaymentIndexState::Aborted,
-        PaymentIndexState::Expired,
-        PaymentIndexState::Terminated,
-    ];
+    pub const ALL: &[PaymentIndexState] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The name stored in the index; Vipps' states keep Vipps' names.
     pub fn as_str(self) -> &'static str {
-        match self {
-            PaymentIndexState::Requested => "REQUESTED",
-            PaymentIndexState::NotCreated => "NOT_CREATED",
-            PaymentIndexState::Created => "CREATED",
-            PaymentIndexState::Authorized => "AUTHORIZED",
-            PaymentIndexState::Aborted => "ABORTED",
-            PaymentIndexState::Expired => "EXPIRED",
-            PaymentIndexState::Terminated => "TERMINATED",
-        }
-    }
-}
-
-impl std::fmt::Display for PaymentIndexState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -65,7 +54,8 @@ impl std::str::FromStr for PaymentIndexState {
     type Err = crate::domain::InvalidValue;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|state| state.as_str() == s)
             .ok_or_else(|| crate::domain::InvalidValue {
                 what: "payment state",
@@ -464,7 +454,7 @@ mod tests {
 
     #[test]
     fn index_states_keep_their_stored_names_and_unknown_names_are_refused() {
-        let names: Vec<_> = PaymentIndexState::ALL.map(PaymentIndexState::as_str).into();
+        let names: Vec<_> = PaymentIndexState::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(
             names,
             [
@@ -477,7 +467,7 @@ mod tests {
                 "TERMINATED"
             ]
         );
-        for state in PaymentIndexState::ALL {
+        for &state in PaymentIndexState::ALL {
             assert_eq!(state.as_str().parse::<PaymentIndexState>(), Ok(state));
         }
         let err = "requested".parse::<PaymentIndexState>().unwrap_err();
