@@ -10,6 +10,7 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row, params};
+use strum::{IntoStaticStr, VariantArray};
 
 use super::error::{Result, StoreError};
 use super::{check_label, check_session, format_time, rows};
@@ -17,17 +18,7 @@ use crate::domain::{Amount, IdempotencyKey, LaneId, PaymentReference};
 
 /// The states the payments index records: Vipps' own, and two of lanehub's for a payment Vipps
 /// never confirmed.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::Display,
-    strum::VariantArray,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, strum::Display, VariantArray)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum PaymentIndexState {
     /// Asked for, its create not yet confirmed by Vipps (the first state of every payment).
@@ -42,7 +33,7 @@ pub enum PaymentIndexState {
 }
 
 impl PaymentIndexState {
-    pub const ALL: &[PaymentIndexState] = <Self as strum::VariantArray>::VARIANTS;
+    pub const ALL: &[PaymentIndexState] = <Self as VariantArray>::VARIANTS;
 
     /// The name stored in the index; Vipps' states keep Vipps' names.
     pub fn as_str(self) -> &'static str {
