@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Why a value was rejected, naming the expected form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +28,7 @@ impl InvalidValue {
 
 /// `s` when its length is in `length` and every byte passes `byte_ok`; otherwise an error naming
 /// `what` and the `expected` form.
-fn checked(
+pub(crate) fn checked(
     s: &str,
     what: &'static str,
     length: RangeInclusive<usize>,
@@ -43,19 +43,20 @@ fn checked(
 
 macro_rules! string_serde {
     ($ty:ident) => {
-        impl Serialize for $ty {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
             }
         }
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let raw = String::deserialize(d)?;
-                raw.parse().map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <String as ::serde::Deserialize>::deserialize(d)?;
+                raw.parse().map_err(::serde::de::Error::custom)
             }
         }
     };
 }
+pub(crate) use string_serde;
 
 /// A string newtype that can only be built by [`checked`]: `as_str`, `FromStr`, `Display` as
 /// the text itself, and serde as a plain string.
@@ -77,22 +78,23 @@ macro_rules! validated_string {
             }
         }
 
-        impl FromStr for $ty {
-            type Err = InvalidValue;
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::domain::InvalidValue;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                checked(s, $what, $length, $byte_ok, $expected).map(Self)
+                $crate::domain::checked(s, $what, $length, $byte_ok, $expected).map(Self)
             }
         }
 
-        impl fmt::Display for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(&self.0)
             }
         }
 
-        string_serde!($ty);
+        $crate::domain::string_serde!($ty);
     };
 }
+pub(crate) use validated_string;
 
 /// A phone number in MSISDN form: country code and number, digits only (`^\d{10,15}$`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

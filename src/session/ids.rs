@@ -5,63 +5,27 @@
 //! journal after a crash — reuses exactly the same names, and Vipps answers the retry instead of
 //! creating a second payment.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use super::event::PaymentState;
-use crate::domain::{IdempotencyKey, InvalidValue, LaneId, PaymentReference};
+use crate::domain::{IdempotencyKey, LaneId, PaymentReference};
 
-/// One checkout's id: 8 to 32 of a-z, A-Z, 0-9. The lane actor chooses it; step has no randomness.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(String);
+crate::domain::validated_string! {
+    /// One checkout's id: 8 to 32 of a-z, A-Z, 0-9. The lane actor chooses it; step has no
+    /// randomness.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct SessionId;
+    what: "session id",
+    length: SessionId::MIN_LEN..=SessionId::MAX_LEN,
+    bytes: |b: u8| b.is_ascii_alphanumeric(),
+    expected: "expected 8 to 32 characters of a-z, A-Z and 0-9",
+}
 
 impl SessionId {
     pub const MIN_LEN: usize = 8;
     pub const MAX_LEN: usize = 32;
 
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// A session id from a UUID's 32 hex digits: the lane actor's usual source of fresh ids.
     pub fn from_uuid(id: uuid::Uuid) -> Self {
         Self(id.simple().to_string())
-    }
-}
-
-impl FromStr for SessionId {
-    type Err = InvalidValue;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&s.len())
-            || !s.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
-            return Err(InvalidValue {
-                what: "session id",
-                reason: "expected 8 to 32 characters of a-z, A-Z and 0-9".to_owned(),
-            });
-        }
-        Ok(Self(s.to_owned()))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl Serialize for SessionId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for SessionId {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        raw.parse().map_err(serde::de::Error::custom)
     }
 }
 
