@@ -302,14 +302,10 @@ async fn check_in(
         )
         .into());
     }
-    let known = phone.parse().ok().is_some_and(|p| {
-        state
-            .customers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&p)
-            .is_some()
-    });
+    let known = phone
+        .parse()
+        .ok()
+        .is_some_and(|p| state.customers().get(&p).is_some());
     let id = uuid::Uuid::new_v4().to_string();
     record.id = Some(id.clone());
     record.outcome = CheckInOutcome::Accepted;

@@ -63,6 +63,14 @@ impl SimState {
         }
     }
 
+    /// The simulated customers. A panic elsewhere does not lock them away: every change is made
+    /// whole under the lock.
+    pub fn customers(&self) -> std::sync::MutexGuard<'_, customers::Customers> {
+        self.customers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Applies everything that is due at `now`: customers acting, expiries, webhook deliveries.
     pub fn tick(self: &Arc<Self>, now: Instant) {
         auth::tick(self, now);

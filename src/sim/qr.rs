@@ -164,9 +164,7 @@ async fn exchange(
     let body = body?;
     let qr = parse_request(&body)?;
     let future = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .customers()
         .by_qr_future_url(qr)
         .map(|c| c.phone_number.clone());
     if let Some(phone) = future {
@@ -179,10 +177,7 @@ async fn exchange(
     let answer = match classify(qr).map_err(|reason| bad_request("qrCode", reason))? {
         ScannedQr::ClearText(phone) => json!({"msisdn": phone.as_str(), "version": "1.0"}),
         ScannedQr::Token(token) => {
-            let customers = state
-                .customers
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let customers = state.customers();
             let customer = customers
                 .by_qr_token(&token)
                 .ok_or_else(|| bad_request("qrCode", "unknown or expired personal QR token"))?;

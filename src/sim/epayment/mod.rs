@@ -155,13 +155,6 @@ fn lock(state: &SimState) -> MutexGuard<'_, Payments> {
         .unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lock_customers(state: &SimState) -> MutexGuard<'_, Customers> {
-    state
-        .customers
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-}
-
 fn now(state: &SimState) -> Now {
     state.clock.moment()
 }
@@ -454,7 +447,7 @@ async fn create_payment(
     let customer = match &validated {
         Ok(NewPayment {
             customer: Some(id), ..
-        }) => Some(resolve_customer(&lock_customers(&state), id)),
+        }) => Some(resolve_customer(&state.customers(), id)),
         _ => None,
     }
     .transpose();
@@ -660,7 +653,7 @@ async fn force_approve(
     let approver = body
         .customer
         .as_ref()
-        .map(|id| resolve_customer(&lock_customers(&state), id))
+        .map(|id| resolve_customer(&state.customers(), id))
         .transpose()?
         .map(|(phone, _)| phone);
     let now = now(&state);

@@ -175,12 +175,7 @@ fn client_and_params(
 
 /// The simulated customer with `phone`, if there is one.
 fn customer(state: &SimState, phone: &Msisdn) -> Option<Customer> {
-    state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(phone)
-        .cloned()
+    state.customers().get(phone).cloned()
 }
 
 /// Form parameters; each may be given once.

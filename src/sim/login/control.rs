@@ -131,12 +131,7 @@ fn customer_phone(state: &SimState, raw: &str) -> Result<Msisdn, Problem> {
             &[("phone", &e.reason)],
         )
     })?;
-    let known = state
-        .customers
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&phone)
-        .is_some();
+    let known = state.customers().get(&phone).is_some();
     if !known {
         return Err(problem(StatusCode::NOT_FOUND, "no such customer", &[]));
     }

@@ -200,10 +200,7 @@ pub(super) fn tick(state: &Arc<SimState>, now: Instant) {
         return;
     }
     let behaviours: HashMap<Msisdn, (LoginBehaviour, Duration)> = {
-        let customers = state
-            .customers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let customers = state.customers();
         pending
             .iter()
             .filter_map(|p| customers.get(p))
