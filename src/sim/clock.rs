@@ -64,9 +64,14 @@ impl Now {
 
     /// The moment `d` after this one.
     pub fn after(&self, d: Duration) -> Now {
+        self.at(self.instant + d)
+    }
+
+    /// The moment `at` on the same clock.
+    pub fn at(&self, at: Instant) -> Now {
         Now {
-            instant: self.instant + d,
-            wall: self.wall_at(self.instant + d),
+            instant: at,
+            wall: self.wall_at(at),
         }
     }
 }

@@ -426,10 +426,7 @@ impl Payment {
             (Due::Expire, _) | (_, None) => self.expires.instant,
             (_, Some(plan)) => plan.acts_at,
         };
-        let when = Now {
-            instant: at,
-            wall: now.wall_at(at),
-        };
+        let when = now.at(at);
         // The customer's approval may fail on a test amount; that is an outcome, not an error.
         let _ = match due {
             Due::Approve => self.approve(&when),

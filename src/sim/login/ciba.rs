@@ -20,7 +20,6 @@ use super::{
 use crate::config::SimMerchant;
 use crate::domain::Msisdn;
 use crate::sim::SimState;
-use crate::sim::clock::Now;
 use crate::sim::customers::Customer;
 use crate::sim::problem::Problem;
 
@@ -316,7 +315,8 @@ async fn authenticate(
         )
         .into());
     }
-    let now = state.clock.now();
+    let created = state.clock.moment();
+    let now = created.instant;
     let expires_in = request
         .requested_expiry_secs
         .map_or(state.settings.login_expiry, std::time::Duration::from_secs);
@@ -341,10 +341,6 @@ async fn authenticate(
         merchant_serial_number: client.merchant_serial_number.clone(),
         scopes: request.scopes,
         binding_message: request.binding_message,
-    };
-    let created = Now {
-        instant: now,
-        wall: state.clock.wall(),
     };
     let login = Login::new(auth_req_id.clone(), asked, created, expires_in, interval);
     logins.insert(login);
